@@ -1,0 +1,37 @@
+//! The OpenAPI document (`/openapi.json`) and Swagger UI (`/docs`), like the
+//! original FastAPI server's. The UI's files are compiled into the binary
+//! (utoipa-swagger-ui's `vendored` feature), so `/docs` works offline.
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bigcache",
+        description = "Disk-backed cache server. Keys: the path after /cache/ (percent-decoded, \
+                       outer slashes stripped) plus `?query` when present. Durations: 30s, 1m, \
+                       6h, 28d, 2w, `1h 30m`. When the server runs with --api-token, send \
+                       `Authorization: Bearer <token>`."
+    ),
+    paths(
+        super::set_value,
+        super::get_value,
+        super::delete_value,
+        super::set_bytes,
+        super::get_bytes,
+        super::delete_prefix,
+        super::stat,
+        super::stat_count,
+        super::clear
+    ),
+    components(schemas(super::SetRequest, crate::metrics::StatsSnapshot))
+)]
+pub struct ApiDoc;
+
+pub fn router() -> Router {
+    SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        .into()
+}

@@ -1,0 +1,389 @@
+//! The REST API (default port 36379), wire-compatible with the original
+//! Python server's `/cache` endpoints and extended with `/pickle`, `/prefix`,
+//! `/stat`, `/clear`, `/docs` and `/openapi.json`.
+//!
+//! - [`key`]: how a URL becomes a key (read this before using the API).
+//! - [`error`]: the error type and its HTTP statuses.
+//! - [`docs`]: the OpenAPI document and the offline Swagger UI at `/docs`.
+//!
+//! Routing uses axum: it is hyper and tower underneath (the same stack as the
+//! proxy), and its extractors and router make each endpoint a short function
+//! instead of hand-matched paths. Keys are taken from the raw URI rather than
+//! axum's path extractor because the key rule needs the undecoded path and
+//! the query string.
+//!
+//! Responses that carry a stored JSON value are assembled from the stored
+//! bytes without re-parsing them: the value was validated when it was
+//! written and the record's checksum guards it since.
+
+pub mod docs;
+pub mod error;
+pub mod key;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::metrics::Stats;
+use crate::store::{Kind, Lookup, Namespace, Record, Store, now_ms};
+use crate::ttl;
+use error::ApiError;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_key: usize,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub stats: Arc<Stats>,
+    pub limits: Limits,
+    /// When set, every endpoint but the docs and `/healthz` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route(
+            "/cache/{*key}",
+            post(set_value).get(get_value).delete(delete_value),
+        )
+        .route(
+            "/pickle/{*key}",
+            post(set_bytes).get(get_bytes).delete(delete_value),
+        )
+        .route("/prefix/{*prefix}", axum::routing::delete(delete_prefix))
+        .route("/prefix/", axum::routing::delete(empty_prefix))
+        .route("/prefix", axum::routing::delete(empty_prefix))
+        .route("/stat", get(stat))
+        .route("/stat/count", get(stat_count))
+        .route("/clear", get(clear).post(clear).delete(clear))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(docs::router())
+        .merge(api)
+        .fallback(|| async { ApiError::NotFound("Not Found".into()) })
+}
+
+async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The part of the path after `route` (e.g. `/cache/`), still encoded.
+fn rest<'a>(uri: &'a Uri, route: &str) -> &'a str {
+    uri.path().strip_prefix(route).unwrap_or("")
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge(
+            format!("request body is larger than the {max}-byte limit"),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!("reading request body: {e}"))),
+    }
+}
+
+/// Deadline in unix ms from a duration text or an absolute unix time in
+/// seconds; the duration wins when both are given.
+fn deadline(duration: Option<&str>, expire: Option<f64>) -> Result<Option<u64>, ApiError> {
+    if let Some(text) = duration {
+        let d = ttl::parse(text)?;
+        return Ok(Some(now_ms() + d.as_millis() as u64));
+    }
+    match expire {
+        None => Ok(None),
+        Some(e) if !e.is_finite() => Err(ApiError::Unprocessable(
+            "expire must be a finite unix time in seconds".into(),
+        )),
+        // 0 encodes "never", so a deadline in the past is clamped to 1 ms.
+        Some(e) => Ok(Some(((e * 1000.0) as u64).clamp(1, ttl_cap()))),
+    }
+}
+
+fn ttl_cap() -> u64 {
+    now_ms() + ttl::MAX_TTL.as_millis() as u64
+}
+
+fn expire_secs(rec: &Record) -> Option<f64> {
+    rec.expires_at.map(|ms| ms as f64 / 1000.0)
+}
+
+/// `{"key":..,"value":<stored JSON>,"expire":..[,"duration":..]}`.
+fn value_json(key: &str, value: &[u8], expire: Option<f64>, duration: Option<&str>) -> Response {
+    let mut out = Vec::with_capacity(value.len() + key.len() + 64);
+    out.extend_from_slice(b"{\"key\":");
+    // Serializing a str or an Option of numbers/strs cannot fail.
+    let _ = serde_json::to_writer(&mut out, key);
+    out.extend_from_slice(b",\"value\":");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b",\"expire\":");
+    let _ = serde_json::to_writer(&mut out, &expire);
+    if let Some(d) = duration {
+        out.extend_from_slice(b",\"duration\":");
+        let _ = serde_json::to_writer(&mut out, &(!d.is_empty()).then_some(d));
+    }
+    out.push(b'}');
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SetRequest {
+    /// Any JSON value.
+    #[schema(value_type = Object)]
+    value: Box<RawValue>,
+    /// Lifetime, e.g. `30s`, `1m`, `6h`, `28d`, `1h 30m`. Wins over `expire`.
+    #[serde(default)]
+    duration: Option<String>,
+    /// Absolute expiry, unix seconds.
+    #[serde(default)]
+    expire: Option<f64>,
+}
+
+/// Store a JSON value.
+#[utoipa::path(post, path = "/cache/{key}", request_body = SetRequest,
+    params(("key" = String, Path, description = "Cache key (slashes allowed; query string is part of the key)")),
+    responses((status = 200, description = "Stored: {key, value, expire}"),
+              (status = 413, description = "Body too large"),
+              (status = 422, description = "Malformed JSON or duration")))]
+async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+    let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
+    let body = read_body(body, st.limits.max_body).await?;
+    let req: SetRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "invalid body ({e}); expected {{\"value\": <any JSON>, \"duration\": \"1m\"}}"
+        ))
+    })?;
+    let expires_at = deadline(req.duration.as_deref(), req.expire)?;
+    let value = Bytes::copy_from_slice(req.value.get().as_bytes());
+    let record = Record {
+        kind: Kind::Json,
+        created_at: now_ms(),
+        expires_at,
+        meta: Bytes::from(req.duration.unwrap_or_default()),
+        body: value.clone(),
+    };
+    let expire = expire_secs(&record);
+    st.store
+        .put(Namespace::Value, key.as_bytes(), record)
+        .await?;
+    Stats::bump(&st.stats.sets);
+    Ok(value_json(&key, &value, expire, None))
+}
+
+/// Reads a live entry, counting the outcome.
+async fn lookup(st: &ApiState, key: &str) -> Result<Record, ApiError> {
+    match st.store.get(Namespace::Value, key.as_bytes()).await? {
+        Lookup::Hit(rec) => {
+            Stats::bump(&st.stats.hits);
+            Ok(rec)
+        }
+        Lookup::Miss => {
+            Stats::bump(&st.stats.misses);
+            Err(ApiError::NotFound(format!("'{key}' not found in cache.")))
+        }
+        Lookup::Expired => {
+            Stats::bump(&st.stats.expired);
+            Err(ApiError::NotFound(format!("'{key}' has expired.")))
+        }
+    }
+}
+
+/// Read a JSON value.
+#[utoipa::path(get, path = "/cache/{key}",
+    params(("key" = String, Path, description = "Cache key")),
+    responses((status = 200, description = "{key, value, expire, duration}"),
+              (status = 404, description = "Missing or expired"),
+              (status = 409, description = "Stored as raw bytes; use /pickle")))]
+async fn get_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
+    let rec = lookup(&st, &key).await?;
+    if rec.kind != Kind::Json {
+        return Err(ApiError::Conflict(format!(
+            "'{key}' holds raw bytes; read it with GET /pickle/{key}"
+        )));
+    }
+    let duration = std::str::from_utf8(&rec.meta).unwrap_or_default();
+    Ok(value_json(
+        &key,
+        &rec.body,
+        expire_secs(&rec),
+        Some(duration),
+    ))
+}
+
+/// Delete an entry (JSON value or raw bytes).
+#[utoipa::path(delete, path = "/cache/{key}",
+    params(("key" = String, Path, description = "Cache key")),
+    responses((status = 200, description = "{message}"), (status = 404, description = "Absent")))]
+async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let route = if uri.path().starts_with("/pickle/") {
+        "/pickle/"
+    } else {
+        "/cache/"
+    };
+    let key = key::entry_key(rest(&uri, route), uri.query(), st.limits.max_key)?;
+    if !st.store.delete(Namespace::Value, key.as_bytes()).await? {
+        return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
+    }
+    Stats::bump(&st.stats.deletes);
+    Ok(
+        axum::Json(serde_json::json!({ "message": format!("'{key}' removed from cache.") }))
+            .into_response(),
+    )
+}
+
+const TTL_HEADER: &str = "x-bigcache-ttl";
+const EXPIRE_HEADER: &str = "x-bigcache-expire";
+
+/// Store raw bytes verbatim. Lifetime from the `X-Bigcache-TTL` header
+/// (duration) or `X-Bigcache-Expire` (unix seconds); none means forever.
+#[utoipa::path(post, path = "/pickle/{key}", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("key" = String, Path, description = "Cache key"),
+           ("X-Bigcache-TTL" = Option<String>, Header, description = "Lifetime, e.g. 28d"),
+           ("X-Bigcache-Expire" = Option<f64>, Header, description = "Absolute expiry, unix seconds")),
+    responses((status = 200, description = "{key, expire, size}")))]
+async fn set_bytes(
+    State(st): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| ApiError::BadRequest(format!("{name} is not text")))
+            })
+            .transpose()
+    };
+    let duration = text(TTL_HEADER)?;
+    let expire = text(EXPIRE_HEADER)?
+        .map(|e| {
+            e.trim().parse::<f64>().map_err(|_| {
+                ApiError::Unprocessable(format!("{EXPIRE_HEADER} must be unix seconds, got {e:?}"))
+            })
+        })
+        .transpose()?;
+    let expires_at = deadline(duration.as_deref(), expire)?;
+    let body = read_body(body, st.limits.max_body).await?;
+    let size = body.len();
+    let record = Record {
+        kind: Kind::Bytes,
+        created_at: now_ms(),
+        expires_at,
+        meta: Bytes::new(),
+        body,
+    };
+    let expire = expire_secs(&record);
+    st.store
+        .put(Namespace::Value, key.as_bytes(), record)
+        .await?;
+    Stats::bump(&st.stats.sets);
+    Ok(
+        axum::Json(serde_json::json!({ "key": key, "expire": expire, "size": size }))
+            .into_response(),
+    )
+}
+
+/// Read raw bytes (a JSON value set through /cache comes back as its JSON text).
+#[utoipa::path(get, path = "/pickle/{key}",
+    params(("key" = String, Path, description = "Cache key")),
+    responses((status = 200, description = "The stored bytes", content_type = "application/octet-stream"),
+              (status = 404, description = "Missing or expired")))]
+async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
+    let rec = lookup(&st, &key).await?;
+    let content_type = match rec.kind {
+        Kind::Json => "application/json",
+        _ => "application/octet-stream",
+    };
+    let mut res = (StatusCode::OK, rec.body.clone()).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(e) = expire_secs(&rec)
+        && let Ok(v) = HeaderValue::from_str(&e.to_string())
+    {
+        h.insert(EXPIRE_HEADER, v);
+    }
+    Ok(res)
+}
+
+/// Delete every key starting with the prefix.
+#[utoipa::path(delete, path = "/prefix/{prefix}",
+    params(("prefix" = String, Path, description = "Key prefix; only leading slashes are stripped")),
+    responses((status = 200, description = "{message}"), (status = 400, description = "Empty prefix")))]
+async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    let prefix = key::prefix_key(rest(&uri, "/prefix/"), uri.query(), st.limits.max_key)?;
+    let n = st
+        .store
+        .delete_prefix(Namespace::Value, prefix.as_bytes())
+        .await?;
+    st.stats
+        .deletes
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Ok(axum::Json(
+        serde_json::json!({ "message": format!("prefix '{prefix}': {n} keys deleted.") }),
+    )
+    .into_response())
+}
+
+async fn empty_prefix() -> ApiError {
+    ApiError::BadRequest(
+        "prefix is empty; DELETE /prefix/<prefix>, or /clear to empty the cache".into(),
+    )
+}
+
+/// Hit, miss, expiry and delete counters since start.
+#[utoipa::path(get, path = "/stat", responses((status = 200, body = crate::metrics::StatsSnapshot)))]
+async fn stat(State(st): State<ApiState>) -> Response {
+    axum::Json(st.stats.snapshot()).into_response()
+}
+
+/// Number of live entries. Walks the whole store: for occasional use.
+#[utoipa::path(get, path = "/stat/count", responses((status = 200, description = "{count}")))]
+async fn stat_count(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let count = st.store.count(&Namespace::ALL).await?;
+    Ok(axum::Json(serde_json::json!({ "count": count })).into_response())
+}
+
+/// Empty the whole cache (GET as the original accepted it; POST and DELETE too).
+#[utoipa::path(post, path = "/clear", responses((status = 200, description = "{message}")))]
+async fn clear(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    st.store.clear().await?;
+    tracing::info!("cache cleared");
+    Ok(axum::Json(serde_json::json!({ "message": "cache cleared." })).into_response())
+}

@@ -1,0 +1,191 @@
+//! Command-line flags (each also readable from a `BIGCACHE_*` variable),
+//! validated into a [`Config`] before anything starts: a bad flag fails at
+//! startup with a message, never later.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// bigcache: a long-lived, disk-backed cache for Django sites.
+///
+/// Serves the REST cache API (compatible with the original Python bigcache)
+/// and stores everything in LevelDB under --data-dir.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// Directory holding the LevelDB shards; created if missing.
+    #[arg(long, env = "BIGCACHE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the REST API.
+    #[arg(long, env = "BIGCACHE_API_LISTEN", default_value = "127.0.0.1:36379")]
+    pub api_listen: SocketAddr,
+
+    /// Require `Authorization: Bearer <token>` on the REST API (all but
+    /// /docs, /openapi.json and /healthz).
+    #[arg(long, env = "BIGCACHE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Allow the REST API on a non-loopback address without --api-token.
+    /// Anyone who reaches it can then read, overwrite and purge the cache.
+    #[arg(long, env = "BIGCACHE_API_ALLOW_PUBLIC")]
+    pub api_allow_public: bool,
+
+    /// Largest request body the REST API accepts (e.g. 16MiB, 512KiB, 1000000).
+    #[arg(long, env = "BIGCACHE_MAX_BODY_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_body_size: u64,
+
+    /// Longest key, in bytes after percent-decoding.
+    #[arg(long, env = "BIGCACHE_MAX_KEY_LENGTH", default_value_t = 4096)]
+    pub max_key_length: usize,
+
+    /// LevelDB shards (each with its own thread) for a new data directory;
+    /// an existing directory keeps the count it was created with.
+    #[arg(long, env = "BIGCACHE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+
+    /// RAM budget for the hot tier of recently used entries (0 disables it).
+    #[arg(long, env = "BIGCACHE_HOT_CACHE_SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub hot_cache_size: u64,
+
+    /// How often the sweeper removes expired entries nobody read.
+    #[arg(long, env = "BIGCACHE_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Expired entries removed per shard per sweep step; bounds the pause.
+    #[arg(long, env = "BIGCACHE_SWEEP_BATCH", default_value_t = 1000)]
+    pub sweep_batch: usize,
+
+    /// Log filter, e.g. `info`, `debug`, `bigcache=debug,info`.
+    #[arg(long, env = "BIGCACHE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub api_token: Option<String>,
+    pub max_body_size: usize,
+    pub max_key_length: usize,
+    pub shards: usize,
+    pub hot_cache_size: u64,
+    pub sweep_interval: Duration,
+    pub sweep_batch: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--api-listen {0} is reachable from other machines and no --api-token is set: \
+         anyone could read, overwrite and purge the cache. Set --api-token \
+         (BIGCACHE_API_TOKEN), or pass --api-allow-public if a firewall guards the port"
+    )]
+    PublicWithoutToken(SocketAddr),
+    #[error("--api-token must not be empty")]
+    EmptyToken,
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Args {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.api_token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        if !self.api_listen.ip().is_loopback() && self.api_token.is_none() && !self.api_allow_public
+        {
+            return Err(ConfigError::PublicWithoutToken(self.api_listen));
+        }
+        for (name, v) in [
+            ("max-body-size", self.max_body_size as usize),
+            ("max-key-length", self.max_key_length),
+            ("sweep-batch", self.sweep_batch),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::Zero("sweep-interval"));
+        }
+        Ok(Config {
+            data_dir: self.data_dir,
+            api_listen: self.api_listen,
+            api_token: self.api_token,
+            max_body_size: usize::try_from(self.max_body_size).unwrap_or(usize::MAX),
+            max_key_length: self.max_key_length,
+            shards: usize::from(self.shards),
+            hot_cache_size: self.hot_cache_size,
+            sweep_interval: self.sweep_interval,
+            sweep_batch: self.sweep_batch,
+        })
+    }
+}
+
+/// A byte size: a plain number, or a number with B, KB/KiB, MB/MiB, GB/GiB
+/// (decimal and binary suffixes both mean powers of 1024 here, as in nginx).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2GB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5TB").is_err());
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["bigcache"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn public_api_needs_a_token() {
+        assert!(matches!(
+            args(&["--api-listen", "0.0.0.0:36379"]).validate(),
+            Err(ConfigError::PublicWithoutToken(_))
+        ));
+        assert!(
+            args(&["--api-listen", "0.0.0.0:36379", "--api-token", "s3cret"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            args(&["--api-listen", "0.0.0.0:36379", "--api-allow-public"])
+                .validate()
+                .is_ok()
+        );
+        assert!(args(&[]).validate().is_ok());
+    }
+}
