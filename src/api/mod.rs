@@ -157,6 +157,38 @@ fn value_json(key: &str, value: &[u8], expire: Option<f64>, duration: Option<&st
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
+/// Deepest nesting accepted in a JSON body. serde_json enforces its own
+/// limit when building values, but not when it only validates a raw value,
+/// which is how bodies are stored; and clients reading the value back with
+/// recursive parsers deserve the same bound.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Maximum bracket depth of a JSON text (strings skipped); a linear scan.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct SetRequest {
     /// Any JSON value.
@@ -179,6 +211,11 @@ pub struct SetRequest {
 async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
     let body = read_body(body, st.limits.max_body).await?;
+    if nesting_depth(&body) > MAX_JSON_DEPTH {
+        return Err(ApiError::Unprocessable(format!(
+            "JSON nests deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
     let req: SetRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Unprocessable(format!(
             "invalid body ({e}); expected {{\"value\": <any JSON>, \"duration\": \"1m\"}}"
@@ -386,4 +423,17 @@ async fn clear(State(st): State<ApiState>) -> Result<Response, ApiError> {
     st.store.clear().await?;
     tracing::info!("cache cleared");
     Ok(axum::Json(serde_json::json!({ "message": "cache cleared." })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn depth_skips_brackets_inside_strings() {
+        assert_eq!(nesting_depth(br#"{"value": 1}"#), 1);
+        assert_eq!(nesting_depth(br#"{"value": [[1], {"a": []}]}"#), 4);
+        assert_eq!(nesting_depth(br#"{"value": "[[[[\"[[["}"#), 1);
+        assert_eq!(nesting_depth(b"[[[]]]"), 3);
+    }
 }

@@ -458,18 +458,21 @@ impl Shard {
     }
 
     /// Compacts `[from, to]` until the shard stops shrinking:
-    /// `compact_range` covers a range only partially per call.
+    /// `compact_range` covers a range only partially per call, and the first
+    /// call may only turn the memtable into a level-0 table (no shrink yet).
     fn compact_span(&mut self, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
         let started = Instant::now();
         let before = dir_size(&self.dir);
         let mut size = before;
+        let mut idle = 0;
         for _ in 0..8 {
             self.db()?.compact_range(from, to)?;
             let now = dir_size(&self.dir);
-            if now >= size {
+            idle = if now < size { 0 } else { idle + 1 };
+            size = now;
+            if idle == 2 {
                 break;
             }
-            size = now;
         }
         tracing::debug!(
             shard = self.index,

@@ -1,0 +1,527 @@
+//! The REST API, endpoint by endpoint, including every error path.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::util::{Server, client};
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), extra);
+    (dir, server)
+}
+
+async fn post_json(s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = client().post(s.url(path)).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(s: &Server, path: &str) -> (StatusCode, Value) {
+    let r = client().get(s.url(path)).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn delete(s: &Server, path: &str) -> (StatusCode, Value) {
+    let r = client().delete(s.url(path)).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The original README's curl examples, verbatim, through real curl.
+#[tokio::test]
+async fn seed_readme_curl_examples_work_verbatim() {
+    let (_d, s) = start(&[]);
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .arg("-sS")
+            .args(args)
+            .output()
+            .expect("curl is installed");
+        assert!(out.status.success(), "curl {args:?} failed");
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON reply")
+    };
+    let base = s.url("/cache/");
+    let v = json!({"title": "example data", "notes": "example notes"});
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"value": {"title": "example data", "notes": "example notes"}, "duration": "1m"}"#,
+        &format!("{base}mykey"),
+    ]);
+    assert_eq!(r["key"], "mykey");
+    assert_eq!(r["value"], v);
+    let expire = r["expire"].as_f64().unwrap();
+    assert!((expire - (now() + 60.0)).abs() < 5.0, "expire {expire}");
+
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"value": {"title": "example data", "notes": "example notes"}}"#,
+        &format!("{base}mykey_noexpire"),
+    ]);
+    assert_eq!(r["expire"], Value::Null);
+
+    let r = curl(&[&format!("{base}mykey")]);
+    assert_eq!(r["value"], v);
+    assert_eq!(r["duration"], "1m");
+    assert_eq!(r["expire"].as_f64(), Some(expire));
+    let r = curl(&[&format!("{base}mykey_noexpire")]);
+    assert_eq!(r["value"], v);
+    assert_eq!(r["expire"], Value::Null);
+    assert_eq!(r["duration"], Value::Null);
+
+    let r = curl(&["-X", "DELETE", &format!("{base}mykey")]);
+    assert_eq!(r["message"], "'mykey' removed from cache.");
+    let r = curl(&["-X", "DELETE", &format!("{base}mykey_noexpire")]);
+    assert_eq!(r["message"], "'mykey_noexpire' removed from cache.");
+    let r = curl(&[&format!("{base}mykey")]);
+    assert!(r["detail"].as_str().unwrap().contains("not found"));
+}
+
+#[tokio::test]
+async fn any_json_value_round_trips() {
+    let (_d, s) = start(&[]);
+    for (i, v) in [
+        json!(null),
+        json!(42),
+        json!(-1.5e300),
+        json!("text with \"quotes\" and ünïcode ☃"),
+        json!([1, [2, [3]], {"a": null}]),
+        json!({"html": "<p>".repeat(5000)}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("/cache/v{i}");
+        let (st, _) = post_json(&s, &key, json!({ "value": v })).await;
+        assert_eq!(st, 200);
+        let (st, got) = get_json(&s, &key).await;
+        assert_eq!(st, 200);
+        assert_eq!(got["value"], v);
+    }
+}
+
+#[tokio::test]
+async fn durations_seed_and_humantime_forms() {
+    let (_d, s) = start(&[]);
+    for (text, secs) in [
+        ("30s", 30.0),
+        ("1m", 60.0),
+        ("6h", 21600.0),
+        ("28d", 28.0 * 86400.0),
+        ("28ds", 28.0 * 86400.0),
+        ("1h 30m", 5400.0),
+        ("2w", 14.0 * 86400.0),
+    ] {
+        let (st, r) = post_json(&s, "/cache/d", json!({"value": 1, "duration": text})).await;
+        assert_eq!(st, 200, "{text}");
+        let expire = r["expire"].as_f64().unwrap();
+        assert!((expire - now() - secs).abs() < 5.0, "{text}: {expire}");
+    }
+    // duration wins over expire; expire alone is absolute.
+    let (_, r) = post_json(
+        &s,
+        "/cache/d",
+        json!({"value": 1, "duration": "1h", "expire": now() + 10.0}),
+    )
+    .await;
+    assert!((r["expire"].as_f64().unwrap() - now() - 3600.0).abs() < 5.0);
+    let at = (now() + 1234.0).floor();
+    let (_, r) = post_json(&s, "/cache/d", json!({"value": 1, "expire": at})).await;
+    assert_eq!(r["expire"].as_f64(), Some(at));
+}
+
+#[tokio::test]
+async fn malformed_durations_are_422_and_lose_nothing() {
+    let (_d, s) = start(&[]);
+    post_json(&s, "/cache/keep", json!({"value": "old"})).await;
+    for bad in [
+        json!("soon"),
+        json!("60"),
+        json!("-5m"),
+        json!(""),
+        json!(60),
+        json!("500y"),
+    ] {
+        let (st, r) = post_json(&s, "/cache/keep", json!({"value": "new", "duration": bad})).await;
+        assert_eq!(st, 422, "{bad}");
+        assert!(r["detail"].as_str().is_some_and(|d| !d.is_empty()), "{r}");
+    }
+    let (_, r) = post_json(&s, "/cache/x", json!({"value": 1, "duration": "soon"})).await;
+    let detail = r["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("28d") && detail.contains("1h 30m"),
+        "{detail}"
+    );
+    let (st, r) = get_json(&s, "/cache/keep").await;
+    assert_eq!((st, &r["value"]), (StatusCode::OK, &json!("old")));
+    let (st, _) = get_json(&s, "/cache/x").await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn expired_entries_are_never_served() {
+    let (_d, s) = start(&[]);
+    post_json(&s, "/cache/short", json!({"value": 1, "duration": "1s"})).await;
+    post_json(
+        &s,
+        "/cache/past",
+        json!({"value": 1, "expire": now() - 10.0}),
+    )
+    .await;
+    let (st, _) = get_json(&s, "/cache/short").await;
+    assert_eq!(st, 200);
+    let (st, _) = get_json(&s, "/cache/past").await;
+    assert_eq!(st, 404);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (st, r) = get_json(&s, "/cache/short").await;
+    assert_eq!(st, 404);
+    assert!(r["detail"].as_str().unwrap().contains("expired"));
+    let (_, stat) = get_json(&s, "/stat").await;
+    assert_eq!(stat["expired"], 2);
+    assert_eq!(stat["hits"], 1);
+    // Deleted on that read: a second read is a plain miss.
+    let (st, _) = get_json(&s, "/cache/short").await;
+    assert_eq!(st, 404);
+    let (_, stat) = get_json(&s, "/stat").await;
+    assert_eq!(stat["misses"], 1);
+    let (_, count) = get_json(&s, "/stat/count").await;
+    assert_eq!(count["count"], 0);
+}
+
+#[tokio::test]
+async fn key_rule_slashes_encoding_and_query() {
+    let (_d, s) = start(&[]);
+    let (_, r) = post_json(&s, "/cache//dataset/x/?page=2", json!({"value": 2})).await;
+    assert_eq!(r["key"], "dataset/x?page=2");
+    post_json(&s, "/cache//dataset/x/?page=3", json!({"value": 3})).await;
+    // The query keeps pages apart; slashes and encoding do not.
+    let (_, r) = get_json(&s, "/cache/dataset/x?page=2").await;
+    assert_eq!(r["value"], 2);
+    let (_, r) = get_json(&s, "/cache//dataset/x/?page=3").await;
+    assert_eq!(r["value"], 3);
+    let (_, r) = get_json(&s, "/cache/%2Fdataset%2Fx%3Fpage%3D2").await;
+    assert_eq!(r["value"], 2);
+    let (st, _) = get_json(&s, "/cache/dataset/x").await;
+    assert_eq!(st, 404);
+    // Unicode and spaces, percent-encoded.
+    post_json(&s, "/cache/caf%C3%A9%20au%20lait", json!({"value": "☕"})).await;
+    let (_, r) = get_json(&s, "/cache/café au lait").await;
+    assert_eq!(
+        (r["key"].as_str(), &r["value"]),
+        (Some("café au lait"), &json!("☕"))
+    );
+    let (st, _) = delete(&s, "/cache/dataset/x/?page=2").await;
+    assert_eq!(st, 200);
+    let (st, _) = get_json(&s, "/cache/dataset/x?page=2").await;
+    assert_eq!(st, 404);
+    let (st, _) = get_json(&s, "/cache/dataset/x?page=3").await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn limits_give_clear_errors_and_the_server_stays_up() {
+    let (_d, s) = start(&["--max-body-size", "1KiB", "--max-key-length", "64"]);
+    let big = json!({"value": "x".repeat(2000)});
+    let (st, r) = post_json(&s, "/cache/big", big).await;
+    assert_eq!(st, 413);
+    assert!(r["detail"].as_str().unwrap().contains("1024"), "{r}");
+    let r = client()
+        .post(s.url("/pickle/big"))
+        .body(vec![0u8; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let long = format!("/cache/{}", "k".repeat(65));
+    let (st, r) = post_json(&s, &long, json!({"value": 1})).await;
+    assert_eq!(st, 400);
+    assert!(r["detail"].as_str().unwrap().contains("64"));
+
+    for body in ["{not json", "{\"duration\": \"1m\"}", "[1,2]", ""] {
+        let r = client()
+            .post(s.url("/cache/k"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body:?}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["detail"].is_string());
+    }
+    let deep = format!("{{\"value\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+    let r = client()
+        .post(s.url("/cache/deep"))
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("128"), "{v}");
+
+    let (st, _) = get_json(&s, "/cache/").await;
+    assert_eq!(st, 404);
+    let (st, _) = get_json(&s, "/cache/%FF").await;
+    assert_eq!(st, 400);
+    // Still healthy.
+    let (st, _) = post_json(&s, "/cache/ok", json!({"value": 1})).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn pickle_stores_raw_bytes_verbatim() {
+    let (_d, s) = start(&[]);
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let r = client()
+        .post(s.url("/pickle/blob"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["size"].as_u64(), &v["expire"]),
+        (Some(70_000), &Value::Null)
+    );
+    let r = client().get(s.url("/pickle/blob")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    // A raw value is not JSON: /cache says so instead of mangling it.
+    let (st, r) = get_json(&s, "/cache/blob").await;
+    assert_eq!(st, 409);
+    assert!(r["detail"].as_str().unwrap().contains("/pickle/"));
+
+    let r = client()
+        .post(s.url("/pickle/short"))
+        .header("X-Bigcache-TTL", "1s")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!((v["expire"].as_f64().unwrap() - now() - 1.0).abs() < 3.0);
+    let r = client()
+        .post(s.url("/pickle/bad"))
+        .header("X-Bigcache-TTL", "whenever")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = client().get(s.url("/pickle/short")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (st, _) = delete(&s, "/pickle/blob").await;
+    assert_eq!(st, 200);
+    let (st, _) = delete(&s, "/pickle/blob").await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn prefix_delete_is_a_range_and_counts() {
+    let (_d, s) = start(&[]);
+    for k in [
+        "dataset/1",
+        "dataset/2",
+        "dataset/2?page=2",
+        "datasets/9",
+        "other",
+    ] {
+        post_json(&s, &format!("/cache/{k}"), json!({"value": k})).await;
+    }
+    let (st, r) = delete(&s, "/prefix/dataset/").await;
+    assert_eq!(st, 200);
+    assert_eq!(r["message"], "prefix 'dataset/': 3 keys deleted.");
+    let (st, _) = get_json(&s, "/cache/datasets/9").await;
+    assert_eq!(st, 200);
+    let (_, r) = get_json(&s, "/stat/count").await;
+    assert_eq!(r["count"], 2);
+    let (st, r) = delete(&s, "/prefix/").await;
+    assert_eq!(st, 400);
+    assert!(r["detail"].is_string());
+    let (_, r) = delete(&s, "/prefix/nothing-here").await;
+    assert_eq!(r["message"], "prefix 'nothing-here': 0 keys deleted.");
+}
+
+#[tokio::test]
+async fn stat_counts_hits_misses_and_deletes() {
+    let (_d, s) = start(&[]);
+    post_json(&s, "/cache/a", json!({"value": 1})).await;
+    get_json(&s, "/cache/a").await;
+    get_json(&s, "/cache/a").await;
+    get_json(&s, "/cache/a").await;
+    get_json(&s, "/cache/nope").await;
+    delete(&s, "/cache/a").await;
+    let (st, r) = get_json(&s, "/stat").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (&r["hits"], &r["misses"], &r["sets"], &r["deletes"]),
+        (&json!(3), &json!(1), &json!(1), &json!(1))
+    );
+    assert_eq!(r["hit_rate"], 0.75);
+}
+
+#[tokio::test]
+async fn clear_empties_and_the_server_stays_healthy() {
+    let (_d, s) = start(&[]);
+    for i in 0..50 {
+        post_json(&s, &format!("/cache/k{i}"), json!({"value": i})).await;
+    }
+    // The original's form: GET /clear (it killed the Python server).
+    let (st, r) = get_json(&s, "/clear").await;
+    assert_eq!(st, 200, "{r}");
+    let (_, r) = get_json(&s, "/stat/count").await;
+    assert_eq!(r["count"], 0);
+    let (st, _) = get_json(&s, "/cache/k1").await;
+    assert_eq!(st, 404);
+    let (st, _) = post_json(&s, "/cache/k1", json!({"value": "again"})).await;
+    assert_eq!(st, 200);
+    let (_, r) = get_json(&s, "/cache/k1").await;
+    assert_eq!(r["value"], "again");
+    let (st, _) = client()
+        .post(s.url("/clear"))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn docs_are_served_offline() {
+    let (_d, s) = start(&[]);
+    let r = client().get(s.url("/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("cdn") && !html.contains("unpkg"),
+        "UI must not load from a CDN"
+    );
+    let r = client()
+        .get(s.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().len() > 100_000);
+    let (st, spec) = get_json(&s, "/openapi.json").await;
+    assert_eq!(st, 200);
+    for p in [
+        "/cache/{key}",
+        "/pickle/{key}",
+        "/prefix/{prefix}",
+        "/stat",
+        "/stat/count",
+        "/clear",
+    ] {
+        assert!(spec["paths"][p].is_object(), "{p} missing from the spec");
+    }
+}
+
+#[tokio::test]
+async fn token_guards_everything_but_docs() {
+    let (_d, s) = start(&["--api-token", "s3cret"]);
+    let (st, r) = post_json(&s, "/cache/a", json!({"value": 1})).await;
+    assert_eq!(st, 401);
+    assert!(r["detail"].is_string());
+    for path in ["/cache/a", "/stat", "/stat/count", "/clear", "/pickle/a"] {
+        let r = client().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = client()
+        .delete(s.url("/prefix/a"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(s.url("/cache/a"))
+        .bearer_auth("s3cret")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(s.url("/cache/a"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(s.url("/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn refuses_a_public_api_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--api-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-token"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_clients_never_see_another_keys_value() {
+    let (_d, s) = start(&[]);
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for i in 0..40 {
+                let key = format!("/cache/c{t}/{i}?q={i}");
+                let body = json!({"value": {"t": t, "i": i, "pad": "p".repeat(i * 50)}});
+                let r = c.post(s.url(&key)).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let got: Value = c
+                    .get(s.url(&key))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(got["value"], body["value"], "{key}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, r) = get_json(&s, "/stat/count").await;
+    assert_eq!(r["count"], 32 * 40);
+}

@@ -1,0 +1,264 @@
+//! Restarts, crashes, corruption and disk-space reclaim, on real files.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{Server, client, du, noise_text};
+
+async fn set(s: &Server, key: &str, body: Value) -> reqwest::StatusCode {
+    client()
+        .post(s.url(&format!("/cache/{key}")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn get(s: &Server, key: &str) -> (reqwest::StatusCode, Value) {
+    let r = client()
+        .get(s.url(&format!("/cache/{key}")))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn sigterm_closes_cleanly_and_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &[]);
+    for i in 0..200 {
+        assert_eq!(
+            set(&s, &format!("k{i}"), json!({"value": i, "duration": "1h"})).await,
+            200
+        );
+    }
+    set(&s, "forever", json!({"value": "x"})).await;
+    let status = s.stop();
+    assert!(status.success(), "exit status {status}");
+
+    let s = Server::start_in(dir.path(), &[]);
+    for i in 0..200 {
+        let (st, v) = get(&s, &format!("k{i}")).await;
+        assert_eq!((st.as_u16(), &v["value"]), (200, &json!(i)));
+    }
+    let (st, v) = get(&s, "forever").await;
+    assert_eq!((st.as_u16(), &v["expire"]), (200, &Value::Null));
+}
+
+/// Writers run flat out; the process is SIGKILLed mid-stream. After restart
+/// every acknowledged write is intact, and no key returns anything but the
+/// value written under it.
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_write_and_corrupts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Server::start_in(dir.path(), &[]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let (s, stop) = (s.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let c = client();
+            let mut acked = Vec::new();
+            for i in 0..2_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("w{w}/{i}");
+                let body = json!({"value": noise_text(w * 10_000 + i, 3000)});
+                match c
+                    .post(s.url(&format!("/cache/{key}")))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => acked.push(i),
+                    _ => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill while requests are in flight: no waiting for the writers first.
+    s.kill9_now();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for (w, t) in writers.into_iter().enumerate() {
+        acked.push((w as u64, t.await.unwrap()));
+    }
+    drop(s);
+
+    let s = Server::start_in(dir.path(), &[]);
+    let mut total = 0;
+    for (w, keys) in &acked {
+        for &i in keys {
+            let (st, v) = get(&s, &format!("w{w}/{i}")).await;
+            assert_eq!(st, 200, "acknowledged w{w}/{i} lost");
+            assert_eq!(v["value"], json!(noise_text(w * 10_000 + i, 3000)));
+            total += 1;
+        }
+        // The next key may or may not have made it, but never garbled.
+        let next = keys.last().map_or(0, |i| i + 1);
+        let (st, v) = get(&s, &format!("w{w}/{next}")).await;
+        if st == 200 {
+            assert_eq!(v["value"], json!(noise_text(w * 10_000 + next, 3000)));
+        }
+    }
+    assert!(
+        total > 100,
+        "only {total} writes before the kill; test proves little"
+    );
+}
+
+/// Expired entries nobody reads again still give their disk space back:
+/// the sweeper deletes them, reopens the shard (rusty-leveldb's snapshot
+/// bug) and compacts.
+#[tokio::test]
+async fn sweeper_reclaims_space_of_unread_expired_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--sweep-interval", "1s"]);
+    for i in 0..400u64 {
+        let body = json!({"value": noise_text(i, 20_000), "duration": "2s"});
+        assert_eq!(set(&s, &format!("page/{i}"), body).await, 200);
+    }
+    for i in 0..20u64 {
+        set(
+            &s,
+            &format!("keep/{i}"),
+            json!({"value": noise_text(i, 1000)}),
+        )
+        .await;
+    }
+    let full = du(dir.path());
+    assert!(
+        full > 6_000_000,
+        "expected the pages on disk, found {full} bytes"
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut now = full;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = du(dir.path());
+        if now < full / 5 {
+            break;
+        }
+    }
+    assert!(now < full / 5, "disk went from {full} to only {now} bytes");
+    for i in 0..20u64 {
+        let (st, _) = get(&s, &format!("keep/{i}")).await;
+        assert_eq!(st, 200, "the sweeper removed a live entry");
+    }
+}
+
+#[tokio::test]
+async fn prefix_purge_gives_disk_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &[]);
+    for i in 0..400u64 {
+        let body = json!({"value": noise_text(i, 20_000)});
+        assert_eq!(set(&s, &format!("dataset/{i}"), body).await, 200);
+    }
+    set(&s, "other", json!({"value": 1})).await;
+    let full = du(dir.path());
+    let r = client()
+        .delete(s.url("/prefix/dataset/"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "prefix 'dataset/': 400 keys deleted.");
+    let after = du(dir.path());
+    assert!(
+        after < full / 5,
+        "disk went from {full} to only {after} bytes"
+    );
+    let (st, _) = get(&s, "other").await;
+    assert_eq!(st, 200);
+}
+
+/// A record damaged on disk is reported and treated as a miss; it is never
+/// served and never crashes the server.
+#[tokio::test]
+async fn corrupt_record_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &[]);
+    set(&s, "good", json!({"value": "fine"})).await;
+    set(&s, "victim", json!({"value": "will be damaged"})).await;
+    assert!(s.stop().success());
+
+    // Overwrite the victim's LevelDB value with a record whose bytes are
+    // damaged, through LevelDB itself, as bit rot past its checksums would.
+    let entry = b"vvictim";
+    let shard = bigcache::store::keys::shard_of(entry, 4);
+    let shard_dir = dir.path().join(format!("shard-{shard:02}"));
+    {
+        let mut db =
+            rusty_leveldb::DB::open(&shard_dir, rusty_leveldb::Options::default()).unwrap();
+        let mut raw = db.get(entry).unwrap().to_vec();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x40;
+        db.put(entry, &raw).unwrap();
+        db.close().unwrap();
+    }
+
+    let s = Server::start_in(dir.path(), &[]);
+    let (st, _) = get(&s, "victim").await;
+    assert_eq!(st, 404);
+    let (st, v) = get(&s, "good").await;
+    assert_eq!((st.as_u16(), &v["value"]), (200, &json!("fine")));
+    assert_eq!(set(&s, "victim", json!({"value": "rewritten"})).await, 200);
+    let (_, v) = get(&s, "victim").await;
+    assert_eq!(v["value"], "rewritten");
+}
+
+/// A shard whose files cannot be opened is moved aside and started empty:
+/// the cache comes back up instead of refusing to start.
+#[tokio::test]
+async fn unopenable_shard_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &[]);
+    for i in 0..50 {
+        set(&s, &format!("k{i}"), json!({"value": i})).await;
+    }
+    assert!(s.stop().success());
+    std::fs::write(dir.path().join("shard-01/CURRENT"), b"MANIFEST-999999\n").unwrap();
+
+    let s = Server::start_in(dir.path(), &[]);
+    let aside = std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("shard-01.corrupt-")
+    });
+    assert!(aside, "damaged shard was not moved aside");
+    let mut alive = 0;
+    for i in 0..50 {
+        let (st, v) = get(&s, &format!("k{i}")).await;
+        if st == 200 {
+            assert_eq!(v["value"], i);
+            alive += 1;
+        }
+    }
+    assert!(alive > 0 && alive < 50, "{alive} of 50 survived");
+    assert_eq!(set(&s, "new", json!({"value": 1})).await, 200);
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Server::start_in(dir.path(), &[]);
+    let out = std::process::Command::new(crate::util::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--api-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another bigcache"), "{err}");
+}
