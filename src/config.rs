@@ -58,6 +58,52 @@ pub struct Args {
     #[arg(long, env = "BIGCACHE_SWEEP_BATCH", default_value_t = 1000)]
     pub sweep_batch: usize,
 
+    /// Address of the caching reverse proxy (what users' browsers reach,
+    /// usually through nginx).
+    #[arg(long, env = "BIGCACHE_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub proxy_listen: SocketAddr,
+
+    /// The site behind the proxy (Django), as an http:// URL.
+    #[arg(
+        long,
+        env = "BIGCACHE_UPSTREAM",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub upstream: http::Uri,
+
+    /// Time allowed to connect to the upstream.
+    #[arg(long, env = "BIGCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time allowed for the upstream's response head, and again for a
+    /// cacheable body to arrive in full.
+    #[arg(long, env = "BIGCACHE_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Largest response body the proxy stores; larger ones stream through.
+    #[arg(long, env = "BIGCACHE_MAX_ENTRY_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub max_entry_size: u64,
+
+    /// How long past its lifetime a page is served stale while one request
+    /// refreshes it, when the response has no stale-while-revalidate.
+    #[arg(long, env = "BIGCACHE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// How long past its lifetime a page may be served when the upstream is
+    /// down or answers 5xx, when the response has no stale-if-error.
+    #[arg(long, env = "BIGCACHE_STALE_IF_ERROR", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// Cookie names that mark a logged-in session: requests carrying one
+    /// bypass the cache both ways. Repeat or separate with commas.
+    #[arg(
+        long,
+        env = "BIGCACHE_SESSION_COOKIE",
+        default_value = "sessionid",
+        value_delimiter = ','
+    )]
+    pub session_cookie: Vec<String>,
+
     /// Log filter, e.g. `info`, `debug`, `bigcache=debug,info`.
     #[arg(long, env = "BIGCACHE_LOG", default_value = "info")]
     pub log: String,
@@ -75,6 +121,14 @@ pub struct Config {
     pub hot_cache_size: u64,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
+    pub proxy_listen: SocketAddr,
+    pub upstream: http::Uri,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_entry_size: usize,
+    pub grace: Duration,
+    pub stale_if_error: Duration,
+    pub session_cookies: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +143,8 @@ pub enum ConfigError {
     EmptyToken,
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--upstream {0}: expected an http:// URL with a host, like http://127.0.0.1:8000")]
+    Upstream(String),
 }
 
 impl Args {
@@ -109,8 +165,17 @@ impl Args {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.sweep_interval.is_zero() {
-            return Err(ConfigError::Zero("sweep-interval"));
+        for (name, d) in [
+            ("sweep-interval", self.sweep_interval),
+            ("upstream-connect-timeout", self.upstream_connect_timeout),
+            ("upstream-timeout", self.upstream_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.upstream.scheme_str() != Some("http") || self.upstream.host().is_none() {
+            return Err(ConfigError::Upstream(self.upstream.to_string()));
         }
         Ok(Config {
             data_dir: self.data_dir,
@@ -122,6 +187,19 @@ impl Args {
             hot_cache_size: self.hot_cache_size,
             sweep_interval: self.sweep_interval,
             sweep_batch: self.sweep_batch,
+            proxy_listen: self.proxy_listen,
+            upstream: self.upstream,
+            upstream_connect_timeout: self.upstream_connect_timeout,
+            upstream_timeout: self.upstream_timeout,
+            max_entry_size: usize::try_from(self.max_entry_size).unwrap_or(usize::MAX),
+            grace: self.grace,
+            stale_if_error: self.stale_if_error,
+            session_cookies: self
+                .session_cookie
+                .into_iter()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
         })
     }
 }
@@ -187,5 +265,21 @@ mod tests {
                 .is_ok()
         );
         assert!(args(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn upstream_must_be_plain_http() {
+        assert!(matches!(
+            args(&["--upstream", "https://example.org"]).validate(),
+            Err(ConfigError::Upstream(_))
+        ));
+        assert!(matches!(
+            args(&["--upstream", "/just/a/path"]).validate(),
+            Err(ConfigError::Upstream(_))
+        ));
+        let cfg = args(&["--session-cookie", "sessionid, my_session"])
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.session_cookies, ["sessionid", "my_session"]);
     }
 }

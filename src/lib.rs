@@ -16,6 +16,7 @@
 pub mod api;
 pub mod config;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod shutdown;
 pub mod store;

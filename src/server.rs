@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState, Limits};
 use crate::config::Config;
-use crate::metrics::Stats;
+use crate::metrics::{ProxyStats, Stats};
+use crate::proxy::upstream::UpstreamConfig;
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::shutdown;
 use crate::store::{self, Store, StoreConfig};
 
@@ -28,6 +30,8 @@ pub enum ServerError {
     },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("proxy: {0}")]
+    Proxy(String),
 }
 
 /// Runs bigcache until `stop` resolves.
@@ -45,15 +49,44 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
             source,
         })?;
     let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let proxy_listener = TcpListener::bind(cfg.proxy_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.proxy_listen,
+            source,
+        })?;
+    let proxy_addr = proxy_listener.local_addr().map_err(ServerError::Serve)?;
+    let proxy_stats = Arc::new(ProxyStats::default());
+    let proxy = Arc::new(
+        Proxy::new(
+            store.clone(),
+            ProxyConfig {
+                upstream: UpstreamConfig {
+                    base: cfg.upstream.clone(),
+                    connect_timeout: cfg.upstream_connect_timeout,
+                    timeout: cfg.upstream_timeout,
+                },
+                max_entry_size: cfg.max_entry_size,
+                grace: cfg.grace,
+                stale_if_error: cfg.stale_if_error,
+                session_cookies: cfg.session_cookies.clone(),
+                hit_for_pass: Duration::from_secs(120),
+            },
+            proxy_stats.clone(),
+        )
+        .map_err(ServerError::Proxy)?,
+    );
     tracing::info!(
         api = %api_addr,
+        proxy = %proxy_addr,
+        upstream = %cfg.upstream,
         data_dir = %cfg.data_dir.display(),
         shards = store.shard_count(),
         "bigcache started"
     );
     // A stable line on stdout for scripts and tests that start bigcache on
     // port 0 and need the address.
-    println!("bigcache listening api=http://{api_addr}");
+    println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
 
     let (stop_tx, stop_rx) = shutdown::channel();
     let sweeper = tokio::spawn(store::run_sweeper(
@@ -65,12 +98,14 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
     let app = api::router(ApiState {
         store: store.clone(),
         stats: Arc::new(Stats::default()),
+        proxy_stats,
         limits: Limits {
             max_body: cfg.max_body_size,
             max_key: cfg.max_key_length,
         },
         token: cfg.api_token.as_deref().map(Arc::from),
     });
+    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, stop_rx.clone()));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown::wait(stop_rx));
     let mut server = std::pin::pin!(server.into_future());
 
@@ -90,7 +125,63 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
     };
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = proxy_task.await;
     store.shutdown().await;
     tracing::info!("store closed");
     result.map_err(ServerError::Serve)
+}
+
+/// Accepts proxy connections (HTTP/1.1 and HTTP/2) until shutdown, then
+/// lets open connections finish their requests, for at most
+/// [`DRAIN_TIMEOUT`].
+async fn serve_proxy(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Slow clients cannot hold a connection open by trickling headers.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stopping = std::pin::pin!(shutdown::wait(stop));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off, keep going.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "proxy connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("proxy connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
 }

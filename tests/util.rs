@@ -11,6 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bigcache");
 pub struct Server {
     child: Child,
     pub api: String,
+    pub proxy: String,
 }
 
 impl Server {
@@ -19,7 +20,13 @@ impl Server {
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir)
-            .args(["--api-listen", "127.0.0.1:0", "--log", "warn"])
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--proxy-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log", "warn"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -27,11 +34,13 @@ impl Server {
             .expect("spawn bigcache");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let api = loop {
+        let (api, proxy) = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("bigcache listening api=") {
-                        break url.trim().to_string();
+                    if let Some(rest) = line.strip_prefix("bigcache listening api=")
+                        && let Some((api, proxy)) = rest.trim().split_once(" proxy=")
+                    {
+                        break (api.to_string(), proxy.to_string());
                     }
                 }
                 _ => {
@@ -42,11 +51,17 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, api }
+        Server { child, api, proxy }
     }
 
+    /// A URL on the REST API.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.api, path)
+    }
+
+    /// A URL on the proxy.
+    pub fn page(&self, path: &str) -> String {
+        format!("{}{}", self.proxy, path)
     }
 
     fn signal(&self, sig: &str) {

@@ -34,7 +34,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::metrics::Stats;
+use crate::metrics::{ProxyStats, Stats};
+use crate::proxy;
 use crate::store::{Kind, Lookup, Namespace, Record, Store, now_ms};
 use crate::ttl;
 use error::ApiError;
@@ -50,6 +51,7 @@ pub struct Limits {
 pub struct ApiState {
     pub store: Store,
     pub stats: Arc<Stats>,
+    pub proxy_stats: Arc<ProxyStats>,
     pub limits: Limits,
     /// When set, every endpoint but the docs and `/healthz` needs
     /// `Authorization: Bearer <token>`.
@@ -279,9 +281,27 @@ async fn get_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
     ))
 }
 
-/// Delete an entry (JSON value or raw bytes).
+/// The proxy's page keys a purge names, whether or not the client
+/// percent-encoded the path: `/cache//dataset/x/?page=2` and
+/// `/cache/%2Fdataset%2Fx%2F%3Fpage%3D2` both name page `/dataset/x/?page=2`.
+fn page_targets(rest: &str, query: Option<&str>) -> Vec<String> {
+    let q = query
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
+    let mut targets = vec![
+        proxy::key::canonical(&format!("/{}{q}", rest.trim_start_matches('/'))),
+        proxy::key::canonical(&format!("/{}{q}", decoded.trim_start_matches('/'))),
+    ];
+    targets.dedup();
+    targets
+}
+
+/// Delete an entry (JSON value or raw bytes), and purge the proxy's cached
+/// page at that path (every Vary variant of it).
 #[utoipa::path(delete, path = "/cache/{key}",
-    params(("key" = String, Path, description = "Cache key")),
+    params(("key" = String, Path, description = "Cache key, or a page path such as /dataset/x/?page=2")),
     responses((status = 200, description = "{message}"), (status = 404, description = "Absent")))]
 async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
     let route = if uri.path().starts_with("/pickle/") {
@@ -289,8 +309,18 @@ async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, 
     } else {
         "/cache/"
     };
-    let key = key::entry_key(rest(&uri, route), uri.query(), st.limits.max_key)?;
-    if !st.store.delete(Namespace::Value, key.as_bytes()).await? {
+    let raw = rest(&uri, route);
+    let key = key::entry_key(raw, uri.query(), st.limits.max_key)?;
+    let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
+    if route == "/cache/" {
+        for target in page_targets(raw, uri.query()) {
+            found |= st
+                .store
+                .delete(Namespace::Page, &proxy::key::page_key(&target))
+                .await?;
+        }
+    }
+    if !found {
         return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
     }
     Stats::bump(&st.stats.deletes);
@@ -379,16 +409,24 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
     Ok(res)
 }
 
-/// Delete every key starting with the prefix.
+/// Delete every key starting with the prefix, and purge every cached page
+/// whose path starts with it.
 #[utoipa::path(delete, path = "/prefix/{prefix}",
-    params(("prefix" = String, Path, description = "Key prefix; only leading slashes are stripped")),
+    params(("prefix" = String, Path, description = "Key prefix (only leading slashes are stripped), or a page path prefix such as /dataset/")),
     responses((status = 200, description = "{message}"), (status = 400, description = "Empty prefix")))]
 async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
-    let prefix = key::prefix_key(rest(&uri, "/prefix/"), uri.query(), st.limits.max_key)?;
-    let n = st
+    let raw = rest(&uri, "/prefix/");
+    let prefix = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
+    let mut n = st
         .store
         .delete_prefix(Namespace::Value, prefix.as_bytes())
         .await?;
+    for target in page_targets(raw, uri.query()) {
+        n += st
+            .store
+            .delete_prefix(Namespace::Page, target.as_bytes())
+            .await?;
+    }
     st.stats
         .deletes
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -404,10 +442,13 @@ async fn empty_prefix() -> ApiError {
     )
 }
 
-/// Hit, miss, expiry and delete counters since start.
+/// Hit, miss, expiry and delete counters since start; `proxy` holds the
+/// proxy's counters by `X-Cache` status and its upstream requests.
 #[utoipa::path(get, path = "/stat", responses((status = 200, body = crate::metrics::StatsSnapshot)))]
 async fn stat(State(st): State<ApiState>) -> Response {
-    axum::Json(st.stats.snapshot()).into_response()
+    let mut v = serde_json::to_value(st.stats.snapshot()).unwrap_or_default();
+    v["proxy"] = st.proxy_stats.snapshot();
+    axum::Json(v).into_response()
 }
 
 /// Number of live entries. Walks the whole store: for occasional use.

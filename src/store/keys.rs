@@ -7,7 +7,7 @@
 //! | first byte | rest                                   | value                  |
 //! |------------|----------------------------------------|------------------------|
 //! | `v`        | REST key (`/cache`, `/pickle`), UTF-8  | a [`Record`]           |
-//! | `p`        | proxied page key (reserved for the proxy) | a [`Record`]        |
+//! | `p`        | page key, NUL, variant (see `proxy::key`) | a [`Record`]        |
 //! | `x`        | expires-at (u64 big-endian ms) + full key of the entry | empty  |
 //!
 //! The `x` range is the expiry index: sorted by deadline, so the sweeper reads
@@ -81,11 +81,14 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Which shard owns a key. CRC-32 rather than std's hasher because the
-/// mapping is part of the on-disk layout and must never change between
-/// releases or builds.
+/// Which shard owns a key. Only the part before the first NUL byte counts,
+/// so a group and all its members (`<group>\0<suffix>`) live on one shard,
+/// whose thread keeps them consistent. CRC-32 rather than std's hasher
+/// because the mapping is part of the on-disk layout and must never change
+/// between releases or builds.
 pub fn shard_of(entry_key: &[u8], shards: usize) -> usize {
-    (crc32fast::hash(entry_key) as usize) % shards
+    let routed = entry_key.split(|&b| b == 0).next().unwrap_or(entry_key);
+    (crc32fast::hash(routed) as usize) % shards
 }
 
 #[cfg(test)]
@@ -113,5 +116,6 @@ mod tests {
         // Pinned: changing it would orphan every stored entry.
         assert_eq!(shard_of(b"vmykey", 4), 2);
         assert_eq!(shard_of(b"v/dataset/1", 8), 6);
+        assert_eq!(shard_of(b"v/dataset/1\0variant", 8), 6);
     }
 }

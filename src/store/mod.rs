@@ -217,7 +217,32 @@ impl Store {
         Self::call(&shard.tx, |reply| Command::Put { key, record, reply }).await
     }
 
-    /// Deletes an entry; returns whether a live one was there.
+    /// Stores `record` as member `member` of the group at `group` (both in
+    /// `ns`), keeping the group's member list in step. `group` must end in
+    /// a NUL byte so the members route to the group's shard.
+    pub async fn put_member(
+        &self,
+        ns: Namespace,
+        group: &[u8],
+        member: &[u8],
+        group_meta: Bytes,
+        record: Record,
+    ) -> Result<(), StoreError> {
+        let group = keys::entry_key(ns, group);
+        let shard = self.shard(&group);
+        let member = member.to_vec();
+        Self::call(&shard.tx, |reply| Command::PutMember {
+            group,
+            member,
+            group_meta,
+            record,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes an entry (a group with its members); returns whether a live
+    /// one was there.
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);

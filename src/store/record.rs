@@ -10,7 +10,7 @@
 //! | offset      | size | field                                                        |
 //! |-------------|------|--------------------------------------------------------------|
 //! | 0           | 1    | format version, `1`                                          |
-//! | 1           | 1    | kind: `1` JSON value, `2` raw bytes, `3` HTTP response       |
+//! | 1           | 1    | kind: `1` JSON value, `2` raw bytes, `3` HTTP response, `4` group |
 //! | 2           | 2    | flags, reserved, must be `0`                                 |
 //! | 4           | 8    | created-at, unix milliseconds                                |
 //! | 12          | 8    | expires-at, unix milliseconds; `0` means never               |
@@ -24,7 +24,13 @@
 //! - JSON value: the `duration` string the client sent (UTF-8), empty if none.
 //!   The body is the value's JSON text, exactly as validated at write time.
 //! - raw bytes: empty. The body is the bytes, verbatim.
-//! - HTTP response: defined by the proxy (status, headers, validators).
+//! - HTTP response: defined by the proxy (`proxy::entry`: status, headers,
+//!   freshness). The body is the response body.
+//! - group: the entries stored under `<group key><member suffix>` (a page's
+//!   `Vary` variants). Metadata is the owner's (the proxy keeps the `Vary`
+//!   header names there); the body lists the member suffixes, each as a u16
+//!   length followed by that many bytes. The store keeps the list in step
+//!   with the members (see `store::shard`).
 //!
 //! Decoding never panics and never trusts a length: a short buffer, a length
 //! that does not add up, an unknown version, kind or flag, or a checksum
@@ -51,6 +57,8 @@ pub enum Kind {
     Bytes = 2,
     /// A cached HTTP response stored by the proxy.
     Http = 3,
+    /// The index of a group of entries (a page's variants).
+    Group = 4,
 }
 
 impl Kind {
@@ -59,6 +67,7 @@ impl Kind {
             1 => Some(Kind::Json),
             2 => Some(Kind::Bytes),
             3 => Some(Kind::Http),
+            4 => Some(Kind::Group),
             _ => None,
         }
     }
@@ -107,6 +116,34 @@ impl Record {
     /// Size of the encoded form, for budgets and limits.
     pub fn encoded_len(&self) -> usize {
         HEADER_LEN + self.meta.len() + self.body.len() + CRC_LEN
+    }
+
+    /// The member suffixes of a group record's body. A malformed tail is
+    /// ignored: the list is an index, and a lost member is only a miss.
+    pub fn group_members(&self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let b = &self.body;
+        let mut i = 0;
+        while i + 2 <= b.len() {
+            let n = usize::from(u16::from_le_bytes([b[i], b[i + 1]]));
+            if i + 2 + n > b.len() {
+                break;
+            }
+            out.push(b.slice(i + 2..i + 2 + n));
+            i += 2 + n;
+        }
+        out
+    }
+
+    /// The body of a group record listing `members` (each under 64 KiB).
+    pub fn encode_group_members<'a>(members: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
+        let mut out = BytesMut::new();
+        for m in members {
+            let n = m.len().min(usize::from(u16::MAX));
+            out.put_u16_le(n as u16);
+            out.put_slice(&m[..n]);
+        }
+        out.freeze()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -199,7 +236,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_kind() {
-        for kind in [Kind::Json, Kind::Bytes, Kind::Http] {
+        for kind in [Kind::Json, Kind::Bytes, Kind::Http, Kind::Group] {
             for expires_at in [None, Some(42)] {
                 let rec = Record {
                     kind,
@@ -273,6 +310,24 @@ mod tests {
             Record::decode(&Bytes::from(raw)),
             Err(DecodeError::BadLength { .. })
         ));
+    }
+
+    #[test]
+    fn group_members_round_trip() {
+        let members: [&[u8]; 3] = [b"\x00accept-encoding=gzip", b"", b"\x00accept-encoding="];
+        let rec = Record {
+            kind: Kind::Group,
+            body: Record::encode_group_members(members),
+            ..sample()
+        };
+        let back = Record::decode(&Bytes::from(rec.encode())).unwrap();
+        let got: Vec<Bytes> = back.group_members();
+        assert_eq!(got, members.map(Bytes::copy_from_slice));
+        let torn = Record {
+            body: rec.body.slice(..rec.body.len() - 1),
+            ..rec
+        };
+        assert_eq!(torn.group_members().len(), 2);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys::{self, EXPIRY_TAG};
-use super::record::Record;
+use super::record::{Kind, Record};
 use super::{Hot, Lookup, StoreError, now_ms};
 
 /// Work sent to a shard thread. Each carries its own reply channel; a reply
@@ -46,7 +46,17 @@ pub enum Command {
         record: Record,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Replies whether a live entry was there.
+    /// Stores `record` at `group + member` and lists `member` in the group
+    /// record at `group` (created, or replaced when its `meta` changes).
+    PutMember {
+        group: Vec<u8>,
+        member: Vec<u8>,
+        group_meta: Bytes,
+        record: Record,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Replies whether a live entry was there. Deleting a group deletes its
+    /// members.
     Delete {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
@@ -213,6 +223,15 @@ impl Shard {
             Command::Put { key, record, reply } => {
                 let _ = reply.send(self.put(key, record));
             }
+            Command::PutMember {
+                group,
+                member,
+                group_meta,
+                record,
+                reply,
+            } => {
+                let _ = reply.send(self.put_member(group, &member, group_meta, record));
+            }
             Command::Delete { key, reply } => {
                 let _ = reply.send(self.delete(&key));
             }
@@ -265,17 +284,89 @@ impl Shard {
         }
     }
 
+    /// The live group record at `key`, if that is what is stored there.
+    fn group_at(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self
+            .db()?
+            .get(key)
+            .and_then(|raw| Record::decode(&raw).ok())
+            .filter(|r| r.kind == Kind::Group))
+    }
+
+    /// Adds deleting a group's members to `batch`.
+    fn drop_members(&self, group_key: &[u8], group: &Record, batch: &mut WriteBatch) {
+        for m in group.group_members() {
+            let mut k = group_key.to_vec();
+            k.extend_from_slice(&m);
+            self.hot.remove(k.as_slice());
+            batch.delete(&k);
+        }
+    }
+
+    fn add_record(batch: &mut WriteBatch, key: &[u8], record: &Record) {
+        batch.put(key, &record.encode());
+        if let Some(at) = record.expires_at {
+            batch.put(&keys::expiry_key(at, key), b"");
+        }
+    }
+
     fn put(&mut self, key: Vec<u8>, record: Record) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put(&key, &record.encode());
-        if let Some(at) = record.expires_at {
-            batch.put(&keys::expiry_key(at, &key), b"");
+        // A page that used to vary and no longer does: its variants go.
+        if record.kind == Kind::Http
+            && let Some(old) = self.group_at(&key)?
+        {
+            self.drop_members(&key, &old, &mut batch);
         }
+        Self::add_record(&mut batch, &key, &record);
         // `sync` flushes the log to the OS on every write, so an acknowledged
         // write survives the process being killed (not a power loss: the
         // crate never fsyncs).
         self.db()?.write(batch, true)?;
         self.hot.insert(Bytes::from(key), record);
+        Ok(())
+    }
+
+    fn put_member(
+        &mut self,
+        group_key: Vec<u8>,
+        member: &[u8],
+        group_meta: Bytes,
+        record: Record,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut members = Vec::new();
+        let mut expires_at = record.expires_at;
+        if let Some(old) = self.group_at(&group_key)? {
+            if old.meta == group_meta {
+                members = old.group_members();
+                // The group lives as long as its longest-lived member.
+                expires_at = match (old.expires_at, expires_at) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            } else {
+                // Members keyed by other header names can never match again.
+                self.drop_members(&group_key, &old, &mut batch);
+            }
+        }
+        if !members.iter().any(|m| m.as_ref() == member) {
+            members.push(Bytes::copy_from_slice(member));
+        }
+        let group = Record {
+            kind: Kind::Group,
+            created_at: record.created_at,
+            expires_at,
+            meta: group_meta,
+            body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
+        };
+        let mut member_key = group_key.clone();
+        member_key.extend_from_slice(member);
+        Self::add_record(&mut batch, &group_key, &group);
+        Self::add_record(&mut batch, &member_key, &record);
+        self.db()?.write(batch, true)?;
+        self.hot.insert(Bytes::from(group_key), group);
+        self.hot.insert(Bytes::from(member_key), record);
         Ok(())
     }
 
@@ -288,11 +379,19 @@ impl Shard {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
-        let live = matches!(self.get(key)?, Lookup::Hit(_));
-        if live {
-            self.remove(key)?;
+        let live = match self.get(key)? {
+            Lookup::Hit(rec) => Some(rec),
+            _ => None,
+        };
+        let Some(rec) = live else { return Ok(false) };
+        let mut batch = WriteBatch::default();
+        if rec.kind == Kind::Group {
+            self.drop_members(key, &rec, &mut batch);
         }
-        Ok(live)
+        self.hot.remove(key);
+        batch.delete(key);
+        self.db()?.write(batch, true)?;
+        Ok(true)
     }
 
     /// Collects the keys under `prefix`, then closes the iterator before

@@ -1,0 +1,276 @@
+//! A cached HTTP response: what the proxy keeps in a record of kind
+//! [`Kind::Http`] and how it turns back into a response.
+//!
+//! # Metadata section, version 1 (little-endian)
+//!
+//! | size | field                                                    |
+//! |------|----------------------------------------------------------|
+//! | 1    | metadata version, `1`                                     |
+//! | 2    | status code                                              |
+//! | 8    | fresh-until, unix ms (at or after it the entry is stale) |
+//! | 8    | `Age` the upstream reported when stored, seconds          |
+//! | 1    | flags: 1 must-revalidate, 2 ETag computed by bigcache, 4 no-cache |
+//! | 4    | `stale-while-revalidate` seconds, `u32::MAX` if absent    |
+//! | 4    | `stale-if-error` seconds, `u32::MAX` if absent            |
+//! | 2    | header count `n`                                          |
+//! | n ×  | u16 name length, name, u32 value length, value            |
+//!
+//! The record's created-at is when the response was stored (for `Age`), its
+//! expires-at when it stops being useful even stale (the store deletes it
+//! then), and its body the response body.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::store::{Kind, Record};
+
+const META_VERSION: u8 = 1;
+const FLAG_MUST_REVALIDATE: u8 = 1;
+const FLAG_SYNTHETIC_ETAG: u8 = 2;
+const FLAG_NO_CACHE: u8 = 4;
+const NONE_SECS: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Unix ms.
+    pub stored_at: u64,
+    /// Unix ms.
+    pub fresh_until: u64,
+    /// Unix ms; `None` would never expire (not produced by the proxy).
+    pub keep_until: Option<u64>,
+    pub initial_age: u64,
+    pub must_revalidate: bool,
+    /// Revalidate before every reuse, never serve stale without asking.
+    pub no_cache: bool,
+    /// The ETag was computed by bigcache, so the upstream cannot match it.
+    pub synthetic_etag: bool,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cached response metadata is unreadable")]
+pub struct MetaError;
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MetaError> {
+        if self.buf.len() < n {
+            return Err(MetaError);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, MetaError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, MetaError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, MetaError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self) -> Result<u64, MetaError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+fn secs_opt(v: u32) -> Option<Duration> {
+    (v != NONE_SECS).then(|| Duration::from_secs(u64::from(v)))
+}
+
+fn secs_raw(d: Option<Duration>) -> u32 {
+    d.map_or(NONE_SECS, |d| {
+        d.as_secs().min(u64::from(NONE_SECS - 1)) as u32
+    })
+}
+
+impl Entry {
+    pub fn to_record(&self) -> Record {
+        let mut m = BytesMut::with_capacity(64 + self.headers.len() * 48);
+        m.put_u8(META_VERSION);
+        m.put_u16_le(self.status.as_u16());
+        m.put_u64_le(self.fresh_until);
+        m.put_u64_le(self.initial_age);
+        let mut flags = 0;
+        if self.must_revalidate {
+            flags |= FLAG_MUST_REVALIDATE;
+        }
+        if self.synthetic_etag {
+            flags |= FLAG_SYNTHETIC_ETAG;
+        }
+        if self.no_cache {
+            flags |= FLAG_NO_CACHE;
+        }
+        m.put_u8(flags);
+        m.put_u32_le(secs_raw(self.stale_while_revalidate));
+        m.put_u32_le(secs_raw(self.stale_if_error));
+        let headers: Vec<_> = self
+            .headers
+            .iter()
+            .filter(|(n, v)| {
+                n.as_str().len() <= usize::from(u16::MAX) && v.len() < u32::MAX as usize
+            })
+            .take(usize::from(u16::MAX))
+            .collect();
+        m.put_u16_le(headers.len() as u16);
+        for (name, value) in headers {
+            m.put_u16_le(name.as_str().len() as u16);
+            m.put_slice(name.as_str().as_bytes());
+            m.put_u32_le(value.len() as u32);
+            m.put_slice(value.as_bytes());
+        }
+        Record {
+            kind: Kind::Http,
+            created_at: self.stored_at,
+            expires_at: self.keep_until,
+            meta: m.freeze(),
+            body: self.body.clone(),
+        }
+    }
+
+    pub fn from_record(rec: &Record) -> Result<Entry, MetaError> {
+        if rec.kind != Kind::Http {
+            return Err(MetaError);
+        }
+        let mut r = Reader { buf: &rec.meta };
+        if r.u8()? != META_VERSION {
+            return Err(MetaError);
+        }
+        let status = StatusCode::from_u16(r.u16()?).map_err(|_| MetaError)?;
+        let fresh_until = r.u64()?;
+        let initial_age = r.u64()?;
+        let flags = r.u8()?;
+        let swr = secs_opt(r.u32()?);
+        let sie = secs_opt(r.u32()?);
+        let n = r.u16()?;
+        let mut headers = HeaderMap::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let len = usize::from(r.u16()?);
+            let name = HeaderName::from_bytes(r.take(len)?).map_err(|_| MetaError)?;
+            let len = r.u32()? as usize;
+            let value = HeaderValue::from_bytes(r.take(len)?).map_err(|_| MetaError)?;
+            headers.append(name, value);
+        }
+        if !r.buf.is_empty() {
+            return Err(MetaError);
+        }
+        Ok(Entry {
+            status,
+            headers,
+            body: rec.body.clone(),
+            stored_at: rec.created_at,
+            fresh_until,
+            keep_until: rec.expires_at,
+            initial_age,
+            must_revalidate: flags & FLAG_MUST_REVALIDATE != 0,
+            synthetic_etag: flags & FLAG_SYNTHETIC_ETAG != 0,
+            no_cache: flags & FLAG_NO_CACHE != 0,
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
+        })
+    }
+
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until
+    }
+
+    /// Seconds for the `Age` header.
+    pub fn age(&self, now_ms: u64) -> u64 {
+        self.initial_age + now_ms.saturating_sub(self.stored_at) / 1000
+    }
+
+    /// Whether the entry has a validator the upstream can check.
+    pub fn has_upstream_validator(&self) -> bool {
+        (!self.synthetic_etag && self.headers.contains_key(http::header::ETAG))
+            || self.headers.contains_key(http::header::LAST_MODIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+        headers.append("x-multi", "a".parse().unwrap());
+        headers.append("x-multi", "b".parse().unwrap());
+        Entry {
+            status: StatusCode::NOT_FOUND,
+            headers,
+            body: Bytes::from_static(b"<h1>gone</h1>"),
+            stored_at: 1_000_000,
+            fresh_until: 2_000_000,
+            keep_until: Some(3_000_000),
+            initial_age: 7,
+            must_revalidate: true,
+            no_cache: false,
+            synthetic_etag: false,
+            stale_while_revalidate: Some(Duration::from_secs(30)),
+            stale_if_error: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_record() {
+        let e = sample();
+        let rec = Record::decode(&Bytes::from(e.to_record().encode())).unwrap();
+        let back = Entry::from_record(&rec).unwrap();
+        assert_eq!(back.status, e.status);
+        assert_eq!(back.headers, e.headers);
+        assert_eq!(back.body, e.body);
+        assert_eq!(
+            (
+                back.stored_at,
+                back.fresh_until,
+                back.keep_until,
+                back.initial_age
+            ),
+            (e.stored_at, e.fresh_until, e.keep_until, e.initial_age)
+        );
+        assert!(back.must_revalidate && !back.synthetic_etag);
+        assert_eq!(back.stale_while_revalidate, Some(Duration::from_secs(30)));
+        assert_eq!(back.stale_if_error, None);
+    }
+
+    #[test]
+    fn truncated_or_padded_meta_is_an_error() {
+        let rec = sample().to_record();
+        for n in 0..rec.meta.len() {
+            let cut = Record {
+                meta: rec.meta.slice(..n),
+                ..rec.clone()
+            };
+            assert!(Entry::from_record(&cut).is_err(), "cut at {n}");
+        }
+        let mut padded = rec.meta.to_vec();
+        padded.push(0);
+        let padded = Record {
+            meta: Bytes::from(padded),
+            ..rec
+        };
+        assert!(Entry::from_record(&padded).is_err());
+    }
+
+    #[test]
+    fn age_counts_residence() {
+        let e = sample();
+        assert_eq!(e.age(1_000_000), 7);
+        assert_eq!(e.age(1_010_999), 17);
+    }
+}

@@ -1,0 +1,163 @@
+//! The proxy's cache key.
+//!
+//! A page's key is its request target, path plus query, as received, with
+//! one normalization: percent-escapes are made canonical. An escape of an
+//! unreserved character (`A-Z a-z 0-9 - . _ ~`) is decoded (`%7E` = `~`),
+//! every other escape is upper-cased (`%c3%a9` = `%C3%A9`), and any byte
+//! outside printable ASCII is escaped. Nothing else changes: the query's
+//! parameter order, `+`, trailing slashes and case all count, so two URLs
+//! that differ only in query are two pages. The normalization makes
+//! `/caf%C3%A9/`, `/caf%c3%a9/` and a purge for `/café/` the same page.
+//!
+//! In the store, a page lives under `<key> NUL` when its response has no
+//! `Vary`, or as a variant `<key> NUL <variant>` listed by a group record at
+//! `<key> NUL` (see [`crate::store`]): so a purge of the page finds every
+//! variant, and a prefix purge is a prefix of the key.
+//!
+//! A variant is the request's values of the headers the response varies on,
+//! as `name=value` pairs (names lower-cased and sorted, values trimmed),
+//! separated by `\x1f`. Compared as whole strings, never hashed, so two
+//! variants can never be confused.
+
+use http::HeaderMap;
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Canonical form of a request target (or of a path/query a purge names).
+pub fn canonical(target: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = target.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            let decoded = h << 4 | l;
+            if is_unreserved(decoded) {
+                out.push(decoded as char);
+            } else {
+                out.push('%');
+                out.push(HEX[usize::from(h)] as char);
+                out.push(HEX[usize::from(l)] as char);
+            }
+            i += 3;
+            continue;
+        }
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The store key of a page's group (or of the page itself, without Vary).
+pub fn page_key(canonical_target: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(canonical_target.len() + 1);
+    k.extend_from_slice(canonical_target.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Longest variant string kept; a response varying on longer header values
+/// is not cached (it would fragment the cache anyway).
+pub const MAX_VARIANT: usize = 1024;
+
+/// The `Vary` header names of a response, lower-cased, sorted, deduplicated.
+pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The variant string of a request for the given Vary names; `None` when it
+/// would exceed [`MAX_VARIANT`].
+pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
+    let mut out = String::new();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push('\x1f');
+        }
+        out.push_str(name);
+        out.push('=');
+        let values: Vec<&str> = request
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .collect();
+        out.push_str(&values.join(","));
+    }
+    (out.len() <= MAX_VARIANT).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_escapes() {
+        assert_eq!(canonical("/dataset/x/?page=2"), "/dataset/x/?page=2");
+        assert_eq!(canonical("/caf%c3%a9/"), "/caf%C3%A9/");
+        assert_eq!(canonical("/café/"), "/caf%C3%A9/");
+        assert_eq!(canonical("/%7Euser/%41"), "/~user/A");
+        assert_eq!(canonical("/a%2Fb"), "/a%2Fb");
+        assert_eq!(canonical("/a b"), "/a%20b");
+        assert_eq!(canonical("/100%"), "/100%");
+        assert_eq!(canonical("/%zz"), "/%zz");
+    }
+
+    #[test]
+    fn query_order_and_trailing_slash_count() {
+        assert_ne!(canonical("/x?a=1&b=2"), canonical("/x?b=2&a=1"));
+        assert_ne!(canonical("/x/"), canonical("/x"));
+    }
+
+    #[test]
+    fn variants() {
+        let mut resp = HeaderMap::new();
+        resp.append("vary", "Accept-Language, accept-encoding".parse().unwrap());
+        resp.append("vary", "Accept-Encoding".parse().unwrap());
+        let names = vary_names(&resp);
+        assert_eq!(names, ["accept-encoding", "accept-language"]);
+        let mut req = HeaderMap::new();
+        req.insert("accept-encoding", "gzip".parse().unwrap());
+        req.insert("accept-language", " ko ".parse().unwrap());
+        assert_eq!(
+            variant(&names, &req).unwrap(),
+            "accept-encoding=gzip\x1faccept-language=ko"
+        );
+        let bare = variant(&names, &HeaderMap::new()).unwrap();
+        assert_eq!(bare, "accept-encoding=\x1faccept-language=");
+        req.insert("accept-language", "x".repeat(2000).parse().unwrap());
+        assert_eq!(variant(&names, &req), None);
+    }
+}

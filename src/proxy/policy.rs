@@ -1,0 +1,421 @@
+//! What may be cached, and for how long: the proxy's cacheability policy.
+//!
+//! Request side ([`request_bypass`]): a request carrying `Authorization`, a
+//! session cookie (configurable names, default `sessionid`) or a `Range`
+//! header bypasses the cache both ways: it is never answered from the
+//! cache and its response is never stored. A logged-in user never gets an
+//! anonymous page and never leaves theirs behind.
+//!
+//! Response side ([`response_policy`]): a response is stored only when the
+//! upstream opted in and it is safe to share:
+//! - lifetime from `X-Bigcache-TTL` (humantime), else RFC 9111 shared-cache
+//!   freshness: `s-maxage`, then `max-age`, then `Expires` − `Date`, less
+//!   any `Age` already reported. No lifetime, no caching: bigcache applies no
+//!   heuristic freshness;
+//! - never with `Set-Cookie`, `Cache-Control: private` or `no-store`, or
+//!   `Vary: *`;
+//! - status 200 by default; 301, 404 and other statuses only when
+//!   `X-Bigcache-TTL` names a lifetime explicitly;
+//! - `no-cache` is stored but revalidated before every reuse;
+//!   `must-revalidate`/`proxy-revalidate` forbid serving it stale.
+//!
+//! Written here rather than with `http-cache-semantics` because bigcache's
+//! rules are narrower than a general cache's (explicit opt-in, no heuristic
+//! freshness, the TTL header, status rules) and the decisions must feed one
+//! enum that drives `X-Cache`, logs and metrics alike.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode, header};
+
+use crate::ttl;
+
+pub const TTL_HEADER: &str = "x-bigcache-ttl";
+
+/// Why a request or response did not go through the cache. One enum feeds
+/// the log line and the metrics label so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCache {
+    Method,
+    Authorization,
+    SessionCookie,
+    Range,
+    NoLifetime,
+    SetCookie,
+    Private,
+    NoStore,
+    VaryStar,
+    Status,
+    TooLarge,
+    BadTtl,
+    VaryTooLong,
+}
+
+impl NoCache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoCache::Method => "method",
+            NoCache::Authorization => "authorization",
+            NoCache::SessionCookie => "session_cookie",
+            NoCache::Range => "range",
+            NoCache::NoLifetime => "no_lifetime",
+            NoCache::SetCookie => "set_cookie",
+            NoCache::Private => "private",
+            NoCache::NoStore => "no_store",
+            NoCache::VaryStar => "vary_star",
+            NoCache::Status => "status",
+            NoCache::TooLarge => "too_large",
+            NoCache::BadTtl => "bad_ttl",
+            NoCache::VaryTooLong => "vary_too_long",
+        }
+    }
+}
+
+/// Whether a GET/HEAD request must skip the cache entirely.
+pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option<NoCache> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Some(NoCache::Authorization);
+    }
+    if headers.contains_key(header::RANGE) {
+        return Some(NoCache::Range);
+    }
+    let has_session = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim()))
+        .any(|name| session_cookies.iter().any(|s| s == name));
+    has_session.then_some(NoCache::SessionCookie)
+}
+
+/// The `Cache-Control` directives bigcache acts on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheControl {
+    pub s_maxage: Option<u64>,
+    pub max_age: Option<u64>,
+    pub private: bool,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub must_revalidate: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl CacheControl {
+    pub fn parse(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        let directives = headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for d in directives {
+            let (name, arg) = match d.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (d.trim(), None),
+            };
+            let secs = || arg.and_then(|a| a.parse::<u64>().ok());
+            match name.to_ascii_lowercase().as_str() {
+                "s-maxage" => cc.s_maxage = secs().or(Some(0)),
+                "max-age" => cc.max_age = secs().or(Some(0)),
+                // `private="Set-Cookie"` (field-limited) is treated as fully
+                // private: a shared cache must not guess which part is safe.
+                "private" => cc.private = true,
+                "no-store" => cc.no_store = true,
+                "no-cache" => cc.no_cache = true,
+                "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                "stale-while-revalidate" => cc.stale_while_revalidate = secs(),
+                "stale-if-error" => cc.stale_if_error = secs(),
+                _ => {}
+            }
+        }
+        cc
+    }
+}
+
+/// The decision for a storable response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storable {
+    /// How long the response is fresh from now (after subtracting `Age`);
+    /// zero for `no-cache`, which must be revalidated before every reuse.
+    pub fresh_for: Duration,
+    /// How long the response is worth keeping for revalidation: the
+    /// lifetime even when `no-cache` makes it stale at once.
+    pub keep_for: Duration,
+    /// `Age` the upstream reported, carried into the `Age` we send.
+    pub initial_age: u64,
+    /// Revalidate before every reuse (`no-cache`).
+    pub no_cache: bool,
+    /// Never serve stale (`must-revalidate`, `proxy-revalidate`).
+    pub must_revalidate: bool,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+}
+
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    header_str(headers, name).and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+}
+
+/// Decides whether a response to a cacheable GET may be stored, and for how
+/// long. `now` is the time the response arrived.
+pub fn response_policy(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Storable, NoCache> {
+    let cc = CacheControl::parse(headers);
+    if cc.no_store {
+        return Err(NoCache::NoStore);
+    }
+    if cc.private {
+        return Err(NoCache::Private);
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err(NoCache::SetCookie);
+    }
+    let vary_star = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == "*");
+    if vary_star {
+        return Err(NoCache::VaryStar);
+    }
+    let age = header_str(headers, header::AGE)
+        .and_then(|a| a.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+
+    let explicit = match header_str(headers, TTL_HEADER) {
+        Some(text) => Some(ttl::parse(text).map_err(|_| NoCache::BadTtl)?),
+        None if headers.contains_key(TTL_HEADER) => return Err(NoCache::BadTtl),
+        None => None,
+    };
+    if explicit.is_none() && status != StatusCode::OK {
+        return Err(NoCache::Status);
+    }
+    let lifetime = match explicit {
+        // The TTL header is bigcache's own instruction: `Age` is not
+        // subtracted from it.
+        Some(d) => d,
+        None => {
+            let secs = if let Some(s) = cc.s_maxage.or(cc.max_age) {
+                s
+            } else if let Some(expires) = headers.get(header::EXPIRES) {
+                // An invalid Expires (e.g. "0") means already expired.
+                let expires = expires
+                    .to_str()
+                    .ok()
+                    .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+                let date = http_date(headers, header::DATE).unwrap_or(now);
+                expires
+                    .and_then(|e| e.duration_since(date).ok())
+                    .map_or(0, |d| d.as_secs())
+            } else {
+                return Err(NoCache::NoLifetime);
+            };
+            Duration::from_secs(secs.saturating_sub(age))
+        }
+    };
+    // `no-cache` alone is no opt-in: without a lifetime there is nothing
+    // to keep.
+    if lifetime.is_zero() {
+        return Err(NoCache::NoLifetime);
+    }
+    let lifetime = lifetime.min(ttl::MAX_TTL);
+    Ok(Storable {
+        fresh_for: if cc.no_cache {
+            Duration::ZERO
+        } else {
+            lifetime
+        },
+        keep_for: lifetime,
+        initial_age: if explicit.is_some() { 0 } else { age },
+        no_cache: cc.no_cache,
+        must_revalidate: cc.must_revalidate,
+        stale_while_revalidate: cc.stale_while_revalidate.map(Duration::from_secs),
+        stale_if_error: cc.stale_if_error.map(Duration::from_secs),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn fresh(status: u16, pairs: &[(&str, &str)]) -> Result<u64, NoCache> {
+        let now = httpdate::parse_http_date("Tue, 24 Nov 2026 12:00:00 GMT").unwrap();
+        response_policy(StatusCode::from_u16(status).unwrap(), &h(pairs), now)
+            .map(|s| s.fresh_for.as_secs())
+    }
+
+    #[test]
+    fn lifetime_sources_in_order() {
+        assert_eq!(fresh(200, &[("x-bigcache-ttl", "28d")]), Ok(28 * 86400));
+        assert_eq!(
+            fresh(
+                200,
+                &[("x-bigcache-ttl", "1h"), ("cache-control", "max-age=5")]
+            ),
+            Ok(3600)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[("cache-control", "public, max-age=60, s-maxage=600")]
+            ),
+            Ok(600)
+        );
+        assert_eq!(fresh(200, &[("cache-control", "max-age=60")]), Ok(60));
+        assert_eq!(
+            fresh(200, &[("cache-control", "max-age=60"), ("age", "15")]),
+            Ok(45)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("date", "Tue, 24 Nov 2026 12:00:00 GMT"),
+                    ("expires", "Tue, 24 Nov 2026 13:00:00 GMT"),
+                ]
+            ),
+            Ok(3600)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("date", "Tue, 24 Nov 2026 12:00:00 GMT"),
+                    ("expires", "Tue, 24 Nov 2026 13:00:00 GMT"),
+                    ("age", "600"),
+                ]
+            ),
+            Ok(3000)
+        );
+        assert_eq!(fresh(200, &[("expires", "0")]), Err(NoCache::NoLifetime));
+        assert_eq!(
+            fresh(200, &[("cache-control", "max-age=10"), ("age", "20")]),
+            Err(NoCache::NoLifetime)
+        );
+    }
+
+    #[test]
+    fn no_heuristic_freshness() {
+        assert_eq!(fresh(200, &[]), Err(NoCache::NoLifetime));
+        assert_eq!(
+            fresh(200, &[("last-modified", "Tue, 24 Nov 2020 12:00:00 GMT")]),
+            Err(NoCache::NoLifetime)
+        );
+    }
+
+    #[test]
+    fn never_cached() {
+        let ttl = ("x-bigcache-ttl", "1h");
+        assert_eq!(
+            fresh(200, &[ttl, ("set-cookie", "a=b")]),
+            Err(NoCache::SetCookie)
+        );
+        assert_eq!(
+            fresh(200, &[ttl, ("cache-control", "private")]),
+            Err(NoCache::Private)
+        );
+        assert_eq!(
+            fresh(200, &[ttl, ("cache-control", "no-store")]),
+            Err(NoCache::NoStore)
+        );
+        assert_eq!(
+            fresh(200, &[ttl, ("vary", "Accept, *")]),
+            Err(NoCache::VaryStar)
+        );
+        assert_eq!(
+            fresh(200, &[("x-bigcache-ttl", "soonish")]),
+            Err(NoCache::BadTtl)
+        );
+    }
+
+    #[test]
+    fn statuses_other_than_200_need_the_ttl_header() {
+        assert_eq!(
+            fresh(404, &[("cache-control", "max-age=60")]),
+            Err(NoCache::Status)
+        );
+        assert_eq!(
+            fresh(301, &[("cache-control", "max-age=60")]),
+            Err(NoCache::Status)
+        );
+        assert_eq!(fresh(404, &[("x-bigcache-ttl", "5m")]), Ok(300));
+        assert_eq!(fresh(301, &[("x-bigcache-ttl", "1d")]), Ok(86400));
+    }
+
+    #[test]
+    fn revalidation_flags() {
+        let now = SystemTime::now();
+        let s = response_policy(
+            StatusCode::OK,
+            &h(&[(
+                "cache-control",
+                "no-cache, max-age=60, stale-while-revalidate=30, stale-if-error=600",
+            )]),
+            now,
+        )
+        .unwrap();
+        assert!(s.no_cache && !s.must_revalidate);
+        assert_eq!((s.fresh_for.as_secs(), s.keep_for.as_secs()), (0, 60));
+        assert_eq!(s.stale_while_revalidate, Some(Duration::from_secs(30)));
+        assert_eq!(s.stale_if_error, Some(Duration::from_secs(600)));
+        let s = response_policy(
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=60, must-revalidate")]),
+            now,
+        )
+        .unwrap();
+        assert!(s.must_revalidate);
+        // no-cache without a lifetime is no opt-in.
+        assert_eq!(
+            response_policy(StatusCode::OK, &h(&[("cache-control", "no-cache")]), now),
+            Err(NoCache::NoLifetime)
+        );
+    }
+
+    #[test]
+    fn request_bypass_rules() {
+        let names = vec!["sessionid".to_string()];
+        assert_eq!(
+            request_bypass(&h(&[("authorization", "Basic x")]), &names),
+            Some(NoCache::Authorization)
+        );
+        assert_eq!(
+            request_bypass(&h(&[("cookie", "_ga=1; sessionid=abc")]), &names),
+            Some(NoCache::SessionCookie)
+        );
+        assert_eq!(
+            request_bypass(&h(&[("cookie", "notsessionid=abc")]), &names),
+            None
+        );
+        assert_eq!(
+            request_bypass(&h(&[("cookie", "csrftoken=abc")]), &names),
+            None
+        );
+        assert_eq!(
+            request_bypass(&h(&[("range", "bytes=0-10")]), &names),
+            Some(NoCache::Range)
+        );
+        assert_eq!(request_bypass(&h(&[]), &names), None);
+    }
+}
