@@ -6,3 +6,5 @@ mod util;
 
 mod api;
 mod durability;
+mod origin;
+mod proxy;

@@ -1,0 +1,195 @@
+//! A real HTTP upstream for proxy tests, driven by its request URL:
+//!
+//! - `h=Name:Value` (repeatable): response headers (`%3D` for `=` in values);
+//! - `status=404`, `delay=200` (ms before answering), `size=N` (body bytes);
+//! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
+//!   with 304 (plus the `h` headers).
+//!
+//! The body names the request target, how many times the origin saw it, and
+//! the request headers a test may check (`accept-language`, `x-forwarded-*`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+#[derive(Default)]
+pub struct Counts {
+    by_target: Mutex<HashMap<String, u64>>,
+    pub not_modified: AtomicU64,
+    in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+    /// Answer 500 to everything while set.
+    pub fail: AtomicBool,
+}
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, Arc::new(Counts::default()))
+    }
+
+    /// Serves again on the same port after [`Origin::kill`].
+    pub async fn restart(addr: SocketAddr, counts: Arc<Counts>) -> Origin {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, counts)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, counts: Arc<Counts>) -> Origin {
+        let addr = listener.local_addr().unwrap();
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let c = c.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let c = c.clone();
+                        async move { Ok::<_, Infallible>(respond(req, &c).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, counts, task }
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn kill(self) -> (SocketAddr, Arc<Counts>) {
+        self.task.abort();
+        (self.addr, self.counts.clone())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests the origin saw for a target (path and query as sent).
+    pub fn count(&self, target: &str) -> u64 {
+        *self
+            .counts
+            .by_target
+            .lock()
+            .unwrap()
+            .get(target)
+            .unwrap_or(&0)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    let n = {
+        let mut m = c.by_target.lock().unwrap();
+        let e = m.entry(target.clone()).or_default();
+        *e += 1;
+        *e
+    };
+    let now = c.in_flight.fetch_add(1, SeqCst) + 1;
+    c.max_in_flight.fetch_max(now, SeqCst);
+
+    let mut headers = Vec::new();
+    let (mut status, mut delay, mut size, mut etag) = (200u16, 0u64, 0usize, None);
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        let v = decode(v);
+        match k {
+            "h" => {
+                if let Some((name, value)) = v.split_once(':') {
+                    headers.push((name.to_string(), value.trim().to_string()));
+                }
+            }
+            "status" => status = v.parse().unwrap_or(200),
+            "delay" => delay = v.parse().unwrap_or(0),
+            "size" => size = v.parse().unwrap_or(0),
+            "etag" => etag = Some(format!("\"{v}\"")),
+            _ => {}
+        }
+    }
+    let seen = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let echo = format!(
+        "method={} accept-language={} xff={} xfproto={} xfhost={} host={} cookie={}",
+        req.method(),
+        seen("accept-language"),
+        seen("x-forwarded-for"),
+        seen("x-forwarded-proto"),
+        seen("x-forwarded-host"),
+        seen("host"),
+        seen("cookie"),
+    );
+    let conditional_match = etag.as_deref().is_some_and(|e| seen("if-none-match") == e);
+    // Drain any request body so POSTs are well-formed.
+    let _ = req.into_body().collect().await;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    c.in_flight.fetch_sub(1, SeqCst);
+
+    let mut builder = Response::builder();
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let Some(e) = &etag {
+        builder = builder.header("etag", e.as_str());
+    }
+    if c.fail.load(SeqCst) {
+        return builder
+            .status(500)
+            .body(Full::new(Bytes::from("origin failed")))
+            .unwrap();
+    }
+    if conditional_match {
+        c.not_modified.fetch_add(1, SeqCst);
+        return builder.status(304).body(Full::new(Bytes::new())).unwrap();
+    }
+    let mut body = format!("target={target} n={n} {echo}\n").into_bytes();
+    if size > body.len() {
+        body.resize(size, b'.');
+    }
+    builder
+        .status(status)
+        .header("content-type", "text/html; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}

@@ -1,0 +1,607 @@
+//! The reverse proxy against a real upstream server, counting what reaches it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+
+use crate::origin::Origin;
+use crate::util::Server;
+
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn send(url: String, method: Method, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client().request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    Reply {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+async fn get(s: &Server, path: &str) -> Reply {
+    send(s.page(path), Method::GET, &[]).await
+}
+
+async fn get_with(s: &Server, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(s.page(path), Method::GET, headers).await
+}
+
+fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--upstream", origin];
+    args.extend_from_slice(extra);
+    let s = Server::start_in(dir.path(), &args);
+    (dir, s)
+}
+
+const TTL: &str = "h=X-Bigcache-TTL:1h";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_without_touching_the_upstream() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/dataset/1/?{TTL}");
+    let a = get(&s, &path).await;
+    assert_eq!((a.status, a.cache()), (200, "MISS"));
+    assert!(
+        a.header("x-bigcache-ttl").is_none(),
+        "TTL header must not leak"
+    );
+    for _ in 0..5 {
+        let b = get(&s, &path).await;
+        assert_eq!((b.status, b.cache()), (200, "HIT"));
+        assert_eq!(b.body, a.body);
+        assert_eq!(b.header("content-type"), Some("text/html; charset=utf-8"));
+        assert!(b.header("age").is_some());
+        assert!(b.header("x-bigcache-ttl").is_none());
+    }
+    assert_eq!(o.count(&path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_strings_are_different_pages() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let p2 = get(&s, &format!("/list/?page=2&{TTL}")).await;
+    let p3 = get(&s, &format!("/list/?page=3&{TTL}")).await;
+    assert_eq!((p2.cache(), p3.cache()), ("MISS", "MISS"));
+    assert_ne!(p2.body, p3.body);
+    let again = get(&s, &format!("/list/?page=2&{TTL}")).await;
+    assert_eq!(
+        (again.cache(), again.body.as_str()),
+        ("HIT", p2.body.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifetime_from_each_header_form() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let date = httpdate::fmt_http_date(SystemTime::now()).replace(' ', "%20");
+    let expires =
+        httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2)).replace(' ', "%20");
+    let cases = [
+        "/f/ttl?h=X-Bigcache-TTL:2s".to_string(),
+        "/f/smax?h=Cache-Control:s-maxage%3D2,max-age%3D0".to_string(),
+        "/f/max?h=Cache-Control:max-age%3D2".to_string(),
+        "/f/age?h=Cache-Control:max-age%3D62&h=Age:60".to_string(),
+        format!("/f/expires?h=Date:{date}&h=Expires:{expires}"),
+    ];
+    for path in &cases {
+        assert_eq!(get(&s, path).await.cache(), "MISS", "{path}");
+        assert_eq!(get(&s, path).await.cache(), "HIT", "{path}");
+    }
+    let aged = get(&s, &cases[3]).await;
+    let age: u64 = aged.header("age").unwrap().parse().unwrap();
+    assert!(age >= 60, "upstream Age carried: {age}");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for path in &cases {
+        assert_eq!(
+            get(&s, path).await.cache(),
+            "MISS",
+            "{path} outlived its lifetime"
+        );
+        assert_eq!(o.count(path), 2, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_cached_responses() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    for path in [
+        format!("/n/cookie?{TTL}&h=Set-Cookie:a%3Db"),
+        format!("/n/private?{TTL}&h=Cache-Control:private"),
+        format!("/n/nostore?{TTL}&h=Cache-Control:no-store"),
+        format!("/n/varystar?{TTL}&h=Vary:*"),
+        "/n/nolifetime".to_string(),
+        "/n/lastmod?h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT".to_string(),
+        "/n/404?status=404&h=Cache-Control:max-age%3D600".to_string(),
+        "/n/301?status=301&h=Location:/x&h=Cache-Control:max-age%3D600".to_string(),
+        "/n/badttl?h=X-Bigcache-TTL:someday".to_string(),
+    ] {
+        let a = get(&s, &path).await;
+        let b = get(&s, &path).await;
+        assert_eq!((a.cache(), b.cache()), ("MISS", "MISS"), "{path}");
+        assert_eq!(o.count(&path), 2, "{path} was cached");
+    }
+    // 404 and 301 are cacheable when the TTL header says so.
+    for path in [
+        "/n/404ttl?status=404&h=X-Bigcache-TTL:1h",
+        "/n/301ttl?status=301&h=Location:/x&h=X-Bigcache-TTL:1h",
+    ] {
+        get(&s, path).await;
+        let b = get(&s, path).await;
+        assert_eq!(b.cache(), "HIT", "{path}");
+        assert_eq!(b.status, if path.contains("404") { 404 } else { 301 });
+        assert_eq!(o.count(path), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_credentials_bypass_both_ways() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--session-cookie", "sessionid,mysess"]);
+    let path = format!("/account/?{TTL}");
+    // A logged-in user's page is never stored...
+    let mine = get_with(&s, &path, &[("cookie", "csrftoken=1; sessionid=alice")]).await;
+    assert_eq!(mine.cache(), "BYPASS");
+    assert!(mine.body.contains("sessionid=alice"));
+    let anon = get(&s, &path).await;
+    assert_eq!(anon.cache(), "MISS");
+    assert!(!anon.body.contains("alice"));
+    // ...and never gets the anonymous copy.
+    let again = get_with(&s, &path, &[("cookie", "mysess=bob")]).await;
+    assert_eq!(again.cache(), "BYPASS");
+    let auth = get_with(&s, &path, &[("authorization", "Bearer t")]).await;
+    assert_eq!(auth.cache(), "BYPASS");
+    // Cookies that are not sessions do not bypass.
+    let ga = get_with(&s, &path, &[("cookie", "_ga=GA1.2")]).await;
+    assert_eq!(ga.cache(), "HIT");
+    assert_eq!(o.count(&path), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_variants_are_kept_apart() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/v/?{TTL}&h=Vary:Accept-Language");
+    let ko = get_with(&s, &path, &[("accept-language", "ko")]).await;
+    let en = get_with(&s, &path, &[("accept-language", "en")]).await;
+    assert_eq!((ko.cache(), en.cache()), ("MISS", "MISS"));
+    assert!(ko.body.contains("accept-language=ko") && en.body.contains("accept-language=en"));
+    let ko2 = get_with(&s, &path, &[("accept-language", "ko")]).await;
+    let en2 = get_with(&s, &path, &[("accept-language", "en")]).await;
+    assert_eq!((ko2.cache(), en2.cache()), ("HIT", "HIT"));
+    assert_eq!(ko2.body, ko.body);
+    assert_eq!(en2.body, en.body);
+    let none = get(&s, &path).await;
+    assert_eq!(none.cache(), "MISS");
+    assert!(none.body.contains("accept-language=-"));
+    assert_eq!(o.count(&path), 3);
+    // A purge of the page takes every variant.
+    let r = client()
+        .delete(s.url(&format!("/cache/{path}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get_with(&s, &path, &[("accept-language", "ko")])
+            .await
+            .cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get_with(&s, &path, &[("accept-language", "en")])
+            .await
+            .cache(),
+        "MISS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_is_answered_from_a_cached_get() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/h/?{TTL}&size=5000");
+    let head = send(s.page(&path), Method::HEAD, &[]).await;
+    assert_eq!(
+        (head.status, head.cache(), head.body.as_str()),
+        (200, "MISS", "")
+    );
+    let get1 = get(&s, &path).await;
+    assert_eq!(get1.cache(), "HIT");
+    assert_eq!(get1.body.len(), 5000);
+    assert!(
+        get1.body.contains("method=GET"),
+        "HEAD miss fetched with GET"
+    );
+    let head2 = send(s.page(&path), Method::HEAD, &[]).await;
+    assert_eq!((head2.cache(), head2.body.as_str()), ("HIT", ""));
+    assert_eq!(head2.header("content-length"), Some("5000"));
+    assert_eq!(o.count(&path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_requests_get_304_from_the_cache() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let lm = "Tue, 01 Jan 2019 00:00:00 GMT";
+    let path = format!(
+        "/c/?{TTL}&etag=v1&h=Last-Modified:{}",
+        lm.replace(' ', "%20")
+    );
+    get(&s, &path).await;
+    let r = get_with(&s, &path, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((r.status, r.cache(), r.body.as_str()), (304, "HIT", ""));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let r = get_with(&s, &path, &[("if-none-match", "W/\"v1\", \"v0\"")]).await;
+    assert_eq!(r.status, 304);
+    let r = get_with(&s, &path, &[("if-none-match", "\"v2\"")]).await;
+    assert_eq!(r.status, 200);
+    let r = get_with(&s, &path, &[("if-modified-since", lm)]).await;
+    assert_eq!(r.status, 304);
+    let r = get_with(
+        &s,
+        &path,
+        &[("if-modified-since", "Mon, 31 Dec 2018 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(o.count(&path), 1);
+
+    // Without upstream validators bigcache computes a strong ETag.
+    let plain = format!("/c/plain?{TTL}");
+    let first = get(&s, &plain).await;
+    let etag = first.header("etag").expect("computed etag").to_string();
+    assert!(!etag.starts_with("W/"));
+    let r = get_with(&s, &plain, &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_methods_invalidate() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/form/?{TTL}");
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        get(&s, &path).await;
+        assert_eq!(get(&s, &path).await.cache(), "HIT");
+        let r = send(s.page(&path), method.clone(), &[]).await;
+        assert_eq!((r.status, r.cache()), (200, "BYPASS"));
+        assert!(r.body.contains(&format!("method={method}")));
+        assert_eq!(
+            get(&s, &path).await.cache(),
+            "MISS",
+            "{method} left a stale copy"
+        );
+    }
+    // A failed POST invalidates nothing.
+    let failing = format!("/form/?{TTL}&status=500");
+    get(&s, &path).await;
+    send(s.page(&failing), Method::POST, &[]).await;
+    assert_eq!(get(&s, &path).await.cache(), "HIT");
+    // Location and Content-Location on the same site are invalidated too.
+    let target = format!("/thing/1?{TTL}");
+    get(&s, &target).await;
+    let loc = format!(
+        "/things/?status=302&h=Location:{}",
+        target
+            .replace('&', "%26")
+            .replace('=', "%3D")
+            .replace(':', "%3A")
+    );
+    let r = send(s.page(&loc), Method::POST, &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(get(&s, &target).await.cache(), "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_entry_is_revalidated_with_a_conditional_request() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let path = "/r/?etag=v1&h=Cache-Control:max-age%3D1&h=X-Version:1";
+    let first = get(&s, path).await;
+    assert_eq!(first.cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second = get(&s, path).await;
+    assert_eq!(second.cache(), "REVALIDATED");
+    assert_eq!(second.body, first.body, "304 keeps the stored body");
+    assert_eq!(o.counts.not_modified.load(SeqCst), 1);
+    let third = get(&s, path).await;
+    assert_eq!(third.cache(), "HIT", "304 refreshed the lifetime");
+    assert_eq!(o.count(path), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cache_is_stored_but_revalidated_every_time() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = "/nc/?etag=v1&h=Cache-Control:no-cache,max-age%3D600";
+    assert_eq!(get(&s, path).await.cache(), "MISS");
+    assert_eq!(get(&s, path).await.cache(), "REVALIDATED");
+    assert_eq!(get(&s, path).await.cache(), "REVALIDATED");
+    assert_eq!(o.counts.not_modified.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coalesces_a_hundred_concurrent_misses_into_one_request() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let s = Arc::new(s);
+    let path = format!("/slow/?{TTL}&delay=300");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (s, path) = (s.clone(), path.clone());
+            tokio::spawn(async move { get(&s, &path).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    assert_eq!(o.count(&path), 1, "exactly one upstream request");
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    println!(
+        "coalescing: 100 concurrent misses -> {} upstream request(s)",
+        o.count(&path)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uncacheable_waiters_go_upstream_in_parallel() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let s = Arc::new(s);
+    let path = "/private/?h=Cache-Control:private&delay=400";
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { get(&s, path).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(o.count(path), 20);
+    assert!(
+        o.counts.max_in_flight.load(SeqCst) >= 10,
+        "waiters were serialized: at most {} at once",
+        o.counts.max_in_flight.load(SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_while_revalidate_serves_stale_during_one_refresh() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = "/swr/?h=Cache-Control:max-age%3D1,stale-while-revalidate%3D60&delay=300";
+    let first = get(&s, path).await;
+    assert!(first.body.contains("n=1"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..5 {
+        let stale = get(&s, path).await;
+        assert_eq!(stale.cache(), "UPDATING");
+        assert_eq!(stale.body, first.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let r = get(&s, path).await;
+        if r.cache() == "HIT" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "refresh never landed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(fresh.body.contains("n=2"), "{}", fresh.body);
+    assert_eq!(o.count(path), 2, "one background refresh only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_when_the_upstream_dies_or_fails() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--grace", "0s", "--stale-if-error", "1h"]);
+    let path = "/sie/?h=Cache-Control:max-age%3D1";
+    let first = get(&s, path).await;
+    let strict = "/sie/strict?h=Cache-Control:max-age%3D1,must-revalidate";
+    get(&s, strict).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    o.counts.fail.store(true, SeqCst);
+    let r = get(&s, path).await;
+    assert_eq!((r.status, r.cache()), (200, "STALE"));
+    assert_eq!(r.body, first.body);
+    let r = get(&s, strict).await;
+    assert_eq!(r.status, 500, "must-revalidate forbids stale");
+    o.counts.fail.store(false, SeqCst);
+    let (addr, counts) = o.kill();
+    let r = get(&s, path).await;
+    assert_eq!((r.status, r.cache()), (200, "STALE"));
+    assert_eq!(r.body, first.body);
+    let r = get(&s, "/sie/never-cached").await;
+    assert_eq!(r.status, 502);
+    // Back up: fresh content again.
+    let o = Origin::restart(addr, counts).await;
+    let r = get(&s, path).await;
+    assert_eq!(r.cache(), "MISS");
+    assert_ne!(r.body, first.body);
+    drop(o);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_path_and_prefix_through_the_rest_api() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let pages = [
+        format!("/dataset/x/?page=2&{TTL}"),
+        format!("/dataset/x/?page=3&{TTL}"),
+        format!("/dataset/y/?{TTL}"),
+        format!("/other/?{TTL}"),
+    ];
+    for p in &pages {
+        get(&s, p).await;
+        assert_eq!(get(&s, p).await.cache(), "HIT");
+    }
+    // As the Django connector sends it: the full path, unencoded.
+    let r = client()
+        .delete(s.url(&format!("/cache/{}", pages[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &pages[0]).await.cache(), "MISS");
+    assert_eq!(get(&s, &pages[1]).await.cache(), "HIT");
+    // Percent-encoded whole.
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(&pages[1], percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let r = client()
+        .delete(s.url(&format!("/cache/{encoded}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &pages[1]).await.cache(), "MISS");
+    // Prefix.
+    let r = client()
+        .delete(s.url("/prefix//dataset/"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "prefix 'dataset/': 3 keys deleted.");
+    for p in &pages[..3] {
+        assert_eq!(get(&s, p).await.cache(), "MISS", "{p}");
+    }
+    assert_eq!(get(&s, &pages[3]).await.cache(), "HIT");
+    let r = client()
+        .delete(s.url("/cache//nothing/here/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_values_are_not_served_as_pages() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let r = client()
+        .post(s.url("/cache//rest/page/"))
+        .json(&serde_json::json!({"value": "not a page"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = get(&s, "/rest/page/").await;
+    assert!(page.body.contains("target=/rest/page/"));
+    assert_eq!(o.count("/rest/page/"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_is_a_quick_502_and_slow_is_504() {
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let (_d, s) = start(&format!("http://{addr}"), &[]);
+    let t = Instant::now();
+    let r = get(&s, "/anything").await;
+    assert_eq!(r.status, 502);
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    let o = Origin::start().await;
+    let (_d2, s2) = start(&o.url(), &["--upstream-timeout", "500ms"]);
+    let r = get(&s2, "/slow?delay=3000").await;
+    assert_eq!(r.status, 504);
+    let r = get(&s2, &format!("/fast?{TTL}")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_responses_stream_through_uncached() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--max-entry-size", "64KiB"]);
+    let path = format!("/big/?{TTL}&size=300000");
+    for _ in 0..2 {
+        let r = get(&s, &path).await;
+        assert_eq!((r.status, r.cache()), (200, "MISS"));
+        assert_eq!(r.body.len(), 300000);
+        assert!(r.body.starts_with("target=/big/"));
+    }
+    assert_eq!(o.count(&path), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwards_faithfully() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let r = get_with(
+        &s,
+        "/fwd?x=1",
+        &[("host", "example.org"), ("connection", "keep-alive")],
+    )
+    .await;
+    assert!(r.body.contains("target=/fwd?x=1"));
+    assert!(r.body.contains("host=example.org"), "{}", r.body);
+    assert!(r.body.contains("xff=127.0.0.1"), "{}", r.body);
+    assert!(r.body.contains("xfproto=http"));
+    assert!(r.body.contains("xfhost=example.org"));
+    let body = "a=1&b=2".repeat(1000);
+    let r = client()
+        .post(s.page("/fwd/post"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("method=POST"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_the_cache() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--upstream", &o.url()];
+    let path = format!("/keep/?{TTL}");
+    let s = Server::start_in(dir.path(), &args);
+    let first = get(&s, &path).await;
+    assert!(s.stop().success());
+    let s = Server::start_in(dir.path(), &args);
+    let r = get(&s, &path).await;
+    assert_eq!((r.cache(), r.body.as_str()), ("HIT", first.body.as_str()));
+    assert_eq!(o.count(&path), 1);
+}
