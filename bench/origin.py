@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""A fake Django for benchmarks: every GET returns an HTML-like page of
+--size bytes after --delay ms, cacheable for an hour by bigcache
+(X-Bigcache-TTL) and by nginx (Cache-Control). GET /__count returns how many
+page requests it has answered."""
+import argparse
+import hashlib
+import http.server
+import threading
+import time
+
+WORDS = ("dataset table column value annual report region population index "
+         "series monthly survey statistics source license update download").split()
+
+
+def page(path: str, size: int) -> bytes:
+    seed = int(hashlib.md5(path.encode()).hexdigest()[:8], 16)
+    parts = [f"<html><head><title>{path}</title></head><body>\n"]
+    n = len(parts[0])
+    i = 0
+    while n < size:
+        w = WORDS[(seed + i * 7) % len(WORDS)]
+        row = f"<tr><td>{w}</td><td>{(seed * (i + 1)) % 100000}</td><td>{path}</td></tr>\n"
+        parts.append(row)
+        n += len(row)
+        i += 1
+    return "".join(parts).encode()[:size]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    count = 0
+    lock = threading.Lock()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/__count":
+            body = str(Handler.count).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        with Handler.lock:
+            Handler.count += 1
+        if self.server.delay:
+            time.sleep(self.server.delay / 1000)
+        body = page(self.path, self.server.size)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "public, max-age=3600")
+        self.send_header("X-Bigcache-TTL", "1h")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--size", type=int, default=20480)
+    ap.add_argument("--delay", type=int, default=0, help="milliseconds")
+    a = ap.parse_args()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    srv.daemon_threads = True
+    srv.size, srv.delay = a.size, a.delay
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

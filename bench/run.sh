@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# bigcache benchmark harness. Starts a fake origin, bigcache and nginx with an
+# equivalent proxy_cache, drives them with wrk, prints one table per scenario.
+#
+#   bash bench/run.sh                 # every scenario
+#   bash bench/run.sh hot stampede    # some of them
+#
+# Scenarios:
+#   hot       hits on 1,000 warm 20 KB pages (bigcache vs nginx proxy_cache)
+#   stampede  100 simultaneous requests for one uncached page, 200 ms origin
+#   rest      REST API GET and POST with 20 KB values
+#
+# Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480).
+# Servers run on core 0, wrk on core 1 (see shared notes on benchmarking):
+# check the machine is otherwise idle, compare within one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+KEYS=${KEYS:-1000}
+SIZE=${SIZE:-20480}
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(hot stampede rest)
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+need curl curl
+cargo build --release --quiet
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+start_origin() { # port delay
+    python3 bench/origin.py --port "$1" --size "$SIZE" --delay "$2" &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$1/__count"
+}
+
+start_bigcache() { # name api proxy origin
+    taskset -c 0 target/release/bigcache --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
+        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null &
+    pids+=($!)
+    echo $! >"$work/$1.pid"
+    wait_http "http://127.0.0.1:$2/healthz"
+}
+
+start_nginx() { # port origin
+    mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
+    sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$1|g" -e "s|@ORIGIN@|$2|g" bench/nginx.conf >"$work/nginx.conf"
+    taskset -c 0 nginx -c "$work/nginx.conf" -p "$work"
+    wait_http "http://127.0.0.1:$1/__count"
+}
+
+# RSS of a process and its children (nginx's master + worker).
+rss_kib() { ps -o rss= -p "$1" --ppid "$1" | awk '{s+=$1} END {print s}'; }
+origin_count() { curl -s "http://127.0.0.1:$1/__count"; }
+
+cat >"$work/pages.lua" <<LUA
+math.randomseed(42)
+request = function() return wrk.format("GET", "/page/" .. math.random(0, $KEYS - 1)) end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(99.9) / 1000, latency.max / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+LUA
+
+row() { # label url pid origin_port
+    local out
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/pages.lua" "$2" | grep '^RESULT')
+    read -r _ rps p50 p99 p999 max errs <<<"$out"
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
+        "$(($(rss_kib "$3") / 1024))MB" "$(origin_count "$4")"
+}
+
+header() {
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin
+}
+
+scenario_hot() {
+    echo "== hot hits: $KEYS pages of $SIZE bytes, wrk -t1 -c$CONNS -d$DURATION, servers on core 0"
+    local o b_api b_proxy n_port
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
+    start_origin "$o" 0
+    start_bigcache hot "$b_api" "$b_proxy" "$o"
+    start_nginx "$n_port" "$o"
+    # Warm both caches: every page once through each.
+    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null -D - "http://127.0.0.1:$b_proxy/page/1" | grep -i '^x-cache' | sed 's/^/  bigcache /'
+    curl -s -o /dev/null -D - "http://127.0.0.1:$n_port/page/1" | grep -i '^x-cache' | sed 's/^/  nginx    /'
+    header
+    row bigcache "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"
+    row "nginx proxy_cache" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
+    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+}
+
+scenario_stampede() {
+    echo "== stampede: 100 simultaneous requests for one uncached page, origin delay 200 ms"
+    local o b_api b_proxy n_port
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
+    start_origin "$o" 200
+    start_bigcache stampede "$b_api" "$b_proxy" "$o"
+    start_nginx "$n_port" "$o"
+    local before
+    before=$(origin_count "$o")
+    echo "  bigcache: $(python3 bench/stampede.py "http://127.0.0.1:$b_proxy/stampede/1" 100), origin requests: $(($(origin_count "$o") - before))"
+    before=$(origin_count "$o")
+    echo "  nginx:    $(python3 bench/stampede.py "http://127.0.0.1:$n_port/stampede/1" 100), origin requests: $(($(origin_count "$o") - before))"
+    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+}
+
+scenario_rest() {
+    echo "== REST API: $SIZE-byte JSON values over $KEYS keys, wrk -t1 -c$CONNS -d$DURATION"
+    local api proxy
+    api=$(free_port); proxy=$(free_port)
+    start_bigcache rest "$api" "$proxy" 9
+    local value
+    value=$(python3 -c "import sys; sys.path.insert(0,'bench'); import origin; print(origin.page('/v', $SIZE).decode().replace('\"','').replace('\n',' '))")
+    printf '{"value": "%s", "duration": "1h"}' "$value" >"$work/body.json"
+    cat >"$work/rest-get.lua" <<LUA
+math.randomseed(7)
+request = function() return wrk.format("GET", "/cache/bench/" .. math.random(0, $KEYS - 1)) end
+LUA
+    cat >"$work/rest-post.lua" <<LUA
+math.randomseed(9)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
+request = function() return wrk.format(nil, "/cache/bench/" .. math.random(0, $KEYS - 1)) end
+LUA
+    for lua in rest-get rest-post; do
+        sed -i '$a done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\\n", s.requests / (s.duration / 1e6), l:percentile(50) / 1000, l:percentile(99) / 1000, l:percentile(99.9) / 1000, l.max / 1000, s.errors.status + s.errors.connect + s.errors.read + s.errors.timeout)) end' "$work/$lua.lua"
+    done
+    for i in $(seq 0 $((KEYS - 1))); do
+        curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$work/body.json" "http://127.0.0.1:$api/cache/bench/$i"
+    done
+    header
+    for lua in rest-get rest-post; do
+        local out
+        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/$lua.lua" "http://127.0.0.1:$api" | grep '^RESULT')
+        read -r _ rps p50 p99 p999 max errs <<<"$out"
+        printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "bigcache ${lua#rest-}" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
+            "$(($(rss_kib "$(cat "$work/rest.pid")") / 1024))MB" "-"
+    done
+    echo "  (original Python server, same load, from shared/notes/benchmarking.md: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
+}
+
+for s in "${scenarios[@]}"; do
+    "scenario_$s"
+    echo
+done
