@@ -525,3 +525,82 @@ async fn concurrent_clients_never_see_another_keys_value() {
     let (_, r) = get_json(&s, "/stat/count").await;
     assert_eq!(r["count"], 32 * 40);
 }
+
+#[tokio::test]
+async fn add_is_atomic_only_if_absent_and_touch_renews() {
+    let (_d, s) = start(&[]);
+    let add = |body: &'static str| {
+        client()
+            .post(s.url("/pickle/once"))
+            .header("X-Bigcache-Mode", "add")
+            .body(body)
+            .send()
+    };
+    assert_eq!(add("first").await.unwrap().status(), 200);
+    assert_eq!(add("second").await.unwrap().status(), 409);
+    let r = client().get(s.url("/pickle/once")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "first");
+    let r = client()
+        .post(s.url("/pickle/once"))
+        .header("X-Bigcache-Mode", "sometimes")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // 50 concurrent adds of one key: exactly one wins.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let url = s.url("/pickle/race");
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("X-Bigcache-Mode", "add")
+                    .body(format!("{i}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += u32::from(t.await.unwrap() == 200);
+    }
+    assert_eq!(wins, 1);
+
+    // touch: a 1 s entry made permanent survives its old deadline.
+    client()
+        .post(s.url("/pickle/t"))
+        .header("X-Bigcache-TTL", "1s")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    let r = client().patch(s.url("/pickle/t")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expire"], Value::Null);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = client().get(s.url("/pickle/t")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .patch(s.url("/pickle/t"))
+        .header("X-Bigcache-TTL", "1s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = client().get(s.url("/pickle/t")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .patch(s.url("/pickle/absent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

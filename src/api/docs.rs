@@ -21,6 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::delete_value,
         super::set_bytes,
         super::get_bytes,
+        super::touch_bytes,
         super::delete_prefix,
         super::stat,
         super::stat_count,

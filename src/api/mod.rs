@@ -66,7 +66,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/pickle/{*key}",
-            post(set_bytes).get(get_bytes).delete(delete_value),
+            post(set_bytes)
+                .get(get_bytes)
+                .delete(delete_value)
+                .patch(touch_bytes),
         )
         .route("/prefix/{*prefix}", axum::routing::delete(delete_prefix))
         .route("/prefix/", axum::routing::delete(empty_prefix))
@@ -332,14 +335,17 @@ async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, 
 
 const TTL_HEADER: &str = "x-bigcache-ttl";
 const EXPIRE_HEADER: &str = "x-bigcache-expire";
+/// `add` stores only if the key is absent (409 otherwise), atomically.
+const MODE_HEADER: &str = "x-bigcache-mode";
 
 /// Store raw bytes verbatim. Lifetime from the `X-Bigcache-TTL` header
 /// (duration) or `X-Bigcache-Expire` (unix seconds); none means forever.
 #[utoipa::path(post, path = "/pickle/{key}", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     params(("key" = String, Path, description = "Cache key"),
            ("X-Bigcache-TTL" = Option<String>, Header, description = "Lifetime, e.g. 28d"),
-           ("X-Bigcache-Expire" = Option<f64>, Header, description = "Absolute expiry, unix seconds")),
-    responses((status = 200, description = "{key, expire, size}")))]
+           ("X-Bigcache-Expire" = Option<f64>, Header, description = "Absolute expiry, unix seconds"),
+           ("X-Bigcache-Mode" = Option<String>, Header, description = "`add`: store only if absent (409 otherwise)")),
+    responses((status = 200, description = "{key, expire, size}"), (status = 409, description = "Exists (mode add)")))]
 async fn set_bytes(
     State(st): State<ApiState>,
     uri: Uri,
@@ -347,6 +353,49 @@ async fn set_bytes(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
+    let only_if_absent = match headers.get(MODE_HEADER).map(|v| v.as_bytes()) {
+        None | Some(b"set") => false,
+        Some(b"add") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "{MODE_HEADER} must be `set` or `add`"
+            )));
+        }
+    };
+    let expires_at = header_deadline(&headers)?;
+    let body = read_body(body, st.limits.max_body).await?;
+    let size = body.len();
+    let record = Record {
+        kind: Kind::Bytes,
+        created_at: now_ms(),
+        expires_at,
+        meta: Bytes::new(),
+        body,
+    };
+    let expire = expire_secs(&record);
+    if only_if_absent {
+        if !st
+            .store
+            .put_if_absent(Namespace::Value, key.as_bytes(), record)
+            .await?
+        {
+            return Err(ApiError::Conflict(format!("'{key}' already exists.")));
+        }
+    } else {
+        st.store
+            .put(Namespace::Value, key.as_bytes(), record)
+            .await?;
+    }
+    Stats::bump(&st.stats.sets);
+    Ok(
+        axum::Json(serde_json::json!({ "key": key, "expire": expire, "size": size }))
+            .into_response(),
+    )
+}
+
+/// The deadline named by the `X-Bigcache-TTL` / `X-Bigcache-Expire`
+/// headers; none means forever.
+fn header_deadline(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let text = |name: &str| -> Result<Option<String>, ApiError> {
         headers
             .get(name)
@@ -365,25 +414,32 @@ async fn set_bytes(
             })
         })
         .transpose()?;
-    let expires_at = deadline(duration.as_deref(), expire)?;
-    let body = read_body(body, st.limits.max_body).await?;
-    let size = body.len();
-    let record = Record {
-        kind: Kind::Bytes,
-        created_at: now_ms(),
-        expires_at,
-        meta: Bytes::new(),
-        body,
-    };
-    let expire = expire_secs(&record);
-    st.store
-        .put(Namespace::Value, key.as_bytes(), record)
-        .await?;
-    Stats::bump(&st.stats.sets);
-    Ok(
-        axum::Json(serde_json::json!({ "key": key, "expire": expire, "size": size }))
-            .into_response(),
-    )
+    deadline(duration.as_deref(), expire)
+}
+
+/// Give an entry a new lifetime (Django's `touch`), from the same headers
+/// as `POST /pickle`; none makes it permanent.
+#[utoipa::path(patch, path = "/pickle/{key}",
+    params(("key" = String, Path, description = "Cache key"),
+           ("X-Bigcache-TTL" = Option<String>, Header, description = "New lifetime, e.g. 28d"),
+           ("X-Bigcache-Expire" = Option<f64>, Header, description = "New absolute expiry, unix seconds")),
+    responses((status = 200, description = "{key, expire}"), (status = 404, description = "Absent")))]
+async fn touch_bytes(
+    State(st): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
+    let expires_at = header_deadline(&headers)?;
+    if !st
+        .store
+        .touch(Namespace::Value, key.as_bytes(), expires_at)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
+    }
+    let expire = expires_at.map(|ms| ms as f64 / 1000.0);
+    Ok(axum::Json(serde_json::json!({ "key": key, "expire": expire })).into_response())
 }
 
 /// Read raw bytes (a JSON value set through /cache comes back as its JSON text).

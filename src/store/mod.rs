@@ -217,6 +217,40 @@ impl Store {
         Self::call(&shard.tx, |reply| Command::Put { key, record, reply }).await
     }
 
+    /// Stores `record` unless a live entry exists; returns whether it did.
+    pub async fn put_if_absent(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        record: Record,
+    ) -> Result<bool, StoreError> {
+        let key = keys::entry_key(ns, key);
+        let shard = self.shard(&key);
+        Self::call(&shard.tx, |reply| Command::PutIfAbsent {
+            key,
+            record,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets a live entry's deadline; returns whether there was one.
+    pub async fn touch(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        expires_at: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let key = keys::entry_key(ns, key);
+        let shard = self.shard(&key);
+        Self::call(&shard.tx, |reply| Command::Touch {
+            key,
+            expires_at,
+            reply,
+        })
+        .await
+    }
+
     /// Stores `record` as member `member` of the group at `group` (both in
     /// `ns`), keeping the group's member list in step. `group` must end in
     /// a NUL byte so the members route to the group's shard.

@@ -46,6 +46,19 @@ pub enum Command {
         record: Record,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Stores `record` only if no live entry is at `key`; replies whether
+    /// it stored. Atomic: the shard thread does the check and the write.
+    PutIfAbsent {
+        key: Vec<u8>,
+        record: Record,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Gives a live entry a new deadline; replies whether one was there.
+    Touch {
+        key: Vec<u8>,
+        expires_at: Option<u64>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Stores `record` at `group + member` and lists `member` in the group
     /// record at `group` (created, or replaced when its `meta` changes).
     PutMember {
@@ -248,6 +261,28 @@ impl Shard {
             }
             Command::Clear { reply } => {
                 let _ = reply.send(self.clear());
+            }
+            Command::PutIfAbsent { key, record, reply } => {
+                let result = match self.get(&key) {
+                    Ok(Lookup::Hit(_)) => Ok(false),
+                    Ok(_) => self.put(key, record).map(|()| true),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Touch {
+                key,
+                expires_at,
+                reply,
+            } => {
+                let result = match self.get(&key) {
+                    Ok(Lookup::Hit(rec)) => {
+                        self.put(key, Record { expires_at, ..rec }).map(|()| true)
+                    }
+                    Ok(_) => Ok(false),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
             }
             Command::Sweep { batch, reply } => {
                 let _ = reply.send(self.sweep(batch));
