@@ -15,3 +15,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 cargo test --locked --all-targets
+
+# The Django connector: its own venv, Django's cache contract against the
+# real binary, and the example site under gunicorn behind the real proxy.
+cargo build --locked --quiet
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet "./contrib/django-bigcache[test]"
+(cd contrib/django-bigcache && BIGCACHE_BIN="$PWD/../../target/debug/bigcache" ../../.venv/bin/python -m pytest -q -p no:cacheprovider)

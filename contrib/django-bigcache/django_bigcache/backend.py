@@ -1,0 +1,131 @@
+"""A Django cache backend over bigcache's REST API.
+
+    CACHES = {
+        "default": {
+            "BACKEND": "django_bigcache.backend.BigCacheBackend",
+            "LOCATION": "http://127.0.0.1:36379",
+            "TIMEOUT": 60 * 60 * 24 * 28,
+            "OPTIONS": {"TOKEN": None, "CONNECT_TIMEOUT": 0.5, "READ_TIMEOUT": 2.0},
+        }
+    }
+
+Values are pickled and stored through ``/pickle/<key>``, keys are built by
+Django (``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION``) and percent-encoded
+whole. Django's timeout rules hold: ``None`` is forever, ``0`` or less is
+already expired (nothing is stored), the default is ``TIMEOUT``. ``add`` is
+atomic on the server. A server that is down or slow behaves as a miss (and
+``add``/``touch``/``delete`` report failure); it is logged, never raised.
+
+``clear()`` empties the whole bigcache server (pages included), as Django
+documents for ``clear``, unless ``KEY_PREFIX`` is set: then only keys under
+that prefix go.
+"""
+
+import pickle
+import time
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from .client import Client, Unavailable, log
+
+
+class BigCacheBackend(BaseCache):
+    def __init__(self, location, params):
+        super().__init__(params)
+        options = params.get("OPTIONS", {}) or {}
+        self._client = Client(
+            location,
+            options.get("TOKEN"),
+            connect_timeout=options.get("CONNECT_TIMEOUT", 0.5),
+            read_timeout=options.get("READ_TIMEOUT", 2.0),
+            pool_size=options.get("POOL_SIZE", 10),
+        )
+        self._prefix = params.get("KEY_PREFIX", "") or ""
+
+    # -- helpers -------------------------------------------------------
+
+    def validate_key(self, key):
+        """bigcache takes any key (it is percent-encoded on the wire), so
+        Django's memcached-compatibility warnings do not apply; only the
+        server's length limit does."""
+        if len(key.encode()) > 4096:
+            from django.core.cache.backends.base import InvalidCacheKey
+
+            raise InvalidCacheKey(f"cache key longer than 4096 bytes: {key[:80]!r}...")
+
+    def _url(self, key, version):
+        return self._client.url("pickle", self.make_and_validate_key(key, version=version))
+
+    def _expire_headers(self, timeout):
+        expire = self.get_backend_timeout(timeout)
+        if expire is None:
+            return {}
+        return {"X-Bigcache-Expire": repr(float(expire))}
+
+    def _expired_already(self, timeout):
+        expire = self.get_backend_timeout(timeout)
+        return expire is not None and expire <= time.time()
+
+    def _call(self, what, method, url, **kw):
+        try:
+            return self._client.request(method, url, **kw)
+        except Unavailable as e:
+            log.warning("bigcache %s failed; going on without the cache: %s", what, e)
+            return None
+
+    # -- the cache API ---------------------------------------------------
+
+    def get(self, key, default=None, version=None):
+        r = self._call("get", "GET", self._url(key, version))
+        if r is None or r.status != 200:
+            return default
+        try:
+            return pickle.loads(r.data)
+        except Exception as e:  # a value not written by this backend
+            log.warning("bigcache value for %r is not a pickle: %s", key, e)
+            return default
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        url = self._url(key, version)
+        if self._expired_already(timeout):
+            self._call("delete", "DELETE", url)
+            return
+        body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        self._call("set", "POST", url, body=body, headers=self._expire_headers(timeout))
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        url = self._url(key, version)
+        if self._expired_already(timeout):
+            return False
+        body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        headers = self._expire_headers(timeout)
+        headers["X-Bigcache-Mode"] = "add"
+        r = self._call("add", "POST", url, body=body, headers=headers)
+        return r is not None and r.status == 200
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        url = self._url(key, version)
+        if self._expired_already(timeout):
+            r = self._call("delete", "DELETE", url)
+            return r is not None and r.status == 200
+        r = self._call("touch", "PATCH", url, headers=self._expire_headers(timeout))
+        return r is not None and r.status == 200
+
+    def delete(self, key, version=None):
+        r = self._call("delete", "DELETE", self._url(key, version))
+        return r is not None and r.status == 200
+
+    def has_key(self, key, version=None):
+        r = self._call("has_key", "GET", self._url(key, version))
+        return r is not None and r.status == 200
+
+    def clear(self):
+        if self._prefix:
+            url = self._client.url("prefix", f"{self._prefix}:")
+            self._call("clear", "DELETE", url)
+        else:
+            self._call("clear", "POST", f"{self._client.base}/clear")
+
+    def close(self, **kwargs):
+        # Connections are pooled for the process; nothing to close per request.
+        pass

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DatasetsConfig(AppConfig):
+    name = "datasets"
+
+    def ready(self):
+        from . import signals  # noqa: F401  (connects the purge handlers)

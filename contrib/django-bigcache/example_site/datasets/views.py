@@ -1,0 +1,78 @@
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import cache_page
+
+from django_bigcache import bigcache_page
+
+from .models import Dataset, RenderCount
+
+
+@bigcache_page("28d")
+def dataset(request, pk):
+    """The slow page: what bigcache exists for."""
+    RenderCount.bump(request.get_full_path())
+    time.sleep(settings.SLOW_SECONDS)
+    ds = get_object_or_404(Dataset, pk=pk)
+    return render(request, "datasets/dataset.html", {"dataset": ds})
+
+
+@bigcache_page("1h")
+def dataset_list(request):
+    RenderCount.bump(request.get_full_path())
+    page = int(request.GET.get("page", "1"))
+    items = Dataset.objects.order_by("pk")[(page - 1) * 10 : page * 10]
+    return render(request, "datasets/list.html", {"items": items, "page": page})
+
+
+@bigcache_page("1h")
+def cookie_page(request):
+    """Sets a cookie: bigcache must not cache it, marked or not."""
+    RenderCount.bump(request.get_full_path())
+    response = HttpResponse("<p>cookie set</p>")
+    response.set_cookie("visited", "yes")
+    return response
+
+
+@bigcache_page("1h")
+def me(request):
+    """Per-user content: anonymous visitors may share a copy, a logged-in
+    user's never is."""
+    RenderCount.bump(request.get_full_path())
+    who = request.user.username if request.user.is_authenticated else "anonymous"
+    return HttpResponse(f"<p>hello {who}</p>")
+
+
+def form(request):
+    """A form with a CSRF token (so a cookie): never cached. Posting it
+    changes a dataset and redirects to its page."""
+    RenderCount.bump(request.get_full_path())
+    if request.method == "POST":
+        ds = get_object_or_404(Dataset, pk=int(request.POST["pk"]))
+        ds.title = request.POST["title"]
+        ds.save()
+        return HttpResponseRedirect(ds.get_absolute_url())
+    return render(request, "datasets/form.html")
+
+
+@cache_page(60)
+def django_cached(request):
+    """Django's own cache_page, with bigcache as CACHES['default']."""
+    RenderCount.bump(request.path)
+    return HttpResponse(f"<p>rendered at {time.time()}</p>")
+
+
+def test_login(request, username):
+    """Logs in as `username` (created on first use). For the example and its
+    tests only: never put such a view in a real site."""
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponse(f"logged in as {username}")
+
+
+def renders(request):
+    obj = RenderCount.objects.filter(path=request.GET.get("path", "")).first()
+    return JsonResponse({"n": obj.n if obj else 0})

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from datasets import views
+
+urlpatterns = [
+    path("dataset/<int:pk>/", views.dataset, name="dataset"),
+    path("datasets/", views.dataset_list, name="dataset-list"),
+    path("cookie/", views.cookie_page),
+    path("me/", views.me),
+    path("form/", views.form, name="form"),
+    path("django-cached/", views.django_cached),
+    path("test-login/<str:username>/", views.test_login),
+    path("_renders/", views.renders),
+]
