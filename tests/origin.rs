@@ -3,7 +3,7 @@
 //! - `h=Name:Value` (repeatable): response headers (`%3D` for `=` in values);
 //! - `status=404`, `delay=200` (ms before answering), `size=N` (body bytes);
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
-//!   with 304 (plus the `h` headers).
+//!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
 //! The body names the request target, how many times the origin saw it, and
 //! the request headers a test may check (`accept-language`, `x-forwarded-*`).
@@ -122,6 +122,7 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
     c.max_in_flight.fetch_max(now, SeqCst);
 
     let mut headers = Vec::new();
+    let mut headers_304 = Vec::new();
     let (mut status, mut delay, mut size, mut etag) = (200u16, 0u64, 0usize, None);
     for pair in req.uri().query().unwrap_or("").split('&') {
         let Some((k, v)) = pair.split_once('=') else {
@@ -132,6 +133,11 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
             "h" => {
                 if let Some((name, value)) = v.split_once(':') {
                     headers.push((name.to_string(), value.trim().to_string()));
+                }
+            }
+            "h304" => {
+                if let Some((name, value)) = v.split_once(':') {
+                    headers_304.push((name.to_string(), value.trim().to_string()));
                 }
             }
             "status" => status = v.parse().unwrap_or(200),
@@ -181,6 +187,9 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
     }
     if conditional_match {
         c.not_modified.fetch_add(1, SeqCst);
+        for (name, value) in &headers_304 {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
         return builder.status(304).body(Full::new(Bytes::new())).unwrap();
     }
     let mut body = format!("target={target} n={n} {echo}\n").into_bytes();

@@ -605,3 +605,72 @@ async fn restart_keeps_the_cache() {
     assert_eq!((r.cache(), r.body.as_str()), ("HIT", first.body.as_str()));
     assert_eq!(o.count(&path), 1);
 }
+
+/// A purge that lands while a page is being fetched must win: the copy
+/// fetched before it is served to its requester but never stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_during_a_fetch_is_not_undone() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let s = Arc::new(s);
+    let path = format!("/race/?{TTL}&delay=1000");
+    let inflight = {
+        let (s, path) = (s.clone(), path.clone());
+        tokio::spawn(async move { get(&s, &path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client()
+        .delete(s.url(&format!("/cache/{path}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inflight.await.unwrap().cache(), "MISS");
+    assert_eq!(get(&s, &path).await.cache(), "MISS", "the purge was undone");
+    assert_eq!(o.count(&path), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_304_refreshes_the_stored_headers() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let path = "/r304/?etag=v1&h=Cache-Control:max-age%3D1&h304=X-Version:2";
+    let first = get(&s, path).await;
+    assert_eq!(first.header("x-version"), None);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second = get(&s, path).await;
+    assert_eq!(second.cache(), "REVALIDATED");
+    assert_eq!(second.header("x-version"), Some("2"));
+    let third = get(&s, path).await;
+    assert_eq!(
+        (third.cache(), third.header("x-version")),
+        ("HIT", Some("2"))
+    );
+    assert_eq!(third.body, first.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_may_speak_http2() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let url = s.page(&format!("/h2/?{TTL}"));
+    for expect in ["MISS", "HIT"] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(head.starts_with("http/2 200"), "{head}");
+        assert!(
+            head.contains(&format!("x-cache: {}", expect.to_lowercase())),
+            "{head}"
+        );
+    }
+}

@@ -455,6 +455,7 @@ impl Proxy {
         permit: coalesce::Permit,
         handoff: Option<oneshot::Sender<Response<Body>>>,
     ) {
+        let generation = self.store.deletion_generation();
         let mut up = clone_parts(&parts);
         up.method = Method::GET;
         for h in &CONDITIONALS {
@@ -509,7 +510,7 @@ impl Proxy {
         if rp.status == StatusCode::NOT_MODIFIED
             && let Some(s) = &stale
         {
-            let outcome = self.refreshed(&group, s, &rp.headers).await;
+            let outcome = self.refreshed(&group, s, &rp.headers, generation).await;
             permit.finish(outcome);
             return;
         }
@@ -576,8 +577,14 @@ impl Proxy {
 
         let entry = Arc::new(self.new_entry(rp.status, rp.headers, bytes, &storable, now));
         self.pass.remove(&group);
-        self.store_entry(&group, &names, variant.as_deref(), &entry)
-            .await;
+        if self.store.deletion_generation() == generation {
+            self.store_entry(&group, &names, variant.as_deref(), &entry)
+                .await;
+        } else {
+            // A purge ran while this copy was being fetched: it may be the
+            // very content the purge meant to remove. Serve it, keep nothing.
+            tracing::debug!("purge during fetch; not storing");
+        }
         permit.finish(Outcome::Entry {
             entry,
             variant,
@@ -674,7 +681,13 @@ impl Proxy {
 
     /// A 304 from the upstream: the stored response gets the new headers
     /// and a new lifetime, and keeps its body.
-    async fn refreshed(&self, group: &[u8], stale: &Found, fresh: &HeaderMap) -> Outcome {
+    async fn refreshed(
+        &self,
+        group: &[u8],
+        stale: &Found,
+        fresh: &HeaderMap,
+        generation: u64,
+    ) -> Outcome {
         let old = &stale.entry;
         let mut headers = old.headers.clone();
         for name in fresh.keys() {
@@ -694,8 +707,11 @@ impl Proxy {
                     e.synthetic_etag = true;
                 }
                 let names = key::vary_names(&e.headers);
-                self.store_entry(group, &names, stale.variant.as_deref(), &e)
-                    .await;
+                // Purged meanwhile: the stored copy is gone on purpose.
+                if self.store.deletion_generation() == generation {
+                    self.store_entry(group, &names, stale.variant.as_deref(), &e)
+                        .await;
+                }
                 Outcome::Entry {
                     entry: Arc::new(e),
                     variant: stale.variant.clone(),

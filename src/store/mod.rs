@@ -105,6 +105,10 @@ struct ShardHandle {
 pub struct Store {
     shards: Arc<[ShardHandle]>,
     dir: PathBuf,
+    /// Bumped before every page delete, purge and clear. A writer that read it
+    /// before a slow fetch and finds it changed after must not store: a
+    /// purge happened meanwhile and the fetched copy may predate it.
+    deletions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const META_FILE: &str = "bigcache.meta";
@@ -174,6 +178,7 @@ impl Store {
         Ok(Store {
             shards: shards.into(),
             dir: cfg.dir.clone(),
+            deletions: Arc::default(),
         })
     }
 
@@ -277,7 +282,20 @@ impl Store {
 
     /// Deletes an entry (a group with its members); returns whether a live
     /// one was there.
+    /// The deletion generation: see the field's comment.
+    pub fn deletion_generation(&self) -> u64 {
+        self.deletions.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump_deletions(&self) {
+        self.deletions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        if ns == Namespace::Page {
+            self.bump_deletions();
+        }
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
         Self::call(&shard.tx, |reply| Command::Delete { key, reply }).await
@@ -307,6 +325,9 @@ impl Store {
     /// Deletes every entry of `ns` whose key starts with `prefix`; returns
     /// how many live entries went.
     pub async fn delete_prefix(&self, ns: Namespace, prefix: &[u8]) -> Result<u64, StoreError> {
+        if ns == Namespace::Page {
+            self.bump_deletions();
+        }
         let prefix = keys::entry_key(ns, prefix);
         let counts = self
             .broadcast(|reply| Command::DeletePrefix {
@@ -332,6 +353,7 @@ impl Store {
 
     /// Empties the whole store.
     pub async fn clear(&self) -> Result<(), StoreError> {
+        self.bump_deletions();
         self.broadcast(|reply| Command::Clear { reply }).await?;
         Ok(())
     }
