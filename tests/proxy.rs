@@ -674,3 +674,79 @@ async fn clients_may_speak_http2() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cookie_beside_a_non_ascii_cookie_still_bypasses() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/me8/?{TTL}&h=Vary:Cookie");
+    let value = reqwest::header::HeaderValue::from_bytes("city=Zürich; sessionid=alice".as_bytes())
+        .unwrap();
+    let r = client()
+        .get(s.page(&path))
+        .header("cookie", value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "BYPASS");
+    let anon = get(&s, &path).await;
+    assert_eq!(anon.cache(), "MISS");
+    assert!(!anon.body.contains("alice"));
+}
+
+/// A GET announcing a body: the body is not forwarded, so neither is its
+/// Content-Length (the upstream would wait for bytes that never come).
+#[tokio::test(flavor = "multi_thread")]
+async fn get_with_a_body_does_not_stall_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--upstream-timeout", "3s"]);
+    let addr = s.proxy.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /cl/?{TTL} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_header_pages_survive_revalidation() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let path = "/ttl304/?etag=v1&h=X-Bigcache-TTL:1s";
+    assert_eq!(get(&s, path).await.cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = get(&s, path).await;
+    assert_eq!(r.cache(), "REVALIDATED");
+    assert!(r.header("x-bigcache-ttl").is_none());
+    assert_eq!(get(&s, path).await.cache(), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unrelated_purges_do_not_stop_a_page_from_caching() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let s = Arc::new(s);
+    let path = format!("/calm/?{TTL}&delay=800");
+    let inflight = {
+        let (s, path) = (s.clone(), path.clone());
+        tokio::spawn(async move { get(&s, &path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client()
+        .delete(s.url("/cache//somewhere/else/"))
+        .send()
+        .await
+        .unwrap();
+    client()
+        .delete(s.url("/prefix//other/"))
+        .send()
+        .await
+        .unwrap();
+    send(s.page("/post/elsewhere"), Method::POST, &[]).await;
+    assert_eq!(inflight.await.unwrap().cache(), "MISS");
+    assert_eq!(get(&s, &path).await.cache(), "HIT");
+}

@@ -99,8 +99,12 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The variant string of a request for the given Vary names; `None` when it
-/// would exceed [`MAX_VARIANT`].
+/// would exceed [`MAX_VARIANT`]. Header values are taken as bytes, with
+/// anything outside printable ASCII (and `%`) percent-escaped: injective,
+/// so two different requests can never share a variant, whatever bytes
+/// their headers hold.
 pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::new();
     for (i, name) in names.iter().enumerate() {
         if i > 0 {
@@ -108,15 +112,25 @@ pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
         }
         out.push_str(name);
         out.push('=');
-        let values: Vec<&str> = request
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .collect();
-        out.push_str(&values.join(","));
+        for (j, v) in request.get_all(name.as_str()).iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            for &b in v.as_bytes().trim_ascii() {
+                if (b' '..=b'~').contains(&b) && b != b'%' {
+                    out.push(b as char);
+                } else {
+                    out.push('%');
+                    out.push(HEX[usize::from(b >> 4)] as char);
+                    out.push(HEX[usize::from(b & 15)] as char);
+                }
+            }
+        }
+        if out.len() > MAX_VARIANT {
+            return None;
+        }
     }
-    (out.len() <= MAX_VARIANT).then_some(out)
+    Some(out)
 }
 
 #[cfg(test)]
@@ -157,6 +171,18 @@ mod tests {
         );
         let bare = variant(&names, &HeaderMap::new()).unwrap();
         assert_eq!(bare, "accept-encoding=\x1faccept-language=");
+        req.insert(
+            "accept-language",
+            http::HeaderValue::from_bytes("Zürich".as_bytes()).unwrap(),
+        );
+        let z = variant(&names, &req).unwrap();
+        assert!(z.ends_with("accept-language=Z%C3%BCrich"), "{z}");
+        req.insert("accept-language", "Z%C3%BCrich".parse().unwrap());
+        assert_ne!(
+            variant(&names, &req).unwrap(),
+            z,
+            "escaping must be injective"
+        );
         req.insert("accept-language", "x".repeat(2000).parse().unwrap());
         assert_eq!(variant(&names, &req), None);
     }

@@ -185,9 +185,9 @@ impl Proxy {
             .map_or("/", |pq| pq.as_str())
             .to_string();
         let canon = key::canonical(&target);
-        upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
 
         if parts.method != Method::GET && parts.method != Method::HEAD {
+            upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
             let unsafe_method = !is_safe(&parts.method);
             let host = parts.headers.get(header::HOST).cloned();
             let res = self
@@ -201,21 +201,31 @@ impl Proxy {
         }
         if let Some(reason) = policy::request_bypass(&parts.headers, &self.cfg.session_cookies) {
             tracing::debug!(target = %canon, reason = reason.as_str(), "bypass");
+            upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
             return self
                 .pass_through(parts, upstream::incoming(body), CacheStatus::Bypass)
                 .await;
         }
+        // GET/HEAD bodies are not forwarded on the cache path: neither are
+        // the headers that announce one, or the upstream would wait for it.
         drop(body);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::EXPECT);
         let group = key::page_key(&canon);
         let found = self.lookup(&group, &parts.headers).await;
-        let now = now_ms();
+        if let Some(f) = &found
+            && f.entry.is_fresh(now_ms())
+            && !f.entry.no_cache
+        {
+            return Ok(self.serve(&f.entry, &parts, CacheStatus::Hit));
+        }
+        // From here on the upstream may be asked; hits never pay for this.
+        upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
         let Some(found) = found else {
             return self.fetch(parts, group, None).await;
         };
+        let now = now_ms();
         let e = &found.entry;
-        if e.is_fresh(now) && !e.no_cache {
-            return Ok(self.serve(e, &parts, CacheStatus::Hit));
-        }
         if self.within_grace(e, now) {
             self.refresh_in_background(&parts, &group, &found);
             return Ok(self.serve(e, &parts, CacheStatus::Updating));
@@ -232,7 +242,8 @@ impl Proxy {
     }
 
     fn within_stale_if_error(&self, e: &Entry, now: u64) -> bool {
-        if e.must_revalidate {
+        // RFC 9111 §4.2.4: no stale copy where a directive forbids it.
+        if e.must_revalidate || e.no_cache {
             return false;
         }
         let window = e.stale_if_error.unwrap_or(self.cfg.stale_if_error);
@@ -315,6 +326,7 @@ impl Proxy {
             let mut res = Response::new(body);
             *res.status_mut() = e.status;
             *res.headers_mut() = e.headers.clone();
+            res.headers_mut().remove(TTL_HEADER);
             res.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
             res
@@ -455,7 +467,7 @@ impl Proxy {
         permit: coalesce::Permit,
         handoff: Option<oneshot::Sender<Response<Body>>>,
     ) {
-        let generation = self.store.deletion_generation();
+        let generation = self.store.purge_point();
         let mut up = clone_parts(&parts);
         up.method = Method::GET;
         for h in &CONDITIONALS {
@@ -540,8 +552,9 @@ impl Proxy {
             Err(reason) => {
                 tracing::debug!(reason = reason.as_str(), "not storing");
                 self.mark_pass(&group, reason);
-                if stale.is_some() {
+                if stale.is_some() && rp.status.is_success() {
                     // The page stopped being cacheable: drop the old copy.
+                    // (A 429 or a 404 says nothing about the page itself.)
                     let _ = self.store.delete(Namespace::Page, &group).await;
                 }
                 rp.headers.remove(TTL_HEADER);
@@ -577,14 +590,11 @@ impl Proxy {
 
         let entry = Arc::new(self.new_entry(rp.status, rp.headers, bytes, &storable, now));
         self.pass.remove(&group);
-        if self.store.deletion_generation() == generation {
-            self.store_entry(&group, &names, variant.as_deref(), &entry)
-                .await;
-        } else {
-            // A purge ran while this copy was being fetched: it may be the
-            // very content the purge meant to remove. Serve it, keep nothing.
-            tracing::debug!("purge during fetch; not storing");
-        }
+        // If this page was purged while it was being fetched, the copy may
+        // be the very content the purge meant to remove: it is served to
+        // those waiting for it, and not stored (decided in the shard).
+        self.store_entry(&group, &names, variant.as_deref(), &entry, generation)
+            .await;
         permit.finish(Outcome::Entry {
             entry,
             variant,
@@ -622,7 +632,8 @@ impl Proxy {
         p: &policy::Storable,
         now: u64,
     ) -> Entry {
-        headers.remove(TTL_HEADER);
+        // X-Bigcache-TTL stays stored (a 304 that omits it renews the page
+        // with it) and is removed when the page is served.
         headers.remove(header::AGE);
         headers.remove(header::CONTENT_LENGTH);
         let synthetic_etag =
@@ -642,13 +653,17 @@ impl Proxy {
                 .unwrap_or(self.cfg.grace)
                 .max(p.stale_if_error.unwrap_or(self.cfg.stale_if_error))
         };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Entry {
             status,
             headers,
             body,
             stored_at: now,
-            fresh_until: now + p.fresh_for.as_millis() as u64,
-            keep_until: Some(now + (p.keep_for + windows).as_millis() as u64),
+            fresh_until: now.saturating_add(ms(p.fresh_for)),
+            keep_until: Some(
+                now.saturating_add(ms(p.keep_for))
+                    .saturating_add(ms(windows)),
+            ),
             initial_age: p.initial_age,
             must_revalidate: p.must_revalidate,
             no_cache: p.no_cache,
@@ -658,24 +673,23 @@ impl Proxy {
         }
     }
 
-    async fn store_entry(&self, group: &[u8], names: &[String], variant: Option<&str>, e: &Entry) {
-        let record = e.to_record();
-        let result = match variant {
-            None => self.store.put(Namespace::Page, group, record).await,
-            Some(v) => {
-                self.store
-                    .put_member(
-                        Namespace::Page,
-                        group,
-                        v.as_bytes(),
-                        Bytes::from(names.join(",")),
-                        record,
-                    )
-                    .await
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "storing a page failed; served uncached");
+    async fn store_entry(
+        &self,
+        group: &[u8],
+        names: &[String],
+        variant: Option<&str>,
+        e: &Entry,
+        since: u64,
+    ) {
+        let member = variant.map(|v| (v.as_bytes(), Bytes::from(names.join(","))));
+        match self
+            .store
+            .put_page(group, member, e.to_record(), since)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
+            Err(e) => tracing::warn!(error = %e, "storing a page failed; served uncached"),
         }
     }
 
@@ -701,17 +715,21 @@ impl Proxy {
         }
         let now = now_ms();
         match policy::response_policy(old.status, &headers, SystemTime::now()) {
+            // A 304 that changes what the page varies on cannot renew the
+            // copy stored under the old variant rules.
+            Ok(_) if key::vary_names(&headers) != key::vary_names(&old.headers) => {
+                let _ = self.store.delete(Namespace::Page, group).await;
+                Outcome::Pass
+            }
             Ok(p) => {
                 let mut e = self.new_entry(old.status, headers, old.body.clone(), &p, now);
                 if old.synthetic_etag {
                     e.synthetic_etag = true;
                 }
                 let names = key::vary_names(&e.headers);
-                // Purged meanwhile: the stored copy is gone on purpose.
-                if self.store.deletion_generation() == generation {
-                    self.store_entry(group, &names, stale.variant.as_deref(), &e)
-                        .await;
-                }
+                // Purged meanwhile: the stored copy stays gone.
+                self.store_entry(group, &names, stale.variant.as_deref(), &e, generation)
+                    .await;
                 Outcome::Entry {
                     entry: Arc::new(e),
                     variant: stale.variant.clone(),

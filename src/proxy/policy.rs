@@ -79,13 +79,19 @@ pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option
     if headers.contains_key(header::RANGE) {
         return Some(NoCache::Range);
     }
+    // Bytes, not `to_str`: a cookie header with one non-ASCII value must
+    // still be searched, or its session would go unnoticed.
     let has_session = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.trim()))
-        .any(|name| session_cookies.iter().any(|s| s == name));
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .map(|pair| {
+            pair.split(|&b| b == b'=')
+                .next()
+                .unwrap_or(pair)
+                .trim_ascii()
+        })
+        .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name));
     has_session.then_some(NoCache::SessionCookie)
 }
 
@@ -151,6 +157,10 @@ pub struct Storable {
     pub must_revalidate: bool,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+}
+
+fn capped(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(ttl::MAX_TTL)
 }
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
@@ -237,9 +247,11 @@ pub fn response_policy(
         keep_for: lifetime,
         initial_age: if explicit.is_some() { 0 } else { age },
         no_cache: cc.no_cache,
-        must_revalidate: cc.must_revalidate,
-        stale_while_revalidate: cc.stale_while_revalidate.map(Duration::from_secs),
-        stale_if_error: cc.stale_if_error.map(Duration::from_secs),
+        // s-maxage implies proxy-revalidate for a shared cache (RFC 9111
+        // §5.2.2.10), unless bigcache's own TTL header set the lifetime.
+        must_revalidate: cc.must_revalidate || (explicit.is_none() && cc.s_maxage.is_some()),
+        stale_while_revalidate: cc.stale_while_revalidate.map(capped),
+        stale_if_error: cc.stale_if_error.map(capped),
     })
 }
 
@@ -417,5 +429,11 @@ mod tests {
             Some(NoCache::Range)
         );
         assert_eq!(request_bypass(&h(&[]), &names), None);
+        let mut m = HeaderMap::new();
+        m.insert(
+            "cookie",
+            HeaderValue::from_bytes("city=Zürich; sessionid=abc".as_bytes()).unwrap(),
+        );
+        assert_eq!(request_bypass(&m, &names), Some(NoCache::SessionCookie));
     }
 }

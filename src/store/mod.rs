@@ -24,6 +24,7 @@
 //! touch the shard threads.
 
 pub mod keys;
+mod purges;
 pub mod record;
 mod shard;
 
@@ -105,10 +106,8 @@ struct ShardHandle {
 pub struct Store {
     shards: Arc<[ShardHandle]>,
     dir: PathBuf,
-    /// Bumped before every page delete, purge and clear. A writer that read it
-    /// before a slow fetch and finds it changed after must not store: a
-    /// purge happened meanwhile and the fetched copy may predate it.
-    deletions: Arc<std::sync::atomic::AtomicU64>,
+    /// Page purges, so a page fetched before one is not stored after it.
+    purges: Arc<purges::PurgeLog>,
 }
 
 const META_FILE: &str = "bigcache.meta";
@@ -150,6 +149,7 @@ impl Store {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
         let n = layout(&cfg.dir, cfg.shards.clamp(1, 256))?;
+        let purges = Arc::new(purges::PurgeLog::default());
         let hot_each = cfg.hot_bytes / n as u64;
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
@@ -164,6 +164,7 @@ impl Store {
                 index,
                 dir: cfg.dir.join(format!("shard-{index:02}")),
                 hot: hot.clone(),
+                purges: purges.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
@@ -178,7 +179,7 @@ impl Store {
         Ok(Store {
             shards: shards.into(),
             dir: cfg.dir.clone(),
-            deletions: Arc::default(),
+            purges,
         })
     }
 
@@ -256,47 +257,55 @@ impl Store {
         .await
     }
 
-    /// Stores `record` as member `member` of the group at `group` (both in
-    /// `ns`), keeping the group's member list in step. `group` must end in
-    /// a NUL byte so the members route to the group's shard.
-    pub async fn put_member(
-        &self,
-        ns: Namespace,
-        group: &[u8],
-        member: &[u8],
-        group_meta: Bytes,
-        record: Record,
-    ) -> Result<(), StoreError> {
-        let group = keys::entry_key(ns, group);
-        let shard = self.shard(&group);
-        let member = member.to_vec();
-        Self::call(&shard.tx, |reply| Command::PutMember {
-            group,
-            member,
-            group_meta,
-            record,
-            reply,
-        })
-        .await
-    }
-
     /// Deletes an entry (a group with its members); returns whether a live
     /// one was there.
-    /// The deletion generation: see the field's comment.
-    pub fn deletion_generation(&self) -> u64 {
-        self.deletions.load(std::sync::atomic::Ordering::SeqCst)
+    /// A point in the purge sequence; pass it to [`Store::put_page`] so the
+    /// write is dropped if the page is purged after this point.
+    pub fn purge_point(&self) -> u64 {
+        self.purges.now()
     }
 
-    fn bump_deletions(&self) {
-        self.deletions
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Stores a page (under `group`, or as variant `member` of it) unless
+    /// it was purged after `since`; returns whether it was stored.
+    pub async fn put_page(
+        &self,
+        group: &[u8],
+        variant: Option<(&[u8], Bytes)>,
+        record: Record,
+        since: u64,
+    ) -> Result<bool, StoreError> {
+        let group = keys::entry_key(Namespace::Page, group);
+        let shard = self.shard(&group);
+        match variant {
+            None => {
+                Self::call(&shard.tx, |reply| Command::PutPage {
+                    key: group,
+                    record,
+                    since,
+                    reply,
+                })
+                .await
+            }
+            Some((member, group_meta)) => {
+                let member = member.to_vec();
+                Self::call(&shard.tx, |reply| Command::PutMember {
+                    group,
+                    member,
+                    group_meta,
+                    record,
+                    since,
+                    reply,
+                })
+                .await
+            }
+        }
     }
 
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        if ns == Namespace::Page {
-            self.bump_deletions();
-        }
         let key = keys::entry_key(ns, key);
+        if ns == Namespace::Page {
+            self.purges.key(&key);
+        }
         let shard = self.shard(&key);
         Self::call(&shard.tx, |reply| Command::Delete { key, reply }).await
     }
@@ -325,10 +334,10 @@ impl Store {
     /// Deletes every entry of `ns` whose key starts with `prefix`; returns
     /// how many live entries went.
     pub async fn delete_prefix(&self, ns: Namespace, prefix: &[u8]) -> Result<u64, StoreError> {
-        if ns == Namespace::Page {
-            self.bump_deletions();
-        }
         let prefix = keys::entry_key(ns, prefix);
+        if ns == Namespace::Page {
+            self.purges.prefix(&prefix);
+        }
         let counts = self
             .broadcast(|reply| Command::DeletePrefix {
                 prefix: prefix.clone(),
@@ -353,7 +362,7 @@ impl Store {
 
     /// Empties the whole store.
     pub async fn clear(&self) -> Result<(), StoreError> {
-        self.bump_deletions();
+        self.purges.all();
         self.broadcast(|reply| Command::Clear { reply }).await?;
         Ok(())
     }

@@ -30,6 +30,7 @@ use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys::{self, EXPIRY_TAG};
+use super::purges::PurgeLog;
 use super::record::{Kind, Record};
 use super::{Hot, Lookup, StoreError, now_ms};
 
@@ -59,14 +60,23 @@ pub enum Command {
         expires_at: Option<u64>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
-    /// Stores `record` at `group + member` and lists `member` in the group
+    /// Stores a page unless it was purged after `since` (see
+    /// `store::purges`); replies whether it stored.
+    PutPage {
+        key: Vec<u8>,
+        record: Record,
+        since: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Like `PutPage`, at `group + member`, listing `member` in the group
     /// record at `group` (created, or replaced when its `meta` changes).
     PutMember {
         group: Vec<u8>,
         member: Vec<u8>,
         group_meta: Bytes,
         record: Record,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        since: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Replies whether a live entry was there. Deleting a group deletes its
     /// members.
@@ -101,6 +111,7 @@ pub struct ShardConfig {
     pub index: usize,
     pub dir: PathBuf,
     pub hot: Arc<Hot>,
+    pub purges: Arc<PurgeLog>,
 }
 
 /// State owned by the shard thread.
@@ -109,6 +120,7 @@ pub struct Shard {
     dir: PathBuf,
     db: Option<DB>,
     hot: Arc<Hot>,
+    purges: Arc<PurgeLog>,
     /// Key span deleted by the current sweep round, compacted when it ends.
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -144,7 +156,23 @@ fn open_or_recover(index: usize, dir: &Path) -> Result<DB, StoreError> {
                 e.err
             )));
         }
-        Ok(Err(e)) => e.to_string(),
+        // Damage in the files themselves: moving them aside is the cure.
+        Ok(Err(e))
+            if matches!(
+                e.code,
+                StatusCode::Corruption
+                    | StatusCode::InvalidData
+                    | StatusCode::CompressionError
+                    | StatusCode::NotFound
+            ) =>
+        {
+            e.to_string()
+        }
+        // Anything else (out of file descriptors, disk full, permissions)
+        // may pass and says nothing about the data: keep it, report it.
+        Ok(Err(e)) => {
+            return Err(StoreError::Open(format!("{}: {e}", dir.display())));
+        }
         Err(_) => "rusty-leveldb panicked while opening".to_string(),
     };
     let aside = dir.with_extension(format!("corrupt-{}", now_ms()));
@@ -186,6 +214,7 @@ impl Shard {
             dir: cfg.dir,
             db: Some(db),
             hot: cfg.hot,
+            purges: cfg.purges,
             swept_span: None,
         })
     }
@@ -224,7 +253,18 @@ impl Shard {
         }
     }
 
+    /// The open DB. A shard whose last (re)open failed, say for lack of file
+    /// descriptors, tries again here, so it recovers once the cause passes.
     fn db(&mut self) -> Result<&mut DB, StoreError> {
+        if self.db.is_none() {
+            match open_or_recover(self.index, &self.dir) {
+                Ok(db) => self.db = Some(db),
+                Err(e) => {
+                    tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+                    return Err(StoreError::Unavailable);
+                }
+            }
+        }
         self.db.as_mut().ok_or(StoreError::Unavailable)
     }
 
@@ -236,14 +276,34 @@ impl Shard {
             Command::Put { key, record, reply } => {
                 let _ = reply.send(self.put(key, record));
             }
+            Command::PutPage {
+                key,
+                record,
+                since,
+                reply,
+            } => {
+                let result = if self.purges.purged_since(&key, since) {
+                    Ok(false)
+                } else {
+                    self.put(key, record).map(|()| true)
+                };
+                let _ = reply.send(result);
+            }
             Command::PutMember {
                 group,
                 member,
                 group_meta,
                 record,
+                since,
                 reply,
             } => {
-                let _ = reply.send(self.put_member(group, &member, group_meta, record));
+                let result = if self.purges.purged_since(&group, since) {
+                    Ok(false)
+                } else {
+                    self.put_member(group, &member, group_meta, record)
+                        .map(|()| true)
+                };
+                let _ = reply.send(result);
             }
             Command::Delete { key, reply } => {
                 let _ = reply.send(self.delete(&key));
@@ -507,9 +567,11 @@ impl Shard {
         self.hot.clear();
         let doomed = self.dir.with_extension("clearing");
         let _ = std::fs::remove_dir_all(&doomed);
-        std::fs::rename(&self.dir, &doomed)?;
+        let renamed = std::fs::rename(&self.dir, &doomed);
+        // Reopened whatever happened above (db() retries later if not).
         std::fs::create_dir_all(&self.dir)?;
-        self.db = Some(open_or_recover(self.index, &self.dir)?);
+        self.db()?;
+        renamed?;
         std::fs::remove_dir_all(&doomed)?;
         Ok(())
     }
@@ -587,7 +649,7 @@ impl Shard {
     /// deleted data again after an iterator has existed.
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.close();
-        self.db = Some(open_or_recover(self.index, &self.dir)?);
+        self.db()?;
         Ok(())
     }
 
