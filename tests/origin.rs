@@ -2,6 +2,7 @@
 //!
 //! - `h=Name:Value` (repeatable): response headers (`%3D` for `=` in values);
 //! - `status=404`, `delay=200` (ms before answering), `size=N` (body bytes);
+//! - `stall=1`: sends the head and a first chunk, then nothing, forever;
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
 //!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
@@ -62,7 +63,15 @@ impl Origin {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let c = c.clone();
-                        async move { Ok::<_, Infallible>(respond(req, &c).await) }
+                        async move {
+                            let stall = req.uri().query().is_some_and(|q| q.contains("stall=1"));
+                            let res = respond(req, &c).await;
+                            Ok::<_, Infallible>(if stall {
+                                res.map(|_| Stalling { sent: false }.boxed_unsync())
+                            } else {
+                                res.map(|b| b.boxed_unsync())
+                            })
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -98,6 +107,29 @@ impl Origin {
 impl Drop for Origin {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A body that yields one chunk and then never another.
+struct Stalling {
+    sent: bool,
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"start",
+        )))))
     }
 }
 

@@ -750,3 +750,26 @@ async fn unrelated_purges_do_not_stop_a_page_from_caching() {
     assert_eq!(inflight.await.unwrap().cache(), "MISS");
     assert_eq!(get(&s, &path).await.cache(), "HIT");
 }
+
+/// An upstream that sends its head and then stalls mid-body cannot hold a
+/// client past the upstream timeout: a streamed body is cut off, a body
+/// being read for the cache ends in 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upstream_body_is_cut_off() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--upstream-timeout", "1s"]);
+    let t = Instant::now();
+    let streamed = client().get(s.page("/stall/?stall=1")).send().await;
+    let ended = match streamed {
+        Ok(r) => r.text().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(ended.is_err(), "a stalled body ended cleanly");
+    let cached = get(&s, &format!("/stall/?stall=1&{TTL}")).await;
+    assert_eq!(cached.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "hung for {:?}",
+        t.elapsed()
+    );
+}

@@ -353,7 +353,8 @@ impl Proxy {
         let (mut rp, body) = res.into_parts();
         upstream::strip_hop_by_hop(&mut rp.headers);
         rp.headers.remove(TTL_HEADER);
-        let mut res = Response::from_parts(rp, upstream::incoming(body));
+        let body = upstream::with_idle_timeout(upstream::incoming(body), self.upstream.timeout);
+        let mut res = Response::from_parts(rp, body);
         self.label(&mut res, status);
         Ok(res)
     }
@@ -558,7 +559,9 @@ impl Proxy {
                     let _ = self.store.delete(Namespace::Page, &group).await;
                 }
                 rp.headers.remove(TTL_HEADER);
-                self.hand_off(handoff, rp, upstream::incoming(body));
+                let body =
+                    upstream::with_idle_timeout(upstream::incoming(body), self.upstream.timeout);
+                self.hand_off(handoff, rp, body);
                 permit.finish(Outcome::Pass);
                 return;
             }
@@ -572,7 +575,8 @@ impl Proxy {
             Ok(Ok(Collected::TooBig(prefix, rest))) => {
                 self.mark_pass(&group, NoCache::TooLarge);
                 rp.headers.remove(TTL_HEADER);
-                self.hand_off(handoff, rp, chain(prefix, rest));
+                let body = upstream::with_idle_timeout(chain(prefix, rest), self.upstream.timeout);
+                self.hand_off(handoff, rp, body);
                 permit.finish(Outcome::Pass);
                 return;
             }

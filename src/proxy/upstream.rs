@@ -2,6 +2,7 @@
 //! rewriting of requests and responses a proxy owes (hop-by-hop headers,
 //! `X-Forwarded-*`), and timeouts on every call.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,6 +34,58 @@ pub fn full(bytes: Bytes) -> Body {
 
 pub fn incoming(body: Incoming) -> Body {
     body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// An upstream body that fails if no data arrives for `idle`: a stalled
+/// upstream must not hold a client's response open forever once its head
+/// has been sent.
+struct IdleTimeout {
+    inner: Body,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BoxError::from(format!(
+                    "upstream body idle for {:?}",
+                    self.idle
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
+    IdleTimeout {
+        inner,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+    }
+    .boxed_unsync()
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
