@@ -75,8 +75,9 @@ pub struct Args {
     #[arg(long, env = "BIGCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
 
-    /// Time allowed for the upstream's response head, and again for a
-    /// cacheable body to arrive in full.
+    /// Time allowed for the upstream's response head, again for a
+    /// cacheable body to arrive in full, and for any pause inside a body
+    /// streamed through.
     #[arg(long, env = "BIGCACHE_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
