@@ -9,8 +9,13 @@
 #   hot       hits on 1,000 warm 20 KB pages (bigcache vs nginx proxy_cache)
 #   stampede  100 simultaneous requests for one uncached page, 200 ms origin
 #   rest      REST API GET and POST with 20 KB values
+#   cold      COLD_PAGES (200,000) pages read uniformly at random, far more
+#             than the hot tier holds, while a writer adds 200 new pages/s
+#             through the same server (not in the default set: populating
+#             takes minutes)
 #
-# Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480).
+# Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
+# COLD_PAGES (200000), WRITE_RATE (200).
 # Servers run on core 0, wrk on core 1 (see shared notes on benchmarking):
 # check the machine is otherwise idle, compare within one run.
 set -euo pipefail
@@ -157,6 +162,39 @@ LUA
             "$(($(rss_kib "$(cat "$work/rest.pid")") / 1024))MB" "-"
     done
     echo "  (original Python server, same load, from shared/notes/benchmarking.md: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
+}
+
+scenario_cold() {
+    local pages=${COLD_PAGES:-200000} rate=${WRITE_RATE:-200}
+    echo "== cold hits: $pages pages of $SIZE bytes read at random, hot tier 128 MiB, writer adding $rate pages/s"
+    local o b_api b_proxy n_port secs
+    secs=${DURATION%s}
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
+    start_origin "$o" 0
+    start_bigcache cold "$b_api" "$b_proxy" "$o"
+    start_nginx "$n_port" "$o"
+    echo "  populating bigcache:"; python3 bench/populate.py 127.0.0.1 "$b_proxy" cold "$pages"
+    echo "  populating nginx:";    python3 bench/populate.py 127.0.0.1 "$n_port" cold "$pages"
+    echo "  bigcache data dir: $(du -sh "$work/cold" | cut -f1); nginx cache dir: $(du -sh "$work/nginx-cache" | cut -f1)"
+    cat >"$work/cold.lua" <<LUA
+math.randomseed(11)
+request = function() return wrk.format("GET", "/cold/" .. math.random(0, $pages - 1)) end
+done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\n", s.requests / (s.duration / 1e6), l:percentile(50) / 1000, l:percentile(99) / 1000, l:percentile(99.9) / 1000, l.max / 1000, s.errors.status + s.errors.connect + s.errors.read + s.errors.timeout)) end
+LUA
+    header
+    for target in bigcache nginx; do
+        local port pid
+        if [ $target = bigcache ]; then port=$b_proxy; pid=$(cat "$work/cold.pid"); else port=$n_port; pid=$(cat "$work/nginx.pid"); fi
+        taskset -c 1 python3 bench/writer.py 127.0.0.1 "$port" "$rate" "$secs" "new-$target" >"$work/writer.txt" &
+        local wpid=$! out
+        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/cold.lua" "http://127.0.0.1:$port" | grep '^RESULT')
+        wait $wpid
+        read -r _ rps p50 p99 p999 max errs <<<"$out"
+        printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "$target" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
+            "$(($(rss_kib "$pid") / 1024))MB" "$(origin_count "$o")"
+        echo "  $(cat "$work/writer.txt")"
+    done
+    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
 for s in "${scenarios[@]}"; do

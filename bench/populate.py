@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Requests /<prefix>/0 .. /<prefix>/<n-1> once each through a cache, with
+several keep-alive connections, so every page is stored. Prints the rate."""
+import http.client
+import sys
+import threading
+import time
+
+host, port, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+workers = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+errors = []
+
+
+def work(k):
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    for i in range(k, n, workers):
+        conn.request("GET", f"/{prefix}/{i}")
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            errors.append(r.status)
+
+
+t = time.time()
+threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+dt = time.time() - t
+print(f"  stored {n} pages in {dt:.0f} s ({n / dt:.0f}/s), {len(errors)} errors")
