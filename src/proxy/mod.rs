@@ -254,14 +254,7 @@ impl Proxy {
     /// store or decoding error is logged and reads as a miss: the request
     /// still gets its page from the upstream.
     async fn lookup(&self, group: &[u8], req: &HeaderMap) -> Option<Found> {
-        let rec = match self.store.get(Namespace::Page, group).await {
-            Ok(Lookup::Hit(rec)) => rec,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "store read failed; treating as a miss");
-                return None;
-            }
-        };
+        let rec = self.get_page(group).await?;
         let (rec, variant) = if rec.kind == Kind::Group {
             let names: Vec<String> = std::str::from_utf8(&rec.meta)
                 .ok()?
@@ -272,14 +265,7 @@ impl Proxy {
             let variant = key::variant(&names, req)?;
             let mut member = group.to_vec();
             member.extend_from_slice(variant.as_bytes());
-            match self.store.get(Namespace::Page, &member).await {
-                Ok(Lookup::Hit(rec)) => (rec, Some(variant)),
-                Ok(_) => return None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store read failed; treating as a miss");
-                    return None;
-                }
-            }
+            (self.get_page(&member).await?, Some(variant))
         } else {
             (rec, None)
         };
@@ -290,6 +276,17 @@ impl Proxy {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable cached response; treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn get_page(&self, key: &[u8]) -> Option<crate::store::Record> {
+        match self.store.get(Namespace::Page, key).await {
+            Ok(Lookup::Hit(rec)) => Some(rec),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "store read failed; treating as a miss");
                 None
             }
         }

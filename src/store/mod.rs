@@ -257,8 +257,6 @@ impl Store {
         .await
     }
 
-    /// Deletes an entry (a group with its members); returns whether a live
-    /// one was there.
     /// A point in the purge sequence; pass it to [`Store::put_page`] so the
     /// write is dropped if the page is purged after this point.
     pub fn purge_point(&self) -> u64 {
@@ -274,33 +272,21 @@ impl Store {
         record: Record,
         since: u64,
     ) -> Result<bool, StoreError> {
-        let group = keys::entry_key(Namespace::Page, group);
-        let shard = self.shard(&group);
-        match variant {
-            None => {
-                Self::call(&shard.tx, |reply| Command::PutPage {
-                    key: group,
-                    record,
-                    since,
-                    reply,
-                })
-                .await
-            }
-            Some((member, group_meta)) => {
-                let member = member.to_vec();
-                Self::call(&shard.tx, |reply| Command::PutMember {
-                    group,
-                    member,
-                    group_meta,
-                    record,
-                    since,
-                    reply,
-                })
-                .await
-            }
-        }
+        let key = keys::entry_key(Namespace::Page, group);
+        let shard = self.shard(&key);
+        let member = variant.map(|(suffix, meta)| (suffix.to_vec(), meta));
+        Self::call(&shard.tx, |reply| Command::PutPage {
+            key,
+            member,
+            record,
+            since,
+            reply,
+        })
+        .await
     }
 
+    /// Deletes an entry (a group with its members); returns whether a live
+    /// one was there.
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
         let key = keys::entry_key(ns, key);
         if ns == Namespace::Page {

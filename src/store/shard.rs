@@ -61,19 +61,13 @@ pub enum Command {
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Stores a page unless it was purged after `since` (see
-    /// `store::purges`); replies whether it stored.
+    /// `store::purges`); replies whether it stored. With a `member`
+    /// (suffix, group meta) the page is stored at `key + suffix` and listed
+    /// in the group record at `key` (created, or replaced when its meta
+    /// changes).
     PutPage {
         key: Vec<u8>,
-        record: Record,
-        since: u64,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Like `PutPage`, at `group + member`, listing `member` in the group
-    /// record at `group` (created, or replaced when its `meta` changes).
-    PutMember {
-        group: Vec<u8>,
-        member: Vec<u8>,
-        group_meta: Bytes,
+        member: Option<(Vec<u8>, Bytes)>,
         record: Record,
         since: u64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
@@ -278,6 +272,7 @@ impl Shard {
             }
             Command::PutPage {
                 key,
+                member,
                 record,
                 since,
                 reply,
@@ -285,23 +280,11 @@ impl Shard {
                 let result = if self.purges.purged_since(&key, since) {
                     Ok(false)
                 } else {
-                    self.put(key, record).map(|()| true)
-                };
-                let _ = reply.send(result);
-            }
-            Command::PutMember {
-                group,
-                member,
-                group_meta,
-                record,
-                since,
-                reply,
-            } => {
-                let result = if self.purges.purged_since(&group, since) {
-                    Ok(false)
-                } else {
-                    self.put_member(group, &member, group_meta, record)
-                        .map(|()| true)
+                    match member {
+                        None => self.put(key, record),
+                        Some((suffix, meta)) => self.put_member(key, &suffix, meta, record),
+                    }
+                    .map(|()| true)
                 };
                 let _ = reply.send(result);
             }
