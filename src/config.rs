@@ -16,89 +16,121 @@ use clap::Parser;
 #[command(version, about, long_about = None)]
 pub struct Args {
     /// Directory holding the LevelDB shards; created if missing.
-    #[arg(long, env = "BIGCACHE_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        help_heading = "Storage",
+        env = "BIGCACHE_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 
     /// Address of the REST API.
-    #[arg(long, env = "BIGCACHE_API_LISTEN", default_value = "127.0.0.1:36379")]
+    #[arg(
+        long,
+        help_heading = "REST API",
+        env = "BIGCACHE_API_LISTEN",
+        default_value = "127.0.0.1:36379"
+    )]
     pub api_listen: SocketAddr,
 
     /// Require `Authorization: Bearer <token>` on the REST API (all but
     /// /docs, /openapi.json and /healthz).
-    #[arg(long, env = "BIGCACHE_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        help_heading = "REST API",
+        env = "BIGCACHE_API_TOKEN",
+        hide_env_values = true
+    )]
     pub api_token: Option<String>,
 
     /// Allow the REST API on a non-loopback address without --api-token.
     /// Anyone who reaches it can then read, overwrite and purge the cache.
-    #[arg(long, env = "BIGCACHE_API_ALLOW_PUBLIC")]
+    #[arg(long, help_heading = "REST API", env = "BIGCACHE_API_ALLOW_PUBLIC")]
     pub api_allow_public: bool,
 
     /// Largest request body the REST API accepts (e.g. 16MiB, 512KiB, 1000000).
-    #[arg(long, env = "BIGCACHE_MAX_BODY_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    #[arg(long, help_heading = "REST API", env = "BIGCACHE_MAX_BODY_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_body_size: u64,
 
     /// Longest key, in bytes after percent-decoding.
-    #[arg(long, env = "BIGCACHE_MAX_KEY_LENGTH", default_value_t = 4096)]
+    #[arg(
+        long,
+        help_heading = "REST API",
+        env = "BIGCACHE_MAX_KEY_LENGTH",
+        default_value_t = 4096
+    )]
     pub max_key_length: usize,
 
     /// LevelDB shards (each with its own thread) for a new data directory;
     /// an existing directory keeps the count it was created with.
-    #[arg(long, env = "BIGCACHE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
 
     /// RAM budget for the hot tier of recently used entries (0 disables it).
-    #[arg(long, env = "BIGCACHE_HOT_CACHE_SIZE", default_value = "128MiB", value_parser = parse_size)]
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_HOT_CACHE_SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub hot_cache_size: u64,
 
     /// How often the sweeper removes expired entries nobody read.
-    #[arg(long, env = "BIGCACHE_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
     /// Expired entries removed per shard per sweep step; bounds the pause.
-    #[arg(long, env = "BIGCACHE_SWEEP_BATCH", default_value_t = 1000)]
+    #[arg(
+        long,
+        help_heading = "Storage",
+        env = "BIGCACHE_SWEEP_BATCH",
+        default_value_t = 1000
+    )]
     pub sweep_batch: usize,
 
     /// Address of the caching reverse proxy (what users' browsers reach,
     /// usually through nginx).
-    #[arg(long, env = "BIGCACHE_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_PROXY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub proxy_listen: SocketAddr,
 
     /// The site behind the proxy (Django), as an http:// URL.
     #[arg(
         long,
+        help_heading = "Proxy",
         env = "BIGCACHE_UPSTREAM",
         default_value = "http://127.0.0.1:8000"
     )]
     pub upstream: http::Uri,
 
     /// Time allowed to connect to the upstream.
-    #[arg(long, env = "BIGCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_connect_timeout: Duration,
 
     /// Time allowed for the upstream's response head, again for a
     /// cacheable body to arrive in full, and for any pause inside a body
     /// streamed through.
-    #[arg(long, env = "BIGCACHE_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
     /// Largest response body the proxy stores; larger ones stream through.
-    #[arg(long, env = "BIGCACHE_MAX_ENTRY_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_MAX_ENTRY_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_entry_size: u64,
 
     /// How long past its lifetime a page is served stale while one request
     /// refreshes it, when the response has no stale-while-revalidate.
-    #[arg(long, env = "BIGCACHE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
 
     /// How long past its lifetime a page may be served when the upstream is
     /// down or answers 5xx, when the response has no stale-if-error.
-    #[arg(long, env = "BIGCACHE_STALE_IF_ERROR", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_STALE_IF_ERROR", default_value = "1h", value_parser = humantime::parse_duration)]
     pub stale_if_error: Duration,
 
     /// Cookie names that mark a logged-in session: requests carrying one
     /// bypass the cache both ways. Repeat or separate with commas.
     #[arg(
         long,
+        help_heading = "Proxy",
         env = "BIGCACHE_SESSION_COOKIE",
         default_value = "sessionid",
         value_delimiter = ','
@@ -106,7 +138,12 @@ pub struct Args {
     pub session_cookie: Vec<String>,
 
     /// Log filter, e.g. `info`, `debug`, `bigcache=debug,info`.
-    #[arg(long, env = "BIGCACHE_LOG", default_value = "info")]
+    #[arg(
+        long,
+        help_heading = "Logging",
+        env = "BIGCACHE_LOG",
+        default_value = "info"
+    )]
     pub log: String,
 }
 
