@@ -135,11 +135,7 @@ const CONDITIONALS: [header::HeaderName; 5] = [
 
 impl Proxy {
     pub fn new(store: Store, cfg: ProxyConfig, stats: Arc<ProxyStats>) -> Result<Proxy, String> {
-        let upstream = Upstream::new(UpstreamConfig {
-            base: cfg.upstream.base.clone(),
-            connect_timeout: cfg.upstream.connect_timeout,
-            timeout: cfg.upstream.timeout,
-        })?;
+        let upstream = Upstream::new(&cfg.upstream)?;
         Ok(Proxy {
             store,
             upstream,
@@ -349,11 +345,22 @@ impl Proxy {
             .inspect_err(|_| self.stats.upstream_error())?;
         let (mut rp, body) = res.into_parts();
         upstream::strip_hop_by_hop(&mut rp.headers);
+        Ok(self.streamed(rp, upstream::incoming(body), status))
+    }
+
+    /// A client response streaming an upstream body: bigcache's TTL header
+    /// removed, an idle timeout on the body, `X-Cache` set.
+    fn streamed(
+        &self,
+        mut rp: http::response::Parts,
+        body: Body,
+        status: CacheStatus,
+    ) -> Response<Body> {
         rp.headers.remove(TTL_HEADER);
-        let body = upstream::with_idle_timeout(upstream::incoming(body), self.upstream.timeout);
+        let body = upstream::with_idle_timeout(body, self.upstream.timeout);
         let mut res = Response::from_parts(rp, body);
         self.label(&mut res, status);
-        Ok(res)
+        res
     }
 
     /// A miss or a stale entry that needs the upstream: coalesced, unless
@@ -555,10 +562,7 @@ impl Proxy {
                     // (A 429 or a 404 says nothing about the page itself.)
                     let _ = self.store.delete(Namespace::Page, &group).await;
                 }
-                rp.headers.remove(TTL_HEADER);
-                let body =
-                    upstream::with_idle_timeout(upstream::incoming(body), self.upstream.timeout);
-                self.hand_off(handoff, rp, body);
+                self.hand_off(handoff, rp, upstream::incoming(body));
                 permit.finish(Outcome::Pass);
                 return;
             }
@@ -571,9 +575,7 @@ impl Proxy {
             Ok(Ok(Collected::Whole(b))) => b,
             Ok(Ok(Collected::TooBig(prefix, rest))) => {
                 self.mark_pass(&group, NoCache::TooLarge);
-                rp.headers.remove(TTL_HEADER);
-                let body = upstream::with_idle_timeout(chain(prefix, rest), self.upstream.timeout);
-                self.hand_off(handoff, rp, body);
+                self.hand_off(handoff, rp, chain(prefix, rest));
                 permit.finish(Outcome::Pass);
                 return;
             }
@@ -604,6 +606,8 @@ impl Proxy {
         });
     }
 
+    /// Gives an uncacheable response to the client that led the fetch (a
+    /// background refresh has none: the response is dropped).
     fn hand_off(
         &self,
         handoff: Option<oneshot::Sender<Response<Body>>>,
@@ -611,9 +615,7 @@ impl Proxy {
         body: Body,
     ) {
         if let Some(tx) = handoff {
-            let mut res = Response::from_parts(parts, body);
-            self.label(&mut res, CacheStatus::Miss);
-            let _ = tx.send(res);
+            let _ = tx.send(self.streamed(parts, body, CacheStatus::Miss));
         }
     }
 

@@ -134,7 +134,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
         let scheme = cfg
             .base
             .scheme()
