@@ -71,9 +71,8 @@ start_nginx() { # port origin
 rss_kib() { ps -o rss= -p "$1" --ppid "$1" | awk '{s+=$1} END {print s}'; }
 origin_count() { curl -s "http://127.0.0.1:$1/__count"; }
 
-cat >"$work/pages.lua" <<LUA
-math.randomseed(42)
-request = function() return wrk.format("GET", "/page/" .. math.random(0, $KEYS - 1)) end
+# Appended to every request script: wrk prints one machine-readable line.
+cat >"$work/report.lua" <<'LUA'
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\n",
     summary.requests / (summary.duration / 1e6),
@@ -83,12 +82,18 @@ done = function(summary, latency, requests)
 end
 LUA
 
-row() { # label url pid origin_port
+cat >"$work/pages.lua" <<LUA
+math.randomseed(42)
+request = function() return wrk.format("GET", "/page/" .. math.random(0, $KEYS - 1)) end
+LUA
+
+row() { # label script url pid origin_port|-
     local out
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/pages.lua" "$2" | grep '^RESULT')
+    cat "$2" "$work/report.lua" >"$work/run.lua"
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "$3" | grep '^RESULT')
     read -r _ rps p50 p99 p999 max errs <<<"$out"
     printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
-        "$(($(rss_kib "$3") / 1024))MB" "$(origin_count "$4")"
+        "$(($(rss_kib "$4") / 1024))MB" "$([ "$5" = - ] && echo - || origin_count "$5")"
 }
 
 header() {
@@ -108,8 +113,8 @@ scenario_hot() {
     curl -s -o /dev/null -D - "http://127.0.0.1:$b_proxy/page/1" | grep -i '^x-cache' | sed 's/^/  bigcache /'
     curl -s -o /dev/null -D - "http://127.0.0.1:$n_port/page/1" | grep -i '^x-cache' | sed 's/^/  nginx    /'
     header
-    row bigcache "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"
-    row "nginx proxy_cache" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
+    row bigcache "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"
+    row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
@@ -147,20 +152,12 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
 request = function() return wrk.format(nil, "/cache/bench/" .. math.random(0, $KEYS - 1)) end
 LUA
-    for lua in rest-get rest-post; do
-        sed -i '$a done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\\n", s.requests / (s.duration / 1e6), l:percentile(50) / 1000, l:percentile(99) / 1000, l:percentile(99.9) / 1000, l.max / 1000, s.errors.status + s.errors.connect + s.errors.read + s.errors.timeout)) end' "$work/$lua.lua"
-    done
     for i in $(seq 0 $((KEYS - 1))); do
         curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$work/body.json" "http://127.0.0.1:$api/cache/bench/$i"
     done
     header
-    for lua in rest-get rest-post; do
-        local out
-        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/$lua.lua" "http://127.0.0.1:$api" | grep '^RESULT')
-        read -r _ rps p50 p99 p999 max errs <<<"$out"
-        printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "bigcache ${lua#rest-}" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
-            "$(($(rss_kib "$(cat "$work/rest.pid")") / 1024))MB" "-"
-    done
+    row "bigcache get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
+    row "bigcache post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
     echo "  (original Python server, same load, from shared/notes/benchmarking.md: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
 }
 
@@ -179,19 +176,15 @@ scenario_cold() {
     cat >"$work/cold.lua" <<LUA
 math.randomseed(11)
 request = function() return wrk.format("GET", "/cold/" .. math.random(0, $pages - 1)) end
-done = function(s, l, r) io.write(string.format("RESULT %.0f %.2f %.2f %.2f %.2f %d\n", s.requests / (s.duration / 1e6), l:percentile(50) / 1000, l:percentile(99) / 1000, l:percentile(99.9) / 1000, l.max / 1000, s.errors.status + s.errors.connect + s.errors.read + s.errors.timeout)) end
 LUA
     header
     for target in bigcache nginx; do
         local port pid
         if [ $target = bigcache ]; then port=$b_proxy; pid=$(cat "$work/cold.pid"); else port=$n_port; pid=$(cat "$work/nginx.pid"); fi
         taskset -c 1 python3 bench/writer.py 127.0.0.1 "$port" "$rate" "$secs" "new-$target" >"$work/writer.txt" &
-        local wpid=$! out
-        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/cold.lua" "http://127.0.0.1:$port" | grep '^RESULT')
+        local wpid=$!
+        row "$target" "$work/cold.lua" "http://127.0.0.1:$port" "$pid" "$o"
         wait $wpid
-        read -r _ rps p50 p99 p999 max errs <<<"$out"
-        printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "$target" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
-            "$(($(rss_kib "$pid") / 1024))MB" "$(origin_count "$o")"
         echo "  $(cat "$work/writer.txt")"
     done
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
