@@ -14,6 +14,9 @@ Paths are as Django gives them (``request.get_full_path()``,
 reported as ``False``: a purge must never break the save that triggered it.
 """
 
+import json
+import re
+
 from .client import Unavailable, default_client, log
 
 
@@ -40,9 +43,6 @@ def purge_prefix(prefix, client=None):
         return None
     if r.status != 200:
         return 0
-    import json
-    import re
-
     message = json.loads(r.data).get("message", "")
     m = re.search(r": (\d+) keys deleted", message)
     return int(m.group(1)) if m else 0
