@@ -229,7 +229,9 @@ mod tests {
     #[test]
     fn round_trips_through_a_record() {
         let e = sample();
-        let rec = Record::decode(&Bytes::from(e.to_record().encode())).unwrap();
+        let rec = Record::decode(&Bytes::from(e.to_record().encode()))
+            .unwrap()
+            .record;
         let back = Entry::from_record(&rec).unwrap();
         assert_eq!(back.status, e.status);
         assert_eq!(back.headers, e.headers);

@@ -9,6 +9,10 @@
 //! | `v`        | REST key (`/cache`, `/pickle`), UTF-8  | a [`Record`]           |
 //! | `p`        | page key, NUL, variant (see `proxy::key`) | a [`Record`]        |
 //! | `x`        | expires-at (u64 big-endian ms) + full key of the entry | empty  |
+//! | `b`        | blob file id (u32 big-endian)          | live bytes in that file, u64 LE |
+//!
+//! The `b` rows let the blob garbage collector (see `store::shard`) find
+//! files that are mostly dead without reading them.
 //!
 //! The `x` range is the expiry index: sorted by deadline, so the sweeper reads
 //! it from the start up to "now" and touches nothing that is still fresh. It
@@ -40,6 +44,14 @@ impl Namespace {
 }
 
 pub const EXPIRY_TAG: u8 = b'x';
+pub const BLOB_TAG: u8 = b'b';
+
+/// The row counting the bytes of blob file `id` still referenced by a
+/// record; written in the same batch as the references themselves.
+pub fn blob_live_key(id: u32) -> [u8; 5] {
+    let b = id.to_be_bytes();
+    [BLOB_TAG, b[0], b[1], b[2], b[3]]
+}
 
 /// The LevelDB key of an entry.
 pub fn entry_key(ns: Namespace, key: &[u8]) -> Vec<u8> {

@@ -8,9 +8,10 @@
 //!      shard = crc32(key) % N ──bounded channel──► shard thread (owns one LevelDB)
 //! ```
 //!
-//! - [`record`]: the versioned on-disk record format.
-//! - [`keys`]: the key-space layout (namespaces, expiry index).
+//! - [`record`]: the versioned on-disk formats (LevelDB records, blob files).
+//! - [`keys`]: the key-space layout (namespaces, expiry index, blob counts).
 //! - [`shard`]: a LevelDB instance and the thread that owns it.
+//! - [`blobs`]: the shard's append-only files for large bodies.
 //!
 //! Why shards: rusty-leveldb runs compaction inside `put`/`get`, stalling the
 //! calling thread for up to seconds. With N independent DBs on N threads, a
@@ -23,6 +24,7 @@
 //! [`shard`]. Hot lookups are the fast path for repeated reads and never
 //! touch the shard threads.
 
+mod blobs;
 pub mod keys;
 mod purges;
 pub mod record;
@@ -111,6 +113,9 @@ pub struct Store {
 }
 
 const META_FILE: &str = "bigcache.meta";
+/// Blob bytes walked per garbage-collection step: a few milliseconds of
+/// work, so requests queued behind it barely notice.
+const COLLECT_STEP: u64 = 2 << 20;
 
 /// Reads or creates the data directory's layout file and returns its shard
 /// count.
@@ -353,8 +358,9 @@ impl Store {
         Ok(())
     }
 
-    /// One full sweep of every shard in batches of `batch`; returns the
-    /// number of expired entries removed.
+    /// One full sweep of every shard in batches of `batch`, then blob
+    /// garbage collection in steps; returns the number of expired entries
+    /// removed.
     pub async fn sweep(&self, batch: usize) -> Result<u64, StoreError> {
         let mut total = 0;
         for s in self.shards.iter() {
@@ -367,6 +373,22 @@ impl Store {
                 }
                 // Let queued requests through between batches.
                 tokio::task::yield_now().await;
+            }
+            let mut freed = 0;
+            loop {
+                let (n, more) = Self::call(&s.tx, |reply| Command::Collect {
+                    budget: COLLECT_STEP,
+                    reply,
+                })
+                .await?;
+                freed += n;
+                if !more {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            if freed > 0 {
+                tracing::info!(freed, "blob files collected");
             }
         }
         Ok(total)

@@ -3,22 +3,25 @@
 //! raw bytes from `/pickle`, and (later) a cached HTTP response — is one
 //! [`Record`] encoded as below.
 //!
-//! # Format, version 1
+//! # Format, version 2
 //!
 //! All integers are little-endian.
 //!
 //! | offset      | size | field                                                        |
 //! |-------------|------|--------------------------------------------------------------|
-//! | 0           | 1    | format version, `1`                                          |
+//! | 0           | 1    | format version, `2` (version `1` is still read, see below)   |
 //! | 1           | 1    | kind: `1` JSON value, `2` raw bytes, `3` HTTP response, `4` group |
-//! | 2           | 2    | flags, reserved, must be `0`                                 |
+//! | 2           | 2    | flags: bit 0 `BLOB`; every other bit must be `0`             |
 //! | 4           | 8    | created-at, unix milliseconds                                |
 //! | 12          | 8    | expires-at, unix milliseconds; `0` means never               |
 //! | 20          | 4    | `m`: length of the metadata section                          |
 //! | 24          | 4    | `b`: length of the body section                              |
 //! | 28          | m    | metadata (kind-specific, see below)                          |
-//! | 28 + m      | b    | body                                                         |
+//! | 28 + m      | b    | body, or with `BLOB` set a [`BlobRef`] (21 bytes)            |
 //! | 28 + m + b  | 4    | CRC-32 (IEEE) of every preceding byte of the record          |
+//!
+//! Version 1 is the same layout with no flags defined: records written by
+//! the first release decode unchanged (their bodies are all inline).
 //!
 //! Metadata per kind:
 //! - JSON value: the `duration` string the client sent (UTF-8), empty if none.
@@ -30,23 +33,126 @@
 //!   `Vary` variants). Metadata is the owner's (the proxy keeps the `Vary`
 //!   header names there); the body lists the member suffixes, each as a u16
 //!   length followed by that many bytes. The store keeps the list in step
-//!   with the members (see `store::shard`).
+//!   with the members (see `store::shard`). Groups are always inline.
+//!
+//! # Blob references and blob files
+//!
+//! Bodies larger than [`INLINE_MAX`] live in append-only blob files beside
+//! the shard's LevelDB (`shard-NN/blobs/<id>.blob`, see `store::blobs`), so
+//! LevelDB compaction rewrites a few hundred bytes per page instead of the
+//! whole page. The record then carries, in its body section:
+//!
+//! | offset | size | field                                                  |
+//! |--------|------|--------------------------------------------------------|
+//! | 0      | 4    | blob file id                                           |
+//! | 4      | 8    | offset of the blob entry in that file                  |
+//! | 12     | 4    | stored length (after compression)                      |
+//! | 16     | 4    | body length (before compression)                       |
+//! | 20     | 1    | codec: `0` none, `1` snappy (raw block format)         |
+//!
+//! A blob file starts with the 8-byte magic `bcblob\0\x01` (the last byte
+//! is the blob format version), then holds entries back to back:
+//!
+//! | offset   | size | field                                                  |
+//! |----------|------|--------------------------------------------------------|
+//! | 0        | 4    | `k`: key length                                        |
+//! | 4        | 4    | `s`: stored length                                     |
+//! | 8        | 4    | CRC-32 of the key and the stored bytes                 |
+//! | 12       | k    | the LevelDB key of the record that owns the entry      |
+//! | 12 + k   | s    | the stored (possibly compressed) body                  |
+//!
+//! The key in the entry lets a reader prove the entry belongs to the record
+//! that points at it (a page is never served for another key), and lets the
+//! garbage collector walk a file and ask LevelDB which entries are still
+//! referenced.
 //!
 //! Decoding never panics and never trusts a length: a short buffer, a length
 //! that does not add up, an unknown version, kind or flag, or a checksum
 //! mismatch is a [`DecodeError`]; the store logs it and treats the entry as a
-//! miss (and deletes it). A future version 2 gets its own decoder beside
-//! version 1's, so records written by older releases stay readable.
+//! miss (and deletes it). A future version gets its own decoder beside these,
+//! so records written by older releases stay readable.
 //!
-//! The LevelDB layer compresses blocks with snappy, so the body is stored
-//! uncompressed here.
+//! Inline records are compressed by LevelDB's snappy block compression;
+//! blob bodies are compressed here, per entry, when that saves space.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The version written by this release.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 const HEADER_LEN: usize = 28;
 const CRC_LEN: usize = 4;
+const FLAG_BLOB: u16 = 1;
+
+/// Bodies up to this size stay inline in LevelDB: a blob costs a second read
+/// and bookkeeping that only pays off for page-sized bodies.
+pub const INLINE_MAX: usize = 1024;
+
+/// The magic and version at the start of every blob file.
+pub const BLOB_FILE_MAGIC: [u8; 8] = *b"bcblob\0\x01";
+/// Fixed part of a blob entry: key length, stored length, CRC-32.
+pub const BLOB_ENTRY_HEADER: usize = 12;
+const BLOB_REF_LEN: usize = 21;
+
+/// How a blob body is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None = 0,
+    Snappy = 1,
+}
+
+/// Where a record's body lives when it is not inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRef {
+    pub file: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub body_len: u32,
+    pub codec: Codec,
+}
+
+impl BlobRef {
+    fn encode_into(&self, buf: &mut BytesMut) {
+        buf.put_u32_le(self.file);
+        buf.put_u64_le(self.offset);
+        buf.put_u32_le(self.stored_len);
+        buf.put_u32_le(self.body_len);
+        buf.put_u8(self.codec as u8);
+    }
+
+    fn decode(b: &[u8]) -> Result<BlobRef, DecodeError> {
+        if b.len() != BLOB_REF_LEN {
+            return Err(DecodeError::BadBlobRef);
+        }
+        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&b[4..12]);
+        let codec = match b[20] {
+            0 => Codec::None,
+            1 => Codec::Snappy,
+            _ => return Err(DecodeError::BadBlobRef),
+        };
+        Ok(BlobRef {
+            file: u32_at(0),
+            offset: u64::from_le_bytes(off),
+            stored_len: u32_at(12),
+            body_len: u32_at(16),
+            codec,
+        })
+    }
+
+    /// Bytes the entry occupies in its blob file.
+    pub fn entry_len(&self, key_len: usize) -> u64 {
+        (BLOB_ENTRY_HEADER + key_len) as u64 + u64::from(self.stored_len)
+    }
+}
+
+/// A decoded LevelDB value: the record, and where its body is when it is
+/// not inline (then `record.body` is empty until the store reads the blob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub record: Record,
+    pub blob: Option<BlobRef>,
+}
 
 /// What a record's body holds; decides which API may read it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +211,8 @@ pub enum DecodeError {
     },
     #[error("record checksum mismatch")]
     Checksum,
+    #[error("malformed blob reference")]
+    BadBlobRef,
 }
 
 impl Record {
@@ -146,36 +254,53 @@ impl Record {
         out.freeze()
     }
 
+    /// Encodes the record with its body inline.
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        self.encode_parts(0, |buf| buf.put_slice(&self.body), self.body.len())
+    }
+
+    /// Encodes the record with `blob` in place of its body.
+    pub fn encode_with_blob(&self, blob: &BlobRef) -> Vec<u8> {
+        self.encode_parts(FLAG_BLOB, |buf| blob.encode_into(buf), BLOB_REF_LEN)
+    }
+
+    fn encode_parts(
+        &self,
+        flags: u16,
+        body: impl FnOnce(&mut BytesMut),
+        body_len: usize,
+    ) -> Vec<u8> {
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + self.meta.len() + body_len + CRC_LEN);
         buf.put_u8(FORMAT_VERSION);
         buf.put_u8(self.kind as u8);
-        buf.put_u16_le(0);
+        buf.put_u16_le(flags);
         buf.put_u64_le(self.created_at);
         buf.put_u64_le(self.expires_at.unwrap_or(0));
         // Lengths fit: the API and proxy cap entries far below 4 GiB.
         buf.put_u32_le(self.meta.len() as u32);
-        buf.put_u32_le(self.body.len() as u32);
+        buf.put_u32_le(body_len as u32);
         buf.put_slice(&self.meta);
-        buf.put_slice(&self.body);
+        body(&mut buf);
         let crc = crc32fast::hash(&buf);
         buf.put_u32_le(crc);
         buf.into()
     }
 
     /// Decodes a stored value, sharing `raw`'s buffer for meta and body.
-    pub fn decode(raw: &Bytes) -> Result<Record, DecodeError> {
+    pub fn decode(raw: &Bytes) -> Result<Stored, DecodeError> {
         let len = raw.len();
         if len < HEADER_LEN + CRC_LEN {
             return Err(DecodeError::TooShort(len));
         }
         let version = raw[0];
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let kind = Kind::from_u8(raw[1]).ok_or(DecodeError::UnknownKind(raw[1]))?;
         let flags = u16::from_le_bytes([raw[2], raw[3]]);
-        if flags != 0 {
+        let known_flags = match version {
+            1 => 0,
+            2 => FLAG_BLOB,
+            _ => return Err(DecodeError::UnknownVersion(version)),
+        };
+        let kind = Kind::from_u8(raw[1]).ok_or(DecodeError::UnknownKind(raw[1]))?;
+        if flags & !known_flags != 0 {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let u64_at = |at: usize| {
@@ -210,14 +335,65 @@ impl Record {
         if crc32fast::hash(&raw[..body_end]) != stored_crc {
             return Err(DecodeError::Checksum);
         }
-        Ok(Record {
-            kind,
-            created_at,
-            expires_at,
-            meta: raw.slice(HEADER_LEN..HEADER_LEN + meta_len),
-            body: raw.slice(HEADER_LEN + meta_len..body_end),
+        let body = raw.slice(HEADER_LEN + meta_len..body_end);
+        let (body, blob) = if flags & FLAG_BLOB != 0 {
+            (Bytes::new(), Some(BlobRef::decode(&body)?))
+        } else {
+            (body, None)
+        };
+        Ok(Stored {
+            record: Record {
+                kind,
+                created_at,
+                expires_at,
+                meta: raw.slice(HEADER_LEN..HEADER_LEN + meta_len),
+                body,
+            },
+            blob,
         })
     }
+}
+
+/// A blob file entry's bytes: header, key, stored body.
+pub fn encode_blob_entry(key: &[u8], stored: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(key);
+    crc.update(stored);
+    let mut out = Vec::with_capacity(BLOB_ENTRY_HEADER + key.len() + stored.len());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(stored);
+    out
+}
+
+/// The fixed header of a blob entry: (key length, stored length, CRC-32).
+pub fn decode_blob_entry_header(h: &[u8; BLOB_ENTRY_HEADER]) -> (usize, usize, u32) {
+    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    (u32_at(0) as usize, u32_at(4) as usize, u32_at(8))
+}
+
+/// Checks a whole blob entry (header, key, stored bytes) against the key
+/// expected to own it; returns the stored bytes.
+pub fn check_blob_entry<'a>(entry: &'a [u8], key: &[u8]) -> Result<&'a [u8], DecodeError> {
+    let Some(header) = entry.first_chunk::<BLOB_ENTRY_HEADER>() else {
+        return Err(DecodeError::TooShort(entry.len()));
+    };
+    let (k, s, crc) = decode_blob_entry_header(header);
+    let rest = &entry[BLOB_ENTRY_HEADER..];
+    if k != key.len() || rest.len() != k + s {
+        return Err(DecodeError::BadBlobRef);
+    }
+    if &rest[..k] != key {
+        return Err(DecodeError::BadBlobRef);
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(rest);
+    if h.finalize() != crc {
+        return Err(DecodeError::Checksum);
+    }
+    Ok(&rest[k..])
 }
 
 #[cfg(test)]
@@ -245,7 +421,7 @@ mod tests {
                 };
                 let raw = Bytes::from(rec.encode());
                 assert_eq!(raw.len(), rec.encoded_len());
-                assert_eq!(Record::decode(&raw), Ok(rec));
+                assert_eq!(Record::decode(&raw).map(|s| s.record), Ok(rec));
             }
         }
     }
@@ -257,13 +433,16 @@ mod tests {
             body: Bytes::new(),
             ..sample()
         };
-        assert_eq!(Record::decode(&Bytes::from(rec.encode())), Ok(rec));
+        assert_eq!(
+            Record::decode(&Bytes::from(rec.encode())).map(|s| s.record),
+            Ok(rec)
+        );
     }
 
     #[test]
     fn layout_is_the_documented_one() {
         let raw = sample().encode();
-        assert_eq!(raw[0], 1, "version");
+        assert_eq!(raw[0], 2, "version");
         assert_eq!(raw[1], 1, "kind json");
         assert_eq!(&raw[4..12], &1_700_000_000_123u64.to_le_bytes());
         assert_eq!(&raw[12..20], &1_700_000_060_123u64.to_le_bytes());
@@ -298,10 +477,10 @@ mod tests {
     #[test]
     fn unknown_version_and_huge_lengths_are_reported() {
         let mut raw = sample().encode();
-        raw[0] = 2;
+        raw[0] = 3;
         assert_eq!(
             Record::decode(&Bytes::from(raw)),
-            Err(DecodeError::UnknownVersion(2))
+            Err(DecodeError::UnknownVersion(3))
         );
         let mut raw = sample().encode();
         raw[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -320,7 +499,7 @@ mod tests {
             body: Record::encode_group_members(members),
             ..sample()
         };
-        let back = Record::decode(&Bytes::from(rec.encode())).unwrap();
+        let back = Record::decode(&Bytes::from(rec.encode())).unwrap().record;
         let got: Vec<Bytes> = back.group_members();
         assert_eq!(got, members.map(Bytes::copy_from_slice));
         let torn = Record {
@@ -340,5 +519,76 @@ mod tests {
             ..sample()
         };
         assert!(!forever.is_expired(u64::MAX));
+    }
+
+    fn blob_ref() -> BlobRef {
+        BlobRef {
+            file: 7,
+            offset: 123_456_789_012,
+            stored_len: 9_000,
+            body_len: 20_480,
+            codec: Codec::Snappy,
+        }
+    }
+
+    #[test]
+    fn blob_records_round_trip_without_their_body() {
+        let rec = Record {
+            kind: Kind::Http,
+            body: Bytes::from(vec![b'x'; 20_480]),
+            ..sample()
+        };
+        let raw = Bytes::from(rec.encode_with_blob(&blob_ref()));
+        assert_eq!(raw.len(), 28 + 2 + 21 + 4, "the body stays out of LevelDB");
+        assert_eq!(u16::from_le_bytes([raw[2], raw[3]]), 1, "BLOB flag");
+        let back = Record::decode(&raw).unwrap();
+        assert_eq!(back.blob, Some(blob_ref()));
+        assert_eq!(back.record.meta, rec.meta);
+        assert!(back.record.body.is_empty());
+        for i in 0..raw.len() {
+            let mut bad = raw.to_vec();
+            bad[i] ^= 0x10;
+            assert!(Record::decode(&Bytes::from(bad)).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn version_1_records_are_still_read_but_may_not_use_blobs() {
+        let mut raw = sample().encode();
+        raw[0] = 1;
+        let n = raw.len() - 4;
+        let crc = crc32fast::hash(&raw[..n]);
+        raw[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Record::decode(&Bytes::from(raw)).unwrap().record, sample());
+
+        let mut raw = sample().encode_with_blob(&blob_ref());
+        raw[0] = 1;
+        let n = raw.len() - 4;
+        let crc = crc32fast::hash(&raw[..n]);
+        raw[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Record::decode(&Bytes::from(raw)),
+            Err(DecodeError::UnknownFlags(1))
+        );
+    }
+
+    #[test]
+    fn blob_entries_check_their_owner_and_checksum() {
+        let entry = encode_blob_entry(b"p/a", b"stored body");
+        assert_eq!(entry.len(), BLOB_ENTRY_HEADER + 3 + 11);
+        assert_eq!(check_blob_entry(&entry, b"p/a"), Ok(&b"stored body"[..]));
+        assert_eq!(
+            check_blob_entry(&entry, b"p/b"),
+            Err(DecodeError::BadBlobRef),
+            "an entry is never served for another key"
+        );
+        for i in 0..entry.len() {
+            let mut bad = entry.clone();
+            bad[i] ^= 0x01;
+            assert!(check_blob_entry(&bad, b"p/a").is_err(), "byte {i}");
+        }
+        for n in 0..entry.len() {
+            assert!(check_blob_entry(&entry[..n], b"p/a").is_err());
+        }
     }
 }

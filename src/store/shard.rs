@@ -19,7 +19,16 @@
 //!   the span it deleted;
 //! - opening after a crash can fail or panic: the directory is moved aside
 //!   and the shard starts empty (this is a cache), and the event is logged.
+//!
+//! Large bodies go to the shard's blob files ([`Blobs`]); LevelDB keeps the
+//! record with a reference. Every batch that adds or drops a reference also
+//! updates the live-byte row of the blob file concerned (see [`Tx`]), so the
+//! collector knows which files are mostly dead without reading them: files
+//! with no live bytes are deleted, files under half live have their live
+//! entries copied to the active file first ([`Shard::collect`]), a bounded
+//! step at a time between requests.
 
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,9 +38,10 @@ use bytes::Bytes;
 use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
+use super::blobs::Blobs;
 use super::keys::{self, EXPIRY_TAG};
 use super::purges::PurgeLog;
-use super::record::{Kind, Record};
+use super::record::{INLINE_MAX, Kind, Record, Stored};
 use super::{Hot, Lookup, StoreError, now_ms};
 
 /// Work sent to a shard thread. Each carries its own reply channel; a reply
@@ -97,6 +107,12 @@ pub enum Command {
         batch: usize,
         reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
+    /// One bounded step of blob garbage collection, copying at most
+    /// `budget` bytes; replies (bytes freed, more to do).
+    Collect {
+        budget: u64,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
+    },
     /// Flushes and closes the DB; the thread exits after replying.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -117,7 +133,28 @@ pub struct Shard {
     purges: Arc<PurgeLog>,
     /// Key span deleted by the current sweep round, compacted when it ends.
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
+    blobs: Blobs,
+    /// Live bytes per blob file: a cache of the `b` rows.
+    live: HashMap<u32, u64>,
+    /// The blob file being collected and the offset reached.
+    collecting: Option<(u32, u64)>,
 }
+
+/// Changes staged for one atomic LevelDB write: the batch, plus how the
+/// live bytes of each blob file move with it.
+#[derive(Default)]
+struct Tx {
+    batch: WriteBatch,
+    live: HashMap<u32, i64>,
+    /// Keys whose previous value is already accounted for in `live`.
+    seen: HashSet<Vec<u8>>,
+}
+
+/// A blob file is collected once less than this share of it is live.
+const COLLECT_BELOW: f64 = 0.5;
+/// Dead bytes the active file must hold before it is rolled to be
+/// collected: below this, collecting costs more than it frees.
+const ACTIVE_DEAD_MIN: u64 = 8 << 20;
 
 fn db_options() -> Options {
     // The info LOG lists every table after each compaction and only rotates
@@ -139,10 +176,13 @@ fn db_options() -> Options {
 /// Opens the DB at `dir`. A lock error (another process has it) is fatal; any
 /// other failure or a panic inside rusty-leveldb means the files are damaged,
 /// so they are moved aside and an empty DB takes their place.
-fn open_or_recover(index: usize, dir: &Path) -> Result<DB, StoreError> {
+///
+/// Returns the DB and whether the old files were moved aside (their blob
+/// files went with them).
+fn open_or_recover(index: usize, dir: &Path) -> Result<(DB, bool), StoreError> {
     let attempt = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options())));
     let problem = match attempt {
-        Ok(Ok(db)) => return Ok(db),
+        Ok(Ok(db)) => return Ok((db, false)),
         Ok(Err(e)) if e.code == StatusCode::LockError => {
             return Err(StoreError::Open(format!(
                 "{}: {} (is another bigcache using this data directory?)",
@@ -179,22 +219,29 @@ fn open_or_recover(index: usize, dir: &Path) -> Result<DB, StoreError> {
     );
     std::fs::rename(dir, &aside)
         .map_err(|e| StoreError::Open(format!("moving {} aside: {e}", dir.display())))?;
-    catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options())))
+    let db = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options())))
         .map_err(|_| StoreError::Open(format!("{}: panicked on a fresh DB", dir.display())))?
-        .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))
+        .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+    Ok((db, true))
 }
 
-/// Bytes on disk under `dir` (LevelDB keeps a flat directory).
+/// Bytes on disk under a shard's directory: LevelDB's flat files plus the
+/// `blobs` subdirectory.
 pub fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    fn flat(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    flat(dir) + flat(&dir.join(BLOBS_DIR))
 }
+
+const BLOBS_DIR: &str = "blobs";
 
 impl Shard {
     /// Opens the shard; runs on the caller's thread so a startup failure is
@@ -202,7 +249,8 @@ impl Shard {
     pub fn open(cfg: ShardConfig) -> Result<Shard, StoreError> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
-        let db = open_or_recover(cfg.index, &cfg.dir)?;
+        let (db, _) = open_or_recover(cfg.index, &cfg.dir)?;
+        let blobs = Blobs::open(cfg.dir.join(BLOBS_DIR))?;
         Ok(Shard {
             index: cfg.index,
             dir: cfg.dir,
@@ -210,6 +258,9 @@ impl Shard {
             hot: cfg.hot,
             purges: cfg.purges,
             swept_span: None,
+            blobs,
+            live: HashMap::new(),
+            collecting: None,
         })
     }
 
@@ -230,9 +281,10 @@ impl Shard {
                 );
                 self.db = None;
                 self.hot.clear();
-                match open_or_recover(self.index, &self.dir) {
-                    Ok(db) => self.db = Some(db),
-                    Err(e) => tracing::error!(shard = self.index, error = %e, "shard is down"),
+                self.live.clear();
+                self.collecting = None;
+                if let Err(e) = self.open_db() {
+                    tracing::error!(shard = self.index, error = %e, "shard is down");
                 }
             }
         }
@@ -250,16 +302,32 @@ impl Shard {
     /// The open DB. A shard whose last (re)open failed, say for lack of file
     /// descriptors, tries again here, so it recovers once the cause passes.
     fn db(&mut self) -> Result<&mut DB, StoreError> {
-        if self.db.is_none() {
-            match open_or_recover(self.index, &self.dir) {
-                Ok(db) => self.db = Some(db),
-                Err(e) => {
-                    tracing::error!(shard = self.index, error = %e, "shard is unavailable");
-                    return Err(StoreError::Unavailable);
-                }
-            }
+        if self.db.is_none()
+            && let Err(e) = self.open_db()
+        {
+            tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+            return Err(StoreError::Unavailable);
         }
         self.db.as_mut().ok_or(StoreError::Unavailable)
+    }
+
+    /// Opens the DB; when the old files had to be moved aside, the blob
+    /// files went with them and the shard starts over with fresh ones.
+    fn open_db(&mut self) -> Result<(), StoreError> {
+        let (db, moved) = open_or_recover(self.index, &self.dir)?;
+        self.db = Some(db);
+        if moved {
+            self.reset_blobs()?;
+        }
+        Ok(())
+    }
+
+    fn reset_blobs(&mut self) -> Result<(), StoreError> {
+        self.hot.clear();
+        self.live.clear();
+        self.collecting = None;
+        self.blobs = Blobs::open(self.dir.join(BLOBS_DIR))?;
+        Ok(())
     }
 
     fn execute(&mut self, cmd: Command) {
@@ -306,9 +374,9 @@ impl Shard {
                 let _ = reply.send(self.clear());
             }
             Command::PutIfAbsent { key, record, reply } => {
-                let result = match self.get(&key) {
-                    Ok(Lookup::Hit(_)) => Ok(false),
-                    Ok(_) => self.put(key, record).map(|()| true),
+                let result = match self.live_at(&key) {
+                    Ok(Some(_)) => Ok(false),
+                    Ok(None) => self.put(key, record).map(|()| true),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
@@ -318,89 +386,166 @@ impl Shard {
                 expires_at,
                 reply,
             } => {
-                let result = match self.get(&key) {
-                    Ok(Lookup::Hit(rec)) => {
-                        self.put(key, Record { expires_at, ..rec }).map(|()| true)
-                    }
-                    Ok(_) => Ok(false),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.touch(&key, expires_at));
             }
             Command::Sweep { batch, reply } => {
                 let _ = reply.send(self.sweep(batch));
+            }
+            Command::Collect { budget, reply } => {
+                let _ = reply.send(self.collect(budget));
             }
             Command::Shutdown { .. } => unreachable!("handled by run"),
         }
     }
 
-    /// Reads an entry; an expired one is deleted here, a corrupt one is
-    /// logged and deleted. Either way the caller sees no value.
+    /// The decoded value at `key`, body not loaded. An unreadable value
+    /// reads as nothing here; [`Shard::get`] is where it gets deleted.
+    fn stored_at(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        Ok(self
+            .db()?
+            .get(key)
+            .and_then(|raw| Record::decode(&raw).ok()))
+    }
+
+    /// The unexpired value at `key`, body not loaded.
+    fn live_at(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        let now = now_ms();
+        Ok(self.stored_at(key)?.filter(|s| !s.record.is_expired(now)))
+    }
+
+    /// Reads an entry; an expired one is deleted here, a corrupt one (in
+    /// LevelDB or in its blob file) is logged and deleted. Either way the
+    /// caller sees no value.
     fn get(&mut self, key: &[u8]) -> Result<Lookup, StoreError> {
         let Some(raw) = self.db()?.get(key) else {
             return Ok(Lookup::Miss);
         };
-        match Record::decode(&raw) {
-            Ok(rec) if rec.is_expired(now_ms()) => {
+        let problem = match Record::decode(&raw) {
+            Ok(s) if s.record.is_expired(now_ms()) => {
                 self.remove(key)?;
-                Ok(Lookup::Expired)
+                return Ok(Lookup::Expired);
             }
-            Ok(rec) => {
-                self.hot.insert(Bytes::copy_from_slice(key), rec.clone());
-                Ok(Lookup::Hit(rec))
-            }
-            Err(e) => {
-                tracing::warn!(
-                    shard = self.index,
-                    key = %String::from_utf8_lossy(key),
-                    error = %e,
-                    "unreadable record; treating it as a miss and deleting it"
-                );
-                self.remove(key)?;
-                Ok(Lookup::Miss)
-            }
-        }
+            Ok(Stored { mut record, blob }) => match blob.map(|r| self.blobs.read(key, &r)) {
+                Some(Err(e)) => e.to_string(),
+                loaded => {
+                    if let Some(Ok(body)) = loaded {
+                        record.body = body;
+                    }
+                    self.hot.insert(Bytes::copy_from_slice(key), record.clone());
+                    return Ok(Lookup::Hit(record));
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(
+            shard = self.index,
+            key = %String::from_utf8_lossy(key),
+            error = %problem,
+            "unreadable record; treating it as a miss and deleting it"
+        );
+        self.remove(key)?;
+        Ok(Lookup::Miss)
     }
 
-    /// The live group record at `key`, if that is what is stored there.
-    fn group_at(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        Ok(self
+    /// Live bytes recorded for blob file `id`.
+    fn live_of(&mut self, id: u32) -> Result<u64, StoreError> {
+        if let Some(&n) = self.live.get(&id) {
+            return Ok(n);
+        }
+        let n = self
             .db()?
-            .get(key)
-            .and_then(|raw| Record::decode(&raw).ok())
-            .filter(|r| r.kind == Kind::Group))
+            .get(&keys::blob_live_key(id))
+            .and_then(|v| v.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)))
+            .unwrap_or(0);
+        self.live.insert(id, n);
+        Ok(n)
     }
 
-    /// Adds deleting a group's members to `batch`.
-    fn drop_members(&self, group_key: &[u8], group: &Record, batch: &mut WriteBatch) {
-        for m in group.group_members() {
-            let mut k = group_key.to_vec();
-            k.extend_from_slice(&m);
-            self.hot.remove(k.as_slice());
-            batch.delete(&k);
+    /// Reads the value `key` holds before `tx` changes it and takes its
+    /// blob bytes off the live count. Once per key per transaction: a later
+    /// call for the same key returns `None` without reading.
+    fn stage_old(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        if !tx.seen.insert(key.to_vec()) {
+            return Ok(None);
         }
+        let old = self.stored_at(key)?;
+        if let Some(r) = old.as_ref().and_then(|s| s.blob) {
+            *tx.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
+        }
+        Ok(old)
     }
 
-    fn add_record(batch: &mut WriteBatch, key: &[u8], record: &Record) {
-        batch.put(key, &record.encode());
+    /// Stages writing `record` at `key`: a large body is appended to a blob
+    /// file now and referenced from the record.
+    fn stage_write(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        self.stage_old(tx, key)?;
+        if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
+            let r = self.blobs.append(key, &record.body)?;
+            *tx.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
+            tx.batch.put(key, &record.encode_with_blob(&r));
+        } else {
+            tx.batch.put(key, &record.encode());
+        }
         if let Some(at) = record.expires_at {
-            batch.put(&keys::expiry_key(at, key), b"");
+            tx.batch.put(&keys::expiry_key(at, key), b"");
         }
+        Ok(())
     }
 
-    fn put(&mut self, key: Vec<u8>, record: Record) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        // A page that used to vary and no longer does: its variants go.
-        if record.kind == Kind::Http
-            && let Some(old) = self.group_at(&key)?
-        {
-            self.drop_members(&key, &old, &mut batch);
+    fn stage_delete(&mut self, tx: &mut Tx, key: &[u8]) -> Result<(), StoreError> {
+        self.stage_old(tx, key)?;
+        self.hot.remove(key);
+        tx.batch.delete(key);
+        Ok(())
+    }
+
+    /// Writes `tx` with the blob files' new live counts, in one batch.
+    fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
+        let Tx {
+            mut batch, live, ..
+        } = tx;
+        let mut counts = Vec::with_capacity(live.len());
+        for (id, delta) in live {
+            if delta != 0 {
+                let n = (self.live_of(id)? as i64 + delta).max(0) as u64;
+                batch.put(&keys::blob_live_key(id), &n.to_le_bytes());
+                counts.push((id, n));
+            }
         }
-        Self::add_record(&mut batch, &key, &record);
         // `sync` flushes the log to the OS on every write, so an acknowledged
         // write survives the process being killed (not a power loss: the
         // crate never fsyncs).
         self.db()?.write(batch, true)?;
+        self.live.extend(counts);
+        Ok(())
+    }
+
+    /// Stages deleting a group's members.
+    fn drop_members(
+        &mut self,
+        tx: &mut Tx,
+        group_key: &[u8],
+        group: &Record,
+    ) -> Result<(), StoreError> {
+        for m in group.group_members() {
+            let mut k = group_key.to_vec();
+            k.extend_from_slice(&m);
+            self.stage_delete(tx, &k)?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: Vec<u8>, record: Record) -> Result<(), StoreError> {
+        let mut tx = Tx::default();
+        let old = self.stage_old(&mut tx, &key)?;
+        // A page that used to vary and no longer does: its variants go.
+        if record.kind == Kind::Http
+            && let Some(old) = old.filter(|s| s.record.kind == Kind::Group)
+        {
+            self.drop_members(&mut tx, &key, &old.record)?;
+        }
+        self.stage_write(&mut tx, &key, &record)?;
+        self.commit(tx)?;
         self.hot.insert(Bytes::from(key), record);
         Ok(())
     }
@@ -412,10 +557,11 @@ impl Shard {
         group_meta: Bytes,
         record: Record,
     ) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+        let mut tx = Tx::default();
         let mut members = Vec::new();
         let mut expires_at = record.expires_at;
-        if let Some(old) = self.group_at(&group_key)? {
+        let old = self.stage_old(&mut tx, &group_key)?;
+        if let Some(old) = old.map(|s| s.record).filter(|r| r.kind == Kind::Group) {
             if old.meta == group_meta {
                 members = old.group_members();
                 // The group lives as long as its longest-lived member.
@@ -425,7 +571,7 @@ impl Shard {
                 };
             } else {
                 // Members keyed by other header names can never match again.
-                self.drop_members(&group_key, &old, &mut batch);
+                self.drop_members(&mut tx, &group_key, &old)?;
             }
         }
         if !members.iter().any(|m| m.as_ref() == member) {
@@ -440,35 +586,52 @@ impl Shard {
         };
         let mut member_key = group_key.clone();
         member_key.extend_from_slice(member);
-        Self::add_record(&mut batch, &group_key, &group);
-        Self::add_record(&mut batch, &member_key, &record);
-        self.db()?.write(batch, true)?;
+        self.stage_write(&mut tx, &group_key, &group)?;
+        self.stage_write(&mut tx, &member_key, &record)?;
+        self.commit(tx)?;
         self.hot.insert(Bytes::from(group_key), group);
         self.hot.insert(Bytes::from(member_key), record);
         Ok(())
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.hot.remove(key);
-        let mut batch = WriteBatch::default();
-        batch.delete(key);
-        self.db()?.write(batch, true)?;
-        Ok(())
+        let mut tx = Tx::default();
+        self.stage_delete(&mut tx, key)?;
+        self.commit(tx)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
-        let live = match self.get(key)? {
-            Lookup::Hit(rec) => Some(rec),
-            _ => None,
+        let mut tx = Tx::default();
+        let Some(old) = self.stage_old(&mut tx, key)? else {
+            return Ok(false);
         };
-        let Some(rec) = live else { return Ok(false) };
-        let mut batch = WriteBatch::default();
-        if rec.kind == Kind::Group {
-            self.drop_members(key, &rec, &mut batch);
+        if old.record.kind == Kind::Group {
+            self.drop_members(&mut tx, key, &old.record)?;
         }
-        self.hot.remove(key);
-        batch.delete(key);
+        self.stage_delete(&mut tx, key)?;
+        self.commit(tx)?;
+        Ok(!old.record.is_expired(now_ms()))
+    }
+
+    /// Gives a live entry a new deadline, keeping its body where it is.
+    fn touch(&mut self, key: &[u8], expires_at: Option<u64>) -> Result<bool, StoreError> {
+        let Some(Stored { record, blob }) = self.live_at(key)? else {
+            return Ok(false);
+        };
+        let record = Record {
+            expires_at,
+            ..record
+        };
+        let mut batch = WriteBatch::default();
+        match blob {
+            Some(r) => batch.put(key, &record.encode_with_blob(&r)),
+            None => batch.put(key, &record.encode()),
+        }
+        if let Some(at) = expires_at {
+            batch.put(&keys::expiry_key(at, key), b"");
+        }
         self.db()?.write(batch, true)?;
+        self.hot.remove(key);
         Ok(true)
     }
 
@@ -497,22 +660,18 @@ impl Shard {
         let found = found?;
         let now = now_ms();
         let mut deleted = 0;
-        let mut batch = WriteBatch::default();
+        let mut tx = Tx::default();
         for key in &found {
             // Only live entries count; expired ones go too but quietly.
-            let live = self
-                .db()?
-                .get(key)
-                .and_then(|raw| Record::decode(&raw).ok())
-                .is_some_and(|r| !r.is_expired(now));
-            deleted += u64::from(live);
-            self.hot.remove(key.as_slice());
-            batch.delete(key);
+            let old = self.stage_old(&mut tx, key)?;
+            deleted += u64::from(old.is_some_and(|s| !s.record.is_expired(now)));
+            self.stage_delete(&mut tx, key)?;
         }
         if !found.is_empty() {
-            self.db()?.write(batch, true)?;
+            self.commit(tx)?;
             let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
             self.compact_span(prefix, &end)?;
+            self.drop_dead_files()?;
         }
         Ok(deleted)
     }
@@ -529,7 +688,7 @@ impl Shard {
                     if !k.starts_with(prefix) {
                         break;
                     }
-                    if Record::decode(&v).is_ok_and(|r| !r.is_expired(now)) {
+                    if Record::decode(&v).is_ok_and(|s| !s.record.is_expired(now)) {
                         n += 1;
                     }
                     if !it.advance() {
@@ -554,6 +713,7 @@ impl Shard {
         // Reopened whatever happened above (db() retries later if not).
         std::fs::create_dir_all(&self.dir)?;
         self.db()?;
+        self.reset_blobs()?;
         renamed?;
         std::fs::remove_dir_all(&doomed)?;
         Ok(())
@@ -592,18 +752,15 @@ impl Shard {
         }
         scan?;
         let mut removed = 0;
-        let mut wb = WriteBatch::default();
+        let mut tx = Tx::default();
         for row in &due {
             let Some((at, entry)) = keys::parse_expiry_key(row) else {
                 continue;
             };
-            let current = self.db()?.get(entry).map(|raw| Record::decode(&raw));
+            let current = self.stored_at(entry)?;
             // The row is stale unless the entry still carries this deadline.
-            if let Some(Ok(rec)) = current
-                && rec.expires_at == Some(at)
-            {
-                self.hot.remove(entry);
-                wb.delete(entry);
+            if current.is_some_and(|s| s.record.expires_at == Some(at)) {
+                self.stage_delete(&mut tx, entry)?;
                 removed += 1;
                 let span = self
                     .swept_span
@@ -615,17 +772,131 @@ impl Shard {
                     span.1 = entry.to_vec();
                 }
             }
-            wb.delete(row);
+            tx.batch.delete(row);
         }
         if !due.is_empty() {
-            self.db()?.write(wb, true)?;
+            self.commit(tx)?;
         }
         if !more && let Some((from, to)) = self.swept_span.take() {
             self.compact_span(&from, &to)?;
             // The index rows just deleted sit at the front of the `x` range.
             self.compact_span(&[EXPIRY_TAG], &keys::expiry_key(now, &[]))?;
+            self.drop_dead_files()?;
         }
         Ok((removed, more))
+    }
+
+    /// Deletes the blob files no record references any more (rolling the
+    /// active file if it is one of them).
+    fn drop_dead_files(&mut self) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for id in self.blobs.files()? {
+            if self.live_of(id)? == 0 && self.collecting.is_none_or(|(c, _)| c != id) {
+                freed += self.drop_file(id)?;
+            }
+        }
+        Ok(freed)
+    }
+
+    fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
+        let len = self.blobs.file_len(id).unwrap_or(0);
+        self.blobs.remove(id)?;
+        self.live.remove(&id);
+        let mut batch = WriteBatch::default();
+        batch.delete(&keys::blob_live_key(id));
+        self.db()?.write(batch, true)?;
+        Ok(len)
+    }
+
+    /// The blob file that most needs collecting: the least live share,
+    /// under [`COLLECT_BELOW`]. The active file qualifies only once it
+    /// holds [`ACTIVE_DEAD_MIN`] dead bytes; it is rolled first.
+    fn pick_collectable(&mut self) -> Result<Option<u32>, StoreError> {
+        let mut best: Option<(f64, u32)> = None;
+        for id in self.blobs.files()? {
+            let len = self.blobs.file_len(id)?;
+            let live = self.live_of(id)?;
+            if len == 0
+                || self.blobs.active_id() == Some(id) && len - live.min(len) < ACTIVE_DEAD_MIN
+            {
+                continue;
+            }
+            let share = live as f64 / len as f64;
+            if share < COLLECT_BELOW && best.is_none_or(|(b, _)| share < b) {
+                best = Some((share, id));
+            }
+        }
+        if let Some((_, id)) = best
+            && self.blobs.active_id() == Some(id)
+        {
+            self.blobs.roll();
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
+    /// One step of blob garbage collection: walks the file being collected
+    /// from where the last step stopped, copies each entry a record still
+    /// references to the active file (re-pointing the record), and deletes
+    /// the file once the walk reaches its end.
+    /// Walks at most `budget` bytes per step so the shard's queue never
+    /// waits long.
+    fn collect(&mut self, budget: u64) -> Result<(u64, bool), StoreError> {
+        let mut freed = self.drop_dead_files()?;
+        let (id, mut offset) = match self.collecting {
+            Some(c) => c,
+            None => match self.pick_collectable()? {
+                Some(id) => (id, 0),
+                None => return Ok((freed, false)),
+            },
+        };
+        let mut tx = Tx::default();
+        let mut scanned = 0u64;
+        let mut done = false;
+        while scanned < budget {
+            let entry = match self.blobs.entry_at(id, offset) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    done = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = self.index, file = id, error = %e, "reading a blob file to collect it");
+                    done = true;
+                    break;
+                }
+            };
+            scanned += entry.next - entry.offset;
+            offset = entry.next;
+            let owner = self.stored_at(&entry.key)?.filter(|s| {
+                s.blob
+                    .is_some_and(|r| r.file == id && r.offset == entry.offset)
+            });
+            let Some(Stored {
+                record,
+                blob: Some(old),
+            }) = owner
+            else {
+                continue;
+            };
+            self.stage_old(&mut tx, &entry.key)?;
+            let (file, at) = self.blobs.append_stored(&entry.key, &entry.stored)?;
+            let moved = super::record::BlobRef {
+                file,
+                offset: at,
+                ..old
+            };
+            *tx.live.entry(file).or_default() += moved.entry_len(entry.key.len()) as i64;
+            tx.batch.put(&entry.key, &record.encode_with_blob(&moved));
+        }
+        self.commit(tx)?;
+        if done {
+            self.collecting = None;
+            freed += self.drop_file(id)?;
+            Ok((freed, self.pick_collectable()?.is_some()))
+        } else {
+            self.collecting = Some((id, offset));
+            Ok((freed, true))
+        }
     }
 
     /// Closes and reopens the DB: the only way to make rusty-leveldb drop

@@ -1,0 +1,365 @@
+//! A shard's blob files: append-only files holding bodies too large to keep
+//! inline in LevelDB (the value log of WiscKey).
+//!
+//! Why: rusty-leveldb compacts inside `put` and `get`, and a compaction
+//! rewrites every value in the tables it merges. With 20 KB pages stored
+//! inline, each compaction moved megabytes and stalled its shard for up to
+//! seconds. With bodies here, LevelDB holds a few hundred bytes per page
+//! (headers, deadline, a [`BlobRef`]), so compactions are small and short,
+//! and a page is written once instead of once per level.
+//!
+//! The byte layout is defined in `store::record`. This module only does the
+//! I/O: append an entry to the active file, read one back by reference,
+//! walk a file's entries for the garbage collector, delete a file. Which
+//! entries are still referenced, and how many live bytes each file holds,
+//! is the shard's business: that lives in LevelDB, next to the references.
+//!
+//! Crash safety follows LevelDB's: entries are written to the OS before the
+//! record pointing at them, and nothing is fsynced. A crash can leave an
+//! unreferenced entry or a torn tail; neither is ever read (no record points
+//! there), and the active file after a restart is always a new one.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::record::{
+    BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, check_blob_entry,
+    decode_blob_entry_header, encode_blob_entry,
+};
+
+/// A file stops taking appends past this size: big enough that a 100 GB
+/// cache is ~1,500 files per shard, small enough that collecting one is a
+/// bounded piece of work.
+pub const FILE_MAX: u64 = 64 << 20;
+/// Read handles kept open per shard; beyond it the least recent go.
+const OPEN_READERS: usize = 256;
+/// Limits that make a damaged entry header read as "end of file" instead
+/// of a huge allocation.
+const KEY_MAX: usize = 64 << 10;
+const STORED_MAX: usize = 1 << 30;
+
+/// Why a blob could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("blob entry: {0}")]
+    Damaged(#[from] DecodeError),
+    #[error("blob body does not decompress to its recorded length")]
+    Decompress,
+}
+
+/// One entry found while walking a file.
+pub struct Entry {
+    pub offset: u64,
+    pub key: Vec<u8>,
+    pub stored: Vec<u8>,
+    /// Where the next entry starts.
+    pub next: u64,
+}
+
+struct Active {
+    id: u32,
+    file: File,
+    len: u64,
+}
+
+/// The blob files of one shard, owned by its thread.
+pub struct Blobs {
+    dir: PathBuf,
+    next_id: u32,
+    active: Option<Active>,
+    readers: HashMap<u32, (File, u64)>,
+    /// Bumped per read; the stamp decides which reader to close first.
+    clock: u64,
+    encoder: snap::raw::Encoder,
+    decoder: snap::raw::Decoder,
+}
+
+fn file_name(id: u32) -> String {
+    format!("{id:08}.blob")
+}
+
+fn parse_name(name: &str) -> Option<u32> {
+    name.strip_suffix(".blob")?.parse().ok()
+}
+
+impl Blobs {
+    /// Opens `dir` (creating it). Appends always start a new file, so a
+    /// torn tail left by a crash is never written after.
+    pub fn open(dir: PathBuf) -> io::Result<Blobs> {
+        std::fs::create_dir_all(&dir)?;
+        let next_id = Self::list(&dir)?.into_iter().max().map_or(1, |m| m + 1);
+        Ok(Blobs {
+            dir,
+            next_id,
+            active: None,
+            readers: HashMap::new(),
+            clock: 0,
+            encoder: snap::raw::Encoder::new(),
+            decoder: snap::raw::Decoder::new(),
+        })
+    }
+
+    fn list(dir: &Path) -> io::Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            if let Some(id) = e?.file_name().to_str().and_then(parse_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Every blob file id, oldest first.
+    pub fn files(&self) -> io::Result<Vec<u32>> {
+        Self::list(&self.dir)
+    }
+
+    fn path(&self, id: u32) -> PathBuf {
+        self.dir.join(file_name(id))
+    }
+
+    /// The id of the file taking appends, if one is open.
+    pub fn active_id(&self) -> Option<u32> {
+        self.active.as_ref().map(|a| a.id)
+    }
+
+    /// Size of file `id` in bytes.
+    pub fn file_len(&self, id: u32) -> io::Result<u64> {
+        match &self.active {
+            Some(a) if a.id == id => Ok(a.len),
+            _ => Ok(std::fs::metadata(self.path(id))?.len()),
+        }
+    }
+
+    /// Stops appending to the active file; the next append opens a new one.
+    pub fn roll(&mut self) {
+        self.active = None;
+    }
+
+    /// Compresses `body` when that saves at least an eighth, and appends it
+    /// as `key`'s entry.
+    pub fn append(&mut self, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
+        let compressed = self.encoder.compress_vec(body).ok();
+        let (codec, stored) = match &compressed {
+            Some(c) if c.len() <= body.len() - body.len() / 8 => (Codec::Snappy, c.as_slice()),
+            _ => (Codec::None, body),
+        };
+        let (file, offset) = self.append_stored(key, stored)?;
+        Ok(BlobRef {
+            file,
+            offset,
+            stored_len: stored.len() as u32,
+            body_len: body.len() as u32,
+            codec,
+        })
+    }
+
+    /// Appends an already-encoded body; returns (file id, offset).
+    pub fn append_stored(&mut self, key: &[u8], stored: &[u8]) -> io::Result<(u32, u64)> {
+        if self.active.as_ref().is_some_and(|a| a.len >= FILE_MAX) {
+            self.active = None;
+        }
+        if self.active.is_none() {
+            let id = self.next_id;
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(self.path(id))?;
+            file.write_all(&BLOB_FILE_MAGIC)?;
+            self.next_id += 1;
+            self.active = Some(Active {
+                id,
+                file,
+                len: BLOB_FILE_MAGIC.len() as u64,
+            });
+        }
+        let entry = encode_blob_entry(key, stored);
+        let Some(active) = self.active.as_mut() else {
+            return Err(io::Error::other("no active blob file"));
+        };
+        if let Err(e) = active.file.write_all(&entry) {
+            // How much of the entry landed is unknown: never append after it.
+            self.active = None;
+            return Err(e);
+        }
+        let offset = active.len;
+        active.len += entry.len() as u64;
+        Ok((active.id, offset))
+    }
+
+    fn reader(&mut self, id: u32) -> io::Result<&File> {
+        self.clock += 1;
+        if !self.readers.contains_key(&id) {
+            if self.readers.len() >= OPEN_READERS {
+                let oldest = self.readers.iter().min_by_key(|(_, (_, t))| *t);
+                if let Some((&old, _)) = oldest {
+                    self.readers.remove(&old);
+                }
+            }
+            let file = File::open(self.path(id))?;
+            self.readers.insert(id, (file, self.clock));
+        }
+        let clock = self.clock;
+        let (file, stamp) = self
+            .readers
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::other("blob reader vanished"))?;
+        *stamp = clock;
+        Ok(file)
+    }
+
+    /// Reads `key`'s body through `r`, checking that the entry is `key`'s,
+    /// intact, and decompresses to the recorded length.
+    pub fn read(&mut self, key: &[u8], r: &BlobRef) -> Result<Bytes, BlobError> {
+        let len = r.entry_len(key.len()) as usize;
+        let mut buf = vec![0u8; len];
+        self.reader(r.file)?.read_exact_at(&mut buf, r.offset)?;
+        let stored = check_blob_entry(&buf, key)?;
+        if stored.len() != r.stored_len as usize {
+            return Err(BlobError::Damaged(DecodeError::BadBlobRef));
+        }
+        let body = match r.codec {
+            Codec::None => {
+                let start = BLOB_ENTRY_HEADER + key.len();
+                buf.drain(..start);
+                buf
+            }
+            Codec::Snappy => match snap::raw::decompress_len(stored) {
+                Ok(n) if n == r.body_len as usize => self
+                    .decoder
+                    .decompress_vec(stored)
+                    .map_err(|_| BlobError::Decompress)?,
+                _ => return Err(BlobError::Decompress),
+            },
+        };
+        if body.len() != r.body_len as usize {
+            return Err(BlobError::Decompress);
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// The entry starting at `offset` in file `id`, or `None` at the end of
+    /// the file or at a header that cannot be an entry's (a torn tail).
+    pub fn entry_at(&mut self, id: u32, offset: u64) -> io::Result<Option<Entry>> {
+        let offset = offset.max(BLOB_FILE_MAGIC.len() as u64);
+        let file = self.reader(id)?;
+        let mut header = [0u8; BLOB_ENTRY_HEADER];
+        match file.read_exact_at(&mut header, offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let (k, s, _) = decode_blob_entry_header(&header);
+        if k > KEY_MAX || s > STORED_MAX {
+            return Ok(None);
+        }
+        let mut rest = vec![0u8; k + s];
+        match file.read_exact_at(&mut rest, offset + BLOB_ENTRY_HEADER as u64) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let stored = rest.split_off(k);
+        Ok(Some(Entry {
+            offset,
+            key: rest,
+            stored,
+            next: offset + (BLOB_ENTRY_HEADER + k + s) as u64,
+        }))
+    }
+
+    /// Deletes file `id` (rolling first if it is the active one).
+    pub fn remove(&mut self, id: u32) -> io::Result<()> {
+        if self.active_id() == Some(id) {
+            self.active = None;
+        }
+        self.readers.remove(&id);
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn html(n: usize) -> Vec<u8> {
+        let row = b"<tr><td class=\"name\">station</td><td>12.5</td></tr>\n";
+        row.iter().copied().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn appended_bodies_read_back_compressed_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Blobs::open(dir.path().join("blobs")).unwrap();
+        let page = html(20_000);
+        let r = b.append(b"p/a", &page).unwrap();
+        assert_eq!(r.codec, Codec::Snappy);
+        assert!(r.stored_len < 5_000);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..5_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let r2 = b.append(b"p/b", &noise).unwrap();
+        assert_eq!(r2.codec, Codec::None, "incompressible bodies stay raw");
+        assert_eq!(b.read(b"p/a", &r).unwrap(), page);
+        assert_eq!(b.read(b"p/b", &r2).unwrap(), noise);
+        assert!(b.read(b"p/b", &r).is_err(), "never another key's body");
+    }
+
+    #[test]
+    fn entries_walk_in_order_and_stop_at_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let r1 = b.append(b"k1", &html(3_000)).unwrap();
+        let r2 = b.append(b"k2", &html(4_000)).unwrap();
+        let id = r1.file;
+        let e1 = b.entry_at(id, 0).unwrap().unwrap();
+        assert_eq!((e1.key.as_slice(), e1.offset), (&b"k1"[..], r1.offset));
+        let e2 = b.entry_at(id, e1.next).unwrap().unwrap();
+        assert_eq!((e2.key.as_slice(), e2.offset), (&b"k2"[..], r2.offset));
+        assert!(b.entry_at(id, e2.next).unwrap().is_none());
+
+        // A crash mid-append: the tail is cut short.
+        let path = dir.path().join(file_name(id));
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 10).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        assert!(b.entry_at(id, e1.next).unwrap().is_none());
+        assert!(b.read(b"k2", &r2).is_err());
+        assert_eq!(b.read(b"k1", &r1).unwrap(), html(3_000));
+        // After a restart appends go to a new file.
+        let r3 = b.append(b"k3", &html(100)).unwrap();
+        assert_eq!(r3.file, id + 1);
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let r = b.append(b"k", &html(10_000)).unwrap();
+        let path = dir.path().join(file_name(r.file));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = (r.offset + r.entry_len(1) / 2) as usize;
+        bytes[mid] ^= 0x20;
+        std::fs::write(&path, bytes).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        assert!(matches!(b.read(b"k", &r), Err(BlobError::Damaged(_))));
+    }
+}
