@@ -4,43 +4,52 @@
 (X-Bigcache-TTL) and by nginx (Cache-Control). GET /__count returns how many
 page requests it has answered."""
 import argparse
+import random
+import zlib
 import http.server
 import socket
 import threading
 import time
 
 WORDS = ("dataset table column value annual report region population index "
-         "series monthly survey statistics source license update download").split()
+         "series monthly survey statistics source license update download north "
+         "south east west central district station river county total mean").split()
+VARIANTS = 64
+_tables = {}
 
 
-_rows = {}
-
-
-def _table(size: int) -> str:
-    """~size bytes of table rows, built once: generating 20 KB per request
-    in Python would make the origin, not the caches, the bottleneck."""
-    if size not in _rows:
-        parts, n, i = [], 0, 0
+def _table(seed: int, size: int) -> str:
+    """~size bytes of table rows like a dataset page's: markup repeats, the
+    names and figures do not, so each page compresses like real HTML (no
+    better). Built once per variant: generating 20 KB per request in Python
+    would make the origin, not the caches, the bottleneck."""
+    key = (seed % VARIANTS, size)
+    if key not in _tables:
+        rnd = random.Random(key[0])
+        parts, n = [], 0
         while n < size:
-            w = WORDS[(i * 7) % len(WORDS)]
-            row = f"<tr><td>{w}</td><td>{(i * 7919) % 100000}</td><td>{WORDS[i % 5]}</td></tr>\n"
+            name = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 3)))
+            row = (f'<tr class="row"><td class="name"><a href="/dataset/{rnd.randint(1, 99999)}/">'
+                   f'{name}</a></td><td class="num">{rnd.uniform(0, 10000):.2f}</td>'
+                   f'<td class="num">{rnd.randint(0, 10**6)}</td><td>{rnd.choice(WORDS)}</td></tr>\n')
             parts.append(row)
             n += len(row)
-            i += 1
-        _rows[size] = "".join(parts)
-    return _rows[size]
+        _tables[key] = "".join(parts)
+    return _tables[key]
 
 
 def page(path: str, size: int) -> bytes:
-    """An HTML-like page of `size` bytes whose head names `path` (so every
-    page differs) and whose body compresses like real HTML tables."""
+    """An HTML page of `size` bytes whose head names `path` (so every page
+    differs), with one of VARIANTS table bodies chosen by the path."""
     head = f"<html><head><title>{path}</title></head><body><h1>{path}</h1><table>\n"
-    return (head + _table(size)).encode()[:size]
+    seed = zlib.crc32(path.encode())
+    return (head + _table(seed, size)).encode()[:size]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     count = 0
+    last = 0.0
     lock = threading.Lock()
 
     def log_message(self, *args):
@@ -53,8 +62,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self):
-        if self.path == "/__count":
-            body = str(Handler.count).encode()
+        if self.path in ("/__count", "/__last"):
+            # /__last: when the last page answer was sent (unix seconds), so
+            # the stampede scenario can time waiters against the origin.
+            value = Handler.count if self.path == "/__count" else Handler.last
+            body = str(value).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -72,6 +84,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Bigcache-TTL", "1h")
         self.end_headers()
         self.wfile.write(body)
+        Handler.last = time.time()
 
 
 def main():

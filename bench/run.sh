@@ -54,7 +54,7 @@ start_origin() { # port delay
 
 start_bigcache() { # name api proxy origin
     taskset -c 0 target/release/bigcache --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
-        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null &
+        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null 2>"$work/$1.log" &
     pids+=($!)
     echo $! >"$work/$1.pid"
     wait_http "http://127.0.0.1:$2/healthz"

@@ -276,12 +276,22 @@ impl Blobs {
         }))
     }
 
-    /// Deletes file `id` (rolling first if it is the active one).
-    pub fn remove(&mut self, id: u32) -> io::Result<()> {
+    /// Stops using file `id`: no more appends to it, its read handle closed.
+    pub fn forget(&mut self, id: u32) {
         if self.active_id() == Some(id) {
             self.active = None;
         }
         self.readers.remove(&id);
+    }
+
+    /// Closes every read handle (the files may have been replaced).
+    pub fn forget_readers(&mut self) {
+        self.readers.clear();
+    }
+
+    /// Deletes file `id` (rolling first if it is the active one).
+    pub fn remove(&mut self, id: u32) -> io::Result<()> {
+        self.forget(id);
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

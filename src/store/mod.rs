@@ -5,13 +5,19 @@
 //!  async callers ──► Store::get ──► hot tier hit? ──yes──► Record (no thread hop)
 //!                       │ no
 //!                       ▼
-//!      shard = crc32(key) % N ──bounded channel──► shard thread (owns one LevelDB)
+//!      shard = crc32(key) % N ──bounded channel──► shard thread (owns one LevelDB
+//!                       │                           and the shard's blob files)
+//!                       │ shard busy, or late            │ every written batch
+//!                       ▼                                ▼
+//!                  mirror thread (a second LevelDB, same entries, read-only role)
 //! ```
 //!
 //! - [`record`]: the versioned on-disk formats (LevelDB records, blob files).
 //! - [`keys`]: the key-space layout (namespaces, expiry index, blob counts).
 //! - [`shard`]: a LevelDB instance and the thread that owns it.
 //! - [`blobs`]: the shard's append-only files for large bodies.
+//! - [`mirror`]: each shard's read replica, so reads never wait for a
+//!   compaction.
 //!
 //! Why shards: rusty-leveldb runs compaction inside `put`/`get`, stalling the
 //! calling thread for up to seconds. With N independent DBs on N threads, a
@@ -26,18 +32,21 @@
 
 mod blobs;
 pub mod keys;
+mod mirror;
 mod purges;
 pub mod record;
 mod shard;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use keys::Namespace;
+use mirror::{MirrorCommand, MirrorHandle};
 pub use record::{Kind, Record};
 use shard::{Command, Shard, ShardConfig};
 
@@ -100,6 +109,10 @@ pub struct StoreConfig {
 struct ShardHandle {
     tx: mpsc::Sender<Command>,
     hot: Arc<Hot>,
+    mirror: MirrorHandle,
+    /// When the shard thread's current command started ([`shard::clock_us`]),
+    /// 0 while idle.
+    busy: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -113,6 +126,11 @@ pub struct Store {
 }
 
 const META_FILE: &str = "bigcache.meta";
+/// How long a cold read waits on a busy or slow shard thread before the
+/// mirror is asked: well above a normal cold read (~0.1 ms), well below a
+/// compaction (tens of ms).
+const HEDGE_AFTER: Duration = Duration::from_millis(3);
+const HEDGE_AFTER_US: u64 = 3_000;
 /// Blob bytes walked per garbage-collection step: a few milliseconds of
 /// work, so requests queued behind it barely notice.
 const COLLECT_STEP: u64 = 2 << 20;
@@ -165,9 +183,12 @@ impl Store {
                 hot_each.max(1),
                 ByBytes,
             ));
-            let shard = Shard::open(ShardConfig {
+            let busy = Arc::new(AtomicU64::new(0));
+            let (shard, mirror) = Shard::open(ShardConfig {
                 index,
                 dir: cfg.dir.join(format!("shard-{index:02}")),
+                mirror_dir: cfg.dir.join(format!("mirror-{index:02}")),
+                busy: busy.clone(),
                 hot: hot.clone(),
                 purges: purges.clone(),
             })?;
@@ -178,6 +199,8 @@ impl Store {
             shards.push(ShardHandle {
                 tx,
                 hot,
+                mirror,
+                busy,
                 thread: std::sync::Mutex::new(Some(thread)),
             });
         }
@@ -196,9 +219,9 @@ impl Store {
         &self.shards[keys::shard_of(key, self.shards.len())]
     }
 
-    async fn call<T>(
-        tx: &mpsc::Sender<Command>,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    async fn call<C, T>(
+        tx: &mpsc::Sender<C>,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> C,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         tx.send(make(reply))
@@ -219,7 +242,62 @@ impl Store {
             let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
             return Ok(Lookup::Expired);
         }
-        Self::call(&shard.tx, |reply| Command::Get { key, reply }).await
+        Self::cold_get(shard, key).await
+    }
+
+    /// A read the hot tier could not answer. It goes to the shard thread,
+    /// unless that thread has been on one command for [`HEDGE_AFTER`]
+    /// (a compaction, most likely): then to the mirror. A shard answer
+    /// still missing after [`HEDGE_AFTER`] is asked of the mirror as well,
+    /// and the first answer wins. The mirror has every acknowledged write,
+    /// so either answer is current.
+    async fn cold_get(shard: &ShardHandle, key: Vec<u8>) -> Result<Lookup, StoreError> {
+        if !shard.mirror.usable() {
+            return Self::call(&shard.tx, |reply| Command::Get { key, reply }).await;
+        }
+        let busy_since = shard.busy.load(Ordering::Acquire);
+        if busy_since != 0 && shard::clock_us().saturating_sub(busy_since) >= HEDGE_AFTER_US {
+            let from_mirror = Self::call(&shard.mirror.tx, |reply| MirrorCommand::Get {
+                key: key.clone(),
+                reply,
+            })
+            .await;
+            if let Ok(found) = from_mirror {
+                return Ok(found);
+            }
+        }
+        let (reply, mut from_shard) = oneshot::channel();
+        shard
+            .tx
+            .send(Command::Get {
+                key: key.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        let late = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await;
+        let late = match late {
+            Ok(answer) => return answer.map_err(|_| StoreError::Unavailable)?,
+            Err(_) => true,
+        };
+        let (reply, mut from_mirror) = oneshot::channel();
+        if late
+            && shard
+                .mirror
+                .tx
+                .try_send(MirrorCommand::Get { key, reply })
+                .is_ok()
+        {
+            tokio::select! {
+                answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
+                answer = &mut from_mirror => {
+                    if let Ok(Ok(found)) = answer {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        from_shard.await.map_err(|_| StoreError::Unavailable)?
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
@@ -394,10 +472,14 @@ impl Store {
         Ok(total)
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk (mirrors included: their tables
+    /// are mostly hard links to the shards', counted twice here).
     pub fn disk_bytes(&self) -> u64 {
         (0..self.shards.len())
-            .map(|i| shard::dir_size(&self.dir.join(format!("shard-{i:02}"))))
+            .map(|i| {
+                shard::dir_size(&self.dir.join(format!("shard-{i:02}")))
+                    + shard::dir_size(&self.dir.join(format!("mirror-{i:02}")))
+            })
             .sum()
     }
 
@@ -438,5 +520,115 @@ pub async fn run_sweeper(
             Ok(n) => tracing::info!(removed = n, "expiry sweep"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            dir: dir.to_path_buf(),
+            shards: 1,
+            // No hot tier: every read goes to a shard thread or its mirror.
+            hot_bytes: 0,
+            queue_depth: 64,
+        }
+    }
+
+    fn record(body: &[u8]) -> Record {
+        Record {
+            kind: Kind::Bytes,
+            created_at: now_ms(),
+            expires_at: None,
+            meta: Bytes::new(),
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    async fn stall(store: &Store, ms: u64) {
+        store.shards[0]
+            .tx
+            .send(Command::Stall(Duration::from_millis(ms)))
+            .await
+            .unwrap();
+        // Let the shard thread pick it up and pass the hedge threshold.
+        tokio::time::sleep(HEDGE_AFTER * 2).await;
+    }
+
+    /// Reads a key while the shard thread is held for 2 s; returns what was
+    /// read and how long it took.
+    async fn read_while_stalled(store: &Store, key: &[u8]) -> (Option<Bytes>, Duration) {
+        stall(store, 2_000).await;
+        let t = Instant::now();
+        let found = match store.get(Namespace::Value, key).await.unwrap() {
+            Lookup::Hit(r) => Some(r.body),
+            _ => None,
+        };
+        (found, t.elapsed())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_for_a_busy_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        let page = vec![b'x'; 20_000];
+        store
+            .put(Namespace::Value, b"big", record(&page))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Value, b"small", record(b"s"))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Value, b"gone", record(b"g"))
+            .await
+            .unwrap();
+        assert!(store.delete(Namespace::Value, b"gone").await.unwrap());
+
+        let (found, took) = read_while_stalled(&store, b"big").await;
+        assert_eq!(
+            found.as_deref(),
+            Some(&page[..]),
+            "blob body via the mirror"
+        );
+        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        let (found, _) = read_while_stalled(&store, b"small").await;
+        assert_eq!(found.as_deref(), Some(&b"s"[..]));
+        let (found, took) = read_while_stalled(&store, b"gone").await;
+        assert_eq!(found, None, "an acknowledged delete is seen by the mirror");
+        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        store.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mirror_follows_clears_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        store
+            .put(Namespace::Value, b"a", record(b"1"))
+            .await
+            .unwrap();
+        store.clear().await.unwrap();
+        let (found, _) = read_while_stalled(&store, b"a").await;
+        assert_eq!(found, None, "cleared");
+        store
+            .put(Namespace::Value, b"b", record(&[b'y'; 5_000]))
+            .await
+            .unwrap();
+        store.shutdown().await;
+
+        let store = Store::open(&config(dir.path())).unwrap();
+        let (found, took) = read_while_stalled(&store, b"b").await;
+        assert_eq!(
+            found.as_deref(),
+            Some(&[b'y'; 5_000][..]),
+            "rebuilt at start"
+        );
+        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        store.shutdown().await;
     }
 }

@@ -35,11 +35,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::Blobs;
 use super::keys::{self, EXPIRY_TAG};
+use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink, Op};
 use super::purges::PurgeLog;
 use super::record::{INLINE_MAX, Kind, Record, Stored};
 use super::{Hot, Lookup, StoreError, now_ms};
@@ -115,11 +118,43 @@ pub enum Command {
     },
     /// Flushes and closes the DB; the thread exits after replying.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Holds the thread as a long compaction would (tests of the mirror).
+    #[cfg(test)]
+    Stall(std::time::Duration),
 }
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Get { .. } => "get",
+            Command::Put { .. } => "put",
+            Command::PutIfAbsent { .. } => "put-if-absent",
+            Command::Touch { .. } => "touch",
+            Command::PutPage { .. } => "put-page",
+            Command::Delete { .. } => "delete",
+            Command::DeleteIfExpired { .. } => "delete-if-expired",
+            Command::DeletePrefix { .. } => "delete-prefix",
+            Command::Count { .. } => "count",
+            Command::Clear { .. } => "clear",
+            Command::Sweep { .. } => "sweep",
+            Command::Collect { .. } => "collect",
+            Command::Shutdown { .. } => "shutdown",
+            #[cfg(test)]
+            Command::Stall(_) => "stall",
+        }
+    }
+}
+
+/// A command taking longer than this is logged: it held up its shard.
+const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub struct ShardConfig {
     pub index: usize,
     pub dir: PathBuf,
+    /// Where the read mirror keeps its copy of the LevelDB files.
+    pub mirror_dir: PathBuf,
+    /// Set to when the running command started (see [`busy_since`]).
+    pub busy: Arc<AtomicU64>,
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
 }
@@ -138,16 +173,35 @@ pub struct Shard {
     live: HashMap<u32, u64>,
     /// The blob file being collected and the offset reached.
     collecting: Option<(u32, u64)>,
+    mirror: Option<MirrorLink>,
+    busy: Arc<AtomicU64>,
+}
+
+/// Microseconds since the process's first call, plus one: a command start
+/// stamp that is never 0 (0 means idle).
+pub fn clock_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 /// Changes staged for one atomic LevelDB write: the batch, plus how the
 /// live bytes of each blob file move with it.
 #[derive(Default)]
 struct Tx {
-    batch: WriteBatch,
+    ops: Vec<Op>,
     live: HashMap<u32, i64>,
     /// Keys whose previous value is already accounted for in `live`.
     seen: HashSet<Vec<u8>>,
+}
+
+impl Tx {
+    fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.ops.push((key.to_vec(), Some(value)));
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.ops.push((key.to_vec(), None));
+    }
 }
 
 /// A blob file is collected once less than this share of it is live.
@@ -156,22 +210,32 @@ const COLLECT_BELOW: f64 = 0.5;
 /// collected: below this, collecting costs more than it frees.
 const ACTIVE_DEAD_MIN: u64 = 8 << 20;
 
-fn db_options() -> Options {
+/// LevelDB options for a shard (and, with another write buffer, for its
+/// mirror). LevelDB holds records and page metadata only (bodies are in
+/// blob files): a few hundred bytes per page, so its caches stay small.
+pub(super) fn db_options(write_buffer: usize) -> Options {
     // The info LOG lists every table after each compaction and only rotates
     // on open; our own tracing says what matters, so LevelDB's goes nowhere.
     let sink = rusty_leveldb::infolog::Logger(Box::new(std::io::sink()));
     Options {
         create_if_missing: true,
         log: Some(std::rc::Rc::new(std::cell::RefCell::new(sink))),
-        // Snappy: HTML compresses ~1.85x; off by default in rusty-leveldb.
+        // Snappy for inline values and metadata; off by default.
         compressor: 1,
-        // Fewer, larger tables: a 100 GB cache would otherwise be ~50,000
-        // files against a 1,024-entry table cache.
-        max_file_size: 8 << 20,
+        // rusty-leveldb counts this in blocks (capacity / block size), so
+        // with 4 KiB blocks it is also about the bytes it holds.
+        block_cache_capacity_bytes: 2 << 20,
+        write_buffer_size: write_buffer,
+        // Smaller tables make each compaction step smaller.
+        max_file_size: 2 << 20,
         max_open_files: 2048,
         ..Options::default()
     }
 }
+
+const WRITE_BUFFER: usize = 4 << 20;
+/// Batches the mirror may lag behind before the shard waits for it.
+const MIRROR_QUEUE: usize = 4096;
 
 /// Opens the DB at `dir`. A lock error (another process has it) is fatal; any
 /// other failure or a panic inside rusty-leveldb means the files are damaged,
@@ -180,7 +244,7 @@ fn db_options() -> Options {
 /// Returns the DB and whether the old files were moved aside (their blob
 /// files went with them).
 fn open_or_recover(index: usize, dir: &Path) -> Result<(DB, bool), StoreError> {
-    let attempt = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options())));
+    let attempt = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options(WRITE_BUFFER))));
     let problem = match attempt {
         Ok(Ok(db)) => return Ok((db, false)),
         Ok(Err(e)) if e.code == StatusCode::LockError => {
@@ -219,7 +283,7 @@ fn open_or_recover(index: usize, dir: &Path) -> Result<(DB, bool), StoreError> {
     );
     std::fs::rename(dir, &aside)
         .map_err(|e| StoreError::Open(format!("moving {} aside: {e}", dir.display())))?;
-    let db = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options())))
+    let db = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options(WRITE_BUFFER))))
         .map_err(|_| StoreError::Open(format!("{}: panicked on a fresh DB", dir.display())))?
         .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
     Ok((db, true))
@@ -246,12 +310,29 @@ const BLOBS_DIR: &str = "blobs";
 impl Shard {
     /// Opens the shard; runs on the caller's thread so a startup failure is
     /// reported before the server accepts anything.
-    pub fn open(cfg: ShardConfig) -> Result<Shard, StoreError> {
+    pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
         let (db, _) = open_or_recover(cfg.index, &cfg.dir)?;
         let blobs = Blobs::open(cfg.dir.join(BLOBS_DIR))?;
-        Ok(Shard {
+        // Built while the shard is open and idle, from its files.
+        let healthy = Arc::new(AtomicBool::new(false));
+        let mirror = Mirror::open(
+            cfg.index,
+            cfg.dir.clone(),
+            cfg.mirror_dir,
+            cfg.dir.join(BLOBS_DIR),
+            healthy.clone(),
+        )?;
+        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(format!("bigcache-mirror-{:02}", cfg.index))
+            .spawn(move || mirror.run(rx))?;
+        let handle = MirrorHandle {
+            tx: tx.clone(),
+            healthy,
+        };
+        let shard = Shard {
             index: cfg.index,
             dir: cfg.dir,
             db: Some(db),
@@ -261,7 +342,13 @@ impl Shard {
             blobs,
             live: HashMap::new(),
             collecting: None,
-        })
+            mirror: Some(MirrorLink {
+                tx,
+                thread: Some(thread),
+            }),
+            busy: cfg.busy,
+        };
+        Ok((shard, handle))
     }
 
     /// The thread body: executes commands until shutdown or until every
@@ -270,11 +357,27 @@ impl Shard {
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.blocking_recv() {
             if let Command::Shutdown { reply } = cmd {
-                self.close();
+                self.shut_down();
                 let _ = reply.send(());
                 return;
             }
-            if catch_unwind(AssertUnwindSafe(|| self.execute(cmd))).is_err() {
+            let name = cmd.name();
+            let started = Instant::now();
+            self.busy.store(clock_us(), Ordering::Release);
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.execute(cmd)));
+            self.busy.store(0, Ordering::Release);
+            let took = started.elapsed();
+            if took >= SLOW_COMMAND {
+                // Usually a LevelDB compaction run inline: everything queued
+                // for this shard waited this long.
+                tracing::warn!(
+                    shard = self.index,
+                    command = name,
+                    took_ms = took.as_millis() as u64,
+                    "slow store command"
+                );
+            }
+            if outcome.is_err() {
                 tracing::error!(
                     shard = self.index,
                     "panic inside LevelDB; reopening the shard"
@@ -288,7 +391,7 @@ impl Shard {
                 }
             }
         }
-        self.close();
+        self.shut_down();
     }
 
     fn close(&mut self) {
@@ -297,6 +400,42 @@ impl Shard {
         {
             tracing::warn!(shard = self.index, error = %e, "closing shard");
         }
+    }
+
+    /// Closes the DB and stops the mirror: the end of the shard.
+    fn shut_down(&mut self) {
+        self.close();
+        if let Some(mut m) = self.mirror.take() {
+            m.shutdown();
+        }
+    }
+
+    /// Rebuilds the mirror from the shard's current files.
+    fn reset_mirror(&mut self) {
+        if let Some(m) = &self.mirror {
+            m.reset();
+        }
+    }
+
+    /// Writes `ops` in one batch, then forwards them to the mirror, before
+    /// the caller acknowledges anything: a read the mirror answers after an
+    /// acknowledged write sees it.
+    fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in &ops {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        // `sync` flushes the log to the OS on every write, so an acknowledged
+        // write survives the process being killed (not a power loss: the
+        // crate never fsyncs).
+        self.db()?.write(batch, true)?;
+        if let Some(m) = &self.mirror {
+            m.send(MirrorCommand::Apply(ops));
+        }
+        Ok(())
     }
 
     /// The open DB. A shard whose last (re)open failed, say for lack of file
@@ -322,11 +461,14 @@ impl Shard {
         Ok(())
     }
 
+    /// After the shard's files were replaced: fresh blob files, an empty
+    /// hot tier, and a mirror rebuilt from the new files.
     fn reset_blobs(&mut self) -> Result<(), StoreError> {
         self.hot.clear();
         self.live.clear();
         self.collecting = None;
         self.blobs = Blobs::open(self.dir.join(BLOBS_DIR))?;
+        self.reset_mirror();
         Ok(())
     }
 
@@ -395,6 +537,8 @@ impl Shard {
                 let _ = reply.send(self.collect(budget));
             }
             Command::Shutdown { .. } => unreachable!("handled by run"),
+            #[cfg(test)]
+            Command::Stall(d) => std::thread::sleep(d),
         }
     }
 
@@ -482,12 +626,12 @@ impl Shard {
         if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
             let r = self.blobs.append(key, &record.body)?;
             *tx.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
-            tx.batch.put(key, &record.encode_with_blob(&r));
+            tx.put(key, record.encode_with_blob(&r));
         } else {
-            tx.batch.put(key, &record.encode());
+            tx.put(key, record.encode());
         }
         if let Some(at) = record.expires_at {
-            tx.batch.put(&keys::expiry_key(at, key), b"");
+            tx.put(&keys::expiry_key(at, key), Vec::new());
         }
         Ok(())
     }
@@ -495,27 +639,25 @@ impl Shard {
     fn stage_delete(&mut self, tx: &mut Tx, key: &[u8]) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
         self.hot.remove(key);
-        tx.batch.delete(key);
+        tx.delete(key);
         Ok(())
     }
 
     /// Writes `tx` with the blob files' new live counts, in one batch.
     fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
-        let Tx {
-            mut batch, live, ..
-        } = tx;
+        let Tx { mut ops, live, .. } = tx;
         let mut counts = Vec::with_capacity(live.len());
         for (id, delta) in live {
             if delta != 0 {
                 let n = (self.live_of(id)? as i64 + delta).max(0) as u64;
-                batch.put(&keys::blob_live_key(id), &n.to_le_bytes());
+                ops.push((
+                    keys::blob_live_key(id).to_vec(),
+                    Some(n.to_le_bytes().to_vec()),
+                ));
                 counts.push((id, n));
             }
         }
-        // `sync` flushes the log to the OS on every write, so an acknowledged
-        // write survives the process being killed (not a power loss: the
-        // crate never fsyncs).
-        self.db()?.write(batch, true)?;
+        self.write(ops)?;
         self.live.extend(counts);
         Ok(())
     }
@@ -622,15 +764,15 @@ impl Shard {
             expires_at,
             ..record
         };
-        let mut batch = WriteBatch::default();
+        let mut tx = Tx::default();
         match blob {
-            Some(r) => batch.put(key, &record.encode_with_blob(&r)),
-            None => batch.put(key, &record.encode()),
+            Some(r) => tx.put(key, record.encode_with_blob(&r)),
+            None => tx.put(key, record.encode()),
         }
         if let Some(at) = expires_at {
-            batch.put(&keys::expiry_key(at, key), b"");
+            tx.put(&keys::expiry_key(at, key), Vec::new());
         }
-        self.db()?.write(batch, true)?;
+        self.write(tx.ops)?;
         self.hot.remove(key);
         Ok(true)
     }
@@ -772,7 +914,7 @@ impl Shard {
                     span.1 = entry.to_vec();
                 }
             }
-            tx.batch.delete(row);
+            tx.delete(row);
         }
         if !due.is_empty() {
             self.commit(tx)?;
@@ -798,13 +940,20 @@ impl Shard {
         Ok(freed)
     }
 
+    /// Deletes blob file `id`. The mirror deletes it, after the batches
+    /// that moved entries out of it, so it never reads a vanished file.
     fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
         let len = self.blobs.file_len(id).unwrap_or(0);
-        self.blobs.remove(id)?;
+        self.blobs.forget(id);
         self.live.remove(&id);
-        let mut batch = WriteBatch::default();
-        batch.delete(&keys::blob_live_key(id));
-        self.db()?.write(batch, true)?;
+        self.write(vec![(keys::blob_live_key(id).to_vec(), None)])?;
+        let handed = self
+            .mirror
+            .as_ref()
+            .is_some_and(|m| m.send(MirrorCommand::DropBlobFile(id)));
+        if !handed {
+            self.blobs.remove(id)?;
+        }
         Ok(len)
     }
 
@@ -886,7 +1035,7 @@ impl Shard {
                 ..old
             };
             *tx.live.entry(file).or_default() += moved.entry_len(entry.key.len()) as i64;
-            tx.batch.put(&entry.key, &record.encode_with_blob(&moved));
+            tx.put(&entry.key, record.encode_with_blob(&moved));
         }
         self.commit(tx)?;
         if done {
