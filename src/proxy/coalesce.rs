@@ -10,6 +10,11 @@
 //!
 //! A permit dropped without an outcome (its task panicked or was cancelled)
 //! publishes `Pass` from `Drop`, so no waiter can hang on a dead leader.
+//!
+//! A leader that has a page to store [`Permit::announce`]s it first: the
+//! waiters are served at once, and requests arriving while the page is
+//! being written join the finished flight instead of missing in the store
+//! and fetching it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,12 +47,15 @@ type Slot = watch::Receiver<Option<Outcome>>;
 
 #[derive(Default)]
 pub struct Coalescer {
-    flights: Mutex<HashMap<Vec<u8>, Slot>>,
+    /// Each flight's slot and the store's purge point when it started.
+    flights: Mutex<HashMap<Vec<u8>, (Slot, u64)>>,
 }
 
 pub enum Role {
     Leader(Permit),
-    Waiter(Slot),
+    /// The flight's slot and its purge point: a page purged after it may
+    /// not be served from this flight.
+    Waiter(Slot, u64),
 }
 
 /// The right, and the duty, to fetch one key and publish the outcome.
@@ -56,23 +64,28 @@ pub struct Permit {
     tx: watch::Sender<Option<Outcome>>,
     owner: Arc<Coalescer>,
     done: bool,
+    announced: bool,
+    generation: u64,
 }
 
 impl Coalescer {
-    /// Joins the flight for `key`, or starts one.
-    pub fn join(self: &Arc<Self>, key: &[u8]) -> Role {
+    /// Joins the flight for `key`, or starts one at purge point
+    /// `generation` (`Store::purge_point`, read by the caller just before).
+    pub fn join(self: &Arc<Self>, key: &[u8], generation: u64) -> Role {
         // A std mutex: held for a map lookup only, never across an await.
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = flights.get(key) {
-            return Role::Waiter(rx.clone());
+        if let Some((rx, started)) = flights.get(key) {
+            return Role::Waiter(rx.clone(), *started);
         }
         let (tx, rx) = watch::channel(None);
-        flights.insert(key.to_vec(), rx);
+        flights.insert(key.to_vec(), (rx, generation));
         Role::Leader(Permit {
             key: key.to_vec(),
             tx,
             owner: self.clone(),
             done: false,
+            announced: false,
+            generation,
         })
     }
 
@@ -97,9 +110,27 @@ impl Permit {
         self.tx.subscribe()
     }
 
+    /// The purge point the flight started at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Publishes the outcome and ends the flight.
     pub fn finish(mut self, outcome: Outcome) {
         self.publish(outcome);
+    }
+
+    /// Publishes the outcome but keeps the flight open until [`Permit::end`]
+    /// (or drop): later arrivals get this outcome immediately.
+    pub fn announce(&mut self, outcome: Outcome) {
+        self.announced = true;
+        self.tx.send_replace(Some(outcome));
+    }
+
+    /// Ends an announced flight: from now on, requests read the store.
+    pub fn end(mut self) {
+        self.done = true;
+        self.owner.remove(&self.key);
     }
 
     fn publish(&mut self, outcome: Outcome) {
@@ -113,7 +144,10 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.done {
+        if self.announced && !self.done {
+            self.done = true;
+            self.owner.remove(&self.key);
+        } else if !self.done {
             self.publish(Outcome::Pass);
         }
     }
@@ -134,12 +168,12 @@ mod tests {
     #[tokio::test]
     async fn one_leader_many_waiters() {
         let c = Arc::new(Coalescer::default());
-        let Role::Leader(permit) = c.join(b"k") else {
+        let Role::Leader(permit) = c.join(b"k", 0) else {
             panic!("first must lead")
         };
         let waiters: Vec<_> = (0..10)
-            .map(|_| match c.join(b"k") {
-                Role::Waiter(s) => tokio::spawn(wait(s)),
+            .map(|_| match c.join(b"k", 0) {
+                Role::Waiter(s, _) => tokio::spawn(wait(s)),
                 Role::Leader(_) => panic!("second leader"),
             })
             .collect();
@@ -149,21 +183,43 @@ mod tests {
         for w in waiters {
             assert!(matches!(w.await.unwrap(), Outcome::Pass));
         }
-        assert!(matches!(c.join(b"k"), Role::Leader(_)));
+        assert!(matches!(c.join(b"k", 0), Role::Leader(_)));
     }
 
     #[tokio::test]
     async fn dropped_leader_releases_waiters() {
         let c = Arc::new(Coalescer::default());
-        let Role::Leader(permit) = c.join(b"k") else {
+        let Role::Leader(permit) = c.join(b"k", 0) else {
             panic!()
         };
-        let Role::Waiter(slot) = c.join(b"k") else {
+        let Role::Waiter(slot, _) = c.join(b"k", 0) else {
             panic!()
         };
         let waiter = tokio::spawn(wait(slot));
         drop(permit);
         assert!(matches!(waiter.await.unwrap(), Outcome::Pass));
         assert!(!c.in_flight(b"k"));
+    }
+
+    #[tokio::test]
+    async fn announced_outcomes_reach_late_arrivals_until_the_end() {
+        let c = Arc::new(Coalescer::default());
+        let Role::Leader(mut permit) = c.join(b"k", 0) else {
+            panic!()
+        };
+        let Role::Waiter(early, _) = c.join(b"k", 0) else {
+            panic!()
+        };
+        permit.announce(Outcome::Pass);
+        assert!(matches!(wait(early).await, Outcome::Pass));
+        // Still in flight (the leader is storing): a newcomer waits on it
+        // and is answered at once.
+        let Role::Waiter(late, _) = c.join(b"k", 0) else {
+            panic!("a new leader would fetch the page again")
+        };
+        assert!(matches!(wait(late).await, Outcome::Pass));
+        permit.end();
+        assert!(!c.in_flight(b"k"));
+        assert!(matches!(c.join(b"k", 0), Role::Leader(_)));
     }
 }

@@ -376,7 +376,7 @@ impl Proxy {
                 .pass_through(parts, upstream::empty(), CacheStatus::Miss)
                 .await;
         }
-        match self.coalescer.join(&group) {
+        match self.coalescer.join(&group, self.store.purge_point()) {
             Role::Leader(permit) => {
                 let slot = permit.subscribe();
                 let (handoff_tx, handoff_rx) = oneshot::channel();
@@ -399,8 +399,17 @@ impl Proxy {
                     outcome = coalesce::wait(slot) => self.answer(outcome, parts, true).await,
                 }
             }
-            Role::Waiter(slot) => {
+            Role::Waiter(slot, generation) => {
                 let outcome = coalesce::wait(slot).await;
+                // Purged since the flight began (it may have been announced
+                // before the purge): its page must not be served any more.
+                if matches!(outcome, Outcome::Entry { .. })
+                    && self.store.purged_since(Namespace::Page, &group, generation)
+                {
+                    return self
+                        .pass_through(parts, upstream::empty(), CacheStatus::Miss)
+                        .await;
+                }
                 self.answer(outcome, parts, false).await
             }
         }
@@ -447,7 +456,7 @@ impl Proxy {
 
     /// Starts one background refresh of a stale entry unless one runs.
     fn refresh_in_background(self: &Arc<Self>, parts: &Parts, group: &[u8], found: &Found) {
-        if let Role::Leader(permit) = self.coalescer.join(group) {
+        if let Role::Leader(permit) = self.coalescer.join(group, self.store.purge_point()) {
             let this = self.clone();
             let parts = clone_parts(parts);
             let group = group.to_vec();
@@ -472,7 +481,7 @@ impl Proxy {
         permit: coalesce::Permit,
         handoff: Option<oneshot::Sender<Response<Body>>>,
     ) {
-        let generation = self.store.purge_point();
+        let generation = permit.generation();
         let mut up = clone_parts(&parts);
         up.method = Method::GET;
         for h in &CONDITIONALS {
@@ -593,17 +602,20 @@ impl Proxy {
 
         let entry = Arc::new(self.new_entry(rp.status, rp.headers, bytes, &storable, now));
         self.pass.remove(&group);
+        // Everyone waiting is served now; nobody waits for the disk write.
+        let mut permit = permit;
+        permit.announce(Outcome::Entry {
+            entry: entry.clone(),
+            variant: variant.clone(),
+            stale: false,
+            revalidated: false,
+        });
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
         // those waiting for it, and not stored (decided in the shard).
         self.store_entry(&group, &names, variant.as_deref(), &entry, generation)
             .await;
-        permit.finish(Outcome::Entry {
-            entry,
-            variant,
-            stale: false,
-            revalidated: false,
-        });
+        permit.end();
     }
 
     /// Gives an uncacheable response to the client that led the fetch (a

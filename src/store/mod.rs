@@ -346,6 +346,11 @@ impl Store {
         self.purges.now()
     }
 
+    /// Whether the entry at `key` was purged after point `since`.
+    pub fn purged_since(&self, ns: Namespace, key: &[u8], since: u64) -> bool {
+        self.purges.purged_since(&keys::entry_key(ns, key), since)
+    }
+
     /// Stores a page (under `group`, or as variant `member` of it) unless
     /// it was purged after `since`; returns whether it was stored.
     pub async fn put_page(
