@@ -175,6 +175,11 @@ pub struct Shard {
     collecting: Option<(u32, u64)>,
     mirror: Option<MirrorLink>,
     busy: Arc<AtomicU64>,
+    /// Hashes of keys read from disk once recently (see [`Shard::admit`]).
+    seen: HashSet<u64>,
+    /// How many keys `seen` holds before it starts over: about as many as
+    /// the shard's hot tier holds pages.
+    seen_max: usize,
 }
 
 /// Microseconds since the process's first call, plus one: a command start
@@ -315,6 +320,7 @@ impl Shard {
             .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
         let (db, _) = open_or_recover(cfg.index, &cfg.dir)?;
         let blobs = Blobs::open(cfg.dir.join(BLOBS_DIR))?;
+        let shard_hot_capacity = cfg.hot.capacity();
         // Built while the shard is open and idle, from its files.
         let healthy = Arc::new(AtomicBool::new(false));
         let mirror = Mirror::open(
@@ -347,6 +353,8 @@ impl Shard {
                 thread: Some(thread),
             }),
             busy: cfg.busy,
+            seen: HashSet::new(),
+            seen_max: (shard_hot_capacity / 16_384).clamp(256, 1 << 16) as usize,
         };
         Ok((shard, handle))
     }
@@ -575,7 +583,9 @@ impl Shard {
                     if let Some(Ok(body)) = loaded {
                         record.body = body;
                     }
-                    self.hot.insert(Bytes::copy_from_slice(key), record.clone());
+                    if self.admit(key) {
+                        self.hot.insert(Bytes::copy_from_slice(key), record.clone());
+                    }
                     return Ok(Lookup::Hit(record));
                 }
             },
@@ -589,6 +599,26 @@ impl Shard {
         );
         self.remove(key)?;
         Ok(Lookup::Miss)
+    }
+
+    /// Whether a page read from disk goes into the hot tier: only on its
+    /// second read within the last `seen_max` or so cold reads. With a
+    /// long tail of pages read once, admitting every read only churned the
+    /// tier (each insert evicting a page that was about to be read again)
+    /// and cost throughput; pages read twice are the ones worth RAM.
+    /// Freshly stored entries are always admitted (see `put`).
+    fn admit(&mut self, key: &[u8]) -> bool {
+        use std::hash::{BuildHasher, RandomState};
+        static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let h = HASHER.get_or_init(RandomState::new).hash_one(key);
+        if self.seen.remove(&h) {
+            return true;
+        }
+        if self.seen.len() >= self.seen_max {
+            self.seen.clear();
+        }
+        self.seen.insert(h);
+        false
     }
 
     /// Live bytes recorded for blob file `id`.
