@@ -49,7 +49,6 @@ def page(path: str, size: int) -> bytes:
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     count = 0
-    last = 0.0
     lock = threading.Lock()
 
     def log_message(self, *args):
@@ -62,11 +61,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self):
-        if self.path in ("/__count", "/__last"):
-            # /__last: when the last page answer was sent (unix seconds), so
-            # the stampede scenario can time waiters against the origin.
-            value = Handler.count if self.path == "/__count" else Handler.last
-            body = str(value).encode()
+        if self.path == "/__count":
+            body = str(Handler.count).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -84,7 +80,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Bigcache-TTL", "1h")
         self.end_headers()
         self.wfile.write(body)
-        Handler.last = time.time()
 
 
 def main():

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Requests /<prefix>/0 .. /<prefix>/<n-1> once each through a cache, with
-several keep-alive connections, so every page is stored. Prints the rate."""
+"""Requests /<prefix>/<start> .. /<prefix>/<n-1> once each through a cache,
+with several keep-alive connections, so every page is stored. Prints the
+rate. Arguments: host port prefix n [workers [start]]."""
 import http.client
 import sys
 import threading
@@ -8,12 +9,13 @@ import time
 
 host, port, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 workers = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+start = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 errors = []
 
 
 def work(k):
     conn = http.client.HTTPConnection(host, port, timeout=60)
-    for i in range(k, n, workers):
+    for i in range(start + k, n, workers):
         conn.request("GET", f"/{prefix}/{i}")
         r = conn.getresponse()
         r.read()
@@ -28,4 +30,4 @@ for th in threads:
 for th in threads:
     th.join()
 dt = time.time() - t
-print(f"  stored {n} pages in {dt:.0f} s ({n / dt:.0f}/s), {len(errors)} errors")
+print(f"  stored {n - start} pages in {dt:.0f} s ({(n - start) / dt:.0f}/s), {len(errors)} errors")

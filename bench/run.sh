@@ -13,9 +13,13 @@
 #             than the hot tier holds, while a writer adds 200 new pages/s
 #             through the same server (not in the default set: populating
 #             takes minutes)
+#   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
+#             pages: RSS, disk against raw page bytes, and startup time to
+#             the first served hit (not in the default set: 1M pages take
+#             ~5 minutes and ~6 GB of disk)
 #
 # Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
-# COLD_PAGES (200000), WRITE_RATE (200).
+# COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000").
 # Servers run on core 0, wrk on core 1 (see shared notes on benchmarking):
 # check the machine is otherwise idle, compare within one run.
 set -euo pipefail
@@ -52,13 +56,21 @@ start_origin() { # port delay
     wait_http "http://127.0.0.1:$1/__count"
 }
 
-start_bigcache() { # name api proxy origin
+launch_bigcache() { # name api proxy origin
     taskset -c 0 target/release/bigcache --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
-        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null 2>"$work/$1.log" &
+        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null 2>>"$work/$1.log" &
     pids+=($!)
     echo $! >"$work/$1.pid"
+}
+
+start_bigcache() { # name api proxy origin
+    launch_bigcache "$@"
     wait_http "http://127.0.0.1:$2/healthz"
 }
+
+# Store commands that held a shard thread >= 20 ms (compactions); readers
+# were answered by the shard's mirror meanwhile.
+slow_commands() { grep -c "slow store command" "$work/$1.log" || true; }
 
 start_nginx() { # port origin
     mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
@@ -127,9 +139,9 @@ scenario_stampede() {
     start_nginx "$n_port" "$o"
     local before
     before=$(origin_count "$o")
-    echo "  bigcache: $(python3 bench/stampede.py "http://127.0.0.1:$b_proxy/stampede/1" 100), origin requests: $(($(origin_count "$o") - before))"
+    echo "  bigcache: $(python3 bench/stampede.py "http://127.0.0.1:$b_proxy/stampede/1" 100 200), origin requests: $(($(origin_count "$o") - before))"
     before=$(origin_count "$o")
-    echo "  nginx:    $(python3 bench/stampede.py "http://127.0.0.1:$n_port/stampede/1" 100), origin requests: $(($(origin_count "$o") - before))"
+    echo "  nginx:    $(python3 bench/stampede.py "http://127.0.0.1:$n_port/stampede/1" 100 200), origin requests: $(($(origin_count "$o") - before))"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
@@ -172,7 +184,7 @@ scenario_cold() {
     start_nginx "$n_port" "$o"
     echo "  populating bigcache:"; python3 bench/populate.py 127.0.0.1 "$b_proxy" cold "$pages"
     echo "  populating nginx:";    python3 bench/populate.py 127.0.0.1 "$n_port" cold "$pages"
-    echo "  bigcache data dir: $(du -sh "$work/cold" | cut -f1); nginx cache dir: $(du -sh "$work/nginx-cache" | cut -f1)"
+    echo "  raw pages: $((pages * SIZE / 1048576)) MiB; bigcache data dir: $(du -sm "$work/cold" | cut -f1) MiB; nginx cache dir: $(du -sm "$work/nginx-cache" | cut -f1) MiB"
     cat >"$work/cold.lua" <<LUA
 math.randomseed(11)
 request = function() return wrk.format("GET", "/cold/" .. math.random(0, $pages - 1)) end
@@ -183,11 +195,51 @@ LUA
         if [ $target = bigcache ]; then port=$b_proxy; pid=$(cat "$work/cold.pid"); else port=$n_port; pid=$(cat "$work/nginx.pid"); fi
         taskset -c 1 python3 bench/writer.py 127.0.0.1 "$port" "$rate" "$secs" "new-$target" >"$work/writer.txt" &
         local wpid=$!
+        local slow_before
+        slow_before=$(slow_commands cold)
         row "$target" "$work/cold.lua" "http://127.0.0.1:$port" "$pid" "$o"
         wait $wpid
         echo "  $(cat "$work/writer.txt")"
+        [ $target = bigcache ] && echo "  shard commands held >= 20 ms by compaction during the run: $(($(slow_commands cold) - slow_before))"
     done
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+}
+
+scenario_scale() {
+    local sizes=${SCALE_PAGES:-"10000 100000 1000000"} o api proxy have=0 pid
+    echo "== scale: bigcache grown to each size (pages of $SIZE bytes, hot tier 128 MiB); target RSS <= 64 MB + 128 MiB = 198 MB"
+    o=$(free_port); api=$(free_port); proxy=$(free_port)
+    start_origin "$o" 0
+    start_bigcache scale "$api" "$proxy" "$o"
+    printf "%-9s %10s %10s %9s %9s %9s %8s %11s\n" pages RSS-full RSS-reads disk-MiB raw-MiB disk/raw req/s startup-ms
+    for n in $sizes; do
+        python3 bench/populate.py 127.0.0.1 "$proxy" scale "$n" 16 "$have" >"$work/populate.txt"
+        have=$n
+        pid=$(cat "$work/scale.pid")
+        local full reads out rps disk raw startup t0
+        full=$(($(rss_kib "$pid") / 1024))
+        cat >"$work/scale.lua" <<LUA
+math.randomseed(13)
+request = function() return wrk.format("GET", "/scale/" .. math.random(0, $n - 1)) end
+LUA
+        cat "$work/scale.lua" "$work/report.lua" >"$work/run.lua"
+        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "http://127.0.0.1:$proxy" | grep '^RESULT')
+        read -r _ rps _ <<<"$out"
+        reads=$(($(rss_kib "$pid") / 1024))
+        # du counts the mirrors' hard-linked tables once, as the disk does.
+        disk=$(du -sm "$work/scale" | cut -f1)
+        raw=$((n * SIZE / 1048576))
+        # Restart: SIGTERM, wait for the exit, time a fresh start to its
+        # first hit on a page stored before the restart.
+        kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        t0=$(date +%s%N)
+        launch_bigcache scale "$api" "$proxy" "$o"
+        startup=$(python3 bench/first_hit.py "http://127.0.0.1:$proxy/scale/$((n / 2))" "$t0")
+        printf "%-9s %10s %10s %9s %9s %9s %8s %11s\n" "$n" "${full}MB" "${reads}MB" "$disk" "$raw" \
+            "$(awk "BEGIN {printf \"%.2f\", $disk / $raw}")" "$rps" "$startup"
+    done
+    echo "  (nginx's cache loader walks its cache directory after a restart: about a minute for 1M pages, per the issue)"
 }
 
 for s in "${scenarios[@]}"; do
