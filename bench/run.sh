@@ -184,6 +184,8 @@ scenario_cold() {
     start_nginx "$n_port" "$o"
     echo "  populating bigcache:"; python3 bench/populate.py 127.0.0.1 "$b_proxy" cold "$pages"
     echo "  populating nginx:";    python3 bench/populate.py 127.0.0.1 "$n_port" cold "$pages"
+    # Write back what populating dirtied, so neither server's run pays for it.
+    sync; sleep 2
     echo "  raw pages: $((pages * SIZE / 1048576)) MiB; bigcache data dir: $(du -sm "$work/cold" | cut -f1) MiB; nginx cache dir: $(du -sm "$work/nginx-cache" | cut -f1) MiB"
     cat >"$work/cold.lua" <<LUA
 math.randomseed(11)
@@ -215,6 +217,7 @@ scenario_scale() {
     for n in $sizes; do
         python3 bench/populate.py 127.0.0.1 "$proxy" scale "$n" 16 "$have" >"$work/populate.txt"
         have=$n
+        sync
         pid=$(cat "$work/scale.pid")
         local full reads out rps disk raw startup t0
         full=$(($(rss_kib "$pid") / 1024))

@@ -95,6 +95,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
         cfg.sweep_batch,
         stop_rx.clone(),
     ));
+    let trimmer = tokio::spawn(crate::alloc::trim_periodically(stop_rx.clone()));
     let app = api::router(ApiState {
         store: store.clone(),
         stats: Arc::new(Stats::default()),
@@ -125,6 +126,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
     };
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = trimmer.await;
     let _ = proxy_task.await;
     store.shutdown().await;
     tracing::info!("store closed");

@@ -44,6 +44,11 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            // A full disk: the write was refused whole (no record points at
+            // a partial blob), and the client can tell it from a bug.
+            ApiError::Store(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,5 +72,28 @@ impl IntoResponse for ApiError {
             );
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_other_store_failures_500_or_503() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            ApiError::Store(StoreError::Io(full)).status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            ApiError::Store(StoreError::Io(other)).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::Store(StoreError::Unavailable).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -841,7 +841,14 @@ async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Collected, 
             }
         }
     }
-    Ok(Collected::Whole(buf.freeze()))
+    // The buffer grew by doubling; a page kept in the hot tier should pin
+    // its own size, not up to twice that (the tier's budget counts length).
+    let whole = if buf.capacity() - buf.len() > buf.len() / 8 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    };
+    Ok(Collected::Whole(whole))
 }
 
 /// A body that yields `prefix`, then the rest of an upstream body: what a

@@ -184,7 +184,7 @@ impl Mirror {
 }
 
 /// Different from the shard's, so the two rarely compact at once.
-const MIRROR_WRITE_BUFFER: usize = 3 << 20;
+const MIRROR_WRITE_BUFFER: usize = 3 << 19;
 
 /// Replaces `to` with a copy of the LevelDB files in `from`: tables are
 /// hard-linked (they never change), the manifest, `CURRENT` and logs copied.

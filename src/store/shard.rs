@@ -229,7 +229,7 @@ pub(super) fn db_options(write_buffer: usize) -> Options {
         compressor: 1,
         // rusty-leveldb counts this in blocks (capacity / block size), so
         // with 4 KiB blocks it is also about the bytes it holds.
-        block_cache_capacity_bytes: 2 << 20,
+        block_cache_capacity_bytes: 1 << 20,
         write_buffer_size: write_buffer,
         // Smaller tables make each compaction step smaller.
         max_file_size: 2 << 20,
@@ -238,7 +238,9 @@ pub(super) fn db_options(write_buffer: usize) -> Options {
     }
 }
 
-const WRITE_BUFFER: usize = 4 << 20;
+/// Memtable size: LevelDB keeps up to two per DB (one being flushed), and
+/// every shard has two DBs (see `store::mirror`).
+const WRITE_BUFFER: usize = 2 << 20;
 /// Batches the mirror may lag behind before the shard waits for it.
 const MIRROR_QUEUE: usize = 4096;
 
