@@ -325,21 +325,34 @@ impl Shard {
         let shard_hot_capacity = cfg.hot.capacity();
         // Built while the shard is open and idle, from its files.
         let healthy = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
+        // Without its mirror a shard still serves everything, only reads
+        // then wait out its compactions: worth a loud log, not a refusal
+        // to start.
         let mirror = Mirror::open(
             cfg.index,
             cfg.dir.clone(),
             cfg.mirror_dir,
             cfg.dir.join(BLOBS_DIR),
             healthy.clone(),
-        )?;
-        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name(format!("bigcache-mirror-{:02}", cfg.index))
-            .spawn(move || mirror.run(rx))?;
-        let handle = MirrorHandle {
-            tx: tx.clone(),
-            healthy,
+        )
+        .and_then(|m| {
+            std::thread::Builder::new()
+                .name(format!("bigcache-mirror-{:02}", cfg.index))
+                .spawn(move || m.run(rx))
+                .map_err(StoreError::from)
+        });
+        let link = match mirror {
+            Ok(thread) => Some(MirrorLink {
+                tx: tx.clone(),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                tracing::error!(shard = cfg.index, error = %e, "no read mirror for this shard");
+                None
+            }
         };
+        let handle = MirrorHandle { tx, healthy };
         let shard = Shard {
             index: cfg.index,
             dir: cfg.dir,
@@ -350,10 +363,7 @@ impl Shard {
             blobs,
             live: HashMap::new(),
             collecting: None,
-            mirror: Some(MirrorLink {
-                tx,
-                thread: Some(thread),
-            }),
+            mirror: link,
             busy: cfg.busy,
             seen: HashSet::new(),
             seen_max: (shard_hot_capacity / 16_384).clamp(256, 1 << 16) as usize,
