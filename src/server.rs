@@ -18,6 +18,9 @@ use crate::store::{self, Store, StoreConfig};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory beyond the hot tier before free heap pages are handed back (see
+/// `alloc`): four shards, their mirrors and the runtime use ~45 MB.
+const BASE_MEMORY: u64 = 56 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -95,7 +98,10 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
         cfg.sweep_batch,
         stop_rx.clone(),
     ));
-    let trimmer = tokio::spawn(crate::alloc::trim_periodically(stop_rx.clone()));
+    let trimmer = tokio::spawn(crate::alloc::trim_over(
+        cfg.hot_cache_size + BASE_MEMORY,
+        stop_rx.clone(),
+    ));
     let app = api::router(ApiState {
         store: store.clone(),
         stats: Arc::new(Stats::default()),
