@@ -39,6 +39,18 @@ use super::{Lookup, StoreError, now_ms};
 /// One change to a key: a value to put, or `None` to delete.
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
+/// The LevelDB batch applying `ops` in order.
+pub fn batch_of(ops: &[Op]) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for (k, v) in ops {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    batch
+}
+
 pub enum MirrorCommand {
     /// A batch the shard has written.
     Apply(Vec<Op>),
@@ -142,13 +154,7 @@ impl Mirror {
 
     fn apply(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
         let db = self.db.as_mut().ok_or(StoreError::Unavailable)?;
-        let mut batch = WriteBatch::default();
-        for (k, v) in &ops {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            }
-        }
+        let batch = batch_of(&ops);
         catch_unwind(AssertUnwindSafe(|| db.write(batch, false)))
             .map_err(|_| StoreError::Unavailable)??;
         Ok(())

@@ -275,19 +275,12 @@ impl Store {
             })
             .await
             .map_err(|_| StoreError::Unavailable)?;
-        let late = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await;
-        let late = match late {
-            Ok(answer) => return answer.map_err(|_| StoreError::Unavailable)?,
-            Err(_) => true,
-        };
+        if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await {
+            return answer.map_err(|_| StoreError::Unavailable)?;
+        }
         let (reply, mut from_mirror) = oneshot::channel();
-        if late
-            && shard
-                .mirror
-                .tx
-                .try_send(MirrorCommand::Get { key, reply })
-                .is_ok()
-        {
+        let hedged = shard.mirror.tx.try_send(MirrorCommand::Get { key, reply });
+        if hedged.is_ok() {
             tokio::select! {
                 answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
                 answer = &mut from_mirror => {

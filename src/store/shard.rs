@@ -37,12 +37,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
+use rusty_leveldb::{DB, LdbIterator, Options, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::Blobs;
 use super::keys::{self, EXPIRY_TAG};
-use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink, Op};
+use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink, Op, batch_of};
 use super::purges::PurgeLog;
 use super::record::{INLINE_MAX, Kind, Record, Stored};
 use super::{Hot, Lookup, StoreError, now_ms};
@@ -441,13 +441,7 @@ impl Shard {
     /// the caller acknowledges anything: a read the mirror answers after an
     /// acknowledged write sees it.
     fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        for (k, v) in &ops {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            }
-        }
+        let batch = batch_of(&ops);
         // `sync` flushes the log to the OS on every write, so an acknowledged
         // write survives the process being killed (not a power loss: the
         // crate never fsyncs).
