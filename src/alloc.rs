@@ -16,7 +16,7 @@ use std::time::Duration;
 /// How often RSS is checked against the limit.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Growth since the last trim that makes another worth it.
-const REGROWTH: u64 = 16 << 20;
+const REGROWTH: u64 = 8 << 20;
 
 /// Caps glibc at two malloc arenas. Must run before any other thread
 /// starts (first thing in `main`).

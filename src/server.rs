@@ -19,8 +19,8 @@ use crate::store::{self, Store, StoreConfig};
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Memory beyond the hot tier before free heap pages are handed back (see
-/// `alloc`): four shards, their mirrors and the runtime use ~45 MB.
-const BASE_MEMORY: u64 = 56 << 20;
+/// `alloc`): four shards, their mirrors and the runtime use ~40 MB.
+const BASE_MEMORY: u64 = 48 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
