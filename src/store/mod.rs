@@ -130,7 +130,7 @@ const META_FILE: &str = "bigcache.meta";
 /// mirror is asked: well above a normal cold read (~0.1 ms), well below a
 /// compaction (tens of ms).
 const HEDGE_AFTER: Duration = Duration::from_millis(3);
-const HEDGE_AFTER_US: u64 = 3_000;
+const HEDGE_AFTER_US: u64 = HEDGE_AFTER.as_micros() as u64;
 /// Blob bytes walked per garbage-collection step: a few milliseconds of
 /// work, so requests queued behind it barely notice.
 const COLLECT_STEP: u64 = 2 << 20;
