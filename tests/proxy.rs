@@ -629,6 +629,37 @@ async fn purge_during_a_fetch_is_not_undone() {
     assert_eq!(o.count(&path), 2);
 }
 
+/// A request that arrives after a purge, while the fetch the purge
+/// overtook is still running, must not be answered from that fetch (it
+/// would get the purged content although the purge was acknowledged first).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_after_a_purge_does_not_join_the_purged_fetch() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let s = Arc::new(s);
+    let path = format!("/race2/?{TTL}&delay=1000");
+    let leader = {
+        let (s, path) = (s.clone(), path.clone());
+        tokio::spawn(async move { get(&s, &path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing is stored yet (404), but the purge is recorded all the same.
+    client()
+        .delete(s.url(&format!("/cache/{path}")))
+        .send()
+        .await
+        .unwrap();
+    // The leader's fetch is still waiting on the origin.
+    let after = get(&s, &path).await;
+    assert_eq!(after.cache(), "MISS");
+    assert_eq!(
+        o.count(&path),
+        2,
+        "the request after the purge was served from the fetch it purged"
+    );
+    assert_eq!(leader.await.unwrap().cache(), "MISS");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_304_refreshes_the_stored_headers() {
     let o = Origin::start().await;
