@@ -27,9 +27,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::Lookup;
 use super::record::{
-    BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, check_blob_entry,
-    decode_blob_entry_header, encode_blob_entry,
+    BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, Record, Stored,
+    check_blob_entry, decode_blob_entry_header, encode_blob_entry,
 };
 
 /// A file stops taking appends past this size: big enough that a 100 GB
@@ -244,6 +245,21 @@ impl Blobs {
             return Err(BlobError::Decompress);
         }
         Ok(Bytes::from(body))
+    }
+
+    /// Decodes the LevelDB value `raw` stored at `key` and reads its body
+    /// from its blob file if it has one: a hit, or `Expired` at `now`
+    /// (never a miss). Any damage, in the record or in the blob, is the
+    /// error, described.
+    pub fn load(&mut self, key: &[u8], raw: &Bytes, now: u64) -> Result<Lookup, String> {
+        let Stored { mut record, blob } = Record::decode(raw).map_err(|e| e.to_string())?;
+        if record.is_expired(now) {
+            return Ok(Lookup::Expired);
+        }
+        if let Some(r) = blob {
+            record.body = self.read(key, &r).map_err(|e| e.to_string())?;
+        }
+        Ok(Lookup::Hit(record))
     }
 
     /// The entry starting at `offset` in file `id`, or `None` at the end of

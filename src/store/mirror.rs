@@ -33,7 +33,6 @@ use rusty_leveldb::{DB, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::Blobs;
-use super::record::{Record, Stored};
 use super::{Lookup, StoreError, now_ms};
 
 /// One change to a key: a value to put, or `None` to delete.
@@ -172,20 +171,10 @@ impl Mirror {
         let Some(raw) = raw else {
             return Ok(Lookup::Miss);
         };
-        let Ok(Stored { mut record, blob }) = Record::decode(&raw) else {
-            // The shard will find it, log it and delete it.
-            return Err(StoreError::Unavailable);
-        };
-        if record.is_expired(now_ms()) {
-            return Ok(Lookup::Expired);
-        }
-        if let Some(r) = blob {
-            match self.blobs.read(key, &r) {
-                Ok(body) => record.body = body,
-                Err(_) => return Err(StoreError::Unavailable),
-            }
-        }
-        Ok(Lookup::Hit(record))
+        // Anything unreadable: the shard will find it, log it and delete it.
+        self.blobs
+            .load(key, &raw, now_ms())
+            .map_err(|_| StoreError::Unavailable)
     }
 }
 

@@ -44,7 +44,7 @@ use super::blobs::Blobs;
 use super::keys::{self, EXPIRY_TAG};
 use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink, Op, batch_of};
 use super::purges::PurgeLog;
-use super::record::{INLINE_MAX, Kind, Record, Stored};
+use super::record::{BlobRef, INLINE_MAX, Kind, Record, Stored};
 use super::{Hot, Lookup, StoreError, now_ms};
 
 /// Work sent to a shard thread. Each carries its own reply channel; a reply
@@ -202,6 +202,34 @@ struct Tx {
 impl Tx {
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.ops.push((key.to_vec(), Some(value)));
+    }
+
+    /// Notes that `old`, the value `key` holds now, is being replaced or
+    /// deleted: its blob bytes come off the live count. Once per key per
+    /// transaction; returns whether this was the first time.
+    fn replaces(&mut self, key: &[u8], old: Option<&Stored>) -> bool {
+        if !self.seen.insert(key.to_vec()) {
+            return false;
+        }
+        if let Some(r) = old.and_then(|s| s.blob) {
+            *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
+        }
+        true
+    }
+
+    /// Stages `record` at `key`, its body inline or at `blob` (whose bytes
+    /// count as live), with its expiry-index row.
+    fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
+        match blob {
+            Some(r) => {
+                *self.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
+                self.put(key, record.encode_with_blob(&r));
+            }
+            None => self.put(key, record.encode()),
+        }
+        if let Some(at) = record.expires_at {
+            self.put(&keys::expiry_key(at, key), Vec::new());
+        }
     }
 
     fn delete(&mut self, key: &[u8]) {
@@ -578,24 +606,18 @@ impl Shard {
         let Some(raw) = self.db()?.get(key) else {
             return Ok(Lookup::Miss);
         };
-        let problem = match Record::decode(&raw) {
-            Ok(s) if s.record.is_expired(now_ms()) => {
+        let problem = match self.blobs.load(key, &raw, now_ms()) {
+            Ok(Lookup::Hit(record)) => {
+                if self.admit(key) {
+                    self.hot.insert(Bytes::copy_from_slice(key), record.clone());
+                }
+                return Ok(Lookup::Hit(record));
+            }
+            Ok(_) => {
                 self.remove(key)?;
                 return Ok(Lookup::Expired);
             }
-            Ok(Stored { mut record, blob }) => match blob.map(|r| self.blobs.read(key, &r)) {
-                Some(Err(e)) => e.to_string(),
-                loaded => {
-                    if let Some(Ok(body)) = loaded {
-                        record.body = body;
-                    }
-                    if self.admit(key) {
-                        self.hot.insert(Bytes::copy_from_slice(key), record.clone());
-                    }
-                    return Ok(Lookup::Hit(record));
-                }
-            },
-            Err(e) => e.to_string(),
+            Err(problem) => problem,
         };
         tracing::warn!(
             shard = self.index,
@@ -645,13 +667,11 @@ impl Shard {
     /// blob bytes off the live count. Once per key per transaction: a later
     /// call for the same key returns `None` without reading.
     fn stage_old(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        if !tx.seen.insert(key.to_vec()) {
+        if tx.seen.contains(key) {
             return Ok(None);
         }
         let old = self.stored_at(key)?;
-        if let Some(r) = old.as_ref().and_then(|s| s.blob) {
-            *tx.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
-        }
+        tx.replaces(key, old.as_ref());
         Ok(old)
     }
 
@@ -659,16 +679,12 @@ impl Shard {
     /// file now and referenced from the record.
     fn stage_write(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
-        if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
-            let r = self.blobs.append(key, &record.body)?;
-            *tx.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
-            tx.put(key, record.encode_with_blob(&r));
+        let blob = if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
+            Some(self.blobs.append(key, &record.body)?)
         } else {
-            tx.put(key, record.encode());
-        }
-        if let Some(at) = record.expires_at {
-            tx.put(&keys::expiry_key(at, key), Vec::new());
-        }
+            None
+        };
+        tx.put_record(key, record, blob);
         Ok(())
     }
 
@@ -793,22 +809,17 @@ impl Shard {
 
     /// Gives a live entry a new deadline, keeping its body where it is.
     fn touch(&mut self, key: &[u8], expires_at: Option<u64>) -> Result<bool, StoreError> {
-        let Some(Stored { record, blob }) = self.live_at(key)? else {
+        let Some(old) = self.live_at(key)? else {
             return Ok(false);
         };
         let record = Record {
             expires_at,
-            ..record
+            ..old.record.clone()
         };
         let mut tx = Tx::default();
-        match blob {
-            Some(r) => tx.put(key, record.encode_with_blob(&r)),
-            None => tx.put(key, record.encode()),
-        }
-        if let Some(at) = expires_at {
-            tx.put(&keys::expiry_key(at, key), Vec::new());
-        }
-        self.write(tx.ops)?;
+        tx.replaces(key, Some(&old));
+        tx.put_record(key, &record, old.blob);
+        self.commit(tx)?;
         self.hot.remove(key);
         Ok(true)
     }
@@ -937,7 +948,8 @@ impl Shard {
             };
             let current = self.stored_at(entry)?;
             // The row is stale unless the entry still carries this deadline.
-            if current.is_some_and(|s| s.record.expires_at == Some(at)) {
+            if let Some(s) = current.filter(|s| s.record.expires_at == Some(at)) {
+                tx.replaces(entry, Some(&s));
                 self.stage_delete(&mut tx, entry)?;
                 removed += 1;
                 let span = self
@@ -1052,26 +1064,22 @@ impl Shard {
             };
             scanned += entry.next - entry.offset;
             offset = entry.next;
-            let owner = self.stored_at(&entry.key)?.filter(|s| {
-                s.blob
-                    .is_some_and(|r| r.file == id && r.offset == entry.offset)
-            });
-            let Some(Stored {
-                record,
-                blob: Some(old),
-            }) = owner
+            // Only the entry its record still points at is live.
+            let owner = self.stored_at(&entry.key)?;
+            let Some((owner, old)) = owner
+                .and_then(|s| s.blob.map(|b| (s, b)))
+                .filter(|(_, b)| b.file == id && b.offset == entry.offset)
             else {
                 continue;
             };
-            self.stage_old(&mut tx, &entry.key)?;
+            tx.replaces(&entry.key, Some(&owner));
             let (file, at) = self.blobs.append_stored(&entry.key, &entry.stored)?;
-            let moved = super::record::BlobRef {
+            let moved = BlobRef {
                 file,
                 offset: at,
                 ..old
             };
-            *tx.live.entry(file).or_default() += moved.entry_len(entry.key.len()) as i64;
-            tx.put(&entry.key, record.encode_with_blob(&moved));
+            tx.put_record(&entry.key, &owner.record, Some(moved));
         }
         self.commit(tx)?;
         if done {
