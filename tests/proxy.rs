@@ -606,16 +606,16 @@ async fn restart_keeps_the_cache() {
     assert_eq!(o.count(&path), 1);
 }
 
-/// A purge that lands while a page is being fetched must win: the copy
-/// fetched before it is served to its requester but never stored.
-#[tokio::test(flavor = "multi_thread")]
-async fn purge_during_a_fetch_is_not_undone() {
-    let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &[]);
+/// Requests `path` (an origin page with a 1 s delay), and purges it 300 ms
+/// later, while that fetch is still waiting on the origin. Nothing is stored
+/// yet (the DELETE answers 404), but the purge is recorded all the same.
+async fn purge_while_fetching(
+    s: Server,
+    path: &str,
+) -> (Arc<Server>, tokio::task::JoinHandle<Reply>) {
     let s = Arc::new(s);
-    let path = format!("/race/?{TTL}&delay=1000");
     let inflight = {
-        let (s, path) = (s.clone(), path.clone());
+        let (s, path) = (s.clone(), path.to_string());
         tokio::spawn(async move { get(&s, &path).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -624,6 +624,17 @@ async fn purge_during_a_fetch_is_not_undone() {
         .send()
         .await
         .unwrap();
+    (s, inflight)
+}
+
+/// A purge that lands while a page is being fetched must win: the copy
+/// fetched before it is served to its requester but never stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_during_a_fetch_is_not_undone() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/race/?{TTL}&delay=1000");
+    let (s, inflight) = purge_while_fetching(s, &path).await;
     assert_eq!(inflight.await.unwrap().cache(), "MISS");
     assert_eq!(get(&s, &path).await.cache(), "MISS", "the purge was undone");
     assert_eq!(o.count(&path), 2);
@@ -636,19 +647,8 @@ async fn purge_during_a_fetch_is_not_undone() {
 async fn a_request_after_a_purge_does_not_join_the_purged_fetch() {
     let o = Origin::start().await;
     let (_d, s) = start(&o.url(), &[]);
-    let s = Arc::new(s);
     let path = format!("/race2/?{TTL}&delay=1000");
-    let leader = {
-        let (s, path) = (s.clone(), path.clone());
-        tokio::spawn(async move { get(&s, &path).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Nothing is stored yet (404), but the purge is recorded all the same.
-    client()
-        .delete(s.url(&format!("/cache/{path}")))
-        .send()
-        .await
-        .unwrap();
+    let (s, leader) = purge_while_fetching(s, &path).await;
     // The leader's fetch is still waiting on the origin.
     let after = get(&s, &path).await;
     assert_eq!(after.cache(), "MISS");
