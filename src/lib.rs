@@ -19,6 +19,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod proxy;

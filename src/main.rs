@@ -35,7 +35,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bigcache::server::run(cfg, bigcache::shutdown::signal())) {
+    let served = runtime.block_on(async {
+        let listeners = bigcache::server::Listeners::bind(&cfg).await?;
+        let clock = bigcache::clock::Clock::system();
+        bigcache::server::run(cfg, listeners, clock, bigcache::shutdown::signal()).await
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

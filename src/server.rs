@@ -1,6 +1,8 @@
-//! Wiring: opens the store, binds the listeners, runs the background tasks,
-//! and tears everything down in order on shutdown (stop accepting, let
-//! in-flight requests finish, then flush and close LevelDB).
+//! Wiring: opens the store, serves on listeners bound by the caller, runs
+//! the background tasks, and tears everything down in order on shutdown
+//! (stop accepting, let in-flight requests finish, then flush and close
+//! LevelDB). The binary binds the configured addresses and passes the
+//! system clock; tests bind port 0 and pass a manual clock.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,9 +11,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState, Limits};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::metrics::{ProxyStats, Stats};
-use crate::proxy::upstream::UpstreamConfig;
+use crate::metrics::Stats;
+use crate::proxy::stats::ProxyStats;
+use crate::proxy::upstream::{UpstreamConfig, UpstreamUrlError};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::shutdown;
 use crate::store::{self, Store, StoreConfig};
@@ -34,51 +38,68 @@ pub enum ServerError {
     #[error("serving: {0}")]
     Serve(std::io::Error),
     #[error("proxy: {0}")]
-    Proxy(String),
+    Proxy(#[from] UpstreamUrlError),
 }
 
-/// Runs bigcache until `stop` resolves.
-pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// The two listening sockets, bound before [`run`] is called.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub proxy: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses `cfg` names.
+    pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            api: bind(cfg.api_listen).await?,
+            proxy: bind(cfg.proxy_listen).await?,
+        })
+    }
+}
+
+/// Runs bigcache on `listeners` until `stop` resolves, measuring every
+/// lifetime against `clock`.
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    clock: Clock,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let store = Store::open(&StoreConfig {
         dir: cfg.data_dir.clone(),
         shards: cfg.shards,
         hot_bytes: cfg.hot_cache_size,
         queue_depth: 1024,
+        clock,
     })?;
-    let listener = TcpListener::bind(cfg.api_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.api_listen,
-            source,
-        })?;
+    let Listeners {
+        api: listener,
+        proxy: proxy_listener,
+    } = listeners;
     let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
-    let proxy_listener = TcpListener::bind(cfg.proxy_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.proxy_listen,
-            source,
-        })?;
     let proxy_addr = proxy_listener.local_addr().map_err(ServerError::Serve)?;
     let proxy_stats = Arc::new(ProxyStats::default());
-    let proxy = Arc::new(
-        Proxy::new(
-            store.clone(),
-            ProxyConfig {
-                upstream: UpstreamConfig {
-                    base: cfg.upstream.clone(),
-                    connect_timeout: cfg.upstream_connect_timeout,
-                    timeout: cfg.upstream_timeout,
-                },
-                max_entry_size: cfg.max_entry_size,
-                grace: cfg.grace,
-                stale_if_error: cfg.stale_if_error,
-                session_cookies: cfg.session_cookies.clone(),
-                hit_for_pass: Duration::from_secs(120),
+    let proxy = Arc::new(Proxy::new(
+        store.clone(),
+        ProxyConfig {
+            upstream: UpstreamConfig {
+                base: cfg.upstream.clone(),
+                connect_timeout: cfg.upstream_connect_timeout,
+                timeout: cfg.upstream_timeout,
             },
-            proxy_stats.clone(),
-        )
-        .map_err(ServerError::Proxy)?,
-    );
+            max_entry_size: cfg.max_entry_size,
+            grace: cfg.grace,
+            stale_if_error: cfg.stale_if_error,
+            session_cookies: cfg.session_cookies.clone(),
+            hit_for_pass: Duration::from_secs(120),
+        },
+        proxy_stats.clone(),
+    )?);
     tracing::info!(
         api = %api_addr,
         proxy = %proxy_addr,
@@ -92,7 +113,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> Result<(), Serv
     println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
 
     let (stop_tx, stop_rx) = shutdown::channel();
-    let sweeper = tokio::spawn(store::run_sweeper(
+    let sweeper = tokio::spawn(store::sweeper::run(
         store.clone(),
         cfg.sweep_interval,
         cfg.sweep_batch,

@@ -34,9 +34,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::metrics::{ProxyStats, Stats};
+use crate::metrics::Stats;
 use crate::proxy;
-use crate::store::{Kind, Lookup, Namespace, Record, Store, now_ms};
+use crate::proxy::stats::ProxyStats;
+use crate::store::{Kind, Lookup, Namespace, Record, Store};
 use crate::ttl;
 use error::ApiError;
 
@@ -120,11 +121,15 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Deadline in unix ms from a duration text or an absolute unix time in
-/// seconds; the duration wins when both are given.
-fn deadline(duration: Option<&str>, expire: Option<f64>) -> Result<Option<u64>, ApiError> {
+/// seconds; the duration wins when both are given. `now` is unix ms.
+fn deadline(
+    duration: Option<&str>,
+    expire: Option<f64>,
+    now: u64,
+) -> Result<Option<u64>, ApiError> {
     if let Some(text) = duration {
         let d = ttl::parse(text)?;
-        return Ok(Some(now_ms() + d.as_millis() as u64));
+        return Ok(Some(now + d.as_millis() as u64));
     }
     match expire {
         None => Ok(None),
@@ -132,12 +137,12 @@ fn deadline(duration: Option<&str>, expire: Option<f64>) -> Result<Option<u64>, 
             "expire must be a finite unix time in seconds".into(),
         )),
         // 0 encodes "never", so a deadline in the past is clamped to 1 ms.
-        Some(e) => Ok(Some(((e * 1000.0) as u64).clamp(1, ttl_cap()))),
+        Some(e) => Ok(Some(((e * 1000.0) as u64).clamp(1, ttl_cap(now)))),
     }
 }
 
-fn ttl_cap() -> u64 {
-    now_ms() + ttl::MAX_TTL.as_millis() as u64
+fn ttl_cap(now: u64) -> u64 {
+    now + ttl::MAX_TTL.as_millis() as u64
 }
 
 fn expire_secs(rec: &Record) -> Option<f64> {
@@ -236,11 +241,12 @@ async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<R
             "invalid body ({e}); expected {{\"value\": <any JSON>, \"duration\": \"1m\"}}"
         ))
     })?;
-    let expires_at = deadline(req.duration.as_deref(), req.expire)?;
+    let now = st.store.clock().now_ms();
+    let expires_at = deadline(req.duration.as_deref(), req.expire, now)?;
     let value = Bytes::copy_from_slice(req.value.get().as_bytes());
     let record = Record {
         kind: Kind::Json,
-        created_at: now_ms(),
+        created_at: now,
         expires_at,
         meta: Bytes::from(req.duration.unwrap_or_default()),
         body: value.clone(),
@@ -372,12 +378,13 @@ async fn set_bytes(
             )));
         }
     };
-    let expires_at = header_deadline(&headers)?;
+    let now = st.store.clock().now_ms();
+    let expires_at = header_deadline(&headers, now)?;
     let body = read_body(body, st.limits.max_body).await?;
     let size = body.len();
     let record = Record {
         kind: Kind::Bytes,
-        created_at: now_ms(),
+        created_at: now,
         expires_at,
         meta: Bytes::new(),
         body,
@@ -405,7 +412,7 @@ async fn set_bytes(
 
 /// The deadline named by the `X-Bigcache-TTL` / `X-Bigcache-Expire`
 /// headers; none means forever.
-fn header_deadline(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+fn header_deadline(headers: &HeaderMap, now: u64) -> Result<Option<u64>, ApiError> {
     let text = |name: &str| -> Result<Option<String>, ApiError> {
         headers
             .get(name)
@@ -424,7 +431,7 @@ fn header_deadline(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             })
         })
         .transpose()?;
-    deadline(duration.as_deref(), expire)
+    deadline(duration.as_deref(), expire, now)
 }
 
 /// Give an entry a new lifetime (Django's `touch`), from the same headers
@@ -440,7 +447,7 @@ async fn touch_bytes(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
-    let expires_at = header_deadline(&headers)?;
+    let expires_at = header_deadline(&headers, st.store.clock().now_ms())?;
     if !st
         .store
         .touch(Namespace::Value, key.as_bytes(), expires_at)

@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::ProxyError;
+use super::decision::Reason;
 use super::entry::Entry;
+use super::error::ProxyError;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -37,8 +38,8 @@ pub enum Outcome {
         /// Refreshed by a 304 from the upstream.
         revalidated: bool,
     },
-    /// Go upstream yourself.
-    Pass,
+    /// Go upstream yourself: the page is not stored, for this reason.
+    Pass(Reason),
     /// The upstream failed and there was nothing stale to serve.
     Error(Arc<ProxyError>),
 }
@@ -148,7 +149,7 @@ impl Drop for Permit {
             self.done = true;
             self.owner.remove(&self.key);
         } else if !self.done {
-            self.publish(Outcome::Pass);
+            self.publish(Outcome::Pass(Reason::LeaderGone));
         }
     }
 }
@@ -156,8 +157,8 @@ impl Drop for Permit {
 /// Waits for a flight's outcome; a vanished leader reads as `Pass`.
 pub async fn wait(mut slot: Slot) -> Outcome {
     match slot.wait_for(Option::is_some).await {
-        Ok(v) => v.clone().unwrap_or(Outcome::Pass),
-        Err(_) => Outcome::Pass,
+        Ok(v) => v.clone().unwrap_or(Outcome::Pass(Reason::LeaderGone)),
+        Err(_) => Outcome::Pass(Reason::LeaderGone),
     }
 }
 
@@ -178,10 +179,10 @@ mod tests {
             })
             .collect();
         assert!(c.in_flight(b"k"));
-        permit.finish(Outcome::Pass);
+        permit.finish(Outcome::Pass(Reason::Private));
         assert!(!c.in_flight(b"k"));
         for w in waiters {
-            assert!(matches!(w.await.unwrap(), Outcome::Pass));
+            assert!(matches!(w.await.unwrap(), Outcome::Pass(Reason::Private)));
         }
         assert!(matches!(c.join(b"k", 0), Role::Leader(_)));
     }
@@ -197,7 +198,10 @@ mod tests {
         };
         let waiter = tokio::spawn(wait(slot));
         drop(permit);
-        assert!(matches!(waiter.await.unwrap(), Outcome::Pass));
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Outcome::Pass(Reason::LeaderGone)
+        ));
         assert!(!c.in_flight(b"k"));
     }
 
@@ -210,14 +214,14 @@ mod tests {
         let Role::Waiter(early, _) = c.join(b"k", 0) else {
             panic!()
         };
-        permit.announce(Outcome::Pass);
-        assert!(matches!(wait(early).await, Outcome::Pass));
+        permit.announce(Outcome::Pass(Reason::Private));
+        assert!(matches!(wait(early).await, Outcome::Pass(_)));
         // Still in flight (the leader is storing): a newcomer waits on it
         // and is answered at once.
         let Role::Waiter(late, _) = c.join(b"k", 0) else {
             panic!("a new leader would fetch the page again")
         };
-        assert!(matches!(wait(late).await, Outcome::Pass));
+        assert!(matches!(wait(late).await, Outcome::Pass(_)));
         permit.end();
         assert!(!c.in_flight(b"k"));
         assert!(matches!(c.join(b"k", 0), Role::Leader(_)));

@@ -1,29 +1,18 @@
 //! A cached HTTP response: what the proxy keeps in a record of kind
 //! [`Kind::Http`] and how it turns back into a response.
 //!
-//! # Metadata section, version 1 (little-endian)
-//!
-//! | size | field                                                    |
-//! |------|----------------------------------------------------------|
-//! | 1    | metadata version, `1`                                     |
-//! | 2    | status code                                              |
-//! | 8    | fresh-until, unix ms (at or after it the entry is stale) |
-//! | 8    | `Age` the upstream reported when stored, seconds          |
-//! | 1    | flags: 1 must-revalidate, 2 ETag computed by bigcache, 4 no-cache |
-//! | 4    | `stale-while-revalidate` seconds, `u32::MAX` if absent    |
-//! | 4    | `stale-if-error` seconds, `u32::MAX` if absent            |
-//! | 2    | header count `n`                                          |
-//! | n ×  | u16 name length, name, u32 value length, value            |
-//!
-//! The record's created-at is when the response was stored (for `Age`), its
-//! expires-at when it stops being useful even stale (the store deletes it
-//! then), and its body the response body.
+//! Its byte layout, the record's metadata section for kind HTTP response,
+//! is specified in docs/format.md ("Stored HTTP responses"). The record's
+//! created-at is when the response was stored (for `Age`), its expires-at
+//! when it stops being useful even stale (the store deletes it then), and
+//! its body the response body.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::policy::Storable;
 use crate::store::{Kind, Record};
 
 const META_VERSION: u8 = 1;
@@ -99,7 +88,66 @@ fn secs_raw(d: Option<Duration>) -> u32 {
     })
 }
 
+/// The stale windows applied to entries whose response names none
+/// (`--grace`, `--stale-if-error`).
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    pub grace: Duration,
+    pub stale_if_error: Duration,
+}
+
 impl Entry {
+    /// The entry for a storable response received at `now` (unix ms).
+    pub fn new(
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Bytes,
+        p: &Storable,
+        now: u64,
+        defaults: Windows,
+    ) -> Entry {
+        // X-Bigcache-TTL stays stored (a 304 that omits it renews the page
+        // with it) and is removed when the page is served.
+        headers.remove(http::header::AGE);
+        headers.remove(http::header::CONTENT_LENGTH);
+        let synthetic_etag = !headers.contains_key(http::header::ETAG)
+            && !headers.contains_key(http::header::LAST_MODIFIED);
+        if synthetic_etag {
+            // Strong and unique per stored version: crc of the body plus
+            // the store time, so a changed page can never match.
+            let tag = format!("\"bc-{now:x}-{:08x}\"", crc32fast::hash(&body));
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                headers.insert(http::header::ETAG, v);
+            }
+        }
+        // Kept as long as any stale use of it may still come.
+        let windows = if p.must_revalidate {
+            Duration::ZERO
+        } else {
+            p.stale_while_revalidate
+                .unwrap_or(defaults.grace)
+                .max(p.stale_if_error.unwrap_or(defaults.stale_if_error))
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Entry {
+            status,
+            headers,
+            body,
+            stored_at: now,
+            fresh_until: now.saturating_add(ms(p.fresh_for)),
+            keep_until: Some(
+                now.saturating_add(ms(p.keep_for))
+                    .saturating_add(ms(windows)),
+            ),
+            initial_age: p.initial_age,
+            must_revalidate: p.must_revalidate,
+            no_cache: p.no_cache,
+            synthetic_etag,
+            stale_while_revalidate: p.stale_while_revalidate,
+            stale_if_error: p.stale_if_error,
+        }
+    }
+
     pub fn to_record(&self) -> Record {
         let mut m = BytesMut::with_capacity(64 + self.headers.len() * 48);
         m.put_u8(META_VERSION);

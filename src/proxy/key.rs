@@ -11,8 +11,8 @@
 //!
 //! In the store, a page lives under `<key> NUL` when its response has no
 //! `Vary`, or as a variant `<key> NUL <variant>` listed by a group record at
-//! `<key> NUL` (see [`crate::store`]): so a purge of the page finds every
-//! variant, and a prefix purge is a prefix of the key.
+//! `<key> NUL` (docs/format.md, "Key space"): so a purge of the page finds
+//! every variant, and a prefix purge is a prefix of the key.
 //!
 //! A variant is the request's values of the headers the response varies on,
 //! as `name=value` pairs (names lower-cased and sorted, values trimmed),
@@ -133,6 +133,44 @@ pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
     Some(out)
 }
 
+/// One request's place in the cache: its page's group key, and the variant
+/// its headers select, computed once per set of `Vary` names (the lookup,
+/// the fill and the answer of one request usually ask for the same names).
+#[derive(Debug, Clone)]
+pub struct PageKey {
+    pub group: Vec<u8>,
+    last: Option<(Vec<String>, Option<String>)>,
+}
+
+impl PageKey {
+    pub fn new(canonical_target: &str) -> PageKey {
+        PageKey {
+            group: page_key(canonical_target),
+            last: None,
+        }
+    }
+
+    /// [`variant`] of `request` for `names`, remembered for the next call.
+    pub fn variant(&mut self, names: &[String], request: &HeaderMap) -> Option<String> {
+        match &self.last {
+            Some((n, v)) if n.as_slice() == names => v.clone(),
+            _ => {
+                let v = variant(names, request);
+                self.last = Some((names.to_vec(), v.clone()));
+                v
+            }
+        }
+    }
+
+    /// The store key of variant `v` of this page.
+    pub fn member(&self, v: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.group.len() + v.len());
+        k.extend_from_slice(&self.group);
+        k.extend_from_slice(v.as_bytes());
+        k
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +191,26 @@ mod tests {
     fn query_order_and_trailing_slash_count() {
         assert_ne!(canonical("/x?a=1&b=2"), canonical("/x?b=2&a=1"));
         assert_ne!(canonical("/x/"), canonical("/x"));
+    }
+
+    #[test]
+    fn a_page_key_remembers_its_variant_per_set_of_names() {
+        let mut req = HeaderMap::new();
+        req.insert("accept-language", "ko".parse().unwrap());
+        let mut k = PageKey::new("/x");
+        let names = vec!["accept-language".to_string()];
+        assert_eq!(
+            k.variant(&names, &req).as_deref(),
+            Some("accept-language=ko")
+        );
+        assert_eq!(k.member("v"), b"/x\0v");
+        // Another request's headers are not consulted for the same names...
+        assert_eq!(
+            k.variant(&names, &HeaderMap::new()).as_deref(),
+            Some("accept-language=ko")
+        );
+        // ...but other names are computed afresh.
+        assert_eq!(k.variant(&[], &req).as_deref(), Some(""));
     }
 
     #[test]

@@ -19,65 +19,34 @@
 //! - `no-cache` is stored but revalidated before every reuse;
 //!   `must-revalidate`/`proxy-revalidate` forbid serving it stale.
 //!
-//! Written here rather than with `http-cache-semantics` because bigcache's
-//! rules are narrower than a general cache's (explicit opt-in, no heuristic
-//! freshness, the TTL header, status rules) and the decisions must feed one
-//! enum that drives `X-Cache`, logs and metrics alike.
+//! Reuse ([`reuse`]): a stored entry is served while fresh; past that,
+//! within its stale-while-revalidate window (or `--grace`) while one
+//! request refreshes it, unless `no-cache` or `must-revalidate` forbid.
+//!
+//! Every function here is pure: the request's or response's head and the
+//! time in, a decision out. Written here rather than with
+//! `http-cache-semantics` because bigcache's rules are narrower than a
+//! general cache's (explicit opt-in, no heuristic freshness, the TTL header,
+//! status rules) and the decisions must feed the one [`Reason`] that drives
+//! `X-Cache`, logs and metrics alike.
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
+use super::decision::Reason;
+use super::entry::Entry;
 use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
 
-/// Why a request or response did not go through the cache. One enum feeds
-/// the log line and the metrics label so they cannot disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoCache {
-    Method,
-    Authorization,
-    SessionCookie,
-    Range,
-    NoLifetime,
-    SetCookie,
-    Private,
-    NoStore,
-    VaryStar,
-    Status,
-    TooLarge,
-    BadTtl,
-    VaryTooLong,
-}
-
-impl NoCache {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoCache::Method => "method",
-            NoCache::Authorization => "authorization",
-            NoCache::SessionCookie => "session_cookie",
-            NoCache::Range => "range",
-            NoCache::NoLifetime => "no_lifetime",
-            NoCache::SetCookie => "set_cookie",
-            NoCache::Private => "private",
-            NoCache::NoStore => "no_store",
-            NoCache::VaryStar => "vary_star",
-            NoCache::Status => "status",
-            NoCache::TooLarge => "too_large",
-            NoCache::BadTtl => "bad_ttl",
-            NoCache::VaryTooLong => "vary_too_long",
-        }
-    }
-}
-
 /// Whether a GET/HEAD request must skip the cache entirely.
-pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option<NoCache> {
+pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option<Reason> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return Some(NoCache::Authorization);
+        return Some(Reason::Authorization);
     }
     if headers.contains_key(header::RANGE) {
-        return Some(NoCache::Range);
+        return Some(Reason::Range);
     }
     // Bytes, not `to_str`: a cookie header with one non-ASCII value must
     // still be searched, or its session would go unnoticed.
@@ -92,7 +61,7 @@ pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option
                 .trim_ascii()
         })
         .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name));
-    has_session.then_some(NoCache::SessionCookie)
+    has_session.then_some(Reason::SessionCookie)
 }
 
 /// The `Cache-Control` directives bigcache acts on.
@@ -177,16 +146,16 @@ pub fn response_policy(
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
-) -> Result<Storable, NoCache> {
+) -> Result<Storable, Reason> {
     let cc = CacheControl::parse(headers);
     if cc.no_store {
-        return Err(NoCache::NoStore);
+        return Err(Reason::NoStore);
     }
     if cc.private {
-        return Err(NoCache::Private);
+        return Err(Reason::Private);
     }
     if headers.contains_key(header::SET_COOKIE) {
-        return Err(NoCache::SetCookie);
+        return Err(Reason::SetCookie);
     }
     let vary_star = headers
         .get_all(header::VARY)
@@ -195,19 +164,19 @@ pub fn response_policy(
         .flat_map(|v| v.split(','))
         .any(|v| v.trim() == "*");
     if vary_star {
-        return Err(NoCache::VaryStar);
+        return Err(Reason::VaryStar);
     }
     let age = header_str(headers, header::AGE)
         .and_then(|a| a.trim().parse::<u64>().ok())
         .unwrap_or(0);
 
     let explicit = match header_str(headers, TTL_HEADER) {
-        Some(text) => Some(ttl::parse(text).map_err(|_| NoCache::BadTtl)?),
-        None if headers.contains_key(TTL_HEADER) => return Err(NoCache::BadTtl),
+        Some(text) => Some(ttl::parse(text).map_err(|_| Reason::BadTtl)?),
+        None if headers.contains_key(TTL_HEADER) => return Err(Reason::BadTtl),
         None => None,
     };
     if explicit.is_none() && status != StatusCode::OK {
-        return Err(NoCache::Status);
+        return Err(Reason::Status);
     }
     let lifetime = match explicit {
         // The TTL header is bigcache's own instruction: `Age` is not
@@ -227,7 +196,7 @@ pub fn response_policy(
                     .and_then(|e| e.duration_since(date).ok())
                     .map_or(0, |d| d.as_secs())
             } else {
-                return Err(NoCache::NoLifetime);
+                return Err(Reason::NoLifetime);
             };
             Duration::from_secs(secs.saturating_sub(age))
         }
@@ -235,7 +204,7 @@ pub fn response_policy(
     // `no-cache` alone is no opt-in: without a lifetime there is nothing
     // to keep.
     if lifetime.is_zero() {
-        return Err(NoCache::NoLifetime);
+        return Err(Reason::NoLifetime);
     }
     let lifetime = lifetime.min(ttl::MAX_TTL);
     Ok(Storable {
@@ -255,6 +224,67 @@ pub fn response_policy(
     })
 }
 
+/// Whether a response to a cacheable GET may be stored: [`response_policy`],
+/// and a body no larger than `max_entry` when its length is announced
+/// (one that grows past it while being read is caught there).
+pub fn storable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+    announced_len: Option<u64>,
+    max_entry: usize,
+) -> Result<Storable, Reason> {
+    let p = response_policy(status, headers, now)?;
+    if announced_len.is_some_and(|n| n > max_entry as u64) {
+        return Err(Reason::TooLarge);
+    }
+    Ok(p)
+}
+
+/// What a request may do with the entry it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Serve it.
+    Fresh,
+    /// Serve it stale while one background request refreshes it.
+    Updating,
+    /// Fetch (or revalidate) before anything is served.
+    Refetch,
+}
+
+/// Decides [`Reuse`] for `e` at `now` (unix ms); `grace` is the stale-
+/// while-revalidate window for entries that name none.
+pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
+    if e.no_cache {
+        return Reuse::Refetch;
+    }
+    if e.is_fresh(now) {
+        return Reuse::Fresh;
+    }
+    if within(e, e.stale_while_revalidate.unwrap_or(grace), now) {
+        Reuse::Updating
+    } else {
+        Reuse::Refetch
+    }
+}
+
+/// Whether `e` may stand in for an upstream error at `now`;
+/// `stale_if_error` is the window for entries that name none.
+pub fn serve_stale_on_error(e: &Entry, now: u64, stale_if_error: Duration) -> bool {
+    within(e, e.stale_if_error.unwrap_or(stale_if_error), now)
+}
+
+/// Whether `now` is within `window` past the end of `e`'s freshness, and
+/// serving it stale is allowed at all (RFC 9111 §4.2.4: not where a
+/// directive forbids it).
+fn within(e: &Entry, window: Duration, now: u64) -> bool {
+    if e.must_revalidate || e.no_cache {
+        return false;
+    }
+    let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    now < e.fresh_until.saturating_add(window)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +301,7 @@ mod tests {
         m
     }
 
-    fn fresh(status: u16, pairs: &[(&str, &str)]) -> Result<u64, NoCache> {
+    fn fresh(status: u16, pairs: &[(&str, &str)]) -> Result<u64, Reason> {
         let now = httpdate::parse_http_date("Tue, 24 Nov 2026 12:00:00 GMT").unwrap();
         response_policy(StatusCode::from_u16(status).unwrap(), &h(pairs), now)
             .map(|s| s.fresh_for.as_secs())
@@ -320,19 +350,19 @@ mod tests {
             ),
             Ok(3000)
         );
-        assert_eq!(fresh(200, &[("expires", "0")]), Err(NoCache::NoLifetime));
+        assert_eq!(fresh(200, &[("expires", "0")]), Err(Reason::NoLifetime));
         assert_eq!(
             fresh(200, &[("cache-control", "max-age=10"), ("age", "20")]),
-            Err(NoCache::NoLifetime)
+            Err(Reason::NoLifetime)
         );
     }
 
     #[test]
     fn no_heuristic_freshness() {
-        assert_eq!(fresh(200, &[]), Err(NoCache::NoLifetime));
+        assert_eq!(fresh(200, &[]), Err(Reason::NoLifetime));
         assert_eq!(
             fresh(200, &[("last-modified", "Tue, 24 Nov 2020 12:00:00 GMT")]),
-            Err(NoCache::NoLifetime)
+            Err(Reason::NoLifetime)
         );
     }
 
@@ -341,23 +371,23 @@ mod tests {
         let ttl = ("x-bigcache-ttl", "1h");
         assert_eq!(
             fresh(200, &[ttl, ("set-cookie", "a=b")]),
-            Err(NoCache::SetCookie)
+            Err(Reason::SetCookie)
         );
         assert_eq!(
             fresh(200, &[ttl, ("cache-control", "private")]),
-            Err(NoCache::Private)
+            Err(Reason::Private)
         );
         assert_eq!(
             fresh(200, &[ttl, ("cache-control", "no-store")]),
-            Err(NoCache::NoStore)
+            Err(Reason::NoStore)
         );
         assert_eq!(
             fresh(200, &[ttl, ("vary", "Accept, *")]),
-            Err(NoCache::VaryStar)
+            Err(Reason::VaryStar)
         );
         assert_eq!(
             fresh(200, &[("x-bigcache-ttl", "soonish")]),
-            Err(NoCache::BadTtl)
+            Err(Reason::BadTtl)
         );
     }
 
@@ -365,11 +395,11 @@ mod tests {
     fn statuses_other_than_200_need_the_ttl_header() {
         assert_eq!(
             fresh(404, &[("cache-control", "max-age=60")]),
-            Err(NoCache::Status)
+            Err(Reason::Status)
         );
         assert_eq!(
             fresh(301, &[("cache-control", "max-age=60")]),
-            Err(NoCache::Status)
+            Err(Reason::Status)
         );
         assert_eq!(fresh(404, &[("x-bigcache-ttl", "5m")]), Ok(300));
         assert_eq!(fresh(301, &[("x-bigcache-ttl", "1d")]), Ok(86400));
@@ -401,7 +431,7 @@ mod tests {
         // no-cache without a lifetime is no opt-in.
         assert_eq!(
             response_policy(StatusCode::OK, &h(&[("cache-control", "no-cache")]), now),
-            Err(NoCache::NoLifetime)
+            Err(Reason::NoLifetime)
         );
     }
 
@@ -410,11 +440,11 @@ mod tests {
         let names = vec!["sessionid".to_string()];
         assert_eq!(
             request_bypass(&h(&[("authorization", "Basic x")]), &names),
-            Some(NoCache::Authorization)
+            Some(Reason::Authorization)
         );
         assert_eq!(
             request_bypass(&h(&[("cookie", "_ga=1; sessionid=abc")]), &names),
-            Some(NoCache::SessionCookie)
+            Some(Reason::SessionCookie)
         );
         assert_eq!(
             request_bypass(&h(&[("cookie", "notsessionid=abc")]), &names),
@@ -426,7 +456,7 @@ mod tests {
         );
         assert_eq!(
             request_bypass(&h(&[("range", "bytes=0-10")]), &names),
-            Some(NoCache::Range)
+            Some(Reason::Range)
         );
         assert_eq!(request_bypass(&h(&[]), &names), None);
         let mut m = HeaderMap::new();
@@ -434,6 +464,6 @@ mod tests {
             "cookie",
             HeaderValue::from_bytes("city=Zürich; sessionid=abc".as_bytes()).unwrap(),
         );
-        assert_eq!(request_bypass(&m, &names), Some(NoCache::SessionCookie));
+        assert_eq!(request_bypass(&m, &names), Some(Reason::SessionCookie));
     }
 }

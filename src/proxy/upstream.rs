@@ -2,90 +2,28 @@
 //! rewriting of requests and responses a proxy owes (hop-by-hop headers,
 //! `X-Forwarded-*`), and timeouts on every call.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::ProxyError;
+use super::body::Body;
+use super::error::{ProxyError, chain};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type used on both sides of the proxy.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
-}
-
-pub fn full(bytes: Bytes) -> Body {
-    http_body_util::Full::new(bytes)
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
-
-pub fn incoming(body: Incoming) -> Body {
-    body.map_err(BoxError::from).boxed_unsync()
-}
-
-/// An upstream body that fails if no data arrives for `idle`: a stalled
-/// upstream must not hold a client's response open forever once its head
-/// has been sent.
-struct IdleTimeout {
-    inner: Body,
-    idle: Duration,
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl hyper::body::Body for IdleTimeout {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        use std::task::Poll;
-        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + self.idle;
-                self.timer.as_mut().reset(deadline);
-                Poll::Ready(frame)
-            }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BoxError::from(format!(
-                    "upstream body idle for {:?}",
-                    self.idle
-                ))))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pub fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
-    IdleTimeout {
-        inner,
-        idle,
-        timer: Box::pin(tokio::time::sleep(idle)),
-    }
-    .boxed_unsync()
+/// Why an upstream URL cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("upstream URL {0} needs http://")]
+    NoScheme(Uri),
+    #[error("upstream scheme {0} is not supported; use http://")]
+    Scheme(http::uri::Scheme),
+    #[error("upstream URL {0} needs a host")]
+    NoHost(Uri),
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -134,22 +72,20 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, UpstreamUrlError> {
         let scheme = cfg
             .base
             .scheme()
             .cloned()
-            .ok_or("upstream URL needs http://")?;
+            .ok_or_else(|| UpstreamUrlError::NoScheme(cfg.base.clone()))?;
         if scheme != http::uri::Scheme::HTTP {
-            return Err(format!(
-                "upstream scheme {scheme} is not supported; use http://"
-            ));
+            return Err(UpstreamUrlError::Scheme(scheme));
         }
         let authority = cfg
             .base
             .authority()
             .cloned()
-            .ok_or("upstream URL needs a host")?;
+            .ok_or_else(|| UpstreamUrlError::NoHost(cfg.base.clone()))?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
@@ -183,21 +119,10 @@ impl Upstream {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnreachable(e.to_string())),
-            Ok(Err(e)) => Err(ProxyError::UpstreamBroken(error_chain(&e))),
+            Ok(Err(e)) => Err(ProxyError::UpstreamBroken(chain(&e))),
             Ok(Ok(res)) => Ok(res),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Prepares a client's request headers for the upstream: hop-by-hop

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::Lookup;
+use super::lookup::Lookup;
 use super::record::{
     BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, Record, Stored,
     check_blob_entry, decode_blob_entry_header, encode_blob_entry,
@@ -55,6 +55,16 @@ pub enum BlobError {
     Decompress,
 }
 
+/// Why a stored value could not be loaded: its record or its blob is
+/// damaged. Either way the entry reads as a miss and is deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("record: {0}")]
+    Record(#[from] DecodeError),
+    #[error("{0}")]
+    Blob(#[from] BlobError),
+}
+
 /// One entry found while walking a file.
 pub struct Entry {
     pub offset: u64,
@@ -70,16 +80,24 @@ struct Active {
     len: u64,
 }
 
-/// The blob files of one shard, owned by its thread.
-pub struct Blobs {
+/// Read access to one shard's blob files: what the shard thread and its
+/// read mirror each hold (a reader keeps its own open handles, so neither
+/// thread ever waits on the other's).
+pub struct BlobReader {
     dir: PathBuf,
-    next_id: u32,
-    active: Option<Active>,
     readers: HashMap<u32, (File, u64)>,
     /// Bumped per read; the stamp decides which reader to close first.
     clock: u64,
-    encoder: snap::raw::Encoder,
     decoder: snap::raw::Decoder,
+}
+
+/// The blob files of one shard, owned by its thread: appends to the active
+/// file, and reads.
+pub struct Blobs {
+    reader: BlobReader,
+    next_id: u32,
+    active: Option<Active>,
+    encoder: snap::raw::Encoder,
 }
 
 fn file_name(id: u32) -> String {
@@ -90,41 +108,42 @@ fn parse_name(name: &str) -> Option<u32> {
     name.strip_suffix(".blob")?.parse().ok()
 }
 
+fn list(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        if let Some(id) = e?.file_name().to_str().and_then(parse_name) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 impl Blobs {
     /// Opens `dir` (creating it). Appends always start a new file, so a
     /// torn tail left by a crash is never written after.
     pub fn open(dir: PathBuf) -> io::Result<Blobs> {
         std::fs::create_dir_all(&dir)?;
-        let next_id = Self::list(&dir)?.into_iter().max().map_or(1, |m| m + 1);
+        let next_id = list(&dir)?.into_iter().max().map_or(1, |m| m + 1);
         Ok(Blobs {
-            dir,
+            reader: BlobReader::new(dir),
             next_id,
             active: None,
-            readers: HashMap::new(),
-            clock: 0,
             encoder: snap::raw::Encoder::new(),
-            decoder: snap::raw::Decoder::new(),
         })
-    }
-
-    fn list(dir: &Path) -> io::Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            if let Some(id) = e?.file_name().to_str().and_then(parse_name) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
     }
 
     /// Every blob file id, oldest first.
     pub fn files(&self) -> io::Result<Vec<u32>> {
-        Self::list(&self.dir)
+        list(&self.reader.dir)
+    }
+
+    pub fn reader(&mut self) -> &mut BlobReader {
+        &mut self.reader
     }
 
     fn path(&self, id: u32) -> PathBuf {
-        self.dir.join(file_name(id))
+        self.reader.path(id)
     }
 
     /// The id of the file taking appends, if one is open.
@@ -196,7 +215,36 @@ impl Blobs {
         Ok((active.id, offset))
     }
 
-    fn reader(&mut self, id: u32) -> io::Result<&File> {
+    /// Stops using file `id`: no more appends to it, its read handle closed.
+    pub fn forget(&mut self, id: u32) {
+        if self.active_id() == Some(id) {
+            self.active = None;
+        }
+        self.reader.forget(id);
+    }
+
+    /// Deletes file `id` (rolling first if it is the active one).
+    pub fn remove(&mut self, id: u32) -> io::Result<()> {
+        self.forget(id);
+        self.reader.remove(id)
+    }
+}
+
+impl BlobReader {
+    pub fn new(dir: PathBuf) -> BlobReader {
+        BlobReader {
+            dir,
+            readers: HashMap::new(),
+            clock: 0,
+            decoder: snap::raw::Decoder::new(),
+        }
+    }
+
+    fn path(&self, id: u32) -> PathBuf {
+        self.dir.join(file_name(id))
+    }
+
+    fn handle(&mut self, id: u32) -> io::Result<&File> {
         self.clock += 1;
         if !self.readers.contains_key(&id) {
             if self.readers.len() >= OPEN_READERS {
@@ -222,7 +270,7 @@ impl Blobs {
     pub fn read(&mut self, key: &[u8], r: &BlobRef) -> Result<Bytes, BlobError> {
         let len = r.entry_len(key.len()) as usize;
         let mut buf = vec![0u8; len];
-        self.reader(r.file)?.read_exact_at(&mut buf, r.offset)?;
+        self.handle(r.file)?.read_exact_at(&mut buf, r.offset)?;
         let stored = check_blob_entry(&buf, key)?;
         if stored.len() != r.stored_len as usize {
             return Err(BlobError::Damaged(DecodeError::BadBlobRef));
@@ -250,14 +298,14 @@ impl Blobs {
     /// Decodes the LevelDB value `raw` stored at `key` and reads its body
     /// from its blob file if it has one: a hit, or `Expired` at `now`
     /// (never a miss). Any damage, in the record or in the blob, is the
-    /// error, described.
-    pub fn load(&mut self, key: &[u8], raw: &Bytes, now: u64) -> Result<Lookup, String> {
-        let Stored { mut record, blob } = Record::decode(raw).map_err(|e| e.to_string())?;
+    /// error.
+    pub fn load(&mut self, key: &[u8], raw: &Bytes, now: u64) -> Result<Lookup, LoadError> {
+        let Stored { mut record, blob } = Record::decode(raw)?;
         if record.is_expired(now) {
             return Ok(Lookup::Expired);
         }
         if let Some(r) = blob {
-            record.body = self.read(key, &r).map_err(|e| e.to_string())?;
+            record.body = self.read(key, &r)?;
         }
         Ok(Lookup::Hit(record))
     }
@@ -266,7 +314,7 @@ impl Blobs {
     /// the file or at a header that cannot be an entry's (a torn tail).
     pub fn entry_at(&mut self, id: u32, offset: u64) -> io::Result<Option<Entry>> {
         let offset = offset.max(BLOB_FILE_MAGIC.len() as u64);
-        let file = self.reader(id)?;
+        let file = self.handle(id)?;
         let mut header = [0u8; BLOB_ENTRY_HEADER];
         match file.read_exact_at(&mut header, offset) {
             Ok(()) => {}
@@ -292,20 +340,18 @@ impl Blobs {
         }))
     }
 
-    /// Stops using file `id`: no more appends to it, its read handle closed.
+    /// Closes file `id`'s read handle.
     pub fn forget(&mut self, id: u32) {
-        if self.active_id() == Some(id) {
-            self.active = None;
-        }
         self.readers.remove(&id);
     }
 
     /// Closes every read handle (the files may have been replaced).
-    pub fn forget_readers(&mut self) {
+    pub fn forget_all(&mut self) {
         self.readers.clear();
     }
 
-    /// Deletes file `id` (rolling first if it is the active one).
+    /// Deletes file `id`: the shard's files after collection, or the
+    /// mirror's part of that, after the batches that moved its last entries.
     pub fn remove(&mut self, id: u32) -> io::Result<()> {
         self.forget(id);
         match std::fs::remove_file(self.path(id)) {
@@ -343,9 +389,12 @@ mod tests {
             .collect();
         let r2 = b.append(b"p/b", &noise).unwrap();
         assert_eq!(r2.codec, Codec::None, "incompressible bodies stay raw");
-        assert_eq!(b.read(b"p/a", &r).unwrap(), page);
-        assert_eq!(b.read(b"p/b", &r2).unwrap(), noise);
-        assert!(b.read(b"p/b", &r).is_err(), "never another key's body");
+        assert_eq!(b.reader().read(b"p/a", &r).unwrap(), page);
+        assert_eq!(b.reader().read(b"p/b", &r2).unwrap(), noise);
+        assert!(
+            b.reader().read(b"p/b", &r).is_err(),
+            "never another key's body"
+        );
     }
 
     #[test]
@@ -355,11 +404,11 @@ mod tests {
         let r1 = b.append(b"k1", &html(3_000)).unwrap();
         let r2 = b.append(b"k2", &html(4_000)).unwrap();
         let id = r1.file;
-        let e1 = b.entry_at(id, 0).unwrap().unwrap();
+        let e1 = b.reader().entry_at(id, 0).unwrap().unwrap();
         assert_eq!((e1.key.as_slice(), e1.offset), (&b"k1"[..], r1.offset));
-        let e2 = b.entry_at(id, e1.next).unwrap().unwrap();
+        let e2 = b.reader().entry_at(id, e1.next).unwrap().unwrap();
         assert_eq!((e2.key.as_slice(), e2.offset), (&b"k2"[..], r2.offset));
-        assert!(b.entry_at(id, e2.next).unwrap().is_none());
+        assert!(b.reader().entry_at(id, e2.next).unwrap().is_none());
 
         // A crash mid-append: the tail is cut short.
         let path = dir.path().join(file_name(id));
@@ -367,9 +416,9 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
         let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
-        assert!(b.entry_at(id, e1.next).unwrap().is_none());
-        assert!(b.read(b"k2", &r2).is_err());
-        assert_eq!(b.read(b"k1", &r1).unwrap(), html(3_000));
+        assert!(b.reader().entry_at(id, e1.next).unwrap().is_none());
+        assert!(b.reader().read(b"k2", &r2).is_err());
+        assert_eq!(b.reader().read(b"k1", &r1).unwrap(), html(3_000));
         // After a restart appends go to a new file.
         let r3 = b.append(b"k3", &html(100)).unwrap();
         assert_eq!(r3.file, id + 1);
@@ -386,6 +435,9 @@ mod tests {
         bytes[mid] ^= 0x20;
         std::fs::write(&path, bytes).unwrap();
         let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
-        assert!(matches!(b.read(b"k", &r), Err(BlobError::Damaged(_))));
+        assert!(matches!(
+            b.reader().read(b"k", &r),
+            Err(BlobError::Damaged(_))
+        ));
     }
 }

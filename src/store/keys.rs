@@ -53,6 +53,18 @@ pub fn blob_live_key(id: u32) -> [u8; 5] {
     [BLOB_TAG, b[0], b[1], b[2], b[3]]
 }
 
+/// A live-byte row's value.
+pub fn encode_live(n: u64) -> Vec<u8> {
+    n.to_le_bytes().to_vec()
+}
+
+/// Reads a live-byte row's value. A damaged row counts as nothing live: at
+/// worst the file is dropped early and its pages become misses (a blob
+/// that is gone reads as a miss, never as another page).
+pub fn decode_live(v: &[u8]) -> u64 {
+    v.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b))
+}
+
 /// The LevelDB key of an entry.
 pub fn entry_key(ns: Namespace, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());

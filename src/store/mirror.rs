@@ -29,26 +29,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rusty_leveldb::{DB, WriteBatch};
+use rusty_leveldb::DB;
 use tokio::sync::{mpsc, oneshot};
 
-use super::blobs::Blobs;
-use super::{Lookup, StoreError, now_ms};
-
-/// One change to a key: a value to put, or `None` to delete.
-pub type Op = (Vec<u8>, Option<Vec<u8>>);
-
-/// The LevelDB batch applying `ops` in order.
-pub fn batch_of(ops: &[Op]) -> WriteBatch {
-    let mut batch = WriteBatch::default();
-    for (k, v) in ops {
-        match v {
-            Some(v) => batch.put(k, v),
-            None => batch.delete(k),
-        }
-    }
-    batch
-}
+use super::blobs::BlobReader;
+use super::db::{self, Op, batch_of};
+use super::error::StoreError;
+use super::lookup::Lookup;
+use crate::clock::Clock;
 
 pub enum MirrorCommand {
     /// A batch the shard has written.
@@ -73,8 +61,9 @@ pub struct Mirror {
     source: PathBuf,
     dir: PathBuf,
     db: Option<DB>,
-    blobs: Blobs,
+    blobs: BlobReader,
     healthy: Arc<AtomicBool>,
+    clock: Clock,
 }
 
 impl Mirror {
@@ -86,14 +75,16 @@ impl Mirror {
         dir: PathBuf,
         blobs_dir: PathBuf,
         healthy: Arc<AtomicBool>,
+        clock: Clock,
     ) -> Result<Mirror, StoreError> {
         let mut m = Mirror {
             index,
             source,
             dir,
             db: None,
-            blobs: Blobs::open(blobs_dir)?,
+            blobs: BlobReader::new(blobs_dir),
             healthy,
+            clock,
         };
         m.rebuild()?;
         Ok(m)
@@ -105,12 +96,10 @@ impl Mirror {
             let _ = db.close();
         }
         copy_db(&self.source, &self.dir)?;
-        let db = catch_unwind(AssertUnwindSafe(|| {
-            DB::open(&self.dir, super::shard::db_options(MIRROR_WRITE_BUFFER))
-        }))
-        .map_err(|_| StoreError::Open(format!("{}: panicked", self.dir.display())))??;
+        let db = db::open_contained(&self.dir, db::options(MIRROR_WRITE_BUFFER))
+            .map_err(|e| StoreError::open(&self.dir, e))?;
         self.db = Some(db);
-        self.blobs.forget_readers();
+        self.blobs.forget_all();
         self.healthy.store(true, Ordering::Release);
         Ok(())
     }
@@ -173,7 +162,7 @@ impl Mirror {
         };
         // Anything unreadable: the shard will find it, log it and delete it.
         self.blobs
-            .load(key, &raw, now_ms())
+            .load(key, &raw, self.clock.now_ms())
             .map_err(|_| StoreError::Unavailable)
     }
 }

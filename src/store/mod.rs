@@ -12,12 +12,30 @@
 //!                  mirror thread (a second LevelDB, same entries, read-only role)
 //! ```
 //!
-//! - [`record`]: the versioned on-disk formats (LevelDB records, blob files).
-//! - [`keys`]: the key-space layout (namespaces, expiry index, blob counts).
-//! - [`shard`]: a LevelDB instance and the thread that owns it.
-//! - [`blobs`]: the shard's append-only files for large bodies.
-//! - [`mirror`]: each shard's read replica, so reads never wait for a
-//!   compaction.
+//! Every byte this module puts on disk is specified in `docs/format.md`;
+//! the code that writes each layout links there.
+//!
+//! The async side:
+//! - [`Store`] (here): routes each key to its shard, broadcasts scans.
+//! - [`handle`]: one shard's channel, hot slice and mirror; the hedged read.
+//! - [`pages`]: the [`PageStore`] trait the proxy talks to, and
+//!   [`memory`], an in-memory implementation for the proxy's tests.
+//! - [`sweeper`]: the background task that expires and collects.
+//!
+//! The shard thread and what it owns:
+//! - [`shard`]: the thread, command dispatch, entry and Vary-group writes,
+//!   purges, counts and the expiry sweep; [`command`]: what it is asked.
+//! - [`db`]: its LevelDB (options, crash recovery, scans, compaction).
+//! - [`tx`]: a write staged as one batch with its live-byte accounting.
+//! - [`space`]: its blob files, their live counts and the collector;
+//!   [`blobs`]: the blob-file I/O.
+//! - [`mirror`]: its read replica, so reads never wait for a compaction.
+//! - [`hot`]: the hot tier and what gets admitted to it.
+//!
+//! Formats and shared pieces: [`record`] (the record and blob-entry codec),
+//! [`keys`] (the key space), [`layout`] (the data directory),
+//! [`purges`] (which pages were purged during a fetch), [`error`],
+//! [`lookup`].
 //!
 //! Why shards: rusty-leveldb runs compaction inside `put`/`get`, stalling the
 //! calling thread for up to seconds. With N independent DBs on N threads, a
@@ -25,75 +43,43 @@
 //! shards compact in parallel with each other. The shard count is fixed when
 //! a data directory is created and recorded in it (`bigcache.meta`), since
 //! the key-to-shard mapping depends on it.
-//!
-//! Why the hot tier sits here and is written only by shard threads: see
-//! [`shard`]. Hot lookups are the fast path for repeated reads and never
-//! touch the shard threads.
 
 mod blobs;
+mod command;
+mod db;
+pub mod error;
+mod handle;
+mod hot;
 pub mod keys;
+mod layout;
+pub mod lookup;
+pub mod memory;
 mod mirror;
+pub mod pages;
 mod purges;
 pub mod record;
 mod shard;
+mod space;
+pub mod sweeper;
+mod tx;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Clock;
+use command::Command;
+use handle::ShardHandle;
+use shard::{Shard, ShardConfig};
+
+pub use error::StoreError;
 pub use keys::Namespace;
-use mirror::{MirrorCommand, MirrorHandle};
+pub use lookup::Lookup;
+pub use pages::PageStore;
 pub use record::{Kind, Record};
-use shard::{Command, Shard, ShardConfig};
-
-/// Errors from the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("opening the store: {0}")]
-    Open(String),
-    #[error("LevelDB: {0}")]
-    Db(#[from] rusty_leveldb::Status),
-    #[error("store I/O: {0}")]
-    Io(#[from] std::io::Error),
-    /// The shard thread is gone or dropped the request (it panicked).
-    #[error("store unavailable")]
-    Unavailable,
-}
-
-/// The outcome of a read.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    Hit(Record),
-    Miss,
-    /// There was an entry but it had expired; it has been deleted.
-    Expired,
-}
-
-/// Current time in unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Weighs hot-tier entries by the bytes they pin.
-#[derive(Clone)]
-pub(crate) struct ByBytes;
-
-impl quick_cache::Weighter<Bytes, Record> for ByBytes {
-    fn weight(&self, key: &Bytes, rec: &Record) -> u64 {
-        // 64: rough per-entry bookkeeping, so tiny entries still count.
-        (key.len() + rec.meta.len() + rec.body.len() + 64) as u64
-    }
-}
-
-/// One shard's slice of the hot tier.
-pub(crate) type Hot = quick_cache::sync::Cache<Bytes, Record, ByBytes>;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -104,16 +90,8 @@ pub struct StoreConfig {
     pub hot_bytes: u64,
     /// Commands that may wait for one shard before callers get `Busy`.
     pub queue_depth: usize,
-}
-
-struct ShardHandle {
-    tx: mpsc::Sender<Command>,
-    hot: Arc<Hot>,
-    mirror: MirrorHandle,
-    /// When the shard thread's current command started ([`shard::clock_us`]),
-    /// 0 while idle.
-    busy: Arc<AtomicU64>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What "now" is for every lifetime the store keeps.
+    pub clock: Clock,
 }
 
 /// A cheap-to-clone handle to the store.
@@ -123,74 +101,32 @@ pub struct Store {
     dir: PathBuf,
     /// Page purges, so a page fetched before one is not stored after it.
     purges: Arc<purges::PurgeLog>,
+    clock: Clock,
 }
 
-const META_FILE: &str = "bigcache.meta";
-/// How long a cold read waits on a busy or slow shard thread before the
-/// mirror is asked: well above a normal cold read (~0.1 ms), well below a
-/// compaction (tens of ms).
-const HEDGE_AFTER: Duration = Duration::from_millis(3);
-const HEDGE_AFTER_US: u64 = HEDGE_AFTER.as_micros() as u64;
 /// Blob bytes walked per garbage-collection step: a few milliseconds of
 /// work, so requests queued behind it barely notice.
 const COLLECT_STEP: u64 = 2 << 20;
 
-/// Reads or creates the data directory's layout file and returns its shard
-/// count.
-fn layout(dir: &Path, wanted: usize) -> Result<usize, StoreError> {
-    let path = dir.join(META_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let n = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shards="))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .filter(|n| (1..=256).contains(n))
-                .ok_or_else(|| {
-                    StoreError::Open(format!("{}: no valid `shards=` line", path.display()))
-                })?;
-            if n != wanted {
-                tracing::info!(
-                    existing = n,
-                    requested = wanted,
-                    "data directory keeps its shard count"
-                );
-            }
-            Ok(n)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, format!("format=1\nshards={wanted}\n"))?;
-            Ok(wanted)
-        }
-        Err(e) => Err(StoreError::Open(format!("{}: {e}", path.display()))),
-    }
-}
-
 impl Store {
     /// Opens (or creates) every shard and starts their threads.
     pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&cfg.dir)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
-        let n = layout(&cfg.dir, cfg.shards.clamp(1, 256))?;
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
+        let n = layout::open(&cfg.dir, cfg.shards.clamp(1, *layout::SHARDS.end()))?;
         let purges = Arc::new(purges::PurgeLog::default());
         let hot_each = cfg.hot_bytes / n as u64;
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
-            // Estimated item count only sizes quick_cache's tables; the byte
-            // budget is what bounds it. Assume ~16 KiB pages.
-            let hot = Arc::new(Hot::with_weighter(
-                (hot_each / 16384).max(16) as usize,
-                hot_each.max(1),
-                ByBytes,
-            ));
+            let hot = Arc::new(hot::slice(hot_each));
             let busy = Arc::new(AtomicU64::new(0));
             let (shard, mirror) = Shard::open(ShardConfig {
                 index,
-                dir: cfg.dir.join(format!("shard-{index:02}")),
-                mirror_dir: cfg.dir.join(format!("mirror-{index:02}")),
+                dir: layout::shard_dir(&cfg.dir, index),
+                mirror_dir: layout::mirror_dir(&cfg.dir, index),
                 busy: busy.clone(),
                 hot: hot.clone(),
                 purges: purges.clone(),
+                clock: cfg.clock.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
@@ -208,6 +144,7 @@ impl Store {
             shards: shards.into(),
             dir: cfg.dir.clone(),
             purges,
+            clock: cfg.clock.clone(),
         })
     }
 
@@ -215,19 +152,13 @@ impl Store {
         self.shards.len()
     }
 
-    fn shard(&self, key: &[u8]) -> &ShardHandle {
-        &self.shards[keys::shard_of(key, self.shards.len())]
+    /// The clock every lifetime in this store is measured against.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
-    async fn call<C, T>(
-        tx: &mpsc::Sender<C>,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> C,
-    ) -> Result<T, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        tx.send(make(reply))
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        rx.await.map_err(|_| StoreError::Unavailable)?
+    fn shard(&self, key: &[u8]) -> &ShardHandle {
+        &self.shards[keys::shard_of(key, self.shards.len())]
     }
 
     /// Reads an entry. Expired entries are never returned (and are deleted).
@@ -235,68 +166,22 @@ impl Store {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
         if let Some(rec) = shard.hot.get(key.as_slice()) {
-            if !rec.is_expired(now_ms()) {
+            if !rec.is_expired(self.clock.now_ms()) {
                 return Ok(Lookup::Hit(rec));
             }
             // Best effort: if the queue is full the sweeper gets it later.
             let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
             return Ok(Lookup::Expired);
         }
-        Self::cold_get(shard, key).await
-    }
-
-    /// A read the hot tier could not answer. It goes to the shard thread,
-    /// unless that thread has been on one command for [`HEDGE_AFTER`]
-    /// (a compaction, most likely): then to the mirror. A shard answer
-    /// still missing after [`HEDGE_AFTER`] is asked of the mirror as well,
-    /// and the first answer wins. The mirror has every acknowledged write,
-    /// so either answer is current.
-    async fn cold_get(shard: &ShardHandle, key: Vec<u8>) -> Result<Lookup, StoreError> {
-        if !shard.mirror.usable() {
-            return Self::call(&shard.tx, |reply| Command::Get { key, reply }).await;
-        }
-        let busy_since = shard.busy.load(Ordering::Acquire);
-        if busy_since != 0 && shard::clock_us().saturating_sub(busy_since) >= HEDGE_AFTER_US {
-            let from_mirror = Self::call(&shard.mirror.tx, |reply| MirrorCommand::Get {
-                key: key.clone(),
-                reply,
-            })
-            .await;
-            if let Ok(found) = from_mirror {
-                return Ok(found);
-            }
-        }
-        let (reply, mut from_shard) = oneshot::channel();
-        shard
-            .tx
-            .send(Command::Get {
-                key: key.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await {
-            return answer.map_err(|_| StoreError::Unavailable)?;
-        }
-        let (reply, mut from_mirror) = oneshot::channel();
-        let hedged = shard.mirror.tx.try_send(MirrorCommand::Get { key, reply });
-        if hedged.is_ok() {
-            tokio::select! {
-                answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
-                answer = &mut from_mirror => {
-                    if let Ok(Ok(found)) = answer {
-                        return Ok(found);
-                    }
-                }
-            }
-        }
-        from_shard.await.map_err(|_| StoreError::Unavailable)?
+        shard.cold_get(key).await
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
-        Self::call(&shard.tx, |reply| Command::Put { key, record, reply }).await
+        shard
+            .call(|reply| Command::Put { key, record, reply })
+            .await
     }
 
     /// Stores `record` unless a live entry exists; returns whether it did.
@@ -308,12 +193,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
-        Self::call(&shard.tx, |reply| Command::PutIfAbsent {
-            key,
-            record,
-            reply,
-        })
-        .await
+        shard
+            .call(|reply| Command::PutIfAbsent { key, record, reply })
+            .await
     }
 
     /// Sets a live entry's deadline; returns whether there was one.
@@ -325,12 +207,13 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
-        Self::call(&shard.tx, |reply| Command::Touch {
-            key,
-            expires_at,
-            reply,
-        })
-        .await
+        shard
+            .call(|reply| Command::Touch {
+                key,
+                expires_at,
+                reply,
+            })
+            .await
     }
 
     /// A point in the purge sequence; pass it to [`Store::put_page`] so the
@@ -356,14 +239,15 @@ impl Store {
         let key = keys::entry_key(Namespace::Page, group);
         let shard = self.shard(&key);
         let member = variant.map(|(suffix, meta)| (suffix.to_vec(), meta));
-        Self::call(&shard.tx, |reply| Command::PutPage {
-            key,
-            member,
-            record,
-            since,
-            reply,
-        })
-        .await
+        shard
+            .call(|reply| Command::PutPage {
+                key,
+                member,
+                record,
+                since,
+                reply,
+            })
+            .await
     }
 
     /// Deletes an entry (a group with its members); returns whether a live
@@ -374,7 +258,7 @@ impl Store {
             self.purges.key(&key);
         }
         let shard = self.shard(&key);
-        Self::call(&shard.tx, |reply| Command::Delete { key, reply }).await
+        shard.call(|reply| Command::Delete { key, reply }).await
     }
 
     /// Sends one command to every shard, then awaits all replies, so the
@@ -441,8 +325,7 @@ impl Store {
         let mut total = 0;
         for s in self.shards.iter() {
             loop {
-                let (removed, more) =
-                    Self::call(&s.tx, |reply| Command::Sweep { batch, reply }).await?;
+                let (removed, more) = s.call(|reply| Command::Sweep { batch, reply }).await?;
                 total += removed;
                 if !more {
                     break;
@@ -452,11 +335,12 @@ impl Store {
             }
             let mut freed = 0;
             loop {
-                let (n, more) = Self::call(&s.tx, |reply| Command::Collect {
-                    budget: COLLECT_STEP,
-                    reply,
-                })
-                .await?;
+                let (n, more) = s
+                    .call(|reply| Command::Collect {
+                        budget: COLLECT_STEP,
+                        reply,
+                    })
+                    .await?;
                 freed += n;
                 if !more {
                     break;
@@ -475,8 +359,8 @@ impl Store {
     pub fn disk_bytes(&self) -> u64 {
         (0..self.shards.len())
             .map(|i| {
-                shard::dir_size(&self.dir.join(format!("shard-{i:02}")))
-                    + shard::dir_size(&self.dir.join(format!("mirror-{i:02}")))
+                layout::dir_size(&layout::shard_dir(&self.dir, i))
+                    + layout::dir_size(&layout::mirror_dir(&self.dir, i))
             })
             .sum()
     }
@@ -496,35 +380,12 @@ impl Store {
     }
 }
 
-/// Runs the expiry sweeper until `shutdown` fires: every `interval`, each
-/// shard removes its expired entries in batches of `batch`, so disk space
-/// comes back even for keys nobody reads again.
-pub async fn run_sweeper(
-    store: Store,
-    interval: Duration,
-    batch: usize,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        match store.sweep(batch).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "expiry sweep"),
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use handle::HEDGE_AFTER;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
 
     fn config(dir: &Path) -> StoreConfig {
         StoreConfig {
@@ -533,13 +394,14 @@ mod tests {
             // No hot tier: every read goes to a shard thread or its mirror.
             hot_bytes: 0,
             queue_depth: 64,
+            clock: Clock::system(),
         }
     }
 
     fn record(body: &[u8]) -> Record {
         Record {
             kind: Kind::Bytes,
-            created_at: now_ms(),
+            created_at: 1,
             expires_at: None,
             meta: Bytes::new(),
             body: Bytes::copy_from_slice(body),

@@ -1,185 +1,75 @@
-//! One LevelDB instance and the OS thread that owns it.
+//! One shard: the OS thread that owns a LevelDB ([`Db`]), the blob space
+//! beside it ([`BlobSpace`]), its slice of the hot tier and the link to its
+//! read mirror, and executes [`Command`]s from a bounded channel one at a
+//! time.
 //!
-//! rusty-leveldb's `DB` is `!Send` (built on `Rc<RefCell<..>>`) and every
-//! call, `get` included, takes `&mut self` and may run a compaction inline.
-//! So each shard's DB lives on a dedicated thread that executes [`Command`]s
-//! from a bounded channel, one at a time; async callers never block the tokio
-//! runtime and a compaction in one shard stalls only that shard's queue.
+//! Why a thread: rusty-leveldb's `DB` is `!Send` and compacts inside `put`
+//! and `get`; on a thread of its own, async callers never block the tokio
+//! runtime and a compaction stalls only this shard's queue.
 //!
-//! The thread also owns the shard's slice of the hot tier ([`Hot`]): every
-//! mutation of a key (put, delete, purge, expiry) goes through this thread,
-//! so the LevelDB entry and its hot copy change in one place and in order;
-//! readers on other threads only ever look the hot tier up.
+//! The thread is also the only writer of its hot-tier slice: every mutation
+//! of a key (put, delete, purge, expiry) goes through it, so the LevelDB
+//! entry and its hot copy change in one place and in order.
 //!
-//! Two rusty-leveldb defects are worked around here (see
-//! `shared/notes/rusty-leveldb.md`):
-//! - once any iterator has existed, compaction stops dropping deleted data
-//!   until the DB is reopened: every operation that iterates ends with
-//!   [`Shard::reopen`], and a purge or sweep that deleted data then compacts
-//!   the span it deleted;
-//! - opening after a crash can fail or panic: the directory is moved aside
-//!   and the shard starts empty (this is a cache), and the event is logged.
-//!
-//! Large bodies go to the shard's blob files ([`Blobs`]); LevelDB keeps the
-//! record with a reference. Every batch that adds or drops a reference also
-//! updates the live-byte row of the blob file concerned (see [`Tx`]), so the
-//! collector knows which files are mostly dead without reading them: files
-//! with no live bytes are deleted, files under half live have their live
-//! entries copied to the active file first ([`Shard::collect`]), a bounded
-//! step at a time between requests.
+//! What lives here is what a shard does with entries: reads (deleting what
+//! is expired or unreadable), writes of records and of Vary groups with
+//! their members, purges, counts, the expiry sweep, and the steps of blob
+//! collection. Each write is staged in a [`Tx`] and committed in one batch,
+//! which the mirror gets too before the caller is answered.
 
-use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::mpsc;
 
-use rusty_leveldb::{DB, LdbIterator, Options, StatusCode};
-use tokio::sync::{mpsc, oneshot};
-
-use super::blobs::Blobs;
+use super::command::Command;
+use super::db::{Db, Op, Opened};
+use super::error::StoreError;
+use super::hot::{Admission, Hot};
 use super::keys::{self, EXPIRY_TAG};
-use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink, Op, batch_of};
+use super::layout;
+use super::lookup::Lookup;
+use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink};
 use super::purges::PurgeLog;
-use super::record::{BlobRef, INLINE_MAX, Kind, Record, Stored};
-use super::{Hot, Lookup, StoreError, now_ms};
-
-/// Work sent to a shard thread. Each carries its own reply channel; a reply
-/// sender dropped without an answer (the thread died) reads as
-/// [`StoreError::Unavailable`] on the caller's side.
-pub enum Command {
-    Get {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Result<Lookup, StoreError>>,
-    },
-    Put {
-        key: Vec<u8>,
-        record: Record,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Stores `record` only if no live entry is at `key`; replies whether
-    /// it stored. Atomic: the shard thread does the check and the write.
-    PutIfAbsent {
-        key: Vec<u8>,
-        record: Record,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Gives a live entry a new deadline; replies whether one was there.
-    Touch {
-        key: Vec<u8>,
-        expires_at: Option<u64>,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Stores a page unless it was purged after `since` (see
-    /// `store::purges`); replies whether it stored. With a `member`
-    /// (suffix, group meta) the page is stored at `key + suffix` and listed
-    /// in the group record at `key` (created, or replaced when its meta
-    /// changes).
-    PutPage {
-        key: Vec<u8>,
-        member: Option<(Vec<u8>, Bytes)>,
-        record: Record,
-        since: u64,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Replies whether a live entry was there. Deleting a group deletes its
-    /// members.
-    Delete {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Deletes the entry only if it is still expired: a reader saw it expired
-    /// in the hot tier, but a newer write may have replaced it since.
-    DeleteIfExpired { key: Vec<u8> },
-    DeletePrefix {
-        prefix: Vec<u8>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Count {
-        prefixes: Vec<Vec<u8>>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Clear {
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Removes up to `batch` expired entries; replies (removed, more left).
-    Sweep {
-        batch: usize,
-        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
-    },
-    /// One bounded step of blob garbage collection, copying at most
-    /// `budget` bytes; replies (bytes freed, more to do).
-    Collect {
-        budget: u64,
-        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
-    },
-    /// Flushes and closes the DB; the thread exits after replying.
-    Shutdown { reply: oneshot::Sender<()> },
-    /// Holds the thread as a long compaction would (tests of the mirror).
-    #[cfg(test)]
-    Stall(std::time::Duration),
-}
-
-impl Command {
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Get { .. } => "get",
-            Command::Put { .. } => "put",
-            Command::PutIfAbsent { .. } => "put-if-absent",
-            Command::Touch { .. } => "touch",
-            Command::PutPage { .. } => "put-page",
-            Command::Delete { .. } => "delete",
-            Command::DeleteIfExpired { .. } => "delete-if-expired",
-            Command::DeletePrefix { .. } => "delete-prefix",
-            Command::Count { .. } => "count",
-            Command::Clear { .. } => "clear",
-            Command::Sweep { .. } => "sweep",
-            Command::Collect { .. } => "collect",
-            Command::Shutdown { .. } => "shutdown",
-            #[cfg(test)]
-            Command::Stall(_) => "stall",
-        }
-    }
-}
+use super::record::{INLINE_MAX, Kind, Record, Stored};
+use super::space::{BlobSpace, Step};
+use super::tx::Tx;
+use crate::clock::Clock;
 
 /// A command taking longer than this is logged: it held up its shard.
 const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
+/// Batches the mirror may lag behind before the shard waits for it.
+const MIRROR_QUEUE: usize = 4096;
 
 pub struct ShardConfig {
     pub index: usize,
     pub dir: PathBuf,
     /// Where the read mirror keeps its copy of the LevelDB files.
     pub mirror_dir: PathBuf,
-    /// Set to when the running command started (see [`busy_since`]).
+    /// Set to when the running command started (see [`clock_us`]).
     pub busy: Arc<AtomicU64>,
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
+    pub clock: Clock,
 }
 
 /// State owned by the shard thread.
 pub struct Shard {
     index: usize,
-    dir: PathBuf,
-    db: Option<DB>,
+    db: Db,
+    space: BlobSpace,
     hot: Arc<Hot>,
+    admission: Admission,
     purges: Arc<PurgeLog>,
-    /// Key span deleted by the current sweep round, compacted when it ends.
-    swept_span: Option<(Vec<u8>, Vec<u8>)>,
-    blobs: Blobs,
-    /// Live bytes per blob file: a cache of the `b` rows.
-    live: HashMap<u32, u64>,
-    /// The blob file being collected and the offset reached.
-    collecting: Option<(u32, u64)>,
     mirror: Option<MirrorLink>,
     busy: Arc<AtomicU64>,
-    /// Hashes of keys read from disk once recently (see [`Shard::admit`]).
-    seen: HashSet<u64>,
-    /// How many keys `seen` holds before it starts over: about as many as
-    /// the shard's hot tier holds pages.
-    seen_max: usize,
+    clock: Clock,
+    /// Key span deleted by the current sweep round, compacted when it ends.
+    swept_span: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Microseconds since the process's first call, plus one: a command start
@@ -189,168 +79,15 @@ pub fn clock_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
-/// Changes staged for one atomic LevelDB write: the batch, plus how the
-/// live bytes of each blob file move with it.
-#[derive(Default)]
-struct Tx {
-    ops: Vec<Op>,
-    live: HashMap<u32, i64>,
-    /// Keys whose previous value is already accounted for in `live`.
-    seen: HashSet<Vec<u8>>,
-}
-
-impl Tx {
-    fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.ops.push((key.to_vec(), Some(value)));
-    }
-
-    /// Notes that `old`, the value `key` holds now, is being replaced or
-    /// deleted: its blob bytes come off the live count. Once per key per
-    /// transaction; returns whether this was the first time.
-    fn replaces(&mut self, key: &[u8], old: Option<&Stored>) -> bool {
-        if !self.seen.insert(key.to_vec()) {
-            return false;
-        }
-        if let Some(r) = old.and_then(|s| s.blob) {
-            *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
-        }
-        true
-    }
-
-    /// Stages `record` at `key`, its body inline or at `blob` (whose bytes
-    /// count as live), with its expiry-index row.
-    fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
-        match blob {
-            Some(r) => {
-                *self.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
-                self.put(key, record.encode_with_blob(&r));
-            }
-            None => self.put(key, record.encode()),
-        }
-        if let Some(at) = record.expires_at {
-            self.put(&keys::expiry_key(at, key), Vec::new());
-        }
-    }
-
-    fn delete(&mut self, key: &[u8]) {
-        self.ops.push((key.to_vec(), None));
-    }
-}
-
-/// A blob file is collected once less than this share of it is live.
-const COLLECT_BELOW: f64 = 0.5;
-/// Dead bytes the active file must hold before it is rolled to be
-/// collected: below this, collecting costs more than it frees.
-const ACTIVE_DEAD_MIN: u64 = 8 << 20;
-
-/// LevelDB options for a shard (and, with another write buffer, for its
-/// mirror). LevelDB holds records and page metadata only (bodies are in
-/// blob files): a few hundred bytes per page, so its caches stay small.
-pub(super) fn db_options(write_buffer: usize) -> Options {
-    // The info LOG lists every table after each compaction and only rotates
-    // on open; our own tracing says what matters, so LevelDB's goes nowhere.
-    let sink = rusty_leveldb::infolog::Logger(Box::new(std::io::sink()));
-    Options {
-        create_if_missing: true,
-        log: Some(std::rc::Rc::new(std::cell::RefCell::new(sink))),
-        // Snappy for inline values and metadata; off by default.
-        compressor: 1,
-        // rusty-leveldb counts this in blocks (capacity / block size), so
-        // with 4 KiB blocks it is also about the bytes it holds.
-        block_cache_capacity_bytes: 1 << 20,
-        write_buffer_size: write_buffer,
-        // Smaller tables make each compaction step smaller.
-        max_file_size: 2 << 20,
-        max_open_files: 2048,
-        ..Options::default()
-    }
-}
-
-/// Memtable size: LevelDB keeps up to two per DB (one being flushed), and
-/// every shard has two DBs (see `store::mirror`).
-const WRITE_BUFFER: usize = 2 << 20;
-/// Batches the mirror may lag behind before the shard waits for it.
-const MIRROR_QUEUE: usize = 4096;
-
-/// Opens the DB at `dir`. A lock error (another process has it) is fatal; any
-/// other failure or a panic inside rusty-leveldb means the files are damaged,
-/// so they are moved aside and an empty DB takes their place.
-///
-/// Returns the DB and whether the old files were moved aside (their blob
-/// files went with them).
-fn open_or_recover(index: usize, dir: &Path) -> Result<(DB, bool), StoreError> {
-    let attempt = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options(WRITE_BUFFER))));
-    let problem = match attempt {
-        Ok(Ok(db)) => return Ok((db, false)),
-        Ok(Err(e)) if e.code == StatusCode::LockError => {
-            return Err(StoreError::Open(format!(
-                "{}: {} (is another bigcache using this data directory?)",
-                dir.display(),
-                e.err
-            )));
-        }
-        // Damage in the files themselves: moving them aside is the cure.
-        Ok(Err(e))
-            if matches!(
-                e.code,
-                StatusCode::Corruption
-                    | StatusCode::InvalidData
-                    | StatusCode::CompressionError
-                    | StatusCode::NotFound
-            ) =>
-        {
-            e.to_string()
-        }
-        // Anything else (out of file descriptors, disk full, permissions)
-        // may pass and says nothing about the data: keep it, report it.
-        Ok(Err(e)) => {
-            return Err(StoreError::Open(format!("{}: {e}", dir.display())));
-        }
-        Err(_) => "rusty-leveldb panicked while opening".to_string(),
-    };
-    let aside = dir.with_extension(format!("corrupt-{}", now_ms()));
-    tracing::error!(
-        shard = index,
-        dir = %dir.display(),
-        aside = %aside.display(),
-        %problem,
-        "shard could not be opened; moving it aside and starting empty"
-    );
-    std::fs::rename(dir, &aside)
-        .map_err(|e| StoreError::Open(format!("moving {} aside: {e}", dir.display())))?;
-    let db = catch_unwind(AssertUnwindSafe(|| DB::open(dir, db_options(WRITE_BUFFER))))
-        .map_err(|_| StoreError::Open(format!("{}: panicked on a fresh DB", dir.display())))?
-        .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
-    Ok((db, true))
-}
-
-/// Bytes on disk under a shard's directory: LevelDB's flat files plus the
-/// `blobs` subdirectory.
-pub fn dir_size(dir: &Path) -> u64 {
-    fn flat(dir: &Path) -> u64 {
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()?.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    flat(dir) + flat(&dir.join(BLOBS_DIR))
-}
-
-const BLOBS_DIR: &str = "blobs";
-
 impl Shard {
     /// Opens the shard; runs on the caller's thread so a startup failure is
     /// reported before the server accepts anything.
     pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
-        std::fs::create_dir_all(&cfg.dir)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", cfg.dir.display())))?;
-        let (db, _) = open_or_recover(cfg.index, &cfg.dir)?;
-        let blobs = Blobs::open(cfg.dir.join(BLOBS_DIR))?;
-        let shard_hot_capacity = cfg.hot.capacity();
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
+        let (db, _) = Db::open(cfg.index, cfg.dir.clone())?;
+        let blobs_dir = layout::blobs_dir(&cfg.dir);
+        let space = BlobSpace::open(cfg.index, blobs_dir.clone())
+            .map_err(|e| StoreError::open(&blobs_dir, e))?;
         // Built while the shard is open and idle, from its files.
         let healthy = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
@@ -361,8 +98,9 @@ impl Shard {
             cfg.index,
             cfg.dir.clone(),
             cfg.mirror_dir,
-            cfg.dir.join(BLOBS_DIR),
+            blobs_dir,
             healthy.clone(),
+            cfg.clock.clone(),
         )
         .and_then(|m| {
             std::thread::Builder::new()
@@ -380,23 +118,19 @@ impl Shard {
                 None
             }
         };
-        let handle = MirrorHandle { tx, healthy };
         let shard = Shard {
             index: cfg.index,
-            dir: cfg.dir,
-            db: Some(db),
+            db,
+            space,
+            admission: Admission::for_slice(&cfg.hot),
             hot: cfg.hot,
             purges: cfg.purges,
-            swept_span: None,
-            blobs,
-            live: HashMap::new(),
-            collecting: None,
             mirror: link,
             busy: cfg.busy,
-            seen: HashSet::new(),
-            seen_max: (shard_hot_capacity / 16_384).clamp(256, 1 << 16) as usize,
+            clock: cfg.clock,
+            swept_span: None,
         };
-        Ok((shard, handle))
+        Ok((shard, MirrorHandle { tx, healthy }))
     }
 
     /// The thread body: executes commands until shutdown or until every
@@ -430,91 +164,70 @@ impl Shard {
                     shard = self.index,
                     "panic inside LevelDB; reopening the shard"
                 );
-                self.db = None;
+                self.db.abandon();
                 self.hot.clear();
-                self.live.clear();
-                self.collecting = None;
-                if let Err(e) = self.open_db() {
-                    tracing::error!(shard = self.index, error = %e, "shard is down");
-                }
+                self.space.forget_counts();
+                self.ensure_open();
             }
         }
         self.shut_down();
     }
 
-    fn close(&mut self) {
-        if let Some(mut db) = self.db.take()
-            && let Err(e) = db.close()
-        {
-            tracing::warn!(shard = self.index, error = %e, "closing shard");
-        }
-    }
-
     /// Closes the DB and stops the mirror: the end of the shard.
     fn shut_down(&mut self) {
-        self.close();
+        self.db.close();
         if let Some(mut m) = self.mirror.take() {
             m.shutdown();
         }
     }
 
-    /// Rebuilds the mirror from the shard's current files.
-    fn reset_mirror(&mut self) {
+    /// Opens the DB if the last (re)open failed, say for lack of file
+    /// descriptors, so the shard recovers once the cause passes. Commands
+    /// on a shard that stays closed fail with `Unavailable`.
+    fn ensure_open(&mut self) {
+        let opened = self.db.ensure_open().and_then(|o| self.after_open(o));
+        if let Err(e) = opened {
+            tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+        }
+    }
+
+    /// Closes and reopens the DB (see `Db::reopen`).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let opened = self.db.reopen()?;
+        self.after_open(opened)
+    }
+
+    /// When the old files had to be moved aside, the blob files went with
+    /// them: fresh blob files, an empty hot tier, a rebuilt mirror.
+    fn after_open(&mut self, opened: Opened) -> Result<(), StoreError> {
+        match opened {
+            Opened::Intact => Ok(()),
+            Opened::StartedOver => self.started_over(),
+        }
+    }
+
+    fn started_over(&mut self) -> Result<(), StoreError> {
+        self.hot.clear();
+        self.space.reset()?;
         if let Some(m) = &self.mirror {
             m.reset();
         }
+        Ok(())
     }
 
     /// Writes `ops` in one batch, then forwards them to the mirror, before
     /// the caller acknowledges anything: a read the mirror answers after an
     /// acknowledged write sees it.
     fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let batch = batch_of(&ops);
-        // `sync` flushes the log to the OS on every write, so an acknowledged
-        // write survives the process being killed (not a power loss: the
-        // crate never fsyncs).
-        self.db()?.write(batch, true)?;
+        self.db.write(&ops)?;
         if let Some(m) = &self.mirror {
             m.send(MirrorCommand::Apply(ops));
         }
         Ok(())
     }
 
-    /// The open DB. A shard whose last (re)open failed, say for lack of file
-    /// descriptors, tries again here, so it recovers once the cause passes.
-    fn db(&mut self) -> Result<&mut DB, StoreError> {
-        if self.db.is_none()
-            && let Err(e) = self.open_db()
-        {
-            tracing::error!(shard = self.index, error = %e, "shard is unavailable");
-            return Err(StoreError::Unavailable);
-        }
-        self.db.as_mut().ok_or(StoreError::Unavailable)
-    }
-
-    /// Opens the DB; when the old files had to be moved aside, the blob
-    /// files went with them and the shard starts over with fresh ones.
-    fn open_db(&mut self) -> Result<(), StoreError> {
-        let (db, moved) = open_or_recover(self.index, &self.dir)?;
-        self.db = Some(db);
-        if moved {
-            self.reset_blobs()?;
-        }
-        Ok(())
-    }
-
-    /// After the shard's files were replaced: fresh blob files, an empty
-    /// hot tier, and a mirror rebuilt from the new files.
-    fn reset_blobs(&mut self) -> Result<(), StoreError> {
-        self.hot.clear();
-        self.live.clear();
-        self.collecting = None;
-        self.blobs = Blobs::open(self.dir.join(BLOBS_DIR))?;
-        self.reset_mirror();
-        Ok(())
-    }
-
     fn execute(&mut self, cmd: Command) {
+        self.ensure_open();
         match cmd {
             Command::Get { key, reply } => {
                 let _ = reply.send(self.get(&key));
@@ -584,31 +297,22 @@ impl Shard {
         }
     }
 
-    /// The decoded value at `key`, body not loaded. An unreadable value
-    /// reads as nothing here; [`Shard::get`] is where it gets deleted.
-    fn stored_at(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        Ok(self
-            .db()?
-            .get(key)
-            .and_then(|raw| Record::decode(&raw).ok()))
-    }
-
     /// The unexpired value at `key`, body not loaded.
     fn live_at(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        let now = now_ms();
-        Ok(self.stored_at(key)?.filter(|s| !s.record.is_expired(now)))
+        let now = self.clock.now_ms();
+        Ok(self.db.stored(key)?.filter(|s| !s.record.is_expired(now)))
     }
 
     /// Reads an entry; an expired one is deleted here, a corrupt one (in
     /// LevelDB or in its blob file) is logged and deleted. Either way the
     /// caller sees no value.
     fn get(&mut self, key: &[u8]) -> Result<Lookup, StoreError> {
-        let Some(raw) = self.db()?.get(key) else {
+        let Some(raw) = self.db.get(key)? else {
             return Ok(Lookup::Miss);
         };
-        let problem = match self.blobs.load(key, &raw, now_ms()) {
+        let problem = match self.space.load(key, &raw, self.clock.now_ms()) {
             Ok(Lookup::Hit(record)) => {
-                if self.admit(key) {
+                if self.admission.admit(key) {
                     self.hot.insert(Bytes::copy_from_slice(key), record.clone());
                 }
                 return Ok(Lookup::Hit(record));
@@ -629,48 +333,14 @@ impl Shard {
         Ok(Lookup::Miss)
     }
 
-    /// Whether a page read from disk goes into the hot tier: only on its
-    /// second read within the last `seen_max` or so cold reads. With a
-    /// long tail of pages read once, admitting every read only churned the
-    /// tier (each insert evicting a page that was about to be read again)
-    /// and cost throughput; pages read twice are the ones worth RAM.
-    /// Freshly stored entries are always admitted (see `put`).
-    fn admit(&mut self, key: &[u8]) -> bool {
-        use std::hash::{BuildHasher, RandomState};
-        static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-        let h = HASHER.get_or_init(RandomState::new).hash_one(key);
-        if self.seen.remove(&h) {
-            return true;
-        }
-        if self.seen.len() >= self.seen_max {
-            self.seen.clear();
-        }
-        self.seen.insert(h);
-        false
-    }
-
-    /// Live bytes recorded for blob file `id`.
-    fn live_of(&mut self, id: u32) -> Result<u64, StoreError> {
-        if let Some(&n) = self.live.get(&id) {
-            return Ok(n);
-        }
-        let n = self
-            .db()?
-            .get(&keys::blob_live_key(id))
-            .and_then(|v| v.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)))
-            .unwrap_or(0);
-        self.live.insert(id, n);
-        Ok(n)
-    }
-
     /// Reads the value `key` holds before `tx` changes it and takes its
     /// blob bytes off the live count. Once per key per transaction: a later
     /// call for the same key returns `None` without reading.
     fn stage_old(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        if tx.seen.contains(key) {
+        if tx.has_seen(key) {
             return Ok(None);
         }
-        let old = self.stored_at(key)?;
+        let old = self.db.stored(key)?;
         tx.replaces(key, old.as_ref());
         Ok(old)
     }
@@ -680,7 +350,7 @@ impl Shard {
     fn stage_write(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
         let blob = if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
-            Some(self.blobs.append(key, &record.body)?)
+            Some(self.space.append(key, &record.body)?)
         } else {
             None
         };
@@ -697,20 +367,10 @@ impl Shard {
 
     /// Writes `tx` with the blob files' new live counts, in one batch.
     fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
-        let Tx { mut ops, live, .. } = tx;
-        let mut counts = Vec::with_capacity(live.len());
-        for (id, delta) in live {
-            if delta != 0 {
-                let n = (self.live_of(id)? as i64 + delta).max(0) as u64;
-                ops.push((
-                    keys::blob_live_key(id).to_vec(),
-                    Some(n.to_le_bytes().to_vec()),
-                ));
-                counts.push((id, n));
-            }
-        }
-        self.write(ops)?;
-        self.live.extend(counts);
+        let (space, db) = (&mut self.space, &mut self.db);
+        let batch = tx.finish(|id| space.live_of(db, id))?;
+        self.write(batch.ops)?;
+        self.space.counted(batch.counts);
         Ok(())
     }
 
@@ -744,6 +404,9 @@ impl Shard {
         Ok(())
     }
 
+    /// Stores `record` as variant `member` of the group at `group_key`,
+    /// listing it in the group record (created, or replaced when the
+    /// group's meta, the Vary header names, changed).
     fn put_member(
         &mut self,
         group_key: Vec<u8>,
@@ -804,7 +467,7 @@ impl Shard {
         }
         self.stage_delete(&mut tx, key)?;
         self.commit(tx)?;
-        Ok(!old.record.is_expired(now_ms()))
+        Ok(!old.record.is_expired(self.clock.now_ms()))
     }
 
     /// Gives a live entry a new deadline, keeping its body where it is.
@@ -824,30 +487,11 @@ impl Shard {
         Ok(true)
     }
 
-    /// Collects the keys under `prefix`, then closes the iterator before
-    /// anything is deleted.
-    fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut out = Vec::new();
-        let mut it = self.db()?.new_iter()?;
-        it.seek(prefix);
-        while it.valid() {
-            let Some((k, _)) = it.current() else { break };
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push(k.to_vec());
-            if !it.advance() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, StoreError> {
-        let found = self.keys_with_prefix(prefix);
+        let found = self.db.keys_with_prefix(prefix);
         self.reopen()?;
         let found = found?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut deleted = 0;
         let mut tx = Tx::default();
         for key in &found {
@@ -859,53 +503,39 @@ impl Shard {
         if !found.is_empty() {
             self.commit(tx)?;
             let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
-            self.compact_span(prefix, &end)?;
+            self.db.compact_span(prefix, &end)?;
             self.drop_dead_files()?;
         }
         Ok(deleted)
     }
 
     fn count(&mut self, prefixes: &[Vec<u8>]) -> Result<u64, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut n = 0;
-        let result = (|| {
-            for prefix in prefixes {
-                let mut it = self.db()?.new_iter()?;
-                it.seek(prefix);
-                while it.valid() {
-                    let Some((k, v)) = it.current() else { break };
-                    if !k.starts_with(prefix) {
-                        break;
-                    }
-                    if Record::decode(&v).is_ok_and(|s| !s.record.is_expired(now)) {
-                        n += 1;
-                    }
-                    if !it.advance() {
-                        break;
-                    }
+        let mut scanned = Ok(());
+        for prefix in prefixes {
+            scanned = self.db.scan(prefix, |k, v| {
+                let under = k.starts_with(prefix);
+                if under && Record::decode(v).is_ok_and(|s| !s.record.is_expired(now)) {
+                    n += 1;
                 }
+                under
+            });
+            if scanned.is_err() {
+                break;
             }
-            Ok(n)
-        })();
+        }
         self.reopen()?;
-        result
+        scanned.map(|()| n)
     }
 
-    /// Empties the shard by replacing its directory: instant, and the space
-    /// comes back at once instead of after compaction.
+    /// Empties the shard: its directory is replaced, its blob files, hot
+    /// tier and mirror start over.
     fn clear(&mut self) -> Result<(), StoreError> {
-        self.close();
         self.hot.clear();
-        let doomed = self.dir.with_extension("clearing");
-        let _ = std::fs::remove_dir_all(&doomed);
-        let renamed = std::fs::rename(&self.dir, &doomed);
-        // Reopened whatever happened above (db() retries later if not).
-        std::fs::create_dir_all(&self.dir)?;
-        self.db()?;
-        self.reset_blobs()?;
-        renamed?;
-        std::fs::remove_dir_all(&doomed)?;
-        Ok(())
+        let replaced = self.db.replace_dir();
+        self.started_over()?;
+        replaced
     }
 
     /// Reads the expiry index from its start up to now and deletes up to
@@ -913,29 +543,20 @@ impl Shard {
     /// more due rows), the shard is reopened and the deleted span compacted
     /// so the disk space really comes back.
     fn sweep(&mut self, batch: usize) -> Result<(u64, bool), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut due = Vec::new();
         let mut more = false;
-        let scan = (|| {
-            let mut it = self.db()?.new_iter()?;
-            it.seek(&[EXPIRY_TAG]);
-            while it.valid() {
-                let Some((k, _)) = it.current() else { break };
-                match keys::parse_expiry_key(&k) {
-                    Some((at, _)) if at <= now => {}
-                    _ => break,
-                }
-                if due.len() == batch {
-                    more = true;
-                    break;
-                }
-                due.push(k.to_vec());
-                if !it.advance() {
-                    break;
-                }
+        let scan = self.db.scan(&[EXPIRY_TAG], |k, _| {
+            if keys::parse_expiry_key(k).is_none_or(|(at, _)| at > now) {
+                return false;
             }
-            Ok::<_, StoreError>(())
-        })();
+            if due.len() == batch {
+                more = true;
+                return false;
+            }
+            due.push(k.to_vec());
+            true
+        });
         if !due.is_empty() || scan.is_err() {
             self.reopen()?;
         }
@@ -946,7 +567,7 @@ impl Shard {
             let Some((at, entry)) = keys::parse_expiry_key(row) else {
                 continue;
             };
-            let current = self.stored_at(entry)?;
+            let current = self.db.stored(entry)?;
             // The row is stale unless the entry still carries this deadline.
             if let Some(s) = current.filter(|s| s.record.expires_at == Some(at)) {
                 tx.replaces(entry, Some(&s));
@@ -968,165 +589,56 @@ impl Shard {
             self.commit(tx)?;
         }
         if !more && let Some((from, to)) = self.swept_span.take() {
-            self.compact_span(&from, &to)?;
+            self.db.compact_span(&from, &to)?;
             // The index rows just deleted sit at the front of the `x` range.
-            self.compact_span(&[EXPIRY_TAG], &keys::expiry_key(now, &[]))?;
+            self.db
+                .compact_span(&[EXPIRY_TAG], &keys::expiry_key(now, &[]))?;
             self.drop_dead_files()?;
         }
         Ok((removed, more))
     }
 
-    /// Deletes the blob files no record references any more (rolling the
-    /// active file if it is one of them).
+    /// Deletes the blob files no record references any more.
     fn drop_dead_files(&mut self) -> Result<u64, StoreError> {
         let mut freed = 0;
-        for id in self.blobs.files()? {
-            if self.live_of(id)? == 0 && self.collecting.is_none_or(|(c, _)| c != id) {
-                freed += self.drop_file(id)?;
-            }
+        for id in self.space.dead_files(&mut self.db)? {
+            freed += self.drop_file(id)?;
         }
         Ok(freed)
     }
 
-    /// Deletes blob file `id`. The mirror deletes it, after the batches
-    /// that moved entries out of it, so it never reads a vanished file.
+    /// Deletes blob file `id` and its live-byte row. The mirror deletes the
+    /// file, after the batches that moved entries out of it, so it never
+    /// reads a vanished file.
     fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
-        let len = self.blobs.file_len(id).unwrap_or(0);
-        self.blobs.forget(id);
-        self.live.remove(&id);
+        let len = self.space.forget_file(id);
         self.write(vec![(keys::blob_live_key(id).to_vec(), None)])?;
         let handed = self
             .mirror
             .as_ref()
             .is_some_and(|m| m.send(MirrorCommand::DropBlobFile(id)));
         if !handed {
-            self.blobs.remove(id)?;
+            self.space.remove_file(id)?;
         }
         Ok(len)
     }
 
-    /// The blob file that most needs collecting: the least live share,
-    /// under [`COLLECT_BELOW`]. The active file qualifies only once it
-    /// holds [`ACTIVE_DEAD_MIN`] dead bytes; it is rolled first.
-    fn pick_collectable(&mut self) -> Result<Option<u32>, StoreError> {
-        let mut best: Option<(f64, u32)> = None;
-        for id in self.blobs.files()? {
-            let len = self.blobs.file_len(id)?;
-            let live = self.live_of(id)?;
-            if len == 0
-                || self.blobs.active_id() == Some(id) && len - live.min(len) < ACTIVE_DEAD_MIN
-            {
-                continue;
-            }
-            let share = live as f64 / len as f64;
-            if share < COLLECT_BELOW && best.is_none_or(|(b, _)| share < b) {
-                best = Some((share, id));
-            }
-        }
-        if let Some((_, id)) = best
-            && self.blobs.active_id() == Some(id)
-        {
-            self.blobs.roll();
-        }
-        Ok(best.map(|(_, id)| id))
-    }
-
-    /// One step of blob garbage collection: walks the file being collected
-    /// from where the last step stopped, copies each entry a record still
-    /// references to the active file (re-pointing the record), and deletes
-    /// the file once the walk reaches its end.
-    /// Walks at most `budget` bytes per step so the shard's queue never
-    /// waits long.
+    /// One bounded step of blob garbage collection (see `store::space`);
+    /// returns (bytes freed, more to do).
     fn collect(&mut self, budget: u64) -> Result<(u64, bool), StoreError> {
         let mut freed = self.drop_dead_files()?;
-        let (id, mut offset) = match self.collecting {
-            Some(c) => c,
-            None => match self.pick_collectable()? {
-                Some(id) => (id, 0),
-                None => return Ok((freed, false)),
-            },
-        };
         let mut tx = Tx::default();
-        let mut scanned = 0u64;
-        let mut done = false;
-        while scanned < budget {
-            let entry = match self.blobs.entry_at(id, offset) {
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    done = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(shard = self.index, file = id, error = %e, "reading a blob file to collect it");
-                    done = true;
-                    break;
-                }
-            };
-            scanned += entry.next - entry.offset;
-            offset = entry.next;
-            // Only the entry its record still points at is live.
-            let owner = self.stored_at(&entry.key)?;
-            let Some((owner, old)) = owner
-                .and_then(|s| s.blob.map(|b| (s, b)))
-                .filter(|(_, b)| b.file == id && b.offset == entry.offset)
-            else {
-                continue;
-            };
-            tx.replaces(&entry.key, Some(&owner));
-            let (file, at) = self.blobs.append_stored(&entry.key, &entry.stored)?;
-            let moved = BlobRef {
-                file,
-                offset: at,
-                ..old
-            };
-            tx.put_record(&entry.key, &owner.record, Some(moved));
+        let step = self.space.collect_step(&mut self.db, budget, &mut tx)?;
+        if !tx.is_empty() {
+            self.commit(tx)?;
         }
-        self.commit(tx)?;
-        if done {
-            self.collecting = None;
-            freed += self.drop_file(id)?;
-            Ok((freed, self.pick_collectable()?.is_some()))
-        } else {
-            self.collecting = Some((id, offset));
-            Ok((freed, true))
-        }
-    }
-
-    /// Closes and reopens the DB: the only way to make rusty-leveldb drop
-    /// deleted data again after an iterator has existed.
-    fn reopen(&mut self) -> Result<(), StoreError> {
-        self.close();
-        self.db()?;
-        Ok(())
-    }
-
-    /// Compacts `[from, to]` until the shard stops shrinking:
-    /// `compact_range` covers a range only partially per call, and the first
-    /// call may only turn the memtable into a level-0 table (no shrink yet).
-    fn compact_span(&mut self, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let before = dir_size(&self.dir);
-        let mut size = before;
-        let mut idle = 0;
-        // Data can sit several levels below the deletions, each call moves
-        // one step, and a step may not shrink anything yet; a call with
-        // nothing left to do costs about a millisecond.
-        for _ in 0..12 {
-            self.db()?.compact_range(from, to)?;
-            let now = dir_size(&self.dir);
-            idle = if now < size { 0 } else { idle + 1 };
-            size = now;
-            if idle == 3 {
-                break;
+        match step {
+            Step::Idle => Ok((freed, false)),
+            Step::Partial => Ok((freed, true)),
+            Step::Walked(id) => {
+                freed += self.drop_file(id)?;
+                Ok((freed, self.space.pick_collectable(&mut self.db)?.is_some()))
             }
         }
-        tracing::debug!(
-            shard = self.index,
-            before,
-            after = size,
-            took_ms = started.elapsed().as_millis() as u64,
-            "compacted"
-        );
-        Ok(())
     }
 }

@@ -1,0 +1,94 @@
+//! Wall-clock time, injected.
+//!
+//! Every lifetime bigcache keeps (REST durations, page freshness, grace and
+//! stale windows, hit-for-pass, the expiry sweep) is measured against one
+//! [`Clock`] handed down from `server::run`. In production it is the system
+//! clock; tests build a [`Clock::manual`] one and [`Clock::advance`] it, so a
+//! 28-day lifetime runs out in a microsecond instead of a test sleeping.
+//!
+//! Durations of work (slow-command logging, hedged reads, timeouts) are not
+//! wall-clock questions and use `Instant` or tokio's timers instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A cheap-to-clone source of "now", in unix milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// `None`: the system clock. `Some`: a manual clock that only moves
+    /// when told to.
+    manual: Option<Arc<AtomicU64>>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock { manual: None }
+    }
+
+    /// A clock frozen at `start` that moves only by [`Clock::advance`].
+    pub fn manual(start: SystemTime) -> Clock {
+        Clock {
+            manual: Some(Arc::new(AtomicU64::new(unix_ms(start)))),
+        }
+    }
+
+    /// Now, in unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match &self.manual {
+            None => unix_ms(SystemTime::now()),
+            Some(ms) => ms.load(Ordering::Acquire),
+        }
+    }
+
+    /// Now, as a `SystemTime` (for HTTP dates).
+    pub fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_ms())
+    }
+
+    /// Moves a manual clock forward; returns `false` (and does nothing) on
+    /// the system clock, which nobody may move.
+    pub fn advance(&self, by: Duration) -> bool {
+        match &self.manual {
+            None => false,
+            Some(ms) => {
+                let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+                ms.fetch_add(by, Ordering::AcqRel);
+                true
+            }
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let c = Clock::manual(start);
+        let seen_by_a_shard = c.clone();
+        assert_eq!(c.now(), start);
+        assert!(c.advance(Duration::from_secs(28 * 86_400)));
+        assert_eq!(
+            seen_by_a_shard.now_ms(),
+            1_800_000_000_000 + 28 * 86_400_000
+        );
+    }
+
+    #[test]
+    fn the_system_clock_cannot_be_moved() {
+        let c = Clock::system();
+        assert!(!c.advance(Duration::from_secs(3600)));
+        let skew = c.now_ms().abs_diff(unix_ms(SystemTime::now()));
+        assert!(skew < 5_000, "{skew} ms from the system clock");
+    }
+}

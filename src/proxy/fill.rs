@@ -1,0 +1,377 @@
+//! Fetching for the cache: one upstream request per missing or stale page
+//! (the coalesced flight's leader), deciding whether its response may be
+//! stored, storing it, and refreshing a stale page from a 304.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Body as _;
+use tokio::sync::oneshot;
+
+use super::body::{self, Body, Collected};
+use super::coalesce::{self, Outcome, Permit, Role};
+use super::decision::{CacheStatus, Decision, Reason};
+use super::entry::Entry;
+use super::error::{ProxyError, chain};
+use super::key::{self, PageKey};
+use super::lookup::Found;
+use super::{Answer, Proxy, answer, clone_parts, policy, revalidate, upstream};
+use crate::store::PageStore;
+
+/// Where the leader of a flight gets a response that will not be stored,
+/// still streaming, with the reason.
+type Handoff = oneshot::Sender<(Response<Body>, Reason)>;
+
+impl<S: PageStore> Proxy<S> {
+    /// A miss or a stale entry that needs the upstream: coalesced, unless
+    /// the page was recently found uncacheable.
+    pub(super) async fn fetch(
+        self: &Arc<Self>,
+        parts: Parts,
+        key: PageKey,
+        stale: Option<Found>,
+    ) -> Answer {
+        let now = self.store.clock().now_ms();
+        if self.pass.get(&key.group).is_some_and(|until| until > now) {
+            let res = self.pass_through(parts, body::empty()).await?;
+            return Ok((res, Decision::uncached(Reason::HitForPass)));
+        }
+        match self.coalescer.join(&key.group, self.store.purge_point()) {
+            Role::Leader(permit) => {
+                let slot = permit.subscribe();
+                let (handoff_tx, handoff_rx) = oneshot::channel();
+                let this = self.clone();
+                let fill_parts = clone_parts(&parts);
+                let fill_key = key.clone();
+                // A task of its own: the fill completes, and the waiters are
+                // answered, even if this client goes away.
+                tokio::spawn(async move {
+                    this.fill(fill_parts, fill_key, stale, permit, Some(handoff_tx))
+                        .await;
+                });
+                tokio::select! {
+                    biased;
+                    Ok((mut res, reason)) = handoff_rx => {
+                        if parts.method == Method::HEAD {
+                            *res.body_mut() = body::empty();
+                        }
+                        Ok((res, Decision::uncached(reason)))
+                    }
+                    outcome = coalesce::wait(slot) => self.answer(outcome, parts, key, true).await,
+                }
+            }
+            Role::Waiter(slot, generation) => {
+                let outcome = coalesce::wait(slot).await;
+                // Purged since the flight began (it may have been announced
+                // before the purge): its page must not be served any more.
+                if matches!(outcome, Outcome::Entry { .. })
+                    && self.store.purged_since(&key.group, generation)
+                {
+                    let res = self.pass_through(parts, body::empty()).await?;
+                    return Ok((res, Decision::uncached(Reason::Purged)));
+                }
+                self.answer(outcome, parts, key, false).await
+            }
+        }
+    }
+
+    /// Answers a request from a flight's outcome.
+    async fn answer(
+        &self,
+        outcome: Outcome,
+        parts: Parts,
+        mut key: PageKey,
+        leader: bool,
+    ) -> Answer {
+        match outcome {
+            Outcome::Entry {
+                entry,
+                variant,
+                stale,
+                revalidated,
+            } => {
+                // A waiter whose request varies differently cannot use it
+                // (the leader's own request is the one it was fetched for).
+                if !leader && variant.is_some() {
+                    let names = key::vary_names(&entry.headers);
+                    if key.variant(&names, &parts.headers) != variant {
+                        let res = self.pass_through(parts, body::empty()).await?;
+                        return Ok((res, Decision::uncached(Reason::VariantMismatch)));
+                    }
+                }
+                let status = match (stale, revalidated, leader) {
+                    (true, _, _) => CacheStatus::Stale,
+                    (_, true, true) => CacheStatus::Revalidated,
+                    (_, _, true) => CacheStatus::Miss,
+                    _ => CacheStatus::Hit,
+                };
+                let now = self.store.clock().now_ms();
+                Ok((
+                    answer::from_entry(&entry, &parts, now),
+                    Decision::new(status),
+                ))
+            }
+            Outcome::Pass(reason) => {
+                let res = self.pass_through(parts, body::empty()).await?;
+                Ok((res, Decision::uncached(reason)))
+            }
+            Outcome::Error(e) => Err((*e).clone()),
+        }
+    }
+
+    /// Starts one background refresh of a stale entry unless one runs.
+    pub(super) fn refresh_in_background(
+        self: &Arc<Self>,
+        parts: &Parts,
+        key: &PageKey,
+        found: &Found,
+    ) {
+        if let Role::Leader(permit) = self.coalescer.join(&key.group, self.store.purge_point()) {
+            let this = self.clone();
+            let parts = clone_parts(parts);
+            let key = key.clone();
+            let stale = found.clone();
+            tokio::spawn(async move {
+                this.fill(parts, key, Some(stale), permit, None).await;
+            });
+        }
+    }
+
+    /// Fetches a page from the upstream for the cache and publishes the
+    /// outcome. A response that cannot be stored goes to the leading client
+    /// through `handoff`, streaming, and the waiters are told to pass.
+    async fn fill(
+        self: Arc<Self>,
+        parts: Parts,
+        mut key: PageKey,
+        stale: Option<Found>,
+        permit: Permit,
+        handoff: Option<Handoff>,
+    ) {
+        let generation = permit.generation();
+        let mut up = clone_parts(&parts);
+        up.method = Method::GET;
+        revalidate::for_upstream(&mut up.headers, stale.as_ref().map(|s| &*s.entry));
+        self.stats.upstream_request();
+        let sent = self
+            .upstream
+            .send(Request::from_parts(up, body::empty()))
+            .await;
+        let now = self.store.clock().now_ms();
+        let serve_stale = |s: &Option<Found>| {
+            s.as_ref()
+                .filter(|s| policy::serve_stale_on_error(&s.entry, now, self.cfg.stale_if_error))
+                .map(|s| Outcome::Entry {
+                    entry: s.entry.clone(),
+                    variant: s.variant.clone(),
+                    stale: true,
+                    revalidated: false,
+                })
+        };
+        let res = match sent {
+            Ok(res) => res,
+            Err(e) => {
+                self.stats.upstream_error();
+                tracing::warn!(error = %e, "upstream request failed");
+                permit.finish(serve_stale(&stale).unwrap_or(Outcome::Error(Arc::new(e))));
+                return;
+            }
+        };
+        if res.status().is_server_error()
+            && let Some(outcome) = serve_stale(&stale)
+        {
+            tracing::warn!(status = %res.status(), "upstream error; serving stale");
+            permit.finish(outcome);
+            return;
+        }
+        let (mut rp, body) = res.into_parts();
+        upstream::strip_hop_by_hop(&mut rp.headers);
+
+        if rp.status == StatusCode::NOT_MODIFIED
+            && let Some(s) = &stale
+        {
+            let outcome = self.refreshed(&key, s, &rp.headers, generation).await;
+            permit.finish(outcome);
+            return;
+        }
+
+        let decided = policy::storable(
+            rp.status,
+            &rp.headers,
+            self.store.clock().now(),
+            body.size_hint().exact(),
+            self.cfg.max_entry_size,
+        )
+        .and_then(|p| {
+            let names = key::vary_names(&rp.headers);
+            if names.is_empty() {
+                return Ok((p, names, None));
+            }
+            let v = key
+                .variant(&names, &parts.headers)
+                .ok_or(Reason::VaryTooLong)?;
+            Ok((p, names, Some(v)))
+        });
+        let (storable, names, variant) = match decided {
+            Ok(d) => d,
+            Err(reason) => {
+                self.mark_pass(&key.group, reason);
+                if stale.is_some() && rp.status.is_success() {
+                    // The page stopped being cacheable: drop the old copy.
+                    // (A 429 or a 404 says nothing about the page itself.)
+                    let _ = self.store.delete_page(&key.group).await;
+                }
+                self.hand_off(handoff, rp, body::boxed(body), reason);
+                permit.finish(Outcome::Pass(reason));
+                return;
+            }
+        };
+
+        let limit = self.cfg.max_entry_size;
+        let collected =
+            tokio::time::timeout(self.upstream.timeout, body::collect_limited(body, limit)).await;
+        let bytes = match collected {
+            Ok(Ok(Collected::Whole(b))) => b,
+            Ok(Ok(Collected::TooBig(prefix, rest))) => {
+                self.mark_pass(&key.group, Reason::TooLarge);
+                self.hand_off(handoff, rp, body::chain(prefix, rest), Reason::TooLarge);
+                permit.finish(Outcome::Pass(Reason::TooLarge));
+                return;
+            }
+            Ok(Err(e)) => {
+                self.stats.upstream_error();
+                let e = ProxyError::UpstreamBroken(chain(&e));
+                permit.finish(Outcome::Error(Arc::new(e)));
+                return;
+            }
+            Err(_) => {
+                self.stats.upstream_error();
+                permit.finish(Outcome::Error(Arc::new(ProxyError::UpstreamTimeout)));
+                return;
+            }
+        };
+
+        let entry = Arc::new(Entry::new(
+            rp.status,
+            rp.headers,
+            bytes,
+            &storable,
+            now,
+            self.windows(),
+        ));
+        self.pass.remove(&key.group);
+        // Everyone waiting is served now; nobody waits for the disk write.
+        let mut permit = permit;
+        permit.announce(Outcome::Entry {
+            entry: entry.clone(),
+            variant: variant.clone(),
+            stale: false,
+            revalidated: false,
+        });
+        // If this page was purged while it was being fetched, the copy may
+        // be the very content the purge meant to remove: it is served to
+        // those waiting for it, and not stored (decided in the store).
+        self.store_entry(&key, &names, variant.as_deref(), &entry, generation)
+            .await;
+        permit.end();
+    }
+
+    /// Gives an uncacheable response to the client that led the fetch (a
+    /// background refresh has none: the response is dropped).
+    fn hand_off(
+        &self,
+        handoff: Option<Handoff>,
+        parts: http::response::Parts,
+        body: Body,
+        reason: Reason,
+    ) {
+        if let Some(tx) = handoff {
+            let _ = tx.send((self.streamed(parts, body), reason));
+        }
+    }
+
+    fn mark_pass(&self, group: &[u8], reason: Reason) {
+        let hit_for_pass = u64::try_from(self.cfg.hit_for_pass.as_millis()).unwrap_or(u64::MAX);
+        self.pass.insert(
+            group.to_vec(),
+            self.store.clock().now_ms().saturating_add(hit_for_pass),
+        );
+        tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
+    }
+
+    async fn store_entry(
+        &self,
+        key: &PageKey,
+        names: &[String],
+        variant: Option<&str>,
+        e: &Entry,
+        since: u64,
+    ) {
+        let member = variant.map(|v| (v.as_bytes(), Bytes::from(names.join(","))));
+        match self
+            .store
+            .put_page(&key.group, member, e.to_record(), since)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
+            Err(e) => tracing::warn!(error = %e, "storing a page failed; served uncached"),
+        }
+    }
+
+    /// A 304 from the upstream: the stored response gets the new headers
+    /// and a new lifetime, and keeps its body.
+    async fn refreshed(
+        &self,
+        key: &PageKey,
+        stale: &Found,
+        fresh: &HeaderMap,
+        generation: u64,
+    ) -> Outcome {
+        let old = &stale.entry;
+        let headers = revalidate::refreshed_headers(&old.headers, fresh);
+        let clock = self.store.clock();
+        match policy::response_policy(old.status, &headers, clock.now()) {
+            // A 304 that changes what the page varies on cannot renew the
+            // copy stored under the old variant rules.
+            Ok(_) if key::vary_names(&headers) != key::vary_names(&old.headers) => {
+                let _ = self.store.delete_page(&key.group).await;
+                Outcome::Pass(Reason::VariantMismatch)
+            }
+            Ok(p) => {
+                let now = clock.now_ms();
+                let mut e = Entry::new(
+                    old.status,
+                    headers,
+                    old.body.clone(),
+                    &p,
+                    now,
+                    self.windows(),
+                );
+                if old.synthetic_etag {
+                    e.synthetic_etag = true;
+                }
+                let names = key::vary_names(&e.headers);
+                // Purged meanwhile: the stored copy stays gone.
+                self.store_entry(key, &names, stale.variant.as_deref(), &e, generation)
+                    .await;
+                Outcome::Entry {
+                    entry: Arc::new(e),
+                    variant: stale.variant.clone(),
+                    stale: false,
+                    revalidated: true,
+                }
+            }
+            Err(reason) => {
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    "revalidated page no longer cacheable"
+                );
+                let _ = self.store.delete_page(&key.group).await;
+                Outcome::Pass(reason)
+            }
+        }
+    }
+}

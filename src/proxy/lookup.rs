@@ -1,0 +1,85 @@
+//! Finding a request's page in the store, resolving `Vary` groups to the
+//! variant the request selects.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use super::entry::Entry;
+use super::key::PageKey;
+use crate::store::{Kind, Lookup, PageStore, Record, StoreError};
+
+/// A page found in the store.
+#[derive(Clone)]
+pub struct Found {
+    pub entry: Arc<Entry>,
+    /// The variant it was stored under; `None` when it does not vary.
+    pub variant: Option<String>,
+}
+
+/// What the store had for a request.
+pub enum Looked {
+    Found(Found),
+    Missing,
+    /// The store failed. Logged; the request goes on as a miss (and its
+    /// decision says why it was not a hit).
+    Failed,
+}
+
+/// Finds the stored page for a request.
+pub async fn lookup<S: PageStore>(store: &S, key: &mut PageKey, req: &HeaderMap) -> Looked {
+    match find(store, key, req).await {
+        Ok(Some(found)) => Looked::Found(found),
+        Ok(None) => Looked::Missing,
+        Err(e) => {
+            tracing::warn!(error = %e, "store read failed; treating as a miss");
+            Looked::Failed
+        }
+    }
+}
+
+async fn find<S: PageStore>(
+    store: &S,
+    key: &mut PageKey,
+    req: &HeaderMap,
+) -> Result<Option<Found>, StoreError> {
+    let Some(rec) = get(store, &key.group).await? else {
+        return Ok(None);
+    };
+    let (rec, variant) = if rec.kind == Kind::Group {
+        let Ok(names) = std::str::from_utf8(&rec.meta) else {
+            return Ok(None);
+        };
+        let names: Vec<String> = names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        let Some(variant) = key.variant(&names, req) else {
+            return Ok(None);
+        };
+        let Some(member) = get(store, &key.member(&variant)).await? else {
+            return Ok(None);
+        };
+        (member, Some(variant))
+    } else {
+        (rec, None)
+    };
+    match Entry::from_record(&rec) {
+        Ok(entry) => Ok(Some(Found {
+            entry: Arc::new(entry),
+            variant,
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable cached response; treating as a miss");
+            Ok(None)
+        }
+    }
+}
+
+async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    match store.get_page(key).await? {
+        Lookup::Hit(rec) => Ok(Some(rec)),
+        Lookup::Miss | Lookup::Expired => Ok(None),
+    }
+}

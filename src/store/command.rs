@@ -1,0 +1,107 @@
+//! What a shard thread can be asked to do. Each command carries its own
+//! reply channel; a reply sender dropped without an answer (the thread
+//! died) reads as [`StoreError::Unavailable`] on the caller's side.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::error::StoreError;
+use super::lookup::Lookup;
+use super::record::Record;
+
+/// Work sent to a shard thread.
+pub enum Command {
+    Get {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Lookup, StoreError>>,
+    },
+    Put {
+        key: Vec<u8>,
+        record: Record,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Stores `record` only if no live entry is at `key`; replies whether
+    /// it stored. Atomic: the shard thread does the check and the write.
+    PutIfAbsent {
+        key: Vec<u8>,
+        record: Record,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Gives a live entry a new deadline; replies whether one was there.
+    Touch {
+        key: Vec<u8>,
+        expires_at: Option<u64>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Stores a page unless it was purged after `since` (see
+    /// `store::purges`); replies whether it stored. With a `member`
+    /// (suffix, group meta) the page is stored at `key + suffix` and listed
+    /// in the group record at `key` (created, or replaced when its meta
+    /// changes).
+    PutPage {
+        key: Vec<u8>,
+        member: Option<(Vec<u8>, Bytes)>,
+        record: Record,
+        since: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Replies whether a live entry was there. Deleting a group deletes its
+    /// members.
+    Delete {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Deletes the entry only if it is still expired: a reader saw it expired
+    /// in the hot tier, but a newer write may have replaced it since.
+    DeleteIfExpired { key: Vec<u8> },
+    DeletePrefix {
+        prefix: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Count {
+        prefixes: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Clear {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Removes up to `batch` expired entries; replies (removed, more left).
+    Sweep {
+        batch: usize,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
+    },
+    /// One bounded step of blob garbage collection, copying at most
+    /// `budget` bytes; replies (bytes freed, more to do).
+    Collect {
+        budget: u64,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
+    },
+    /// Flushes and closes the DB; the thread exits after replying.
+    Shutdown { reply: oneshot::Sender<()> },
+    /// Holds the thread as a long compaction would (tests of the mirror).
+    #[cfg(test)]
+    Stall(std::time::Duration),
+}
+
+impl Command {
+    /// The command's name in the slow-command log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get { .. } => "get",
+            Command::Put { .. } => "put",
+            Command::PutIfAbsent { .. } => "put-if-absent",
+            Command::Touch { .. } => "touch",
+            Command::PutPage { .. } => "put-page",
+            Command::Delete { .. } => "delete",
+            Command::DeleteIfExpired { .. } => "delete-if-expired",
+            Command::DeletePrefix { .. } => "delete-prefix",
+            Command::Count { .. } => "count",
+            Command::Clear { .. } => "clear",
+            Command::Sweep { .. } => "sweep",
+            Command::Collect { .. } => "collect",
+            Command::Shutdown { .. } => "shutdown",
+            #[cfg(test)]
+            Command::Stall(_) => "stall",
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One shard's LevelDB: its options, opening with crash recovery, and the
+//! few operations the shard needs (point reads, batched writes, prefix
+//! scans, compaction).
+//!
+//! rusty-leveldb's `DB` is `!Send` (built on `Rc<RefCell<..>>`) and every
+//! call, `get` included, takes `&mut self` and may run a compaction inline,
+//! so a [`Db`] lives on its shard's thread and nowhere else.
+//!
+//! Two rusty-leveldb defects are handled here:
+//! - once any iterator has existed, compaction stops dropping deleted data
+//!   until the DB is reopened: after a [`Db::scan`], the shard reopens the
+//!   DB ([`Db::reopen`]) before it deletes what the scan found;
+//! - opening after a crash can fail or panic: the directory is moved aside
+//!   and the shard starts empty (this is a cache), and the event is logged.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
+
+use super::error::{OpenError, StoreError};
+use super::layout::dir_size;
+use super::record::{Record, Stored};
+
+/// One change to a key: a value to put, or `None` to delete.
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
+
+/// The LevelDB batch applying `ops` in order.
+pub fn batch_of(ops: &[Op]) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for (k, v) in ops {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    batch
+}
+
+/// Memtable size: LevelDB keeps up to two per DB (one being flushed), and
+/// every shard has two DBs (see `store::mirror`).
+pub const WRITE_BUFFER: usize = 2 << 20;
+
+/// LevelDB options for a shard (and, with another write buffer, for its
+/// mirror). LevelDB holds records and page metadata only (bodies are in
+/// blob files): a few hundred bytes per page, so its caches stay small.
+pub fn options(write_buffer: usize) -> Options {
+    // The info LOG lists every table after each compaction and only rotates
+    // on open; our own tracing says what matters, so LevelDB's goes nowhere.
+    let sink = rusty_leveldb::infolog::Logger(Box::new(std::io::sink()));
+    Options {
+        create_if_missing: true,
+        log: Some(std::rc::Rc::new(std::cell::RefCell::new(sink))),
+        // Snappy for inline values and metadata; off by default.
+        compressor: 1,
+        // rusty-leveldb counts this in blocks (capacity / block size), so
+        // with 4 KiB blocks it is also about the bytes it holds.
+        block_cache_capacity_bytes: 1 << 20,
+        write_buffer_size: write_buffer,
+        // Smaller tables make each compaction step smaller.
+        max_file_size: 2 << 20,
+        max_open_files: 2048,
+        ..Options::default()
+    }
+}
+
+/// Opens the DB at `dir`, containing a panic inside rusty-leveldb.
+pub fn open_contained(dir: &Path, opts: Options) -> Result<DB, OpenError> {
+    catch_unwind(AssertUnwindSafe(|| DB::open(dir, opts)))
+        .map_err(|_| OpenError::Panicked)?
+        .map_err(OpenError::Db)
+}
+
+/// A shard's LevelDB, owned by the shard thread.
+pub struct Db {
+    index: usize,
+    dir: PathBuf,
+    db: Option<DB>,
+}
+
+/// Whether opening found the old files damaged and started over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Intact,
+    /// The old files (blob files included) were moved aside.
+    StartedOver,
+}
+
+impl Db {
+    /// Opens (or creates) the DB of shard `index` at `dir`.
+    pub fn open(index: usize, dir: PathBuf) -> Result<(Db, Opened), StoreError> {
+        let mut db = Db {
+            index,
+            dir,
+            db: None,
+        };
+        let opened = db.ensure_open()?;
+        Ok((db, opened))
+    }
+
+    /// Opens the DB if it is closed. A lock error (another process has it)
+    /// is fatal; any other failure or a panic inside rusty-leveldb means
+    /// the files are damaged, so they are moved aside and an empty DB takes
+    /// their place.
+    pub fn ensure_open(&mut self) -> Result<Opened, StoreError> {
+        if self.db.is_some() {
+            return Ok(Opened::Intact);
+        }
+        let problem = match open_contained(&self.dir, options(WRITE_BUFFER)) {
+            Ok(db) => {
+                self.db = Some(db);
+                return Ok(Opened::Intact);
+            }
+            Err(OpenError::Db(e)) if e.code == StatusCode::LockError => {
+                return Err(StoreError::open(&self.dir, OpenError::Locked(e.err)));
+            }
+            // Damage in the files themselves: moving them aside is the cure.
+            Err(OpenError::Db(e))
+                if matches!(
+                    e.code,
+                    StatusCode::Corruption
+                        | StatusCode::InvalidData
+                        | StatusCode::CompressionError
+                        | StatusCode::NotFound
+                ) =>
+            {
+                e.to_string()
+            }
+            Err(OpenError::Panicked) => "rusty-leveldb panicked while opening".to_string(),
+            // Anything else (out of file descriptors, disk full, permissions)
+            // may pass and says nothing about the data: keep it, report it.
+            Err(e) => return Err(StoreError::open(&self.dir, e)),
+        };
+        let aside = self.dir.with_extension(format!(
+            "corrupt-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ));
+        tracing::error!(
+            shard = self.index,
+            dir = %self.dir.display(),
+            aside = %aside.display(),
+            %problem,
+            "shard could not be opened; moving it aside and starting empty"
+        );
+        std::fs::rename(&self.dir, &aside).map_err(|e| StoreError::open(&self.dir, e))?;
+        let db = open_contained(&self.dir, options(WRITE_BUFFER))
+            .map_err(|e| StoreError::open(&self.dir, e))?;
+        self.db = Some(db);
+        Ok(Opened::StartedOver)
+    }
+
+    fn ldb(&mut self) -> Result<&mut DB, StoreError> {
+        self.db.as_mut().ok_or(StoreError::Unavailable)
+    }
+
+    /// Closes the DB (flushing its memtable); a later [`Db::ensure_open`]
+    /// opens it again.
+    pub fn close(&mut self) {
+        if let Some(mut db) = self.db.take()
+            && let Err(e) = db.close()
+        {
+            tracing::warn!(shard = self.index, error = %e, "closing shard");
+        }
+    }
+
+    /// Forgets the DB without closing it: after a panic inside it, its
+    /// state cannot be trusted to flush.
+    pub fn abandon(&mut self) {
+        self.db = None;
+    }
+
+    /// Closes and reopens the DB: the only way to make rusty-leveldb drop
+    /// deleted data again after an iterator has existed.
+    pub fn reopen(&mut self) -> Result<Opened, StoreError> {
+        self.close();
+        self.ensure_open()
+    }
+
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.ldb()?.get(key))
+    }
+
+    /// The decoded value at `key`, body not loaded. An unreadable value
+    /// reads as nothing here; `Shard::get` is where it gets deleted.
+    pub fn stored(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        Ok(self.get(key)?.and_then(|raw| Record::decode(&raw).ok()))
+    }
+
+    /// Writes `ops` in one batch. `sync` flushes the log to the OS on every
+    /// write, so an acknowledged write survives the process being killed
+    /// (not a power loss: the crate never fsyncs).
+    pub fn write(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let batch = batch_of(ops);
+        self.ldb()?.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Calls `visit` with each key and value from `from` on, in order, until
+    /// it returns `false` or the keys run out. Reopen the DB afterwards, or
+    /// what is deleted later is never dropped from disk.
+    pub fn scan(
+        &mut self,
+        from: &[u8],
+        mut visit: impl FnMut(&[u8], &Bytes) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut it = self.ldb()?.new_iter()?;
+        it.seek(from);
+        while it.valid() {
+            let Some((k, v)) = it.current() else { break };
+            if !visit(&k, &v) || !it.advance() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key starting with `prefix`, collected before anything is
+    /// changed (the iterator is gone when this returns).
+    pub fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        self.scan(prefix, |k, _| {
+            let under = k.starts_with(prefix);
+            if under {
+                out.push(k.to_vec());
+            }
+            under
+        })?;
+        Ok(out)
+    }
+
+    /// Compacts `[from, to]` until the shard stops shrinking:
+    /// `compact_range` covers a range only partially per call, and the first
+    /// call may only turn the memtable into a level-0 table (no shrink yet).
+    pub fn compact_span(&mut self, from: &[u8], to: &[u8]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let before = dir_size(&self.dir);
+        let mut size = before;
+        let mut idle = 0;
+        // Data can sit several levels below the deletions, each call moves
+        // one step, and a step may not shrink anything yet; a call with
+        // nothing left to do costs about a millisecond.
+        for _ in 0..12 {
+            self.ldb()?.compact_range(from, to)?;
+            let now = dir_size(&self.dir);
+            idle = if now < size { 0 } else { idle + 1 };
+            size = now;
+            if idle == 3 {
+                break;
+            }
+        }
+        tracing::debug!(
+            shard = self.index,
+            before,
+            after = size,
+            took_ms = started.elapsed().as_millis() as u64,
+            "compacted"
+        );
+        Ok(())
+    }
+
+    /// Empties the shard by replacing its directory (blob files included):
+    /// instant, and the space comes back at once instead of after
+    /// compaction. The DB is open again afterwards whatever happened.
+    pub fn replace_dir(&mut self) -> Result<(), StoreError> {
+        self.close();
+        let doomed = self.dir.with_extension("clearing");
+        let _ = std::fs::remove_dir_all(&doomed);
+        let renamed = std::fs::rename(&self.dir, &doomed);
+        std::fs::create_dir_all(&self.dir)?;
+        self.ensure_open()?;
+        renamed?;
+        std::fs::remove_dir_all(&doomed)?;
+        Ok(())
+    }
+}

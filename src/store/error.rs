@@ -1,0 +1,51 @@
+//! The storage layer's errors. The REST API maps them to statuses in
+//! `api::error`; the proxy treats any of them as "serve uncached".
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory or a shard in it could not be opened.
+    #[error("opening {path}: {kind}")]
+    Open { path: PathBuf, kind: OpenError },
+    #[error("LevelDB: {0}")]
+    Db(#[from] rusty_leveldb::Status),
+    #[error("store I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The shard thread is gone or dropped the request (it panicked).
+    #[error("store unavailable")]
+    Unavailable,
+}
+
+/// Why opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("locked ({0}); is another bigcache using this data directory?")]
+    Locked(String),
+    #[error("LevelDB: {0}")]
+    Db(rusty_leveldb::Status),
+    #[error("rusty-leveldb panicked on an empty database")]
+    Panicked,
+    /// `bigcache.meta` is missing a field or names a format this release
+    /// cannot read (see docs/format.md).
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl StoreError {
+    pub(crate) fn open(path: impl Into<PathBuf>, kind: impl Into<OpenError>) -> StoreError {
+        StoreError::Open {
+            path: path.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// Whether the disk (or a quota) is full: the write may succeed later.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io(e) if e.kind() == io::ErrorKind::StorageFull)
+    }
+}

@@ -1,0 +1,99 @@
+//! The async side of one shard: its command channel, its hot-tier slice,
+//! the way to its read mirror, and the hedged read that picks between them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::Command;
+use super::error::StoreError;
+use super::hot::Hot;
+use super::lookup::Lookup;
+use super::mirror::{MirrorCommand, MirrorHandle};
+use super::shard;
+
+/// How long a cold read waits on a busy or slow shard thread before the
+/// mirror is asked: well above a normal cold read (~0.1 ms), well below a
+/// compaction (tens of ms).
+pub const HEDGE_AFTER: Duration = Duration::from_millis(3);
+const HEDGE_AFTER_US: u64 = HEDGE_AFTER.as_micros() as u64;
+
+pub struct ShardHandle {
+    pub tx: mpsc::Sender<Command>,
+    pub hot: Arc<Hot>,
+    pub mirror: MirrorHandle,
+    /// When the shard thread's current command started ([`shard::clock_us`]),
+    /// 0 while idle.
+    pub busy: Arc<AtomicU64>,
+    pub thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Sends a command made with a fresh reply channel and awaits the reply.
+pub async fn call<C, T>(
+    tx: &mpsc::Sender<C>,
+    make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> C,
+) -> Result<T, StoreError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply))
+        .await
+        .map_err(|_| StoreError::Unavailable)?;
+    rx.await.map_err(|_| StoreError::Unavailable)?
+}
+
+impl ShardHandle {
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        call(&self.tx, make).await
+    }
+
+    /// A read the hot tier could not answer. It goes to the shard thread,
+    /// unless that thread has been on one command for [`HEDGE_AFTER`]
+    /// (a compaction, most likely): then to the mirror. A shard answer
+    /// still missing after [`HEDGE_AFTER`] is asked of the mirror as well,
+    /// and the first answer wins. The mirror has every acknowledged write,
+    /// so either answer is current.
+    pub async fn cold_get(&self, key: Vec<u8>) -> Result<Lookup, StoreError> {
+        if !self.mirror.usable() {
+            return self.call(|reply| Command::Get { key, reply }).await;
+        }
+        let busy_since = self.busy.load(Ordering::Acquire);
+        if busy_since != 0 && shard::clock_us().saturating_sub(busy_since) >= HEDGE_AFTER_US {
+            let from_mirror = call(&self.mirror.tx, |reply| MirrorCommand::Get {
+                key: key.clone(),
+                reply,
+            })
+            .await;
+            if let Ok(found) = from_mirror {
+                return Ok(found);
+            }
+        }
+        let (reply, mut from_shard) = oneshot::channel();
+        self.tx
+            .send(Command::Get {
+                key: key.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await {
+            return answer.map_err(|_| StoreError::Unavailable)?;
+        }
+        let (reply, mut from_mirror) = oneshot::channel();
+        let hedged = self.mirror.tx.try_send(MirrorCommand::Get { key, reply });
+        if hedged.is_ok() {
+            tokio::select! {
+                answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
+                answer = &mut from_mirror => {
+                    if let Ok(Ok(found)) = answer {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        from_shard.await.map_err(|_| StoreError::Unavailable)?
+    }
+}

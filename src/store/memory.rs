@@ -1,0 +1,176 @@
+//! A [`PageStore`] in RAM, for testing the proxy without disk. Not for
+//! production: unbounded, and gone with the process.
+//!
+//! It keeps the contract of `store::pages` (purges during a fetch win,
+//! groups take their members with them, expired entries are never
+//! returned) and can be told to fail, to test what the proxy does when its
+//! store does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::error::StoreError;
+use super::lookup::Lookup;
+use super::pages::PageStore;
+use super::purges::PurgeLog;
+use super::record::{Kind, Record};
+use crate::clock::Clock;
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    entries: Arc<Mutex<HashMap<Vec<u8>, Record>>>,
+    purges: Arc<PurgeLog>,
+    clock: Clock,
+    failing: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Clock) -> MemoryStore {
+        MemoryStore {
+            clock,
+            ..MemoryStore::default()
+        }
+    }
+
+    /// From now on every read and write fails (or, with `false`, works
+    /// again), as a store with a broken disk would.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Release);
+    }
+
+    /// Pages stored so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Entries held (groups and pages alike), expired ones included.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Record>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Acquire) {
+            Err(StoreError::Unavailable)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn drop_members(map: &mut HashMap<Vec<u8>, Record>, group: &[u8]) {
+        let Some(old) = map.get(group).filter(|r| r.kind == Kind::Group) else {
+            return;
+        };
+        for m in old.group_members() {
+            let mut k = group.to_vec();
+            k.extend_from_slice(&m);
+            map.remove(&k);
+        }
+    }
+
+    fn put(&self, group: &[u8], variant: Option<(&[u8], Bytes)>, record: Record) {
+        let mut map = self.lock();
+        let Some((suffix, meta)) = variant else {
+            Self::drop_members(&mut map, group);
+            map.insert(group.to_vec(), record);
+            return;
+        };
+        let mut members = Vec::new();
+        let mut expires_at = record.expires_at;
+        let same_group = map
+            .get(group)
+            .filter(|r| r.kind == Kind::Group && r.meta == meta)
+            .cloned();
+        match same_group {
+            Some(old) => {
+                members = old.group_members();
+                expires_at = old.expires_at.zip(expires_at).map(|(a, b)| a.max(b));
+            }
+            None => Self::drop_members(&mut map, group),
+        }
+        if !members.iter().any(|m| m.as_ref() == suffix) {
+            members.push(Bytes::copy_from_slice(suffix));
+        }
+        let group_record = Record {
+            kind: Kind::Group,
+            created_at: record.created_at,
+            expires_at,
+            meta,
+            body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
+        };
+        map.insert(group.to_vec(), group_record);
+        let mut member = group.to_vec();
+        member.extend_from_slice(suffix);
+        map.insert(member, record);
+    }
+}
+
+impl PageStore for MemoryStore {
+    fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send {
+        let found = self.check().map(|()| {
+            let mut map = self.lock();
+            match map.get(key) {
+                None => Lookup::Miss,
+                Some(r) if r.is_expired(self.clock.now_ms()) => {
+                    map.remove(key);
+                    Lookup::Expired
+                }
+                Some(r) => Lookup::Hit(r.clone()),
+            }
+        });
+        std::future::ready(found)
+    }
+
+    fn put_page(
+        &self,
+        group: &[u8],
+        variant: Option<(&[u8], Bytes)>,
+        record: Record,
+        since: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let stored = self.check().map(|()| {
+            if self.purges.purged_since(group, since) {
+                return false;
+            }
+            self.put(group, variant, record);
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            true
+        });
+        std::future::ready(stored)
+    }
+
+    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.purges.key(key);
+        let deleted = self.check().map(|()| {
+            let mut map = self.lock();
+            Self::drop_members(&mut map, key);
+            map.remove(key)
+                .is_some_and(|r| !r.is_expired(self.clock.now_ms()))
+        });
+        std::future::ready(deleted)
+    }
+
+    fn purge_point(&self) -> u64 {
+        self.purges.now()
+    }
+
+    fn purged_since(&self, key: &[u8], since: u64) -> bool {
+        self.purges.purged_since(key, since)
+    }
+
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}

@@ -1,0 +1,88 @@
+//! The storage boundary of the proxy: what it needs from a store of pages.
+//!
+//! The LevelDB [`Store`] implements it for the server; [`MemoryStore`]
+//! (`store::memory`) implements it in RAM, so the proxy's logic is tested
+//! in-process without disk.
+//!
+//! Pages are stored under a group key (docs/format.md, "Key space"): a
+//! page without `Vary` is the record at its group key; a varying page is a
+//! member of the group, listed by the group record there. The contract the
+//! proxy relies on:
+//! - a write carries the purge point taken before its fetch began, and is
+//!   dropped (answering `false`) if the page was purged after that point,
+//!   so a purge during a fetch is never undone;
+//! - a delete of a group takes every member with it;
+//! - an expired entry is never returned.
+//!
+//! [`MemoryStore`]: super::memory::MemoryStore
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use super::error::StoreError;
+use super::lookup::Lookup;
+use super::record::Record;
+use super::{Namespace, Store};
+use crate::clock::Clock;
+
+pub trait PageStore: Clone + Send + Sync + 'static {
+    /// The entry at page key `key`: a page, or a group record.
+    fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+
+    /// Stores a page under `group`, or as variant `(suffix, group meta)` of
+    /// it, unless it was purged after purge point `since`; returns whether
+    /// it was stored.
+    fn put_page(
+        &self,
+        group: &[u8],
+        variant: Option<(&[u8], Bytes)>,
+        record: Record,
+        since: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Purges the page (every variant) at `key`; returns whether a live one
+    /// was there.
+    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The current point in the purge sequence (see `put_page`).
+    fn purge_point(&self) -> u64;
+
+    /// Whether the page at `key` was purged after point `since`.
+    fn purged_since(&self, key: &[u8], since: u64) -> bool;
+
+    /// The clock the store's lifetimes are measured against.
+    fn clock(&self) -> &Clock;
+}
+
+impl PageStore for Store {
+    fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send {
+        self.get(Namespace::Page, key)
+    }
+
+    fn put_page(
+        &self,
+        group: &[u8],
+        variant: Option<(&[u8], Bytes)>,
+        record: Record,
+        since: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        Store::put_page(self, group, variant, record, since)
+    }
+
+    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.delete(Namespace::Page, key)
+    }
+
+    fn purge_point(&self) -> u64 {
+        Store::purge_point(self)
+    }
+
+    fn purged_since(&self, key: &[u8], since: u64) -> bool {
+        Store::purged_since(self, Namespace::Page, key, since)
+    }
+
+    fn clock(&self) -> &Clock {
+        Store::clock(self)
+    }
+}

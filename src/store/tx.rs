@@ -1,0 +1,133 @@
+//! Changes staged for one atomic LevelDB write: the batch, plus how the live
+//! bytes of each blob file move with it.
+//!
+//! Every batch that adds or drops a blob reference also rewrites the live-
+//! byte row of the blob file concerned (docs/format.md, "Key space"), in the
+//! same batch, so the counts can never disagree with the references after a
+//! crash. A `Tx` only collects; the shard reads old values for it and
+//! commits it (`store::shard`).
+
+use std::collections::{HashMap, HashSet};
+
+use super::db::Op;
+use super::keys;
+use super::record::{BlobRef, Record, Stored};
+
+/// A committed transaction's batch, and the live counts it writes.
+pub struct Batch {
+    pub ops: Vec<Op>,
+    pub counts: Vec<(u32, u64)>,
+}
+
+#[derive(Default)]
+pub struct Tx {
+    ops: Vec<Op>,
+    live: HashMap<u32, i64>,
+    /// Keys whose previous value is already accounted for in `live`.
+    seen: HashSet<Vec<u8>>,
+}
+
+impl Tx {
+    /// Whether the value `key` held before this transaction is accounted for.
+    pub fn has_seen(&self, key: &[u8]) -> bool {
+        self.seen.contains(key)
+    }
+
+    /// Notes that `old`, the value `key` holds now, is being replaced or
+    /// deleted: its blob bytes come off the live count. Once per key per
+    /// transaction; returns whether this was the first time.
+    pub fn replaces(&mut self, key: &[u8], old: Option<&Stored>) -> bool {
+        if !self.seen.insert(key.to_vec()) {
+            return false;
+        }
+        if let Some(r) = old.and_then(|s| s.blob) {
+            *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
+        }
+        true
+    }
+
+    /// Stages `record` at `key`, its body inline or at `blob` (whose bytes
+    /// count as live), with its expiry-index row.
+    pub fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
+        let value = match blob {
+            Some(r) => {
+                *self.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
+                record.encode_with_blob(&r)
+            }
+            None => record.encode(),
+        };
+        self.ops.push((key.to_vec(), Some(value)));
+        if let Some(at) = record.expires_at {
+            self.ops.push((keys::expiry_key(at, key), Some(Vec::new())));
+        }
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.ops.push((key.to_vec(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.live.values().all(|&d| d == 0)
+    }
+
+    /// The batch to write, given each touched file's current live count:
+    /// the staged ops followed by the new count rows; and the new counts.
+    pub fn finish(
+        self,
+        mut live_of: impl FnMut(u32) -> Result<u64, super::StoreError>,
+    ) -> Result<Batch, super::StoreError> {
+        let Tx { mut ops, live, .. } = self;
+        let mut counts = Vec::with_capacity(live.len());
+        for (id, delta) in live {
+            if delta != 0 {
+                let n = (live_of(id)? as i64 + delta).max(0) as u64;
+                ops.push((keys::blob_live_key(id).to_vec(), Some(keys::encode_live(n))));
+                counts.push((id, n));
+            }
+        }
+        Ok(Batch { ops, counts })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{Codec, Kind};
+    use bytes::Bytes;
+
+    fn record(expires_at: Option<u64>) -> Record {
+        Record {
+            kind: Kind::Bytes,
+            created_at: 1,
+            expires_at,
+            meta: Bytes::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_blob_moves_live_bytes_from_its_file_to_the_new_one() {
+        let blob = |file| BlobRef {
+            file,
+            offset: 8,
+            stored_len: 100,
+            body_len: 100,
+            codec: Codec::None,
+        };
+        let old = Stored {
+            record: record(None),
+            blob: Some(blob(1)),
+        };
+        let mut tx = Tx::default();
+        assert!(tx.replaces(b"pk", Some(&old)));
+        assert!(!tx.replaces(b"pk", Some(&old)), "counted once");
+        tx.put_record(b"pk", &record(Some(5)), Some(blob(2)));
+        let Batch { ops, mut counts } = tx.finish(|_| Ok(1_000)).unwrap();
+        counts.sort_unstable();
+        let entry = 12 + 2 + 100;
+        assert_eq!(counts, [(1, 1_000 - entry), (2, 1_000 + entry)]);
+        // The record, its expiry row, and two count rows.
+        assert_eq!(ops.len(), 4);
+        assert_eq!(ops[1].0, keys::expiry_key(5, b"pk"));
+    }
+}
