@@ -20,6 +20,13 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
     (dir, server)
 }
 
+/// [`start`], in this process, for tests that advance its clock.
+async fn start_local(extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::local_in(dir.path(), extra).await;
+    (dir, server)
+}
+
 async fn post_json(s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
     let r = client().post(s.url(path)).json(&body).send().await.unwrap();
     let status = r.status();
@@ -178,7 +185,7 @@ async fn malformed_durations_are_422_and_lose_nothing() {
 
 #[tokio::test]
 async fn expired_entries_are_never_served() {
-    let (_d, s) = start(&[]);
+    let (_d, s) = start_local(&[]).await;
     post_json(&s, "/cache/short", json!({"value": 1, "duration": "1s"})).await;
     post_json(
         &s,
@@ -190,7 +197,7 @@ async fn expired_entries_are_never_served() {
     assert_eq!(st, 200);
     let (st, _) = get_json(&s, "/cache/past").await;
     assert_eq!(st, 404);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.advance(Duration::from_millis(1300));
     let (st, r) = get_json(&s, "/cache/short").await;
     assert_eq!(st, 404);
     assert!(r["detail"].as_str().unwrap().contains("expired"));
@@ -290,7 +297,7 @@ async fn limits_give_clear_errors_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn pickle_stores_raw_bytes_verbatim() {
-    let (_d, s) = start(&[]);
+    let (_d, s) = start_local(&[]).await;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let r = client()
         .post(s.url("/pickle/blob"))
@@ -330,7 +337,7 @@ async fn pickle_stores_raw_bytes_verbatim() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.advance(Duration::from_millis(1200));
     let r = client().get(s.url("/pickle/short")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let (st, _) = delete(&s, "/pickle/blob").await;
@@ -528,7 +535,7 @@ async fn concurrent_clients_never_see_another_keys_value() {
 
 #[tokio::test]
 async fn add_is_atomic_only_if_absent_and_touch_renews() {
-    let (_d, s) = start(&[]);
+    let (_d, s) = start_local(&[]).await;
     let add = |body: &'static str| {
         client()
             .post(s.url("/pickle/once"))
@@ -584,7 +591,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["expire"], Value::Null);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.advance(Duration::from_millis(1200));
     let r = client().get(s.url("/pickle/t")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = client()
@@ -594,7 +601,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.advance(Duration::from_millis(1200));
     let r = client().get(s.url("/pickle/t")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = client()

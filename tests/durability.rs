@@ -122,7 +122,7 @@ async fn kill_9_loses_no_acknowledged_write_and_corrupts_nothing() {
 #[tokio::test]
 async fn sweeper_reclaims_space_of_unread_expired_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), &["--sweep-interval", "1s"]);
+    let s = Server::local_in(dir.path(), &["--sweep-interval", "1s"]).await;
     for i in 0..400u64 {
         let body = json!({"value": noise_text(i, 20_000), "duration": "2s"});
         assert_eq!(set(&s, &format!("page/{i}"), body).await, 200);
@@ -140,6 +140,8 @@ async fn sweeper_reclaims_space_of_unread_expired_entries() {
         full > 6_000_000,
         "expected the pages on disk, found {full} bytes"
     );
+    // Their lifetime runs out; nobody reads them again.
+    s.advance(Duration::from_secs(3));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut now = full;
     while Instant::now() < deadline {

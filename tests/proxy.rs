@@ -65,6 +65,15 @@ fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
     (dir, s)
 }
 
+/// [`start`], in this process, for tests that advance its clock.
+async fn start_local(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--upstream", origin];
+    args.extend_from_slice(extra);
+    let s = Server::local_in(dir.path(), &args).await;
+    (dir, s)
+}
+
 const TTL: &str = "h=X-Bigcache-TTL:1h";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,7 +116,7 @@ async fn query_strings_are_different_pages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lifetime_from_each_header_form() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
     let date = httpdate::fmt_http_date(SystemTime::now()).replace(' ', "%20");
     let expires =
         httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2)).replace(' ', "%20");
@@ -125,7 +134,7 @@ async fn lifetime_from_each_header_form() {
     let aged = get(&s, &cases[3]).await;
     let age: u64 = aged.header("age").unwrap().parse().unwrap();
     assert!(age >= 60, "upstream Age carried: {age}");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    s.advance(Duration::from_millis(3100));
     for path in &cases {
         assert_eq!(
             get(&s, path).await.cache(),
@@ -331,11 +340,11 @@ async fn unsafe_methods_invalidate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_entry_is_revalidated_with_a_conditional_request() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
     let path = "/r/?etag=v1&h=Cache-Control:max-age%3D1&h=X-Version:1";
     let first = get(&s, path).await;
     assert_eq!(first.cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.advance(Duration::from_millis(1300));
     let second = get(&s, path).await;
     assert_eq!(second.cache(), "REVALIDATED");
     assert_eq!(second.body, first.body, "304 keeps the stored body");
@@ -408,11 +417,11 @@ async fn uncacheable_waiters_go_upstream_in_parallel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_while_revalidate_serves_stale_during_one_refresh() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &[]);
+    let (_d, s) = start_local(&o.url(), &[]).await;
     let path = "/swr/?h=Cache-Control:max-age%3D1,stale-while-revalidate%3D60&delay=300";
     let first = get(&s, path).await;
     assert!(first.body.contains("n=1"));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.advance(Duration::from_millis(1200));
     for _ in 0..5 {
         let stale = get(&s, path).await;
         assert_eq!(stale.cache(), "UPDATING");
@@ -434,12 +443,12 @@ async fn stale_while_revalidate_serves_stale_during_one_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_if_error_when_the_upstream_dies_or_fails() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--grace", "0s", "--stale-if-error", "1h"]);
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s", "--stale-if-error", "1h"]).await;
     let path = "/sie/?h=Cache-Control:max-age%3D1";
     let first = get(&s, path).await;
     let strict = "/sie/strict?h=Cache-Control:max-age%3D1,must-revalidate";
     get(&s, strict).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.advance(Duration::from_millis(1200));
     o.counts.fail.store(true, SeqCst);
     let r = get(&s, path).await;
     assert_eq!((r.status, r.cache()), (200, "STALE"));
@@ -663,11 +672,11 @@ async fn a_request_after_a_purge_does_not_join_the_purged_fetch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_304_refreshes_the_stored_headers() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
     let path = "/r304/?etag=v1&h=Cache-Control:max-age%3D1&h304=X-Version:2";
     let first = get(&s, path).await;
     assert_eq!(first.header("x-version"), None);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.advance(Duration::from_millis(1300));
     let second = get(&s, path).await;
     assert_eq!(second.cache(), "REVALIDATED");
     assert_eq!(second.header("x-version"), Some("2"));
@@ -746,10 +755,10 @@ async fn get_with_a_body_does_not_stall_the_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ttl_header_pages_survive_revalidation() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--grace", "0s"]);
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
     let path = "/ttl304/?etag=v1&h=X-Bigcache-TTL:1s";
     assert_eq!(get(&s, path).await.cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.advance(Duration::from_millis(1300));
     let r = get(&s, path).await;
     assert_eq!(r.cache(), "REVALIDATED");
     assert!(r.header("x-bigcache-ttl").is_none());

@@ -1,20 +1,85 @@
-//! Starting and stopping the real binary for tests.
+//! Starting and stopping bigcache for tests: the real binary in a child
+//! process (for signals, `kill -9` and restarts), or the same server in
+//! this process with a manual clock (for anything that waits for time to
+//! pass: the test advances the clock instead of sleeping).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use bigcache::clock::Clock;
+use clap::Parser;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bigcache");
 
-/// A running `bigcache` on a free loopback port, killed when dropped.
+/// A running bigcache on free loopback ports, stopped when dropped.
 pub struct Server {
-    child: Child,
+    run: Run,
     pub api: String,
     pub proxy: String,
 }
 
+enum Run {
+    Child(Child),
+    Local {
+        clock: Clock,
+        /// Shuts the server down (as SIGTERM would) when sent or dropped.
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+}
+
 impl Server {
+    /// Runs `bigcache::server::run` in this process on `dir`, with the same
+    /// flags the binary takes and a manual clock (see [`Server::advance`]).
+    pub async fn local_in(dir: &Path, extra: &[&str]) -> Server {
+        let dir = dir.to_str().expect("a UTF-8 temporary directory");
+        let mut argv = vec![
+            "bigcache",
+            "--data-dir",
+            dir,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ];
+        argv.extend_from_slice(extra);
+        let cfg = bigcache::config::Args::try_parse_from(argv)
+            .expect("flags")
+            .validate()
+            .expect("valid flags");
+        let listeners = bigcache::server::Listeners::bind(&cfg).await.expect("bind");
+        let api = format!("http://{}", listeners.api.local_addr().unwrap());
+        let proxy = format!("http://{}", listeners.proxy.local_addr().unwrap());
+        let clock = Clock::manual(SystemTime::now());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bigcache::server::run(
+            cfg,
+            listeners,
+            clock.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            run: Run::Local {
+                clock,
+                stop: Some(stop),
+            },
+            api,
+            proxy,
+        }
+    }
+
+    /// Moves an in-process server's clock forward: every lifetime it keeps
+    /// runs down by `by` at once.
+    pub fn advance(&self, by: Duration) {
+        match &self.run {
+            Run::Local { clock, .. } => assert!(clock.advance(by)),
+            Run::Child(_) => panic!("only an in-process server's clock can be advanced"),
+        }
+    }
+
     /// Starts bigcache on `dir` with extra flags and waits until it listens.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
@@ -51,7 +116,18 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, api, proxy }
+        Server {
+            run: Run::Child(child),
+            api,
+            proxy,
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.run {
+            Run::Child(c) => c,
+            Run::Local { .. } => panic!("an in-process server has no process"),
+        }
     }
 
     /// A URL on the REST API.
@@ -65,8 +141,11 @@ impl Server {
     }
 
     fn signal(&self, sig: &str) {
+        let Run::Child(child) = &self.run else {
+            panic!("an in-process server takes no signals");
+        };
         let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &child.id().to_string()])
             .status()
             .expect("kill")
             .success();
@@ -87,7 +166,7 @@ impl Server {
     fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = self.child().try_wait().expect("wait") {
                 return status;
             }
             assert!(
@@ -101,8 +180,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.run {
+            Run::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Run::Local { stop, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+        }
     }
 }
 
