@@ -20,8 +20,8 @@
 #
 # Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000").
-# Servers run on core 0, wrk on core 1 (see shared notes on benchmarking):
-# check the machine is otherwise idle, compare within one run.
+# Servers run on core 0, wrk on core 1: check the machine is otherwise idle,
+# and compare figures within one run only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}

@@ -361,6 +361,7 @@ async fn prefix_delete_is_a_range_and_counts() {
     let (st, r) = delete(&s, "/prefix/dataset/").await;
     assert_eq!(st, 200);
     assert_eq!(r["message"], "prefix 'dataset/': 3 keys deleted.");
+    assert_eq!(r["count"], 3, "the count as a number, not only in the text");
     let (st, _) = get_json(&s, "/cache/datasets/9").await;
     assert_eq!(st, 200);
     let (_, r) = get_json(&s, "/stat/count").await;
@@ -370,6 +371,7 @@ async fn prefix_delete_is_a_range_and_counts() {
     assert!(r["detail"].is_string());
     let (_, r) = delete(&s, "/prefix/nothing-here").await;
     assert_eq!(r["message"], "prefix 'nothing-here': 0 keys deleted.");
+    assert_eq!(r["count"], 0);
 }
 
 #[tokio::test]

@@ -813,3 +813,41 @@ async fn a_stalled_upstream_body_is_cut_off() {
         t.elapsed()
     );
 }
+
+/// The header a client sees and the counters an operator reads come from
+/// one decision: they agree, reason included.
+#[tokio::test(flavor = "multi_thread")]
+async fn x_cache_and_the_proxy_counters_agree() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    for path in [
+        format!("/agree/?{TTL}"),
+        format!("/agree/?{TTL}"),
+        "/agree/private?h=Cache-Control:private".to_string(),
+        "/agree/private?h=Cache-Control:private".to_string(),
+    ] {
+        *seen
+            .entry(get(&s, &path).await.cache().to_string())
+            .or_default() += 1;
+    }
+    let auth = get_with(&s, &format!("/agree/?{TTL}"), &[("authorization", "x")]).await;
+    *seen.entry(auth.cache().to_string()).or_default() += 1;
+    let stat: serde_json::Value = client()
+        .get(s.url("/stat"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let proxy = &stat["proxy"];
+    for (status, n) in &seen {
+        assert_eq!(proxy[status.to_lowercase()], *n, "{status}: {stat}");
+    }
+    assert_eq!(seen["MISS"], 3);
+    let reasons = &proxy["not_cached"];
+    assert_eq!(reasons["private"], 1, "{stat}");
+    assert_eq!(reasons["hit_for_pass"], 1, "{stat}");
+    assert_eq!(reasons["authorization"], 1, "{stat}");
+}

@@ -486,7 +486,7 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
 /// whose path starts with it.
 #[utoipa::path(delete, path = "/prefix/{prefix}",
     params(("prefix" = String, Path, description = "Key prefix (only leading slashes are stripped), or a page path prefix such as /dataset/")),
-    responses((status = 200, description = "{message}"), (status = 400, description = "Empty prefix")))]
+    responses((status = 200, description = "{message, count}: count is the number of live entries and pages deleted"), (status = 400, description = "Empty prefix")))]
 async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = rest(&uri, "/prefix/");
     let prefix = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
@@ -503,9 +503,10 @@ async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response,
     st.stats
         .deletes
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Ok(axum::Json(
-        serde_json::json!({ "message": format!("prefix '{prefix}': {n} keys deleted.") }),
-    )
+    Ok(axum::Json(serde_json::json!({
+        "message": format!("prefix '{prefix}': {n} keys deleted."),
+        "count": n,
+    }))
     .into_response())
 }
 

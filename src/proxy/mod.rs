@@ -12,7 +12,7 @@
 //! 4. **Decide** ([`policy::reuse`]): fresh: served (`HIT`). Stale within
 //!    its stale-while-revalidate window: served (`UPDATING`) while one
 //!    background request refreshes it. Otherwise:
-//! 5. **Fetch** ([`fill`], [`coalesce`], [`upstream`]): one upstream request
+//! 5. **Fetch** (`fill`, [`coalesce`], [`upstream`]): one upstream request
 //!    per page however many clients wait (`MISS` for the one that asked,
 //!    `HIT` for those that waited); a stale page with a validator is
 //!    revalidated ([`revalidate`], `REVALIDATED` on a 304) and served

@@ -435,6 +435,67 @@ mod tests {
         );
     }
 
+    fn entry(cc: &str) -> Entry {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let p = response_policy(StatusCode::OK, &h(&[("cache-control", cc)]), now).unwrap();
+        let windows = super::super::entry::Windows {
+            grace: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
+        };
+        Entry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Default::default(),
+            &p,
+            1_000_000,
+            windows,
+        )
+    }
+
+    #[test]
+    fn reuse_follows_freshness_then_the_stale_windows() {
+        let grace = Duration::from_secs(10);
+        let e = entry("max-age=60");
+        assert_eq!(reuse(&e, 1_000_000 + 59_999, grace), Reuse::Fresh);
+        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Updating);
+        assert_eq!(reuse(&e, 1_000_000 + 70_000, grace), Reuse::Refetch);
+        assert!(serve_stale_on_error(
+            &e,
+            1_000_000 + 159_999,
+            Duration::from_secs(100)
+        ));
+        assert!(!serve_stale_on_error(
+            &e,
+            1_000_000 + 160_000,
+            Duration::from_secs(100)
+        ));
+        // The response's own windows win over the defaults.
+        let e = entry("max-age=60, stale-while-revalidate=600");
+        assert_eq!(reuse(&e, 1_000_000 + 500_000, grace), Reuse::Updating);
+        // Directives that forbid stale use.
+        let e = entry("max-age=60, must-revalidate");
+        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch);
+        assert!(!serve_stale_on_error(&e, 1_000_000 + 60_000, grace));
+        let e = entry("max-age=60, no-cache");
+        assert_eq!(reuse(&e, 1_000_000, grace), Reuse::Refetch);
+    }
+
+    #[test]
+    fn storable_needs_the_policy_and_an_announced_size_within_the_limit() {
+        let now = SystemTime::now();
+        let ttl = h(&[("x-bigcache-ttl", "1h")]);
+        assert!(storable(StatusCode::OK, &ttl, now, Some(100), 100).is_ok());
+        assert!(storable(StatusCode::OK, &ttl, now, None, 100).is_ok());
+        assert_eq!(
+            storable(StatusCode::OK, &ttl, now, Some(101), 100),
+            Err(Reason::TooLarge)
+        );
+        assert_eq!(
+            storable(StatusCode::OK, &h(&[]), now, Some(1), 100),
+            Err(Reason::NoLifetime)
+        );
+    }
+
     #[test]
     fn request_bypass_rules() {
         let names = vec!["sessionid".to_string()];

@@ -1,1 +1,301 @@
+//! The proxy's state machine over the in-memory store, on a manual clock,
+//! against a small real HTTP upstream on loopback: every path from request
+//! to [`Decision`], without disk and without waiting for time to pass.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::stats::ProxyStats;
+use super::upstream::UpstreamConfig;
+use super::{Proxy, ProxyConfig};
+use crate::clock::Clock;
+use crate::store::memory::MemoryStore;
+
+/// What the upstream answers, changeable mid-test.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// An HTTP/1.1 upstream on a loopback port that answers every request
+/// with the current [`Reply`] and a body naming the path, the request's
+/// `Accept-Language` and how many requests it has seen.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+    reply: Arc<Mutex<Reply>>,
+}
+
+impl Upstream {
+    async fn start(reply: Reply) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let reply = Arc::new(Mutex::new(reply));
+        let (s, r) = (seen.clone(), reply.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (s, r) = (s.clone(), r.clone());
+                let service = hyper::service::service_fn(move |req: Request<_>| {
+                    let n = s.fetch_add(1, Ordering::SeqCst) + 1;
+                    let reply = r.lock().unwrap().clone();
+                    let lang = req
+                        .headers()
+                        .get("accept-language")
+                        .map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+                    let body = format!("{} lang={lang} n={n}", req.uri().path());
+                    let mut res = Response::new(Full::new(Bytes::from(body)));
+                    *res.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                    for (k, v) in reply.headers {
+                        res.headers_mut().append(k, v.parse().unwrap());
+                    }
+                    async move { Ok::<_, std::convert::Infallible>(res) }
+                });
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen, reply }
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    fn answer(&self, status: u16, headers: &[(&'static str, &str)]) {
+        *self.reply.lock().unwrap() = reply(status, headers);
+    }
+}
+
+fn reply(status: u16, headers: &[(&'static str, &str)]) -> Reply {
+    Reply {
+        status,
+        headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+    }
+}
+
+struct Rig {
+    proxy: Arc<Proxy<MemoryStore>>,
+    store: MemoryStore,
+    clock: Clock,
+    stats: Arc<ProxyStats>,
+    upstream: Upstream,
+}
+
+async fn rig(first: Reply) -> Rig {
+    let upstream = Upstream::start(first).await;
+    let clock = Clock::manual(SystemTime::now());
+    let store = MemoryStore::new(clock.clone());
+    let stats = Arc::new(ProxyStats::default());
+    let cfg = ProxyConfig {
+        upstream: UpstreamConfig {
+            base: format!("http://{}", upstream.addr).parse().unwrap(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        },
+        max_entry_size: 1 << 20,
+        grace: Duration::from_secs(10),
+        stale_if_error: Duration::from_secs(3600),
+        session_cookies: vec!["sessionid".into()],
+        hit_for_pass: Duration::from_secs(120),
+    };
+    let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
+    Rig {
+        proxy,
+        store,
+        clock,
+        stats,
+        upstream,
+    }
+}
+
+struct Got {
+    status: u16,
+    cache: String,
+    body: String,
+}
+
+impl Rig {
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut req = Request::get(path).header("host", "example.org");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let res = self.proxy.clone().handle(req, peer).await;
+        let status = res.status().as_u16();
+        let cache = res.headers()["x-cache"].to_str().unwrap().to_string();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Got {
+            status,
+            cache,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    /// Waits (bounded) until the store has taken `n` pages: a background
+    /// refresh lands on its own time.
+    async fn stored(&self, n: u64) {
+        for _ in 0..500 {
+            if self.store.writes() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("only {} of {n} pages stored", self.store.writes());
+    }
+
+    /// The `/stat` counters, as the API reports them.
+    fn stat(&self, name: &str) -> u64 {
+        self.stats.snapshot()[name].as_u64().unwrap()
+    }
+
+    fn not_cached(&self, reason: &str) -> u64 {
+        self.stats.snapshot()["not_cached"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+const TTL: (&str, &str) = ("x-bigcache-ttl", "1h");
+
+#[tokio::test]
+async fn a_miss_is_stored_and_then_hit_until_its_lifetime_ends() {
+    let r = rig(reply(200, &[TTL])).await;
+    let a = r.get("/d/1", &[]).await;
+    assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
+    let b = r.get("/d/1", &[]).await;
+    assert_eq!(
+        (b.cache.as_str(), b.body.as_str()),
+        ("HIT", a.body.as_str())
+    );
+    assert_eq!(r.upstream.seen(), 1);
+    assert_eq!((r.stat("miss"), r.stat("hit")), (1, 1));
+
+    // Past its hour: within --grace (10 s) it is served while refreshed...
+    r.clock.advance(Duration::from_secs(3601));
+    let c = r.get("/d/1", &[]).await;
+    assert_eq!(
+        (c.cache.as_str(), c.body.as_str()),
+        ("UPDATING", a.body.as_str())
+    );
+    r.stored(2).await;
+    let refreshed = r.get("/d/1", &[]).await;
+    assert_eq!(refreshed.cache, "HIT");
+    assert!(refreshed.body.ends_with("n=2"), "{}", refreshed.body);
+    // ...and past the grace too, it is fetched again before it is served.
+    r.clock.advance(Duration::from_secs(7200));
+    let d = r.get("/d/1", &[]).await;
+    assert_eq!(d.cache, "MISS");
+    assert!(d.body.ends_with("n=3"), "{}", d.body);
+}
+
+#[tokio::test]
+async fn an_uncacheable_page_says_why_and_passes_until_hit_for_pass_ends() {
+    let r = rig(reply(200, &[TTL, ("cache-control", "private")])).await;
+    assert_eq!(r.get("/me", &[]).await.cache, "MISS");
+    assert_eq!(r.not_cached("private"), 1);
+    assert_eq!(r.get("/me", &[]).await.cache, "MISS");
+    assert_eq!(r.not_cached("hit_for_pass"), 1);
+    assert_eq!(r.store.writes(), 0);
+    // Hit-for-pass lasts 120 s; then the page is tried for the cache again.
+    r.upstream.answer(200, &[TTL]);
+    r.clock.advance(Duration::from_secs(121));
+    assert_eq!(r.get("/me", &[]).await.cache, "MISS");
+    assert_eq!(r.get("/me", &[]).await.cache, "HIT");
+    assert_eq!(r.upstream.seen(), 3);
+}
+
+#[tokio::test]
+async fn credentials_and_sessions_bypass_both_ways() {
+    let r = rig(reply(200, &[TTL])).await;
+    let a = r.get("/acct", &[("authorization", "Bearer x")]).await;
+    assert_eq!(a.cache, "BYPASS");
+    let b = r.get("/acct", &[("cookie", "a=1; sessionid=s")]).await;
+    assert_eq!(b.cache, "BYPASS");
+    assert_eq!(r.store.writes(), 0, "a private request stored a page");
+    assert_eq!(
+        (
+            r.not_cached("authorization"),
+            r.not_cached("session_cookie")
+        ),
+        (1, 1)
+    );
+    assert_eq!(r.get("/acct", &[]).await.cache, "MISS");
+    assert_eq!(
+        r.get("/acct", &[("authorization", "Bearer x")]).await.cache,
+        "BYPASS",
+        "a request with credentials got the shared copy"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_serves_from_the_upstream_and_says_so() {
+    let r = rig(reply(200, &[TTL])).await;
+    r.store.set_failing(true);
+    let a = r.get("/s", &[]).await;
+    assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
+    assert_eq!(r.not_cached("store_error"), 1);
+    r.store.set_failing(false);
+    assert_eq!(r.get("/s", &[]).await.cache, "MISS");
+    assert_eq!(r.get("/s", &[]).await.cache, "HIT");
+}
+
+#[tokio::test]
+async fn a_stale_page_stands_in_for_a_failing_upstream_within_stale_if_error() {
+    let r = rig(reply(200, &[("cache-control", "max-age=60")])).await;
+    let a = r.get("/e", &[]).await;
+    r.upstream.answer(503, &[]);
+    // Past max-age and the 10 s grace, within the hour of stale-if-error.
+    r.clock.advance(Duration::from_secs(600));
+    let b = r.get("/e", &[]).await;
+    assert_eq!((b.status, b.cache.as_str()), (200, "STALE"));
+    assert_eq!(b.body, a.body);
+    // Past stale-if-error too: the error goes through.
+    r.clock.advance(Duration::from_secs(3600));
+    let c = r.get("/e", &[]).await;
+    assert_eq!(c.status, 503);
+}
+
+#[tokio::test]
+async fn vary_variants_are_kept_apart_in_any_store() {
+    let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
+    let ko = r.get("/v", &[("accept-language", "ko")]).await;
+    let en = r.get("/v", &[("accept-language", "en")]).await;
+    assert!(ko.body.contains("lang=ko") && en.body.contains("lang=en"));
+    let ko2 = r.get("/v", &[("accept-language", "ko")]).await;
+    let en2 = r.get("/v", &[("accept-language", "en")]).await;
+    assert_eq!((ko2.cache.as_str(), ko2.body), ("HIT", ko.body));
+    assert_eq!((en2.cache.as_str(), en2.body), ("HIT", en.body));
+    assert_eq!(r.upstream.seen(), 2);
+}
+
+#[tokio::test]
+async fn other_methods_bypass_and_invalidate_their_target() {
+    let r = rig(reply(200, &[TTL])).await;
+    r.get("/f", &[]).await;
+    assert_eq!(r.get("/f", &[]).await.cache, "HIT");
+    let req = Request::post("/f")
+        .body(Full::new(Bytes::from_static(b"x=1")))
+        .unwrap();
+    let res = r
+        .proxy
+        .clone()
+        .handle(req, "127.0.0.1:40000".parse().unwrap())
+        .await;
+    assert_eq!(res.headers()["x-cache"], "BYPASS");
+    assert_eq!(r.not_cached("method"), 1);
+    assert_eq!(r.get("/f", &[]).await.cache, "MISS");
+}

@@ -1,26 +1,6 @@
-//! How entries are laid out in LevelDB's single sorted key space.
-//!
-//! Every LevelDB key starts with a one-byte namespace, so the kinds of entry
-//! never collide and each kind is one contiguous range (prefix purges and
-//! counts are range scans):
-//!
-//! | first byte | rest                                   | value                  |
-//! |------------|----------------------------------------|------------------------|
-//! | `v`        | REST key (`/cache`, `/pickle`), UTF-8  | a [`Record`]           |
-//! | `p`        | page key, NUL, variant (see `proxy::key`) | a [`Record`]        |
-//! | `x`        | expires-at (u64 big-endian ms) + full key of the entry | empty  |
-//! | `b`        | blob file id (u32 big-endian)          | live bytes in that file, u64 LE |
-//!
-//! The `b` rows let the blob garbage collector (see `store::shard`) find
-//! files that are mostly dead without reading them.
-//!
-//! The `x` range is the expiry index: sorted by deadline, so the sweeper reads
-//! it from the start up to "now" and touches nothing that is still fresh. It
-//! is written with the entry in one batch and never updated in place: an
-//! index row whose entry was since overwritten or deleted is stale, and the
-//! sweeper drops it after checking the entry's own deadline.
-//!
-//! [`Record`]: super::record::Record
+//! How entries are laid out in LevelDB's single sorted key space: the
+//! namespaces, the expiry index, the live-byte rows and the key-to-shard
+//! mapping, as specified in `docs/format.md` ("Key space").
 
 /// The namespace of a stored entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,24 +17,24 @@
 //!
 //! The async side:
 //! - [`Store`] (here): routes each key to its shard, broadcasts scans.
-//! - [`handle`]: one shard's channel, hot slice and mirror; the hedged read.
+//! - `handle`: one shard's channel, hot slice and mirror; the hedged read.
 //! - [`pages`]: the [`PageStore`] trait the proxy talks to, and
 //!   [`memory`], an in-memory implementation for the proxy's tests.
 //! - [`sweeper`]: the background task that expires and collects.
 //!
 //! The shard thread and what it owns:
-//! - [`shard`]: the thread, command dispatch, entry and Vary-group writes,
-//!   purges, counts and the expiry sweep; [`command`]: what it is asked.
-//! - [`db`]: its LevelDB (options, crash recovery, scans, compaction).
-//! - [`tx`]: a write staged as one batch with its live-byte accounting.
-//! - [`space`]: its blob files, their live counts and the collector;
-//!   [`blobs`]: the blob-file I/O.
-//! - [`mirror`]: its read replica, so reads never wait for a compaction.
-//! - [`hot`]: the hot tier and what gets admitted to it.
+//! - `shard`: the thread, command dispatch, entry and Vary-group writes,
+//!   purges, counts and the expiry sweep; `command`: what it is asked.
+//! - `db`: its LevelDB (options, crash recovery, scans, compaction).
+//! - `tx`: a write staged as one batch with its live-byte accounting.
+//! - `space`: its blob files, their live counts and the collector;
+//!   `blobs`: the blob-file I/O.
+//! - `mirror`: its read replica, so reads never wait for a compaction.
+//! - `hot`: the hot tier and what gets admitted to it.
 //!
 //! Formats and shared pieces: [`record`] (the record and blob-entry codec),
-//! [`keys`] (the key space), [`layout`] (the data directory),
-//! [`purges`] (which pages were purged during a fetch), [`error`],
+//! [`keys`] (the key space), `layout` (the data directory),
+//! `purges` (which pages were purged during a fetch), [`error`],
 //! [`lookup`].
 //!
 //! Why shards: rusty-leveldb runs compaction inside `put`/`get`, stalling the

@@ -1,79 +1,17 @@
-//! The on-disk record format: the single place where the bytes stored as a
-//! LevelDB value are defined. Every entry bigcache keeps — a REST JSON value,
-//! raw bytes from `/pickle`, and (later) a cached HTTP response — is one
-//! [`Record`] encoded as below.
+//! The record codec: the bytes of every LevelDB value bigcache keeps (a
+//! REST JSON value, raw bytes from `/pickle`, a cached HTTP response, a
+//! `Vary` group), and of the entries in blob files.
 //!
-//! # Format, version 2
-//!
-//! All integers are little-endian.
-//!
-//! | offset      | size | field                                                        |
-//! |-------------|------|--------------------------------------------------------------|
-//! | 0           | 1    | format version, `2` (version `1` is still read, see below)   |
-//! | 1           | 1    | kind: `1` JSON value, `2` raw bytes, `3` HTTP response, `4` group |
-//! | 2           | 2    | flags: bit 0 `BLOB`; every other bit must be `0`             |
-//! | 4           | 8    | created-at, unix milliseconds                                |
-//! | 12          | 8    | expires-at, unix milliseconds; `0` means never               |
-//! | 20          | 4    | `m`: length of the metadata section                          |
-//! | 24          | 4    | `b`: length of the body section                              |
-//! | 28          | m    | metadata (kind-specific, see below)                          |
-//! | 28 + m      | b    | body, or with `BLOB` set a [`BlobRef`] (21 bytes)            |
-//! | 28 + m + b  | 4    | CRC-32 (IEEE) of every preceding byte of the record          |
-//!
-//! Version 1 is the same layout with no flags defined: records written by
-//! the first release decode unchanged (their bodies are all inline).
-//!
-//! Metadata per kind:
-//! - JSON value: the `duration` string the client sent (UTF-8), empty if none.
-//!   The body is the value's JSON text, exactly as validated at write time.
-//! - raw bytes: empty. The body is the bytes, verbatim.
-//! - HTTP response: defined by the proxy (`proxy::entry`: status, headers,
-//!   freshness). The body is the response body.
-//! - group: the entries stored under `<group key><member suffix>` (a page's
-//!   `Vary` variants). Metadata is the owner's (the proxy keeps the `Vary`
-//!   header names there); the body lists the member suffixes, each as a u16
-//!   length followed by that many bytes. The store keeps the list in step
-//!   with the members (see `store::shard`). Groups are always inline.
-//!
-//! # Blob references and blob files
-//!
-//! Bodies larger than [`INLINE_MAX`] live in append-only blob files beside
-//! the shard's LevelDB (`shard-NN/blobs/<id>.blob`, see `store::blobs`), so
-//! LevelDB compaction rewrites a few hundred bytes per page instead of the
-//! whole page. The record then carries, in its body section:
-//!
-//! | offset | size | field                                                  |
-//! |--------|------|--------------------------------------------------------|
-//! | 0      | 4    | blob file id                                           |
-//! | 4      | 8    | offset of the blob entry in that file                  |
-//! | 12     | 4    | stored length (after compression)                      |
-//! | 16     | 4    | body length (before compression)                       |
-//! | 20     | 1    | codec: `0` none, `1` snappy (raw block format)         |
-//!
-//! A blob file starts with the 8-byte magic `bcblob\0\x01` (the last byte
-//! is the blob format version), then holds entries back to back:
-//!
-//! | offset   | size | field                                                  |
-//! |----------|------|--------------------------------------------------------|
-//! | 0        | 4    | `k`: key length                                        |
-//! | 4        | 4    | `s`: stored length                                     |
-//! | 8        | 4    | CRC-32 of the key and the stored bytes                 |
-//! | 12       | k    | the LevelDB key of the record that owns the entry      |
-//! | 12 + k   | s    | the stored (possibly compressed) body                  |
-//!
-//! The key in the entry lets a reader prove the entry belongs to the record
-//! that points at it (a page is never served for another key), and lets the
-//! garbage collector walk a file and ask LevelDB which entries are still
-//! referenced.
+//! The layouts are specified in `docs/format.md` ("Records, version 2" and
+//! "Blob references and blob files"); this module implements them, and its
+//! tests pin them (round trips, every flipped bit, every truncation,
+//! version 1 records, entries checked against their owner).
 //!
 //! Decoding never panics and never trusts a length: a short buffer, a length
 //! that does not add up, an unknown version, kind or flag, or a checksum
 //! mismatch is a [`DecodeError`]; the store logs it and treats the entry as a
 //! miss (and deletes it). A future version gets its own decoder beside these,
 //! so records written by older releases stay readable.
-//!
-//! Inline records are compressed by LevelDB's snappy block compression;
-//! blob bodies are compressed here, per entry, when that saves space.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -15,7 +15,6 @@ reported as ``False``: a purge must never break the save that triggered it.
 """
 
 import json
-import re
 
 from .client import Unavailable, default_client, log
 
@@ -43,6 +42,5 @@ def purge_prefix(prefix, client=None):
         return None
     if r.status != 200:
         return 0
-    message = json.loads(r.data).get("message", "")
-    m = re.search(r": (\d+) keys deleted", message)
-    return int(m.group(1)) if m else 0
+    count = json.loads(r.data).get("count", 0)
+    return count if isinstance(count, int) else 0
