@@ -249,9 +249,110 @@ impl Entry {
     }
 }
 
+/// Freshness at reuse, RFC 9111 §4.2: a stored entry is served while
+/// fresh; past that, within its stale-while-revalidate window (or
+/// `--grace`) while one request refreshes it, unless `no-cache` or
+/// `must-revalidate` forbid. Pure: the entry and the time in, a decision out.
+/// What a request may do with the entry it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Serve it.
+    Fresh,
+    /// Serve it stale while one background request refreshes it.
+    Updating,
+    /// Fetch (or revalidate) before anything is served.
+    Refetch,
+}
+
+/// Decides [`Reuse`] for `e` at `now` (unix ms); `grace` is the stale-
+/// while-revalidate window for entries that name none.
+pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
+    if e.no_cache {
+        return Reuse::Refetch;
+    }
+    if e.is_fresh(now) {
+        return Reuse::Fresh;
+    }
+    if within(e, e.stale_while_revalidate.unwrap_or(grace), now) {
+        Reuse::Updating
+    } else {
+        Reuse::Refetch
+    }
+}
+
+/// Whether `e` may stand in for an upstream error at `now`;
+/// `stale_if_error` is the window for entries that name none.
+pub fn serve_stale_on_error(e: &Entry, now: u64, stale_if_error: Duration) -> bool {
+    within(e, e.stale_if_error.unwrap_or(stale_if_error), now)
+}
+
+/// Whether `now` is within `window` past the end of `e`'s freshness, and
+/// serving it stale is allowed at all (RFC 9111 §4.2.4: not where a
+/// directive forbids it).
+fn within(e: &Entry, window: Duration, now: u64) -> bool {
+    if e.must_revalidate || e.no_cache {
+        return false;
+    }
+    let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    now < e.fresh_until.saturating_add(window)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::policy::response_policy;
+    use std::time::SystemTime;
+
+    fn entry(cc: &str) -> Entry {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let p = response_policy(StatusCode::OK, &headers(cc), now).unwrap();
+        let windows = Windows {
+            grace: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
+        };
+        Entry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Default::default(),
+            &p,
+            1_000_000,
+            windows,
+        )
+    }
+
+    #[test]
+    fn reuse_follows_freshness_then_the_stale_windows() {
+        let grace = Duration::from_secs(10);
+        let e = entry("max-age=60");
+        assert_eq!(reuse(&e, 1_000_000 + 59_999, grace), Reuse::Fresh);
+        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Updating);
+        assert_eq!(reuse(&e, 1_000_000 + 70_000, grace), Reuse::Refetch);
+        assert!(serve_stale_on_error(
+            &e,
+            1_000_000 + 159_999,
+            Duration::from_secs(100)
+        ));
+        assert!(!serve_stale_on_error(
+            &e,
+            1_000_000 + 160_000,
+            Duration::from_secs(100)
+        ));
+        // The response's own windows win over the defaults.
+        let e = entry("max-age=60, stale-while-revalidate=600");
+        assert_eq!(reuse(&e, 1_000_000 + 500_000, grace), Reuse::Updating);
+        // Directives that forbid stale use.
+        let e = entry("max-age=60, must-revalidate");
+        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch);
+        assert!(!serve_stale_on_error(&e, 1_000_000 + 60_000, grace));
+        let e = entry("max-age=60, no-cache");
+        assert_eq!(reuse(&e, 1_000_000, grace), Reuse::Refetch);
+    }
+
+    fn headers(cc: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert("cache-control", cc.parse().unwrap());
+        m
+    }
 
     fn sample() -> Entry {
         let mut headers = HeaderMap::new();

@@ -162,7 +162,9 @@ impl<S: PageStore> Proxy<S> {
         let now = self.store.clock().now_ms();
         let serve_stale = |s: &Option<Found>| {
             s.as_ref()
-                .filter(|s| policy::serve_stale_on_error(&s.entry, now, self.cfg.stale_if_error))
+                .filter(|s| {
+                    super::entry::serve_stale_on_error(&s.entry, now, self.cfg.stale_if_error)
+                })
                 .map(|s| Outcome::Entry {
                     entry: s.entry.clone(),
                     variant: s.variant.clone(),

@@ -9,7 +9,7 @@
 //!    variant, computed once per request ([`key::PageKey`]).
 //! 3. **Lookup** ([`lookup`]): the store (hot tier first), through the
 //!    [`PageStore`] trait.
-//! 4. **Decide** ([`policy::reuse`]): fresh: served (`HIT`). Stale within
+//! 4. **Decide** ([`entry::reuse`]): fresh: served (`HIT`). Stale within
 //!    its stale-while-revalidate window: served (`UPDATING`) while one
 //!    background request refreshes it. Otherwise:
 //! 5. **Fetch** (`fill`, [`coalesce`], [`upstream`]): one upstream request
@@ -57,11 +57,12 @@ use crate::store::{PageStore, Store};
 use body::{Body, BoxError};
 use coalesce::Coalescer;
 pub use decision::{CacheStatus, Decision, Reason};
+use entry::Reuse;
 use entry::Windows;
 pub use error::ProxyError;
 use key::PageKey;
 use lookup::Looked;
-use policy::{Reuse, TTL_HEADER};
+use policy::TTL_HEADER;
 use stats::ProxyStats;
 use upstream::{Upstream, UpstreamConfig, UpstreamUrlError};
 
@@ -191,7 +192,7 @@ impl<S: PageStore> Proxy<S> {
         let now = self.store.clock().now_ms();
         let reuse = found
             .as_ref()
-            .map(|f| policy::reuse(&f.entry, now, self.cfg.grace));
+            .map(|f| entry::reuse(&f.entry, now, self.cfg.grace));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let res = answer::from_entry(&f.entry, &parts, now);
             return Ok((res, Decision::new(CacheStatus::Hit)));

@@ -19,10 +19,6 @@
 //! - `no-cache` is stored but revalidated before every reuse;
 //!   `must-revalidate`/`proxy-revalidate` forbid serving it stale.
 //!
-//! Reuse ([`reuse`]): a stored entry is served while fresh; past that,
-//! within its stale-while-revalidate window (or `--grace`) while one
-//! request refreshes it, unless `no-cache` or `must-revalidate` forbid.
-//!
 //! Every function here is pure: the request's or response's head and the
 //! time in, a decision out. Written here rather than with
 //! `http-cache-semantics` because bigcache's rules are narrower than a
@@ -35,7 +31,6 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode, header};
 
 use super::decision::Reason;
-use super::entry::Entry;
 use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
@@ -241,50 +236,6 @@ pub fn storable(
     Ok(p)
 }
 
-/// What a request may do with the entry it found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// Serve it.
-    Fresh,
-    /// Serve it stale while one background request refreshes it.
-    Updating,
-    /// Fetch (or revalidate) before anything is served.
-    Refetch,
-}
-
-/// Decides [`Reuse`] for `e` at `now` (unix ms); `grace` is the stale-
-/// while-revalidate window for entries that name none.
-pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
-    if e.no_cache {
-        return Reuse::Refetch;
-    }
-    if e.is_fresh(now) {
-        return Reuse::Fresh;
-    }
-    if within(e, e.stale_while_revalidate.unwrap_or(grace), now) {
-        Reuse::Updating
-    } else {
-        Reuse::Refetch
-    }
-}
-
-/// Whether `e` may stand in for an upstream error at `now`;
-/// `stale_if_error` is the window for entries that name none.
-pub fn serve_stale_on_error(e: &Entry, now: u64, stale_if_error: Duration) -> bool {
-    within(e, e.stale_if_error.unwrap_or(stale_if_error), now)
-}
-
-/// Whether `now` is within `window` past the end of `e`'s freshness, and
-/// serving it stale is allowed at all (RFC 9111 §4.2.4: not where a
-/// directive forbids it).
-fn within(e: &Entry, window: Duration, now: u64) -> bool {
-    if e.must_revalidate || e.no_cache {
-        return false;
-    }
-    let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    now < e.fresh_until.saturating_add(window)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,51 +384,6 @@ mod tests {
             response_policy(StatusCode::OK, &h(&[("cache-control", "no-cache")]), now),
             Err(Reason::NoLifetime)
         );
-    }
-
-    fn entry(cc: &str) -> Entry {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let p = response_policy(StatusCode::OK, &h(&[("cache-control", cc)]), now).unwrap();
-        let windows = super::super::entry::Windows {
-            grace: Duration::from_secs(10),
-            stale_if_error: Duration::from_secs(100),
-        };
-        Entry::new(
-            StatusCode::OK,
-            HeaderMap::new(),
-            Default::default(),
-            &p,
-            1_000_000,
-            windows,
-        )
-    }
-
-    #[test]
-    fn reuse_follows_freshness_then_the_stale_windows() {
-        let grace = Duration::from_secs(10);
-        let e = entry("max-age=60");
-        assert_eq!(reuse(&e, 1_000_000 + 59_999, grace), Reuse::Fresh);
-        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Updating);
-        assert_eq!(reuse(&e, 1_000_000 + 70_000, grace), Reuse::Refetch);
-        assert!(serve_stale_on_error(
-            &e,
-            1_000_000 + 159_999,
-            Duration::from_secs(100)
-        ));
-        assert!(!serve_stale_on_error(
-            &e,
-            1_000_000 + 160_000,
-            Duration::from_secs(100)
-        ));
-        // The response's own windows win over the defaults.
-        let e = entry("max-age=60, stale-while-revalidate=600");
-        assert_eq!(reuse(&e, 1_000_000 + 500_000, grace), Reuse::Updating);
-        // Directives that forbid stale use.
-        let e = entry("max-age=60, must-revalidate");
-        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch);
-        assert!(!serve_stale_on_error(&e, 1_000_000 + 60_000, grace));
-        let e = entry("max-age=60, no-cache");
-        assert_eq!(reuse(&e, 1_000_000, grace), Reuse::Refetch);
     }
 
     #[test]
