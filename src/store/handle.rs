@@ -2,17 +2,16 @@
 //! the way to its read mirror, and the hedged read that picks between them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::busy::Busy;
 use super::command::Command;
 use super::error::StoreError;
 use super::hot::Hot;
 use super::lookup::Lookup;
 use super::mirror::{MirrorCommand, MirrorHandle};
-use super::shard;
 
 /// How long a cold read waits on a busy or slow shard thread before the
 /// mirror is asked: well above a normal cold read (~0.1 ms), well below a
@@ -24,9 +23,8 @@ pub struct ShardHandle {
     pub tx: mpsc::Sender<Command>,
     pub hot: Arc<Hot>,
     pub mirror: MirrorHandle,
-    /// When the shard thread's current command started ([`shard::clock_us`]),
-    /// 0 while idle.
-    pub busy: Arc<AtomicU64>,
+    /// How long the shard thread has been on its current command.
+    pub busy: Busy,
     pub thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -60,8 +58,7 @@ impl ShardHandle {
         if !self.mirror.usable() {
             return self.call(|reply| Command::Get { key, reply }).await;
         }
-        let busy_since = self.busy.load(Ordering::Acquire);
-        if busy_since != 0 && shard::clock_us().saturating_sub(busy_since) >= HEDGE_AFTER_US {
+        if self.busy.for_us() >= HEDGE_AFTER_US {
             let from_mirror = call(&self.mirror.tx, |reply| MirrorCommand::Get {
                 key: key.clone(),
                 reply,

@@ -30,7 +30,8 @@
 //! - `space`: its blob files, their live counts and the collector;
 //!   `blobs`: the blob-file I/O.
 //! - `mirror`: its read replica, so reads never wait for a compaction.
-//! - `hot`: the hot tier and what gets admitted to it.
+//! - `hot`: the hot tier and what gets admitted to it; `busy`: how long
+//!   the thread has been on its current command.
 //!
 //! Formats and shared pieces: [`record`] (the record and blob-entry codec),
 //! [`keys`] (the key space), `layout` (the data directory),
@@ -45,6 +46,7 @@
 //! the key-to-shard mapping depends on it.
 
 mod blobs;
+mod busy;
 mod command;
 mod db;
 pub mod error;
@@ -63,9 +65,9 @@ mod space;
 pub mod sweeper;
 mod tx;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -118,7 +120,7 @@ impl Store {
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
             let hot = Arc::new(hot::slice(hot_each));
-            let busy = Arc::new(AtomicU64::new(0));
+            let busy = busy::Busy::default();
             let (shard, mirror) = Shard::open(ShardConfig {
                 index,
                 dir: layout::shard_dir(&cfg.dir, index),
@@ -377,6 +379,39 @@ impl Store {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
         }
+    }
+}
+
+/// The proxy's storage boundary (`store::pages`), on LevelDB.
+impl PageStore for Store {
+    fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send {
+        self.get(Namespace::Page, key)
+    }
+
+    fn put_page(
+        &self,
+        group: &[u8],
+        variant: Option<(&[u8], Bytes)>,
+        record: Record,
+        since: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        Store::put_page(self, group, variant, record, since)
+    }
+
+    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.delete(Namespace::Page, key)
+    }
+
+    fn purge_point(&self) -> u64 {
+        Store::purge_point(self)
+    }
+
+    fn purged_since(&self, key: &[u8], since: u64) -> bool {
+        Store::purged_since(self, Namespace::Page, key, since)
+    }
+
+    fn clock(&self) -> &Clock {
+        Store::clock(self)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The storage boundary of the proxy: what it needs from a store of pages.
 //!
-//! The LevelDB [`Store`] implements it for the server; [`MemoryStore`]
+//! The LevelDB `Store` implements it for the server; [`MemoryStore`]
 //! (`store::memory`) implements it in RAM, so the proxy's logic is tested
 //! in-process without disk.
 //!
@@ -23,7 +23,6 @@ use bytes::Bytes;
 use super::error::StoreError;
 use super::lookup::Lookup;
 use super::record::Record;
-use super::{Namespace, Store};
 use crate::clock::Clock;
 
 pub trait PageStore: Clone + Send + Sync + 'static {
@@ -53,36 +52,4 @@ pub trait PageStore: Clone + Send + Sync + 'static {
 
     /// The clock the store's lifetimes are measured against.
     fn clock(&self) -> &Clock;
-}
-
-impl PageStore for Store {
-    fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send {
-        self.get(Namespace::Page, key)
-    }
-
-    fn put_page(
-        &self,
-        group: &[u8],
-        variant: Option<(&[u8], Bytes)>,
-        record: Record,
-        since: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        Store::put_page(self, group, variant, record, since)
-    }
-
-    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.delete(Namespace::Page, key)
-    }
-
-    fn purge_point(&self) -> u64 {
-        Store::purge_point(self)
-    }
-
-    fn purged_since(&self, key: &[u8], since: u64) -> bool {
-        Store::purged_since(self, Namespace::Page, key, since)
-    }
-
-    fn clock(&self) -> &Clock {
-        Store::clock(self)
-    }
 }

@@ -20,12 +20,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::busy::Busy;
 use super::command::Command;
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
@@ -50,8 +51,8 @@ pub struct ShardConfig {
     pub dir: PathBuf,
     /// Where the read mirror keeps its copy of the LevelDB files.
     pub mirror_dir: PathBuf,
-    /// Set to when the running command started (see [`clock_us`]).
-    pub busy: Arc<AtomicU64>,
+    /// Stamped while a command runs (see `store::busy`).
+    pub busy: Busy,
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
     pub clock: Clock,
@@ -66,17 +67,10 @@ pub struct Shard {
     admission: Admission,
     purges: Arc<PurgeLog>,
     mirror: Option<MirrorLink>,
-    busy: Arc<AtomicU64>,
+    busy: Busy,
     clock: Clock,
     /// Key span deleted by the current sweep round, compacted when it ends.
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Microseconds since the process's first call, plus one: a command start
-/// stamp that is never 0 (0 means idle).
-pub fn clock_us() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 impl Shard {
@@ -145,9 +139,9 @@ impl Shard {
             }
             let name = cmd.name();
             let started = Instant::now();
-            self.busy.store(clock_us(), Ordering::Release);
+            self.busy.start();
             let outcome = catch_unwind(AssertUnwindSafe(|| self.execute(cmd)));
-            self.busy.store(0, Ordering::Release);
+            self.busy.idle();
             let took = started.elapsed();
             if took >= SLOW_COMMAND {
                 // Usually a LevelDB compaction run inline: everything queued

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::db::Op;
+use super::error::StoreError;
 use super::keys;
 use super::record::{BlobRef, Record, Stored};
 
@@ -74,8 +75,8 @@ impl Tx {
     /// the staged ops followed by the new count rows; and the new counts.
     pub fn finish(
         self,
-        mut live_of: impl FnMut(u32) -> Result<u64, super::StoreError>,
-    ) -> Result<Batch, super::StoreError> {
+        mut live_of: impl FnMut(u32) -> Result<u64, StoreError>,
+    ) -> Result<Batch, StoreError> {
         let Tx { mut ops, live, .. } = self;
         let mut counts = Vec::with_capacity(live.len());
         for (id, delta) in live {
