@@ -19,7 +19,9 @@
 #             ~5 minutes and ~6 GB of disk)
 #
 # Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
-# COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000").
+# COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
+# BASELINE_BIN (another bigcache binary, e.g. an earlier commit's build: the
+# hot scenario then measures it too, in the same run, as "bigcache baseline").
 # Servers run on core 0, wrk on core 1: check the machine is otherwise idle,
 # and compare figures within one run only.
 set -euo pipefail
@@ -56,8 +58,8 @@ start_origin() { # port delay
     wait_http "http://127.0.0.1:$1/__count"
 }
 
-launch_bigcache() { # name api proxy origin
-    taskset -c 0 target/release/bigcache --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
+launch_bigcache() { # name api proxy origin [binary]
+    taskset -c 0 "${5:-target/release/bigcache}" --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
         --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null 2>>"$work/$1.log" &
     pids+=($!)
     echo $! >"$work/$1.pid"
@@ -124,8 +126,17 @@ scenario_hot() {
     curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
     curl -s -o /dev/null -D - "http://127.0.0.1:$b_proxy/page/1" | grep -i '^x-cache' | sed 's/^/  bigcache /'
     curl -s -o /dev/null -D - "http://127.0.0.1:$n_port/page/1" | grep -i '^x-cache' | sed 's/^/  nginx    /'
+    local base_proxy=""
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        base_proxy=$(free_port)
+        start_bigcache hot-base "$(free_port)" "$base_proxy" "$o" "$BASELINE_BIN"
+        curl -s -o /dev/null "http://127.0.0.1:$base_proxy/page/[0-$((KEYS - 1))]"
+    fi
     header
     row bigcache "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"
+    if [ -n "$base_proxy" ]; then
+        row "bigcache baseline" "$work/pages.lua" "http://127.0.0.1:$base_proxy" "$(cat "$work/hot-base.pid")" "$o"
+    fi
     row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }

@@ -3,17 +3,21 @@
 //! # Layout
 //!
 //! - [`store`]: sharded LevelDB, each shard owned by one thread, with page
-//!   bodies in append-only blob files and a read mirror per shard; the
-//!   versioned on-disk formats ([`store::record`]); the key layout and
-//!   expiry index ([`store::keys`]); the hot tier; the expiry sweeper and
-//!   blob collector.
-//! - [`proxy`]: the caching reverse proxy in front of Django.
+//!   bodies in append-only blob files and a read mirror per shard, a hot
+//!   tier in RAM, the expiry sweeper and blob collector; the
+//!   [`store::PageStore`] trait the proxy talks to, with an in-memory
+//!   implementation for tests. Every on-disk byte is specified in
+//!   `docs/format.md`.
+//! - [`proxy`]: the caching reverse proxy in front of Django, one module
+//!   per phase of a request (key, lookup, decide, fetch, store, answer) and
+//!   one [`proxy::Decision`] per response.
 //! - [`api`]: the REST API on port 36379, compatible with the original
 //!   Python server.
+//! - [`clock`]: the injected wall clock every lifetime is measured against.
 //! - [`ttl`]: lifetimes written as text (`28d`, `1h 30m`, the original's `28ds`).
 //! - [`config`]: flags and environment, validated at startup.
-//! - [`metrics`]: counters behind `/stat`.
-//! - [`server`]: binds listeners, runs tasks, orders the shutdown.
+//! - [`metrics`]: the REST API's counters behind `/stat`.
+//! - [`server`]: serves on bound listeners, runs tasks, orders the shutdown.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`alloc`]: malloc tuning that keeps RSS at what is in use.
 
