@@ -214,3 +214,51 @@ async fn serve_proxy(
         tracing::warn!("proxy connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(dir: &std::path::Path) -> Config {
+        crate::config::Args::try_parse_from([
+            "bigcache",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--api-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    /// Serves on listeners it was given, stops when its stop future
+    /// resolves, and releases the data directory: a second run on it works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_on_given_listeners_until_stopped_and_releases_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let cfg = config(dir.path());
+            let listeners = Listeners::bind(&cfg).await.unwrap();
+            let api = listeners.api.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(run(cfg, listeners, Clock::system(), async move {
+                let _ = stopped.await;
+            }));
+            let health = reqwest::get(format!("http://{api}/healthz"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(health, "ok", "round {round}");
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        }
+    }
+}

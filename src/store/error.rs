@@ -30,10 +30,23 @@ pub enum OpenError {
     Db(rusty_leveldb::Status),
     #[error("rusty-leveldb panicked on an empty database")]
     Panicked,
-    /// `bigcache.meta` is missing a field or names a format this release
-    /// cannot read (see docs/format.md).
     #[error("{0}")]
-    Layout(String),
+    Layout(#[from] LayoutError),
+}
+
+/// What is wrong with a data directory's `bigcache.meta` (docs/format.md,
+/// "Data directory").
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LayoutError {
+    #[error(
+        "data directory format {found:?} is not one this bigcache reads \
+         (it reads format {reads}); was it written by a newer release?"
+    )]
+    UnknownFormat { found: String, reads: u32 },
+    #[error("no `format=` line")]
+    NoFormat,
+    #[error("no valid `shards=` line (1 to {max})")]
+    BadShards { max: usize },
 }
 
 impl StoreError {

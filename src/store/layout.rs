@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{OpenError, StoreError};
+use super::error::{LayoutError, StoreError};
 
 const META_FILE: &str = "bigcache.meta";
 /// The data-directory format this release writes and reads.
@@ -35,7 +35,7 @@ pub fn open(dir: &Path, wanted: usize) -> Result<usize, StoreError> {
     let path = dir.join(META_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let n = parse(&text).map_err(|e| StoreError::open(&path, OpenError::Layout(e)))?;
+            let n = parse(&text).map_err(|e| StoreError::open(&path, e))?;
             if n != wanted {
                 tracing::info!(
                     existing = n,
@@ -58,7 +58,7 @@ fn render(shards: usize) -> String {
 }
 
 /// The shard count of a `bigcache.meta`, once its format is known good.
-fn parse(text: &str) -> Result<usize, String> {
+fn parse(text: &str) -> Result<usize, LayoutError> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
@@ -67,17 +67,17 @@ fn parse(text: &str) -> Result<usize, String> {
     match field("format") {
         Some(f) if f.parse() == Ok(DIR_FORMAT) => {}
         Some(f) => {
-            return Err(format!(
-                "data directory format {f:?} is not one this bigcache reads \
-                 (it reads format {DIR_FORMAT}); was it written by a newer release?"
-            ));
+            return Err(LayoutError::UnknownFormat {
+                found: f.to_string(),
+                reads: DIR_FORMAT,
+            });
         }
-        None => return Err("no `format=` line".into()),
+        None => return Err(LayoutError::NoFormat),
     }
     field("shards")
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| SHARDS.contains(n))
-        .ok_or_else(|| format!("no valid `shards=` line (1 to {})", SHARDS.end()))
+        .ok_or(LayoutError::BadShards { max: *SHARDS.end() })
 }
 
 /// Bytes on disk under a shard's (or mirror's) directory: LevelDB's flat
@@ -121,7 +121,10 @@ mod tests {
         std::fs::write(dir.path().join(META_FILE), "shards=4\n").unwrap();
         let e = open(dir.path(), 4).unwrap_err().to_string();
         assert!(e.contains("no `format=` line"), "{e}");
-        std::fs::write(dir.path().join(META_FILE), "format=1\nshards=0\n").unwrap();
-        assert!(open(dir.path(), 4).is_err());
+        assert_eq!(
+            parse("format=1\nshards=0\n"),
+            Err(LayoutError::BadShards { max: 256 })
+        );
+        assert_eq!(parse("format=1\nshards=12\n"), Ok(12));
     }
 }

@@ -636,3 +636,139 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::hot;
+    use crate::store::record::Kind;
+    use std::time::{Duration, SystemTime};
+
+    struct Open {
+        shard: Shard,
+        clock: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    fn open() -> Open {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(SystemTime::now());
+        let (shard, _mirror) = Shard::open(ShardConfig {
+            index: 0,
+            dir: dir.path().join("shard-00"),
+            mirror_dir: dir.path().join("mirror-00"),
+            busy: Busy::default(),
+            hot: Arc::new(hot::slice(0)),
+            purges: Arc::new(PurgeLog::default()),
+            clock: clock.clone(),
+        })
+        .unwrap();
+        Open {
+            shard,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn record(kind: Kind, body: &[u8], expires_at: Option<u64>) -> Record {
+        Record {
+            kind,
+            created_at: 1,
+            expires_at,
+            meta: Bytes::new(),
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn body(lookup: Lookup) -> Option<Bytes> {
+        match lookup {
+            Lookup::Hit(r) => Some(r.body),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn live_bytes_follow_every_write_and_a_dead_file_is_dropped() {
+        let mut o = open();
+        let page = vec![b'p'; 4_000];
+        o.shard
+            .put(b"pa\0".to_vec(), record(Kind::Http, &page, None))
+            .unwrap();
+        let (file, entry) = {
+            let s = o.shard.db.stored(b"pa\0").unwrap().unwrap();
+            let r = s.blob.expect("a 4 KB body goes to a blob file");
+            (r.file, r.entry_len(3))
+        };
+        let live = |o: &mut Open| o.shard.space.live_of(&mut o.shard.db, file).unwrap();
+        assert_eq!(live(&mut o), entry);
+        // Overwritten: the old entry's bytes are dead, the new one's live.
+        o.shard
+            .put(b"pa\0".to_vec(), record(Kind::Http, &page, None))
+            .unwrap();
+        assert_eq!(live(&mut o), entry);
+        assert!(o.shard.delete(b"pa\0").unwrap());
+        assert_eq!(live(&mut o), 0);
+        // Nothing references the file any more: the collector drops it,
+        // though it was the one taking appends.
+        let (freed, _) = o.shard.collect(1 << 20).unwrap();
+        assert!(freed > 0, "the dead file was kept");
+        assert_eq!(body(o.shard.get(b"pa\0").unwrap()), None);
+    }
+
+    #[test]
+    fn a_group_goes_with_its_members_and_changed_vary_names_drop_them() {
+        let mut o = open();
+        let meta = Bytes::from_static(b"accept-language");
+        for v in ["accept-language=ko", "accept-language=en"] {
+            let rec = record(Kind::Http, v.as_bytes(), None);
+            o.shard
+                .put_member(b"pv\0".to_vec(), v.as_bytes(), meta.clone(), rec)
+                .unwrap();
+        }
+        let ko = b"pv\0accept-language=ko";
+        assert_eq!(body(o.shard.get(ko).unwrap()).as_deref(), Some(&ko[3..]));
+        // Stored again under other Vary names: the old members can never
+        // match and are gone.
+        let rec = record(Kind::Http, b"x", None);
+        o.shard
+            .put_member(
+                b"pv\0".to_vec(),
+                b"accept=x",
+                Bytes::from_static(b"accept"),
+                rec,
+            )
+            .unwrap();
+        assert_eq!(body(o.shard.get(ko).unwrap()), None);
+        assert!(o.shard.delete(b"pv\0").unwrap());
+        assert_eq!(body(o.shard.get(b"pv\0accept=x").unwrap()), None);
+    }
+
+    #[test]
+    fn the_sweep_removes_what_expired_on_the_clock_and_nothing_else() {
+        let mut o = open();
+        let now = o.clock.now_ms();
+        let hour = 3_600_000;
+        o.shard
+            .put(
+                b"vshort".to_vec(),
+                record(Kind::Bytes, b"s", Some(now + hour)),
+            )
+            .unwrap();
+        o.shard
+            .put(
+                b"vlong".to_vec(),
+                record(Kind::Bytes, b"l", Some(now + 48 * hour)),
+            )
+            .unwrap();
+        o.shard
+            .put(b"vforever".to_vec(), record(Kind::Bytes, b"f", None))
+            .unwrap();
+        assert_eq!(o.shard.sweep(100).unwrap(), (0, false));
+        o.clock.advance(Duration::from_secs(2 * 3600));
+        assert_eq!(o.shard.sweep(100).unwrap(), (1, false));
+        assert_eq!(o.shard.db.get(b"vshort").unwrap(), None, "swept from disk");
+        assert!(body(o.shard.get(b"vlong").unwrap()).is_some());
+        assert!(body(o.shard.get(b"vforever").unwrap()).is_some());
+        assert_eq!(o.shard.count(&[b"v".to_vec()]).unwrap(), 2);
+    }
+}
