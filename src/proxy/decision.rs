@@ -133,8 +133,9 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub status: CacheStatus,
-    /// Set when the response was not served from, or not stored in, the
-    /// cache; `None` for a hit, or a miss that was stored.
+    /// Why the response was not served from the cache, or not stored in
+    /// it; `None` for a hit, and for a miss that found the page absent and
+    /// stored it.
     pub reason: Option<Reason>,
 }
 

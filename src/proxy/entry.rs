@@ -249,10 +249,6 @@ impl Entry {
     }
 }
 
-/// Freshness at reuse, RFC 9111 §4.2: a stored entry is served while
-/// fresh; past that, within its stale-while-revalidate window (or
-/// `--grace`) while one request refreshes it, unless `no-cache` or
-/// `must-revalidate` forbid. Pure: the entry and the time in, a decision out.
 /// What a request may do with the entry it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
@@ -265,7 +261,11 @@ pub enum Reuse {
 }
 
 /// Decides [`Reuse`] for `e` at `now` (unix ms); `grace` is the stale-
-/// while-revalidate window for entries that name none.
+/// while-revalidate window for entries that name none. RFC 9111 §4.2: a
+/// stored entry is served while fresh; past that, within its
+/// stale-while-revalidate window while one request refreshes it, unless
+/// `no-cache` or `must-revalidate` forbid. Pure: the entry and the time
+/// in, a decision out.
 pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
     if e.no_cache {
         return Reuse::Refetch;

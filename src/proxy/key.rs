@@ -134,8 +134,11 @@ pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
 }
 
 /// One request's place in the cache: its page's group key, and the variant
-/// its headers select, computed once per set of `Vary` names (the lookup,
-/// the fill and the answer of one request usually ask for the same names).
+/// its headers select, computed once per set of `Vary` names and headers
+/// (the lookup, the fill and the answer of one request usually ask for the
+/// same names). Whoever rewrites the request's headers calls
+/// [`PageKey::headers_changed`]: a page is stored under the variant of the
+/// headers the upstream saw, never of headers it did not see.
 #[derive(Debug, Clone)]
 pub struct PageKey {
     pub group: Vec<u8>,
@@ -160,6 +163,13 @@ impl PageKey {
                 v
             }
         }
+    }
+
+    /// The request's headers were rewritten (`upstream::forward_headers`
+    /// strips hop-by-hop headers and sets `X-Forwarded-*`): variants are
+    /// computed afresh from now on.
+    pub fn headers_changed(&mut self) {
+        self.last = None;
     }
 
     /// The store key of variant `v` of this page.
@@ -204,13 +214,14 @@ mod tests {
             Some("accept-language=ko")
         );
         assert_eq!(k.member("v"), b"/x\0v");
-        // Another request's headers are not consulted for the same names...
+        // Other names are computed afresh...
+        assert_eq!(k.variant(&[], &req).as_deref(), Some(""));
+        // ...and so is everything once the headers were rewritten.
+        k.headers_changed();
         assert_eq!(
             k.variant(&names, &HeaderMap::new()).as_deref(),
-            Some("accept-language=ko")
+            Some("accept-language=")
         );
-        // ...but other names are computed afresh.
-        assert_eq!(k.variant(&[], &req).as_deref(), Some(""));
     }
 
     #[test]

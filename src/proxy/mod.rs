@@ -6,7 +6,7 @@
 //!    and HEAD, credentials, session cookies and ranges pass through
 //!    (`BYPASS`); a successful unsafe method invalidates its target.
 //! 2. **Key** ([`key`]): the canonical request target, and the `Vary`
-//!    variant, computed once per request ([`key::PageKey`]).
+//!    variant, computed once per set of headers ([`key::PageKey`]).
 //! 3. **Lookup** ([`lookup`]): the store (hot tier first), through the
 //!    [`PageStore`] trait.
 //! 4. **Decide** ([`entry::reuse`]): fresh: served (`HIT`). Stale within
@@ -199,6 +199,7 @@ impl<S: PageStore> Proxy<S> {
         }
         // From here on the upstream may be asked; hits never pay for this.
         upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
+        key.headers_changed();
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let res = answer::from_entry(&f.entry, &parts, now);
@@ -207,7 +208,7 @@ impl<S: PageStore> Proxy<S> {
 
         // 5-7. Fetch, store, answer.
         let (res, mut decision) = self.fetch(parts, key, found).await?;
-        if store_failed && decision.reason.is_none() {
+        if store_failed && decision.status == CacheStatus::Miss && decision.reason.is_none() {
             decision.reason = Some(Reason::StoreError);
         }
         Ok((res, decision))

@@ -299,3 +299,29 @@ async fn other_methods_bypass_and_invalidate_their_target() {
     assert_eq!(r.not_cached("method"), 1);
     assert_eq!(r.get("/f", &[]).await.cache, "MISS");
 }
+
+/// A header the client names in `Connection` never reaches the upstream,
+/// so it must not select the variant the response is stored under: else
+/// one request could store the default page as the `ko` variant for every
+/// later `ko` visitor.
+#[tokio::test]
+async fn a_variant_is_stored_under_the_headers_the_upstream_saw() {
+    let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
+    let en = r.get("/p", &[("accept-language", "en")]).await;
+    assert!(en.body.contains("lang=en"));
+    let sneaky = r
+        .get(
+            "/p",
+            &[("accept-language", "ko"), ("connection", "accept-language")],
+        )
+        .await;
+    assert!(sneaky.body.contains("lang=-"), "{}", sneaky.body);
+    let ko = r.get("/p", &[("accept-language", "ko")]).await;
+    assert!(
+        ko.body.contains("lang=ko"),
+        "a ko visitor got another variant's page: {} ({})",
+        ko.body,
+        ko.cache
+    );
+    assert_eq!(ko.cache, "MISS");
+}

@@ -8,8 +8,8 @@
 //!
 //! Two rusty-leveldb defects are handled here:
 //! - once any iterator has existed, compaction stops dropping deleted data
-//!   until the DB is reopened: after a [`Db::scan`], the shard reopens the
-//!   DB ([`Db::reopen`]) before it deletes what the scan found;
+//!   until the DB is reopened: when a [`Db::scan`] found something to
+//!   delete, the shard reopens the DB ([`Db::reopen`]) before deleting it;
 //! - opening after a crash can fail or panic: the directory is moved aside
 //!   and the shard starts empty (this is a cache), and the event is logged.
 

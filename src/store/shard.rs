@@ -185,10 +185,16 @@ impl Shard {
         }
     }
 
-    /// Closes and reopens the DB (see `Db::reopen`).
+    /// Closes and reopens the DB (see `Db::reopen`). If it does not open
+    /// again the shard is unavailable until a later command reopens it.
     fn reopen(&mut self) -> Result<(), StoreError> {
-        let opened = self.db.reopen()?;
-        self.after_open(opened)
+        match self.db.reopen() {
+            Ok(opened) => self.after_open(opened),
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+                Err(StoreError::Unavailable)
+            }
+        }
     }
 
     /// When the old files had to be moved aside, the blob files went with
@@ -529,7 +535,13 @@ impl Shard {
         self.hot.clear();
         let replaced = self.db.replace_dir();
         self.started_over()?;
-        replaced
+        replaced.map_err(|e| match e {
+            StoreError::Open { .. } => {
+                tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+                StoreError::Unavailable
+            }
+            other => other,
+        })
     }
 
     /// Reads the expiry index from its start up to now and deletes up to
@@ -626,9 +638,10 @@ impl Shard {
         if !tx.is_empty() {
             self.commit(tx)?;
         }
+        self.space.reached(&step);
         match step {
             Step::Idle => Ok((freed, false)),
-            Step::Partial => Ok((freed, true)),
+            Step::Partial { .. } => Ok((freed, true)),
             Step::Walked(id) => {
                 freed += self.drop_file(id)?;
                 Ok((freed, self.space.pick_collectable(&mut self.db)?.is_some()))

@@ -38,13 +38,16 @@ pub struct BlobSpace {
     collecting: Option<(u32, u64)>,
 }
 
-/// What one collection step did.
+/// What one collection step staged. Its progress counts only once its
+/// batch is written ([`BlobSpace::reached`]): a step whose batch failed is
+/// walked again, or the file could be dropped while records still point
+/// into it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Nothing is worth collecting.
     Idle,
-    /// Part of a file was walked; more steps follow.
-    Partial,
+    /// File `file` was walked up to `offset`; more steps follow.
+    Partial { file: u32, offset: u64 },
     /// File `id` was walked to its end: once the step's batch is written,
     /// nothing references it.
     Walked(u32),
@@ -154,7 +157,7 @@ impl BlobSpace {
     }
 
     /// Stages one step of garbage collection into `tx`: walks the file
-    /// being collected from where the last step stopped, and copies each
+    /// being collected from where the last written step stopped, and copies each
     /// entry a record still references to the active file (re-pointing the
     /// record). Walks at most `budget` bytes so the shard's queue never
     /// waits long.
@@ -205,12 +208,18 @@ impl BlobSpace {
             };
             tx.put_record(&entry.key, &owner.record, Some(moved));
         }
-        if done {
-            self.collecting = None;
-            Ok(Step::Walked(id))
+        Ok(if done {
+            Step::Walked(id)
         } else {
-            self.collecting = Some((id, offset));
-            Ok(Step::Partial)
-        }
+            Step::Partial { file: id, offset }
+        })
+    }
+
+    /// Records the progress of a step whose batch has been written.
+    pub fn reached(&mut self, step: &Step) {
+        self.collecting = match *step {
+            Step::Partial { file, offset } => Some((file, offset)),
+            Step::Idle | Step::Walked(_) => None,
+        };
     }
 }
