@@ -65,6 +65,27 @@ fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
     (dir, s)
 }
 
+/// Waits (bounded) until the store holds `n` entries. A page is written
+/// after its requester has been answered; a test that moves the clock next
+/// lets the write land first, as real time would.
+async fn stored(s: &Server, n: u64) {
+    for _ in 0..500 {
+        let r: serde_json::Value = client()
+            .get(s.url("/stat/count"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["count"].as_u64() >= Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the store never held {n} entries");
+}
+
 /// [`start`], in this process, for tests that advance its clock.
 async fn start_local(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +155,7 @@ async fn lifetime_from_each_header_form() {
     let aged = get(&s, &cases[3]).await;
     let age: u64 = aged.header("age").unwrap().parse().unwrap();
     assert!(age >= 60, "upstream Age carried: {age}");
+    stored(&s, 5).await;
     s.advance(Duration::from_millis(3100));
     for path in &cases {
         assert_eq!(
@@ -344,6 +366,7 @@ async fn stale_entry_is_revalidated_with_a_conditional_request() {
     let path = "/r/?etag=v1&h=Cache-Control:max-age%3D1&h=X-Version:1";
     let first = get(&s, path).await;
     assert_eq!(first.cache(), "MISS");
+    stored(&s, 1).await;
     s.advance(Duration::from_millis(1300));
     let second = get(&s, path).await;
     assert_eq!(second.cache(), "REVALIDATED");
@@ -421,6 +444,7 @@ async fn stale_while_revalidate_serves_stale_during_one_refresh() {
     let path = "/swr/?h=Cache-Control:max-age%3D1,stale-while-revalidate%3D60&delay=300";
     let first = get(&s, path).await;
     assert!(first.body.contains("n=1"));
+    stored(&s, 1).await;
     s.advance(Duration::from_millis(1200));
     for _ in 0..5 {
         let stale = get(&s, path).await;
@@ -448,6 +472,7 @@ async fn stale_if_error_when_the_upstream_dies_or_fails() {
     let first = get(&s, path).await;
     let strict = "/sie/strict?h=Cache-Control:max-age%3D1,must-revalidate";
     get(&s, strict).await;
+    stored(&s, 2).await;
     s.advance(Duration::from_millis(1200));
     o.counts.fail.store(true, SeqCst);
     let r = get(&s, path).await;
@@ -676,6 +701,7 @@ async fn a_304_refreshes_the_stored_headers() {
     let path = "/r304/?etag=v1&h=Cache-Control:max-age%3D1&h304=X-Version:2";
     let first = get(&s, path).await;
     assert_eq!(first.header("x-version"), None);
+    stored(&s, 1).await;
     s.advance(Duration::from_millis(1300));
     let second = get(&s, path).await;
     assert_eq!(second.cache(), "REVALIDATED");
@@ -758,6 +784,7 @@ async fn ttl_header_pages_survive_revalidation() {
     let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
     let path = "/ttl304/?etag=v1&h=X-Bigcache-TTL:1s";
     assert_eq!(get(&s, path).await.cache(), "MISS");
+    stored(&s, 1).await;
     s.advance(Duration::from_millis(1300));
     let r = get(&s, path).await;
     assert_eq!(r.cache(), "REVALIDATED");

@@ -78,10 +78,13 @@ pub enum Reason {
     UpstreamError,
     /// The fetch this request waited for was abandoned (its task died).
     LeaderGone,
+    /// The page the request waited for was already stale when it arrived
+    /// (it joined a fetch whose page was still being written).
+    ExpiredInFlight,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -101,6 +104,7 @@ impl Reason {
         Reason::StoreError,
         Reason::UpstreamError,
         Reason::LeaderGone,
+        Reason::ExpiredInFlight,
     ];
 
     /// The label in logs and metrics.
@@ -125,6 +129,7 @@ impl Reason {
             Reason::StoreError => "store_error",
             Reason::UpstreamError => "upstream_error",
             Reason::LeaderGone => "leader_gone",
+            Reason::ExpiredInFlight => "expired_in_flight",
         }
     }
 }

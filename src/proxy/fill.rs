@@ -92,6 +92,15 @@ impl<S: PageStore> Proxy<S> {
                 stale,
                 revalidated,
             } => {
+                let now = self.store.clock().now_ms();
+                // A request that joined the flight while its page was being
+                // written may come after the page's lifetime: it must not be
+                // served as fresh. (`no-cache` pages are stale from the
+                // start; those waiting for one share its fetch.)
+                if !leader && !stale && !entry.no_cache && !entry.is_fresh(now) {
+                    let res = self.pass_through(parts, body::empty()).await?;
+                    return Ok((res, Decision::uncached(Reason::ExpiredInFlight)));
+                }
                 // A waiter whose request varies differently cannot use it
                 // (the leader's own request is the one it was fetched for).
                 if !leader && variant.is_some() {
@@ -107,7 +116,6 @@ impl<S: PageStore> Proxy<S> {
                     (_, _, true) => CacheStatus::Miss,
                     _ => CacheStatus::Hit,
                 };
-                let now = self.store.clock().now_ms();
                 Ok((
                     answer::from_entry(&entry, &parts, now),
                     Decision::new(status),

@@ -57,8 +57,7 @@ use crate::store::{PageStore, Store};
 use body::{Body, BoxError};
 use coalesce::Coalescer;
 pub use decision::{CacheStatus, Decision, Reason};
-use entry::Reuse;
-use entry::Windows;
+use entry::{Reuse, Windows};
 pub use error::ProxyError;
 use key::PageKey;
 use lookup::Looked;
@@ -127,7 +126,8 @@ impl<S: PageStore> Proxy<S> {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let uri = req.uri().clone();
+        // The target for the log line, kept only when that line is written.
+        let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
@@ -137,13 +137,15 @@ impl<S: PageStore> Proxy<S> {
         };
         self.stats.count(decision);
         res.headers_mut().insert("x-cache", decision.header());
-        tracing::debug!(
-            target = %uri,
-            status = res.status().as_u16(),
-            cache = decision.status.as_str(),
-            reason = decision.reason_str(),
-            "answered"
-        );
+        if let Some(uri) = uri {
+            tracing::debug!(
+                target = %uri,
+                status = res.status().as_u16(),
+                cache = decision.status.as_str(),
+                reason = decision.reason_str(),
+                "answered"
+            );
+        }
         res
     }
 

@@ -325,3 +325,19 @@ async fn a_variant_is_stored_under_the_headers_the_upstream_saw() {
     );
     assert_eq!(ko.cache, "MISS");
 }
+
+/// A request that joins a fetch while its page is still being written, and
+/// arrives after that page's lifetime (a long write, a short max-age), does
+/// not get the expired page as a hit.
+#[tokio::test]
+async fn a_late_waiter_never_gets_a_page_that_expired_during_its_write() {
+    let r = rig(reply(200, &[("cache-control", "max-age=60")])).await;
+    let held = r.store.hold_writes().await;
+    assert_eq!(r.get("/w", &[]).await.cache, "MISS");
+    r.clock.advance(Duration::from_secs(120));
+    let late = r.get("/w", &[]).await;
+    assert_ne!(late.cache, "HIT", "served a page past its max-age");
+    assert_eq!(r.not_cached("expired_in_flight"), 1);
+    drop(held);
+    r.stored(1).await;
+}

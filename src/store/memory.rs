@@ -27,6 +27,9 @@ pub struct MemoryStore {
     clock: Clock,
     failing: Arc<AtomicBool>,
     writes: Arc<AtomicU64>,
+    /// Page writes wait for a read lock: [`MemoryStore::hold_writes`] takes
+    /// the write lock, as a slow disk would.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl MemoryStore {
@@ -41,6 +44,12 @@ impl MemoryStore {
     /// again), as a store with a broken disk would.
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::Release);
+    }
+
+    /// Page writes wait until the returned guard is dropped, as on a disk
+    /// busy compacting: what happens while a page is being written.
+    pub async fn hold_writes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().write_owned().await
     }
 
     /// Pages stored so far.
@@ -140,15 +149,20 @@ impl PageStore for MemoryStore {
         record: Record,
         since: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let stored = self.check().map(|()| {
-            if self.purges.purged_since(group, since) {
-                return false;
+        let this = self.clone();
+        let group = group.to_vec();
+        let variant = variant.map(|(suffix, meta)| (suffix.to_vec(), meta));
+        async move {
+            let _turn = this.gate.read().await;
+            this.check()?;
+            if this.purges.purged_since(&group, since) {
+                return Ok(false);
             }
-            self.put(group, variant, record);
-            self.writes.fetch_add(1, Ordering::AcqRel);
-            true
-        });
-        std::future::ready(stored)
+            let variant = variant.as_ref().map(|(s, m)| (s.as_slice(), m.clone()));
+            this.put(&group, variant, record);
+            this.writes.fetch_add(1, Ordering::AcqRel);
+            Ok(true)
+        }
     }
 
     fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
