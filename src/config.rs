@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::proxy::forward::TrustedProxies;
+
 /// bigcache: a long-lived, disk-backed cache for Django sites.
 ///
 /// Serves the REST cache API (compatible with the original Python bigcache)
@@ -137,6 +139,23 @@ pub struct Args {
     )]
     pub session_cookie: Vec<String>,
 
+    /// Peers whose X-Forwarded-For/-Host/-Proto and Forwarded headers are
+    /// believed: the nginx in front, e.g. 127.0.0.1/32. Anyone else's are
+    /// replaced. Repeat or separate with commas; none by default (not even
+    /// loopback).
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<String>,
+
+    /// Longest request target (path and query) the proxy accepts; longer
+    /// ones are answered 414.
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_MAX_TARGET_LENGTH", default_value = "8KiB", value_parser = parse_size)]
+    pub max_target_length: u64,
+
     /// Log filter, e.g. `info`, `debug`, `bigcache=debug,info`.
     #[arg(
         long,
@@ -167,7 +186,13 @@ pub struct Config {
     pub grace: Duration,
     pub stale_if_error: Duration,
     pub session_cookies: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
+    pub max_target_length: usize,
 }
+
+/// The longest `--upstream-timeout`: a request that takes longer is not a
+/// page render but a stuck upstream, and holds a connection meanwhile.
+pub const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -183,6 +208,13 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--upstream {0}: expected an http:// URL with a host, like http://127.0.0.1:8000")]
     Upstream(String),
+    #[error("--trusted-proxy {0}")]
+    TrustedProxy(String),
+    #[error(
+        "--upstream-timeout must be at most {}",
+        humantime::format_duration(MAX_UPSTREAM_TIMEOUT)
+    )]
+    UpstreamTimeoutTooLong,
 }
 
 impl Args {
@@ -215,6 +247,19 @@ impl Args {
         if self.upstream.scheme_str() != Some("http") || self.upstream.host().is_none() {
             return Err(ConfigError::Upstream(self.upstream.to_string()));
         }
+        if self.upstream_timeout > MAX_UPSTREAM_TIMEOUT {
+            return Err(ConfigError::UpstreamTimeoutTooLong);
+        }
+        if self.max_target_length == 0 {
+            return Err(ConfigError::Zero("max-target-length"));
+        }
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::TrustedProxy)?;
         Ok(Config {
             data_dir: self.data_dir,
             api_listen: self.api_listen,
@@ -238,6 +283,8 @@ impl Args {
                 .map(|c| c.trim().to_string())
                 .filter(|c| !c.is_empty())
                 .collect(),
+            trusted_proxies: TrustedProxies(trusted_proxies),
+            max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
         })
     }
 }
@@ -319,5 +366,31 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(cfg.session_cookies, ["sessionid", "my_session"]);
+    }
+
+    #[test]
+    fn trusted_proxies_and_bounds() {
+        let cfg = args(&["--trusted-proxy", "127.0.0.1/32, ::1"])
+            .validate()
+            .unwrap();
+        assert!(cfg.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+        assert!(cfg.trusted_proxies.trusts("::1".parse().unwrap()));
+        assert!(!cfg.trusted_proxies.trusts("127.0.0.2".parse().unwrap()));
+        assert!(
+            !args(&[])
+                .validate()
+                .unwrap()
+                .trusted_proxies
+                .trusts("127.0.0.1".parse().unwrap())
+        );
+        assert!(matches!(
+            args(&["--trusted-proxy", "nginx"]).validate(),
+            Err(ConfigError::TrustedProxy(_))
+        ));
+        assert!(matches!(
+            args(&["--upstream-timeout", "2h"]).validate(),
+            Err(ConfigError::UpstreamTimeoutTooLong)
+        ));
+        assert_eq!(args(&[]).validate().unwrap().max_target_length, 8192);
     }
 }

@@ -97,6 +97,8 @@ pub async fn run(
             stale_if_error: cfg.stale_if_error,
             session_cookies: cfg.session_cookies.clone(),
             hit_for_pass: Duration::from_secs(120),
+            trusted: cfg.trusted_proxies.clone(),
+            max_target: cfg.max_target_length,
         },
         proxy_stats.clone(),
     )?);

@@ -6,8 +6,10 @@
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
 //!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
-//! The body names the request target, how many times the origin saw it, and
-//! the request headers a test may check (`accept-language`, `x-forwarded-*`).
+//! The body names the request target, how many times the origin saw it, the
+//! request headers a test may check (`accept-language`, `x-forwarded-*`),
+//! and the names of all it received. A request header `x-test-status: 400`
+//! sets the status (a header outside the cache key changing the answer).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -186,8 +188,10 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
             .unwrap_or("-")
             .to_string()
     };
+    let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
     let echo = format!(
-        "method={} accept-language={} xff={} xfproto={} xfhost={} host={} cookie={}",
+        "method={} accept-language={} xff={} xfproto={} xfhost={} host={} cookie={} names={}",
         req.method(),
         seen("accept-language"),
         seen("x-forwarded-for"),
@@ -195,7 +199,17 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
         seen("x-forwarded-host"),
         seen("host"),
         seen("cookie"),
+        names.join(","),
     );
+    // A status chosen by a request header, which is not in the cache key:
+    // what a page answers to a bad `Host` or an odd header.
+    if let Some(s) = req
+        .headers()
+        .get("x-test-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        status = s.parse().unwrap_or(status);
+    }
     let conditional_match = etag.as_deref().is_some_and(|e| seen("if-none-match") == e);
     // Drain any request body so POSTs are well-formed.
     let _ = req.into_body().collect().await;

@@ -344,19 +344,38 @@ async fn unsafe_methods_invalidate() {
     get(&s, &path).await;
     send(s.page(&failing), Method::POST, &[]).await;
     assert_eq!(get(&s, &path).await.cache(), "HIT");
-    // Location and Content-Location on the same site are invalidated too.
+    // Location and Content-Location on the same site are invalidated too,
+    // after a 2xx (a page created or changed there)...
     let target = format!("/thing/1?{TTL}");
     get(&s, &target).await;
-    let loc = format!(
-        "/things/?status=302&h=Location:{}",
-        target
-            .replace('&', "%26")
-            .replace('=', "%3D")
-            .replace(':', "%3A")
-    );
-    let r = send(s.page(&loc), Method::POST, &[]).await;
-    assert_eq!(r.status, 302);
+    let escaped = target
+        .replace('&', "%26")
+        .replace('=', "%3D")
+        .replace(':', "%3A");
+    let r = send(
+        s.page(&format!("/things/?status=201&h=Location:{escaped}")),
+        Method::POST,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201);
     assert_eq!(get(&s, &target).await.cache(), "MISS");
+    // ...but not after a redirect: Django's APPEND_SLASH answers a POST to
+    // `/thing/1` with `301 Location: /thing/1/`, which would let anyone
+    // purge any page.
+    assert_eq!(get(&s, &target).await.cache(), "HIT");
+    let r = send(
+        s.page(&format!("/thing/1x?status=301&h=Location:{escaped}")),
+        Method::POST,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        get(&s, &target).await.cache(),
+        "HIT",
+        "a redirect's Location purged the page"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -877,4 +896,126 @@ async fn x_cache_and_the_proxy_counters_agree() {
     assert_eq!(reasons["private"], 1, "{stat}");
     assert_eq!(reasons["hit_for_pass"], 1, "{stat}");
     assert_eq!(reasons["authorization"], 1, "{stat}");
+}
+
+/// Headers outside the cache key that frameworks honour (forwarding,
+/// URL and method overrides, WSGI names with `_`) never reach the upstream
+/// from an untrusted client, so a page they would change is never cached
+/// for everyone. Loopback is not trusted by default.
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_outside_the_key_cannot_poison_the_page_for_others() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/poison/?{TTL}");
+    let evil = get_with(
+        &s,
+        &path,
+        &[
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "host=evil.example;proto=https"),
+            ("x-original-url", "/admin/"),
+            ("x-http-method-override", "DELETE"),
+            ("script_name", "/blog"),
+            ("connection", "host"),
+        ],
+    )
+    .await;
+    assert_eq!(evil.cache(), "MISS");
+    assert!(!evil.body.contains("evil.example"), "{}", evil.body);
+    assert!(evil.body.contains("xfproto=http ") && evil.body.contains("host=127.0.0.1"));
+    for name in [
+        "forwarded",
+        "x-original-url",
+        "x-http-method-override",
+        "script_name",
+    ] {
+        let names = evil.body.split("names=").nth(1).unwrap_or("").trim();
+        assert!(
+            !names.split(',').any(|n| n == name),
+            "{name} reached the upstream: {names}"
+        );
+    }
+    let clean = get(&s, &path).await;
+    assert_eq!(
+        (clean.cache(), clean.body.as_str()),
+        ("HIT", evil.body.as_str())
+    );
+}
+
+/// `--trusted-proxy` names the front whose forwarding headers are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_keeps_its_forwarding_headers() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--trusted-proxy", "127.0.0.1/32"]);
+    let r = get_with(
+        &s,
+        &format!("/front/?{TTL}"),
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    )
+    .await;
+    assert!(r.body.contains("xfproto=https"), "{}", r.body);
+    assert!(r.body.contains("xff=203.0.113.9, 127.0.0.1"), "{}", r.body);
+}
+
+/// An HTTP/1.1 request without `Host` is a 400, a target over
+/// `--max-target-length` a 414; neither reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_host_or_with_huge_targets_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--max-target-length", "1KiB"]);
+    let addr = s.proxy.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /nohost/ HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let long = format!("/long/?q={}", "x".repeat(2000));
+    assert_eq!(get(&s, &long).await.status, 414);
+    assert_eq!(o.count("/nohost/") + o.count(&long), 0);
+}
+
+/// An error a header outside the key provoked (a bad `Host`, an odd
+/// header) does not put the page into hit-for-pass for everyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_one_client_provoked_does_not_pass_the_page_for_others() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = "/hfp/?h=Cache-Control:max-age%3D600";
+    let bad = get_with(&s, path, &[("x-test-status", "400")]).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(get(&s, path).await.cache(), "MISS");
+    assert_eq!(
+        get(&s, path).await.cache(),
+        "HIT",
+        "the page was left uncached after one client's 400"
+    );
+}
+
+/// Django strips NBSP (0xA0) and NEL (0x85) around cookie names: so does
+/// the session check, or a logged-in page would be cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cookie_padded_as_django_strips_it_still_bypasses() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/pad/?{TTL}");
+    for raw in [&b"\xa0sessionid=alice"[..], b"a=1;\x85sessionid=alice"] {
+        let r = client()
+            .get(s.page(&path))
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes(raw).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-cache"], "BYPASS", "{raw:?}");
+    }
+    assert!(!get(&s, &path).await.body.contains("alice"));
 }

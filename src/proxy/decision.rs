@@ -81,10 +81,15 @@ pub enum Reason {
     /// The page the request waited for was already stale when it arrived
     /// (it joined a fetch whose page was still being written).
     ExpiredInFlight,
+    /// A `Cache-Control` or `Vary` bigcache cannot read: not stored, since
+    /// a misread directive could share what must not be shared.
+    Unparsable,
+    /// A request bigcache refused (no `Host`, a target too long).
+    BadRequest,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -105,6 +110,8 @@ impl Reason {
         Reason::UpstreamError,
         Reason::LeaderGone,
         Reason::ExpiredInFlight,
+        Reason::Unparsable,
+        Reason::BadRequest,
     ];
 
     /// The label in logs and metrics.
@@ -130,6 +137,8 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::LeaderGone => "leader_gone",
             Reason::ExpiredInFlight => "expired_in_flight",
+            Reason::Unparsable => "unparsable_header",
+            Reason::BadRequest => "bad_request",
         }
     }
 }

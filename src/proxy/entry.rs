@@ -239,7 +239,8 @@ impl Entry {
 
     /// Seconds for the `Age` header.
     pub fn age(&self, now_ms: u64) -> u64 {
-        self.initial_age + now_ms.saturating_sub(self.stored_at) / 1000
+        self.initial_age
+            .saturating_add(now_ms.saturating_sub(self.stored_at) / 1000)
     }
 
     /// Whether the entry has a validator the upstream can check.

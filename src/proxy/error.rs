@@ -17,6 +17,8 @@ pub enum ProxyError {
     UpstreamBroken(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("request target longer than {0} bytes")]
+    TargetTooLong(usize),
 }
 
 impl ProxyError {
@@ -27,6 +29,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TargetTooLong(_) => StatusCode::URI_TOO_LONG,
         }
     }
 

@@ -17,7 +17,7 @@ use super::entry::Entry;
 use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
-use super::{Answer, Proxy, answer, clone_parts, policy, revalidate, upstream};
+use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::PageStore;
 
 /// Where the leader of a flight gets a response that will not be stored,
@@ -197,7 +197,7 @@ impl<S: PageStore> Proxy<S> {
             return;
         }
         let (mut rp, body) = res.into_parts();
-        upstream::strip_hop_by_hop(&mut rp.headers);
+        forward::strip_hop_by_hop(&mut rp.headers);
 
         if rp.status == StatusCode::NOT_MODIFIED
             && let Some(s) = &stale
@@ -227,7 +227,16 @@ impl<S: PageStore> Proxy<S> {
         let (storable, names, variant) = match decided {
             Ok(d) => d,
             Err(reason) => {
-                self.mark_pass(&key.group, reason);
+                // Hit-for-pass only for what the page itself is: an error
+                // status, or a variant too long for the key, may come from
+                // request headers outside the key, and would let one client
+                // send everyone's requests for the page to the upstream.
+                let page_says_so = !rp.status.is_client_error()
+                    && !rp.status.is_server_error()
+                    && reason != Reason::VaryTooLong;
+                if page_says_so {
+                    self.mark_pass(&key.group, reason);
+                }
                 if stale.is_some() && rp.status.is_success() {
                     // The page stopped being cacheable: drop the old copy.
                     // (A 429 or a 404 says nothing about the page itself.)

@@ -4,7 +4,8 @@
 //! one normalization: percent-escapes are made canonical. An escape of an
 //! unreserved character (`A-Z a-z 0-9 - . _ ~`) is decoded (`%7E` = `~`),
 //! every other escape is upper-cased (`%c3%a9` = `%C3%A9`), and any byte
-//! outside printable ASCII is escaped. Nothing else changes: the query's
+//! outside printable ASCII is escaped, and an empty query (a bare trailing
+//! `?`) is dropped. Nothing else changes: the query's
 //! parameter order, `+`, trailing slashes and case all count, so two URLs
 //! that differ only in query are two pages. The normalization makes
 //! `/caf%C3%A9/`, `/caf%c3%a9/` and a purge for `/café/` the same page.
@@ -37,6 +38,12 @@ fn hex(b: u8) -> Option<u8> {
 /// Canonical form of a request target (or of a path/query a purge names).
 pub fn canonical(target: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // An empty query is no query: Django renders `/x/?` as `/x/`, and a
+    // purge of `/x/` must reach both.
+    let target = match target.find('?') {
+        Some(i) if i + 1 == target.len() => &target[..i],
+        _ => target,
+    };
     let bytes = target.as_bytes();
     let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
@@ -195,6 +202,8 @@ mod tests {
         assert_eq!(canonical("/a b"), "/a%20b");
         assert_eq!(canonical("/100%"), "/100%");
         assert_eq!(canonical("/%zz"), "/%zz");
+        assert_eq!(canonical("/dataset/1/?"), "/dataset/1/", "an empty query");
+        assert_eq!(canonical("/x/??"), "/x/??", "a query of `?` is one");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod decision;
 pub mod entry;
 pub mod error;
 mod fill;
+pub mod forward;
 pub mod key;
 pub mod lookup;
 pub mod policy;
@@ -59,6 +60,7 @@ use coalesce::Coalescer;
 pub use decision::{CacheStatus, Decision, Reason};
 use entry::{Reuse, Windows};
 pub use error::ProxyError;
+use forward::TrustedProxies;
 use key::PageKey;
 use lookup::Looked;
 use policy::TTL_HEADER;
@@ -76,6 +78,10 @@ pub struct ProxyConfig {
     pub session_cookies: Vec<String>,
     /// How long a page found uncacheable skips coalescing (hit-for-pass).
     pub hit_for_pass: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted: TrustedProxies,
+    /// Longest request target (path and query) accepted; longer is a 414.
+    pub max_target: usize,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -132,7 +138,11 @@ impl<S: PageStore> Proxy<S> {
             Ok(answered) => answered,
             Err(e) => {
                 tracing::warn!(error = %e, "proxy error");
-                (e.to_response(), Decision::uncached(Reason::UpstreamError))
+                let reason = match e {
+                    ProxyError::BadRequest(_) | ProxyError::TargetTooLong(_) => Reason::BadRequest,
+                    _ => Reason::UpstreamError,
+                };
+                (e.to_response(), Decision::uncached(reason))
             }
         };
         self.stats.count(decision);
@@ -156,22 +166,42 @@ impl<S: PageStore> Proxy<S> {
     {
         let (mut parts, body) = req.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if target.len() > self.cfg.max_target {
+            return Err(ProxyError::TargetTooLong(self.cfg.max_target));
+        }
+        // Without a Host, what the upstream renders depends on its default
+        // site, which no cache key names (RFC 9112 §3.2: a 400).
+        if parts.version == http::Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+            return Err(ProxyError::BadRequest(
+                "HTTP/1.1 request without Host".into(),
+            ));
+        }
         let canon = key::canonical(target);
+        let trusted = &self.cfg.trusted;
 
         // 1. Eligibility.
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
+            forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
             let unsafe_method = !is_safe(&parts.method);
             let host = parts.headers.get(header::HOST).cloned();
             let res = self.pass_through(parts, body::boxed(body)).await?;
             let s = res.status();
+            // RFC 9111 §4.4: the target after any non-error status; the
+            // pages `Location` and `Content-Location` name only after a 2xx
+            // (a redirect's Location, e.g. Django's APPEND_SLASH answering
+            // any POST, would let anyone purge any page).
             if unsafe_method && (s.is_success() || s.is_redirection()) {
-                self.invalidate(&canon, res.headers(), host.as_ref()).await;
+                let named = if s.is_success() {
+                    Some(res.headers())
+                } else {
+                    None
+                };
+                self.invalidate(&canon, named, host.as_ref()).await;
             }
             return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
         }
         if let Some(reason) = policy::request_bypass(&parts.headers, &self.cfg.session_cookies) {
-            upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
+            forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
             let res = self.pass_through(parts, body::boxed(body)).await?;
             return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
         }
@@ -200,7 +230,7 @@ impl<S: PageStore> Proxy<S> {
             return Ok((res, Decision::new(CacheStatus::Hit)));
         }
         // From here on the upstream may be asked; hits never pay for this.
-        upstream::forward_headers(&mut parts.headers, &parts.uri, peer);
+        forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
         key.headers_changed();
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
@@ -232,7 +262,7 @@ impl<S: PageStore> Proxy<S> {
             .await
             .inspect_err(|_| self.stats.upstream_error())?;
         let (mut rp, body) = res.into_parts();
-        upstream::strip_hop_by_hop(&mut rp.headers);
+        forward::strip_hop_by_hop(&mut rp.headers);
         Ok(self.streamed(rp, body::boxed(body)))
     }
 
@@ -246,11 +276,11 @@ impl<S: PageStore> Proxy<S> {
 
     /// After a successful unsafe method: the page at the target, and at its
     /// `Location`/`Content-Location` when they point to this site, go.
-    async fn invalidate(&self, canon: &str, res: &HeaderMap, host: Option<&HeaderValue>) {
+    async fn invalidate(&self, canon: &str, res: Option<&HeaderMap>, host: Option<&HeaderValue>) {
         let mut targets = vec![canon.to_string()];
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(uri) = res
-                .get(&name)
+                .and_then(|h| h.get(&name))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<http::Uri>().ok())
             else {

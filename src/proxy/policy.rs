@@ -49,14 +49,26 @@ pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option
         .get_all(header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .map(|pair| {
-            pair.split(|&b| b == b'=')
-                .next()
-                .unwrap_or(pair)
-                .trim_ascii()
-        })
+        .map(|pair| django_strip(pair.split(|&b| b == b'=').next().unwrap_or(pair)))
         .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name));
     has_session.then_some(Reason::SessionCookie)
+}
+
+/// What Django's cookie parser strips around a name: Python's
+/// `str.strip()` on the header decoded as Latin-1, so besides ASCII
+/// whitespace also the separators 0x1C-0x1F, NEL (0x85) and NBSP (0xA0).
+/// Trimming less would let `Cookie: \xA0sessionid=...` reach Django as a
+/// session while bigcache saw none.
+fn django_strip(b: &[u8]) -> &[u8] {
+    let space = |c: &u8| {
+        matches!(
+            c,
+            b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0
+        )
+    };
+    let start = b.iter().position(|c| !space(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !space(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
 
 /// The `Cache-Control` directives bigcache acts on.
@@ -142,6 +154,11 @@ pub fn response_policy(
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Storable, Reason> {
+    // A directive bigcache cannot read might be `private` or `no-store`.
+    let unreadable = |name| headers.get_all(name).iter().any(|v| v.to_str().is_err());
+    if unreadable(header::CACHE_CONTROL) || unreadable(header::VARY) {
+        return Err(Reason::Unparsable);
+    }
     let cc = CacheControl::parse(headers);
     if cc.no_store {
         return Err(Reason::NoStore);
@@ -432,5 +449,35 @@ mod tests {
             HeaderValue::from_bytes("city=Zürich; sessionid=abc".as_bytes()).unwrap(),
         );
         assert_eq!(request_bypass(&m, &names), Some(Reason::SessionCookie));
+        for padded in [
+            &b"\xa0sessionid=abc"[..],
+            b"a=1;\x85sessionid =x",
+            b"\tsessionid\xa0=x",
+        ] {
+            let mut m = HeaderMap::new();
+            m.insert("cookie", HeaderValue::from_bytes(padded).unwrap());
+            assert_eq!(
+                request_bypass(&m, &names),
+                Some(Reason::SessionCookie),
+                "{padded:?} is a session to Django"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_cache_control_or_vary_is_never_stored() {
+        let ttl = ("x-bigcache-ttl", "1h");
+        for name in ["cache-control", "vary"] {
+            let mut m = h(&[ttl]);
+            m.insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_bytes("private, \u{e9}".as_bytes()).unwrap(),
+            );
+            assert_eq!(
+                response_policy(StatusCode::OK, &m, SystemTime::now()),
+                Err(Reason::Unparsable),
+                "{name}"
+            );
+        }
     }
 }

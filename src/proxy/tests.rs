@@ -109,6 +109,8 @@ async fn rig(first: Reply) -> Rig {
         stale_if_error: Duration::from_secs(3600),
         session_cookies: vec!["sessionid".into()],
         hit_for_pass: Duration::from_secs(120),
+        trusted: Default::default(),
+        max_target: 8192,
     };
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
     Rig {
@@ -288,6 +290,7 @@ async fn other_methods_bypass_and_invalidate_their_target() {
     r.get("/f", &[]).await;
     assert_eq!(r.get("/f", &[]).await.cache, "HIT");
     let req = Request::post("/f")
+        .header("host", "example.org")
         .body(Full::new(Bytes::from_static(b"x=1")))
         .unwrap();
     let res = r

@@ -1,11 +1,9 @@
-//! The upstream (Django) side: a pooled keep-alive HTTP/1.1 client, the
-//! rewriting of requests and responses a proxy owes (hop-by-hop headers,
-//! `X-Forwarded-*`), and timeouts on every call.
+//! The upstream (Django) side: a pooled keep-alive HTTP/1.1 client with
+//! timeouts on every call. What a request's headers become on the way is
+//! `proxy::forward`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -24,36 +22,6 @@ pub enum UpstreamUrlError {
     Scheme(http::uri::Scheme),
     #[error("upstream URL {0} needs a host")]
     NoHost(Uri),
-}
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Removes hop-by-hop headers, including any the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 pub struct UpstreamConfig {
@@ -122,73 +90,5 @@ impl Upstream {
             Ok(Err(e)) => Err(ProxyError::UpstreamBroken(chain(&e))),
             Ok(Ok(res)) => Ok(res),
         }
-    }
-}
-
-/// Prepares a client's request headers for the upstream: hop-by-hop
-/// headers removed, `Host` kept (Django checks it against ALLOWED_HOSTS),
-/// `X-Forwarded-For` appended with the client's address, and
-/// `X-Forwarded-Proto`/`-Host` set, or kept when the client is on loopback
-/// (an nginx in front of bigcache on the same machine, which terminates
-/// TLS and knows the real scheme).
-pub fn forward_headers(headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr) {
-    strip_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST)
-        && let Some(a) = uri.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        headers.insert(header::HOST, v);
-    }
-    let trusted = peer.ip().is_loopback();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
-        _ => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    if !trusted || !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if (!trusted || !headers.contains_key("x-forwarded-host"))
-        && let Some(host) = headers.get(header::HOST).cloned()
-    {
-        headers.insert("x-forwarded-host", host);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("content-type", "text/html".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
-    }
-
-    #[test]
-    fn forwarded_headers() {
-        let uri: Uri = "/x".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("host", "example.org".parse().unwrap());
-        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        h.insert("x-forwarded-proto", "https".parse().unwrap());
-        let mut outside = h.clone();
-        forward_headers(&mut outside, &uri, "203.0.113.9:5000".parse().unwrap());
-        assert_eq!(outside["x-forwarded-for"], "203.0.113.9");
-        assert_eq!(outside["x-forwarded-proto"], "http");
-        assert_eq!(outside["x-forwarded-host"], "example.org");
-        assert_eq!(outside["host"], "example.org");
-        forward_headers(&mut h, &uri, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

@@ -1,0 +1,373 @@
+//! What a client's request headers become on the way to the upstream.
+//!
+//! The rule (web cache poisoning): any request input that can change a
+//! response is part of the cache key, rewritten by bigcache to a value it
+//! trusts, or removed. Here:
+//! - hop-by-hop headers go (RFC 9110 §7.6.1), and those `Connection` names,
+//!   except headers bigcache itself relies on (`Host`, `Cookie`,
+//!   `Authorization` and the forwarding headers), which no client may strip;
+//! - header names with `_` go, as nginx drops them: WSGI servers map
+//!   `SCRIPT_NAME` and kin from such names, and Django then builds every
+//!   link of a cached page under a prefix the client chose;
+//! - headers that frameworks honour to rewrite the URL or the method
+//!   ([`OVERRIDES`]) go;
+//! - `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept only from a
+//!   [`TrustedProxies`] peer (the nginx in front); from anyone else they
+//!   are replaced by what bigcache saw: the peer's address, `http`, the
+//!   `Host` it was sent;
+//! - HTTP/2 `cookie` fields are joined into one (RFC 9113 §8.2.3).
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers a client may not remove by naming them in `Connection`.
+const PROTECTED: [&str; 10] = [
+    "host",
+    "cookie",
+    "authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
+];
+
+/// The forwarding headers: kept from a trusted proxy, replaced otherwise.
+const FORWARDING: [&str; 9] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-real-ip",
+];
+
+/// Request headers that frameworks, middlewares and WSGI/ASGI servers
+/// honour to rewrite the URL, the method, the host or the scheme. None is
+/// in the cache key, so none reaches the upstream: a client could make
+/// Django render another page, or links to another site, and have it
+/// cached for everyone.
+pub const OVERRIDES: [&str; 17] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-http-destinationurl",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-host",
+    "x-original-host",
+    "x-forwarded-path",
+    "x-original-uri",
+    "x-url-scheme",
+    "x-scheme",
+    "front-end-https",
+    "x-forwarded-ssl",
+    "x-script-name",
+];
+
+/// Removes hop-by-hop headers, and the headers `Connection` names (from an
+/// upstream response, all of them; from a client, see [`forward_headers`]).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, &[]);
+}
+
+fn strip(headers: &mut HeaderMap, protected: &[&str]) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .filter(|n| !protected.contains(&n.as_str()))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// One `address/prefix-length` range, IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad =
+            || format!("{s:?} is not an address or a CIDR range like 127.0.0.1/32 or ::1/128");
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s.trim(), None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b.parse::<u8>().ok().filter(|&b| b <= max).ok_or_else(bad)?,
+        };
+        Ok(Cidr { net, bits })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix = |a: u128, b: u128, width: u32| {
+            let shift = width - u32::from(self.bits);
+            shift >= width || (a >> shift) == (b >> shift)
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                prefix(u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => prefix(u128::from(n), u128::from(i), 128),
+            _ => false,
+        }
+    }
+}
+
+/// The peers whose forwarding headers are believed (`--trusted-proxy`).
+/// Empty by default: not even loopback is trusted implicitly, since
+/// anything on the host can connect there.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<Cidr>);
+
+impl TrustedProxies {
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// Prepares a client's request headers for the upstream (see the module
+/// docs): `Host` kept (Django checks it against ALLOWED_HOSTS), or set from
+/// an HTTP/2 request's authority.
+pub fn forward_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+) {
+    strip(headers, &PROTECTED);
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in underscored {
+        headers.remove(n);
+    }
+    for n in OVERRIDES {
+        headers.remove(n);
+    }
+    join_cookies(headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(a) = uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        headers.insert(header::HOST, v);
+    }
+    let ip = peer.ip();
+    if trusted.trusts(ip) {
+        let xff = match headers.get("x-forwarded-for").map(|v| v.as_bytes()) {
+            Some(prev) => {
+                let mut v = prev.to_vec();
+                v.extend_from_slice(format!(", {ip}").as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            }
+            None => HeaderValue::from_str(&ip.to_string()).ok(),
+        };
+        if let Some(v) = xff {
+            headers.insert("x-forwarded-for", v);
+        }
+        return;
+    }
+    for n in FORWARDING {
+        headers.remove(n);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+}
+
+/// HTTP/2 clients may send one `cookie` field per cookie; an HTTP/1.1
+/// upstream must get them as one, joined with `; ` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(cidrs: &[&str]) -> TrustedProxies {
+        TrustedProxies(cidrs.iter().map(|c| c.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("content-type", "text/html".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn a_client_cannot_strip_what_bigcache_relies_on() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "host, cookie, authorization, x-secret".parse().unwrap(),
+        );
+        h.insert("host", "example.org".parse().unwrap());
+        h.insert("cookie", "a=1".parse().unwrap());
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        forward_headers(
+            &mut h,
+            &uri,
+            "203.0.113.9:5000".parse().unwrap(),
+            &trusted(&[]),
+        );
+        assert_eq!(h["host"], "example.org");
+        assert_eq!(h["cookie"], "a=1");
+        assert_eq!(h["authorization"], "Bearer t");
+        assert_eq!(h["x-forwarded-host"], "example.org");
+        assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_believed_from_trusted_proxies_only() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", "example.org".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        h.insert("forwarded", "host=evil.example".parse().unwrap());
+        h.insert("x-forwarded-prefix", "/evil".parse().unwrap());
+        let loopback: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut untrusted = h.clone();
+        forward_headers(&mut untrusted, &uri, loopback, &trusted(&[]));
+        assert_eq!(untrusted["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(untrusted["x-forwarded-proto"], "http");
+        assert_eq!(untrusted["x-forwarded-host"], "example.org");
+        assert!(!untrusted.contains_key("forwarded"));
+        assert!(!untrusted.contains_key("x-forwarded-prefix"));
+        forward_headers(&mut h, &uri, loopback, &trusted(&["127.0.0.0/8"]));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+    }
+
+    #[test]
+    fn overrides_and_underscored_names_never_reach_the_upstream() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-original-url", "/admin/".parse().unwrap());
+        h.insert("x-http-method-override", "DELETE".parse().unwrap());
+        h.insert("script_name", "/blog".parse().unwrap());
+        h.insert("x_forwarded_host", "evil.example".parse().unwrap());
+        h.insert("accept-language", "ko".parse().unwrap());
+        forward_headers(
+            &mut h,
+            &uri,
+            "203.0.113.9:5000".parse().unwrap(),
+            &trusted(&[]),
+        );
+        for gone in [
+            "x-original-url",
+            "x-http-method-override",
+            "script_name",
+            "x_forwarded_host",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(h["accept-language"], "ko");
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "sessionid=s".parse().unwrap());
+        forward_headers(
+            &mut h,
+            &uri,
+            "203.0.113.9:5000".parse().unwrap(),
+            &trusted(&[]),
+        );
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; sessionid=s");
+    }
+
+    #[test]
+    fn cidr_ranges() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            c.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "v4-mapped v6"
+        );
+        let one: Cidr = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("example.org".parse::<Cidr>().is_err());
+    }
+}
