@@ -50,6 +50,17 @@ pub struct Args {
     #[arg(long, help_heading = "REST API", env = "BIGCACHE_API_ALLOW_PUBLIC")]
     pub api_allow_public: bool,
 
+    /// Host names the REST API answers to without --api-token, beside IP
+    /// addresses and localhost (any other name could be a DNS-rebinding web
+    /// page). Repeat or separate with commas.
+    #[arg(
+        long,
+        help_heading = "REST API",
+        env = "BIGCACHE_API_HOST",
+        value_delimiter = ','
+    )]
+    pub api_host: Vec<String>,
+
     /// Largest request body the REST API accepts (e.g. 16MiB, 512KiB, 1000000).
     #[arg(long, help_heading = "REST API", env = "BIGCACHE_MAX_BODY_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub max_body_size: u64,
@@ -172,6 +183,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub api_token: Option<String>,
+    pub api_hosts: Vec<String>,
     pub max_body_size: usize,
     pub max_key_length: usize,
     pub shards: usize,
@@ -264,6 +276,12 @@ impl Args {
             data_dir: self.data_dir,
             api_listen: self.api_listen,
             api_token: self.api_token,
+            api_hosts: self
+                .api_host
+                .into_iter()
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             max_body_size: usize::try_from(self.max_body_size).unwrap_or(usize::MAX),
             max_key_length: self.max_key_length,
             shards: usize::from(self.shards),

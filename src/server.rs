@@ -134,6 +134,7 @@ pub async fn run(
             max_key: cfg.max_key_length,
         },
         token: cfg.api_token.as_deref().map(Arc::from),
+        hosts: cfg.api_hosts.clone().into(),
     });
     let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, stop_rx.clone()));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown::wait(stop_rx));

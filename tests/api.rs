@@ -252,6 +252,7 @@ async fn limits_give_clear_errors_and_the_server_stays_up() {
     assert!(r["detail"].as_str().unwrap().contains("1024"), "{r}");
     let r = client()
         .post(s.url("/pickle/big"))
+        .header("content-type", "application/json")
         .body(vec![0u8; 5000])
         .send()
         .await
@@ -278,6 +279,7 @@ async fn limits_give_clear_errors_and_the_server_stays_up() {
     let deep = format!("{{\"value\": {}1{}}}", "[".repeat(200), "]".repeat(200));
     let r = client()
         .post(s.url("/cache/deep"))
+        .header("content-type", "application/json")
         .body(deep)
         .send()
         .await
@@ -301,6 +303,7 @@ async fn pickle_stores_raw_bytes_verbatim() {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let r = client()
         .post(s.url("/pickle/blob"))
+        .header("content-type", "application/octet-stream")
         .body(bytes.clone())
         .send()
         .await
@@ -323,6 +326,7 @@ async fn pickle_stores_raw_bytes_verbatim() {
     let r = client()
         .post(s.url("/pickle/short"))
         .header("X-Bigcache-TTL", "1s")
+        .header("content-type", "application/octet-stream")
         .body("abc")
         .send()
         .await
@@ -332,6 +336,7 @@ async fn pickle_stores_raw_bytes_verbatim() {
     let r = client()
         .post(s.url("/pickle/bad"))
         .header("X-Bigcache-TTL", "whenever")
+        .header("content-type", "application/octet-stream")
         .body("abc")
         .send()
         .await
@@ -398,8 +403,14 @@ async fn clear_empties_and_the_server_stays_healthy() {
     for i in 0..50 {
         post_json(&s, &format!("/cache/k{i}"), json!({"value": i})).await;
     }
-    // The original's form: GET /clear (it killed the Python server).
+    // The original's form, GET /clear, changes nothing (any web page could
+    // send it) and says what to do instead.
     let (st, r) = get_json(&s, "/clear").await;
+    assert_eq!(st, 405, "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("POST"), "{r}");
+    let (_, r) = get_json(&s, "/stat/count").await;
+    assert_eq!(r["count"], 50);
+    let (st, r) = delete(&s, "/clear").await;
     assert_eq!(st, 200, "{r}");
     let (_, r) = get_json(&s, "/stat/count").await;
     assert_eq!(r["count"], 0);
@@ -542,6 +553,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
         client()
             .post(s.url("/pickle/once"))
             .header("X-Bigcache-Mode", "add")
+            .header("content-type", "application/octet-stream")
             .body(body)
             .send()
     };
@@ -552,6 +564,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
     let r = client()
         .post(s.url("/pickle/once"))
         .header("X-Bigcache-Mode", "sometimes")
+        .header("content-type", "application/octet-stream")
         .body("x")
         .send()
         .await
@@ -566,6 +579,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
                 client()
                     .post(url)
                     .header("X-Bigcache-Mode", "add")
+                    .header("content-type", "application/octet-stream")
                     .body(format!("{i}"))
                     .send()
                     .await
@@ -585,6 +599,7 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
     client()
         .post(s.url("/pickle/t"))
         .header("X-Bigcache-TTL", "1s")
+        .header("content-type", "application/octet-stream")
         .body("v")
         .send()
         .await
@@ -612,4 +627,86 @@ async fn add_is_atomic_only_if_absent_and_touch_renews() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// A web page open in a browser on this host can reach a token-less API on
+/// loopback: cross-site requests, other origins, DNS-rebinding host names
+/// and blind (no-preflight) writes are refused, so it can neither plant a
+/// pickle for Django to load nor read or purge the cache.
+#[tokio::test]
+async fn web_pages_in_a_browser_cannot_use_the_api() {
+    let (_d, s) = start(&[]);
+    let (st, _) = post_json(&s, "/cache/k", json!({"value": 1})).await;
+    assert_eq!(st, 200);
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut r = client().request(method, s.url(path));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        async move { r.body("payload").send().await.unwrap().status() }
+    };
+    use reqwest::Method;
+    let blind = [
+        ("origin", "http://evil.example"),
+        ("content-type", "text/plain"),
+    ];
+    assert_eq!(send(Method::POST, "/pickle/k", &blind).await, 403);
+    assert_eq!(
+        send(Method::GET, "/cache/k", &[("sec-fetch-site", "cross-site")]).await,
+        403
+    );
+    assert_eq!(
+        send(Method::DELETE, "/clear", &[("origin", "null")]).await,
+        403
+    );
+    let rebound = [("host", "evil.example:36379")];
+    assert_eq!(send(Method::GET, "/cache/k", &rebound).await, 403);
+    // Writes need a type no form or no-cors fetch can send.
+    assert_eq!(send(Method::POST, "/pickle/k", &[]).await, 415);
+    assert_eq!(
+        send(Method::POST, "/pickle/k", &[("content-type", "text/plain")]).await,
+        415
+    );
+    let (st, r) = get_json(&s, "/cache/k").await;
+    assert_eq!(
+        (st, &r["value"]),
+        (StatusCode::OK, &json!(1)),
+        "something was planted"
+    );
+    let own = s.url("").trim_end_matches('/').to_string();
+    let ok = [
+        ("origin", own.as_str()),
+        ("content-type", "application/octet-stream"),
+    ];
+    assert_eq!(
+        send(Method::POST, "/pickle/own", &ok).await,
+        200,
+        "the docs page's own origin"
+    );
+}
+
+/// Host names the operator names, or any name with a token, are answered.
+#[tokio::test]
+async fn named_hosts_are_answered_when_configured_or_with_a_token() {
+    let (_d, s) = start(&["--api-host", "bigcache.internal"]);
+    let get = |host: &'static str, token: Option<&'static str>| {
+        let mut r = client().get(s.url("/stat")).header("host", host);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    assert_eq!(get("bigcache.internal:36379", None).await, 200);
+    assert_eq!(get("localhost", None).await, 200);
+    assert_eq!(get("other.internal", None).await, 403);
+    drop(s);
+    let (_d, s) = start(&["--api-token", "t0ken"]);
+    let r = client()
+        .get(s.url("/stat"))
+        .header("host", "other.internal")
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

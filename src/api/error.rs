@@ -24,6 +24,14 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// A request a web page in a browser could have sent (see
+    /// `api::guard_browsers`).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,6 +51,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             // A full disk: the write was refused whole (no record points at
             // a partial blob), and the client can tell it from a bug.

@@ -57,6 +57,9 @@ pub struct ApiState {
     /// When set, every endpoint but the docs and `/healthz` needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// Host names (beside IP literals and `localhost`) the API answers to
+    /// without a token (`--api-host`).
+    pub hosts: Arc<[String]>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -77,8 +80,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/prefix", axum::routing::delete(empty_prefix))
         .route("/stat", get(stat))
         .route("/stat/count", get(stat_count))
-        .route("/clear", get(clear).post(clear).delete(clear))
+        .route("/clear", get(clear_by_get).post(clear).delete(clear))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard_browsers,
+        ))
         .with_state(state);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -99,6 +106,105 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
         }
     }
     next.run(req).await
+}
+
+/// Refuses what a web page open in a browser on this host could send: the
+/// API can overwrite values that Django unpickles, and purge everything.
+/// - a request the browser marks as cross-site (`Sec-Fetch-Site`), or whose
+///   `Origin` is not this API's own (the docs page is);
+/// - without a token, a `Host` that is a name other than `localhost` or an
+///   `--api-host` (DNS rebinding: a page whose name resolves to 127.0.0.1
+///   is same-origin to the browser, but its `Host` is its own name);
+/// - a write (`POST /cache`, `POST /pickle`) without a content type, or with
+///   one a form or a no-cors `fetch` can send: such requests need no CORS
+///   preflight, so a page could send them blind.
+async fn guard_browsers(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    match browser_problem(&st, &req) {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
+    let h = req.headers();
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(site) = h.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Some(ApiError::Forbidden(
+            "cross-site requests are refused".into(),
+        ));
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let own = host.is_some_and(|host| {
+            origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .is_some_and(|o| o.eq_ignore_ascii_case(host))
+        });
+        if !own {
+            return Some(ApiError::Forbidden(
+                "requests from other origins (web pages) are refused".into(),
+            ));
+        }
+    }
+    if st.token.is_none()
+        && let Some(host) = host
+        && !host_allowed(host, &st.hosts)
+    {
+        return Some(ApiError::Forbidden(format!(
+            "Host {host:?} is not allowed without --api-token; use an IP address, \
+             localhost, or name it with --api-host"
+        )));
+    }
+    let path = req.uri().path();
+    let writes = req.method() == axum::http::Method::POST
+        && (path.starts_with("/cache/") || path.starts_with("/pickle/"));
+    if writes {
+        let essence = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let simple = |t: &str| {
+            matches!(
+                t,
+                "" | "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+            )
+        };
+        if essence.as_deref().is_none_or(simple) {
+            return Some(ApiError::UnsupportedMediaType(
+                "writes need a Content-Type: application/json for /cache, \
+                 application/octet-stream (or another non-form type) for /pickle"
+                    .into(),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a `Host` header names this API safely: an IP literal, a
+/// `localhost` name, or a name the operator allowed.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if host.starts_with('[') {
+        return true;
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -532,7 +638,15 @@ async fn stat_count(State(st): State<ApiState>) -> Result<Response, ApiError> {
     Ok(axum::Json(serde_json::json!({ "count": count })).into_response())
 }
 
-/// Empty the whole cache (GET as the original accepted it; POST and DELETE too).
+/// `GET /clear` emptied the original server's cache; a GET that changes
+/// state can be sent by any web page (an image tag), so here it only says
+/// what to do instead.
+async fn clear_by_get() -> ApiError {
+    ApiError::MethodNotAllowed("use POST /clear or DELETE /clear to empty the cache".into())
+}
+
+/// Empty the whole cache (POST or DELETE; GET, the original's form, is
+/// refused with a message).
 #[utoipa::path(post, path = "/clear", responses((status = 200, description = "{message}")))]
 async fn clear(State(st): State<ApiState>) -> Result<Response, ApiError> {
     st.store.clear().await?;

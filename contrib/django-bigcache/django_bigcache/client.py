@@ -42,6 +42,9 @@ class Client:
         all_headers = dict(self.headers)
         if headers:
             all_headers.update(headers)
+        if body is not None and not any(k.lower() == "content-type" for k in all_headers):
+            # bigcache refuses writes without an explicit, non-form type.
+            all_headers["Content-Type"] = "application/octet-stream"
         try:
             r = self.http.request(method, url, body=body, headers=all_headers)
         except urllib3.exceptions.HTTPError as e:
