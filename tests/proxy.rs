@@ -1019,3 +1019,32 @@ async fn a_session_cookie_padded_as_django_strips_it_still_bypasses() {
     }
     assert!(!get(&s, &path).await.body.contains("alice"));
 }
+
+/// An upstream that ends a body by closing the connection (no
+/// Content-Length, not chunked) looks the same when it crashes mid-page:
+/// such a body is passed on but never stored as complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_delimited_body_is_never_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            // Half a page, then the "crash".
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nX-Bigcache-TTL: 1h\r\nConnection: close\r\n\r\n<html><body>half a pa")
+                .await;
+        }
+    });
+    let (_d, s) = start(&origin, &[]);
+    let first = get(&s, "/cut/").await;
+    assert_eq!((first.status, first.cache()), (200, "MISS"));
+    let second = get(&s, "/cut/").await;
+    assert_eq!(second.cache(), "MISS", "a cut-off page was stored");
+    assert_eq!(served.load(SeqCst), 2);
+}

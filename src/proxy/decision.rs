@@ -86,10 +86,13 @@ pub enum Reason {
     Unparsable,
     /// A request bigcache refused (no `Host`, a target too long).
     BadRequest,
+    /// A body the upstream ended by closing the connection: a crash mid-
+    /// page looks the same, so it is never stored.
+    CloseDelimited,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -112,6 +115,7 @@ impl Reason {
         Reason::ExpiredInFlight,
         Reason::Unparsable,
         Reason::BadRequest,
+        Reason::CloseDelimited,
     ];
 
     /// The label in logs and metrics.
@@ -139,6 +143,7 @@ impl Reason {
             Reason::ExpiredInFlight => "expired_in_flight",
             Reason::Unparsable => "unparsable_header",
             Reason::BadRequest => "bad_request",
+            Reason::CloseDelimited => "close_delimited",
         }
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Body as _;
+
 use tokio::sync::oneshot;
 
 use super::body::{self, Body, Collected};
@@ -197,6 +198,16 @@ impl<S: PageStore> Proxy<S> {
             return;
         }
         let (mut rp, body) = res.into_parts();
+        // A body without Content-Length or chunked framing ends when the
+        // upstream closes the connection, and an upstream that crashes
+        // mid-page closes it too: such a body can never be known complete.
+        let close_delimited = !rp.headers.contains_key(http::header::CONTENT_LENGTH)
+            && !rp
+                .headers
+                .get_all(http::header::TRANSFER_ENCODING)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+            && !body.is_end_stream();
         forward::strip_hop_by_hop(&mut rp.headers);
 
         if rp.status == StatusCode::NOT_MODIFIED
@@ -215,6 +226,9 @@ impl<S: PageStore> Proxy<S> {
             self.cfg.max_entry_size,
         )
         .and_then(|p| {
+            if close_delimited {
+                return Err(Reason::CloseDelimited);
+            }
             let names = key::vary_names(&rp.headers);
             if names.is_empty() {
                 return Ok((p, names, None));

@@ -93,8 +93,23 @@ pub struct Proxy<S = Store> {
     cfg: ProxyConfig,
     /// Pages recently found uncacheable → until when (unix ms): requests
     /// for them go upstream in parallel instead of queueing on a flight.
-    pass: quick_cache::sync::Cache<Vec<u8>, u64>,
+    /// Weighed in bytes ([`PASS_BYTES`]): keys are request targets, up to
+    /// `--max-target-length` each.
+    pass: quick_cache::sync::Cache<Vec<u8>, u64, KeyBytes>,
     stats: Arc<ProxyStats>,
+}
+
+/// RAM the hit-for-pass map may hold.
+const PASS_BYTES: u64 = 4 << 20;
+
+/// Weighs a hit-for-pass entry by its key, plus bookkeeping.
+#[derive(Clone)]
+struct KeyBytes;
+
+impl quick_cache::Weighter<Vec<u8>, u64> for KeyBytes {
+    fn weight(&self, key: &Vec<u8>, _: &u64) -> u64 {
+        key.len() as u64 + 48
+    }
 }
 
 /// A response with the decision that produced it.
@@ -119,7 +134,7 @@ impl<S: PageStore> Proxy<S> {
             upstream,
             coalescer: Arc::new(Coalescer::default()),
             cfg,
-            pass: quick_cache::sync::Cache::new(10_000),
+            pass: quick_cache::sync::Cache::with_weighter(10_000, PASS_BYTES, KeyBytes),
             stats,
         })
     }

@@ -344,3 +344,20 @@ async fn a_late_waiter_never_gets_a_page_that_expired_during_its_write() {
     drop(held);
     r.stored(1).await;
 }
+
+/// Hit-for-pass keys are request targets, up to 8 KiB each: the map is
+/// bounded in bytes, not in entries.
+#[tokio::test]
+async fn the_hit_for_pass_map_is_bounded_in_bytes() {
+    let r = rig(reply(200, &[])).await;
+    for i in 0..10_000u32 {
+        let mut key = vec![b'x'; 8 << 10];
+        key.extend_from_slice(&i.to_be_bytes());
+        r.proxy.pass.insert(key, u64::MAX);
+    }
+    assert!(
+        r.proxy.pass.weight() <= super::PASS_BYTES,
+        "{} bytes",
+        r.proxy.pass.weight()
+    );
+}
