@@ -18,6 +18,12 @@ use std::sync::Mutex;
 
 const MAX_KEYS: usize = 100_000;
 const MAX_PREFIXES: usize = 1_000;
+/// Bytes of keys and prefixes the log holds before it starts over: keys
+/// are request targets (up to `--max-target-length` each, or a REST key),
+/// so a count alone would not bound its memory.
+const MAX_BYTES: usize = 8 << 20;
+/// Per-entry bookkeeping counted beside the key's own bytes.
+const ENTRY_OVERHEAD: usize = 48;
 
 #[derive(Default)]
 struct Log {
@@ -25,6 +31,7 @@ struct Log {
     floor: u64,
     keys: HashMap<Vec<u8>, u64>,
     prefixes: VecDeque<(Vec<u8>, u64)>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -51,24 +58,36 @@ impl PurgeLog {
     fn forget_all(log: &mut Log) {
         log.keys.clear();
         log.prefixes.clear();
+        log.bytes = 0;
         log.floor = log.seq;
+    }
+
+    /// Makes room for an entry of `len` bytes, starting over when the log
+    /// is full by count (`full`) or by bytes.
+    fn room(log: &mut Log, full: bool, len: usize) {
+        if full || log.bytes + len + ENTRY_OVERHEAD > MAX_BYTES {
+            Self::forget_all(log);
+        }
+        log.bytes += len + ENTRY_OVERHEAD;
     }
 
     pub fn key(&self, key: &[u8]) {
         let mut log = self.lock();
         let s = Self::next(&mut log);
-        if log.keys.len() >= MAX_KEYS {
-            Self::forget_all(&mut log);
+        if let Some(seen) = log.keys.get_mut(key) {
+            *seen = s;
+            return;
         }
+        let full = log.keys.len() >= MAX_KEYS;
+        Self::room(&mut log, full, key.len());
         log.keys.insert(key.to_vec(), s);
     }
 
     pub fn prefix(&self, prefix: &[u8]) {
         let mut log = self.lock();
         let s = Self::next(&mut log);
-        if log.prefixes.len() >= MAX_PREFIXES {
-            Self::forget_all(&mut log);
-        }
+        let full = log.prefixes.len() >= MAX_PREFIXES;
+        Self::room(&mut log, full, prefix.len());
         log.prefixes.push_back((prefix.to_vec(), s));
     }
 
@@ -127,6 +146,31 @@ mod tests {
         assert!(
             log.purged_since(b"p/never\0", t),
             "fills older than the floor count as purged"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_bounded_in_bytes_not_only_in_count() {
+        let log = PurgeLog::default();
+        for i in 0..5_000u32 {
+            let mut k = vec![b'p'; 8 << 10];
+            k.extend_from_slice(&i.to_be_bytes());
+            log.key(&k);
+            let l = log.lock();
+            assert!(l.bytes <= MAX_BYTES);
+            assert!(
+                l.keys
+                    .keys()
+                    .map(|k| k.len() + ENTRY_OVERHEAD)
+                    .sum::<usize>()
+                    <= MAX_BYTES
+            );
+        }
+        let t = log.now();
+        log.key(b"p/x\0");
+        assert!(
+            log.purged_since(b"p/x\0", t),
+            "still exact after starting over"
         );
     }
 }
