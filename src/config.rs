@@ -150,6 +150,23 @@ pub struct Args {
     )]
     pub session_cookie: Vec<String>,
 
+    /// Variants (one per distinct value of the headers a page varies on)
+    /// kept per page; a new one beyond it replaces the oldest.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_MAX_VARIANTS",
+        default_value_t = 32
+    )]
+    pub max_variants: usize,
+
+    /// Cache `Vary: Cookie` responses per cookie value. Off by default:
+    /// only the copy for requests without cookies is stored, since every
+    /// visitor's cookies differ (one copy per visitor) and any client can
+    /// mint cookie values at will.
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_CACHE_VARY_COOKIE")]
+    pub cache_vary_cookie: bool,
+
     /// Peers whose X-Forwarded-For/-Host/-Proto and Forwarded headers are
     /// believed: the nginx in front, e.g. 127.0.0.1/32. Anyone else's are
     /// replaced. Repeat or separate with commas; none by default (not even
@@ -200,6 +217,8 @@ pub struct Config {
     pub session_cookies: Vec<String>,
     pub trusted_proxies: TrustedProxies,
     pub max_target_length: usize,
+    pub max_variants: usize,
+    pub cache_vary_cookie: bool,
 }
 
 /// The longest `--upstream-timeout`: a request that takes longer is not a
@@ -242,6 +261,7 @@ impl Args {
             ("max-body-size", self.max_body_size as usize),
             ("max-key-length", self.max_key_length),
             ("sweep-batch", self.sweep_batch),
+            ("max-variants", self.max_variants),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -303,6 +323,8 @@ impl Args {
                 .collect(),
             trusted_proxies: TrustedProxies(trusted_proxies),
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
+            max_variants: self.max_variants,
+            cache_vary_cookie: self.cache_vary_cookie,
         })
     }
 }

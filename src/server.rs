@@ -75,6 +75,7 @@ pub async fn run(
         shards: cfg.shards,
         hot_bytes: cfg.hot_cache_size,
         queue_depth: 1024,
+        max_variants: cfg.max_variants,
         clock,
     })?;
     let Listeners {
@@ -99,6 +100,7 @@ pub async fn run(
             hit_for_pass: Duration::from_secs(120),
             trusted: cfg.trusted_proxies.clone(),
             max_target: cfg.max_target_length,
+            cache_vary_cookie: cfg.cache_vary_cookie,
         },
         proxy_stats.clone(),
     )?);

@@ -1048,3 +1048,45 @@ async fn a_close_delimited_body_is_never_stored() {
     assert_eq!(second.cache(), "MISS", "a cut-off page was stored");
     assert_eq!(served.load(SeqCst), 2);
 }
+
+/// `Vary: Cookie` would give every visitor a copy of their own (and let any
+/// client mint copies by sending new cookies): only the cookieless copy is
+/// stored, unless per-cookie copies are asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_cookie_pages_are_stored_per_cookie_only_when_configured() {
+    let o = Origin::start().await;
+    let path = format!("/vc/?{TTL}&h=Vary:Cookie");
+    let (_d, s) = start(&o.url(), &[]);
+    get_with(&s, &path, &[("cookie", "theme=dark")]).await;
+    let again = get_with(&s, &path, &[("cookie", "theme=dark")]).await;
+    assert_eq!(again.cache(), "MISS");
+    assert_eq!(get(&s, &path).await.cache(), "MISS");
+    assert_eq!(get(&s, &path).await.cache(), "HIT", "the cookieless copy");
+    drop(s);
+    let (_d, s) = start(&o.url(), &["--cache-vary-cookie"]);
+    get_with(&s, &path, &[("cookie", "theme=dark")]).await;
+    let again = get_with(&s, &path, &[("cookie", "theme=dark")]).await;
+    assert_eq!(again.cache(), "HIT");
+}
+
+/// Variants per page are capped (`--max-variants`): a client sending ever
+/// new header values replaces the oldest variant instead of growing the
+/// page's group record, which every lookup reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn variants_per_page_are_capped() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--max-variants", "2"]);
+    let path = format!("/cap/?{TTL}&h=Vary:Accept-Language");
+    for lang in ["ko", "en", "fr"] {
+        get_with(&s, &path, &[("accept-language", lang)]).await;
+    }
+    let fr = get_with(&s, &path, &[("accept-language", "fr")]).await;
+    let en = get_with(&s, &path, &[("accept-language", "en")]).await;
+    assert_eq!((fr.cache(), en.cache()), ("HIT", "HIT"));
+    let ko = get_with(&s, &path, &[("accept-language", "ko")]).await;
+    assert_eq!(
+        ko.cache(),
+        "MISS",
+        "the oldest variant was kept past the cap"
+    );
+}

@@ -65,6 +65,9 @@ pub enum Reason {
     TooLarge,
     BadTtl,
     VaryTooLong,
+    /// `Vary: Cookie` for a request with cookies: stored only with
+    /// `--cache-vary-cookie`.
+    VaryCookie,
     // The flow.
     /// The page was found uncacheable a moment ago; not coalesced.
     HitForPass,
@@ -92,7 +95,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -106,6 +109,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::BadTtl,
         Reason::VaryTooLong,
+        Reason::VaryCookie,
         Reason::HitForPass,
         Reason::VariantMismatch,
         Reason::Purged,
@@ -134,6 +138,7 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::BadTtl => "bad_ttl",
             Reason::VaryTooLong => "vary_too_long",
+            Reason::VaryCookie => "vary_cookie",
             Reason::HitForPass => "hit_for_pass",
             Reason::VariantMismatch => "variant_mismatch",
             Reason::Purged => "purged",

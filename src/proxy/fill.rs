@@ -233,6 +233,18 @@ impl<S: PageStore> Proxy<S> {
             if names.is_empty() {
                 return Ok((p, names, None));
             }
+            // `Vary: Cookie`: one copy for visitors without cookies (the
+            // anonymous page Django sends first-time visitors, crawlers and
+            // CDNs); copies per cookie value only when configured, since any
+            // client can mint cookie values at will.
+            let has_cookies = parts
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .any(|v| !v.as_bytes().trim_ascii().is_empty());
+            if !self.cfg.cache_vary_cookie && has_cookies && names.iter().any(|n| n == "cookie") {
+                return Err(Reason::VaryCookie);
+            }
             let v = key
                 .variant(&names, &parts.headers)
                 .ok_or(Reason::VaryTooLong)?;
@@ -247,7 +259,7 @@ impl<S: PageStore> Proxy<S> {
                 // send everyone's requests for the page to the upstream.
                 let page_says_so = !rp.status.is_client_error()
                     && !rp.status.is_server_error()
-                    && reason != Reason::VaryTooLong;
+                    && !matches!(reason, Reason::VaryTooLong | Reason::VaryCookie);
                 if page_says_so {
                     self.mark_pass(&key.group, reason);
                 }

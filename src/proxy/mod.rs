@@ -82,6 +82,8 @@ pub struct ProxyConfig {
     pub trusted: TrustedProxies,
     /// Longest request target (path and query) accepted; longer is a 414.
     pub max_target: usize,
+    /// Store responses with `Vary: Cookie` (one copy per cookie header).
+    pub cache_vary_cookie: bool,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,

@@ -111,6 +111,7 @@ async fn rig(first: Reply) -> Rig {
         hit_for_pass: Duration::from_secs(120),
         trusted: Default::default(),
         max_target: 8192,
+        cache_vary_cookie: false,
     };
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
     Rig {

@@ -92,6 +92,9 @@ pub struct StoreConfig {
     pub hot_bytes: u64,
     /// Commands that may wait for one shard before callers get `Busy`.
     pub queue_depth: usize,
+    /// Variants kept per page group; a new one beyond it replaces the
+    /// oldest, so one page's group record stays small.
+    pub max_variants: usize,
     /// What "now" is for every lifetime the store keeps.
     pub clock: Clock,
 }
@@ -128,6 +131,7 @@ impl Store {
                 busy: busy.clone(),
                 hot: hot.clone(),
                 purges: purges.clone(),
+                max_variants: cfg.max_variants.max(1),
                 clock: cfg.clock.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
@@ -429,6 +433,7 @@ mod tests {
             // No hot tier: every read goes to a shard thread or its mirror.
             hot_bytes: 0,
             queue_depth: 64,
+            max_variants: 32,
             clock: Clock::system(),
         }
     }

@@ -55,6 +55,7 @@ pub struct ShardConfig {
     pub busy: Busy,
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
+    pub max_variants: usize,
     pub clock: Clock,
 }
 
@@ -66,6 +67,7 @@ pub struct Shard {
     hot: Arc<Hot>,
     admission: Admission,
     purges: Arc<PurgeLog>,
+    max_variants: usize,
     mirror: Option<MirrorLink>,
     busy: Busy,
     clock: Clock,
@@ -119,6 +121,7 @@ impl Shard {
             admission: Admission::for_slice(&cfg.hot),
             hot: cfg.hot,
             purges: cfg.purges,
+            max_variants: cfg.max_variants,
             mirror: link,
             busy: cfg.busy,
             clock: cfg.clock,
@@ -432,6 +435,14 @@ impl Shard {
             }
         }
         if !members.iter().any(|m| m.as_ref() == member) {
+            // Full: the oldest variant makes room, so no client can grow
+            // the group record (read on every lookup) without bound.
+            while members.len() >= self.max_variants {
+                let oldest = members.remove(0);
+                let mut k = group_key.clone();
+                k.extend_from_slice(&oldest);
+                self.stage_delete(&mut tx, &k)?;
+            }
             members.push(Bytes::copy_from_slice(member));
         }
         let group = Record {
@@ -673,6 +684,7 @@ mod tests {
             busy: Busy::default(),
             hot: Arc::new(hot::slice(0)),
             purges: Arc::new(PurgeLog::default()),
+            max_variants: 2,
             clock: clock.clone(),
         })
         .unwrap();
@@ -740,6 +752,16 @@ mod tests {
         }
         let ko = b"pv\0accept-language=ko";
         assert_eq!(body(o.shard.get(ko).unwrap()).as_deref(), Some(&ko[3..]));
+        // Past --max-variants (2 here) the oldest variant makes room.
+        let rec = record(Kind::Http, b"fr", None);
+        o.shard
+            .put_member(b"pv\0".to_vec(), b"accept-language=fr", meta.clone(), rec)
+            .unwrap();
+        assert_eq!(body(o.shard.get(ko).unwrap()), None, "the oldest stayed");
+        let fr = b"pv\0accept-language=fr";
+        assert!(body(o.shard.get(fr).unwrap()).is_some());
+        let group = o.shard.db.stored(b"pv\0").unwrap().unwrap().record;
+        assert_eq!(group.group_members().len(), 2);
         // Stored again under other Vary names: the old members can never
         // match and are gone.
         let rec = record(Kind::Http, b"x", None);
