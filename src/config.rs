@@ -184,6 +184,22 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_MAX_TARGET_LENGTH", default_value = "8KiB", value_parser = parse_size)]
     pub max_target_length: u64,
 
+    /// Time a client has to send a request's headers (both listeners), and
+    /// a REST request's body; also how long an idle keep-alive connection
+    /// stays open.
+    #[arg(long, help_heading = "Limits", env = "BIGCACHE_CLIENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
+
+    /// Open connections per listener (REST API, proxy); beyond it new ones
+    /// wait to be accepted.
+    #[arg(
+        long,
+        help_heading = "Limits",
+        env = "BIGCACHE_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub max_connections: usize,
+
     /// Log filter, e.g. `info`, `debug`, `bigcache=debug,info`.
     #[arg(
         long,
@@ -219,6 +235,8 @@ pub struct Config {
     pub max_target_length: usize,
     pub max_variants: usize,
     pub cache_vary_cookie: bool,
+    pub max_connections: usize,
+    pub client_timeout: Duration,
 }
 
 /// The longest `--upstream-timeout`: a request that takes longer is not a
@@ -262,6 +280,7 @@ impl Args {
             ("max-key-length", self.max_key_length),
             ("sweep-batch", self.sweep_batch),
             ("max-variants", self.max_variants),
+            ("max-connections", self.max_connections),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -271,6 +290,7 @@ impl Args {
             ("sweep-interval", self.sweep_interval),
             ("upstream-connect-timeout", self.upstream_connect_timeout),
             ("upstream-timeout", self.upstream_timeout),
+            ("client-timeout", self.client_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -325,6 +345,8 @@ impl Args {
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
             max_variants: self.max_variants,
             cache_vary_cookie: self.cache_vary_cookie,
+            max_connections: self.max_connections,
+            client_timeout: self.client_timeout,
         })
     }
 }

@@ -4,11 +4,13 @@
 //! LevelDB). The binary binds the configured addresses and passes the
 //! system clock; tests bind port 0 and pass a manual clock.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::api::{self, ApiState, Limits};
 use crate::clock::Clock;
@@ -134,61 +136,117 @@ pub async fn run(
         limits: Limits {
             max_body: cfg.max_body_size,
             max_key: cfg.max_key_length,
+            body_timeout: cfg.client_timeout,
         },
         token: cfg.api_token.as_deref().map(Arc::from),
         hosts: cfg.api_hosts.clone().into(),
     });
-    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, stop_rx.clone()));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown::wait(stop_rx));
-    let mut server = std::pin::pin!(server.into_future());
-
-    let result = tokio::select! {
-        r = &mut server => r,
-        _ = stop => {
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; closing anyway");
-                    Ok(())
-                }
-            }
-        }
+    let limits = ConnLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.client_timeout,
     };
+    let api_task = tokio::spawn(serve(
+        "api",
+        listener,
+        move |_peer| {
+            let app = app.clone();
+            hyper::service::service_fn(move |req| app.clone().oneshot(req))
+        },
+        limits,
+        stop_rx.clone(),
+    ));
+    let proxy_task = tokio::spawn(serve(
+        "proxy",
+        proxy_listener,
+        move |peer| {
+            let proxy = proxy.clone();
+            hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            })
+        },
+        limits,
+        stop_rx.clone(),
+    ));
+
+    stop.await;
+    tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    let _ = api_task.await;
+    let _ = proxy_task.await;
     let _ = sweeper.await;
     let _ = trimmer.await;
-    let _ = proxy_task.await;
     store.shutdown().await;
     tracing::info!("store closed");
-    result.map_err(ServerError::Serve)
+    Ok(())
 }
 
-/// Accepts proxy connections (HTTP/1.1 and HTTP/2) until shutdown, then
-/// lets open connections finish their requests, for at most
-/// [`DRAIN_TIMEOUT`].
-async fn serve_proxy(
+/// Limits every listener applies to its connections.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    /// Open connections at once; beyond it new ones wait in the kernel's
+    /// accept queue, as nginx's `worker_connections` do.
+    max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open: slow clients cannot hold
+    /// connections by trickling bytes (slowloris), before or after a token.
+    header_timeout: Duration,
+}
+
+/// HTTP/2: a ping every interval, the connection closed when one goes
+/// unanswered for the timeout.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+const H2_MAX_STREAMS: u32 = 256;
+
+/// Accepts connections (HTTP/1.1 and HTTP/2) on `listener` and serves each
+/// with the service `make` builds for its peer, until shutdown; then lets
+/// open connections finish their requests, for at most [`DRAIN_TIMEOUT`].
+async fn serve<M, S, B>(
+    name: &'static str,
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    make: M,
+    limits: ConnLimits,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    M: Fn(std::net::SocketAddr) -> S,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Slow clients cannot hold a connection open by trickling headers.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stopping = std::pin::pin!(shutdown::wait(stop));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = &mut stopping => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off, keep going.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -196,19 +254,15 @@ async fn serve_proxy(
             _ = &mut stopping => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
-        });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), make(peer))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "proxy connection ended with an error");
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -216,7 +270,10 @@ async fn serve_proxy(
         .await
         .is_err()
     {
-        tracing::warn!("proxy connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
+        tracing::warn!(
+            listener = name,
+            "connections still open after {DRAIN_TIMEOUT:?}; closing anyway"
+        );
     }
 }
 

@@ -710,3 +710,50 @@ async fn named_hosts_are_answered_when_configured_or_with_a_token() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Slow clients cannot hold the REST API's connections: headers trickled
+/// past `--client-timeout` close the connection, a body trickled past it
+/// is a 408, and `--max-connections` bounds how many are open at once.
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_api() {
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_d, s) = start(&["--client-timeout", "1s", "--max-connections", "2"]);
+    let addr = s.api.trim_start_matches("http://").to_string();
+    let read_all = |mut c: tokio::net::TcpStream| async move {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).to_string()
+    };
+
+    let t = Instant::now();
+    let mut headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    headers
+        .write_all(b"GET /stat HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(
+        b"POST /cache/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"value\":",
+    )
+    .await
+    .unwrap();
+    // Both slots are taken: a third client waits.
+    let waiting = client()
+        .get(s.url("/healthz"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(waiting.is_err(), "served beyond --max-connections");
+    let (headers_out, body_out) = tokio::join!(read_all(headers), read_all(body));
+    assert!(!headers_out.starts_with("HTTP/1.1 200"), "{headers_out}");
+    assert!(body_out.starts_with("HTTP/1.1 408"), "{body_out}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "held for {:?}",
+        t.elapsed()
+    );
+    // The slots are free again.
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -46,6 +46,9 @@ use error::ApiError;
 pub struct Limits {
     pub max_body: usize,
     pub max_key: usize,
+    /// Time a request body may take to arrive in full: a body trickled a
+    /// byte at a time cannot hold a connection and its buffer forever.
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -216,8 +219,17 @@ fn rest<'a>(uri: &'a Uri, route: &str) -> &'a str {
     uri.path().strip_prefix(route).unwrap_or("")
 }
 
-async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max).collect().await {
+async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
+    let max = limits.max_body;
+    let collected = tokio::time::timeout(limits.body_timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "request body did not arrive within {}",
+                humantime::format_duration(limits.body_timeout)
+            ))
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge(
             format!("request body is larger than the {max}-byte limit"),
@@ -336,7 +348,7 @@ pub struct SetRequest {
               (status = 422, description = "Malformed JSON or duration")))]
 async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
-    let body = read_body(body, st.limits.max_body).await?;
+    let body = read_body(body, &st.limits).await?;
     if nesting_depth(&body) > MAX_JSON_DEPTH {
         return Err(ApiError::Unprocessable(format!(
             "JSON nests deeper than {MAX_JSON_DEPTH} levels"
@@ -486,7 +498,7 @@ async fn set_bytes(
     };
     let now = st.store.clock().now_ms();
     let expires_at = header_deadline(&headers, now)?;
-    let body = read_body(body, st.limits.max_body).await?;
+    let body = read_body(body, &st.limits).await?;
     let size = body.len();
     let record = Record {
         kind: Kind::Bytes,
