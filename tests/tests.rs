@@ -1,4 +1,6 @@
-//! Integration tests: each drives the real `bigcache` binary over real HTTP.
+//! Integration tests: the real `bigcache` binary (or its server, in this
+//! process, on a manual clock) over real HTTP, and property tests of the
+//! parsers a request goes through.
 //! One test binary (see `autotests = false` in Cargo.toml) so the crate and
 //! its dependencies link once.
 
@@ -7,4 +9,5 @@ mod util;
 mod api;
 mod durability;
 mod origin;
+mod props;
 mod proxy;
