@@ -150,6 +150,20 @@ pub struct Args {
     )]
     pub session_cookie: Vec<String>,
 
+    /// The site's host names (aliases that render the same pages; the
+    /// cache key holds no host). Requests for any other `Host` bypass the
+    /// cache: a forged `Host` must not make Django render links to another
+    /// site into a page everyone is then served. Repeat or separate with
+    /// commas; ports are ignored.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_HOST",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,[::1]"
+    )]
+    pub host: Vec<String>,
+
     /// Variants (one per distinct value of the headers a page varies on)
     /// kept per page; a new one beyond it replaces the oldest.
     #[arg(
@@ -237,6 +251,7 @@ pub struct Config {
     pub cache_vary_cookie: bool,
     pub max_connections: usize,
     pub client_timeout: Duration,
+    pub hosts: Vec<String>,
 }
 
 /// The longest `--upstream-timeout`: a request that takes longer is not a
@@ -347,6 +362,12 @@ impl Args {
             cache_vary_cookie: self.cache_vary_cookie,
             max_connections: self.max_connections,
             client_timeout: self.client_timeout,
+            hosts: self
+                .host
+                .iter()
+                .map(|h| crate::proxy::key::host_name(h.trim()))
+                .filter(|h| !h.is_empty())
+                .collect(),
         })
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(
             trusted: cfg.trusted_proxies.clone(),
             max_target: cfg.max_target_length,
             cache_vary_cookie: cfg.cache_vary_cookie,
+            hosts: cfg.hosts.clone(),
         },
         proxy_stats.clone(),
     )?);

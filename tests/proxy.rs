@@ -1090,3 +1090,31 @@ async fn variants_per_page_are_capped() {
         "the oldest variant was kept past the cap"
     );
 }
+
+/// A forged `Host` (Django with `ALLOWED_HOSTS = ['*']` builds absolute
+/// links from it) never reaches the cache: requests for hosts outside
+/// `--host` bypass it both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_host_cannot_poison_the_page_for_others() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--host", "127.0.0.1,www.example.org"]);
+    let path = format!("/links/?{TTL}");
+    let forged = get_with(&s, &path, &[("host", "evil.example")]).await;
+    assert_eq!(forged.cache(), "BYPASS");
+    let clean = get(&s, &path).await;
+    assert_eq!(clean.cache(), "MISS");
+    assert!(!clean.body.contains("evil.example"), "{}", clean.body);
+    // An alias the site answers to shares the page; a purge by path takes
+    // it for all of them.
+    let alias = get_with(&s, &path, &[("host", "WWW.example.org:8080")]).await;
+    assert_eq!(
+        (alias.cache(), alias.body.as_str()),
+        ("HIT", clean.body.as_str())
+    );
+    let forged = get_with(&s, &path, &[("host", "evil.example")]).await;
+    assert_eq!(
+        forged.cache(),
+        "BYPASS",
+        "a forged Host got the shared page"
+    );
+}

@@ -154,6 +154,11 @@ impl Drop for Permit {
     }
 }
 
+/// Waits until a flight has ended (its leader is done storing, or gone).
+pub async fn ended(mut slot: Slot) {
+    while slot.changed().await.is_ok() {}
+}
+
 /// Waits for a flight's outcome; a vanished leader reads as `Pass`.
 pub async fn wait(mut slot: Slot) -> Outcome {
     match slot.wait_for(Option::is_some).await {

@@ -53,6 +53,9 @@ pub enum Reason {
     Authorization,
     SessionCookie,
     Range,
+    /// A `Host` not in `--host`: the key holds no host, so such a request
+    /// never shares the site's pages.
+    UnknownHost,
     // The response (see `proxy::policy`).
     /// Neither `X-Bigcache-TTL` nor shared-cache freshness.
     NoLifetime,
@@ -95,11 +98,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
         Reason::Range,
+        Reason::UnknownHost,
         Reason::NoLifetime,
         Reason::SetCookie,
         Reason::Private,
@@ -129,6 +133,7 @@ impl Reason {
             Reason::Authorization => "authorization",
             Reason::SessionCookie => "session_cookie",
             Reason::Range => "range",
+            Reason::UnknownHost => "unknown_host",
             Reason::NoLifetime => "no_lifetime",
             Reason::SetCookie => "set_cookie",
             Reason::Private => "private",

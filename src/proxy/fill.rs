@@ -52,19 +52,45 @@ impl<S: PageStore> Proxy<S> {
                     this.fill(fill_parts, fill_key, stale, permit, Some(handoff_tx))
                         .await;
                 });
+                let handed = |mut res: Response<Body>, reason| {
+                    if parts.method == Method::HEAD {
+                        *res.body_mut() = body::empty();
+                    }
+                    Ok((res, Decision::uncached(reason)))
+                };
+                let mut handoff_rx = handoff_rx;
                 tokio::select! {
                     biased;
-                    Ok((mut res, reason)) = handoff_rx => {
-                        if parts.method == Method::HEAD {
-                            *res.body_mut() = body::empty();
-                        }
-                        Ok((res, Decision::uncached(reason)))
-                    }
-                    outcome = coalesce::wait(slot) => self.answer(outcome, parts, key, true).await,
+                    Ok((res, reason)) = &mut handoff_rx => handed(res, reason),
+                    outcome = coalesce::wait(slot) => match outcome {
+                        // The flight ends before the response is handed
+                        // over: wait for it, unless there is none.
+                        Outcome::Pass(reason) => match handoff_rx.await {
+                            Ok((res, reason)) => handed(res, reason),
+                            Err(_) => self.answer(Outcome::Pass(reason), parts, key, true).await,
+                        },
+                        other => self.answer(other, parts, key, true).await,
+                    },
                 }
             }
             Role::Waiter(slot, generation) => {
-                let outcome = coalesce::wait(slot).await;
+                // Joined after the page was announced, while it is being
+                // written: to this request the page is already stored.
+                let late = slot.borrow().is_some();
+                let outcome = coalesce::wait(slot.clone()).await;
+                if late
+                    && let Outcome::Entry {
+                        entry,
+                        stale: false,
+                        ..
+                    } = &outcome
+                    && (entry.no_cache || !entry.is_fresh(self.store.clock().now_ms()))
+                {
+                    // A stored page that must be revalidated, or is stale:
+                    // wait for the write, then use it as any stored page.
+                    coalesce::ended(slot).await;
+                    return Box::pin(self.from_cache(parts, key, None)).await;
+                }
                 // Purged since the flight began (it may have been announced
                 // before the purge): its page must not be served any more.
                 if matches!(outcome, Outcome::Entry { .. })
@@ -268,8 +294,10 @@ impl<S: PageStore> Proxy<S> {
                     // (A 429 or a 404 says nothing about the page itself.)
                     let _ = self.store.delete_page(&key.group).await;
                 }
-                self.hand_off(handoff, rp, body::boxed(body), reason);
+                // The flight ends before its leader is answered: a request
+                // sent after that answer never joins it (and passes).
                 permit.finish(Outcome::Pass(reason));
+                self.hand_off(handoff, rp, body::boxed(body), reason);
                 return;
             }
         };
@@ -281,8 +309,8 @@ impl<S: PageStore> Proxy<S> {
             Ok(Ok(Collected::Whole(b))) => b,
             Ok(Ok(Collected::TooBig(prefix, rest))) => {
                 self.mark_pass(&key.group, Reason::TooLarge);
-                self.hand_off(handoff, rp, body::chain(prefix, rest), Reason::TooLarge);
                 permit.finish(Outcome::Pass(Reason::TooLarge));
+                self.hand_off(handoff, rp, body::chain(prefix, rest), Reason::TooLarge);
                 return;
             }
             Ok(Err(e)) => {

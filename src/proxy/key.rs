@@ -78,6 +78,18 @@ pub fn canonical(target: &str) -> String {
     out
 }
 
+/// A `Host` header's name, as the `--host` list holds it: lower-case, any
+/// port and trailing dot dropped (`Example.ORG.:8080` is `example.org`,
+/// `[::1]:8080` is `[::1]`).
+pub fn host_name(host: &str) -> String {
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The store key of a page's group (or of the page itself, without Vary).
 pub fn page_key(canonical_target: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(canonical_target.len() + 1);
@@ -204,6 +216,13 @@ mod tests {
         assert_eq!(canonical("/%zz"), "/%zz");
         assert_eq!(canonical("/dataset/1/?"), "/dataset/1/", "an empty query");
         assert_eq!(canonical("/x/??"), "/x/??", "a query of `?` is one");
+    }
+
+    #[test]
+    fn host_names_are_normalised() {
+        assert_eq!(host_name("Example.ORG.:8080"), "example.org");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("localhost"), "localhost");
     }
 
     #[test]

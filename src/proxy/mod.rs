@@ -84,6 +84,8 @@ pub struct ProxyConfig {
     pub max_target: usize,
     /// Store responses with `Vary: Cookie` (one copy per cookie header).
     pub cache_vary_cookie: bool,
+    /// The site's host names (`key::host_name` form); other hosts bypass.
+    pub hosts: Vec<String>,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -194,6 +196,13 @@ impl<S: PageStore> Proxy<S> {
             ));
         }
         let canon = key::canonical(target);
+        // HTTP/2 names the host in `:authority`; from here on it is `Host`.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
         let trusted = &self.cfg.trusted;
 
         // 1. Eligibility.
@@ -217,7 +226,9 @@ impl<S: PageStore> Proxy<S> {
             }
             return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
         }
-        if let Some(reason) = policy::request_bypass(&parts.headers, &self.cfg.session_cookies) {
+        let bypass =
+            policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts);
+        if let Some(reason) = bypass {
             forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
             let res = self.pass_through(parts, body::boxed(body)).await?;
             return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
@@ -228,8 +239,21 @@ impl<S: PageStore> Proxy<S> {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
 
+        self.from_cache(parts, PageKey::new(&canon), Some(peer))
+            .await
+    }
+
+    /// Phases 2 to 7 for a request that may use the cache. `peer` is the
+    /// client's address while its headers have not been rewritten for the
+    /// upstream yet; `None` when they have (a request starting over, see
+    /// `fill`).
+    async fn from_cache(
+        self: &Arc<Self>,
+        mut parts: Parts,
+        mut key: PageKey,
+        peer: Option<SocketAddr>,
+    ) -> Answer {
         // 2, 3. Key and lookup.
-        let mut key = PageKey::new(&canon);
         let (found, store_failed) =
             match lookup::lookup(&self.store, &mut key, &parts.headers).await {
                 Looked::Found(f) => (Some(f), false),
@@ -247,8 +271,10 @@ impl<S: PageStore> Proxy<S> {
             return Ok((res, Decision::new(CacheStatus::Hit)));
         }
         // From here on the upstream may be asked; hits never pay for this.
-        forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
-        key.headers_changed();
+        if let Some(peer) = peer {
+            forward::forward_headers(&mut parts.headers, &parts.uri, peer, &self.cfg.trusted);
+            key.headers_changed();
+        }
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let res = answer::from_entry(&f.entry, &parts, now);

@@ -35,8 +35,21 @@ use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
 
-/// Whether a GET/HEAD request must skip the cache entirely.
-pub fn request_bypass(headers: &HeaderMap, session_cookies: &[String]) -> Option<Reason> {
+/// Whether a GET/HEAD request must skip the cache entirely. `hosts` is the
+/// site's host names (`--host`): a request for another `Host`, or none
+/// bigcache can read, bypasses, since the key holds no host.
+pub fn request_bypass(
+    headers: &HeaderMap,
+    session_cookies: &[String],
+    hosts: &[String],
+) -> Option<Reason> {
+    let known = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| hosts.contains(&super::key::host_name(h)));
+    if !known {
+        return Some(Reason::UnknownHost);
+    }
     if headers.contains_key(header::AUTHORIZATION) {
         return Some(Reason::Authorization);
     }
@@ -419,36 +432,63 @@ mod tests {
         );
     }
 
+    /// [`request_bypass`] for a request to a known host.
+    fn bypass(headers: &HeaderMap, names: &[String]) -> Option<Reason> {
+        let mut headers = headers.clone();
+        headers.insert("host", HeaderValue::from_static("example.org"));
+        request_bypass(&headers, names, &["example.org".to_string()])
+    }
+
+    #[test]
+    fn requests_for_other_hosts_bypass() {
+        let hosts = vec!["example.org".to_string()];
+        let names = vec!["sessionid".to_string()];
+        for (host, known) in [
+            (&b"example.org"[..], true),
+            (b"EXAMPLE.org.:8080", true),
+            (b"evil.example", false),
+            (b"example.org.evil", false),
+            (b"\xe9xample.org", false),
+        ] {
+            let mut m = HeaderMap::new();
+            m.insert("host", HeaderValue::from_bytes(host).unwrap());
+            let expect = if known {
+                None
+            } else {
+                Some(Reason::UnknownHost)
+            };
+            assert_eq!(request_bypass(&m, &names, &hosts), expect, "{host:?}");
+        }
+        assert_eq!(
+            request_bypass(&HeaderMap::new(), &names, &hosts),
+            Some(Reason::UnknownHost)
+        );
+    }
+
     #[test]
     fn request_bypass_rules() {
         let names = vec!["sessionid".to_string()];
         assert_eq!(
-            request_bypass(&h(&[("authorization", "Basic x")]), &names),
+            bypass(&h(&[("authorization", "Basic x")]), &names),
             Some(Reason::Authorization)
         );
         assert_eq!(
-            request_bypass(&h(&[("cookie", "_ga=1; sessionid=abc")]), &names),
+            bypass(&h(&[("cookie", "_ga=1; sessionid=abc")]), &names),
             Some(Reason::SessionCookie)
         );
+        assert_eq!(bypass(&h(&[("cookie", "notsessionid=abc")]), &names), None);
+        assert_eq!(bypass(&h(&[("cookie", "csrftoken=abc")]), &names), None);
         assert_eq!(
-            request_bypass(&h(&[("cookie", "notsessionid=abc")]), &names),
-            None
-        );
-        assert_eq!(
-            request_bypass(&h(&[("cookie", "csrftoken=abc")]), &names),
-            None
-        );
-        assert_eq!(
-            request_bypass(&h(&[("range", "bytes=0-10")]), &names),
+            bypass(&h(&[("range", "bytes=0-10")]), &names),
             Some(Reason::Range)
         );
-        assert_eq!(request_bypass(&h(&[]), &names), None);
+        assert_eq!(bypass(&h(&[]), &names), None);
         let mut m = HeaderMap::new();
         m.insert(
             "cookie",
             HeaderValue::from_bytes("city=Zürich; sessionid=abc".as_bytes()).unwrap(),
         );
-        assert_eq!(request_bypass(&m, &names), Some(Reason::SessionCookie));
+        assert_eq!(bypass(&m, &names), Some(Reason::SessionCookie));
         for padded in [
             &b"\xa0sessionid=abc"[..],
             b"a=1;\x85sessionid =x",
@@ -457,7 +497,7 @@ mod tests {
             let mut m = HeaderMap::new();
             m.insert("cookie", HeaderValue::from_bytes(padded).unwrap());
             assert_eq!(
-                request_bypass(&m, &names),
+                bypass(&m, &names),
                 Some(Reason::SessionCookie),
                 "{padded:?} is a session to Django"
             );
