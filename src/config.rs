@@ -150,17 +150,18 @@ pub struct Args {
     )]
     pub session_cookie: Vec<String>,
 
-    /// The site's host names (aliases that render the same pages; the
-    /// cache key holds no host). Requests for any other `Host` bypass the
-    /// cache: a forged `Host` must not make Django render links to another
-    /// site into a page everyone is then served. Repeat or separate with
-    /// commas; ports are ignored.
+    /// The site's hosts, as clients send them in `Host` (a port included
+    /// when it is not the default: `localhost:8080`), aliases that render
+    /// the same pages (the cache key holds no host). Requests for any other
+    /// `Host` bypass the cache: a forged `Host` must not make Django render
+    /// links to another site into a page everyone is then served. Repeat
+    /// or separate with commas. Default: localhost, 127.0.0.1 and [::1],
+    /// bare and with the proxy's port.
     #[arg(
         long,
         help_heading = "Proxy",
         env = "BIGCACHE_HOST",
-        value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,[::1]"
+        value_delimiter = ','
     )]
     pub host: Vec<String>,
 
@@ -251,6 +252,8 @@ pub struct Config {
     pub cache_vary_cookie: bool,
     pub max_connections: usize,
     pub client_timeout: Duration,
+    /// `--host`, in `proxy::key::host_name` form; empty means the defaults
+    /// (`server::run` adds the proxy's bound port to them).
     pub hosts: Vec<String>,
 }
 
@@ -274,6 +277,8 @@ pub enum ConfigError {
     Upstream(String),
     #[error("--trusted-proxy {0}")]
     TrustedProxy(String),
+    #[error("--host {0:?}: expected a host name or address, with an optional :port")]
+    Host(String),
     #[error(
         "--upstream-timeout must be at most {}",
         humantime::format_duration(MAX_UPSTREAM_TIMEOUT)
@@ -320,6 +325,15 @@ impl Args {
         if self.max_target_length == 0 {
             return Err(ConfigError::Zero("max-target-length"));
         }
+        let hosts = self
+            .host
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                crate::proxy::key::host_name(h).ok_or_else(|| ConfigError::Host(h.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let trusted_proxies = self
             .trusted_proxy
             .iter()
@@ -362,12 +376,7 @@ impl Args {
             cache_vary_cookie: self.cache_vary_cookie,
             max_connections: self.max_connections,
             client_timeout: self.client_timeout,
-            hosts: self
-                .host
-                .iter()
-                .map(|h| crate::proxy::key::host_name(h.trim()))
-                .filter(|h| !h.is_empty())
-                .collect(),
+            hosts,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use crate::api::{self, ApiState, Limits};
@@ -103,7 +103,7 @@ pub async fn run(
             trusted: cfg.trusted_proxies.clone(),
             max_target: cfg.max_target_length,
             cache_vary_cookie: cfg.cache_vary_cookie,
-            hosts: cfg.hosts.clone(),
+            hosts: site_hosts(&cfg.hosts, proxy_addr.port()),
         },
         proxy_stats.clone(),
     )?);
@@ -182,6 +182,37 @@ pub async fn run(
     Ok(())
 }
 
+/// `--host`, or when none was given the loopback names, bare (as a
+/// front on the default port sends them) and with the proxy's port.
+fn site_hosts(configured: &[String], proxy_port: u16) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .flat_map(|h| [h.to_string(), format!("{h}:{proxy_port}")])
+        .collect()
+}
+
+/// Whether a client sends enough of its first request, within `limit`, for
+/// hyper to tell HTTP/1 from HTTP/2 (a byte that is not the HTTP/2 preface,
+/// or the whole preface).
+async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // Part of the preface: peek returns at once, so wait a bit.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
+}
+
 /// Limits every listener applies to its connections.
 #[derive(Debug, Clone, Copy)]
 struct ConnLimits {
@@ -255,12 +286,22 @@ async fn serve<M, S, B>(
             _ = &mut stopping => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), make(peer))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let service = make(peer);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
+            // any of its timeouts run: a client sending nothing (or part of
+            // the HTTP/2 preface) would hold its slot forever.
+            if !first_bytes_within(&stream, header_timeout).await {
+                drop(slot);
+                return;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
             drop(slot);

@@ -757,3 +757,22 @@ async fn slow_clients_cannot_hold_the_api() {
     let r = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A client that connects and sends nothing (or part of the HTTP/2
+/// preface) cannot hold one of `--max-connections` past `--client-timeout`.
+#[tokio::test]
+async fn silent_connections_do_not_hold_slots() {
+    use tokio::io::AsyncWriteExt;
+    let (_d, s) = start(&["--client-timeout", "1s", "--max-connections", "2"]);
+    let addr = s.api.trim_start_matches("http://").to_string();
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut preface = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let r = client()
+        .get(s.url("/healthz"))
+        .timeout(Duration::from_secs(8))
+        .send()
+        .await
+        .expect("a slot came free");
+    assert_eq!(r.status(), 200);
+}

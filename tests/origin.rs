@@ -9,7 +9,8 @@
 //! The body names the request target, how many times the origin saw it, the
 //! request headers a test may check (`accept-language`, `x-forwarded-*`),
 //! and the names of all it received. A request header `x-test-status: 400`
-//! sets the status (a header outside the cache key changing the answer).
+//! sets the status (a header outside the cache key changing the answer);
+//! a `csrftoken=bad` cookie gets a `Set-Cookie` back, as from Django.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -209,6 +210,10 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
         .and_then(|v| v.to_str().ok())
     {
         status = s.parse().unwrap_or(status);
+    }
+    // What Django's CSRF middleware does to a malformed csrftoken cookie.
+    if seen("cookie").contains("csrftoken=bad") {
+        headers.push(("set-cookie".into(), "csrftoken=fresh; Path=/".into()));
     }
     let conditional_match = etag.as_deref().is_some_and(|e| seen("if-none-match") == e);
     // Drain any request body so POSTs are well-formed.

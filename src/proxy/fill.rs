@@ -279,17 +279,25 @@ impl<S: PageStore> Proxy<S> {
         let (storable, names, variant) = match decided {
             Ok(d) => d,
             Err(reason) => {
-                // Hit-for-pass only for what the page itself is: an error
-                // status, or a variant too long for the key, may come from
+                // Hit-for-pass, and dropping a stored copy, only for what the
+                // page itself is: a redirect or an error status (an i18n or
+                // HTTPS redirect, a 400 for a bad header) may come from
                 // request headers outside the key, and would let one client
                 // send everyone's requests for the page to the upstream.
-                let page_says_so = !rp.status.is_client_error()
-                    && !rp.status.is_server_error()
-                    && !matches!(reason, Reason::VaryTooLong | Reason::VaryCookie);
+                let has_cookies = parts.headers.contains_key(http::header::COOKIE);
+                let page_says_so = rp.status.is_success()
+                    && match reason {
+                        // Request headers outside the key may have chosen
+                        // these: a cookie Django answers with `Set-Cookie`
+                        // (a malformed `csrftoken`), a variant too long.
+                        Reason::VaryTooLong | Reason::VaryCookie => false,
+                        Reason::SetCookie => !has_cookies,
+                        _ => true,
+                    };
                 if page_says_so {
                     self.mark_pass(&key.group, reason);
                 }
-                if stale.is_some() && rp.status.is_success() {
+                if stale.is_some() && page_says_so {
                     // The page stopped being cacheable: drop the old copy.
                     // (A 429 or a 404 says nothing about the page itself.)
                     let _ = self.store.delete_page(&key.group).await;

@@ -78,16 +78,44 @@ pub fn canonical(target: &str) -> String {
     out
 }
 
-/// A `Host` header's name, as the `--host` list holds it: lower-case, any
-/// port and trailing dot dropped (`Example.ORG.:8080` is `example.org`,
-/// `[::1]:8080` is `[::1]`).
-pub fn host_name(host: &str) -> String {
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
+/// A `Host` value in the form the `--host` list holds: the name
+/// lower-cased without a trailing dot, and the port, if any, kept (Django
+/// builds absolute links from both, so `localhost:31337` is another host
+/// than `localhost`). `None` for anything else (a port that is not digits,
+/// userinfo, an empty name).
+pub fn host_name(host: &str) -> Option<String> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        (
+            format!("[{addr}]"),
+            after
+                .strip_prefix(':')
+                .map(str::to_string)
+                .or_else(|| after.is_empty().then(String::new)),
+        )
     } else {
-        host.split(':').next().unwrap_or(host)
+        match host.split_once(':') {
+            Some((n, p)) => (n.to_string(), Some(p.to_string())),
+            None => (host.to_string(), Some(String::new())),
+        }
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let port = port?;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    if !name_ok
+        || !port.bytes().all(|b| b.is_ascii_digit())
+        || (host.contains(':') && !host.starts_with('[') && port.is_empty())
+    {
+        return None;
+    }
+    Some(if port.is_empty() {
+        name
+    } else {
+        format!("{name}:{port}")
+    })
 }
 
 /// The store key of a page's group (or of the page itself, without Vary).
@@ -219,10 +247,17 @@ mod tests {
     }
 
     #[test]
-    fn host_names_are_normalised() {
-        assert_eq!(host_name("Example.ORG.:8080"), "example.org");
-        assert_eq!(host_name("[::1]:8080"), "[::1]");
-        assert_eq!(host_name("localhost"), "localhost");
+    fn host_names_are_normalised_and_keep_their_port() {
+        assert_eq!(host_name("Example.ORG.").as_deref(), Some("example.org"));
+        assert_eq!(
+            host_name("Example.ORG.:8080").as_deref(),
+            Some("example.org:8080")
+        );
+        assert_eq!(host_name("[::1]:8080").as_deref(), Some("[::1]:8080"));
+        assert_eq!(host_name("[::1]").as_deref(), Some("[::1]"));
+        for bad in ["localhost:80@evil", "localhost:", "a b", "", "[::1", "x:y"] {
+            assert_eq!(host_name(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -233,6 +233,17 @@ impl<S: PageStore> Proxy<S> {
             let res = self.pass_through(parts, body::boxed(body)).await?;
             return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
         }
+        // The site's own form of its host (`Example.ORG.` is
+        // `example.org`), so every request sharing a page renders it alike.
+        if let Some(h) = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(key::host_name)
+            .and_then(|h| HeaderValue::from_str(&h).ok())
+        {
+            parts.headers.insert(header::HOST, h);
+        }
         // GET/HEAD bodies are not forwarded on the cache path: neither are
         // the headers that announce one, or the upstream would wait for it.
         drop(body);

@@ -36,17 +36,20 @@ use crate::ttl;
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
 
 /// Whether a GET/HEAD request must skip the cache entirely. `hosts` is the
-/// site's host names (`--host`): a request for another `Host`, or none
-/// bigcache can read, bypasses, since the key holds no host.
+/// site's hosts (`--host`, in `key::host_name` form, port included): a
+/// request for another `Host`, for several, or for none bigcache can read,
+/// bypasses, since the key holds no host.
 pub fn request_bypass(
     headers: &HeaderMap,
     session_cookies: &[String],
     hosts: &[String],
 ) -> Option<Reason> {
-    let known = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| hosts.contains(&super::key::host_name(h)));
+    let known = headers.get_all(header::HOST).iter().count() == 1
+        && headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(super::key::host_name)
+            .is_some_and(|h| hosts.contains(&h));
     if !known {
         return Some(Reason::UnknownHost);
     }
@@ -445,7 +448,8 @@ mod tests {
         let names = vec!["sessionid".to_string()];
         for (host, known) in [
             (&b"example.org"[..], true),
-            (b"EXAMPLE.org.:8080", true),
+            (b"EXAMPLE.org.", true),
+            (b"example.org:8080", false),
             (b"evil.example", false),
             (b"example.org.evil", false),
             (b"\xe9xample.org", false),
