@@ -1152,3 +1152,28 @@ async fn a_set_cookie_one_client_provoked_does_not_pass_the_page_for_others() {
         "one client's cookie kept the page uncached"
     );
 }
+
+/// A trusted front's `X-Forwarded-Host` is believed (Django may render
+/// links from it), so it must name the site too, or the request bypasses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_fronts_forwarded_host_must_be_the_sites() {
+    let o = Origin::start().await;
+    let (_d, s) = start(
+        &o.url(),
+        &[
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--host",
+            "www.example.org",
+        ],
+    );
+    let path = format!("/xfh/?{TTL}");
+    let site = ("host", "www.example.org");
+    let evil = get_with(&s, &path, &[site, ("x-forwarded-host", "evil.example")]).await;
+    assert_eq!(evil.cache(), "BYPASS");
+    let ok = get_with(&s, &path, &[site, ("x-forwarded-host", "www.example.org")]).await;
+    assert_eq!(ok.cache(), "MISS");
+    let hit = get_with(&s, &path, &[site]).await;
+    assert_eq!(hit.cache(), "HIT");
+    assert!(!hit.body.contains("evil"), "{}", hit.body);
+}

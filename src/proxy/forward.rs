@@ -169,14 +169,24 @@ impl TrustedProxies {
 }
 
 /// Prepares a client's request headers for the upstream (see the module
-/// docs): `Host` kept (Django checks it against ALLOWED_HOSTS), or set from
-/// an HTTP/2 request's authority.
+/// docs): [`sanitize`], then [`set_forwarding`].
 pub fn forward_headers(
     headers: &mut HeaderMap,
     uri: &Uri,
     peer: SocketAddr,
     trusted: &TrustedProxies,
 ) {
+    sanitize(headers, peer, trusted);
+    set_forwarding(headers, uri, peer, trusted);
+}
+
+/// What never reaches the upstream from this peer: hop-by-hop and
+/// `Connection`-named headers (but the protected ones), names with `_`,
+/// the overrides, and from an untrusted peer its forwarding headers;
+/// HTTP/2 cookie fields are joined. Idempotent, and done before the cache
+/// is asked, so a page is looked up under the variant of the very headers
+/// it is fetched and stored with.
+pub fn sanitize(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProxies) {
     strip(headers, &PROTECTED);
     let underscored: Vec<HeaderName> = headers
         .keys()
@@ -190,6 +200,23 @@ pub fn forward_headers(
         headers.remove(n);
     }
     join_cookies(headers);
+    if !trusted.trusts(peer.ip()) {
+        for n in FORWARDING {
+            headers.remove(n);
+        }
+    }
+}
+
+/// The forwarding headers bigcache sets: `Host` from an HTTP/2 authority
+/// (Django checks it against ALLOWED_HOSTS); the peer appended to a
+/// trusted proxy's `X-Forwarded-For`; for anyone else the peer's address,
+/// `http` and the `Host`. Run once per request, after [`sanitize`].
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+) {
     if !headers.contains_key(header::HOST)
         && let Some(a) = uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
@@ -210,9 +237,6 @@ pub fn forward_headers(
             headers.insert("x-forwarded-for", v);
         }
         return;
-    }
-    for n in FORWARDING {
-        headers.remove(n);
     }
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
         headers.insert("x-forwarded-for", v);

@@ -226,8 +226,19 @@ impl<S: PageStore> Proxy<S> {
             }
             return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
         }
+        forward::sanitize(&mut parts.headers, peer, trusted);
+        // A trusted front's `X-Forwarded-Host` is the host Django renders
+        // for (with USE_X_FORWARDED_HOST): it must be the site's too.
+        let forwarded_host_ok = !trusted.trusts(peer.ip())
+            || parts.headers.get("x-forwarded-host").is_none_or(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(key::host_name)
+                    .is_some_and(|h| self.cfg.hosts.contains(&h))
+            });
         let bypass =
-            policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts);
+            policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts)
+                .or((!forwarded_host_ok).then_some(Reason::UnknownHost));
         if let Some(reason) = bypass {
             forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
             let res = self.pass_through(parts, body::boxed(body)).await?;
@@ -283,7 +294,7 @@ impl<S: PageStore> Proxy<S> {
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
-            forward::forward_headers(&mut parts.headers, &parts.uri, peer, &self.cfg.trusted);
+            forward::set_forwarding(&mut parts.headers, &parts.uri, peer, &self.cfg.trusted);
             key.headers_changed();
         }
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {

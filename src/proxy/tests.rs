@@ -329,6 +329,18 @@ async fn a_variant_is_stored_under_the_headers_the_upstream_saw() {
         ko.cache
     );
     assert_eq!(ko.cache, "MISS");
+    // And the lookup uses those headers too: the same request again finds
+    // the page it was answered with.
+    let again = r
+        .get(
+            "/p",
+            &[("accept-language", "ko"), ("connection", "accept-language")],
+        )
+        .await;
+    assert_eq!(
+        (again.cache.as_str(), again.body.as_str()),
+        ("HIT", sneaky.body.as_str())
+    );
 }
 
 /// A request that joins a fetch while its page is still being written, and
