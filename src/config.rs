@@ -331,7 +331,9 @@ impl Args {
             .map(|h| h.trim())
             .filter(|h| !h.is_empty())
             .map(|h| {
-                crate::proxy::key::host_name(h).ok_or_else(|| ConfigError::Host(h.to_string()))
+                crate::proxy::key::host_name(h)
+                    .map(|n| n.into_owned())
+                    .ok_or_else(|| ConfigError::Host(h.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let trusted_proxies = self

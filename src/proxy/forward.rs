@@ -187,24 +187,33 @@ pub fn forward_headers(
 /// is asked, so a page is looked up under the variant of the very headers
 /// it is fetched and stored with.
 pub fn sanitize(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProxies) {
-    strip(headers, &PROTECTED);
-    let underscored: Vec<HeaderName> = headers
+    // One pass over the headers present (a hit pays for this): a request
+    // carries a handful, the lists above hold dozens.
+    let untrusted = !trusted.trusts(peer.ip());
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .filter(|n| !PROTECTED.contains(&n.as_str()))
+        .collect();
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().contains('_'))
+        .filter(|name| {
+            let n = name.as_str();
+            HOP_BY_HOP.contains(&n)
+                || n == "transfer-encoding"
+                || n.contains('_')
+                || OVERRIDES.contains(&n)
+                || (untrusted && FORWARDING.contains(&n))
+                || named.contains(name)
+        })
         .cloned()
         .collect();
-    for n in underscored {
-        headers.remove(n);
-    }
-    for n in OVERRIDES {
+    for n in doomed {
         headers.remove(n);
     }
     join_cookies(headers);
-    if !trusted.trusts(peer.ip()) {
-        for n in FORWARDING {
-            headers.remove(n);
-        }
-    }
 }
 
 /// The forwarding headers bigcache sets: `Host` from an HTTP/2 authority

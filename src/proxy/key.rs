@@ -20,6 +20,8 @@
 //! separated by `\x1f`. Compared as whole strings, never hashed, so two
 //! variants can never be confused.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 fn is_unreserved(b: u8) -> bool {
@@ -83,39 +85,31 @@ pub fn canonical(target: &str) -> String {
 /// builds absolute links from both, so `localhost:31337` is another host
 /// than `localhost`). `None` for anything else (a port that is not digits,
 /// userinfo, an empty name).
-pub fn host_name(host: &str) -> Option<String> {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']')?;
-        (
-            format!("[{addr}]"),
-            after
-                .strip_prefix(':')
-                .map(str::to_string)
-                .or_else(|| after.is_empty().then(String::new)),
-        )
+pub fn host_name(host: &str) -> Option<Cow<'_, str>> {
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        host.split_at(end + 1)
     } else {
-        match host.split_once(':') {
-            Some((n, p)) => (n.to_string(), Some(p.to_string())),
-            None => (host.to_string(), Some(String::new())),
-        }
+        host.split_at(host.find(':').unwrap_or(host.len()))
     };
-    let port = port?;
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    if !name_ok
-        || !port.bytes().all(|b| b.is_ascii_digit())
-        || (host.contains(':') && !host.starts_with('[') && port.is_empty())
-    {
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let trimmed = name.trim_end_matches('.');
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b);
+    if trimmed.is_empty() || !trimmed.bytes().all(valid) {
         return None;
     }
-    Some(if port.is_empty() {
-        name
-    } else {
-        format!("{name}:{port}")
-    })
+    // A hit pays for this: the usual, already listed form costs nothing.
+    if trimmed.len() == name.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(Cow::Borrowed(host));
+    }
+    let mut out = trimmed.to_ascii_lowercase();
+    out.push_str(port);
+    Some(Cow::Owned(out))
 }
 
 /// The store key of a page's group (or of the page itself, without Vary).

@@ -234,7 +234,7 @@ impl<S: PageStore> Proxy<S> {
                 v.to_str()
                     .ok()
                     .and_then(key::host_name)
-                    .is_some_and(|h| self.cfg.hosts.contains(&h))
+                    .is_some_and(|h| self.cfg.hosts.iter().any(|listed| *listed == *h))
             });
         let bypass =
             policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts)
@@ -246,14 +246,16 @@ impl<S: PageStore> Proxy<S> {
         }
         // The site's own form of its host (`Example.ORG.` is
         // `example.org`), so every request sharing a page renders it alike.
-        if let Some(h) = parts
+        let listed = parts
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(key::host_name)
-            .and_then(|h| HeaderValue::from_str(&h).ok())
-        {
-            parts.headers.insert(header::HOST, h);
+            .and_then(|h| match key::host_name(h)? {
+                std::borrow::Cow::Owned(n) => Some(n),
+                std::borrow::Cow::Borrowed(_) => None,
+            });
+        if let Some(v) = listed.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            parts.headers.insert(header::HOST, v);
         }
         // GET/HEAD bodies are not forwarded on the cache path: neither are
         // the headers that announce one, or the upstream would wait for it.

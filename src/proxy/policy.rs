@@ -49,7 +49,7 @@ pub fn request_bypass(
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .and_then(super::key::host_name)
-            .is_some_and(|h| hosts.contains(&h));
+            .is_some_and(|h| hosts.iter().any(|listed| *listed == *h));
     if !known {
         return Some(Reason::UnknownHost);
     }
