@@ -4,7 +4,8 @@
 //! Each shard has its own slice. Only the shard's thread writes it (every
 //! mutation of a key goes through that thread, so the LevelDB entry and its
 //! hot copy change in one place and in order); readers on any thread look
-//! it up without a hop.
+//! it up without a hop, and drop an entry they find expired (atomically,
+//! only if it still is: a fresher copy stored meanwhile stays).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};

@@ -172,10 +172,17 @@ impl Store {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
         if let Some(rec) = shard.hot.get(key.as_slice()) {
-            if !rec.is_expired(self.clock.now_ms()) {
+            let now = self.clock.now_ms();
+            if !rec.is_expired(now) {
                 return Ok(Lookup::Hit(rec));
             }
-            // Best effort: if the queue is full the sweeper gets it later.
+            // Out of the hot tier at once, so the next read is a plain miss
+            // (only if still expired: a fresh copy stored meanwhile stays);
+            // the disk copy goes through the shard, best effort: if its
+            // queue is full the sweeper gets it later.
+            shard
+                .hot
+                .remove_if(key.as_slice(), |r: &Record| r.is_expired(now));
             let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
             return Ok(Lookup::Expired);
         }
