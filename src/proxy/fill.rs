@@ -31,7 +31,7 @@ impl<S: PageStore> Proxy<S> {
     pub(super) async fn fetch(
         self: &Arc<Self>,
         parts: Parts,
-        key: PageKey,
+        mut key: PageKey,
         stale: Option<Found>,
     ) -> Answer {
         let now = self.store.clock().now_ms();
@@ -81,15 +81,22 @@ impl<S: PageStore> Proxy<S> {
                 if late
                     && let Outcome::Entry {
                         entry,
+                        variant,
                         stale: false,
                         ..
                     } = &outcome
-                    && (entry.no_cache || !entry.is_fresh(self.store.clock().now_ms()))
                 {
-                    // A stored page that must be revalidated, or is stale:
-                    // wait for the write, then use it as any stored page.
-                    coalesce::ended(slot).await;
-                    return Box::pin(self.from_cache(parts, key, None)).await;
+                    let names = key::vary_names(&entry.headers);
+                    let usable = !entry.no_cache
+                        && entry.is_fresh(self.store.clock().now_ms())
+                        && (variant.is_none() || key.variant(&names, &parts.headers) == *variant);
+                    if !usable {
+                        // A stored page that must be revalidated, is stale,
+                        // or is another variant: wait for the write, then
+                        // go on as with any stored page.
+                        coalesce::ended(slot).await;
+                        return Box::pin(self.from_cache(parts, key, None)).await;
+                    }
                 }
                 // Purged since the flight began (it may have been announced
                 // before the purge): its page must not be served any more.

@@ -412,3 +412,30 @@ async fn the_hit_for_pass_map_is_bounded_in_bytes() {
         r.proxy.pass.weight()
     );
 }
+
+/// Another variant's request that joins while the first variant is being
+/// written waits for the write, then fetches and stores its own variant
+/// (instead of passing uncached).
+#[tokio::test]
+async fn another_variant_arriving_during_a_write_gets_stored_too() {
+    let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
+    let held = r.store.hold_writes().await;
+    assert_eq!(
+        r.get("/lv", &[("accept-language", "ko")]).await.cache,
+        "MISS"
+    );
+    let r = Arc::new(r);
+    let en = {
+        let r = r.clone();
+        tokio::spawn(async move { r.get("/lv", &[("accept-language", "en")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let en = en.await.unwrap();
+    assert!(en.body.contains("lang=en"), "{}", en.body);
+    let again = r.get("/lv", &[("accept-language", "en")]).await;
+    assert_eq!(
+        (again.cache.as_str(), again.body.as_str()),
+        ("HIT", en.body.as_str())
+    );
+}
