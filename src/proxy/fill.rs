@@ -21,6 +21,11 @@ use super::lookup::Found;
 use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::PageStore;
 
+/// Whether `req` selects `variant` of `entry` (always, if it does not vary).
+fn same_variant(key: &mut PageKey, entry: &Entry, variant: &Option<String>, req: &Parts) -> bool {
+    variant.is_none() || key.variant(&key::vary_names(&entry.headers), &req.headers) == *variant
+}
+
 /// Where the leader of a flight gets a response that will not be stored,
 /// still streaming, with the reason.
 type Handoff = oneshot::Sender<(Response<Body>, Reason)>;
@@ -86,10 +91,9 @@ impl<S: PageStore> Proxy<S> {
                         ..
                     } = &outcome
                 {
-                    let names = key::vary_names(&entry.headers);
                     let usable = !entry.no_cache
                         && entry.is_fresh(self.store.clock().now_ms())
-                        && (variant.is_none() || key.variant(&names, &parts.headers) == *variant);
+                        && same_variant(&mut key, entry, variant, &parts);
                     if !usable {
                         // A stored page that must be revalidated, is stale,
                         // or is another variant: wait for the write, then
@@ -137,12 +141,9 @@ impl<S: PageStore> Proxy<S> {
                 }
                 // A waiter whose request varies differently cannot use it
                 // (the leader's own request is the one it was fetched for).
-                if !leader && variant.is_some() {
-                    let names = key::vary_names(&entry.headers);
-                    if key.variant(&names, &parts.headers) != variant {
-                        let res = self.pass_through(parts, body::empty()).await?;
-                        return Ok((res, Decision::uncached(Reason::VariantMismatch)));
-                    }
+                if !leader && !same_variant(&mut key, &entry, &variant, &parts) {
+                    let res = self.pass_through(parts, body::empty()).await?;
+                    return Ok((res, Decision::uncached(Reason::VariantMismatch)));
                 }
                 let status = match (stale, revalidated, leader) {
                     (true, _, _) => CacheStatus::Stale,

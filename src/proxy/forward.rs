@@ -89,24 +89,24 @@ pub const OVERRIDES: [&str; 17] = [
 /// Removes hop-by-hop headers, and the headers `Connection` names (from an
 /// upstream response, all of them; from a client, see [`forward_headers`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, &[]);
-}
-
-fn strip(headers: &mut HeaderMap, protected: &[&str]) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
-        .filter(|n| !protected.contains(&n.as_str()))
-        .collect();
-    for n in named {
+    for n in connection_named(headers, &[]) {
         headers.remove(n);
     }
     for n in HOP_BY_HOP {
         headers.remove(n);
     }
     headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// The headers `Connection` names, but those in `protected`.
+fn connection_named(headers: &HeaderMap, protected: &[&str]) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .filter(|n| !protected.contains(&n.as_str()))
+        .collect()
 }
 
 /// One `address/prefix-length` range, IPv4 or IPv6.
@@ -190,13 +190,7 @@ pub fn sanitize(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProx
     // One pass over the headers present (a hit pays for this): a request
     // carries a handful, the lists above hold dozens.
     let untrusted = !trusted.trusts(peer.ip());
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
-        .filter(|n| !PROTECTED.contains(&n.as_str()))
-        .collect();
+    let named = connection_named(headers, &PROTECTED);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
