@@ -1171,6 +1171,9 @@ async fn a_trusted_fronts_forwarded_host_must_be_the_sites() {
     let site = ("host", "www.example.org");
     let evil = get_with(&s, &path, &[site, ("x-forwarded-host", "evil.example")]).await;
     assert_eq!(evil.cache(), "BYPASS");
+    // Passed on as sent, so it must be listed exactly as sent.
+    let odd = get_with(&s, &path, &[site, ("x-forwarded-host", "WWW.example.org.")]).await;
+    assert_eq!(odd.cache(), "BYPASS");
     let ok = get_with(&s, &path, &[site, ("x-forwarded-host", "www.example.org")]).await;
     assert_eq!(ok.cache(), "MISS");
     let hit = get_with(&s, &path, &[site]).await;

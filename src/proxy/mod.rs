@@ -229,13 +229,17 @@ impl<S: PageStore> Proxy<S> {
         forward::sanitize(&mut parts.headers, peer, trusted);
         // A trusted front's `X-Forwarded-Host` is the host Django renders
         // for (with USE_X_FORWARDED_HOST): it must be the site's too.
-        let forwarded_host_ok = !trusted.trusts(peer.ip())
-            || parts.headers.get("x-forwarded-host").is_none_or(|v| {
-                v.to_str()
-                    .ok()
-                    .and_then(key::host_name)
-                    .is_some_and(|h| self.cfg.hosts.iter().any(|listed| *listed == *h))
-            });
+        let forwarded_host_ok = !trusted.trusts(peer.ip()) || {
+            // Exactly as listed, and only one: it is passed on as sent.
+            let mut given = parts.headers.get_all("x-forwarded-host").iter();
+            match (given.next(), given.next()) {
+                (None, _) => true,
+                (Some(v), None) => v
+                    .to_str()
+                    .is_ok_and(|v| self.cfg.hosts.iter().any(|listed| listed == v)),
+                (Some(_), Some(_)) => false,
+            }
+        };
         let bypass =
             policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts)
                 .or((!forwarded_host_ok).then_some(Reason::UnknownHost));
