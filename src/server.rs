@@ -104,6 +104,9 @@ pub async fn run(
             max_target: cfg.max_target_length,
             cache_vary_cookie: cfg.cache_vary_cookie,
             hosts: site_hosts(&cfg.hosts, proxy_addr.port()),
+            // The leader's fetch: the head, then the body, each bounded.
+            flight_wait: cfg.upstream_timeout * 2,
+            send_timeout: cfg.client_timeout,
         },
         proxy_stats.clone(),
     )?);

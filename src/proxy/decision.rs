@@ -95,10 +95,12 @@ pub enum Reason {
     /// A body the upstream ended by closing the connection: a crash mid-
     /// page looks the same, so it is never stored.
     CloseDelimited,
+    /// The fetch this request waited for took longer than `flight_wait`.
+    WaitTimedOut,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -124,6 +126,7 @@ impl Reason {
         Reason::Unparsable,
         Reason::BadRequest,
         Reason::CloseDelimited,
+        Reason::WaitTimedOut,
     ];
 
     /// The label in logs and metrics.
@@ -154,6 +157,7 @@ impl Reason {
             Reason::Unparsable => "unparsable_header",
             Reason::BadRequest => "bad_request",
             Reason::CloseDelimited => "close_delimited",
+            Reason::WaitTimedOut => "wait_timed_out",
         }
     }
 }

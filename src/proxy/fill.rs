@@ -64,25 +64,38 @@ impl<S: PageStore> Proxy<S> {
                     Ok((res, Decision::uncached(reason)))
                 };
                 let mut handoff_rx = handoff_rx;
-                tokio::select! {
-                    biased;
-                    Ok((res, reason)) = &mut handoff_rx => handed(res, reason),
-                    outcome = coalesce::wait(slot) => match outcome {
-                        // The flight ends before the response is handed
-                        // over: wait for it, unless there is none.
-                        Outcome::Pass(reason) => match handoff_rx.await {
-                            Ok((res, reason)) => handed(res, reason),
-                            Err(_) => self.answer(Outcome::Pass(reason), parts, key, true).await,
+                let waited = tokio::time::timeout(self.cfg.flight_wait, async {
+                    tokio::select! {
+                        biased;
+                        Ok(handed) = &mut handoff_rx => Err(handed),
+                        outcome = coalesce::wait(slot) => match outcome {
+                            // The flight ends before the response is handed
+                            // over: wait for it, unless there is none.
+                            Outcome::Pass(reason) => match (&mut handoff_rx).await {
+                                Ok(handed) => Err(handed),
+                                Err(_) => Ok(Outcome::Pass(reason)),
+                            },
+                            other => Ok(other),
                         },
-                        other => self.answer(other, parts, key, true).await,
-                    },
+                    }
+                })
+                .await;
+                match waited {
+                    Ok(Err((res, reason))) => handed(res, reason),
+                    Ok(Ok(outcome)) => self.answer(outcome, parts, key, true).await,
+                    Err(_) => self.gave_up_waiting(parts).await,
                 }
             }
             Role::Waiter(slot, generation) => {
                 // Joined after the page was announced, while it is being
                 // written: to this request the page is already stored.
                 let late = slot.borrow().is_some();
-                let outcome = coalesce::wait(slot.clone()).await;
+                let deadline = tokio::time::Instant::now() + self.cfg.flight_wait;
+                let Ok(outcome) =
+                    tokio::time::timeout_at(deadline, coalesce::wait(slot.clone())).await
+                else {
+                    return self.gave_up_waiting(parts).await;
+                };
                 if late
                     && let Outcome::Entry {
                         entry,
@@ -98,7 +111,12 @@ impl<S: PageStore> Proxy<S> {
                         // A stored page that must be revalidated, is stale,
                         // or is another variant: wait for the write, then
                         // go on as with any stored page.
-                        coalesce::ended(slot).await;
+                        if tokio::time::timeout_at(deadline, coalesce::ended(slot))
+                            .await
+                            .is_err()
+                        {
+                            return self.gave_up_waiting(parts).await;
+                        }
                         return Box::pin(self.from_cache(parts, key, None)).await;
                     }
                 }
@@ -113,6 +131,14 @@ impl<S: PageStore> Proxy<S> {
                 self.answer(outcome, parts, key, false).await
             }
         }
+    }
+
+    /// A request whose flight outlasted `flight_wait` (a stuck leader or
+    /// store write) is answered by the upstream, uncached.
+    async fn gave_up_waiting(&self, parts: Parts) -> Answer {
+        tracing::warn!(target = %parts.uri, "a coalesced fetch outlasted its deadline; passing");
+        let res = self.pass_through(parts, body::empty()).await?;
+        Ok((res, Decision::uncached(Reason::WaitTimedOut)))
     }
 
     /// Answers a request from a flight's outcome.

@@ -86,6 +86,14 @@ pub struct ProxyConfig {
     pub cache_vary_cookie: bool,
     /// The site's host names (`key::host_name` form); other hosts bypass.
     pub hosts: Vec<String>,
+    /// Longest a request waits on another's fetch (and its write) before
+    /// going upstream itself: a stuck store or leader must not hold its
+    /// waiters for longer than their own fetch could take.
+    pub flight_wait: Duration,
+    /// Longest a response streaming from the upstream waits for the client
+    /// to take its next piece; then the upstream connection is let go, so a
+    /// slow reader cannot pin a Django worker (nginx's `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,

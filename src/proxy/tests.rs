@@ -94,11 +94,15 @@ struct Rig {
 }
 
 async fn rig(first: Reply) -> Rig {
+    rig_with(first, |_| {}).await
+}
+
+async fn rig_with(first: Reply, tune: impl FnOnce(&mut ProxyConfig)) -> Rig {
     let upstream = Upstream::start(first).await;
     let clock = Clock::manual(SystemTime::now());
     let store = MemoryStore::new(clock.clone());
     let stats = Arc::new(ProxyStats::default());
-    let cfg = ProxyConfig {
+    let mut cfg = ProxyConfig {
         upstream: UpstreamConfig {
             base: format!("http://{}", upstream.addr).parse().unwrap(),
             connect_timeout: Duration::from_secs(5),
@@ -113,7 +117,10 @@ async fn rig(first: Reply) -> Rig {
         max_target: 8192,
         cache_vary_cookie: false,
         hosts: vec!["example.org".into()],
+        flight_wait: Duration::from_secs(20),
+        send_timeout: Duration::from_secs(30),
     };
+    tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
     Rig {
         proxy,
@@ -438,4 +445,27 @@ async fn another_variant_arriving_during_a_write_gets_stored_too() {
         (again.cache.as_str(), again.body.as_str()),
         ("HIT", en.body.as_str())
     );
+}
+
+/// A request waiting on another's fetch gives up after `flight_wait` and
+/// goes upstream itself: a write that never finishes (a stuck disk) holds
+/// no one longer than that.
+#[tokio::test]
+async fn a_waiter_stops_waiting_on_a_stuck_write() {
+    let r = rig_with(reply(200, &[("cache-control", "max-age=60")]), |c| {
+        c.flight_wait = Duration::from_millis(300);
+    })
+    .await;
+    let held = r.store.hold_writes().await;
+    assert_eq!(r.get("/stuck", &[]).await.cache, "MISS");
+    // Expired while being written: the late request must wait for the
+    // write, which never ends.
+    r.clock.advance(Duration::from_secs(120));
+    let late = tokio::time::timeout(Duration::from_secs(5), r.get("/stuck", &[]))
+        .await
+        .expect("still waiting on the stuck write");
+    assert_eq!(late.cache, "MISS");
+    assert!(late.body.ends_with("n=2"), "{}", late.body);
+    assert_eq!(r.not_cached("wait_timed_out"), 1);
+    drop(held);
 }
