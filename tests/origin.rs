@@ -3,6 +3,8 @@
 //! - `h=Name:Value` (repeatable): response headers (`%3D` for `=` in values);
 //! - `status=404`, `delay=200` (ms before answering), `size=N` (body bytes);
 //! - `stall=1`: sends the head and a first chunk, then nothing, forever;
+//! - `stream=N`: a body of N bytes sent in 64 KiB chunks, as fast as the
+//!   connection takes them ([`Counts::cut`] counts those dropped unfinished);
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
 //!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
@@ -33,6 +35,8 @@ pub struct Counts {
     pub max_in_flight: AtomicU64,
     /// Answer 500 to everything while set.
     pub fail: AtomicBool,
+    /// `stream=` bodies dropped before their last byte was taken.
+    pub cut: AtomicU64,
 }
 
 pub struct Origin {
@@ -67,10 +71,18 @@ impl Origin {
                     let svc = hyper::service::service_fn(move |req| {
                         let c = c.clone();
                         async move {
-                            let stall = req.uri().query().is_some_and(|q| q.contains("stall=1"));
+                            let query = req.uri().query().unwrap_or("");
+                            let stall = query.contains("stall=1");
+                            let stream = query
+                                .split('&')
+                                .find_map(|p| p.strip_prefix("stream="))
+                                .and_then(|n| n.parse::<u64>().ok());
                             let res = respond(req, &c).await;
                             Ok::<_, Infallible>(if stall {
                                 res.map(|_| Stalling { sent: false }.boxed_unsync())
+                            } else if let Some(left) = stream {
+                                let counts = c.clone();
+                                res.map(|_| Streaming { left, counts }.boxed_unsync())
                             } else {
                                 res.map(|b| b.boxed_unsync())
                             })
@@ -133,6 +145,47 @@ impl hyper::body::Body for Stalling {
         std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
             b"start",
         )))))
+    }
+}
+
+/// A body of `left` bytes in 64 KiB chunks, counting itself in
+/// [`Counts::cut`] if dropped before its end.
+struct Streaming {
+    left: u64,
+    counts: Arc<Counts>,
+}
+
+impl hyper::body::Body for Streaming {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(64 << 10);
+        self.left -= n;
+        let chunk = Bytes::from(vec![b'.'; n as usize]);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.counts.cut.fetch_add(1, SeqCst);
+        }
     }
 }
 

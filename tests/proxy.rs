@@ -1180,3 +1180,39 @@ async fn a_trusted_fronts_forwarded_host_must_be_the_sites() {
     assert_eq!(hit.cache(), "HIT");
     assert!(!hit.body.contains("evil"), "{}", hit.body);
 }
+
+/// A client reading a large uncacheable page at 1 byte/s does not hold the
+/// upstream connection (a Django worker) for the days that would take:
+/// after `--client-timeout` without taking data, the upstream is let go.
+/// (The page is 200 MB: loopback's socket buffers grow to tens of MB, so a
+/// 10 MB page would leave the origin whole, held or not.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_does_not_pin_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start().await;
+    let (_d, s) = start_local(&o.url(), &["--client-timeout", "1s"]).await;
+    let addr: std::net::SocketAddr = s.proxy.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window, as a slow mobile client has: the page cannot sit in
+    // this end's buffers.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    let head = format!("GET /slow/?stream=200000000 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let mut cut = false;
+    for _ in 0..20 {
+        if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if o.counts.cut.load(SeqCst) == 1 {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "the upstream was still held after 20 s of a slow reader"
+    );
+}

@@ -1,16 +1,19 @@
-//! Bodies on both sides of the proxy: one boxed type, an idle timeout for
-//! bodies streamed from the upstream, reading a body for the cache within a
-//! size limit, and streaming on when it turns out too large.
+//! Bodies on both sides of the proxy: one boxed type, relaying a body
+//! streamed from the upstream (an idle timeout on the upstream side, a send
+//! timeout on the client side), reading a body for the cache within a size
+//! limit, and streaming on when it turns out too large.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type used on both sides of the proxy.
@@ -77,13 +80,87 @@ impl hyper::body::Body for IdleTimeout {
     }
 }
 
-pub fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
+fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
     IdleTimeout {
         inner,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
     }
     .boxed_unsync()
+}
+
+/// Frames read ahead of a slow client, per relayed response.
+const READ_AHEAD: usize = 16;
+
+/// Relays an upstream body to a client through a task of its own.
+///
+/// A body is only polled while the client takes data, so a timer inside it
+/// cannot notice a client that stopped reading (an HTTP/1 socket that never
+/// drains, an HTTP/2 stream whose window stays shut): the upstream
+/// connection, and the Django worker writing into it, would be held for as
+/// long as the client likes. The relay task reads the upstream with `idle`
+/// as its idle timeout, and lets it go when the client has not taken a frame
+/// for `send`; the client then sees its response cut short.
+pub fn relayed(inner: Body, idle: Duration, send: Duration) -> Body {
+    if inner.is_end_stream() {
+        return inner;
+    }
+    let hint = inner.size_hint();
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let complete = Arc::new(AtomicBool::new(false));
+    let done = complete.clone();
+    tokio::spawn(async move {
+        let mut upstream = with_idle_timeout(inner, idle);
+        loop {
+            let frame = tokio::select! {
+                frame = upstream.frame() => frame,
+                // The client went away: stop reading at once.
+                () = tx.closed() => return,
+            };
+            let Some(frame) = frame else {
+                done.store(true, Ordering::Release);
+                return;
+            };
+            let failed = frame.is_err();
+            match tokio::time::timeout(send, tx.send(frame)).await {
+                Ok(Ok(())) if !failed => {}
+                Ok(Ok(())) | Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!("client took no data for {send:?}; upstream let go");
+                    return;
+                }
+            }
+        }
+    });
+    Relayed { rx, complete, hint }.boxed_unsync()
+}
+
+struct Relayed {
+    rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    /// Set by the relay task when the upstream body ended normally.
+    complete: Arc<AtomicBool>,
+    hint: SizeHint,
+}
+
+impl hyper::body::Body for Relayed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) if !self.complete.load(Ordering::Acquire) => Poll::Ready(Some(Err(
+                BoxError::from("upstream body cut: the client took too long to read"),
+            ))),
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint.clone()
+    }
 }
 
 pub enum Collected {

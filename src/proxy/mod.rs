@@ -346,10 +346,10 @@ impl<S: PageStore> Proxy<S> {
     }
 
     /// A client response streaming an upstream body: bigcache's TTL header
-    /// removed, an idle timeout on the body.
+    /// removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
         rp.headers.remove(TTL_HEADER);
-        let body = body::with_idle_timeout(body, self.upstream.timeout);
+        let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);
         Response::from_parts(rp, body)
     }
 
