@@ -159,7 +159,7 @@ impl hyper::body::Body for Relayed {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
