@@ -776,3 +776,30 @@ async fn silent_connections_do_not_hold_slots() {
         .expect("a slot came free");
     assert_eq!(r.status(), 200);
 }
+
+/// An HTTP/2 connection that sends no request (only answering the pings
+/// that keep it alive) is closed after `--client-timeout`, as an idle
+/// HTTP/1 keep-alive connection is: it cannot hold a slot for ever.
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_d, s) = start(&["--client-timeout", "1s"]);
+    let addr = s.api.trim_start_matches("http://").to_string();
+    for preface in [
+        // HTTP/2: the preface and an empty SETTINGS frame.
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"[..],
+        // HTTP/1.1: one request, then silence on the kept-alive connection.
+        &b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"[..],
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(preface).await.unwrap();
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(8), conn.read_to_end(&mut sink)).await;
+        assert!(
+            closed.is_ok(),
+            "an idle connection stayed open: {:?}",
+            String::from_utf8_lossy(&preface[..3])
+        );
+    }
+}

@@ -1216,3 +1216,41 @@ async fn a_slow_reader_does_not_pin_the_upstream() {
         "the upstream was still held after 20 s of a slow reader"
     );
 }
+
+/// A client that stops reading a cached page loses its connection after
+/// `--client-timeout` (nginx's `send_timeout`), instead of holding it and
+/// one of `--max-connections` for as long as it likes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_a_hit_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start().await;
+    let (_d, s) = start_local(
+        &o.url(),
+        &["--client-timeout", "1s", "--max-entry-size", "64MiB"],
+    )
+    .await;
+    // 48 MB: more than loopback's socket buffers hold between the two ends.
+    let path = format!("/big/?{TTL}&size=48000000");
+    let first = client().get(s.page(&path)).send().await.unwrap();
+    assert_eq!(first.bytes().await.unwrap().len(), 48_000_000);
+    stored(&s, 1).await;
+    let addr: std::net::SocketAddr = s.proxy.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was still open");
+    assert!(
+        got.len() < 48_000_000,
+        "the whole page arrived after the client stalled: not cut"
+    );
+    assert!(
+        String::from_utf8_lossy(&got[..64.min(got.len())]).contains("X-Cache")
+            || got.starts_with(b"HTTP/1.1 200"),
+        "not the hit's response"
+    );
+}

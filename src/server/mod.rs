@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::api::{self, ApiState, Limits};
@@ -22,8 +22,10 @@ use crate::proxy::{Proxy, ProxyConfig};
 use crate::shutdown;
 use crate::store::{self, Store, StoreConfig};
 
-/// How long in-flight requests get to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+mod conn;
+
+use conn::{ConnLimits, serve};
+
 /// Memory beyond the hot tier before free heap pages are handed back (see
 /// `alloc`): four shards, their mirrors and the runtime use ~40 MB.
 const BASE_MEMORY: u64 = 48 << 20;
@@ -147,7 +149,7 @@ pub async fn run(
     });
     let limits = ConnLimits {
         max_connections: cfg.max_connections,
-        header_timeout: cfg.client_timeout,
+        client_timeout: cfg.client_timeout,
     };
     let api_task = tokio::spawn(serve(
         "api",
@@ -195,131 +197,6 @@ fn site_hosts(configured: &[String], proxy_port: u16) -> Vec<String> {
         .iter()
         .flat_map(|h| [h.to_string(), format!("{h}:{proxy_port}")])
         .collect()
-}
-
-/// Whether a client sends enough of its first request, within `limit`, for
-/// hyper to tell HTTP/1 from HTTP/2 (a byte that is not the HTTP/2 preface,
-/// or the whole preface).
-async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let sniff = async {
-        let mut buf = [0u8; 24];
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
-                // Part of the preface: peek returns at once, so wait a bit.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    };
-    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
-}
-
-/// Limits every listener applies to its connections.
-#[derive(Debug, Clone, Copy)]
-struct ConnLimits {
-    /// Open connections at once; beyond it new ones wait in the kernel's
-    /// accept queue, as nginx's `worker_connections` do.
-    max_connections: usize,
-    /// How long a client may take to send a request's headers, and how long
-    /// an idle keep-alive connection stays open: slow clients cannot hold
-    /// connections by trickling bytes (slowloris), before or after a token.
-    header_timeout: Duration,
-}
-
-/// HTTP/2: a ping every interval, the connection closed when one goes
-/// unanswered for the timeout.
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
-const H2_MAX_STREAMS: u32 = 256;
-
-/// Accepts connections (HTTP/1.1 and HTTP/2) on `listener` and serves each
-/// with the service `make` builds for its peer, until shutdown; then lets
-/// open connections finish their requests, for at most [`DRAIN_TIMEOUT`].
-async fn serve<M, S, B>(
-    name: &'static str,
-    listener: TcpListener,
-    make: M,
-    limits: ConnLimits,
-    stop: tokio::sync::watch::Receiver<bool>,
-) where
-    M: Fn(std::net::SocketAddr) -> S,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(H2_KEEP_ALIVE))
-        .keep_alive_timeout(H2_KEEP_ALIVE)
-        .max_concurrent_streams(H2_MAX_STREAMS);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut stopping = std::pin::pin!(shutdown::wait(stop));
-    loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            _ = &mut stopping => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually out of file descriptors: back off, keep going.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stopping => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = make(peer);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let header_timeout = limits.header_timeout;
-        tokio::spawn(async move {
-            // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
-            // any of its timeouts run: a client sending nothing (or part of
-            // the HTTP/2 preface) would hold its slot forever.
-            if !first_bytes_within(&stream, header_timeout).await {
-                drop(slot);
-                return;
-            }
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(listener = name, error = %e, "connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = name,
-            "connections still open after {DRAIN_TIMEOUT:?}; closing anyway"
-        );
-    }
 }
 
 #[cfg(test)]

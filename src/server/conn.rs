@@ -1,0 +1,355 @@
+//! Serving connections: HTTP/1.1 and HTTP/2 on one listener, within limits
+//! no client can stretch. A connection may not take long to send its first
+//! bytes or a request's headers, may not leave a response unread, and may
+//! not sit idle (an HTTP/2 connection answering pings counts as idle); at
+//! most `max_connections` are open at once.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+use crate::shutdown;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2: a ping every interval, the connection closed when one goes
+/// unanswered for the timeout.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+const H2_MAX_STREAMS: u32 = 256;
+
+/// Limits every listener applies to its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections at once; beyond it new ones wait in the kernel's
+    /// accept queue, as nginx's `worker_connections` do.
+    pub max_connections: usize,
+    /// `--client-timeout`: how long a client may take to send a request's
+    /// headers, to take the next part of a response, and how long a
+    /// connection with no request in progress stays open. Slow clients
+    /// cannot hold connections by trickling bytes (slowloris) or by not
+    /// reading, before or after a token.
+    pub client_timeout: Duration,
+}
+
+/// Accepts connections on `listener` and serves each with the service
+/// `make` builds for its peer, until shutdown; then lets open connections
+/// finish their requests, for at most [`DRAIN_TIMEOUT`].
+pub async fn serve<M, S, B>(
+    name: &'static str,
+    listener: TcpListener,
+    make: M,
+    limits: ConnLimits,
+    stop: watch::Receiver<bool>,
+) where
+    M: Fn(std::net::SocketAddr) -> S,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.client_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
+    let mut stopping = std::pin::pin!(shutdown::wait(stop.clone()));
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = &mut stopping => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off, keep going.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make(peer);
+        let builder = builder.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
+            // any of its timeouts run: a client sending nothing (or part of
+            // the HTTP/2 preface) would hold its slot forever.
+            if first_bytes_within(&stream, limits.client_timeout).await {
+                connection(name, &builder, stream, service, limits, stop).await;
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Every connection holds a slot: all slots back means all are closed.
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(max))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "connections still open after {DRAIN_TIMEOUT:?}; closing anyway"
+        );
+    }
+}
+
+/// Serves one connection until it ends, closing it gracefully (finishing
+/// the requests in progress) when it has been idle for the client timeout
+/// or the server stops.
+async fn connection<S, B>(
+    name: &'static str,
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (busy, mut idle) = watch::channel(0usize);
+    let busy = Arc::new(busy);
+    let service = hyper::service::service_fn(move |req| {
+        let guard = InFlight::begin(busy.clone());
+        let answer = service.call(req);
+        async move {
+            let res = answer.await?;
+            Ok::<_, S::Error>(res.map(|body| Tracked {
+                body,
+                _guard: guard,
+            }))
+        }
+    });
+    let io = TokioIo::new(WriteDeadline::new(stream, limits.client_timeout));
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = idle_for(&mut idle, limits.client_timeout) => {
+                if closing {
+                    // Still open a whole idle period after being told to
+                    // close: an HTTP/2 client that does not acknowledge
+                    // the GOAWAY's ping. Nothing is in progress: drop it.
+                    break Ok(());
+                }
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.wait_for(|s| *s), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = name, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves once no request has been in progress for `limit`.
+async fn idle_for(busy: &mut watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if busy.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(limit, busy.changed()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One request in progress, from its call until its response body is done
+/// with (sent or dropped).
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn begin(busy: Arc<watch::Sender<usize>>) -> InFlight {
+        busy.send_modify(|n| *n += 1);
+        InFlight(busy)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response body that keeps its request counted as in progress.
+struct Tracked<B> {
+    body: B,
+    _guard: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A socket whose writes fail once one has waited `limit` for the client
+/// to make room: a client that stops reading a response (HTTP/1, or all of
+/// HTTP/2's streams at once) loses its connection, as with nginx's
+/// `send_timeout`.
+struct WriteDeadline {
+    io: TcpStream,
+    limit: Duration,
+    /// Allocated at the first stall, reset at each later one.
+    timer: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+}
+
+impl WriteDeadline {
+    fn new(io: TcpStream, limit: Duration) -> WriteDeadline {
+        WriteDeadline {
+            io,
+            limit,
+            timer: None,
+            stalled: false,
+        }
+    }
+
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = match (&mut self.timer, self.stalled) {
+            (Some(t), true) => t,
+            (Some(t), false) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            (None, _) => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.stalled = true;
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no data within the client timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Whether a client sends enough of its first request, within `limit`, for
+/// hyper to tell HTTP/1 from HTTP/2 (a byte that is not the HTTP/2 preface,
+/// or the whole preface).
+async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // Part of the preface: peek returns at once, so wait a bit.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, sniff).await.unwrap_or(false)
+}
