@@ -964,18 +964,23 @@ async fn a_trusted_proxy_keeps_its_forwarding_headers() {
 /// An HTTP/1.1 request without `Host` is a 400, a target over
 /// `--max-target-length` a 414; neither reaches the upstream.
 #[tokio::test(flavor = "multi_thread")]
-async fn requests_without_host_or_with_huge_targets_are_refused() {
+async fn requests_without_one_host_or_with_huge_targets_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let o = Origin::start().await;
     let (_d, s) = start(&o.url(), &["--max-target-length", "1KiB"]);
     let addr = s.proxy.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    conn.write_all(b"GET /nohost/ HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    conn.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    for head in [
+        "GET /nohost/ HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
+        format!(
+            "GET /nohost/ HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{head:?}: {out}");
+    }
     let long = format!("/long/?q={}", "x".repeat(2000));
     assert_eq!(get(&s, &long).await.status, 414);
     assert_eq!(o.count("/nohost/") + o.count(&long), 0);

@@ -40,7 +40,11 @@ impl<S: PageStore> Proxy<S> {
         stale: Option<Found>,
     ) -> Answer {
         let now = self.store.clock().now_ms();
-        if self.pass.get(&key.group).is_some_and(|until| until > now) {
+        if self
+            .pass
+            .get(&key.group)
+            .is_some_and(|mark| mark.applies(now, &mut key, &parts.headers))
+        {
             let res = self.pass_through(parts, body::empty()).await?;
             return Ok((res, Decision::uncached(Reason::HitForPass)));
         }
@@ -329,7 +333,7 @@ impl<S: PageStore> Proxy<S> {
                         _ => true,
                     };
                 if page_says_so {
-                    self.mark_pass(&key.group, reason);
+                    self.mark_pass(&mut key, &parts.headers, &rp.headers, reason);
                 }
                 if stale.is_some() && page_says_so {
                     // The page stopped being cacheable: drop the old copy.
@@ -350,7 +354,7 @@ impl<S: PageStore> Proxy<S> {
         let bytes = match collected {
             Ok(Ok(Collected::Whole(b))) => b,
             Ok(Ok(Collected::TooBig(prefix, rest))) => {
-                self.mark_pass(&key.group, Reason::TooLarge);
+                self.mark_pass(&mut key, &parts.headers, &rp.headers, Reason::TooLarge);
                 permit.finish(Outcome::Pass(Reason::TooLarge));
                 self.hand_off(handoff, rp, body::chain(prefix, rest), Reason::TooLarge);
                 return;
@@ -407,12 +411,29 @@ impl<S: PageStore> Proxy<S> {
         }
     }
 
-    fn mark_pass(&self, group: &[u8], reason: Reason) {
+    /// Puts the page, or the variant `request` selects when `response`
+    /// varies, into hit-for-pass.
+    fn mark_pass(
+        &self,
+        key: &mut PageKey,
+        request: &HeaderMap,
+        response: &HeaderMap,
+        reason: Reason,
+    ) {
+        let names = key::vary_names(response);
+        let variant = if names.is_empty() {
+            None
+        } else {
+            // A variant too long to key is not marked at all.
+            let Some(v) = key.variant(&names, request) else {
+                return;
+            };
+            Some(Arc::new((names, v)))
+        };
         let hit_for_pass = u64::try_from(self.cfg.hit_for_pass.as_millis()).unwrap_or(u64::MAX);
-        self.pass.insert(
-            group.to_vec(),
-            self.store.clock().now_ms().saturating_add(hit_for_pass),
-        );
+        let until = self.store.clock().now_ms().saturating_add(hit_for_pass);
+        self.pass
+            .insert(key.group.clone(), super::PassMark { until, variant });
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
     }
 

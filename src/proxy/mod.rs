@@ -107,20 +107,44 @@ pub struct Proxy<S = Store> {
     /// for them go upstream in parallel instead of queueing on a flight.
     /// Weighed in bytes ([`PASS_BYTES`]): keys are request targets, up to
     /// `--max-target-length` each.
-    pass: quick_cache::sync::Cache<Vec<u8>, u64, KeyBytes>,
+    pass: quick_cache::sync::Cache<Vec<u8>, PassMark, KeyBytes>,
     stats: Arc<ProxyStats>,
 }
 
 /// RAM the hit-for-pass map may hold.
 const PASS_BYTES: u64 = 4 << 20;
 
-/// Weighs a hit-for-pass entry by its key, plus bookkeeping.
+/// A page, or one variant of it, found uncacheable.
+#[derive(Clone)]
+struct PassMark {
+    /// Unix ms.
+    until: u64,
+    /// The `Vary` names and the variant they selected; `None` when the
+    /// response did not vary. Any client chooses its own variant, so the
+    /// mark must not send the other variants' requests upstream too.
+    variant: Option<Arc<(Vec<String>, String)>>,
+}
+
+impl PassMark {
+    fn applies(&self, now: u64, key: &mut PageKey, request: &HeaderMap) -> bool {
+        self.until > now
+            && self.variant.as_ref().is_none_or(|v| {
+                let (names, variant) = &**v;
+                key.variant(names, request).as_deref() == Some(variant.as_str())
+            })
+    }
+}
+
+/// Weighs a hit-for-pass entry by its key and variant, plus bookkeeping.
 #[derive(Clone)]
 struct KeyBytes;
 
-impl quick_cache::Weighter<Vec<u8>, u64> for KeyBytes {
-    fn weight(&self, key: &Vec<u8>, _: &u64) -> u64 {
-        key.len() as u64 + 48
+impl quick_cache::Weighter<Vec<u8>, PassMark> for KeyBytes {
+    fn weight(&self, key: &Vec<u8>, mark: &PassMark) -> u64 {
+        let variant = mark.variant.as_ref().map_or(0, |v| {
+            v.1.len() + v.0.iter().map(|n| n.len() + 24).sum::<usize>()
+        });
+        (key.len() + variant) as u64 + 64
     }
 }
 
@@ -202,6 +226,11 @@ impl<S: PageStore> Proxy<S> {
             return Err(ProxyError::BadRequest(
                 "HTTP/1.1 request without Host".into(),
             ));
+        }
+        // Two Hosts: a front and the upstream may each believe another
+        // (RFC 9112 §3.2: a 400).
+        if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+            return Err(ProxyError::BadRequest("more than one Host".into()));
         }
         let canon = key::canonical(target);
         // HTTP/2 names the host in `:authority`; from here on it is `Host`.

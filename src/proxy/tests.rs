@@ -411,7 +411,11 @@ async fn the_hit_for_pass_map_is_bounded_in_bytes() {
     for i in 0..10_000u32 {
         let mut key = vec![b'x'; 8 << 10];
         key.extend_from_slice(&i.to_be_bytes());
-        r.proxy.pass.insert(key, u64::MAX);
+        let mark = super::PassMark {
+            until: u64::MAX,
+            variant: None,
+        };
+        r.proxy.pass.insert(key, mark);
     }
     assert!(
         r.proxy.pass.weight() <= super::PASS_BYTES,
@@ -468,4 +472,31 @@ async fn a_waiter_stops_waiting_on_a_stuck_write() {
     assert!(late.body.ends_with("n=2"), "{}", late.body);
     assert_eq!(r.not_cached("wait_timed_out"), 1);
     drop(held);
+}
+
+/// A variant found uncacheable (the client picks its own variant through
+/// the `Vary` headers) passes alone: the page's other variants are still
+/// coalesced and stored.
+#[tokio::test]
+async fn hit_for_pass_is_kept_per_variant() {
+    let r = rig(reply(
+        200,
+        &[("cache-control", "private"), ("vary", "Accept-Language")],
+    ))
+    .await;
+    let ko = [("accept-language", "ko")];
+    assert_eq!(r.get("/hv", &ko).await.cache, "MISS");
+    assert_eq!(r.not_cached("private"), 1);
+    r.get("/hv", &ko).await;
+    assert_eq!(r.not_cached("hit_for_pass"), 1, "the variant itself passes");
+    r.upstream.answer(200, &[TTL, ("vary", "Accept-Language")]);
+    let en = [("accept-language", "en")];
+    assert_eq!(r.get("/hv", &en).await.cache, "MISS");
+    assert_eq!(
+        r.not_cached("hit_for_pass"),
+        1,
+        "another variant was passed"
+    );
+    r.stored(1).await;
+    assert_eq!(r.get("/hv", &en).await.cache, "HIT");
 }

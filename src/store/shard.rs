@@ -435,8 +435,22 @@ impl Shard {
             }
         }
         if !members.iter().any(|m| m.as_ref() == member) {
-            // Full: the oldest variant makes room, so no client can grow
-            // the group record (read on every lookup) without bound.
+            // Full: variants that expired (or the sweep removed) make room
+            // first, then the oldest, so no client can grow the group
+            // record (read on every lookup) without bound.
+            if members.len() >= self.max_variants {
+                let mut live = Vec::with_capacity(members.len());
+                for m in members {
+                    let mut k = group_key.clone();
+                    k.extend_from_slice(&m);
+                    if self.live_at(&k)?.is_some() {
+                        live.push(m);
+                    } else {
+                        self.stage_delete(&mut tx, &k)?;
+                    }
+                }
+                members = live;
+            }
             while members.len() >= self.max_variants {
                 let oldest = members.remove(0);
                 let mut k = group_key.clone();
@@ -762,6 +776,25 @@ mod tests {
         assert!(body(o.shard.get(fr).unwrap()).is_some());
         let group = o.shard.db.stored(b"pv\0").unwrap().unwrap().record;
         assert_eq!(group.group_members().len(), 2);
+        // An expired variant makes room before the oldest live one.
+        let soon = o.clock.now_ms() + 1_000;
+        let rec = record(Kind::Http, b"de", Some(soon));
+        o.shard
+            .put_member(b"pv\0".to_vec(), b"accept-language=de", meta.clone(), rec)
+            .unwrap();
+        assert_eq!(
+            body(o.shard.get(&b"pv\0accept-language=en"[..]).unwrap()),
+            None
+        );
+        o.clock.advance(Duration::from_secs(2));
+        let rec = record(Kind::Http, b"it", None);
+        o.shard
+            .put_member(b"pv\0".to_vec(), b"accept-language=it", meta.clone(), rec)
+            .unwrap();
+        assert!(
+            body(o.shard.get(fr).unwrap()).is_some(),
+            "a live variant went while an expired one stayed"
+        );
         // Stored again under other Vary names: the old members can never
         // match and are gone.
         let rec = record(Kind::Http, b"x", None);
