@@ -1158,8 +1158,9 @@ async fn a_set_cookie_one_client_provoked_does_not_pass_the_page_for_others() {
     );
 }
 
-/// A trusted front's `X-Forwarded-Host` is believed (Django may render
-/// links from it), so it must name the site too, or the request bypasses.
+/// A trusted front's `X-Forwarded-Host`, `-Proto` and `-Port` are believed
+/// (Django may render links from them), so each must be one value the site
+/// serves, or the request bypasses.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trusted_fronts_forwarded_host_must_be_the_sites() {
     let o = Origin::start().await;
@@ -1179,6 +1180,14 @@ async fn a_trusted_fronts_forwarded_host_must_be_the_sites() {
     // Passed on as sent, so it must be listed exactly as sent.
     let odd = get_with(&s, &path, &[site, ("x-forwarded-host", "WWW.example.org.")]).await;
     assert_eq!(odd.cache(), "BYPASS");
+    for (name, value) in [
+        ("x-forwarded-proto", "javascript"),
+        ("x-forwarded-proto", "http, https"),
+        ("x-forwarded-port", "31337x"),
+    ] {
+        let r = get_with(&s, &path, &[site, (name, value)]).await;
+        assert_eq!(r.cache(), "BYPASS", "{name}: {value}");
+    }
     let ok = get_with(&s, &path, &[site, ("x-forwarded-host", "www.example.org")]).await;
     assert_eq!(ok.cache(), "MISS");
     let hit = get_with(&s, &path, &[site]).await;

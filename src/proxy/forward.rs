@@ -268,6 +268,28 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the forwarding headers a trusted front sent are each at most
+/// one value Django can only read one way: `X-Forwarded-Host` one of the
+/// site's hosts exactly as listed, `X-Forwarded-Proto` `http` or `https`,
+/// `X-Forwarded-Port` a port number. (A front that passes a client's own
+/// values on would otherwise let that client choose the links in a page
+/// everyone gets.)
+pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
+    let one = |name: &str, ok: &dyn Fn(&str) -> bool| {
+        let mut given = headers.get_all(name).iter();
+        match (given.next(), given.next()) {
+            (None, _) => true,
+            (Some(v), None) => v.to_str().is_ok_and(ok),
+            (Some(_), Some(_)) => false,
+        }
+    };
+    one("x-forwarded-host", &|v| hosts.iter().any(|h| h == v))
+        && one("x-forwarded-proto", &|v| v == "http" || v == "https")
+        && one("x-forwarded-port", &|v| {
+            v.parse::<u16>().is_ok_and(|p| p > 0) && !v.starts_with(['+', '0'])
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +358,21 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "evil.example");
+        let site = ["www.example.org".to_string()];
+        assert!(!trusted_values_ok(&h, &site), "a host not listed");
+        for (name, ok, bad) in [
+            ("x-forwarded-host", "www.example.org", "WWW.example.org"),
+            ("x-forwarded-proto", "https", "javascript"),
+            ("x-forwarded-port", "443", "443x"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, ok.parse().unwrap());
+            assert!(trusted_values_ok(&h, &site), "{name}: {ok}");
+            h.append(name, ok.parse().unwrap());
+            assert!(!trusted_values_ok(&h, &site), "{name} twice");
+            h.insert(name, bad.parse().unwrap());
+            assert!(!trusted_values_ok(&h, &site), "{name}: {bad}");
+        }
     }
 
     #[test]

@@ -264,22 +264,13 @@ impl<S: PageStore> Proxy<S> {
             return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
         }
         forward::sanitize(&mut parts.headers, peer, trusted);
-        // A trusted front's `X-Forwarded-Host` is the host Django renders
-        // for (with USE_X_FORWARDED_HOST): it must be the site's too.
-        let forwarded_host_ok = !trusted.trusts(peer.ip()) || {
-            // Exactly as listed, and only one: it is passed on as sent.
-            let mut given = parts.headers.get_all("x-forwarded-host").iter();
-            match (given.next(), given.next()) {
-                (None, _) => true,
-                (Some(v), None) => v
-                    .to_str()
-                    .is_ok_and(|v| self.cfg.hosts.iter().any(|listed| listed == v)),
-                (Some(_), Some(_)) => false,
-            }
-        };
+        // What a trusted front says is passed on as sent, and Django may
+        // render from it: it must be one plain value the site can serve.
+        let forwarded_ok = !trusted.trusts(peer.ip())
+            || forward::trusted_values_ok(&parts.headers, &self.cfg.hosts);
         let bypass =
             policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts)
-                .or((!forwarded_host_ok).then_some(Reason::UnknownHost));
+                .or((!forwarded_ok).then_some(Reason::UnknownHost));
         if let Some(reason) = bypass {
             forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
             let res = self.pass_through(parts, body::boxed(body)).await?;
