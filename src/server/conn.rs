@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::shutdown;
 
@@ -143,8 +144,8 @@ async fn connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (busy, mut idle) = watch::channel(0usize);
-    let busy = Arc::new(busy);
+    let activity = Arc::new(Activity::new());
+    let busy = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let guard = InFlight::begin(busy.clone());
         let answer = service.call(req);
@@ -163,7 +164,7 @@ async fn connection<S, B>(
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
-            () = idle_for(&mut idle, limits.client_timeout) => {
+            () = activity.idle_for(limits.client_timeout) => {
                 if closing {
                     // Still open a whole idle period after being told to
                     // close: an HTTP/2 client that does not acknowledge
@@ -184,32 +185,63 @@ async fn connection<S, B>(
     }
 }
 
-/// Resolves once no request has been in progress for `limit`.
-async fn idle_for(busy: &mut watch::Receiver<usize>, limit: Duration) {
-    loop {
-        if busy.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
+/// Requests in progress on one connection, and when the last one ended.
+/// Counted with atomics and checked by a timer, rather than signalled: a
+/// wake-up per request would cost the hot path more than the check does.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` that the connection last became idle.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
         }
-        if tokio::time::timeout(limit, busy.changed()).await.is_err() {
-            return;
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once no request has been in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let since = self.idle_since.load(Ordering::Acquire);
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
+            let idle_ms = self.now_ms().saturating_sub(since);
+            if !busy && idle_ms >= limit_ms {
+                return;
+            }
+            // Busy: look again a whole period later (a request that ends
+            // meanwhile restarts the period).
+            let wait = if busy { limit_ms } else { limit_ms - idle_ms };
+            tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
         }
     }
 }
 
 /// One request in progress, from its call until its response body is done
 /// with (sent or dropped).
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn begin(busy: Arc<watch::Sender<usize>>) -> InFlight {
-        busy.send_modify(|n| *n += 1);
-        InFlight(busy)
+    fn begin(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let a = &self.0;
+        a.idle_since.store(a.now_ms(), Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
