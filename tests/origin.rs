@@ -5,6 +5,8 @@
 //! - `stall=1`: sends the head and a first chunk, then nothing, forever;
 //! - `stream=N`: a body of N bytes sent in 64 KiB chunks, as fast as the
 //!   connection takes them ([`Counts::cut`] counts those dropped unfinished);
+//! - `fixed=1`: a body that is the same on every request for the target
+//!   (no counts, no echo), so a refetch can be checked byte for byte;
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
 //!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
@@ -242,6 +244,10 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
             .unwrap_or("-")
             .to_string()
     };
+    let req_fixed = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "fixed=1"));
     let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
     names.sort_unstable();
     let echo = format!(
@@ -296,8 +302,24 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
         }
         return builder.status(304).body(Full::new(Bytes::new())).unwrap();
     }
-    let mut body = format!("target={target} n={n} {echo}\n").into_bytes();
-    if size > body.len() {
+    let fixed = req_fixed;
+    let mut body = if fixed {
+        format!("target={target}\n").into_bytes()
+    } else {
+        format!("target={target} n={n} {echo}\n").into_bytes()
+    };
+    if fixed && size > body.len() {
+        // Text that does not compress away, the same for every request.
+        let mut x = target.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+        }) | 1;
+        while body.len() < size {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            body.push(b'a' + (x % 26) as u8);
+        }
+    } else if size > body.len() {
         body.resize(size, b'.');
     }
     builder

@@ -6,7 +6,10 @@
 //! call, `get` included, takes `&mut self` and may run a compaction inline,
 //! so a [`Db`] lives on its shard's thread and nowhere else.
 //!
-//! Two rusty-leveldb defects are handled here:
+//! Three rusty-leveldb behaviours are handled here:
+//! - recovery reads a log up to its first damaged record and, by default,
+//!   keeps appending to it, so old damage hides every later write: logs are
+//!   never reused (see [`options`]);
 //! - once any iterator has existed, compaction stops dropping deleted data
 //!   until the DB is reopened: when a [`Db::scan`] found something to
 //!   delete, the shard reopens the DB ([`Db::reopen`]) before deleting it;
@@ -62,6 +65,8 @@ pub fn options(write_buffer: usize) -> Options {
         // Smaller tables make each compaction step smaller.
         max_file_size: 2 << 20,
         max_open_files: 2048,
+        // See `Db::ensure_open`: only a log closed cleanly is reused.
+        reuse_logs: false,
         ..Options::default()
     }
 }
@@ -78,6 +83,9 @@ pub struct Db {
     index: usize,
     dir: PathBuf,
     db: Option<DB>,
+    /// Whether the log on disk was closed cleanly by this process (a
+    /// reopen after a scan), so the next open may append to it.
+    log_clean: bool,
 }
 
 /// Whether opening found the old files damaged and started over.
@@ -95,6 +103,7 @@ impl Db {
             index,
             dir,
             db: None,
+            log_clean: false,
         };
         let opened = db.ensure_open()?;
         Ok((db, opened))
@@ -108,7 +117,18 @@ impl Db {
         if self.db.is_some() {
             return Ok(Opened::Intact);
         }
-        let problem = match open_contained(&self.dir, options(WRITE_BUFFER)) {
+        // rusty-leveldb's recovery reads a log up to its first damaged
+        // record, without an error, and with `reuse_logs` then appends to
+        // that same log: every later recovery stops at the old damage, so
+        // the shard would forget all it stored after it, start after start.
+        // A log this process did not close itself may be torn (a crash, a
+        // power loss), so it is not reused: open writes what it recovered
+        // into a table and starts a fresh log, and damage costs only the
+        // records after it in its own file. A reopen after a scan reuses
+        // its clean log (no table per reopen).
+        let mut opts = options(WRITE_BUFFER);
+        opts.reuse_logs = std::mem::take(&mut self.log_clean);
+        let problem = match open_contained(&self.dir, opts) {
             Ok(db) => {
                 self.db = Some(db);
                 return Ok(Opened::Intact);
@@ -159,11 +179,17 @@ impl Db {
 
     /// Closes the DB (flushing its memtable); a later [`Db::ensure_open`]
     /// opens it again.
-    pub fn close(&mut self) {
-        if let Some(mut db) = self.db.take()
-            && let Err(e) = db.close()
-        {
-            tracing::warn!(shard = self.index, error = %e, "closing shard");
+    /// Whether a DB was open and closed without an error.
+    pub fn close(&mut self) -> bool {
+        let Some(mut db) = self.db.take() else {
+            return false;
+        };
+        match db.close() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(shard = self.index, error = %e, "closing shard");
+                false
+            }
         }
     }
 
@@ -176,7 +202,7 @@ impl Db {
     /// Closes and reopens the DB: the only way to make rusty-leveldb drop
     /// deleted data again after an iterator has existed.
     pub fn reopen(&mut self) -> Result<Opened, StoreError> {
-        self.close();
+        self.log_clean = self.close();
         self.ensure_open()
     }
 
