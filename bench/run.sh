@@ -9,6 +9,8 @@
 #   hot       hits on 1,000 warm 20 KB pages (bigcache vs nginx proxy_cache)
 #   stampede  100 simultaneous requests for one uncached page, 200 ms origin
 #   rest      REST API GET and POST with 20 KB values
+#   sync      REST POSTs without and with --sync (fsync per write; not in
+#             the default set)
 #   cold      COLD_PAGES (200,000) pages read uniformly at random, far more
 #             than the hot tier holds, while a writer adds 200 new pages/s
 #             through the same server (not in the default set: populating
@@ -58,9 +60,10 @@ start_origin() { # port delay
     wait_http "http://127.0.0.1:$1/__count"
 }
 
-launch_bigcache() { # name api proxy origin [binary]
-    taskset -c 0 "${5:-target/release/bigcache}" --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
-        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn >/dev/null 2>>"$work/$1.log" &
+launch_bigcache() { # name api proxy origin [binary] [flags...]
+    local bin=${5:-target/release/bigcache}
+    taskset -c 0 "$bin" --data-dir "$work/$1" --api-listen "127.0.0.1:$2" \
+        --proxy-listen "127.0.0.1:$3" --upstream "http://127.0.0.1:$4" --log warn "${@:6}" >/dev/null 2>>"$work/$1.log" &
     pids+=($!)
     echo $! >"$work/$1.pid"
 }
@@ -156,11 +159,7 @@ scenario_stampede() {
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
-scenario_rest() {
-    echo "== REST API: $SIZE-byte JSON values over $KEYS keys, wrk -t1 -c$CONNS -d$DURATION"
-    local api proxy
-    api=$(free_port); proxy=$(free_port)
-    start_bigcache rest "$api" "$proxy" 9
+rest_scripts() {
     local value
     value=$(python3 -c "import sys; sys.path.insert(0,'bench'); import origin; print(origin.page('/v', $SIZE).decode().replace('\"','').replace('\n',' '))")
     printf '{"value": "%s", "duration": "1h"}' "$value" >"$work/body.json"
@@ -175,13 +174,38 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
 request = function() return wrk.format(nil, "/cache/bench/" .. math.random(0, $KEYS - 1)) end
 LUA
+}
+
+scenario_rest() {
+    echo "== REST API: $SIZE-byte JSON values over $KEYS keys, wrk -t1 -c$CONNS -d$DURATION"
+    local api proxy
+    api=$(free_port); proxy=$(free_port)
+    start_bigcache rest "$api" "$proxy" 9
+    rest_scripts
     for i in $(seq 0 $((KEYS - 1))); do
         curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$work/body.json" "http://127.0.0.1:$api/cache/bench/$i"
     done
     header
     row "bigcache get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
     row "bigcache post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
-    echo "  (original Python server, same load, from shared/notes/benchmarking.md: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
+    echo "  (the original Python server, same load on the same kind of machine: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
+}
+
+scenario_sync() {
+    echo "== --sync: REST POSTs of $SIZE-byte values over $KEYS keys, wrk -t1 -c$CONNS -d$DURATION, without and with fsync per write"
+    rest_scripts
+    header
+    local api
+    for mode in nosync sync; do
+        api=$(free_port)
+        if [ "$mode" = sync ]; then
+            start_bigcache "$mode" "$api" "$(free_port)" 9 target/release/bigcache --sync
+        else
+            start_bigcache "$mode" "$api" "$(free_port)" 9
+        fi
+        row "bigcache post ($mode)" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/$mode.pid")" -
+        kill "$(cat "$work/$mode.pid")"
+    done
 }
 
 scenario_cold() {

@@ -79,6 +79,13 @@ pub struct Args {
     #[arg(long, help_heading = "Storage", env = "BIGCACHE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
 
+    /// fsync the blob file and LevelDB's files before acknowledging each
+    /// write, so acknowledged writes survive a power loss (without it they
+    /// survive a crash of the process, not of the machine). Costs a disk
+    /// flush per write: see the README's durability section.
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_SYNC")]
+    pub sync: bool,
+
     /// RAM budget for the hot tier of recently used entries (0 disables it).
     #[arg(long, help_heading = "Storage", env = "BIGCACHE_HOT_CACHE_SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub hot_cache_size: u64,
@@ -249,6 +256,7 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub max_target_length: usize,
     pub max_variants: usize,
+    pub sync: bool,
     pub cache_vary_cookie: bool,
     pub max_connections: usize,
     pub client_timeout: Duration,
@@ -375,6 +383,7 @@ impl Args {
             trusted_proxies: TrustedProxies(trusted_proxies),
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
             max_variants: self.max_variants,
+            sync: self.sync,
             cache_vary_cookie: self.cache_vary_cookie,
             max_connections: self.max_connections,
             client_timeout: self.client_timeout,

@@ -572,3 +572,168 @@ async fn torn_tails_cost_only_themselves_cycle_after_cycle() {
         "a start took {slowest:?} after a tear"
     );
 }
+
+/// A small tmpfs of its own, unmounted when dropped: a disk that fills up
+/// (or turns read-only) for real. Needs root, as the test suite has.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (the test suite runs as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {opts}");
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk: REST writes get 507 (nothing acknowledged is lost, nothing
+/// half-written is served), the proxy serves pages uncached, reads go on,
+/// and writes work again once there is room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_507_loses_nothing_and_recovers() {
+    let origin = crate::origin::Origin::start().await;
+    let disk = SmallDisk::mount("24m");
+    let args = ["--upstream", &origin.url()];
+    let s = Server::start_in(&disk.path(), &args);
+    let value = |i: usize| noise_text(i as u64, 256 << 10);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let st = set(
+            &s,
+            &format!("full{i}"),
+            json!({"value": value(i), "duration": "1d"}),
+        )
+        .await;
+        if st != 200 {
+            refused = Some(st.as_u16());
+            break;
+        }
+        acked.push(i);
+    }
+    assert_eq!(refused, Some(507), "after {} writes", acked.len());
+    assert!(acked.len() > 10, "only {} writes fit", acked.len());
+    // Small values go to LevelDB's log, not to a blob file: fill that too.
+    let mut small = Vec::new();
+    let mut refused = None;
+    for i in 0..200_000 {
+        let st = set(
+            &s,
+            &format!("small{i}"),
+            json!({"value": i, "duration": "1d"}),
+        )
+        .await;
+        if st != 200 {
+            refused = Some(st.as_u16());
+            break;
+        }
+        small.push(i);
+    }
+    assert_eq!(refused, Some(507), "after {} small writes", small.len());
+    for &i in &acked {
+        let (st, v) = get(&s, &format!("full{i}")).await;
+        assert_eq!(
+            (st.as_u16(), v["value"].as_str()),
+            (200, Some(value(i).as_str())),
+            "full{i}"
+        );
+    }
+    // The proxy still answers, from the upstream.
+    let (status, cache, body) = page(&s, &page_path(9000)).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    assert!(body.starts_with(format!("target={}", page_path(9000)).as_bytes()));
+
+    // Room again: writes are taken, pages stored.
+    disk.remount("size=256m");
+    let mut ok = false;
+    for _ in 0..50 {
+        if set(&s, "after", json!({"value": "room", "duration": "1d"})).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "writes still refused once the disk had room");
+    page(&s, &page_path(9001)).await;
+    settled(&s, (acked.len() + small.len()) as u64 + 2).await;
+    assert_eq!(page(&s, &page_path(9001)).await.1, "HIT");
+    s.kill9_now();
+    drop(s);
+    let s = Server::start_in(&disk.path(), &args);
+    for &i in &acked {
+        let (st, v) = get(&s, &format!("full{i}")).await;
+        assert_eq!(
+            (st.as_u16(), v["value"].as_str()),
+            (200, Some(value(i).as_str())),
+            "full{i} after restart"
+        );
+    }
+    for &i in &small {
+        let (st, v) = get(&s, &format!("small{i}")).await;
+        assert_eq!(
+            (st.as_u16(), &v["value"]),
+            (200, &json!(i)),
+            "small{i} after restart"
+        );
+    }
+    assert_eq!(get(&s, "after").await.1["value"], "room");
+}
+
+/// `--sync` (an fsync per write) keeps everything a plain run keeps, and
+/// its writes are acknowledged only once on disk (the cost is measured by
+/// `bench/run.sh sync`; a power loss cannot be staged in a test).
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_mode_keeps_every_acknowledged_write() {
+    let origin = crate::origin::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--upstream", &origin.url(), "--sync"];
+    let s = Server::start_in(dir.path(), &args);
+    for i in 0..100 {
+        let v = json!({"value": noise_text(i, 4 << 10), "duration": "1d"});
+        assert_eq!(set(&s, &format!("sync{i}"), v).await, 200);
+        page(&s, &page_path(i as usize)).await;
+    }
+    settled(&s, 200).await;
+    s.kill9_now();
+    drop(s);
+    let s = Server::start_in(dir.path(), &args);
+    for i in 0..100 {
+        let (st, v) = get(&s, &format!("sync{i}")).await;
+        assert_eq!(
+            (st.as_u16(), v["value"].as_str()),
+            (200, Some(noise_text(i, 4 << 10).as_str()))
+        );
+        assert_eq!(page(&s, &page_path(i as usize)).await.1, "HIT");
+    }
+}

@@ -60,9 +60,7 @@ impl ApiError {
             ApiError::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             // A full disk: the write was refused whole (no record points at
             // a partial blob), and the client can tell it from a bug.
-            ApiError::Store(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
+            ApiError::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +96,14 @@ mod tests {
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
         assert_eq!(
             ApiError::Store(StoreError::Io(full)).status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        let leveldb_full = rusty_leveldb::Status::new(
+            rusty_leveldb::StatusCode::IOError,
+            "No space left on device (os error 28)",
+        );
+        assert_eq!(
+            ApiError::Store(StoreError::Db(leveldb_full)).status(),
             StatusCode::INSUFFICIENT_STORAGE
         );
         let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);

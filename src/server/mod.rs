@@ -80,6 +80,7 @@ pub async fn run(
         hot_bytes: cfg.hot_cache_size,
         queue_depth: 1024,
         max_variants: cfg.max_variants,
+        sync: cfg.sync,
         clock,
     })?;
     let Listeners {

@@ -98,6 +98,9 @@ pub struct Blobs {
     next_id: u32,
     active: Option<Active>,
     encoder: snap::raw::Encoder,
+    /// A file was created since the last [`Blobs::sync`]: its directory
+    /// entry must reach the disk too.
+    created: bool,
 }
 
 fn file_name(id: u32) -> String {
@@ -130,6 +133,7 @@ impl Blobs {
             next_id,
             active: None,
             encoder: snap::raw::Encoder::new(),
+            created: false,
         })
     }
 
@@ -195,6 +199,7 @@ impl Blobs {
                 .open(self.path(id))?;
             file.write_all(&BLOB_FILE_MAGIC)?;
             self.next_id += 1;
+            self.created = true;
             self.active = Some(Active {
                 id,
                 file,
@@ -213,6 +218,18 @@ impl Blobs {
         let offset = active.len;
         active.len += entry.len() as u64;
         Ok((active.id, offset))
+    }
+
+    /// Makes what was appended so far survive a power loss (`--sync`): the
+    /// active file's data, and the directory entry of a new file.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(a) = &self.active {
+            a.file.sync_data()?;
+        }
+        if std::mem::take(&mut self.created) {
+            File::open(&self.reader.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Stops using file `id`: no more appends to it, its read handle closed.

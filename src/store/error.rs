@@ -59,6 +59,21 @@ impl StoreError {
 
     /// Whether the disk (or a quota) is full: the write may succeed later.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Io(e) if e.kind() == io::ErrorKind::StorageFull)
+        // rusty-leveldb folds I/O errors into an `IOError` status that keeps
+        // only the message, so its "no space" is recognised by the text.
+        let leveldb_full = |s: &rusty_leveldb::Status| {
+            s.code == rusty_leveldb::StatusCode::IOError
+                && (s.err.contains("os error 28") || s.err.contains("os error 122"))
+        };
+        match self {
+            StoreError::Io(e) => e.kind() == io::ErrorKind::StorageFull,
+            StoreError::Db(s) => leveldb_full(s),
+            StoreError::Open { kind, .. } => match kind {
+                OpenError::Io(e) => e.kind() == io::ErrorKind::StorageFull,
+                OpenError::Db(s) => leveldb_full(s),
+                _ => false,
+            },
+            StoreError::Unavailable => false,
+        }
     }
 }

@@ -95,6 +95,8 @@ pub struct StoreConfig {
     /// Variants kept per page group; a new one beyond it replaces the
     /// oldest, so one page's group record stays small.
     pub max_variants: usize,
+    /// fsync every write before acknowledging it (`--sync`).
+    pub sync: bool,
     /// What "now" is for every lifetime the store keeps.
     pub clock: Clock,
 }
@@ -132,6 +134,7 @@ impl Store {
                 hot: hot.clone(),
                 purges: purges.clone(),
                 max_variants: cfg.max_variants.max(1),
+                sync: cfg.sync,
                 clock: cfg.clock.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
@@ -441,6 +444,7 @@ mod tests {
             hot_bytes: 0,
             queue_depth: 64,
             max_variants: 32,
+            sync: false,
             clock: Clock::system(),
         }
     }

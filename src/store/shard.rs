@@ -56,6 +56,8 @@ pub struct ShardConfig {
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
     pub max_variants: usize,
+    /// fsync every write before it is acknowledged (`--sync`).
+    pub sync: bool,
     pub clock: Clock,
 }
 
@@ -68,6 +70,7 @@ pub struct Shard {
     admission: Admission,
     purges: Arc<PurgeLog>,
     max_variants: usize,
+    sync: bool,
     mirror: Option<MirrorLink>,
     busy: Busy,
     clock: Clock,
@@ -122,6 +125,7 @@ impl Shard {
             hot: cfg.hot,
             purges: cfg.purges,
             max_variants: cfg.max_variants,
+            sync: cfg.sync,
             mirror: link,
             busy: cfg.busy,
             clock: cfg.clock,
@@ -221,8 +225,17 @@ impl Shard {
     /// Writes `ops` in one batch, then forwards them to the mirror, before
     /// the caller acknowledges anything: a read the mirror answers after an
     /// acknowledged write sees it.
+    ///
+    /// With `--sync` the blob bytes reach the disk before the records that
+    /// point at them, and the records before the write is acknowledged.
     fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if self.sync {
+            self.space.sync()?;
+        }
         self.db.write(&ops)?;
+        if self.sync {
+            self.db.sync()?;
+        }
         if let Some(m) = &self.mirror {
             m.send(MirrorCommand::Apply(ops));
         }
@@ -699,6 +712,7 @@ mod tests {
             hot: Arc::new(hot::slice(0)),
             purges: Arc::new(PurgeLog::default()),
             max_variants: 2,
+            sync: true,
             clock: clock.clone(),
         })
         .unwrap();

@@ -72,6 +72,11 @@ impl BlobSpace {
         Ok(())
     }
 
+    /// See [`Blobs::sync`].
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.blobs.sync()
+    }
+
     /// Drops cached counts and collector progress (after a panic inside
     /// LevelDB, they are re-read from the `b` rows).
     pub fn forget_counts(&mut self) {
