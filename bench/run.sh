@@ -11,6 +11,9 @@
 #   rest      REST API GET and POST with 20 KB values
 #   sync      REST POSTs without and with --sync (fsync per write; not in
 #             the default set)
+#   soak      SOAK_MINUTES (30) of mixed hits, misses, purges and REST
+#             writes at a fixed rate (~250 requests/s); RSS, open files and
+#             threads sampled each minute (not in the default set)
 #   cold      COLD_PAGES (200,000) pages read uniformly at random, far more
 #             than the hot tier holds, while a writer adds 200 new pages/s
 #             through the same server (not in the default set: populating
@@ -206,6 +209,17 @@ scenario_sync() {
         row "bigcache post ($mode)" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/$mode.pid")" -
         kill "$(cat "$work/$mode.pid")"
     done
+}
+
+scenario_soak() {
+    local minutes=${SOAK_MINUTES:-30}
+    echo "== soak: $minutes minutes of hits, misses, purges and REST writes at a fixed rate"
+    local o api proxy
+    o=$(free_port); api=$(free_port); proxy=$(free_port)
+    start_origin "$o" 0
+    start_bigcache soak "$api" "$proxy" "$o"
+    python3 bench/soak.py --proxy "127.0.0.1:$proxy" --api "127.0.0.1:$api" \
+        --pid "$(cat "$work/soak.pid")" --minutes "$minutes"
 }
 
 scenario_cold() {
