@@ -803,3 +803,35 @@ async fn idle_http2_connections_are_closed() {
         );
     }
 }
+
+/// An HTTP/2 client that shuts its flow-control window (so no response
+/// body can be sent) while answering pings cannot hold one of
+/// `--max-connections`: a response that waits on the client for
+/// `--client-timeout` closes its connection.
+#[tokio::test]
+async fn a_shut_http2_window_does_not_hold_a_slot() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (_d, s) = start(&["--client-timeout", "1s", "--max-connections", "1"]);
+    let addr = s.api.trim_start_matches("http://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .initial_connection_window_size(0)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let held = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{addr}/stat"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // The head arrives; the body never can.
+    let _res = send.send_request(req).await.unwrap();
+    let other = client()
+        .get(s.url("/healthz"))
+        .timeout(Duration::from_secs(8))
+        .send()
+        .await
+        .expect("the stalled connection still held the only slot");
+    assert_eq!(other.status(), 200);
+    held.abort();
+}

@@ -1268,3 +1268,41 @@ async fn a_client_that_stops_reading_a_hit_is_disconnected() {
         "not the hit's response"
     );
 }
+
+/// A client on a slow link that keeps reading a large cached page is not
+/// taken for one that stopped: it gets the whole page, however long that
+/// takes past `--client-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_but_steady_reader_gets_the_whole_page() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start().await;
+    let (_d, s) = start_local(
+        &o.url(),
+        &["--client-timeout", "1s", "--max-entry-size", "64MiB"],
+    )
+    .await;
+    let path = format!("/steady/?{TTL}&size=24000000");
+    let first = client().get(s.page(&path)).send().await.unwrap();
+    assert_eq!(first.bytes().await.unwrap().len(), 24_000_000);
+    stored(&s, 1).await;
+    let addr = s.proxy.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // About 8 MB/s: three seconds for the page.
+    let (mut got, mut buf) = (0usize, vec![0u8; 256 << 10]);
+    let started = Instant::now();
+    loop {
+        let n = conn.read(&mut buf).await.unwrap_or(0);
+        if n == 0 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        got += n;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(got > 24_000_000, "cut after {got} bytes");
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "read too fast to test anything"
+    );
+}

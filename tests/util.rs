@@ -91,7 +91,10 @@ impl Server {
                 "--proxy-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--log", "warn"])
+            .args([
+                "--log",
+                &std::env::var("BIGCACHE_TEST_LOG").unwrap_or("warn".into()),
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

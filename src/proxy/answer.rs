@@ -25,7 +25,7 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
         let body = if req.method == Method::HEAD {
             body::empty()
         } else {
-            body::full(e.body.clone())
+            body::stored(e.body.clone())
         };
         let mut res = Response::new(body);
         *res.status_mut() = e.status;

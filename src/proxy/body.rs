@@ -29,6 +29,48 @@ pub fn full(bytes: Bytes) -> Body {
         .boxed_unsync()
 }
 
+/// Frames a stored page is sent in: a client on a slow link shows its
+/// progress each time it has taken one (a whole page in one frame would
+/// look stalled to the connection's watch until it was all sent).
+const STORED_FRAME: usize = 64 << 10;
+
+/// A stored page's body, in [`STORED_FRAME`] slices of the same buffer.
+pub fn stored(bytes: Bytes) -> Body {
+    if bytes.len() <= STORED_FRAME {
+        return full(bytes);
+    }
+    Slices { rest: bytes }.boxed_unsync()
+}
+
+struct Slices {
+    rest: Bytes,
+}
+
+impl hyper::body::Body for Slices {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(STORED_FRAME);
+        let frame = self.rest.split_to(n);
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
 /// Any request or response body as a [`Body`].
 pub fn boxed<B>(body: B) -> Body
 where
@@ -89,8 +131,16 @@ fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
     .boxed_unsync()
 }
 
-/// Frames read ahead of a slow client, per relayed response.
+/// Frames, and bytes, read ahead of a slow client per relayed response:
+/// what a stalled client can make bigcache hold (upstream frames reach
+/// hundreds of KiB, so frames alone bound little).
 const READ_AHEAD: usize = 16;
+const READ_AHEAD_BYTES: usize = 256 << 10;
+
+type Relay = (
+    Result<Frame<Bytes>, BoxError>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 /// Relays an upstream body to a client through a task of its own.
 ///
@@ -106,7 +156,8 @@ pub fn relayed(inner: Body, idle: Duration, send: Duration) -> Body {
         return inner;
     }
     let hint = inner.size_hint();
-    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Relay>(READ_AHEAD);
+    let room = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BYTES));
     let complete = Arc::new(AtomicBool::new(false));
     let done = complete.clone();
     tokio::spawn(async move {
@@ -122,7 +173,18 @@ pub fn relayed(inner: Body, idle: Duration, send: Duration) -> Body {
                 return;
             };
             let failed = frame.is_err();
-            match tokio::time::timeout(send, tx.send(frame)).await {
+            let len = frame
+                .as_ref()
+                .ok()
+                .and_then(Frame::data_ref)
+                .map_or(0, Bytes::len);
+            let handed = async {
+                // A frame larger than the whole budget takes all of it.
+                let n = u32::try_from(len.min(READ_AHEAD_BYTES)).unwrap_or(u32::MAX);
+                let permit = room.clone().acquire_many_owned(n).await.ok();
+                tx.send((frame, permit)).await
+            };
+            match tokio::time::timeout(send, handed).await {
                 Ok(Ok(())) if !failed => {}
                 Ok(Ok(())) | Ok(Err(_)) => return,
                 Err(_) => {
@@ -136,7 +198,9 @@ pub fn relayed(inner: Body, idle: Duration, send: Duration) -> Body {
 }
 
 struct Relayed {
-    rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    /// Frames with their share of the read-ahead budget, given back as
+    /// each is handed to hyper.
+    rx: tokio::sync::mpsc::Receiver<Relay>,
     /// Set by the relay task when the upstream body ended normally.
     complete: Arc<AtomicBool>,
     hint: SizeHint,
@@ -151,10 +215,12 @@ impl hyper::body::Body for Relayed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.rx.poll_recv(cx) {
+            Poll::Ready(Some((frame, _room))) => Poll::Ready(Some(frame)),
             Poll::Ready(None) if !self.complete.load(Ordering::Acquire) => Poll::Ready(Some(Err(
                 BoxError::from("upstream body cut: the client took too long to read"),
             ))),
-            other => other,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 

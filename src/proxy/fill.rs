@@ -40,11 +40,7 @@ impl<S: PageStore> Proxy<S> {
         stale: Option<Found>,
     ) -> Answer {
         let now = self.store.clock().now_ms();
-        if self
-            .pass
-            .get(&key.group)
-            .is_some_and(|mark| mark.applies(now, &mut key, &parts.headers))
-        {
+        if self.passes(now, &mut key, &parts.headers) {
             let res = self.pass_through(parts, body::empty()).await?;
             return Ok((res, Decision::uncached(Reason::HitForPass)));
         }
@@ -421,19 +417,25 @@ impl<S: PageStore> Proxy<S> {
         reason: Reason,
     ) {
         let names = key::vary_names(response);
-        let variant = if names.is_empty() {
-            None
+        let hit_for_pass = u64::try_from(self.cfg.hit_for_pass.as_millis()).unwrap_or(u64::MAX);
+        let until = self.store.clock().now_ms().saturating_add(hit_for_pass);
+        if names.is_empty() {
+            let mark = super::PassMark { until, names: None };
+            self.pass.insert(key.group.clone(), mark);
         } else {
             // A variant too long to key is not marked at all.
             let Some(v) = key.variant(&names, request) else {
                 return;
             };
-            Some(Arc::new((names, v)))
-        };
-        let hit_for_pass = u64::try_from(self.cfg.hit_for_pass.as_millis()).unwrap_or(u64::MAX);
-        let until = self.store.clock().now_ms().saturating_add(hit_for_pass);
-        self.pass
-            .insert(key.group.clone(), super::PassMark { until, variant });
+            let variant = super::PassMark { until, names: None };
+            self.pass.insert(key.member(&v), variant);
+            // The page's entry lasts as long as its latest variant mark.
+            let page = super::PassMark {
+                until,
+                names: Some(Arc::new(names)),
+            };
+            self.pass.insert(key.group.clone(), page);
+        }
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
     }
 

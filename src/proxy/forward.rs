@@ -271,9 +271,12 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// Whether the forwarding headers a trusted front sent are each at most
 /// one value Django can only read one way: `X-Forwarded-Host` one of the
 /// site's hosts exactly as listed, `X-Forwarded-Proto` `http` or `https`,
-/// `X-Forwarded-Port` a port number. (A front that passes a client's own
-/// values on would otherwise let that client choose the links in a page
-/// everyone gets.)
+/// `X-Forwarded-Port` a port number. A front that passes a client's own
+/// values on then lets it choose among values the site serves, not any
+/// host or scheme text it likes. (`http` against `https` is not told apart:
+/// the key holds no scheme, so the front must serve the site on one; see
+/// the README. `Forwarded` and `X-Forwarded-Prefix` are the front's to set:
+/// Django reads neither unless told to.)
 pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
     let one = |name: &str, ok: &dyn Fn(&str) -> bool| {
         let mut given = headers.get_all(name).iter();

@@ -114,37 +114,49 @@ pub struct Proxy<S = Store> {
 /// RAM the hit-for-pass map may hold.
 const PASS_BYTES: u64 = 4 << 20;
 
-/// A page, or one variant of it, found uncacheable.
+/// A page found uncacheable, or the `Vary` names of a page some of whose
+/// variants were. Any client chooses its own variant, so a mark must not
+/// send the other variants' requests upstream too: a page that varies is
+/// marked under its key with the names, and each uncacheable variant under
+/// that variant's own key, so marks for different variants stand side by
+/// side.
 #[derive(Clone)]
 struct PassMark {
     /// Unix ms.
     until: u64,
-    /// The `Vary` names and the variant they selected; `None` when the
-    /// response did not vary. Any client chooses its own variant, so the
-    /// mark must not send the other variants' requests upstream too.
-    variant: Option<Arc<(Vec<String>, String)>>,
+    /// Under a page's key: `None` for the whole page, or the names that
+    /// select its variants (each marked under `PageKey::member`).
+    names: Option<Arc<Vec<String>>>,
 }
 
-impl PassMark {
-    fn applies(&self, now: u64, key: &mut PageKey, request: &HeaderMap) -> bool {
-        self.until > now
-            && self.variant.as_ref().is_none_or(|v| {
-                let (names, variant) = &**v;
-                key.variant(names, request).as_deref() == Some(variant.as_str())
-            })
+impl<S: PageStore> Proxy<S> {
+    /// Whether the request's page, or its variant, is in hit-for-pass.
+    fn passes(&self, now: u64, key: &mut PageKey, request: &HeaderMap) -> bool {
+        let Some(mark) = self.pass.get(&key.group).filter(|m| m.until > now) else {
+            return false;
+        };
+        let Some(names) = mark.names else {
+            return true;
+        };
+        key.variant(&names, request).is_some_and(|v| {
+            self.pass
+                .get(&key.member(&v))
+                .is_some_and(|m| m.until > now)
+        })
     }
 }
 
-/// Weighs a hit-for-pass entry by its key and variant, plus bookkeeping.
+/// Weighs a hit-for-pass entry by its key and names, plus bookkeeping.
 #[derive(Clone)]
 struct KeyBytes;
 
 impl quick_cache::Weighter<Vec<u8>, PassMark> for KeyBytes {
     fn weight(&self, key: &Vec<u8>, mark: &PassMark) -> u64 {
-        let variant = mark.variant.as_ref().map_or(0, |v| {
-            v.1.len() + v.0.iter().map(|n| n.len() + 24).sum::<usize>()
-        });
-        (key.len() + variant) as u64 + 64
+        let names = mark
+            .names
+            .as_ref()
+            .map_or(0, |n| n.iter().map(|n| n.len() + 24).sum::<usize>());
+        (key.len() + names) as u64 + 64
     }
 }
 

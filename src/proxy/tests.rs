@@ -413,7 +413,7 @@ async fn the_hit_for_pass_map_is_bounded_in_bytes() {
         key.extend_from_slice(&i.to_be_bytes());
         let mark = super::PassMark {
             until: u64::MAX,
-            variant: None,
+            names: None,
         };
         r.proxy.pass.insert(key, mark);
     }
@@ -489,12 +489,20 @@ async fn hit_for_pass_is_kept_per_variant() {
     assert_eq!(r.not_cached("private"), 1);
     r.get("/hv", &ko).await;
     assert_eq!(r.not_cached("hit_for_pass"), 1, "the variant itself passes");
+    // Another uncacheable variant is marked beside it, not instead of it.
+    r.get("/hv", &[("accept-language", "zz")]).await;
+    r.get("/hv", &ko).await;
+    assert_eq!(
+        r.not_cached("hit_for_pass"),
+        2,
+        "one variant's mark replaced another's"
+    );
     r.upstream.answer(200, &[TTL, ("vary", "Accept-Language")]);
     let en = [("accept-language", "en")];
     assert_eq!(r.get("/hv", &en).await.cache, "MISS");
     assert_eq!(
         r.not_cached("hit_for_pass"),
-        1,
+        2,
         "another variant was passed"
     );
     r.stored(1).await;

@@ -100,12 +100,17 @@ pub async fn serve<M, S, B>(
         let _ = stream.set_nodelay(true);
         let service = make(peer);
         let builder = builder.clone();
-        let stop = stop.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
             // any of its timeouts run: a client sending nothing (or part of
-            // the HTTP/2 preface) would hold its slot forever.
-            if first_bytes_within(&stream, limits.client_timeout).await {
+            // the HTTP/2 preface) would hold its slot forever (and hold up
+            // a shutdown for the whole drain time).
+            let spoke = tokio::select! {
+                spoke = first_bytes_within(&stream, limits.client_timeout) => spoke,
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if spoke {
                 connection(name, &builder, stream, service, limits, stop).await;
             }
             drop(slot);
@@ -126,7 +131,8 @@ pub async fn serve<M, S, B>(
 
 /// Serves one connection until it ends, closing it gracefully (finishing
 /// the requests in progress) when it has been idle for the client timeout
-/// or the server stops.
+/// or the server stops, and at once when a response has waited that long
+/// for the client to take more of it.
 async fn connection<S, B>(
     name: &'static str,
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
@@ -151,10 +157,7 @@ async fn connection<S, B>(
         let answer = service.call(req);
         async move {
             let res = answer.await?;
-            Ok::<_, S::Error>(res.map(|body| Tracked {
-                body,
-                _guard: guard,
-            }))
+            Ok::<_, S::Error>(res.map(|body| Tracked::new(body, guard)))
         }
     });
     let io = TokioIo::new(WriteDeadline::new(stream, limits.client_timeout));
@@ -164,7 +167,14 @@ async fn connection<S, B>(
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
-            () = activity.idle_for(limits.client_timeout) => {
+            watch = activity.watch(limits.client_timeout) => {
+                if watch == Watch::Stalled {
+                    // HTTP/2 flow control shut by the client (the socket
+                    // stays writable, pings are answered), or a socket
+                    // that does not drain: the response can never finish.
+                    tracing::debug!(listener = name, "a response stalled on the client; closing");
+                    break Ok(());
+                }
                 if closing {
                     // Still open a whole idle period after being told to
                     // close: an HTTP/2 client that does not acknowledge
@@ -185,14 +195,31 @@ async fn connection<S, B>(
     }
 }
 
-/// Requests in progress on one connection, and when the last one ended.
-/// Counted with atomics and checked by a timer, rather than signalled: a
-/// wake-up per request would cost the hot path more than the check does.
+/// Requests in progress on one connection and the state of their response
+/// bodies. Counted with atomics and checked by a timer, rather than
+/// signalled: a wake-up per request would cost the hot path more than the
+/// check does.
 struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` that the connection last became idle.
     idle_since: AtomicU64,
+    /// Response bodies waiting on the client: for hyper to ask for more,
+    /// which it does only when the client has room (socket buffer, HTTP/2
+    /// window), or, all handed over, to be done sending them. A body waiting
+    /// on the upstream is not counted.
+    awaiting_client: AtomicUsize,
+    /// Milliseconds after `opened` that a response body was last asked for
+    /// data: the client's last progress.
+    last_pull: AtomicU64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Watch {
+    /// No request in progress for the whole period.
+    Idle,
+    /// Responses wait for the client, and it took nothing for the period.
+    Stalled,
 }
 
 impl Activity {
@@ -201,6 +228,8 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            awaiting_client: AtomicUsize::new(0),
+            last_pull: AtomicU64::new(0),
         }
     }
 
@@ -208,19 +237,33 @@ impl Activity {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Resolves once no request has been in progress for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Resolves when the connection has been idle, or its responses
+    /// stalled on the client, for `limit`.
+    async fn watch(&self, limit: Duration) -> Watch {
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let since = self.idle_since.load(Ordering::Acquire);
+            // The counts first: a request ending between the two loads
+            // then shows its fresh stamp (Release on the stamp, AcqRel on
+            // the count).
             let busy = self.in_flight.load(Ordering::Acquire) > 0;
-            let idle_ms = self.now_ms().saturating_sub(since);
-            if !busy && idle_ms >= limit_ms {
-                return;
-            }
-            // Busy: look again a whole period later (a request that ends
-            // meanwhile restarts the period).
-            let wait = if busy { limit_ms } else { limit_ms - idle_ms };
+            let awaiting = self.awaiting_client.load(Ordering::Acquire) > 0;
+            let now = self.now_ms();
+            let wait = if !busy {
+                let idle = now.saturating_sub(self.idle_since.load(Ordering::Acquire));
+                if idle >= limit_ms {
+                    return Watch::Idle;
+                }
+                limit_ms - idle
+            } else if awaiting {
+                let quiet = now.saturating_sub(self.last_pull.load(Ordering::Acquire));
+                if quiet >= limit_ms {
+                    return Watch::Stalled;
+                }
+                limit_ms - quiet
+            } else {
+                // Busy on our side (the upstream, the store): look again.
+                limit_ms
+            };
             tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
         }
     }
@@ -245,10 +288,36 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in progress.
+/// A response body that keeps its request counted as in progress, and
+/// tells [`Activity`] whether it waits for the client.
 struct Tracked<B> {
     body: B,
-    _guard: InFlight,
+    guard: InFlight,
+    /// Counted in `awaiting_client`.
+    awaiting: bool,
+}
+
+impl<B: Body> Tracked<B> {
+    fn new(body: B, guard: InFlight) -> Tracked<B> {
+        let mut t = Tracked {
+            body,
+            guard,
+            awaiting: false,
+        };
+        t.set_awaiting(true);
+        t
+    }
+
+    fn set_awaiting(&mut self, awaiting: bool) {
+        let a = &self.guard.0;
+        if awaiting && !self.awaiting {
+            a.last_pull.store(a.now_ms(), Ordering::Release);
+            a.awaiting_client.fetch_add(1, Ordering::AcqRel);
+        } else if !awaiting && self.awaiting {
+            a.awaiting_client.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.awaiting = awaiting;
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -259,7 +328,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let a = &self.guard.0;
+        a.last_pull.store(a.now_ms(), Ordering::Release);
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // A frame handed over (the last one too: hyper holds the body until
+        // the client has taken it all) puts the client on turn; `Pending`
+        // means the body waits on us (the upstream), not on the client.
+        self.set_awaiting(polled.is_ready());
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -268,6 +344,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.awaiting {
+            self.guard.0.awaiting_client.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
