@@ -737,3 +737,33 @@ async fn sync_mode_keeps_every_acknowledged_write() {
         assert_eq!(page(&s, &page_path(i as usize)).await.1, "HIT");
     }
 }
+
+/// A read that fails with an I/O error (here a blob file that has become
+/// a directory, so every read of it is `EISDIR`: no hook, a real error
+/// from the kernel) is a miss: a REST read gets 404, the proxy refetches
+/// the page and stores it anew, and the server stays up.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_reads_are_misses_and_the_page_is_stored_again() {
+    let origin = crate::origin::Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--upstream", &origin.url(), "--shards", "1"];
+    let s = Server::start_in(dir.path(), &args);
+    set(&s, "value", json!({"value": noise_text(1, 20_000)})).await;
+    let (_, _, body) = page(&s, &page_path(7)).await;
+    settled(&s, 2).await;
+    assert!(s.stop().success());
+    let blobs = dir.path().join("shard-00").join("blobs");
+    for f in files(&blobs) {
+        std::fs::remove_file(&f).unwrap();
+        std::fs::create_dir(&f).unwrap();
+    }
+
+    let s = Server::start_in(dir.path(), &args);
+    assert_eq!(get(&s, "value").await.0, 404);
+    let (status, cache, again) = page(&s, &page_path(7)).await;
+    assert_eq!((status, cache.as_str(), &again), (200, "MISS", &body));
+    settled(&s, 1).await;
+    assert_eq!(page(&s, &page_path(7)).await.1, "HIT");
+    let health = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
