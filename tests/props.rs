@@ -5,8 +5,9 @@
 
 use std::time::SystemTime;
 
+use bigcache::proxy::directives::Directives;
 use bigcache::proxy::key::{canonical, variant};
-use bigcache::proxy::policy::{CacheControl, response_policy};
+use bigcache::proxy::policy::response_policy;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 
@@ -87,10 +88,21 @@ proptest! {
             h.insert(http::header::VARY, v);
         }
         h.insert(HeaderName::from_static("x-bigcache-ttl"), HeaderValue::from_static("1h"));
-        let parsed = CacheControl::parse(&h);
+        let lines = h.get_all(http::header::CACHE_CONTROL).iter().map(|v| v.as_bytes());
+        let parsed = Directives::parse(lines).ok().flatten().unwrap_or_default();
         let decided = response_policy(StatusCode::from_u16(status).unwrap(), &h, SystemTime::now());
         if extra == "private" || extra == "no-store" || parsed.private || parsed.no_store {
             prop_assert!(decided.is_err(), "stored with Cache-Control {cc:?}");
+        }
+        // The same text as a targeted field: its restrictions hold too.
+        let mut t = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(&cc) {
+            t.insert(HeaderName::from_static("cdn-cache-control"), v);
+        }
+        t.insert(HeaderName::from_static("x-bigcache-ttl"), HeaderValue::from_static("1h"));
+        let decided = response_policy(StatusCode::OK, &t, SystemTime::now());
+        if t.contains_key("cdn-cache-control") && (extra == "private" || extra == "no-store") {
+            prop_assert!(decided.is_err(), "stored with CDN-Cache-Control {cc:?}");
         }
     }
 }

@@ -178,24 +178,44 @@ async fn never_cached_responses() {
         format!("/n/varystar?{TTL}&h=Vary:*"),
         "/n/nolifetime".to_string(),
         "/n/lastmod?h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT".to_string(),
-        "/n/404?status=404&h=Cache-Control:max-age%3D600".to_string(),
-        "/n/301?status=301&h=Location:/x&h=Cache-Control:max-age%3D600".to_string(),
+        "/n/404?status=404".to_string(),
+        "/n/400?status=400&h=Cache-Control:max-age%3D600".to_string(),
+        "/n/503?status=503&h=Cache-Control:max-age%3D600".to_string(),
+        "/n/206?status=206&h=Cache-Control:max-age%3D600".to_string(),
         "/n/badttl?h=X-Bigcache-TTL:someday".to_string(),
+        "/n/badage?h=Cache-Control:max-age%3D600&h=Age:old,%200".to_string(),
+        "/n/quoted?h=Cache-Control:foo%3D%22max-age%3D600%22".to_string(),
     ] {
         let a = get(&s, &path).await;
         let b = get(&s, &path).await;
         assert_eq!((a.cache(), b.cache()), ("MISS", "MISS"), "{path}");
         assert_eq!(o.count(&path), 2, "{path} was cached");
     }
-    // 404 and 301 are cacheable when the TTL header says so.
-    for path in [
-        "/n/404ttl?status=404&h=X-Bigcache-TTL:1h",
-        "/n/301ttl?status=301&h=Location:/x&h=X-Bigcache-TTL:1h",
+    // Other final statuses with explicit freshness (RFC 9111 §3), and a
+    // 5xx with the operator's header.
+    for (path, status) in [
+        ("/n/404ttl?status=404&h=X-Bigcache-TTL:1h", 404),
+        (
+            "/n/301ttl?status=301&h=Location:/x&h=X-Bigcache-TTL:1h",
+            301,
+        ),
+        ("/n/404ma?status=404&h=Cache-Control:max-age%3D600", 404),
+        ("/n/410ma?status=410&h=Cache-Control:max-age%3D600", 410),
+        (
+            "/n/301ma?status=301&h=Location:/x&h=Cache-Control:max-age%3D600",
+            301,
+        ),
+        (
+            "/n/302ma?status=302&h=Location:/x&h=Cache-Control:max-age%3D600",
+            302,
+        ),
+        ("/n/204ma?status=204&h=Cache-Control:max-age%3D600", 204),
+        ("/n/503ttl?status=503&h=X-Bigcache-TTL:1m", 503),
     ] {
         get(&s, path).await;
         let b = get(&s, path).await;
         assert_eq!(b.cache(), "HIT", "{path}");
-        assert_eq!(b.status, if path.contains("404") { 404 } else { 301 });
+        assert_eq!(b.status, status);
         assert_eq!(o.count(path), 1);
     }
 }
@@ -483,20 +503,34 @@ async fn stale_while_revalidate_serves_stale_during_one_refresh() {
     assert_eq!(o.count(path), 2, "one background refresh only");
 }
 
+/// `--stale-if-error` stands in for an upstream that fails: for pages under
+/// the operator's TTL header on any failure, for pages under RFC 9111 rules
+/// only when the upstream cannot be reached (a 5xx is passed on, unless the
+/// response granted `stale-if-error` itself).
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_if_error_when_the_upstream_dies_or_fails() {
     let o = Origin::start().await;
     let (_d, s) = start_local(&o.url(), &["--grace", "0s", "--stale-if-error", "1h"]).await;
-    let path = "/sie/?h=Cache-Control:max-age%3D1";
+    let path = "/sie/?h=X-Bigcache-TTL:1s";
+    let rfc = "/sie/rfc?h=Cache-Control:max-age%3D1";
+    let granted = "/sie/granted?h=Cache-Control:max-age%3D1,stale-if-error%3D60";
+    get(&s, rfc).await;
+    get(&s, granted).await;
     let first = get(&s, path).await;
     let strict = "/sie/strict?h=Cache-Control:max-age%3D1,must-revalidate";
     get(&s, strict).await;
-    stored(&s, 2).await;
+    stored(&s, 4).await;
     s.advance(Duration::from_millis(1200));
     o.counts.fail.store(true, SeqCst);
     let r = get(&s, path).await;
     assert_eq!((r.status, r.cache()), (200, "STALE"));
     assert_eq!(r.body, first.body);
+    assert_eq!(
+        get(&s, rfc).await.status,
+        500,
+        "a 5xx on an RFC page goes through"
+    );
+    assert_eq!(get(&s, granted).await.cache(), "STALE");
     let r = get(&s, strict).await;
     assert_eq!(r.status, 500, "must-revalidate forbids stale");
     o.counts.fail.store(false, SeqCst);
@@ -504,6 +538,13 @@ async fn stale_if_error_when_the_upstream_dies_or_fails() {
     let r = get(&s, path).await;
     assert_eq!((r.status, r.cache()), (200, "STALE"));
     assert_eq!(r.body, first.body);
+    // Disconnected: any page may stand in.
+    assert_eq!(get(&s, rfc).await.cache(), "STALE");
+    assert_eq!(
+        get(&s, strict).await.status,
+        502,
+        "must-revalidate: never stale"
+    );
     let r = get(&s, "/sie/never-cached").await;
     assert_eq!(r.status, 502);
     // Back up: fresh content again.
@@ -1304,5 +1345,56 @@ async fn a_slow_but_steady_reader_gets_the_whole_page() {
     assert!(
         started.elapsed() > Duration::from_secs(1),
         "read too fast to test anything"
+    );
+}
+
+/// RFC 9111 §4.2.4: a page whose lifetime is `max-age` is not served after
+/// it went stale, whatever `--grace` says; with `stale-while-revalidate`
+/// it is, for that window; `--grace` is for `X-Bigcache-TTL` pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_pages_are_served_only_where_allowed() {
+    let o = Origin::start().await;
+    let (_d, s) = start_local(&o.url(), &["--grace", "1h"]).await;
+    let rfc = "/fr/?h=Cache-Control:max-age%3D10";
+    let swr = "/fr/swr?h=Cache-Control:max-age%3D10,stale-while-revalidate%3D30";
+    let ttl = "/fr/ttl?h=X-Bigcache-TTL:10s";
+    for p in [rfc, swr, ttl] {
+        get(&s, p).await;
+    }
+    stored(&s, 3).await;
+    s.advance(Duration::from_secs(15));
+    assert_eq!(
+        get(&s, rfc).await.cache(),
+        "MISS",
+        "max-age stretched by --grace"
+    );
+    assert_eq!(get(&s, swr).await.cache(), "UPDATING");
+    assert_eq!(get(&s, ttl).await.cache(), "UPDATING");
+}
+
+/// Targeted fields (RFC 9213): `CDN-Cache-Control` governs the shared cache
+/// where `Cache-Control` speaks to browsers, `Bigcache-Cache-Control` over
+/// both, and bigcache's own field never leaves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn targeted_cache_control_fields() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let cdn = "/tg/cdn?h=Cache-Control:no-cache,max-age%3D0&h=CDN-Cache-Control:max-age%3D600";
+    let own = "/tg/own?h=Cache-Control:max-age%3D600&h=Bigcache-Cache-Control:no-store";
+    get(&s, cdn).await;
+    let hit = get(&s, cdn).await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(
+        hit.header("cdn-cache-control"),
+        Some("max-age=600"),
+        "for the CDNs in front"
+    );
+    assert_eq!(hit.header("cache-control"), Some("no-cache,max-age=0"));
+    let a = get(&s, own).await;
+    assert_eq!(get(&s, own).await.cache(), "MISS");
+    assert_eq!(
+        a.header("bigcache-cache-control"),
+        None,
+        "bigcache's own field leaked"
     );
 }

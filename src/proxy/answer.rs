@@ -7,7 +7,7 @@ use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::entry::Entry;
-use super::policy::TTL_HEADER;
+use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 
 /// The response for request `req` from entry `e` at `now` (unix ms).
@@ -31,6 +31,7 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
         *res.status_mut() = e.status;
         *res.headers_mut() = e.headers.clone();
         res.headers_mut().remove(TTL_HEADER);
+        res.headers_mut().remove(OWN_FIELD);
         res.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
         res

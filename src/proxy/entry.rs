@@ -19,6 +19,7 @@ const META_VERSION: u8 = 1;
 const FLAG_MUST_REVALIDATE: u8 = 1;
 const FLAG_SYNTHETIC_ETAG: u8 = 2;
 const FLAG_NO_CACHE: u8 = 4;
+const FLAG_TTL_HEADER: u8 = 8;
 const NONE_SECS: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,10 @@ pub struct Entry {
     pub no_cache: bool,
     /// The ETag was computed by bigcache, so the upstream cannot match it.
     pub synthetic_etag: bool,
+    /// The lifetime came from `X-Bigcache-TTL`: `--grace` and the default
+    /// stale-if-error apply. Otherwise RFC 9111 rules: stale only where
+    /// the response allows it, or when the upstream cannot be reached.
+    pub ttl_header: bool,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
 }
@@ -121,11 +126,16 @@ impl Entry {
             }
         }
         // Kept as long as any stale use of it may still come.
+        let grace = if p.ttl_header {
+            defaults.grace
+        } else {
+            Duration::ZERO
+        };
         let windows = if p.must_revalidate {
             Duration::ZERO
         } else {
             p.stale_while_revalidate
-                .unwrap_or(defaults.grace)
+                .unwrap_or(grace)
                 .max(p.stale_if_error.unwrap_or(defaults.stale_if_error))
         };
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -143,6 +153,7 @@ impl Entry {
             must_revalidate: p.must_revalidate,
             no_cache: p.no_cache,
             synthetic_etag,
+            ttl_header: p.ttl_header,
             stale_while_revalidate: p.stale_while_revalidate,
             stale_if_error: p.stale_if_error,
         }
@@ -163,6 +174,9 @@ impl Entry {
         }
         if self.no_cache {
             flags |= FLAG_NO_CACHE;
+        }
+        if self.ttl_header {
+            flags |= FLAG_TTL_HEADER;
         }
         m.put_u8(flags);
         m.put_u32_le(secs_raw(self.stale_while_revalidate));
@@ -228,6 +242,7 @@ impl Entry {
             must_revalidate: flags & FLAG_MUST_REVALIDATE != 0,
             synthetic_etag: flags & FLAG_SYNTHETIC_ETAG != 0,
             no_cache: flags & FLAG_NO_CACHE != 0,
+            ttl_header: flags & FLAG_TTL_HEADER != 0,
             stale_while_revalidate: swr,
             stale_if_error: sie,
         })
@@ -262,11 +277,13 @@ pub enum Reuse {
 }
 
 /// Decides [`Reuse`] for `e` at `now` (unix ms); `grace` is the stale-
-/// while-revalidate window for entries that name none. RFC 9111 §4.2: a
-/// stored entry is served while fresh; past that, within its
-/// stale-while-revalidate window while one request refreshes it, unless
-/// `no-cache` or `must-revalidate` forbid. Pure: the entry and the time
-/// in, a decision out.
+/// while-revalidate window for `X-Bigcache-TTL` entries that name none.
+/// RFC 9111 §4.2: a stored entry is served while fresh; past that, only
+/// within the stale-while-revalidate window the response grants (or the
+/// operator's `--grace`, for pages whose lifetime is the operator's own
+/// header), while one request refreshes it, and never where `no-cache` or
+/// `must-revalidate` forbid. Pure: the entry and the time in, a decision
+/// out.
 pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
     if e.no_cache {
         return Reuse::Refetch;
@@ -274,7 +291,8 @@ pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
     if e.is_fresh(now) {
         return Reuse::Fresh;
     }
-    if within(e, e.stale_while_revalidate.unwrap_or(grace), now) {
+    let default = if e.ttl_header { grace } else { Duration::ZERO };
+    if within(e, e.stale_while_revalidate.unwrap_or(default), now) {
         Reuse::Updating
     } else {
         Reuse::Refetch
@@ -282,9 +300,22 @@ pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
 }
 
 /// Whether `e` may stand in for an upstream error at `now`;
-/// `stale_if_error` is the window for entries that name none.
-pub fn serve_stale_on_error(e: &Entry, now: u64, stale_if_error: Duration) -> bool {
-    within(e, e.stale_if_error.unwrap_or(stale_if_error), now)
+/// `stale_if_error` is the window for entries that name none. It applies
+/// to an `X-Bigcache-TTL` page on any error, and to other pages only when
+/// the upstream could not be reached at all (`disconnected`): RFC 9111
+/// §4.2.4 lets a disconnected cache serve stale, not one that got a 5xx.
+pub fn serve_stale_on_error(
+    e: &Entry,
+    now: u64,
+    stale_if_error: Duration,
+    disconnected: bool,
+) -> bool {
+    let default = if e.ttl_header || disconnected {
+        stale_if_error
+    } else {
+        Duration::ZERO
+    };
+    within(e, e.stale_if_error.unwrap_or(default), now)
 }
 
 /// Whether `now` is within `window` past the end of `e`'s freshness, and
@@ -324,29 +355,60 @@ mod tests {
     #[test]
     fn reuse_follows_freshness_then_the_stale_windows() {
         let grace = Duration::from_secs(10);
+        let sie = Duration::from_secs(100);
+        // RFC 9111 freshness: no stale use the response does not grant...
         let e = entry("max-age=60");
         assert_eq!(reuse(&e, 1_000_000 + 59_999, grace), Reuse::Fresh);
-        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Updating);
+        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch);
+        assert!(!serve_stale_on_error(&e, 1_000_000 + 60_000, sie, false));
+        // ...but a disconnected cache may stand in for an unreachable
+        // upstream (RFC 9111 §4.2.4).
+        assert!(serve_stale_on_error(&e, 1_000_000 + 159_999, sie, true));
+        assert!(!serve_stale_on_error(&e, 1_000_000 + 160_000, sie, true));
+        // The response's own windows.
+        let e = entry("max-age=60, stale-while-revalidate=600, stale-if-error=50");
+        assert_eq!(reuse(&e, 1_000_000 + 500_000, grace), Reuse::Updating);
+        assert!(serve_stale_on_error(&e, 1_000_000 + 109_999, sie, false));
+        assert!(!serve_stale_on_error(&e, 1_000_000 + 110_000, sie, true));
+        // Directives that forbid stale use.
+        for cc in [
+            "max-age=60, must-revalidate",
+            "s-maxage=60",
+            "max-age=60, proxy-revalidate",
+        ] {
+            let e = entry(cc);
+            assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch, "{cc}");
+            assert!(
+                !serve_stale_on_error(&e, 1_000_000 + 60_000, sie, true),
+                "{cc}"
+            );
+        }
+        let e = entry("max-age=60, no-cache");
+        assert_eq!(reuse(&e, 1_000_000, grace), Reuse::Refetch);
+    }
+
+    #[test]
+    fn the_operators_ttl_header_gets_the_operators_windows() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut h = HeaderMap::new();
+        h.insert("x-bigcache-ttl", "60s".parse().unwrap());
+        let p = response_policy(StatusCode::OK, &h, now).unwrap();
+        let windows = Windows {
+            grace: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
+        };
+        let e = Entry::new(StatusCode::OK, h, Bytes::new(), &p, 1_000_000, windows);
+        let e = Entry::from_record(&e.to_record()).unwrap();
+        assert!(e.ttl_header);
+        let grace = windows.grace;
+        assert_eq!(reuse(&e, 1_000_000 + 65_000, grace), Reuse::Updating);
         assert_eq!(reuse(&e, 1_000_000 + 70_000, grace), Reuse::Refetch);
         assert!(serve_stale_on_error(
             &e,
-            1_000_000 + 159_999,
-            Duration::from_secs(100)
+            1_000_000 + 150_000,
+            windows.stale_if_error,
+            false
         ));
-        assert!(!serve_stale_on_error(
-            &e,
-            1_000_000 + 160_000,
-            Duration::from_secs(100)
-        ));
-        // The response's own windows win over the defaults.
-        let e = entry("max-age=60, stale-while-revalidate=600");
-        assert_eq!(reuse(&e, 1_000_000 + 500_000, grace), Reuse::Updating);
-        // Directives that forbid stale use.
-        let e = entry("max-age=60, must-revalidate");
-        assert_eq!(reuse(&e, 1_000_000 + 60_000, grace), Reuse::Refetch);
-        assert!(!serve_stale_on_error(&e, 1_000_000 + 60_000, grace));
-        let e = entry("max-age=60, no-cache");
-        assert_eq!(reuse(&e, 1_000_000, grace), Reuse::Refetch);
     }
 
     fn headers(cc: &str) -> HeaderMap {
@@ -371,6 +433,7 @@ mod tests {
             must_revalidate: true,
             no_cache: false,
             synthetic_etag: false,
+            ttl_header: true,
             stale_while_revalidate: Some(Duration::from_secs(30)),
             stale_if_error: None,
         }

@@ -229,10 +229,12 @@ impl<S: PageStore> Proxy<S> {
             .send(Request::from_parts(up, body::empty()))
             .await;
         let now = self.store.clock().now_ms();
-        let serve_stale = |s: &Option<Found>| {
+        // `disconnected`: no response at all (refused, reset, timed out).
+        let serve_stale = |s: &Option<Found>, disconnected: bool| {
             s.as_ref()
                 .filter(|s| {
-                    super::entry::serve_stale_on_error(&s.entry, now, self.cfg.stale_if_error)
+                    let window = self.cfg.stale_if_error;
+                    super::entry::serve_stale_on_error(&s.entry, now, window, disconnected)
                 })
                 .map(|s| Outcome::Entry {
                     entry: s.entry.clone(),
@@ -246,12 +248,12 @@ impl<S: PageStore> Proxy<S> {
             Err(e) => {
                 self.stats.upstream_error();
                 tracing::warn!(error = %e, "upstream request failed");
-                permit.finish(serve_stale(&stale).unwrap_or(Outcome::Error(Arc::new(e))));
+                permit.finish(serve_stale(&stale, true).unwrap_or(Outcome::Error(Arc::new(e))));
                 return;
             }
         };
         if res.status().is_server_error()
-            && let Some(outcome) = serve_stale(&stale)
+            && let Some(outcome) = serve_stale(&stale, false)
         {
             tracing::warn!(status = %res.status(), "upstream error; serving stale");
             permit.finish(outcome);

@@ -31,6 +31,7 @@ pub mod answer;
 pub mod body;
 pub mod coalesce;
 pub mod decision;
+pub mod directives;
 pub mod entry;
 pub mod error;
 mod fill;
@@ -381,6 +382,7 @@ impl<S: PageStore> Proxy<S> {
     /// removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
         rp.headers.remove(TTL_HEADER);
+        rp.headers.remove(policy::OWN_FIELD);
         let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);
         Response::from_parts(rp, body)
     }

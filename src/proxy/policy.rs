@@ -9,15 +9,18 @@
 //! Response side ([`response_policy`]): a response is stored only when the
 //! upstream opted in and it is safe to share:
 //! - lifetime from `X-Bigcache-TTL` (humantime), else RFC 9111 shared-cache
-//!   freshness: `s-maxage`, then `max-age`, then `Expires` − `Date`, less
-//!   any `Age` already reported. No lifetime, no caching: bigcache applies no
-//!   heuristic freshness;
-//! - never with `Set-Cookie`, `Cache-Control: private` or `no-store`, or
-//!   `Vary: *`;
-//! - status 200 by default; 301, 404 and other statuses only when
-//!   `X-Bigcache-TTL` names a lifetime explicitly;
+//!   freshness from the first targeted field present (`Bigcache-Cache-
+//!   Control`, `CDN-Cache-Control`) or `Cache-Control`: `s-maxage`, then
+//!   `max-age`, then (only without a targeted field) `Expires` − `Date`,
+//!   less any `Age` already reported (an unreadable `Age` makes it stale).
+//!   No lifetime, no caching: bigcache applies no heuristic freshness;
+//! - never with `Set-Cookie`, `private` or `no-store` (in `Cache-Control`
+//!   or the governing targeted field), or `Vary: *`;
+//! - any final status with a lifetime, but 206 and 304, client errors other
+//!   than 404/405/410/414, and 5xx without `X-Bigcache-TTL`;
 //! - `no-cache` is stored but revalidated before every reuse;
-//!   `must-revalidate`/`proxy-revalidate` forbid serving it stale.
+//!   `must-revalidate`/`proxy-revalidate`/`s-maxage` forbid serving it
+//!   stale. Directives are read by [`super::directives`].
 //!
 //! Every function here is pure: the request's or response's head and the
 //! time in, a decision out. Written here rather than with
@@ -31,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode, header};
 
 use super::decision::Reason;
+use super::directives::Directives;
 use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
@@ -87,51 +91,6 @@ fn django_strip(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-/// The `Cache-Control` directives bigcache acts on.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CacheControl {
-    pub s_maxage: Option<u64>,
-    pub max_age: Option<u64>,
-    pub private: bool,
-    pub no_store: bool,
-    pub no_cache: bool,
-    pub must_revalidate: bool,
-    pub stale_while_revalidate: Option<u64>,
-    pub stale_if_error: Option<u64>,
-}
-
-impl CacheControl {
-    pub fn parse(headers: &HeaderMap) -> CacheControl {
-        let mut cc = CacheControl::default();
-        let directives = headers
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','));
-        for d in directives {
-            let (name, arg) = match d.split_once('=') {
-                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (d.trim(), None),
-            };
-            let secs = || arg.and_then(|a| a.parse::<u64>().ok());
-            match name.to_ascii_lowercase().as_str() {
-                "s-maxage" => cc.s_maxage = secs().or(Some(0)),
-                "max-age" => cc.max_age = secs().or(Some(0)),
-                // `private="Set-Cookie"` (field-limited) is treated as fully
-                // private: a shared cache must not guess which part is safe.
-                "private" => cc.private = true,
-                "no-store" => cc.no_store = true,
-                "no-cache" => cc.no_cache = true,
-                "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
-                "stale-while-revalidate" => cc.stale_while_revalidate = secs(),
-                "stale-if-error" => cc.stale_if_error = secs(),
-                _ => {}
-            }
-        }
-        cc
-    }
-}
-
 /// The decision for a storable response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Storable {
@@ -145,6 +104,9 @@ pub struct Storable {
     pub initial_age: u64,
     /// Revalidate before every reuse (`no-cache`).
     pub no_cache: bool,
+    /// The lifetime came from `X-Bigcache-TTL`: the operator's windows
+    /// (`--grace`) may serve it stale, which RFC 9111 forbids otherwise.
+    pub ttl_header: bool,
     /// Never serve stale (`must-revalidate`, `proxy-revalidate`).
     pub must_revalidate: bool,
     pub stale_while_revalidate: Option<Duration>,
@@ -163,23 +125,95 @@ fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime
     header_str(headers, name).and_then(|v| httpdate::parse_http_date(v.trim()).ok())
 }
 
+/// The targeted fields, most specific first (RFC 9213): where one is
+/// present it governs bigcache's decisions instead of `Cache-Control`.
+pub const TARGETED: [&str; 2] = ["bigcache-cache-control", "cdn-cache-control"];
+/// bigcache's own targeted field, removed before a response leaves, as
+/// `X-Bigcache-TTL` is.
+pub const OWN_FIELD: &str = "bigcache-cache-control";
+
+fn directives(headers: &HeaderMap, name: &str) -> Result<Option<Directives>, Reason> {
+    Directives::parse(headers.get_all(name).iter().map(|v| v.as_bytes()))
+        .map_err(|_| Reason::Unparsable)
+}
+
+/// Whether `status` may be stored: any final status but 206 (a part is
+/// not the page) and 304 (no page at all), with these limits. 5xx only with
+/// `X-Bigcache-TTL` (an outage must not be kept because a proxy on the way
+/// added `max-age`); of the client errors only 404, 405, 410 and 414, the
+/// ones RFC 9110 §15.1 calls heuristically cacheable: the others (a 400
+/// for an odd header, a 403, a 429) may be the answer to one client's
+/// headers, which are not in the key, and stored they would be everyone's
+/// (cache-poisoned denial of service).
+fn status_storable(status: StatusCode, ttl_header: bool) -> bool {
+    match status.as_u16() {
+        206 | 304 => false,
+        200..=399 => true,
+        404 | 405 | 410 | 414 => true,
+        500..=599 => ttl_header,
+        _ => false,
+    }
+}
+
+/// `Age` in seconds; `Err` for one bigcache cannot read (several values,
+/// not a number), which makes the response stale.
+fn age(headers: &HeaderMap) -> Result<u64, ()> {
+    let mut lines = headers.get_all(header::AGE).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => Ok(0),
+        (Some(v), None) => {
+            let v = v.to_str().map_err(|_| ())?.trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            Ok(v.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        (Some(_), Some(_)) => Err(()),
+    }
+}
+
 /// Decides whether a response to a cacheable GET may be stored, and for how
 /// long. `now` is the time the response arrived.
+///
+/// Precedence for the lifetime: `X-Bigcache-TTL`, then the first targeted
+/// field present ([`TARGETED`]), then `Cache-Control`, then `Expires`
+/// (only when no targeted field is present). A targeted field's `private`,
+/// `no-store` and `no-cache` apply too; `Cache-Control: private` and
+/// `no-store` are never overridden, whatever a targeted field says (RFC
+/// 9213 lets it override them; a browser-private page shared by a header
+/// mix-up is the one mistake a shared cache must not make).
 pub fn response_policy(
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Storable, Reason> {
     // A directive bigcache cannot read might be `private` or `no-store`.
-    let unreadable = |name| headers.get_all(name).iter().any(|v| v.to_str().is_err());
-    if unreadable(header::CACHE_CONTROL) || unreadable(header::VARY) {
+    if headers
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_err())
+    {
         return Err(Reason::Unparsable);
     }
-    let cc = CacheControl::parse(headers);
+    let cc = directives(headers, header::CACHE_CONTROL.as_str())?.unwrap_or_default();
     if cc.no_store {
         return Err(Reason::NoStore);
     }
     if cc.private {
+        return Err(Reason::Private);
+    }
+    let mut targeted = None;
+    for name in TARGETED {
+        if let Some(d) = directives(headers, name)? {
+            targeted = Some(d);
+            break;
+        }
+    }
+    let d = targeted.as_ref().unwrap_or(&cc);
+    if d.no_store {
+        return Err(Reason::NoStore);
+    }
+    if d.private {
         return Err(Reason::Private);
     }
     if headers.contains_key(header::SET_COOKIE) {
@@ -194,26 +228,26 @@ pub fn response_policy(
     if vary_star {
         return Err(Reason::VaryStar);
     }
-    let age = header_str(headers, header::AGE)
-        .and_then(|a| a.trim().parse::<u64>().ok())
-        .unwrap_or(0);
 
     let explicit = match header_str(headers, TTL_HEADER) {
         Some(text) => Some(ttl::parse(text).map_err(|_| Reason::BadTtl)?),
         None if headers.contains_key(TTL_HEADER) => return Err(Reason::BadTtl),
         None => None,
     };
-    if explicit.is_none() && status != StatusCode::OK {
+    if !status_storable(status, explicit.is_some()) {
         return Err(Reason::Status);
     }
+    let age = age(headers);
     let lifetime = match explicit {
         // The TTL header is bigcache's own instruction: `Age` is not
         // subtracted from it.
         Some(d) => d,
         None => {
-            let secs = if let Some(s) = cc.s_maxage.or(cc.max_age) {
+            let secs = if let Some(s) = d.s_maxage.or(d.max_age) {
                 s
-            } else if let Some(expires) = headers.get(header::EXPIRES) {
+            } else if targeted.is_none()
+                && let Some(expires) = headers.get(header::EXPIRES)
+            {
                 // An invalid Expires (e.g. "0") means already expired.
                 let expires = expires
                     .to_str()
@@ -226,7 +260,8 @@ pub fn response_policy(
             } else {
                 return Err(Reason::NoLifetime);
             };
-            Duration::from_secs(secs.saturating_sub(age))
+            // An unreadable Age: the response is stale (RFC 9111 §4.2.3).
+            Duration::from_secs(age.map_or(0, |a| secs.saturating_sub(a)))
         }
     };
     // `no-cache` alone is no opt-in: without a lifetime there is nothing
@@ -236,19 +271,22 @@ pub fn response_policy(
     }
     let lifetime = lifetime.min(ttl::MAX_TTL);
     Ok(Storable {
-        fresh_for: if cc.no_cache {
-            Duration::ZERO
-        } else {
-            lifetime
-        },
+        fresh_for: if d.no_cache { Duration::ZERO } else { lifetime },
         keep_for: lifetime,
-        initial_age: if explicit.is_some() { 0 } else { age },
-        no_cache: cc.no_cache,
+        initial_age: if explicit.is_some() {
+            0
+        } else {
+            age.unwrap_or(0)
+        },
+        no_cache: d.no_cache,
+        ttl_header: explicit.is_some(),
         // s-maxage implies proxy-revalidate for a shared cache (RFC 9111
         // §5.2.2.10), unless bigcache's own TTL header set the lifetime.
-        must_revalidate: cc.must_revalidate || (explicit.is_none() && cc.s_maxage.is_some()),
-        stale_while_revalidate: cc.stale_while_revalidate.map(capped),
-        stale_if_error: cc.stale_if_error.map(capped),
+        must_revalidate: d.must_revalidate
+            || d.proxy_revalidate
+            || (explicit.is_none() && d.s_maxage.is_some()),
+        stale_while_revalidate: d.stale_while_revalidate.map(capped),
+        stale_if_error: d.stale_if_error.map(capped),
     })
 }
 
@@ -376,17 +414,143 @@ mod tests {
     }
 
     #[test]
-    fn statuses_other_than_200_need_the_ttl_header() {
-        assert_eq!(
-            fresh(404, &[("cache-control", "max-age=60")]),
-            Err(Reason::Status)
-        );
-        assert_eq!(
-            fresh(301, &[("cache-control", "max-age=60")]),
-            Err(Reason::Status)
-        );
-        assert_eq!(fresh(404, &[("x-bigcache-ttl", "5m")]), Ok(300));
+    fn statuses_with_explicit_freshness() {
+        let ma = ("cache-control", "max-age=60");
+        for ok in [200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414] {
+            assert_eq!(fresh(ok, &[ma]), Ok(60), "{ok}");
+        }
+        // A part, no page, a client error one client's headers may have
+        // caused, an outage: not without the operator's header.
+        for no in [206, 304, 400, 403, 429, 500, 501, 503] {
+            assert_eq!(fresh(no, &[ma]), Err(Reason::Status), "{no}");
+        }
+        assert_eq!(fresh(503, &[("x-bigcache-ttl", "5m")]), Ok(300));
+        assert_eq!(fresh(206, &[("x-bigcache-ttl", "5m")]), Err(Reason::Status));
         assert_eq!(fresh(301, &[("x-bigcache-ttl", "1d")]), Ok(86400));
+        // Still no heuristic freshness for any of them.
+        assert_eq!(fresh(404, &[]), Err(Reason::NoLifetime));
+    }
+
+    #[test]
+    fn an_unreadable_age_makes_the_response_stale() {
+        let ma = ("cache-control", "max-age=600");
+        assert_eq!(
+            fresh(200, &[ma, ("age", "old, 0")]),
+            Err(Reason::NoLifetime)
+        );
+        assert_eq!(fresh(200, &[ma, ("age", "-5")]), Err(Reason::NoLifetime));
+        let mut two = h(&[ma, ("age", "1")]);
+        two.append("age", "2".parse().unwrap());
+        let now = SystemTime::now();
+        assert_eq!(
+            response_policy(StatusCode::OK, &two, now),
+            Err(Reason::NoLifetime)
+        );
+        assert_eq!(fresh(200, &[ma, ("age", " 100 ")]), Ok(500));
+    }
+
+    #[test]
+    fn targeted_fields_take_precedence() {
+        // CDN-Cache-Control governs the shared cache; browsers get none.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "no-cache, max-age=0"),
+                    ("cdn-cache-control", "max-age=600")
+                ]
+            ),
+            Ok(600)
+        );
+        // bigcache's own field over the CDNs'.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=600"),
+                    ("bigcache-cache-control", "max-age=3600"),
+                ]
+            ),
+            Ok(3600)
+        );
+        // Restrictions in a targeted field apply.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store")
+                ]
+            ),
+            Err(Reason::NoStore)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "private")
+                ]
+            ),
+            Err(Reason::Private)
+        );
+        // A targeted field without a lifetime: Expires is not consulted.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cdn-cache-control", "must-revalidate"),
+                    ("date", "Tue, 24 Nov 2026 12:00:00 GMT"),
+                    ("expires", "Tue, 24 Nov 2026 13:00:00 GMT"),
+                ]
+            ),
+            Err(Reason::NoLifetime)
+        );
+        // Cache-Control's private and no-store are never overridden.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "private"),
+                    ("cdn-cache-control", "max-age=600")
+                ]
+            ),
+            Err(Reason::Private)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "no-store"),
+                    ("bigcache-cache-control", "max-age=600")
+                ]
+            ),
+            Err(Reason::NoStore)
+        );
+        // The X-Bigcache-TTL header still sets the lifetime over all.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("x-bigcache-ttl", "1h"),
+                    ("bigcache-cache-control", "max-age=60")
+                ]
+            ),
+            Ok(3600)
+        );
+    }
+
+    #[test]
+    fn quoted_directives_are_not_read_as_lifetimes() {
+        assert_eq!(
+            fresh(200, &[("cache-control", r#"foo="max-age=8", max-age=60"#)]),
+            Ok(60)
+        );
+        assert_eq!(
+            fresh(200, &[("cache-control", r#"foo="max-age=600""#)]),
+            Err(Reason::NoLifetime)
+        );
     }
 
     #[test]

@@ -266,7 +266,15 @@ async fn a_failing_store_serves_from_the_upstream_and_says_so() {
 
 #[tokio::test]
 async fn a_stale_page_stands_in_for_a_failing_upstream_within_stale_if_error() {
+    // A page under RFC 9111 rules: a 5xx is passed on once it is stale
+    // (the upstream answered; serving stale needs the response's leave).
     let r = rig(reply(200, &[("cache-control", "max-age=60")])).await;
+    r.get("/rfc", &[]).await;
+    r.upstream.answer(503, &[]);
+    r.clock.advance(Duration::from_secs(600));
+    assert_eq!(r.get("/rfc", &[]).await.status, 503);
+    // The operator's TTL header: `--stale-if-error` (an hour) applies.
+    r.upstream.answer(200, &[("x-bigcache-ttl", "60s")]);
     let a = r.get("/e", &[]).await;
     r.upstream.answer(503, &[]);
     // Past max-age and the 10 s grace, within the hour of stale-if-error.
