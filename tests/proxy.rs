@@ -1398,3 +1398,35 @@ async fn targeted_cache_control_fields() {
         "bigcache's own field leaked"
     );
 }
+
+/// `Cache-Status` (RFC 9211) says what bigcache did, beside `X-Cache`, and
+/// keeps what caches behind it said (theirs first).
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_status_says_what_happened() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = "/cs/?h=Cache-Control:max-age%3D600&h=Cache-Status:origin-cache;%20hit";
+    let miss = get(&s, path).await;
+    let statuses = |r: &Reply| -> Vec<String> {
+        r.headers
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        statuses(&miss),
+        [
+            "origin-cache; hit",
+            "bigcache;fwd=uri-miss;fwd-status=200;stored;ttl=600"
+        ]
+    );
+    let hit = get(&s, path).await;
+    let last = statuses(&hit).pop().unwrap();
+    assert!(last.starts_with("bigcache;hit;ttl="), "{last}");
+    let nolife = get(&s, "/cs/none").await;
+    assert_eq!(
+        statuses(&nolife),
+        [r#"bigcache;fwd=uri-miss;fwd-status=200;detail="no_lifetime""#]
+    );
+}

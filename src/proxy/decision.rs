@@ -1,6 +1,7 @@
 //! What the proxy did with a request, and why: one [`Decision`] per
-//! response. It alone sets the `X-Cache` header, the request's log line and
-//! the counters in `proxy::stats`, so the three can never disagree.
+//! response. It alone sets the `X-Cache` and `Cache-Status` (RFC 9211)
+//! headers, the request's log line and the counters in `proxy::stats`, so
+//! they can never disagree.
 
 use http::HeaderValue;
 
@@ -170,13 +171,22 @@ pub struct Decision {
     /// it; `None` for a hit, and for a miss that found the page absent and
     /// stored it.
     pub reason: Option<Reason>,
+    /// Seconds of freshness the served entry had left (negative: stale).
+    pub ttl: Option<i64>,
+    /// Answered from a fetch another request made (coalesced).
+    pub collapsed: bool,
 }
+
+/// The cache's name in `Cache-Status`.
+const NAME: &sfv::TokenRef = sfv::TokenRef::constant("bigcache");
 
 impl Decision {
     pub const fn new(status: CacheStatus) -> Decision {
         Decision {
             status,
             reason: None,
+            ttl: None,
+            collapsed: false,
         }
     }
 
@@ -184,7 +194,69 @@ impl Decision {
         Decision {
             status,
             reason: Some(reason),
+            ttl: None,
+            collapsed: false,
         }
+    }
+
+    /// With the freshness left in an entry that is fresh until `fresh_until`
+    /// (unix ms), at `now`.
+    pub fn with_ttl(mut self, fresh_until: u64, now: u64) -> Decision {
+        let ms = i128::from(fresh_until) - i128::from(now);
+        self.ttl = Some(i64::try_from(ms.div_euclid(1000)).unwrap_or(i64::MIN));
+        self
+    }
+
+    pub fn collapsed(mut self) -> Decision {
+        self.collapsed = true;
+        self
+    }
+
+    /// The `Cache-Status` entry (RFC 9211) for a response of `status`:
+    /// `bigcache; hit; ttl=…` for a hit, `bigcache; fwd=uri-miss;
+    /// fwd-status=200; stored` for a miss stored, `fwd=stale; fwd-status=
+    /// 304` for a revalidation, `fwd=bypass` or `fwd=method` for requests
+    /// the cache does not handle; `collapsed` for a request answered by
+    /// another's fetch, `detail` naming the [`Reason`].
+    pub fn cache_status(&self, status: u16) -> HeaderValue {
+        use sfv::{Integer, KeyRef, StringRef, TokenRef};
+        let key = KeyRef::constant;
+        let mut ser = sfv::ItemSerializer::new().bare_item(NAME);
+        let fwd = |t: &'static str| TokenRef::constant(t);
+        ser = match self.status {
+            CacheStatus::Hit if !self.collapsed => ser.parameter(key("hit"), true),
+            CacheStatus::Updating => ser.parameter(key("hit"), true),
+            CacheStatus::Hit | CacheStatus::Miss => ser
+                .parameter(key("fwd"), fwd("uri-miss"))
+                .parameter(key("fwd-status"), Integer::constant(i64::from(status))),
+            CacheStatus::Bypass if self.reason == Some(Reason::Method) => {
+                ser.parameter(key("fwd"), fwd("method"))
+            }
+            CacheStatus::Bypass => ser.parameter(key("fwd"), fwd("bypass")),
+            CacheStatus::Stale => ser.parameter(key("fwd"), fwd("stale")),
+            CacheStatus::Revalidated => ser
+                .parameter(key("fwd"), fwd("stale"))
+                .parameter(key("fwd-status"), Integer::constant(304)),
+        };
+        if self.collapsed {
+            ser = ser.parameter(key("collapsed"), true);
+        }
+        if self.status == CacheStatus::Miss && self.reason.is_none() {
+            ser = ser.parameter(key("stored"), true);
+        }
+        if let Some(ttl) = self.ttl.and_then(|t| Integer::try_from(t).ok()) {
+            ser = ser.parameter(key("ttl"), ttl);
+        }
+        let detail = match (self.status, self.reason) {
+            (_, Some(r)) => Some(r.as_str()),
+            (CacheStatus::Stale, None) => Some("stale-if-error"),
+            (CacheStatus::Updating, None) => Some("stale-while-revalidate"),
+            _ => None,
+        };
+        if let Some(d) = detail.and_then(|d| StringRef::from_str(d).ok()) {
+            ser = ser.parameter(key("detail"), d);
+        }
+        HeaderValue::from_str(&ser.finish()).unwrap_or(HeaderValue::from_static("bigcache"))
     }
 
     /// A request that went upstream and was not stored, for `reason`.
@@ -223,5 +295,48 @@ mod tests {
         assert_eq!(d.header(), "MISS");
         assert_eq!(d.reason_str(), "private");
         assert_eq!(Decision::new(CacheStatus::Hit).reason_str(), "-");
+    }
+
+    #[test]
+    fn cache_status_is_a_valid_structured_field() {
+        let hit = Decision::new(CacheStatus::Hit).with_ttl(61_500, 1_000);
+        let stored = Decision::new(CacheStatus::Miss).with_ttl(60_000, 0);
+        let passed = Decision::uncached(Reason::Private);
+        let collapsed = Decision::new(CacheStatus::Hit)
+            .with_ttl(10_000, 0)
+            .collapsed();
+        let stale = Decision::new(CacheStatus::Stale).with_ttl(0, 5_000);
+        let revalidated = Decision::new(CacheStatus::Revalidated);
+        let bypass = Decision::because(CacheStatus::Bypass, Reason::Method);
+        for (d, status, want) in [
+            (hit, 200, "bigcache;hit;ttl=60"),
+            (
+                stored,
+                200,
+                "bigcache;fwd=uri-miss;fwd-status=200;stored;ttl=60",
+            ),
+            (
+                passed,
+                404,
+                r#"bigcache;fwd=uri-miss;fwd-status=404;detail="private""#,
+            ),
+            (
+                collapsed,
+                200,
+                "bigcache;fwd=uri-miss;fwd-status=200;collapsed;ttl=10",
+            ),
+            (
+                stale,
+                200,
+                r#"bigcache;fwd=stale;ttl=-5;detail="stale-if-error""#,
+            ),
+            (revalidated, 200, "bigcache;fwd=stale;fwd-status=304"),
+            (bypass, 200, r#"bigcache;fwd=method;detail="method""#),
+        ] {
+            let v = d.cache_status(status);
+            assert_eq!(v, want);
+            let parsed: Result<sfv::List, _> = sfv::Parser::new(v.to_str().unwrap()).parse();
+            assert!(parsed.is_ok(), "{want}");
+        }
     }
 }

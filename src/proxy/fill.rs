@@ -177,10 +177,11 @@ impl<S: PageStore> Proxy<S> {
                     (_, _, true) => CacheStatus::Miss,
                     _ => CacheStatus::Hit,
                 };
-                Ok((
-                    answer::from_entry(&entry, &parts, now),
-                    Decision::new(status),
-                ))
+                let mut decision = Decision::new(status).with_ttl(entry.fresh_until, now);
+                if !leader {
+                    decision = decision.collapsed();
+                }
+                Ok((answer::from_entry(&entry, &parts, now), decision))
             }
             Outcome::Pass(reason) => {
                 let res = self.pass_through(parts, body::empty()).await?;

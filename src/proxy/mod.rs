@@ -211,6 +211,9 @@ impl<S: PageStore> Proxy<S> {
         };
         self.stats.count(decision);
         res.headers_mut().insert("x-cache", decision.header());
+        // Appended: caches closer to the origin listed theirs first.
+        let status = decision.cache_status(res.status().as_u16());
+        res.headers_mut().append("cache-status", status);
         if let Some(uri) = uri {
             tracing::debug!(
                 target = %uri,
@@ -337,7 +340,8 @@ impl<S: PageStore> Proxy<S> {
             .map(|f| entry::reuse(&f.entry, now, self.cfg.grace));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let res = answer::from_entry(&f.entry, &parts, now);
-            return Ok((res, Decision::new(CacheStatus::Hit)));
+            let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
+            return Ok((res, decision));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -347,7 +351,8 @@ impl<S: PageStore> Proxy<S> {
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let res = answer::from_entry(&f.entry, &parts, now);
-            return Ok((res, Decision::new(CacheStatus::Updating)));
+            let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
+            return Ok((res, decision));
         }
 
         // 5-7. Fetch, store, answer.
