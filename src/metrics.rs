@@ -14,16 +14,19 @@ pub struct Stats {
     pub deletes: AtomicU64,
 }
 
-/// A point-in-time copy for reporting.
-#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+/// A point-in-time copy for reporting, in the original Python server's
+/// `/stat` shape (`{"stats": {...}}`, these names, the rate as text), so
+/// its dashboards keep working; `set` is bigcache's, beside them.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
-    pub hits: u64,
-    pub misses: u64,
-    pub expired: u64,
-    pub sets: u64,
-    pub deletes: u64,
-    /// hits / (hits + misses + expired); 0 before any read.
-    pub hit_rate: f64,
+    pub hit: u64,
+    pub miss: u64,
+    pub expire: u64,
+    pub delete: u64,
+    pub set: u64,
+    /// hit / (hit + miss + expire) as a percentage with two decimals,
+    /// `"0.00%"` before any read.
+    pub hit_rate: String,
 }
 
 impl Stats {
@@ -36,17 +39,18 @@ impl Stats {
         let misses = self.misses.load(Relaxed);
         let expired = self.expired.load(Relaxed);
         let reads = hits + misses + expired;
+        let rate = if reads == 0 {
+            0.0
+        } else {
+            hits as f64 * 100.0 / reads as f64
+        };
         StatsSnapshot {
-            hits,
-            misses,
-            expired,
-            sets: self.sets.load(Relaxed),
-            deletes: self.deletes.load(Relaxed),
-            hit_rate: if reads == 0 {
-                0.0
-            } else {
-                hits as f64 / reads as f64
-            },
+            hit: hits,
+            miss: misses,
+            expire: expired,
+            delete: self.deletes.load(Relaxed),
+            set: self.sets.load(Relaxed),
+            hit_rate: format!("{rate:.2}%"),
         }
     }
 }
@@ -58,11 +62,13 @@ mod tests {
     #[test]
     fn hit_rate_counts_expired_reads_as_misses() {
         let s = Stats::default();
-        assert_eq!(s.snapshot().hit_rate, 0.0);
+        assert_eq!(s.snapshot().hit_rate, "0.00%");
         Stats::bump(&s.hits);
         Stats::bump(&s.hits);
         Stats::bump(&s.misses);
         Stats::bump(&s.expired);
-        assert_eq!(s.snapshot().hit_rate, 0.5);
+        assert_eq!(s.snapshot().hit_rate, "50.00%");
+        Stats::bump(&s.misses);
+        assert_eq!(s.snapshot().hit_rate, "40.00%");
     }
 }

@@ -638,8 +638,10 @@ async fn empty_prefix() -> ApiError {
 /// proxy's counters by `X-Cache` status and its upstream requests.
 #[utoipa::path(get, path = "/stat", responses((status = 200, body = crate::metrics::StatsSnapshot)))]
 async fn stat(State(st): State<ApiState>) -> Response {
-    let mut v = serde_json::to_value(st.stats.snapshot()).unwrap_or_default();
-    v["proxy"] = st.proxy_stats.snapshot();
+    let v = serde_json::json!({
+        "stats": st.stats.snapshot(),
+        "proxy": st.proxy_stats.snapshot(),
+    });
     axum::Json(v).into_response()
 }
 
