@@ -1430,3 +1430,45 @@ async fn cache_status_says_what_happened() {
         [r#"bigcache;fwd=uri-miss;fwd-status=200;detail="no_lifetime""#]
     );
 }
+
+/// `Range` requests are answered from the stored page: a miss fetches the
+/// whole page (stored, then the range cut from it), a hit never asks the
+/// upstream; 416 past the end, the whole page for several ranges or an
+/// `If-Range` that names another version.
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_are_served_from_the_stored_page() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/rg/?{TTL}&fixed=1&size=1000&etag=v1");
+    let full = get(&s, &path).await.body;
+    assert_eq!(full.len(), 1000);
+    let other = format!("/rg/miss?{TTL}&fixed=1&size=1000");
+    // A miss with a Range: the upstream is asked for the whole page.
+    let r = get_with(&s, &other, &[("range", "bytes=0-9")]).await;
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (206, Some("bytes 0-9/1000"))
+    );
+    assert_eq!(r.body.len(), 10);
+    assert_eq!(o.count(&other), 1);
+    let again = get(&s, &other).await;
+    assert_eq!((again.status, again.cache()), (200, "HIT"));
+    assert!(again.body.starts_with(&r.body));
+
+    let r = get_with(&s, &path, &[("range", "bytes=-5")]).await;
+    assert_eq!((r.status, r.cache()), (206, "HIT"));
+    assert_eq!(r.header("content-range"), Some("bytes 995-999/1000"));
+    assert_eq!(r.body, full[995..]);
+    let r = get_with(&s, &path, &[("range", "bytes=1000-")]).await;
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */1000"))
+    );
+    let r = get_with(&s, &path, &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    let r = get_with(&s, &path, &[("range", "bytes=0-1"), ("if-range", "\"v2\"")]).await;
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    let r = get_with(&s, &path, &[("range", "bytes=0-1"), ("if-range", "\"v1\"")]).await;
+    assert_eq!((r.status, r.body.as_str()), (206, &full[..2]));
+    assert_eq!(o.count(&path), 1, "a range of a stored page went upstream");
+}

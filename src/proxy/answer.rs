@@ -1,5 +1,6 @@
-//! Building the client's response from a stored page: the page itself, or a
-//! 304 when the client's validators match; `Age` from the page's residence.
+//! Building the client's response from a stored page: the page itself, a
+//! 304 when the client's validators match, or the byte range it asked for
+//! (`proxy::range`); `Age` from the page's residence.
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -8,6 +9,7 @@ use http::{Method, Response, StatusCode};
 use super::body::{self, Body};
 use super::entry::Entry;
 use super::policy::{OWN_FIELD, TTL_HEADER};
+use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 
 /// The response for request `req` from entry `e` at `now` (unix ms).
@@ -22,18 +24,50 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
         }
         res
     } else {
+        let len = e.body.len() as u64;
+        let ranged = if req.method == Method::GET && e.status == StatusCode::OK {
+            range::select(&req.headers, &e.headers, len)
+        } else {
+            Ranged::Full
+        };
+        let (status, body, length) = match ranged {
+            Ranged::Full => (e.status, e.body.clone(), len),
+            Ranged::Part { start, end } => {
+                let part = e.body.slice(start as usize..=end as usize);
+                (StatusCode::PARTIAL_CONTENT, part, end - start + 1)
+            }
+            Ranged::Unsatisfiable => {
+                let mut res = Response::new(body::empty());
+                *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                let h = res.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                h.insert(header::AGE, HeaderValue::from(e.age(now)));
+                return res;
+            }
+        };
         let body = if req.method == Method::HEAD {
             body::empty()
         } else {
-            body::stored(e.body.clone())
+            body::stored(body)
         };
         let mut res = Response::new(body);
-        *res.status_mut() = e.status;
+        *res.status_mut() = status;
         *res.headers_mut() = e.headers.clone();
-        res.headers_mut().remove(TTL_HEADER);
-        res.headers_mut().remove(OWN_FIELD);
-        res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
+        let h = res.headers_mut();
+        h.remove(TTL_HEADER);
+        h.remove(OWN_FIELD);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Ranged::Part { start, end } = ranged
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+        {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        if e.status == StatusCode::OK {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
         res
     };
     res.headers_mut()

@@ -13,7 +13,7 @@ pub enum CacheStatus {
     /// Fetched from the upstream for this request; [`Decision::reason`]
     /// says why it was not stored, when it was not.
     Miss,
-    /// Not eligible for the cache (method, credentials, session, range).
+    /// Not eligible for the cache (method, credentials, session).
     Bypass,
     /// Stale copy served because the upstream failed (stale-if-error).
     Stale,
@@ -53,7 +53,6 @@ pub enum Reason {
     Method,
     Authorization,
     SessionCookie,
-    Range,
     /// A `Host` not in `--host`: the key holds no host, so such a request
     /// never shares the site's pages.
     UnknownHost,
@@ -101,11 +100,10 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
-        Reason::Range,
         Reason::UnknownHost,
         Reason::NoLifetime,
         Reason::SetCookie,
@@ -136,7 +134,6 @@ impl Reason {
             Reason::Method => "method",
             Reason::Authorization => "authorization",
             Reason::SessionCookie => "session_cookie",
-            Reason::Range => "range",
             Reason::UnknownHost => "unknown_host",
             Reason::NoLifetime => "no_lifetime",
             Reason::SetCookie => "set_cookie",

@@ -39,6 +39,7 @@ pub mod forward;
 pub mod key;
 pub mod lookup;
 pub mod policy;
+pub mod range;
 pub mod revalidate;
 pub mod stats;
 pub mod upstream;

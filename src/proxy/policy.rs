@@ -1,8 +1,8 @@
 //! What may be cached, and for how long: the proxy's cacheability policy.
 //!
-//! Request side ([`request_bypass`]): a request carrying `Authorization`, a
-//! session cookie (configurable names, default `sessionid`) or a `Range`
-//! header bypasses the cache both ways: it is never answered from the
+//! Request side ([`request_bypass`]): a request carrying `Authorization` or
+//! a session cookie (configurable names, default `sessionid`) bypasses the
+//! cache both ways: it is never answered from the
 //! cache and its response is never stored. A logged-in user never gets an
 //! anonymous page and never leaves theirs behind.
 //!
@@ -59,9 +59,6 @@ pub fn request_bypass(
     }
     if headers.contains_key(header::AUTHORIZATION) {
         return Some(Reason::Authorization);
-    }
-    if headers.contains_key(header::RANGE) {
-        return Some(Reason::Range);
     }
     // Bytes, not `to_str`: a cookie header with one non-ASCII value must
     // still be searched, or its session would go unnoticed.
@@ -646,10 +643,8 @@ mod tests {
         );
         assert_eq!(bypass(&h(&[("cookie", "notsessionid=abc")]), &names), None);
         assert_eq!(bypass(&h(&[("cookie", "csrftoken=abc")]), &names), None);
-        assert_eq!(
-            bypass(&h(&[("range", "bytes=0-10")]), &names),
-            Some(Reason::Range)
-        );
+        // Ranges are answered from the stored page (`proxy::range`).
+        assert_eq!(bypass(&h(&[("range", "bytes=0-10")]), &names), None);
         assert_eq!(bypass(&h(&[]), &names), None);
         let mut m = HeaderMap::new();
         m.insert(

@@ -7,9 +7,11 @@ use http::header::{self, HeaderName};
 
 use super::entry::Entry;
 
-/// Conditional request headers: dropped when bigcache fetches for the
-/// cache, since it needs the full response, not the client's 304.
-const CONDITIONALS: [HeaderName; 5] = [
+/// Conditional and range request headers: dropped when bigcache fetches
+/// for the cache, since it needs the full response, not the client's 304
+/// or part (the range is answered from the stored page).
+const CONDITIONALS: [HeaderName; 6] = [
+    header::RANGE,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
