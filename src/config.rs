@@ -189,6 +189,20 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_CACHE_VARY_COOKIE")]
     pub cache_vary_cookie: bool,
 
+    /// Content codings the upstream can produce, preferred first (e.g.
+    /// `br,gzip`). A cacheable request's Accept-Encoding is replaced by the
+    /// first of them the client accepts (or removed), so a page varying on
+    /// it is stored once per coding, not once per browser's spelling.
+    /// Django's GZipMiddleware makes gzip. Empty: passed on as sent.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_ACCEPT_ENCODING",
+        value_delimiter = ',',
+        default_value = "gzip"
+    )]
+    pub accept_encoding: Vec<String>,
+
     /// Peers whose X-Forwarded-For/-Host/-Proto and Forwarded headers are
     /// believed: the nginx in front, e.g. 127.0.0.1/32. Anyone else's are
     /// replaced. Repeat or separate with commas; none by default (not even
@@ -258,6 +272,7 @@ pub struct Config {
     pub max_variants: usize,
     pub sync: bool,
     pub cache_vary_cookie: bool,
+    pub encodings: Vec<String>,
     pub max_connections: usize,
     pub client_timeout: Duration,
     /// `--host`, in `proxy::key::host_name` form; empty means the defaults
@@ -385,6 +400,12 @@ impl Args {
             max_variants: self.max_variants,
             sync: self.sync,
             cache_vary_cookie: self.cache_vary_cookie,
+            encodings: self
+                .accept_encoding
+                .iter()
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
             max_connections: self.max_connections,
             client_timeout: self.client_timeout,
             hosts,

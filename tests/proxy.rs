@@ -1472,3 +1472,31 @@ async fn ranges_are_served_from_the_stored_page() {
     assert_eq!((r.status, r.body.as_str()), (206, &full[..2]));
     assert_eq!(o.count(&path), 1, "a range of a stored page went upstream");
 }
+
+/// Browsers' many `Accept-Encoding` spellings share one copy per coding of
+/// a page that varies on it (`--accept-encoding`, default gzip).
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_encoding_spellings_share_a_variant() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/ae/?{TTL}&h=Vary:Accept-Encoding");
+    let first = get_with(&s, &path, &[("accept-encoding", "gzip, deflate, br, zstd")]).await;
+    assert_eq!(first.cache(), "MISS");
+    for ae in ["gzip, deflate", "br, gzip", "x-gzip", "*"] {
+        let r = get_with(&s, &path, &[("accept-encoding", ae)]).await;
+        assert_eq!(
+            (r.cache(), r.body.as_str()),
+            ("HIT", first.body.as_str()),
+            "{ae}"
+        );
+    }
+    // No gzip: the identity copy, its own variant.
+    let plain = get_with(&s, &path, &[("accept-encoding", "br")]).await;
+    assert_eq!(plain.cache(), "MISS");
+    assert_eq!(
+        get(&s, &path).await.cache(),
+        "HIT",
+        "no header is identity too"
+    );
+    assert_eq!(o.count(&path), 2);
+}

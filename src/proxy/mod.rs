@@ -32,6 +32,7 @@ pub mod body;
 pub mod coalesce;
 pub mod decision;
 pub mod directives;
+pub mod encoding;
 pub mod entry;
 pub mod error;
 mod fill;
@@ -86,6 +87,9 @@ pub struct ProxyConfig {
     pub max_target: usize,
     /// Store responses with `Vary: Cookie` (one copy per cookie header).
     pub cache_vary_cookie: bool,
+    /// Content codings the upstream produces, preferred first: a cacheable
+    /// request's `Accept-Encoding` becomes one of them (`proxy::encoding`).
+    pub encodings: Vec<String>,
     /// The site's host names (`key::host_name` form); other hosts bypass.
     pub hosts: Vec<String>,
     /// Longest a request waits on another's fetch (and its write) before
@@ -293,6 +297,8 @@ impl<S: PageStore> Proxy<S> {
             let res = self.pass_through(parts, body::boxed(body)).await?;
             return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
         }
+        // One spelling per coding, before the variant is computed.
+        encoding::normalise(&mut parts.headers, &self.cfg.encodings);
         // The site's own form of its host (`Example.ORG.` is
         // `example.org`), so every request sharing a page renders it alike.
         let listed = parts
