@@ -758,7 +758,8 @@ async fn a_request_after_a_purge_does_not_join_the_purged_fetch() {
 async fn a_304_refreshes_the_stored_headers() {
     let o = Origin::start().await;
     let (_d, s) = start_local(&o.url(), &["--grace", "0s"]).await;
-    let path = "/r304/?etag=v1&h=Cache-Control:max-age%3D1&h304=X-Version:2&h304=Content-Language:de";
+    let path =
+        "/r304/?etag=v1&h=Cache-Control:max-age%3D1&h304=X-Version:2&h304=Content-Language:de";
     let first = get(&s, path).await;
     assert_eq!(first.header("x-version"), None);
     stored(&s, 1).await;
