@@ -1504,3 +1504,69 @@ async fn accept_encoding_spellings_share_a_variant() {
     );
     assert_eq!(o.count(&path), 2);
 }
+
+/// `GET /metrics` is Prometheus text that a parser reads, and after known
+/// traffic each counter has exactly the value that traffic makes.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_exactly_what_happened() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let page = format!("/m/?{TTL}");
+    get(&s, &page).await; // miss, stored
+    stored(&s, 1).await;
+    get(&s, &page).await; // hit
+    get(&s, &page).await; // hit
+    get(&s, "/m/private?h=Cache-Control:private").await; // miss: private
+    send(s.page("/m/form"), Method::POST, &[]).await; // bypass: method
+    let c = client();
+    c.post(s.url("/cache/k"))
+        .header("content-type", "application/json")
+        .body(r#"{"value": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("/cache/k")).send().await.unwrap();
+    c.get(s.url("/cache/nope")).send().await.unwrap();
+    let r = c.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let found = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)));
+        match found.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v)) => *v,
+            Some(prometheus_parse::Value::Untyped(v)) => *v,
+            other => panic!("{name} {label:?}: {other:?}\n{text}"),
+        }
+    };
+    let req = "bigcache_proxy_requests_total";
+    assert_eq!(value(req, Some(("cache", "hit"))), 2.0);
+    assert_eq!(value(req, Some(("cache", "miss"))), 2.0);
+    assert_eq!(value(req, Some(("cache", "bypass"))), 1.0);
+    let nc = "bigcache_proxy_not_cached_total";
+    assert_eq!(value(nc, Some(("reason", "private"))), 1.0);
+    assert_eq!(value(nc, Some(("reason", "method"))), 1.0);
+    assert_eq!(value(nc, Some(("reason", "no_lifetime"))), 0.0);
+    assert_eq!(value("bigcache_upstream_requests_total", None), 3.0);
+    assert_eq!(value("bigcache_upstream_errors_total", None), 0.0);
+    assert_eq!(
+        value("bigcache_rest_reads_total", Some(("result", "hit"))),
+        1.0
+    );
+    assert_eq!(
+        value("bigcache_rest_reads_total", Some(("result", "miss"))),
+        1.0
+    );
+    assert_eq!(value("bigcache_rest_writes_total", None), 1.0);
+    assert!(value("bigcache_hot_tier_bytes", None) > 0.0);
+    assert!(value("bigcache_disk_bytes", None) > 0.0);
+    assert!(value("bigcache_process_resident_memory_bytes", None) > 1e6);
+    assert!(value("bigcache_process_open_fds", None) > 3.0);
+}

@@ -63,6 +63,8 @@ pub struct ApiState {
     /// Host names (beside IP literals and `localhost`) the API answers to
     /// without a token (`--api-host`).
     pub hosts: Arc<[String]>,
+    /// What `GET /metrics` reports (`crate::metrics::registry`).
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -83,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/prefix", axum::routing::delete(empty_prefix))
         .route("/stat", get(stat))
         .route("/stat/count", get(stat_count))
+        .route("/metrics", get(metrics))
         .route("/clear", get(clear_by_get).post(clear).delete(clear))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route_layer(middleware::from_fn_with_state(
@@ -643,6 +646,20 @@ async fn stat(State(st): State<ApiState>) -> Response {
         "proxy": st.proxy_stats.snapshot(),
     });
     axum::Json(v).into_response()
+}
+
+/// Prometheus metrics, text format 0.0.4 (behind `--api-token` like the
+/// rest: Prometheus scrapes with a bearer token).
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let body = crate::metrics::encode(&st.metrics);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Number of live entries. Walks the whole store: for occasional use.

@@ -15,7 +15,24 @@ pub struct ProxyStats {
     upstream_errors: AtomicU64,
 }
 
+/// A point-in-time copy of [`ProxyStats`].
+pub struct Counts {
+    pub by_status: [u64; CacheStatus::ALL.len()],
+    pub by_reason: [u64; Reason::ALL.len()],
+    pub upstream_requests: u64,
+    pub upstream_errors: u64,
+}
+
 impl ProxyStats {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            by_status: std::array::from_fn(|i| self.by_status[i].load(Relaxed)),
+            by_reason: std::array::from_fn(|i| self.by_reason[i].load(Relaxed)),
+            upstream_requests: self.upstream_requests.load(Relaxed),
+            upstream_errors: self.upstream_errors.load(Relaxed),
+        }
+    }
+
     pub fn count(&self, d: Decision) {
         self.by_status[d.status as usize].fetch_add(1, Relaxed);
         if let Some(r) = d.reason {

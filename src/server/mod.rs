@@ -137,10 +137,13 @@ pub async fn run(
         cfg.hot_cache_size + BASE_MEMORY,
         stop_rx.clone(),
     ));
+    let rest_stats = Arc::new(Stats::default());
+    let metrics = crate::metrics::registry(store.clone(), rest_stats.clone(), proxy_stats.clone());
     let app = api::router(ApiState {
         store: store.clone(),
-        stats: Arc::new(Stats::default()),
+        stats: rest_stats,
         proxy_stats,
+        metrics: Arc::new(metrics),
         limits: Limits {
             max_body: cfg.max_body_size,
             max_key: cfg.max_key_length,

@@ -370,6 +370,13 @@ impl Store {
         Ok(total)
     }
 
+    /// Bytes the hot tier holds, and its entries.
+    pub fn hot_usage(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(b, n), s| {
+            (b + s.hot.weight(), n + s.hot.len() as u64)
+        })
+    }
+
     /// Bytes the store occupies on disk (mirrors included: their tables
     /// are mostly hard links to the shards', counted twice here).
     pub fn disk_bytes(&self) -> u64 {

@@ -1,6 +1,6 @@
-//! The REST API's counters, reported by `GET /stat` (the proxy's are in
-//! `proxy::stats`). Relaxed atomics:
-//! they are statistics, read without any ordering promise.
+//! The REST API's counters, reported by `GET /stat` and `GET /metrics`
+//! (the proxy's are in `proxy::stats`). Relaxed atomics: they are
+//! statistics, read without any ordering promise.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -1,0 +1,232 @@
+//! What bigcache counts, and `GET /metrics`: the Prometheus text format
+//! (version 0.0.4), built with the `prometheus-client` crate.
+//!
+//! The counters stay where they are counted (`rest::Stats` for the REST
+//! API, `proxy::stats::ProxyStats` for the proxy, fed by the one
+//! `Decision` per response, so `X-Cache`, the log line, `/stat` and the
+//! metrics agree), as plain atomics: a hit costs one relaxed add per
+//! counter and no lock. Collectors read them at scrape time, with what the
+//! store and the process report then (entries in the hot tier, bytes on
+//! disk, resident memory, open files).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::proxy::decision::{CacheStatus, Reason};
+use crate::proxy::stats::ProxyStats;
+use crate::store::Store;
+
+mod rest;
+
+pub use rest::{Stats, StatsSnapshot};
+
+/// The registry behind `GET /metrics`.
+pub fn registry(store: Store, rest: Arc<Stats>, proxy: Arc<ProxyStats>) -> Registry {
+    let mut r = Registry::with_prefix("bigcache");
+    r.register_collector(Box::new(Counters { rest, proxy }));
+    r.register_collector(Box::new(Gauges {
+        store,
+        started: Instant::now(),
+    }));
+    r
+}
+
+/// The registry as Prometheus text.
+pub fn encode(r: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, r);
+    out
+}
+
+#[derive(Debug)]
+struct Counters {
+    rest: Arc<Stats>,
+    proxy: Arc<ProxyStats>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        let labels: Vec<(&str, &str)> = labels.to_vec();
+        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let p = self.proxy.counts();
+        let statuses: Vec<_> = CacheStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_ascii_lowercase(), p.by_status[*s as usize]))
+            .collect();
+        let series: Vec<([(&str, &str); 1], u64)> = statuses
+            .iter()
+            .map(|(s, n)| ([("cache", s.as_str())], *n))
+            .collect();
+        let series: Vec<(&[(&str, &str)], u64)> =
+            series.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "proxy_requests",
+            "Proxied requests by how they were answered (the X-Cache value)",
+            &series,
+        )?;
+        let reasons: Vec<([(&str, &str); 1], u64)> = Reason::ALL
+            .iter()
+            .map(|r| ([("reason", r.as_str())], p.by_reason[*r as usize]))
+            .collect();
+        let reasons: Vec<(&[(&str, &str)], u64)> =
+            reasons.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "proxy_not_cached",
+            "Proxied responses not served from or not stored in the cache, by reason",
+            &reasons,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_requests",
+            "Requests sent to the upstream",
+            &[(&[], p.upstream_requests)],
+        )?;
+        counter(
+            &mut enc,
+            "upstream_errors",
+            "Upstream requests that failed (connect, timeout, broken response)",
+            &[(&[], p.upstream_errors)],
+        )?;
+        let s = self.rest.snapshot();
+        counter(
+            &mut enc,
+            "rest_reads",
+            "REST API reads by result",
+            &[
+                (&[("result", "hit")], s.hit),
+                (&[("result", "miss")], s.miss),
+                (&[("result", "expired")], s.expire),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "rest_writes",
+            "REST API values stored",
+            &[(&[], s.set)],
+        )?;
+        counter(
+            &mut enc,
+            "rest_deletes",
+            "REST API deletes",
+            &[(&[], s.delete)],
+        )?;
+        Ok(())
+    }
+}
+
+/// What the store and the process report at scrape time.
+struct Gauges {
+    store: Store,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gauges").finish_non_exhaustive()
+    }
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+fn saturating(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Gauges {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (hot_bytes, hot_entries) = self.store.hot_usage();
+        gauge(
+            &mut enc,
+            "hot_tier",
+            "Bytes the RAM tier holds",
+            Some(&Unit::Bytes),
+            saturating(hot_bytes),
+        )?;
+        gauge(
+            &mut enc,
+            "hot_tier_entries",
+            "Entries the RAM tier holds",
+            None,
+            saturating(hot_entries),
+        )?;
+        gauge(
+            &mut enc,
+            "disk",
+            "Bytes of the data directory (shards and their mirrors)",
+            Some(&Unit::Bytes),
+            saturating(self.store.disk_bytes()),
+        )?;
+        gauge(
+            &mut enc,
+            "uptime",
+            "Seconds since the process started serving",
+            Some(&Unit::Seconds),
+            saturating(self.started.elapsed().as_secs()),
+        )?;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                &mut enc,
+                "process_resident_memory",
+                "Resident memory of the process",
+                Some(&Unit::Bytes),
+                saturating(rss),
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(
+                &mut enc,
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                saturating(fds.count() as u64),
+            )?;
+        }
+        let m = enc.encode_descriptor(
+            "build",
+            "The running build (value 1)",
+            None,
+            MetricType::Info,
+        )?;
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        prometheus_client::metrics::info::Info::new(version.to_vec()).encode(m)?;
+        Ok(())
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
