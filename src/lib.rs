@@ -26,6 +26,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

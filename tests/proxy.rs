@@ -1570,3 +1570,55 @@ async fn metrics_count_exactly_what_happened() {
     assert!(value("bigcache_process_resident_memory_bytes", None) > 1e6);
     assert!(value("bigcache_process_open_fds", None) > 3.0);
 }
+
+/// `/livez` and `/readyz`: ready once serving; from the moment a shutdown
+/// begins `/readyz` says 503 (a load balancer stops sending) while the
+/// requests in flight finish; systemd hears `READY=1` and `STOPPING=1`.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_endpoints_and_systemd_notifications() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with_env(
+        &data,
+        &["--upstream", &o.url()],
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 from bigcache");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let c = client();
+    for path in ["/livez", "/readyz", "/healthz"] {
+        assert_eq!(
+            c.get(s.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    // A slow page in flight, then SIGTERM.
+    let slow = tokio::spawn(send(s.page("/slow/?delay=2000"), Method::GET, &[]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.terminate();
+    let n = sock.recv(&mut buf).expect("STOPPING=1 from bigcache");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let mut draining = false;
+    for _ in 0..20 {
+        match c.get(s.url("/readyz")).send().await {
+            Ok(r) if r.status() == 503 => {
+                draining = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(draining, "/readyz never said 503 during the drain");
+    assert_eq!(
+        slow.await.unwrap().status,
+        200,
+        "the request in flight was cut"
+    );
+}

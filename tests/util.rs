@@ -61,6 +61,14 @@ impl Server {
                 let _ = stopped.await;
             },
         ));
+        // The API answers 503 until the store is open: wait for ready.
+        let ready = format!("{api}/readyz");
+        for _ in 0..500 {
+            match reqwest::get(&ready).await {
+                Ok(r) if r.status() == 200 => break,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
         Server {
             run: Run::Local {
                 clock,
@@ -82,6 +90,11 @@ impl Server {
 
     /// Starts bigcache on `dir` with extra flags and waits until it listens.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir)
@@ -96,6 +109,7 @@ impl Server {
                 &std::env::var("BIGCACHE_TEST_LOG").unwrap_or("warn".into()),
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -162,6 +176,11 @@ impl Server {
     }
 
     /// SIGKILL, without waiting: no chance to flush or close anything.
+    /// Sends SIGTERM and returns at once (the server drains meanwhile).
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
     pub fn kill9_now(&self) {
         self.signal("-KILL");
     }

@@ -68,13 +68,57 @@ impl Listeners {
 
 /// Runs bigcache on `listeners` until `stop` resolves, measuring every
 /// lifetime against `clock`.
+///
+/// The REST listener answers from the start: `/livez` at once, `/readyz`
+/// with 503 until every shard and its mirror are open (and again from the
+/// moment a shutdown begins), everything else with 503 until then. The
+/// proxy listener is served once the store is open (connections wait in
+/// the accept queue meanwhile). On shutdown the proxy drains first, while
+/// the REST listener still says not ready, then the REST listener.
 pub async fn run(
     cfg: Config,
     listeners: Listeners,
     clock: Clock,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let store = Store::open(&StoreConfig {
+    let Listeners {
+        api: listener,
+        proxy: proxy_listener,
+    } = listeners;
+    let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let proxy_addr = proxy_listener.local_addr().map_err(ServerError::Serve)?;
+    let limits = ConnLimits {
+        max_connections: cfg.max_connections,
+        client_timeout: cfg.client_timeout,
+    };
+    let health = Arc::new(Health::default());
+    let app_cell: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
+    let (api_stop_tx, api_stop_rx) = shutdown::channel();
+    let api_task = {
+        let (health, app_cell) = (health.clone(), app_cell.clone());
+        tokio::spawn(serve(
+            "api",
+            listener,
+            move |_peer| {
+                let (health, app_cell) = (health.clone(), app_cell.clone());
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let early = health.answer(req.uri().path(), app_cell.get().is_some());
+                    let app = app_cell.get().cloned();
+                    async move {
+                        match (early, app) {
+                            (Some(res), _) => Ok(res),
+                            (None, Some(app)) => app.oneshot(req).await,
+                            (None, None) => Ok(Health::starting()),
+                        }
+                    }
+                })
+            },
+            limits,
+            api_stop_rx,
+        ))
+    };
+
+    let store_cfg = StoreConfig {
         dir: cfg.data_dir.clone(),
         shards: cfg.shards,
         hot_bytes: cfg.hot_cache_size,
@@ -82,15 +126,21 @@ pub async fn run(
         max_variants: cfg.max_variants,
         sync: cfg.sync,
         clock,
-    })?;
-    let Listeners {
-        api: listener,
-        proxy: proxy_listener,
-    } = listeners;
-    let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
-    let proxy_addr = proxy_listener.local_addr().map_err(ServerError::Serve)?;
+    };
+    let opened = tokio::task::spawn_blocking(move || Store::open(&store_cfg)).await;
+    let store = match opened {
+        Ok(Ok(store)) => store,
+        failed => {
+            let _ = api_stop_tx.send(true);
+            let _ = api_task.await;
+            return Err(match failed {
+                Ok(Err(e)) => e.into(),
+                _ => ServerError::Serve(std::io::Error::other("opening the store panicked")),
+            });
+        }
+    };
     let proxy_stats = Arc::new(ProxyStats::default());
-    let proxy = Arc::new(Proxy::new(
+    let proxy = Proxy::new(
         store.clone(),
         ProxyConfig {
             upstream: UpstreamConfig {
@@ -113,18 +163,16 @@ pub async fn run(
             send_timeout: cfg.client_timeout,
         },
         proxy_stats.clone(),
-    )?);
-    tracing::info!(
-        api = %api_addr,
-        proxy = %proxy_addr,
-        upstream = %cfg.upstream,
-        data_dir = %cfg.data_dir.display(),
-        shards = store.shard_count(),
-        "bigcache started"
     );
-    // A stable line on stdout for scripts and tests that start bigcache on
-    // port 0 and need the address.
-    println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
+    let proxy = match proxy {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            let _ = api_stop_tx.send(true);
+            let _ = api_task.await;
+            store.shutdown().await;
+            return Err(e.into());
+        }
+    };
 
     let (stop_tx, stop_rx) = shutdown::channel();
     let sweeper = tokio::spawn(store::sweeper::run(
@@ -152,20 +200,7 @@ pub async fn run(
         token: cfg.api_token.as_deref().map(Arc::from),
         hosts: cfg.api_hosts.clone().into(),
     });
-    let limits = ConnLimits {
-        max_connections: cfg.max_connections,
-        client_timeout: cfg.client_timeout,
-    };
-    let api_task = tokio::spawn(serve(
-        "api",
-        listener,
-        move |_peer| {
-            let app = app.clone();
-            hyper::service::service_fn(move |req| app.clone().oneshot(req))
-        },
-        limits,
-        stop_rx.clone(),
-    ));
+    let _ = app_cell.set(app);
     let proxy_task = tokio::spawn(serve(
         "proxy",
         proxy_listener,
@@ -179,17 +214,73 @@ pub async fn run(
         limits,
         stop_rx.clone(),
     ));
+    health.set(Health::READY);
+    tracing::info!(
+        api = %api_addr,
+        proxy = %proxy_addr,
+        upstream = %cfg.upstream,
+        data_dir = %cfg.data_dir.display(),
+        shards = store.shard_count(),
+        "bigcache started"
+    );
+    // A stable line on stdout for scripts and tests that start bigcache on
+    // port 0 and need the address; written once it is ready.
+    println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
+    crate::notify::ready();
 
     stop.await;
     tracing::info!("shutting down");
+    crate::notify::stopping();
+    health.set(Health::DRAINING);
     let _ = stop_tx.send(true);
-    let _ = api_task.await;
     let _ = proxy_task.await;
+    let _ = api_stop_tx.send(true);
+    let _ = api_task.await;
     let _ = sweeper.await;
     let _ = trimmer.await;
     store.shutdown().await;
     tracing::info!("store closed");
     Ok(())
+}
+
+/// Where the process is in its life, for `/livez` and `/readyz`.
+#[derive(Default)]
+struct Health(std::sync::atomic::AtomicU8);
+
+impl Health {
+    const READY: u8 = 1;
+    const DRAINING: u8 = 2;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The answer to the health paths, or `None` to let the API answer.
+    fn answer(&self, path: &str, open: bool) -> Option<http::Response<axum::body::Body>> {
+        let text = |status: u16, body: &'static str| {
+            let mut res = http::Response::new(axum::body::Body::from(body));
+            *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+            Some(res)
+        };
+        match path {
+            "/livez" => text(200, "ok"),
+            "/readyz" => match self.0.load(std::sync::atomic::Ordering::Acquire) {
+                Health::READY => text(200, "ready"),
+                Health::DRAINING => text(503, "shutting down"),
+                _ => text(503, "starting: opening the store"),
+            },
+            _ if !open => Some(Health::starting()),
+            _ => None,
+        }
+    }
+
+    fn starting() -> http::Response<axum::body::Body> {
+        let mut res = http::Response::new(axum::body::Body::from(
+            r#"{"detail": "starting: the store is being opened"}"#,
+        ));
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        res
+    }
 }
 
 /// `--host`, or when none was given the loopback names, bare (as a
@@ -239,6 +330,20 @@ mod tests {
             let server = tokio::spawn(run(cfg, listeners, Clock::system(), async move {
                 let _ = stopped.await;
             }));
+            // Live at once; ready, and answering, once the store is open.
+            let live = reqwest::get(format!("http://{api}/livez")).await.unwrap();
+            assert_eq!(live.status(), 200);
+            let mut ready = false;
+            for _ in 0..200 {
+                let r = reqwest::get(format!("http://{api}/readyz")).await.unwrap();
+                if r.status() == 200 {
+                    ready = true;
+                    break;
+                }
+                assert_eq!(r.status(), 503);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(ready, "round {round}: never ready");
             let health = reqwest::get(format!("http://{api}/healthz"))
                 .await
                 .unwrap()
