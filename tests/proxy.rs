@@ -175,6 +175,9 @@ async fn never_cached_responses() {
         format!("/n/cookie?{TTL}&h=Set-Cookie:a%3Db"),
         format!("/n/private?{TTL}&h=Cache-Control:private"),
         format!("/n/nostore?{TTL}&h=Cache-Control:no-store"),
+        // A sender's typo does not make a private page shared.
+        format!("/n/privsemi?{TTL}&h=Cache-Control:max-age%3D600,%20private;"),
+        format!("/n/cdnpriv?{TTL}&h=CDN-Cache-Control:private;"),
         format!("/n/varystar?{TTL}&h=Vary:*"),
         "/n/nolifetime".to_string(),
         "/n/lastmod?h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT".to_string(),

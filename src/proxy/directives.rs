@@ -29,6 +29,9 @@ pub struct Directives {
     pub proxy_revalidate: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// Some directive bigcache knows was read (a targeted field without
+    /// any is ignored, RFC 9213 §2.1).
+    pub known: bool,
 }
 
 /// RFC 9111 §1.2.2: a delta-seconds too large to represent is taken as
@@ -58,8 +61,48 @@ impl Directives {
             for (name, value) in elements(line)? {
                 d.apply(&name, value.as_deref());
             }
+            d.restrict_on_words(line);
         }
         Ok(any.then_some(d))
+    }
+
+    /// `private`, `no-store` and `no-cache` anywhere outside a quoted
+    /// string count, even in an element that is not a well-formed
+    /// directive (`private;`, `x private`): as nginx reads them, a sender's
+    /// typo must not make a private page shared.
+    fn restrict_on_words(&mut self, line: &[u8]) {
+        let mut quoted = false;
+        let mut escaped = false;
+        let mut word_start = None;
+        for (i, &b) in line.iter().chain(std::iter::once(&b' ')).enumerate() {
+            if quoted {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => quoted = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if is_tchar(b) {
+                word_start.get_or_insert(i);
+                continue;
+            }
+            if let Some(start) = word_start.take() {
+                match &line[start..i] {
+                    w if w.eq_ignore_ascii_case(b"private") => self.private = true,
+                    w if w.eq_ignore_ascii_case(b"no-store") => self.no_store = true,
+                    w if w.eq_ignore_ascii_case(b"no-cache") => self.no_cache = true,
+                    _ => {}
+                }
+            }
+            if b == b'"' {
+                quoted = true;
+            }
+        }
+        if self.private || self.no_store || self.no_cache {
+            self.known = true;
+        }
     }
 
     fn apply(&mut self, name: &str, value: Option<&str>) {
@@ -82,8 +125,9 @@ impl Directives {
             // A window that cannot be read grants nothing.
             "stale-while-revalidate" => self.stale_while_revalidate = value.and_then(delta_seconds),
             "stale-if-error" => self.stale_if_error = value.and_then(delta_seconds),
-            _ => {}
+            _ => return,
         }
+        self.known = true;
     }
 }
 
@@ -241,6 +285,23 @@ mod tests {
             Some(DELTA_MAX)
         );
         assert_eq!(cc(&["stale-if-error=x"]).stale_if_error, None);
+    }
+
+    #[test]
+    fn restrictions_count_however_they_are_written() {
+        for line in [
+            "max-age=600, private;",
+            "private:, max-age=600",
+            "max-age=600, no-store;",
+            "private max-age=0",
+            "max-age=600 private",
+            "foo=private, max-age=60",
+        ] {
+            let d = cc(&[line]);
+            assert!(d.private || d.no_store, "{line}");
+        }
+        let d = cc(&[r#"foo="private, no-store", max-age=60"#]);
+        assert!(!d.private && !d.no_store, "inside a quoted string");
     }
 
     #[test]

@@ -201,7 +201,8 @@ pub fn response_policy(
     }
     let mut targeted = None;
     for name in TARGETED {
-        if let Some(d) = directives(headers, name)? {
+        // One with no directive bigcache knows is ignored (RFC 9213 §2.1).
+        if let Some(d) = directives(headers, name)?.filter(|d| d.known) {
             targeted = Some(d);
             break;
         }
@@ -524,6 +525,38 @@ mod tests {
                 ]
             ),
             Err(Reason::NoStore)
+        );
+        // A targeted field with nothing bigcache can read is ignored.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "garbage")
+                ]
+            ),
+            Ok(60)
+        );
+        // A typo does not make a private page shared, whatever the TTL.
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("x-bigcache-ttl", "1h"),
+                    ("cache-control", "private max-age=0")
+                ]
+            ),
+            Err(Reason::Private)
+        );
+        assert_eq!(
+            fresh(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "private;")
+                ]
+            ),
+            Err(Reason::Private)
         );
         // The X-Bigcache-TTL header still sets the lifetime over all.
         assert_eq!(

@@ -102,16 +102,22 @@ fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
         let etag = stored.get(header::ETAG).and_then(|v| v.to_str().ok());
         return !cond.starts_with("W/") && etag.is_some_and(|e| e.trim() == cond);
     }
-    stored
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|lm| {
-            let (a, b) = (
-                httpdate::parse_http_date(lm.trim()),
-                httpdate::parse_http_date(cond),
-            );
-            matches!((a, b), (Ok(a), Ok(b)) if a == b)
-        })
+    // A date validates only if it is strong (RFC 9110 §13.1.5, §8.8.2.2):
+    // the page's Last-Modified, at least a second before its Date, so no
+    // second version can share it.
+    let date = |name| {
+        stored
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    };
+    let (Some(lm), Some(sent)) = (date(header::LAST_MODIFIED), date(header::DATE)) else {
+        return false;
+    };
+    let strong = sent
+        .duration_since(lm)
+        .is_ok_and(|d| d >= std::time::Duration::from_secs(1));
+    strong && httpdate::parse_http_date(cond).is_ok_and(|c| c == lm)
 }
 
 #[cfg(test)]
@@ -171,6 +177,7 @@ mod tests {
         let stored = h(&[
             ("etag", "\"v1\""),
             ("last-modified", "Tue, 01 Jan 2019 00:00:00 GMT"),
+            ("date", "Tue, 01 Jan 2019 00:00:05 GMT"),
         ]);
         let part = Ranged::Part { start: 0, end: 0 };
         let ask = |cond: &str| {
@@ -185,5 +192,15 @@ mod tests {
         assert_eq!(ask("W/\"v1\""), Ranged::Full, "weak tags never match");
         assert_eq!(ask("Tue, 01 Jan 2019 00:00:00 GMT"), part);
         assert_eq!(ask("Wed, 02 Jan 2019 00:00:00 GMT"), Ranged::Full);
+        // A Last-Modified within a second of Date is weak: no date matches.
+        let weak = h(&[
+            ("last-modified", "Tue, 01 Jan 2019 00:00:00 GMT"),
+            ("date", "Tue, 01 Jan 2019 00:00:00 GMT"),
+        ]);
+        let req = h(&[
+            ("range", "bytes=0-0"),
+            ("if-range", "Tue, 01 Jan 2019 00:00:00 GMT"),
+        ]);
+        assert_eq!(select(&req, &weak, 10), Ranged::Full);
     }
 }
