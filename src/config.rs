@@ -244,6 +244,12 @@ pub struct Args {
         default_value = "info"
     )]
     pub log: String,
+
+    /// Write one line per proxied request to this file (appending), or to
+    /// stdout with `-`: the combined log's fields plus cache status,
+    /// reason and time. Off by default.
+    #[arg(long, help_heading = "Logging", env = "BIGCACHE_ACCESS_LOG")]
+    pub access_log: Option<String>,
 }
 
 /// Validated settings.
@@ -271,6 +277,7 @@ pub struct Config {
     pub max_target_length: usize,
     pub max_variants: usize,
     pub sync: bool,
+    pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
     pub encodings: Vec<String>,
     pub max_connections: usize,
@@ -399,6 +406,10 @@ impl Args {
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
             max_variants: self.max_variants,
             sync: self.sync,
+            access_log: self
+                .access_log
+                .as_deref()
+                .map(crate::access_log::Target::parse),
             cache_vary_cookie: self.cache_vary_cookie,
             encodings: self
                 .accept_encoding

@@ -21,6 +21,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`alloc`]: malloc tuning that keeps RSS at what is in use.
 
+pub mod access_log;
 pub mod alloc;
 pub mod api;
 pub mod clock;

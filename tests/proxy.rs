@@ -1625,3 +1625,59 @@ async fn health_endpoints_and_systemd_notifications() {
         "the request in flight was cut"
     );
 }
+
+/// `--access-log`: one line per proxied request, with the cache's decision,
+/// and client text escaped so no client can forge a line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_has_a_line_per_request() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_d, s) = start(&o.url(), &["--access-log", log.to_str().unwrap()]);
+    let page = format!("/al/?{TTL}");
+    get(&s, &page).await;
+    stored(&s, 1).await;
+    get_with(&s, &page, &[("user-agent", "evil\" cache=HIT \\")]).await;
+    send(s.page("/al/form"), Method::POST, &[]).await;
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let target = page.clone();
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&format!("\"GET {target} HTTP/1.1\" 200 ")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(" cache=MISS reason=- ms="),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains(" cache=HIT reason=- "), "{}", lines[1]);
+    assert!(
+        lines[1].contains(r#""evil\" cache=HIT \\""#),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("\"POST /al/form HTTP/1.1\""),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[2].contains(" cache=BYPASS reason=method "),
+        "{}",
+        lines[2]
+    );
+}

@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::access_log::AccessLog;
 use crate::proxy::decision::{CacheStatus, Reason};
 use crate::proxy::stats::ProxyStats;
 use crate::store::Store;
@@ -28,9 +29,18 @@ mod rest;
 pub use rest::{Stats, StatsSnapshot};
 
 /// The registry behind `GET /metrics`.
-pub fn registry(store: Store, rest: Arc<Stats>, proxy: Arc<ProxyStats>) -> Registry {
+pub fn registry(
+    store: Store,
+    rest: Arc<Stats>,
+    proxy: Arc<ProxyStats>,
+    access_log: Option<AccessLog>,
+) -> Registry {
     let mut r = Registry::with_prefix("bigcache");
-    r.register_collector(Box::new(Counters { rest, proxy }));
+    r.register_collector(Box::new(Counters {
+        rest,
+        proxy,
+        access_log,
+    }));
     r.register_collector(Box::new(Gauges {
         store,
         started: Instant::now(),
@@ -50,6 +60,7 @@ pub fn encode(r: &Registry) -> String {
 struct Counters {
     rest: Arc<Stats>,
     proxy: Arc<ProxyStats>,
+    access_log: Option<AccessLog>,
 }
 
 fn counter(
@@ -132,6 +143,14 @@ impl Collector for Counters {
             "REST API deletes",
             &[(&[], s.delete)],
         )?;
+        if let Some(log) = &self.access_log {
+            counter(
+                &mut enc,
+                "access_log_dropped",
+                "Access-log lines dropped because the writer fell behind",
+                &[(&[], log.dropped())],
+            )?;
+        }
         Ok(())
     }
 }

@@ -100,6 +100,8 @@ pub struct ProxyConfig {
     /// to take its next piece; then the upstream connection is let go, so a
     /// slow reader cannot pin a Django worker (nginx's `send_timeout`).
     pub send_timeout: Duration,
+    /// Where each request's line goes (`--access-log`), if anywhere.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -203,6 +205,11 @@ impl<S: PageStore> Proxy<S> {
     {
         // The target for the log line, kept only when that line is written.
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
+        let access = self
+            .cfg
+            .access_log
+            .as_ref()
+            .map(|_| crate::access_log::Pending::begin(&req, peer));
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
@@ -219,6 +226,21 @@ impl<S: PageStore> Proxy<S> {
         // Appended: caches closer to the origin listed theirs first.
         let status = decision.cache_status(res.status().as_u16());
         res.headers_mut().append("cache-status", status);
+        if let (Some(pending), Some(log)) = (access, &self.cfg.access_log) {
+            let length = res
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let status = res.status().as_u16();
+            pending.finish(
+                log,
+                status,
+                length,
+                decision.status.as_str(),
+                decision.reason_str(),
+            );
+        }
         if let Some(uri) = uri {
             tracing::debug!(
                 target = %uri,

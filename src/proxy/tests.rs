@@ -120,6 +120,7 @@ async fn rig_with(first: Reply, tune: impl FnOnce(&mut ProxyConfig)) -> Rig {
         hosts: vec!["example.org".into()],
         flight_wait: Duration::from_secs(20),
         send_timeout: Duration::from_secs(30),
+        access_log: None,
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());

@@ -43,6 +43,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("proxy: {0}")]
     Proxy(#[from] UpstreamUrlError),
+    #[error("opening the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// The two listening sockets, bound before [`run`] is called.
@@ -139,6 +141,18 @@ pub async fn run(
             });
         }
     };
+    let access_log = match &cfg.access_log {
+        None => None,
+        Some(target) => match crate::access_log::AccessLog::open(target) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                let _ = api_stop_tx.send(true);
+                let _ = api_task.await;
+                store.shutdown().await;
+                return Err(ServerError::AccessLog(e));
+            }
+        },
+    };
     let proxy_stats = Arc::new(ProxyStats::default());
     let proxy = Proxy::new(
         store.clone(),
@@ -161,6 +175,7 @@ pub async fn run(
             // The leader's fetch: the head, then the body, each bounded.
             flight_wait: cfg.upstream_timeout * 2,
             send_timeout: cfg.client_timeout,
+            access_log: access_log.clone(),
         },
         proxy_stats.clone(),
     );
@@ -186,7 +201,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let rest_stats = Arc::new(Stats::default());
-    let metrics = crate::metrics::registry(store.clone(), rest_stats.clone(), proxy_stats.clone());
+    let metrics = crate::metrics::registry(
+        store.clone(),
+        rest_stats.clone(),
+        proxy_stats.clone(),
+        access_log.clone(),
+    );
     let app = api::router(ApiState {
         store: store.clone(),
         stats: rest_stats,
