@@ -2,12 +2,31 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     bigcache::alloc::limit_arenas();
-    let args = bigcache::config::Args::parse();
+    let argv: Vec<_> = std::env::args_os().collect();
+    let args = match bigcache::config::file::parse(argv.clone()) {
+        Ok(args) => args,
+        Err(bigcache::config::file::FileError::Flags(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("bigcache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        return match bigcache::config::file::print(argv) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bigcache: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
         eprintln!(
             "bigcache: bad --log filter {:?} ({e}); using `info`",

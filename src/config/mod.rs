@@ -250,6 +250,16 @@ pub struct Args {
     /// reason and time. Off by default.
     #[arg(long, help_heading = "Logging", env = "BIGCACHE_ACCESS_LOG")]
     pub access_log: Option<String>,
+
+    /// Read settings from this TOML file: every flag as a key (`upstream =
+    /// "http://127.0.0.1:8000"`, `max-variants = 16`, `sync = true`).
+    /// Flags win over BIGCACHE_* variables, which win over the file.
+    #[arg(long, help_heading = "Configuration", env = "BIGCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (as a config file) and exit.
+    #[arg(long, help_heading = "Configuration")]
+    pub print_config: bool,
 }
 
 /// Validated settings.
@@ -315,6 +325,8 @@ pub enum ConfigError {
     )]
     UpstreamTimeoutTooLong,
 }
+
+pub mod file;
 
 impl Args {
     pub fn validate(self) -> Result<Config, ConfigError> {
