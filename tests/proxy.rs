@@ -1558,7 +1558,28 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(value(nc, Some(("reason", "method"))), 1.0);
     assert_eq!(value(nc, Some(("reason", "no_lifetime"))), 0.0);
     assert_eq!(value("bigcache_upstream_requests_total", None), 3.0);
-    assert_eq!(value("bigcache_upstream_errors_total", None), 0.0);
+    let upstream_errors = "bigcache_upstream_errors_total";
+    for kind in ["connect", "timeout", "broken", "5xx"] {
+        assert_eq!(value(upstream_errors, Some(("kind", kind))), 0.0, "{kind}");
+    }
+    // Histograms: the count of each series (2 hits answered 200, 3 upstream
+    // requests).
+    let count = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}_count"))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .unwrap_or_else(|| panic!("no {name}_count {labels:?}\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let client = "bigcache_proxy_response_time_seconds";
+    assert_eq!(count(client, &[("cache", "hit"), ("class", "2xx")]), 2.0);
+    assert_eq!(count("bigcache_upstream_response_time_seconds", &[]), 3.0);
+    assert_eq!(value("bigcache_proxy_collapsed_total", None), 0.0);
     assert_eq!(
         value("bigcache_rest_reads_total", Some(("result", "hit"))),
         1.0

@@ -21,9 +21,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::AccessLog;
 use crate::proxy::decision::{CacheStatus, Reason};
-use crate::proxy::stats::ProxyStats;
+use crate::proxy::stats::{CLASSES, ProxyStats, UpstreamFailure};
 use crate::store::Store;
 
+pub mod latency;
 mod rest;
 
 pub use rest::{Stats, StatsSnapshot};
@@ -114,12 +115,47 @@ impl Collector for Counters {
             "Requests sent to the upstream",
             &[(&[], p.upstream_requests)],
         )?;
+        let kinds: Vec<([(&str, &str); 1], u64)> = UpstreamFailure::ALL
+            .iter()
+            .map(|k| ([("kind", k.as_str())], p.upstream_errors[*k as usize]))
+            .collect();
+        let kinds: Vec<(&[(&str, &str)], u64)> = kinds.iter().map(|(l, n)| (&l[..], *n)).collect();
         counter(
             &mut enc,
             "upstream_errors",
-            "Upstream requests that failed (connect, timeout, broken response)",
-            &[(&[], p.upstream_errors)],
+            "Upstream requests that failed, by kind (connect, timeout, broken, 5xx)",
+            &kinds,
         )?;
+        counter(
+            &mut enc,
+            "proxy_collapsed",
+            "Requests answered by another request's upstream fetch (coalesced)",
+            &[(&[], p.collapsed)],
+        )?;
+        let m = enc.encode_descriptor(
+            "upstream_response_time",
+            "Time from sending a request upstream to its response head",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        self.proxy.upstream_latency.encode(m)?;
+        let mut m = enc.encode_descriptor(
+            "proxy_response_time",
+            "Time from a request's arrival to its response head, by cache status and status class",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for s in CacheStatus::ALL {
+            let cache = s.as_str().to_ascii_lowercase();
+            for (i, class) in CLASSES.iter().enumerate() {
+                let latency = &self.proxy.client_latency[s as usize][i];
+                if latency.count() == 0 {
+                    continue;
+                }
+                let labels = [("cache", cache.as_str()), ("class", *class)];
+                latency.encode(m.encode_family(&labels)?)?;
+            }
+        }
         let s = self.rest.snapshot();
         counter(
             &mut enc,

@@ -18,6 +18,7 @@ use super::entry::Entry;
 use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
+use super::stats::UpstreamFailure;
 use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::PageStore;
 
@@ -224,10 +225,8 @@ impl<S: PageStore> Proxy<S> {
         let mut up = clone_parts(&parts);
         up.method = Method::GET;
         revalidate::for_upstream(&mut up.headers, stale.as_ref().map(|s| &*s.entry));
-        self.stats.upstream_request();
         let sent = self
-            .upstream
-            .send(Request::from_parts(up, body::empty()))
+            .send_upstream(Request::from_parts(up, body::empty()))
             .await;
         let now = self.store.clock().now_ms();
         // `disconnected`: no response at all (refused, reset, timed out).
@@ -247,7 +246,6 @@ impl<S: PageStore> Proxy<S> {
         let res = match sent {
             Ok(res) => res,
             Err(e) => {
-                self.stats.upstream_error();
                 tracing::warn!(error = %e, "upstream request failed");
                 permit.finish(serve_stale(&stale, true).unwrap_or(Outcome::Error(Arc::new(e))));
                 return;
@@ -359,13 +357,13 @@ impl<S: PageStore> Proxy<S> {
                 return;
             }
             Ok(Err(e)) => {
-                self.stats.upstream_error();
+                self.stats.upstream_error(UpstreamFailure::Broken);
                 let e = ProxyError::UpstreamBroken(chain(&e));
                 permit.finish(Outcome::Error(Arc::new(e)));
                 return;
             }
             Err(_) => {
-                self.stats.upstream_error();
+                self.stats.upstream_error(UpstreamFailure::Timeout);
                 permit.finish(Outcome::Error(Arc::new(ProxyError::UpstreamTimeout)));
                 return;
             }

@@ -205,6 +205,7 @@ impl<S: PageStore> Proxy<S> {
     {
         // The target for the log line, kept only when that line is written.
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
+        let started = std::time::Instant::now();
         let access = self
             .cfg
             .access_log
@@ -222,6 +223,8 @@ impl<S: PageStore> Proxy<S> {
             }
         };
         self.stats.count(decision);
+        self.stats
+            .answered(decision, res.status().as_u16(), started.elapsed());
         res.headers_mut().insert("x-cache", decision.header());
         // Appended: caches closer to the origin listed theirs first.
         let status = decision.cache_status(res.status().as_u16());
@@ -399,14 +402,30 @@ impl<S: PageStore> Proxy<S> {
         }
     }
 
+    /// Sends a request upstream, counting it, its failure by kind, and the
+    /// time to its response head.
+    async fn send_upstream(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        self.stats.upstream_request();
+        let started = std::time::Instant::now();
+        let sent = self.upstream.send(req).await;
+        match &sent {
+            Ok(res) => {
+                self.stats.upstream_latency.observe(started.elapsed());
+                if res.status().is_server_error() {
+                    self.stats.upstream_error(stats::UpstreamFailure::Status5xx);
+                }
+            }
+            Err(e) => self.stats.upstream_error(stats::UpstreamFailure::of(e)),
+        }
+        sent
+    }
+
     /// Forwards a request as is and streams the answer back.
     async fn pass_through(&self, parts: Parts, body: Body) -> Result<Response<Body>, ProxyError> {
-        self.stats.upstream_request();
-        let res = self
-            .upstream
-            .send(Request::from_parts(parts, body))
-            .await
-            .inspect_err(|_| self.stats.upstream_error())?;
+        let res = self.send_upstream(Request::from_parts(parts, body)).await?;
         let (mut rp, body) = res.into_parts();
         forward::strip_hop_by_hop(&mut rp.headers);
         Ok(self.streamed(rp, body::boxed(body)))

@@ -6,13 +6,62 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::decision::{CacheStatus, Decision, Reason};
+use crate::metrics::latency::Latency;
+
+/// Why an upstream request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Refused, reset, or no route: no response at all.
+    Connect,
+    Timeout,
+    /// A response that broke off, or could not be read.
+    Broken,
+    /// A 5xx status.
+    Status5xx,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Broken,
+        UpstreamFailure::Status5xx,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Broken => "broken",
+            UpstreamFailure::Status5xx => "5xx",
+        }
+    }
+
+    pub fn of(e: &super::error::ProxyError) -> UpstreamFailure {
+        use super::error::ProxyError;
+        match e {
+            ProxyError::UpstreamTimeout => UpstreamFailure::Timeout,
+            ProxyError::UpstreamUnreachable(_) => UpstreamFailure::Connect,
+            _ => UpstreamFailure::Broken,
+        }
+    }
+}
+
+/// Status classes for the client latency histogram: 1xx-5xx.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Debug, Default)]
 pub struct ProxyStats {
     by_status: [AtomicU64; CacheStatus::ALL.len()],
     by_reason: [AtomicU64; Reason::ALL.len()],
     upstream_requests: AtomicU64,
-    upstream_errors: AtomicU64,
+    upstream_errors: [AtomicU64; UpstreamFailure::ALL.len()],
+    collapsed: AtomicU64,
+    /// Upstream response time, to the response head.
+    pub upstream_latency: Latency,
+    /// Client response time, to the response head, by cache status and
+    /// status class.
+    pub client_latency: [[Latency; CLASSES.len()]; CacheStatus::ALL.len()],
 }
 
 /// A point-in-time copy of [`ProxyStats`].
@@ -20,7 +69,8 @@ pub struct Counts {
     pub by_status: [u64; CacheStatus::ALL.len()],
     pub by_reason: [u64; Reason::ALL.len()],
     pub upstream_requests: u64,
-    pub upstream_errors: u64,
+    pub upstream_errors: [u64; UpstreamFailure::ALL.len()],
+    pub collapsed: u64,
 }
 
 impl ProxyStats {
@@ -29,7 +79,8 @@ impl ProxyStats {
             by_status: std::array::from_fn(|i| self.by_status[i].load(Relaxed)),
             by_reason: std::array::from_fn(|i| self.by_reason[i].load(Relaxed)),
             upstream_requests: self.upstream_requests.load(Relaxed),
-            upstream_errors: self.upstream_errors.load(Relaxed),
+            upstream_errors: std::array::from_fn(|i| self.upstream_errors[i].load(Relaxed)),
+            collapsed: self.collapsed.load(Relaxed),
         }
     }
 
@@ -38,14 +89,23 @@ impl ProxyStats {
         if let Some(r) = d.reason {
             self.by_reason[r as usize].fetch_add(1, Relaxed);
         }
+        if d.collapsed {
+            self.collapsed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A response's time to its head, by decision and status.
+    pub fn answered(&self, d: Decision, status: u16, took: std::time::Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.client_latency[d.status as usize][class].observe(took);
     }
 
     pub fn upstream_request(&self) {
         self.upstream_requests.fetch_add(1, Relaxed);
     }
 
-    pub fn upstream_error(&self) {
-        self.upstream_errors.fetch_add(1, Relaxed);
+    pub fn upstream_error(&self, kind: UpstreamFailure) {
+        self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> serde_json::Value {
@@ -68,10 +128,8 @@ impl ProxyStats {
             "upstream_requests".into(),
             self.upstream_requests.load(Relaxed).into(),
         );
-        m.insert(
-            "upstream_errors".into(),
-            self.upstream_errors.load(Relaxed).into(),
-        );
+        let errors: u64 = self.upstream_errors.iter().map(|e| e.load(Relaxed)).sum();
+        m.insert("upstream_errors".into(), errors.into());
         m.into()
     }
 }
