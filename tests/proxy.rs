@@ -1530,6 +1530,14 @@ async fn metrics_count_exactly_what_happened() {
         .unwrap();
     c.get(s.url("/cache/k")).send().await.unwrap();
     c.get(s.url("/cache/nope")).send().await.unwrap();
+    // Purges: the page by path, then a prefix that holds nothing more.
+    let purged = c
+        .delete(s.url(&format!("/cache/{page}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    c.delete(s.url("/prefix//m/nothing")).send().await.unwrap();
     let r = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
@@ -1580,6 +1588,12 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(count(client, &[("cache", "hit"), ("class", "2xx")]), 2.0);
     assert_eq!(count("bigcache_upstream_response_time_seconds", &[]), 3.0);
     assert_eq!(value("bigcache_proxy_collapsed_total", None), 0.0);
+    let purges = "bigcache_purges_total";
+    assert_eq!(value(purges, Some(("kind", "path"))), 1.0);
+    assert_eq!(value(purges, Some(("kind", "prefix"))), 1.0);
+    assert_eq!(value("bigcache_purged_entries_total", None), 1.0);
+    assert!(value("bigcache_store_slow_commands_total", None) >= 0.0);
+    assert!(value("bigcache_store_mirror_reads_total", Some(("why", "hedged"))) >= 0.0);
     assert_eq!(
         value("bigcache_rest_reads_total", Some(("result", "hit"))),
         1.0

@@ -453,12 +453,16 @@ async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, 
     let key = key::entry_key(raw, uri.query(), st.limits.max_key)?;
     let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
     if route == "/cache/" {
+        Stats::bump(&st.stats.purges_path);
         for target in page_targets(raw, uri.query()) {
             found |= st
                 .store
                 .delete(Namespace::Page, &proxy::key::page_key(&target))
                 .await?;
         }
+    }
+    if found && route == "/cache/" {
+        Stats::bump(&st.stats.purged);
     }
     if !found {
         return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
@@ -623,6 +627,10 @@ async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response,
     }
     st.stats
         .deletes
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Stats::bump(&st.stats.purges_prefix);
+    st.stats
+        .purged
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     Ok(axum::Json(serde_json::json!({
         "message": format!("prefix '{prefix}': {n} keys deleted."),

@@ -41,6 +41,7 @@ pub fn registry(
         rest,
         proxy,
         access_log,
+        store: store.clone(),
     }));
     r.register_collector(Box::new(Gauges {
         store,
@@ -57,11 +58,17 @@ pub fn encode(r: &Registry) -> String {
     out
 }
 
-#[derive(Debug)]
 struct Counters {
     rest: Arc<Stats>,
     proxy: Arc<ProxyStats>,
     access_log: Option<AccessLog>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters").finish_non_exhaustive()
+    }
 }
 
 fn counter(
@@ -178,6 +185,45 @@ impl Collector for Counters {
             "rest_deletes",
             "REST API deletes",
             &[(&[], s.delete)],
+        )?;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "purges",
+            "REST purge requests, by kind (path: DELETE /cache/<path>, prefix: DELETE /prefix/<prefix>)",
+            &[
+                (&[("kind", "path")], load(&self.rest.purges_path)),
+                (&[("kind", "prefix")], load(&self.rest.purges_prefix)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "purged_entries",
+            "Entries (values and pages) removed by purges",
+            &[(&[], load(&self.rest.purged))],
+        )?;
+        let store = self.store.counters();
+        counter(
+            &mut enc,
+            "store_slow_commands",
+            "Store commands that held a shard thread 20 ms or more (compactions run inline)",
+            &[(&[], load(&store.slow_commands))],
+        )?;
+        let m = enc.encode_descriptor(
+            "store_slow_command_time",
+            "How long those slow commands took",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        store.slow_command_time.encode(m)?;
+        counter(
+            &mut enc,
+            "store_mirror_reads",
+            "Cold reads the read mirror answered for a shard thread that was busy, or late (hedged)",
+            &[
+                (&[("why", "busy")], load(&store.mirror_busy)),
+                (&[("why", "hedged")], load(&store.mirror_hedged)),
+            ],
         )?;
         if let Some(log) = &self.access_log {
             counter(

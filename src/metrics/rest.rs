@@ -12,6 +12,12 @@ pub struct Stats {
     pub expired: AtomicU64,
     pub sets: AtomicU64,
     pub deletes: AtomicU64,
+    /// `DELETE /cache/<path>` requests (page purges by path).
+    pub purges_path: AtomicU64,
+    /// `DELETE /prefix/<prefix>` requests.
+    pub purges_prefix: AtomicU64,
+    /// Entries (values and pages) those purges removed.
+    pub purged: AtomicU64,
 }
 
 /// A point-in-time copy for reporting, in the original Python server's

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::busy::Busy;
 use super::command::Command;
+use super::counters::Counters;
 use super::error::StoreError;
 use super::hot::Hot;
 use super::lookup::Lookup;
@@ -25,6 +26,7 @@ pub struct ShardHandle {
     pub mirror: MirrorHandle,
     /// How long the shard thread has been on its current command.
     pub busy: Busy,
+    pub counters: std::sync::Arc<super::counters::Counters>,
     pub thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -59,6 +61,7 @@ impl ShardHandle {
             return self.call(|reply| Command::Get { key, reply }).await;
         }
         if self.busy.for_us() >= HEDGE_AFTER_US {
+            Counters::bump(&self.counters.mirror_busy);
             let from_mirror = call(&self.mirror.tx, |reply| MirrorCommand::Get {
                 key: key.clone(),
                 reply,
@@ -82,6 +85,7 @@ impl ShardHandle {
         let (reply, mut from_mirror) = oneshot::channel();
         let hedged = self.mirror.tx.try_send(MirrorCommand::Get { key, reply });
         if hedged.is_ok() {
+            Counters::bump(&self.counters.mirror_hedged);
             tokio::select! {
                 answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
                 answer = &mut from_mirror => {

@@ -48,6 +48,7 @@
 mod blobs;
 mod busy;
 mod command;
+pub mod counters;
 mod db;
 pub mod error;
 mod handle;
@@ -105,6 +106,7 @@ pub struct StoreConfig {
 #[derive(Clone)]
 pub struct Store {
     shards: Arc<[ShardHandle]>,
+    counters: Arc<counters::Counters>,
     dir: PathBuf,
     /// Page purges, so a page fetched before one is not stored after it.
     purges: Arc<purges::PurgeLog>,
@@ -121,6 +123,7 @@ impl Store {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
         let n = layout::open(&cfg.dir, cfg.shards.clamp(1, *layout::SHARDS.end()))?;
         let purges = Arc::new(purges::PurgeLog::default());
+        let counters = Arc::new(counters::Counters::default());
         let hot_each = cfg.hot_bytes / n as u64;
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
@@ -136,6 +139,7 @@ impl Store {
                 max_variants: cfg.max_variants.max(1),
                 sync: cfg.sync,
                 clock: cfg.clock.clone(),
+                counters: counters.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
@@ -146,10 +150,12 @@ impl Store {
                 hot,
                 mirror,
                 busy,
+                counters: counters.clone(),
                 thread: std::sync::Mutex::new(Some(thread)),
             });
         }
         Ok(Store {
+            counters,
             shards: shards.into(),
             dir: cfg.dir.clone(),
             purges,
@@ -368,6 +374,11 @@ impl Store {
             }
         }
         Ok(total)
+    }
+
+    /// The store's counters (slow commands, mirror reads).
+    pub fn counters(&self) -> &counters::Counters {
+        &self.counters
     }
 
     /// Bytes the hot tier holds, and its entries.

@@ -59,6 +59,7 @@ pub struct ShardConfig {
     /// fsync every write before it is acknowledged (`--sync`).
     pub sync: bool,
     pub clock: Clock,
+    pub counters: Arc<super::counters::Counters>,
 }
 
 /// State owned by the shard thread.
@@ -71,6 +72,7 @@ pub struct Shard {
     purges: Arc<PurgeLog>,
     max_variants: usize,
     sync: bool,
+    counters: Arc<super::counters::Counters>,
     mirror: Option<MirrorLink>,
     busy: Busy,
     clock: Clock,
@@ -126,6 +128,7 @@ impl Shard {
             purges: cfg.purges,
             max_variants: cfg.max_variants,
             sync: cfg.sync,
+            counters: cfg.counters,
             mirror: link,
             busy: cfg.busy,
             clock: cfg.clock,
@@ -151,6 +154,7 @@ impl Shard {
             self.busy.idle();
             let took = started.elapsed();
             if took >= SLOW_COMMAND {
+                self.counters.slow(took);
                 // Usually a LevelDB compaction run inline: everything queued
                 // for this shard waited this long.
                 tracing::warn!(
@@ -714,6 +718,7 @@ mod tests {
             max_variants: 2,
             sync: true,
             clock: clock.clone(),
+            counters: Default::default(),
         })
         .unwrap();
         Open {

@@ -1,0 +1,32 @@
+//! What the store counts for `GET /metrics`: shard commands slow enough to
+//! hold their queue (usually a LevelDB compaction run inline), and reads
+//! the read mirror answered instead of a busy or late shard thread.
+//! Relaxed atomics, shared by the shard threads and the async side.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::metrics::latency::Latency;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Commands that held a shard thread for `SLOW_COMMAND` or more.
+    pub slow_commands: AtomicU64,
+    /// How long those commands took.
+    pub slow_command_time: Latency,
+    /// Cold reads sent to the mirror because the shard thread was busy.
+    pub mirror_busy: AtomicU64,
+    /// Cold reads also asked of the mirror because the shard was late.
+    pub mirror_hedged: AtomicU64,
+}
+
+impl Counters {
+    pub fn slow(&self, took: Duration) {
+        self.slow_commands.fetch_add(1, Relaxed);
+        self.slow_command_time.observe(took);
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
