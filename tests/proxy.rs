@@ -1588,6 +1588,25 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(count(client, &[("cache", "hit"), ("class", "2xx")]), 2.0);
     assert_eq!(count("bigcache_upstream_response_time_seconds", &[]), 3.0);
     assert_eq!(value("bigcache_proxy_collapsed_total", None), 0.0);
+    let rest = "bigcache_rest_requests_total";
+    let by = |endpoint: &str, class: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == rest
+                    && s.labels.get("endpoint") == Some(endpoint)
+                    && s.labels.get("class") == Some(class)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => -1.0,
+            })
+    };
+    // POST, GET hit, GET miss (404), DELETE of the page: four on /cache/.
+    assert_eq!(by("cache", "2xx"), Some(3.0));
+    assert_eq!(by("cache", "4xx"), Some(1.0));
+    assert_eq!(by("prefix", "2xx"), Some(1.0));
     let purges = "bigcache_purges_total";
     assert_eq!(value(purges, Some(("kind", "path"))), 1.0);
     assert_eq!(value(purges, Some(("kind", "prefix"))), 1.0);

@@ -92,6 +92,10 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             guard_browsers,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -654,6 +658,15 @@ async fn stat(State(st): State<ApiState>) -> Response {
         "proxy": st.proxy_stats.snapshot(),
     });
     axum::Json(v).into_response()
+}
+
+/// Counts every REST request by endpoint and status class, refusals by the
+/// token and browser guards included.
+async fn count_requests(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let endpoint = crate::metrics::Endpoint::of(req.uri().path());
+    let res = next.run(req).await;
+    st.stats.request(endpoint, res.status().as_u16());
+    res
 }
 
 /// Prometheus metrics, text format 0.0.4 (behind `--api-token` like the

@@ -27,7 +27,7 @@ use crate::store::Store;
 pub mod latency;
 mod rest;
 
-pub use rest::{Stats, StatsSnapshot};
+pub use rest::{Endpoint, Stats, StatsSnapshot};
 
 /// The registry behind `GET /metrics`.
 pub fn registry(
@@ -187,6 +187,23 @@ impl Collector for Counters {
             &[(&[], s.delete)],
         )?;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let mut requests = Vec::new();
+        for e in Endpoint::ALL {
+            for (i, class) in CLASSES.iter().enumerate() {
+                let n = load(&self.rest.requests[e as usize][i]);
+                if n > 0 {
+                    requests.push(([("endpoint", e.as_str()), ("class", *class)], n));
+                }
+            }
+        }
+        let requests: Vec<(&[(&str, &str)], u64)> =
+            requests.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            &mut enc,
+            "rest_requests",
+            "REST API requests by endpoint and status class",
+            &requests,
+        )?;
         counter(
             &mut enc,
             "purges",
@@ -224,6 +241,18 @@ impl Collector for Counters {
                 (&[("why", "busy")], load(&store.mirror_busy)),
                 (&[("why", "hedged")], load(&store.mirror_hedged)),
             ],
+        )?;
+        counter(
+            &mut enc,
+            "store_swept_entries",
+            "Expired entries the sweeper removed",
+            &[(&[], load(&store.swept))],
+        )?;
+        counter(
+            &mut enc,
+            "store_collected_bytes",
+            "Blob-file bytes the collector gave back",
+            &[(&[], load(&store.collected_bytes))],
         )?;
         if let Some(log) = &self.access_log {
             counter(

@@ -18,6 +18,60 @@ pub struct Stats {
     pub purges_prefix: AtomicU64,
     /// Entries (values and pages) those purges removed.
     pub purged: AtomicU64,
+    /// Requests by endpoint and status class.
+    pub requests: [[AtomicU64; 5]; Endpoint::ALL.len()],
+}
+
+/// The REST API's endpoints, for counting requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Cache,
+    Pickle,
+    Prefix,
+    Stat,
+    StatCount,
+    Metrics,
+    Clear,
+    Other,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Cache,
+        Endpoint::Pickle,
+        Endpoint::Prefix,
+        Endpoint::Stat,
+        Endpoint::StatCount,
+        Endpoint::Metrics,
+        Endpoint::Clear,
+        Endpoint::Other,
+    ];
+
+    pub fn of(path: &str) -> Endpoint {
+        match path {
+            p if p.starts_with("/cache/") => Endpoint::Cache,
+            p if p.starts_with("/pickle/") => Endpoint::Pickle,
+            p if p.starts_with("/prefix") => Endpoint::Prefix,
+            "/stat" => Endpoint::Stat,
+            "/stat/count" => Endpoint::StatCount,
+            "/metrics" => Endpoint::Metrics,
+            "/clear" => Endpoint::Clear,
+            _ => Endpoint::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Cache => "cache",
+            Endpoint::Pickle => "pickle",
+            Endpoint::Prefix => "prefix",
+            Endpoint::Stat => "stat",
+            Endpoint::StatCount => "stat_count",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Clear => "clear",
+            Endpoint::Other => "other",
+        }
+    }
 }
 
 /// A point-in-time copy for reporting, in the original Python server's
@@ -36,6 +90,11 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    pub fn request(&self, endpoint: Endpoint, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[endpoint as usize][class].fetch_add(1, Relaxed);
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }

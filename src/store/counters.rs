@@ -1,6 +1,7 @@
 //! What the store counts for `GET /metrics`: shard commands slow enough to
 //! hold their queue (usually a LevelDB compaction run inline), and reads
-//! the read mirror answered instead of a busy or late shard thread.
+//! the read mirror answered instead of a busy or late shard thread, and
+//! the sweeper's and collector's work.
 //! Relaxed atomics, shared by the shard threads and the async side.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,6 +19,10 @@ pub struct Counters {
     pub mirror_busy: AtomicU64,
     /// Cold reads also asked of the mirror because the shard was late.
     pub mirror_hedged: AtomicU64,
+    /// Expired entries the sweeper removed.
+    pub swept: AtomicU64,
+    /// Blob bytes the collector gave back.
+    pub collected_bytes: AtomicU64,
 }
 
 impl Counters {

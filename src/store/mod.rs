@@ -349,6 +349,9 @@ impl Store {
             loop {
                 let (removed, more) = s.call(|reply| Command::Sweep { batch, reply }).await?;
                 total += removed;
+                self.counters
+                    .swept
+                    .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
                 if !more {
                     break;
                 }
@@ -364,6 +367,9 @@ impl Store {
                     })
                     .await?;
                 freed += n;
+                self.counters
+                    .collected_bytes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 if !more {
                     break;
                 }
