@@ -664,8 +664,21 @@ async fn stat(State(st): State<ApiState>) -> Response {
 /// token and browser guards included.
 async fn count_requests(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     let endpoint = crate::metrics::Endpoint::of(req.uri().path());
+    // The REST side of the access log, at debug level (`--log
+    // bigcache::api=debug`): the method, the endpoint, the status.
+    let method = tracing::enabled!(tracing::Level::DEBUG).then(|| req.method().clone());
+    let started = std::time::Instant::now();
     let res = next.run(req).await;
     st.stats.request(endpoint, res.status().as_u16());
+    if let Some(method) = method {
+        tracing::debug!(
+            %method,
+            endpoint = endpoint.as_str(),
+            status = res.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "rest request"
+        );
+    }
     res
 }
 

@@ -375,4 +375,42 @@ mod tests {
             server.await.unwrap().unwrap();
         }
     }
+
+    /// The REST port answers while the store opens: `/livez` at once,
+    /// `/readyz` and everything else 503 until every shard is open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn not_ready_until_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        // Many shards, each with its LevelDB and mirror: a slow start.
+        cfg.shards = 128;
+        let listeners = Listeners::bind(&cfg).await.unwrap();
+        let api = listeners.api.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(cfg, listeners, Clock::system(), async move {
+            let _ = stopped.await;
+        }));
+        let get = |path: &'static str| async move {
+            reqwest::get(format!("http://{api}{path}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert_eq!(get("/livez").await, 200);
+        assert_eq!(get("/readyz").await, 503, "ready before the store was open");
+        assert_eq!(get("/stat").await, 503);
+        let mut ready = false;
+        for _ in 0..1000 {
+            if get("/readyz").await == 200 {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ready);
+        assert_eq!(get("/stat").await, 200);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }
