@@ -1521,6 +1521,15 @@ async fn metrics_count_exactly_what_happened() {
     get(&s, &page).await; // hit
     get(&s, "/m/private?h=Cache-Control:private").await; // miss: private
     send(s.page("/m/form"), Method::POST, &[]).await; // bypass: method
+    // A page that may stand in for a failing Django, then Django failing.
+    let sie = "/m/sie?h=Cache-Control:max-age%3D1,stale-if-error%3D600";
+    get(&s, sie).await; // miss, stored
+    stored(&s, 2).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    o.counts.fail.store(true, SeqCst);
+    assert_eq!(get(&s, sie).await.cache(), "STALE"); // upstream 500, stale served
+    assert_eq!(get(&s, "/m/down").await.status, 500); // upstream 500, passed on
+    o.counts.fail.store(false, SeqCst);
     let c = client();
     c.post(s.url("/cache/k"))
         .header("content-type", "application/json")
@@ -1559,17 +1568,24 @@ async fn metrics_count_exactly_what_happened() {
     };
     let req = "bigcache_proxy_requests_total";
     assert_eq!(value(req, Some(("cache", "hit"))), 2.0);
-    assert_eq!(value(req, Some(("cache", "miss"))), 2.0);
+    assert_eq!(value(req, Some(("cache", "miss"))), 4.0);
     assert_eq!(value(req, Some(("cache", "bypass"))), 1.0);
+    assert_eq!(value(req, Some(("cache", "stale"))), 1.0);
     let nc = "bigcache_proxy_not_cached_total";
     assert_eq!(value(nc, Some(("reason", "private"))), 1.0);
     assert_eq!(value(nc, Some(("reason", "method"))), 1.0);
     assert_eq!(value(nc, Some(("reason", "no_lifetime"))), 0.0);
-    assert_eq!(value("bigcache_upstream_requests_total", None), 3.0);
+    assert_eq!(value("bigcache_upstream_requests_total", None), 6.0);
     let upstream_errors = "bigcache_upstream_errors_total";
-    for kind in ["connect", "timeout", "broken", "5xx"] {
+    for kind in ["connect", "timeout", "broken"] {
         assert_eq!(value(upstream_errors, Some(("kind", kind))), 0.0, "{kind}");
     }
+    assert_eq!(value(upstream_errors, Some(("kind", "5xx"))), 2.0);
+    assert_eq!(
+        value(nc, Some(("reason", "status"))),
+        1.0,
+        "the 500 passed on"
+    );
     // Histograms: the count of each series (2 hits answered 200, 3 upstream
     // requests).
     let count = |name: &str, labels: &[(&str, &str)]| -> f64 {
@@ -1586,7 +1602,7 @@ async fn metrics_count_exactly_what_happened() {
     };
     let client = "bigcache_proxy_response_time_seconds";
     assert_eq!(count(client, &[("cache", "hit"), ("class", "2xx")]), 2.0);
-    assert_eq!(count("bigcache_upstream_response_time_seconds", &[]), 3.0);
+    assert_eq!(count("bigcache_upstream_response_time_seconds", &[]), 6.0);
     assert_eq!(value("bigcache_proxy_collapsed_total", None), 0.0);
     let rest = "bigcache_rest_requests_total";
     let by = |endpoint: &str, class: &str| {
