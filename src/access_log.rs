@@ -53,6 +53,21 @@ pub struct AccessLog {
     dropped: Arc<AtomicU64>,
 }
 
+/// The writer thread: [`Writer::close`] has it write what is queued and
+/// waits for it, so a shutdown keeps the last lines.
+pub struct Writer {
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn close(self) {
+        self.closing.store(true, Relaxed);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessLog").finish_non_exhaustive()
@@ -61,8 +76,8 @@ impl std::fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Opens `target` (appending to a file) and starts the writer thread,
-    /// which ends once every handle is dropped.
-    pub fn open(target: &Target) -> std::io::Result<AccessLog> {
+    /// which ends once every handle is dropped or it is closed.
+    pub fn open(target: &Target) -> std::io::Result<(AccessLog, Writer)> {
         let mut out: Box<dyn Write + Send> = match target {
             Target::Stdout => Box::new(std::io::stdout()),
             Target::File(path) => Box::new(
@@ -73,13 +88,17 @@ impl AccessLog {
             ),
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new()
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = closing.clone();
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(64 << 10);
                 let mut open = true;
                 while open {
-                    std::thread::sleep(FLUSH_EVERY);
+                    std::thread::park_timeout(FLUSH_EVERY);
+                    // Closing: this drain is the last.
+                    open &= !closed.load(Relaxed);
                     loop {
                         match rx.try_recv() {
                             Ok(line) => buf.extend_from_slice(line.as_bytes()),
@@ -102,10 +121,11 @@ impl AccessLog {
                     buf.clear();
                 }
             })?;
-        Ok(AccessLog {
+        let log = AccessLog {
             tx,
             dropped: Arc::default(),
-        })
+        };
+        Ok((log, Writer { closing, thread }))
     }
 
     /// Lines dropped because the writer fell behind.

@@ -79,7 +79,9 @@ fn bad_config_files_are_refused_by_name() {
         ("sync = \"yes\"", "`sync`"),
         ("grace = { a = 1 }", "`grace`"),
         ("grace = \"soon\"", "--grace"),
-        ("shards = [", "bigcache.toml"),
+        ("shards = [", "bigcache.toml: line 1"),
+        // The offending line is not echoed: it may hold the token.
+        ("api-token = \"s3cret", "bigcache.toml: line 1"),
     ] {
         let file = dir.path().join("bigcache.toml");
         std::fs::write(&file, text).unwrap();
@@ -87,6 +89,19 @@ fn bad_config_files_are_refused_by_name() {
         assert_eq!(code, 2, "{text}: {err}");
         assert!(err.contains(needle), "{text}: {err}");
     }
+    let file = dir.path().join("bigcache.toml");
+    std::fs::write(&file, "api-token = \"s3cret").unwrap();
+    let (_, _, err) = run(&["--config", file.to_str().unwrap()], &[]);
+    assert!(!err.contains("s3cret"), "the token was echoed: {err}");
+    // A value that starts with `-` is a value, not a flag.
+    std::fs::write(
+        &file,
+        "session-cookie = [\"-sid\"]\nupstream = \"http://127.0.0.1:9\"",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["--config", file.to_str().unwrap(), "--print-config"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#"session-cookie = ["-sid"]"#), "{out}");
     let (code, _, err) = run(&["--config", "/nonexistent.toml"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.toml"), "{err}");

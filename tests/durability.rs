@@ -767,3 +767,66 @@ async fn failing_reads_are_misses_and_the_page_is_stored_again() {
     let health = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// SIGTERM while the store is still opening (a big data directory) is a
+/// clean shutdown once it is open: exit 0, not a kill before any signal
+/// handler was installed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_opening_is_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--api-listen", &api, "--proxy-listen", "127.0.0.1:0"])
+        .args(["--shards", "256", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Up (the REST port answers) and still opening the store.
+    let status = |path: &'static str| {
+        let url = format!("http://{api}{path}");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+    let mut up = false;
+    for _ in 0..500 {
+        if status("/livez").await == Some(200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(up, "the REST port never answered");
+    assert_eq!(
+        status("/readyz").await,
+        Some(503),
+        "opened before the signal: nothing tested"
+    );
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}

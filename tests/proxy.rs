@@ -1750,4 +1750,13 @@ async fn the_access_log_has_a_line_per_request() {
         "{}",
         lines[2]
     );
+    // A request just before SIGTERM still gets its line.
+    get(&s, "/al/last").await;
+    assert!(s.stop().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "the last line was lost at shutdown"
+    );
 }

@@ -25,10 +25,13 @@ pub enum FileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    /// The parser's message and where, without the line itself (it may
+    /// hold the API token).
+    #[error("{path}: line {line}: {message}")]
     Toml {
         path: PathBuf,
-        source: toml::de::Error,
+        line: usize,
+        message: String,
     },
     #[error("{path}: unknown key `{key}` (keys are the flags' names, as in `bigcache --help`)")]
     UnknownKey { path: PathBuf, key: String },
@@ -66,9 +69,12 @@ fn file_flags(
         path: path.to_path_buf(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|source| FileError::Toml {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| FileError::Toml {
         path: path.to_path_buf(),
-        source,
+        line: e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        }),
+        message: e.message().to_string(),
     })?;
     let mut out = Vec::new();
     for (key, value) in table {
@@ -121,8 +127,8 @@ fn file_flags(
             if switch {
                 return Err(bad());
             }
-            out.push(OsString::from(&flag));
-            out.push(OsString::from(text));
+            // One argument: a value starting with `-` stays a value.
+            out.push(OsString::from(format!("{flag}={text}")));
         }
     }
     Ok(out)

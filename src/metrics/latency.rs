@@ -17,7 +17,7 @@ pub const BOUNDS: [f64; 14] = [
 pub struct Latency {
     /// One per bound, and one past the last.
     buckets: [AtomicU64; BOUNDS.len() + 1],
-    sum_us: AtomicU64,
+    sum_ns: AtomicU64,
 }
 
 impl Latency {
@@ -25,8 +25,8 @@ impl Latency {
         let secs = d.as_secs_f64();
         let i = BOUNDS.partition_point(|b| *b < secs);
         self.buckets[i].fetch_add(1, Relaxed);
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_us.fetch_add(us, Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Relaxed);
     }
 
     pub fn count(&self) -> u64 {
@@ -39,7 +39,7 @@ impl Latency {
             BOUNDS.iter().copied().zip(counts.iter().copied()).collect();
         buckets.push((f64::INFINITY, counts[BOUNDS.len()]));
         let count = counts.iter().sum();
-        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
         m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }

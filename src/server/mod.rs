@@ -129,8 +129,28 @@ pub async fn run(
         sync: cfg.sync,
         clock,
     };
-    let opened = tokio::task::spawn_blocking(move || Store::open(&store_cfg)).await;
+    // The stop signal is listened to from here on: a SIGTERM while the
+    // store opens waits for the open and then shuts down cleanly, instead
+    // of killing the process before any handler is installed.
+    let mut stop = std::pin::pin!(stop);
+    let mut opening = tokio::task::spawn_blocking(move || Store::open(&store_cfg));
+    let mut stopped_early = false;
+    let opened = tokio::select! {
+        opened = &mut opening => opened,
+        () = &mut stop => {
+            stopped_early = true;
+            health.set(Health::DRAINING);
+            tracing::info!("shutdown requested while the store opens; closing once it is open");
+            opening.await
+        }
+    };
     let store = match opened {
+        Ok(Ok(store)) if stopped_early => {
+            let _ = api_stop_tx.send(true);
+            let _ = api_task.await;
+            store.shutdown().await;
+            return Ok(());
+        }
         Ok(Ok(store)) => store,
         failed => {
             let _ = api_stop_tx.send(true);
@@ -141,10 +161,10 @@ pub async fn run(
             });
         }
     };
-    let access_log = match &cfg.access_log {
-        None => None,
+    let (access_log, log_writer) = match &cfg.access_log {
+        None => (None, None),
         Some(target) => match crate::access_log::AccessLog::open(target) {
-            Ok(log) => Some(log),
+            Ok((log, writer)) => (Some(log), Some(writer)),
             Err(e) => {
                 let _ = api_stop_tx.send(true);
                 let _ = api_task.await;
@@ -248,7 +268,7 @@ pub async fn run(
     println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
     crate::notify::ready();
 
-    stop.await;
+    stop.as_mut().await;
     tracing::info!("shutting down");
     crate::notify::stopping();
     health.set(Health::DRAINING);
@@ -260,6 +280,10 @@ pub async fn run(
     let _ = trimmer.await;
     store.shutdown().await;
     tracing::info!("store closed");
+    if let Some(writer) = log_writer {
+        // The lines of the last requests, written before the process ends.
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+    }
     Ok(())
 }
 
