@@ -15,9 +15,15 @@
 //!   Python server.
 //! - [`clock`]: the injected wall clock every lifetime is measured against.
 //! - [`ttl`]: lifetimes written as text (`28d`, `1h 30m`, the original's `28ds`).
-//! - [`config`]: flags and environment, validated at startup.
-//! - [`metrics`]: the REST API's counters behind `/stat`.
-//! - [`server`]: serves on bound listeners, runs tasks, orders the shutdown.
+//! - [`config`]: flags, environment and the config file, validated at
+//!   startup.
+//! - [`metrics`]: the REST API's counters behind `/stat`, and `/metrics`
+//!   (Prometheus) over every layer's counters; [`latency`]: the lock-free
+//!   histogram they use.
+//! - [`access_log`]: one line per proxied request, off the request path.
+//! - [`server`]: serves on bound listeners (each connection's limits in
+//!   `server::conn`), health and readiness, runs tasks, orders the
+//!   shutdown; [`notify`]: systemd's readiness protocol.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`alloc`]: malloc tuning that keeps RSS at what is in use.
 
@@ -26,6 +32,7 @@ pub mod alloc;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod latency;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

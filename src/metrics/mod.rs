@@ -24,7 +24,6 @@ use crate::proxy::decision::{CacheStatus, Reason};
 use crate::proxy::stats::{CLASSES, ProxyStats, UpstreamFailure};
 use crate::store::Store;
 
-pub mod latency;
 mod rest;
 
 pub use rest::{Endpoint, Stats, StatsSnapshot};

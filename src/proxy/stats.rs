@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::decision::{CacheStatus, Decision, Reason};
-use crate::metrics::latency::Latency;
+use crate::latency::Latency;
 
 /// Why an upstream request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

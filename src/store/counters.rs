@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::metrics::latency::Latency;
+use crate::latency::Latency;
 
 #[derive(Debug, Default)]
 pub struct Counters {
