@@ -649,15 +649,26 @@ async fn empty_prefix() -> ApiError {
     )
 }
 
+/// `GET /stat`: the original server's `stats` object, and bigcache's proxy
+/// counters beside it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct StatResponse {
+    stats: crate::metrics::StatsSnapshot,
+    /// Proxied requests by `X-Cache` status (`hit`, `miss`, …), `not_cached`
+    /// by reason, `upstream_requests`, `upstream_errors`.
+    #[schema(value_type = Object)]
+    proxy: serde_json::Value,
+}
+
 /// Hit, miss, expiry and delete counters since start; `proxy` holds the
 /// proxy's counters by `X-Cache` status and its upstream requests.
-#[utoipa::path(get, path = "/stat", responses((status = 200, body = crate::metrics::StatsSnapshot)))]
+#[utoipa::path(get, path = "/stat", responses((status = 200, body = StatResponse)))]
 async fn stat(State(st): State<ApiState>) -> Response {
-    let v = serde_json::json!({
-        "stats": st.stats.snapshot(),
-        "proxy": st.proxy_stats.snapshot(),
-    });
-    axum::Json(v).into_response()
+    axum::Json(StatResponse {
+        stats: st.stats.snapshot(),
+        proxy: st.proxy_stats.snapshot(),
+    })
+    .into_response()
 }
 
 /// Counts every REST request by endpoint and status class, refusals by the
