@@ -14,7 +14,7 @@
 //! forge a line.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -148,7 +148,7 @@ impl AccessLog {
 /// one buffer.
 pub struct Pending {
     started: Instant,
-    peer: SocketAddr,
+    client: IpAddr,
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
@@ -157,10 +157,11 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn begin<B>(req: &http::Request<B>, peer: SocketAddr) -> Pending {
+    /// `client`: the peer, or for a trusted front the address it forwarded.
+    pub fn begin<B>(req: &http::Request<B>, client: IpAddr) -> Pending {
         Pending {
             started: Instant::now(),
-            peer,
+            client,
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -184,7 +185,7 @@ impl Pending {
         let when = humantime::format_rfc3339_millis(SystemTime::now());
         let mut line = String::with_capacity(192);
         let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let _ = write!(line, "{} - - [{when}] \"{} ", self.peer.ip(), self.method);
+        let _ = write!(line, "{} - - [{when}] \"{} ", self.client, self.method);
         escape_into(&mut line, target.as_bytes());
         let _ = write!(line, " {:?}\" {status} ", self.version);
         match length {

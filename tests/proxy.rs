@@ -1759,4 +1759,20 @@ async fn the_access_log_has_a_line_per_request() {
         4,
         "the last line was lost at shutdown"
     );
+    // Behind a trusted front, the line names the client the front saw.
+    let log2 = dir.path().join("behind.log");
+    let (_d2, s) = start(
+        &o.url(),
+        &[
+            "--access-log",
+            log2.to_str().unwrap(),
+            "--trusted-proxy",
+            "127.0.0.1/32",
+        ],
+    );
+    let forwarded = [("x-forwarded-for", "198.51.100.1, 203.0.113.7")];
+    get_with(&s, "/al/front", &forwarded).await;
+    assert!(s.stop().success());
+    let line = std::fs::read_to_string(&log2).unwrap();
+    assert!(line.starts_with("203.0.113.7 - - ["), "{line}");
 }

@@ -206,11 +206,23 @@ impl<S: PageStore> Proxy<S> {
         // The target for the log line, kept only when that line is written.
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let started = std::time::Instant::now();
-        let access = self
-            .cfg
-            .access_log
-            .as_ref()
-            .map(|_| crate::access_log::Pending::begin(&req, peer));
+        let access = self.cfg.access_log.as_ref().map(|_| {
+            // Behind a trusted front, the client is the address the
+            // front saw: the last `X-Forwarded-For` entry.
+            let client = if self.cfg.trusted.trusts(peer.ip()) {
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .last()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit(',').next())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(peer.ip())
+            } else {
+                peer.ip()
+            };
+            crate::access_log::Pending::begin(&req, client)
+        });
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
