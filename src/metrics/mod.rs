@@ -84,36 +84,42 @@ fn counter(
     Ok(())
 }
 
+/// A counter family with one label, `key`, taking each value in `series`.
+fn by_label<V: AsRef<str>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    key: &str,
+    series: impl IntoIterator<Item = (V, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in series {
+        let labels = [(key, value.as_ref())];
+        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Counters {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let p = self.proxy.counts();
-        let statuses: Vec<_> = CacheStatus::ALL
-            .iter()
-            .map(|s| (s.as_str().to_ascii_lowercase(), p.by_status[*s as usize]))
-            .collect();
-        let series: Vec<([(&str, &str); 1], u64)> = statuses
-            .iter()
-            .map(|(s, n)| ([("cache", s.as_str())], *n))
-            .collect();
-        let series: Vec<(&[(&str, &str)], u64)> =
-            series.iter().map(|(l, n)| (&l[..], *n)).collect();
-        counter(
+        by_label(
             &mut enc,
             "proxy_requests",
             "Proxied requests by how they were answered (the X-Cache value)",
-            &series,
+            "cache",
+            CacheStatus::ALL
+                .iter()
+                .map(|s| (s.as_str().to_ascii_lowercase(), p.by_status[*s as usize])),
         )?;
-        let reasons: Vec<([(&str, &str); 1], u64)> = Reason::ALL
-            .iter()
-            .map(|r| ([("reason", r.as_str())], p.by_reason[*r as usize]))
-            .collect();
-        let reasons: Vec<(&[(&str, &str)], u64)> =
-            reasons.iter().map(|(l, n)| (&l[..], *n)).collect();
-        counter(
+        by_label(
             &mut enc,
             "proxy_not_cached",
             "Proxied responses not served from or not stored in the cache, by reason",
-            &reasons,
+            "reason",
+            Reason::ALL
+                .iter()
+                .map(|r| (r.as_str(), p.by_reason[*r as usize])),
         )?;
         counter(
             &mut enc,
@@ -121,16 +127,14 @@ impl Collector for Counters {
             "Requests sent to the upstream",
             &[(&[], p.upstream_requests)],
         )?;
-        let kinds: Vec<([(&str, &str); 1], u64)> = UpstreamFailure::ALL
-            .iter()
-            .map(|k| ([("kind", k.as_str())], p.upstream_errors[*k as usize]))
-            .collect();
-        let kinds: Vec<(&[(&str, &str)], u64)> = kinds.iter().map(|(l, n)| (&l[..], *n)).collect();
-        counter(
+        by_label(
             &mut enc,
             "upstream_errors",
             "Upstream requests that failed, by kind (connect, timeout, broken, 5xx)",
-            &kinds,
+            "kind",
+            UpstreamFailure::ALL
+                .iter()
+                .map(|k| (k.as_str(), p.upstream_errors[*k as usize])),
         )?;
         counter(
             &mut enc,

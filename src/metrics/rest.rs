@@ -19,7 +19,7 @@ pub struct Stats {
     /// Entries (values and pages) those purges removed.
     pub purged: AtomicU64,
     /// Requests by endpoint and status class.
-    pub requests: [[AtomicU64; 5]; Endpoint::ALL.len()],
+    pub requests: [[AtomicU64; crate::proxy::stats::CLASSES.len()]; Endpoint::ALL.len()],
 }
 
 /// The REST API's endpoints, for counting requests.
@@ -91,7 +91,7 @@ pub struct StatsSnapshot {
 
 impl Stats {
     pub fn request(&self, endpoint: Endpoint, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let class = crate::proxy::stats::class_of(status);
         self.requests[endpoint as usize][class].fetch_add(1, Relaxed);
     }
 

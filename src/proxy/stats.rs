@@ -47,8 +47,13 @@ impl UpstreamFailure {
     }
 }
 
-/// Status classes for the client latency histogram: 1xx-5xx.
+/// Status classes for the latency histograms and request counts: 1xx-5xx.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`CLASSES`] of a status (anything out of range clamped).
+pub fn class_of(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, CLASSES.len()) - 1
+}
 
 #[derive(Debug, Default)]
 pub struct ProxyStats {
@@ -96,8 +101,7 @@ impl ProxyStats {
 
     /// A response's time to its head, by decision and status.
     pub fn answered(&self, d: Decision, status: u16, took: std::time::Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.client_latency[d.status as usize][class].observe(took);
+        self.client_latency[d.status as usize][class_of(status)].observe(took);
     }
 
     pub fn upstream_request(&self) {
