@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{Server, client, du, noise_text};
+use crate::util::{Server, client, du, noise_text, stored};
 
 async fn set(s: &Server, key: &str, body: Value) -> reqwest::StatusCode {
     client()
@@ -372,30 +372,6 @@ async fn page(s: &Server, path: &str) -> (u16, String, bytes::Bytes) {
     (status, cache, r.bytes().await.unwrap())
 }
 
-async fn count(s: &Server) -> u64 {
-    let v: Value = client()
-        .get(s.url("/stat/count"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["count"].as_u64().unwrap()
-}
-
-/// Waits (bounded) until the store holds `n` entries: pages are written
-/// after their requester is answered.
-async fn settled(s: &Server, n: u64) {
-    for _ in 0..500 {
-        if count(s).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the store never held {n} entries");
-}
-
 fn page_path(i: usize) -> String {
     format!("/torn/{i}/?h=X-Bigcache-TTL:28d&fixed=1&size=3000")
 }
@@ -414,7 +390,7 @@ async fn a_torn_log_record_does_not_hide_later_writes() {
     for i in 0..200 {
         assert_eq!(page(&s, &page_path(i)).await.1, "MISS");
     }
-    settled(&s, 200).await;
+    stored(&s, 200).await;
     s.kill9_now();
     drop(s);
     let log = newest(&dir.path().join("shard-00"), "log").expect("a log in shard-00");
@@ -443,7 +419,7 @@ async fn a_torn_log_record_does_not_hide_later_writes() {
     for i in 200..300 {
         page(&s, &page_path(i)).await;
     }
-    settled(&s, 300).await;
+    stored(&s, 300).await;
     s.kill9_now();
     drop(s);
 
@@ -533,7 +509,7 @@ async fn torn_tails_cost_only_themselves_cycle_after_cycle() {
             bodies.push(body);
             stored_in.push(run);
         }
-        settled(&s, bodies.len() as u64).await;
+        stored(&s, bodies.len() as u64).await;
         s.kill9_now();
         drop(s);
 
@@ -686,7 +662,7 @@ async fn a_full_disk_is_507_loses_nothing_and_recovers() {
     }
     assert!(ok, "writes still refused once the disk had room");
     page(&s, &page_path(9001)).await;
-    settled(&s, (acked.len() + small.len()) as u64 + 2).await;
+    stored(&s, (acked.len() + small.len()) as u64 + 2).await;
     assert_eq!(page(&s, &page_path(9001)).await.1, "HIT");
     s.kill9_now();
     drop(s);
@@ -724,7 +700,7 @@ async fn sync_mode_keeps_every_acknowledged_write() {
         assert_eq!(set(&s, &format!("sync{i}"), v).await, 200);
         page(&s, &page_path(i as usize)).await;
     }
-    settled(&s, 200).await;
+    stored(&s, 200).await;
     s.kill9_now();
     drop(s);
     let s = Server::start_in(dir.path(), &args);
@@ -750,7 +726,7 @@ async fn failing_reads_are_misses_and_the_page_is_stored_again() {
     let s = Server::start_in(dir.path(), &args);
     set(&s, "value", json!({"value": noise_text(1, 20_000)})).await;
     let (_, _, body) = page(&s, &page_path(7)).await;
-    settled(&s, 2).await;
+    stored(&s, 2).await;
     assert!(s.stop().success());
     let blobs = dir.path().join("shard-00").join("blobs");
     for f in files(&blobs) {
@@ -762,7 +738,7 @@ async fn failing_reads_are_misses_and_the_page_is_stored_again() {
     assert_eq!(get(&s, "value").await.0, 404);
     let (status, cache, again) = page(&s, &page_path(7)).await;
     assert_eq!((status, cache.as_str(), &again), (200, "MISS", &body));
-    settled(&s, 1).await;
+    stored(&s, 1).await;
     assert_eq!(page(&s, &page_path(7)).await.1, "HIT");
     let health = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

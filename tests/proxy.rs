@@ -8,7 +8,7 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 
 use crate::origin::Origin;
-use crate::util::Server;
+use crate::util::{Server, stored};
 
 struct Reply {
     status: u16,
@@ -63,27 +63,6 @@ fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
     args.extend_from_slice(extra);
     let s = Server::start_in(dir.path(), &args);
     (dir, s)
-}
-
-/// Waits (bounded) until the store holds `n` entries. A page is written
-/// after its requester has been answered; a test that moves the clock next
-/// lets the write land first, as real time would.
-async fn stored(s: &Server, n: u64) {
-    for _ in 0..500 {
-        let r: serde_json::Value = client()
-            .get(s.url("/stat/count"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["count"].as_u64() >= Some(n) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the store never held {n} entries");
 }
 
 /// [`start`], in this process, for tests that advance its clock.

@@ -223,6 +223,27 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Waits (bounded) until the store holds `n` entries. A page is written
+/// after its requester has been answered; a test that moves the clock, or
+/// kills the server, next lets the write land first, as real time would.
+pub async fn stored(s: &Server, n: u64) {
+    for _ in 0..500 {
+        let r: serde_json::Value = client()
+            .get(s.url("/stat/count"))
+            .send()
+            .await
+            .expect("GET /stat/count")
+            .json()
+            .await
+            .expect("a JSON count");
+        if r["count"].as_u64() >= Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the store never held {n} entries");
+}
+
 /// Bytes under `dir`, recursively.
 pub fn du(dir: &Path) -> u64 {
     let mut total = 0;

@@ -482,6 +482,20 @@ impl<S: PageStore> Proxy<S> {
     }
 }
 
+/// Headers from name/value pairs (repeated names appended), for the unit
+/// tests of the header-reading modules.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    m
+}
+
 fn clone_parts(p: &Parts) -> Parts {
     let mut req = Request::new(());
     *req.method_mut() = p.method.clone();

@@ -308,18 +308,8 @@ pub fn storable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::test_headers as h;
     use http::HeaderValue;
-
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
 
     fn fresh(status: u16, pairs: &[(&str, &str)]) -> Result<u64, Reason> {
         let now = httpdate::parse_http_date("Tue, 24 Nov 2026 12:00:00 GMT").unwrap();

@@ -123,17 +123,7 @@ fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        m
-    }
+    use crate::proxy::test_headers as h;
 
     fn range(r: &str, len: u64) -> Ranged {
         select(&h(&[("range", r)]), &HeaderMap::new(), len)

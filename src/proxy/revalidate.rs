@@ -88,17 +88,7 @@ pub fn not_modified(stored: &HeaderMap, req: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        m
-    }
+    use crate::proxy::test_headers as h;
 
     #[test]
     fn a_304_replaces_the_fields_it_carries_but_length() {
