@@ -146,15 +146,13 @@ pub async fn run(
     };
     let store = match opened {
         Ok(Ok(store)) if stopped_early => {
-            let _ = api_stop_tx.send(true);
-            let _ = api_task.await;
+            stop_serving(api_stop_tx, api_task).await;
             store.shutdown().await;
             return Ok(());
         }
         Ok(Ok(store)) => store,
         failed => {
-            let _ = api_stop_tx.send(true);
-            let _ = api_task.await;
+            stop_serving(api_stop_tx, api_task).await;
             return Err(match failed {
                 Ok(Err(e)) => e.into(),
                 _ => ServerError::Serve(std::io::Error::other("opening the store panicked")),
@@ -166,8 +164,7 @@ pub async fn run(
         Some(target) => match crate::access_log::AccessLog::open(target) {
             Ok((log, writer)) => (Some(log), Some(writer)),
             Err(e) => {
-                let _ = api_stop_tx.send(true);
-                let _ = api_task.await;
+                stop_serving(api_stop_tx, api_task).await;
                 store.shutdown().await;
                 return Err(ServerError::AccessLog(e));
             }
@@ -202,8 +199,7 @@ pub async fn run(
     let proxy = match proxy {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            let _ = api_stop_tx.send(true);
-            let _ = api_task.await;
+            stop_serving(api_stop_tx, api_task).await;
             store.shutdown().await;
             return Err(e.into());
         }
@@ -274,8 +270,7 @@ pub async fn run(
     health.set(Health::DRAINING);
     let _ = stop_tx.send(true);
     let _ = proxy_task.await;
-    let _ = api_stop_tx.send(true);
-    let _ = api_task.await;
+    stop_serving(api_stop_tx, api_task).await;
     let _ = sweeper.await;
     let _ = trimmer.await;
     store.shutdown().await;
@@ -285,6 +280,13 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
     }
     Ok(())
+}
+
+/// Tells a listener's serve loop to stop and waits until its connections
+/// have drained.
+async fn stop_serving(stop: tokio::sync::watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
+    let _ = stop.send(true);
+    let _ = task.await;
 }
 
 /// Where the process is in its life, for `/livez` and `/readyz`.
