@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::proxy::forward::TrustedProxies;
+use crate::store::budget::MinFree;
 
 /// bigcache: a long-lived, disk-backed cache for Django sites.
 ///
@@ -89,6 +90,18 @@ pub struct Args {
     /// RAM budget for the hot tier of recently used entries (0 disables it).
     #[arg(long, help_heading = "Storage", env = "BIGCACHE_HOT_CACHE_SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub hot_cache_size: u64,
+
+    /// Most bytes the data directory may take on disk (e.g. 200GiB); over
+    /// it, bigcache evicts (expired entries first, then what was not read
+    /// lately). Default: half of the filesystem's size when the directory
+    /// was first used (recorded in it). 0: no limit.
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_MAX_DISK", value_parser = parse_size)]
+    pub max_disk: Option<u64>,
+
+    /// Free space to keep on the data directory's filesystem, as a share
+    /// (5%) or a size (10GiB): below it, bigcache evicts. 0: none.
+    #[arg(long, help_heading = "Storage", env = "BIGCACHE_MIN_FREE", default_value = "5%", value_parser = parse_min_free)]
+    pub min_free: MinFree,
 
     /// How often the sweeper removes expired entries nobody read.
     #[arg(long, help_heading = "Storage", env = "BIGCACHE_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -273,6 +286,9 @@ pub struct Config {
     pub max_key_length: usize,
     pub shards: usize,
     pub hot_cache_size: u64,
+    /// `None`: the data directory's recorded default; `Some(0)`: no limit.
+    pub max_disk: Option<u64>,
+    pub min_free: MinFree,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
     pub proxy_listen: SocketAddr,
@@ -399,6 +415,8 @@ impl Args {
             max_key_length: self.max_key_length,
             shards: usize::from(self.shards),
             hot_cache_size: self.hot_cache_size,
+            max_disk: self.max_disk,
+            min_free: self.min_free,
             sweep_interval: self.sweep_interval,
             sweep_batch: self.sweep_batch,
             proxy_listen: self.proxy_listen,
@@ -450,14 +468,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         _ => {
             return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+                "{s:?}: unknown unit {unit:?} (use KiB, MiB, GiB or TiB)"
             ));
         }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `--min-free`: a percentage or a size.
+fn parse_min_free(s: &str) -> Result<MinFree, String> {
+    MinFree::parse(s, parse_size)
 }
 
 #[cfg(test)]
@@ -471,7 +495,8 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert_eq!(parse_size("2GB"), Ok(2 << 30));
         assert!(parse_size("lots").is_err());
-        assert!(parse_size("5TB").is_err());
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+        assert!(parse_size("5PB").is_err());
     }
 
     fn args(extra: &[&str]) -> Args {

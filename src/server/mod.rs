@@ -128,6 +128,8 @@ pub async fn run(
         max_variants: cfg.max_variants,
         sync: cfg.sync,
         clock,
+        max_disk: cfg.max_disk,
+        min_free: cfg.min_free,
     };
     // The stop signal is listened to from here on: a SIGTERM while the
     // store opens waits for the open and then shuts down cleanly, instead
@@ -212,6 +214,11 @@ pub async fn run(
         cfg.sweep_batch,
         stop_rx.clone(),
     ));
+    let evictor = tokio::spawn(store::budget::run(
+        store.clone(),
+        cfg.data_dir.clone(),
+        stop_rx.clone(),
+    ));
     let trimmer = tokio::spawn(crate::alloc::trim_over(
         cfg.hot_cache_size + BASE_MEMORY,
         stop_rx.clone(),
@@ -272,6 +279,7 @@ pub async fn run(
     let _ = proxy_task.await;
     stop_serving(api_stop_tx, api_task).await;
     let _ = sweeper.await;
+    let _ = evictor.await;
     let _ = trimmer.await;
     store.shutdown().await;
     tracing::info!("store closed");

@@ -33,9 +33,9 @@ use super::record::{
     check_blob_entry, decode_blob_entry_header, encode_blob_entry,
 };
 
-/// A file stops taking appends past this size: big enough that a 100 GB
-/// cache is ~1,500 files per shard, small enough that collecting one is a
-/// bounded piece of work.
+/// A file stops taking appends past this size (unless a disk budget asks
+/// for smaller ones): big enough that a 100 GB cache is ~1,500 files per
+/// shard, small enough that collecting one is a bounded piece of work.
 pub const FILE_MAX: u64 = 64 << 20;
 /// Read handles kept open per shard; beyond it the least recent go.
 const OPEN_READERS: usize = 256;
@@ -97,6 +97,8 @@ pub struct Blobs {
     reader: BlobReader,
     next_id: u32,
     active: Option<Active>,
+    /// The size past which the active file is rolled.
+    file_max: u64,
     encoder: snap::raw::Encoder,
     /// A file was created since the last [`Blobs::sync`]: its directory
     /// entry must reach the disk too.
@@ -125,16 +127,21 @@ fn list(dir: &Path) -> io::Result<Vec<u32>> {
 impl Blobs {
     /// Opens `dir` (creating it). Appends always start a new file, so a
     /// torn tail left by a crash is never written after.
-    pub fn open(dir: PathBuf) -> io::Result<Blobs> {
+    pub fn open(dir: PathBuf, file_max: u64) -> io::Result<Blobs> {
         std::fs::create_dir_all(&dir)?;
         let next_id = list(&dir)?.into_iter().max().map_or(1, |m| m + 1);
         Ok(Blobs {
             reader: BlobReader::new(dir),
             next_id,
             active: None,
+            file_max: file_max.clamp(1 << 16, FILE_MAX),
             encoder: snap::raw::Encoder::new(),
             created: false,
         })
+    }
+
+    pub fn file_max(&self) -> u64 {
+        self.file_max
     }
 
     /// Every blob file id, oldest first.
@@ -188,7 +195,7 @@ impl Blobs {
 
     /// Appends an already-encoded body; returns (file id, offset).
     pub fn append_stored(&mut self, key: &[u8], stored: &[u8]) -> io::Result<(u32, u64)> {
-        if self.active.as_ref().is_some_and(|a| a.len >= FILE_MAX) {
+        if self.active.as_ref().is_some_and(|a| a.len >= self.file_max) {
             self.active = None;
         }
         if self.active.is_none() {
@@ -390,7 +397,7 @@ mod tests {
     #[test]
     fn appended_bodies_read_back_compressed_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Blobs::open(dir.path().join("blobs")).unwrap();
+        let mut b = Blobs::open(dir.path().join("blobs"), FILE_MAX).unwrap();
         let page = html(20_000);
         let r = b.append(b"p/a", &page).unwrap();
         assert_eq!(r.codec, Codec::Snappy);
@@ -417,7 +424,7 @@ mod tests {
     #[test]
     fn entries_walk_in_order_and_stop_at_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         let r1 = b.append(b"k1", &html(3_000)).unwrap();
         let r2 = b.append(b"k2", &html(4_000)).unwrap();
         let id = r1.file;
@@ -432,7 +439,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
-        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         assert!(b.reader().entry_at(id, e1.next).unwrap().is_none());
         assert!(b.reader().read(b"k2", &r2).is_err());
         assert_eq!(b.reader().read(b"k1", &r1).unwrap(), html(3_000));
@@ -444,14 +451,14 @@ mod tests {
     #[test]
     fn damaged_bytes_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         let r = b.append(b"k", &html(10_000)).unwrap();
         let path = dir.path().join(file_name(r.file));
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = (r.offset + r.entry_len(1) / 2) as usize;
         bytes[mid] ^= 0x20;
         std::fs::write(&path, bytes).unwrap();
-        let mut b = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         assert!(matches!(
             b.reader().read(b"k", &r),
             Err(BlobError::Damaged(_))

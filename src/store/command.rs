@@ -76,11 +76,34 @@ pub enum Command {
         budget: u64,
         reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
+    /// One bounded step of disk-budget eviction, walking at most `budget`
+    /// bytes of the oldest blob file.
+    Evict {
+        budget: u64,
+        reply: oneshot::Sender<Result<Evicted, StoreError>>,
+    },
     /// Flushes and closes the DB; the thread exits after replying.
     Shutdown { reply: oneshot::Sender<()> },
     /// Holds the thread as a long compaction would (tests of the mirror).
     #[cfg(test)]
     Stall(std::time::Duration),
+}
+
+/// What one eviction step did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// Live entries deleted to make room.
+    pub evicted: u64,
+    /// Entries read since they were written, copied to the FIFO's tail.
+    pub reinserted: u64,
+    /// Expired entries met on the way, deleted too.
+    pub expired: u64,
+    /// Blob-file bytes given back.
+    pub freed: u64,
+    /// Whether the shard has anything left to evict.
+    pub more: bool,
+    /// Bytes in the shard's blob files after the step.
+    pub blob_bytes: u64,
 }
 
 impl Command {
@@ -99,6 +122,7 @@ impl Command {
             Command::Clear { .. } => "clear",
             Command::Sweep { .. } => "sweep",
             Command::Collect { .. } => "collect",
+            Command::Evict { .. } => "evict",
             Command::Shutdown { .. } => "shutdown",
             #[cfg(test)]
             Command::Stall(_) => "stall",

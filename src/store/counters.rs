@@ -23,6 +23,21 @@ pub struct Counters {
     pub swept: AtomicU64,
     /// Blob bytes the collector gave back.
     pub collected_bytes: AtomicU64,
+    /// Bytes appended to blob files by writes (the budget's estimate of
+    /// growth between two measurements of the disk).
+    pub appended_bytes: AtomicU64,
+    /// Live entries evicted for the disk budget.
+    pub evicted: AtomicU64,
+    /// Entries the evictor kept because they were read (moved to the tail).
+    pub reinserted: AtomicU64,
+    /// Blob bytes eviction gave back.
+    pub evicted_bytes: AtomicU64,
+    /// The disk budget (`--max-disk`, 0 = none), the free space to keep
+    /// (`--min-free`), and the last measured usage and free space.
+    pub disk_budget: AtomicU64,
+    pub disk_min_free: AtomicU64,
+    pub disk_used: AtomicU64,
+    pub disk_free: AtomicU64,
 }
 
 impl Counters {

@@ -80,6 +80,98 @@ fn parse(text: &str) -> Result<usize, LayoutError> {
         .ok_or(LayoutError::BadShards { max: *SHARDS.end() })
 }
 
+/// The `--max-disk` default for the data directory `dir`: half of its
+/// filesystem's size when the directory was first opened with a budget,
+/// recorded in `bigcache.meta` (`max_disk_default=`) so it does not drift
+/// as the disk fills or is resized.
+pub fn default_max_disk(dir: &Path) -> Result<u64, StoreError> {
+    let path = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| StoreError::open(&path, e))?;
+    let recorded = text
+        .lines()
+        .find_map(|l| l.strip_prefix(MAX_DISK_DEFAULT)?.strip_prefix('='))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = recorded {
+        return Ok(n);
+    }
+    let half = fs_space(dir).map_or(0, |s| s.total / 2);
+    let mut text = text;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{MAX_DISK_DEFAULT}={half}\n"));
+    write_atomically(&path, &text).map_err(|e| StoreError::open(&path, e))?;
+    Ok(half)
+}
+
+const MAX_DISK_DEFAULT: &str = "max_disk_default";
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Size and free space of a filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    pub total: u64,
+    /// What an unprivileged writer may still use.
+    pub available: u64,
+}
+
+/// The size and free space of the filesystem holding `dir`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn fs_space(dir: &Path) -> Option<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written by the call
+    // before it is read (only when it returns 0).
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    let unit = st.f_frsize as u64;
+    Some(FsSpace {
+        total: st.f_blocks as u64 * unit,
+        available: st.f_bavail as u64 * unit,
+    })
+}
+
+/// Without `statvfs` there is no free-space figure: only `--max-disk`
+/// applies.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn fs_space(_dir: &Path) -> Option<FsSpace> {
+    None
+}
+
+/// Bytes the data directory `dir` occupies: every file under it, a file
+/// with several names (the mirrors hard-link the shards' tables) counted
+/// once.
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
 /// Bytes on disk under a shard's (or mirror's) directory: LevelDB's flat
 /// files plus the blob files.
 pub fn dir_size(dir: &Path) -> u64 {
@@ -107,6 +199,35 @@ mod tests {
         assert_eq!(open(dir.path(), 8).unwrap(), 4);
         let text = std::fs::read_to_string(dir.path().join(META_FILE)).unwrap();
         assert_eq!(text, "format=1\nshards=4\n");
+    }
+
+    #[test]
+    fn the_default_budget_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path(), 2).unwrap();
+        let first = default_max_disk(dir.path()).unwrap();
+        let half = fs_space(dir.path()).map_or(0, |s| s.total / 2);
+        assert_eq!(first, half);
+        let meta = dir.path().join(META_FILE);
+        let text = std::fs::read_to_string(&meta).unwrap();
+        assert_eq!(
+            text,
+            format!("format=1\nshards=2\nmax_disk_default={half}\n")
+        );
+        // Recorded: a later start reads it back, whatever the disk says.
+        std::fs::write(&meta, "format=1\nshards=2\nmax_disk_default=12345\n").unwrap();
+        assert_eq!(default_max_disk(dir.path()).unwrap(), 12345);
+        assert_eq!(open(dir.path(), 2).unwrap(), 2);
+    }
+
+    #[test]
+    fn hard_linked_files_count_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/t"), [0u8; 1000]).unwrap();
+        std::fs::hard_link(dir.path().join("a/t"), dir.path().join("u")).unwrap();
+        std::fs::write(dir.path().join("v"), [0u8; 10]).unwrap();
+        assert_eq!(disk_usage(dir.path()), 1010);
     }
 
     #[test]

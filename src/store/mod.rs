@@ -46,6 +46,7 @@
 //! the key-to-shard mapping depends on it.
 
 mod blobs;
+pub mod budget;
 mod busy;
 mod command;
 pub mod counters;
@@ -53,6 +54,7 @@ mod db;
 pub mod error;
 mod handle;
 mod hot;
+mod hotness;
 pub mod keys;
 mod layout;
 pub mod lookup;
@@ -100,6 +102,11 @@ pub struct StoreConfig {
     pub sync: bool,
     /// What "now" is for every lifetime the store keeps.
     pub clock: Clock,
+    /// `--max-disk`: `None` for the directory's recorded default, `Some(0)`
+    /// for no limit.
+    pub max_disk: Option<u64>,
+    /// `--min-free`.
+    pub min_free: budget::MinFree,
 }
 
 /// A cheap-to-clone handle to the store.
@@ -111,7 +118,14 @@ pub struct Store {
     /// Page purges, so a page fetched before one is not stored after it.
     purges: Arc<purges::PurgeLog>,
     clock: Clock,
+    limits: budget::Limits,
+    /// Reads per key since the evictor last looked (`store::hotness`).
+    hotness: Arc<hotness::Hotness>,
 }
+
+/// Counters in the hotness table: 4 MiB, whatever the number of pages.
+const HOTNESS_BITS: u32 = 22;
+const HOTNESS_FILE: &str = "hotness";
 
 /// Blob bytes walked per garbage-collection step: a few milliseconds of
 /// work, so requests queued behind it barely notice.
@@ -122,6 +136,12 @@ impl Store {
     pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
         let n = layout::open(&cfg.dir, cfg.shards.clamp(1, *layout::SHARDS.end()))?;
+        let limits = budget::Limits::resolve(&cfg.dir, n, cfg.max_disk, cfg.min_free)?;
+        let hotness = Arc::new(hotness::Hotness::new(HOTNESS_BITS));
+        let hotness_file = cfg.dir.join(HOTNESS_FILE);
+        if let Err(e) = hotness.load(&hotness_file) {
+            tracing::warn!(path = %hotness_file.display(), error = %e, "hotness table not read; starting cold");
+        }
         let purges = Arc::new(purges::PurgeLog::default());
         let counters = Arc::new(counters::Counters::default());
         let hot_each = cfg.hot_bytes / n as u64;
@@ -140,6 +160,9 @@ impl Store {
                 sync: cfg.sync,
                 clock: cfg.clock.clone(),
                 counters: counters.clone(),
+                blob_all: limits.enforced(),
+                blob_file_max: limits.file_max,
+                hotness: hotness.clone(),
             })?;
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
@@ -154,12 +177,21 @@ impl Store {
                 thread: std::sync::Mutex::new(Some(thread)),
             });
         }
+        counters.disk_budget.store(
+            limits.max_disk.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counters
+            .disk_min_free
+            .store(limits.min_free, std::sync::atomic::Ordering::Relaxed);
         Ok(Store {
             counters,
             shards: shards.into(),
             dir: cfg.dir.clone(),
             purges,
             clock: cfg.clock.clone(),
+            limits,
+            hotness,
         })
     }
 
@@ -183,6 +215,7 @@ impl Store {
         if let Some(rec) = shard.hot.get(key.as_slice()) {
             let now = self.clock.now_ms();
             if !rec.is_expired(now) {
+                self.hotness.touch(&key);
                 return Ok(Lookup::Hit(rec));
             }
             // Out of the hot tier at once, so the next read is a plain miss
@@ -195,7 +228,11 @@ impl Store {
             let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
             return Ok(Lookup::Expired);
         }
-        shard.cold_get(key).await
+        let found = shard.cold_get(key.clone()).await;
+        if let Ok(Lookup::Hit(_)) = &found {
+            self.hotness.touch(&key);
+        }
+        found
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
@@ -387,6 +424,21 @@ impl Store {
         &self.counters
     }
 
+    fn counters_arc(&self) -> Arc<counters::Counters> {
+        self.counters.clone()
+    }
+
+    /// The disk limits in force.
+    pub fn limits(&self) -> budget::Limits {
+        self.limits
+    }
+
+    /// One bounded step of disk-budget eviction on shard `index`.
+    async fn evict_step(&self, index: usize, budget: u64) -> Result<command::Evicted, StoreError> {
+        let shard = self.shards.get(index).ok_or(StoreError::Unavailable)?;
+        shard.call(|reply| Command::Evict { budget, reply }).await
+    }
+
     /// Bytes the hot tier holds, and its entries.
     pub fn hot_usage(&self) -> (u64, u64) {
         self.shards.iter().fold((0, 0), |(b, n), s| {
@@ -394,15 +446,10 @@ impl Store {
         })
     }
 
-    /// Bytes the store occupies on disk (mirrors included: their tables
-    /// are mostly hard links to the shards', counted twice here).
+    /// Bytes the store occupies on disk (a table a mirror hard-links
+    /// counted once).
     pub fn disk_bytes(&self) -> u64 {
-        (0..self.shards.len())
-            .map(|i| {
-                layout::dir_size(&layout::shard_dir(&self.dir, i))
-                    + layout::dir_size(&layout::mirror_dir(&self.dir, i))
-            })
-            .sum()
+        layout::disk_usage(&self.dir)
     }
 
     /// Flushes and closes every shard and waits for their threads.
@@ -416,6 +463,10 @@ impl Store {
             if let Some(t) = thread {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
+        }
+        let path = self.dir.join(HOTNESS_FILE);
+        if let Err(e) = self.hotness.save(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "hotness table not saved");
         }
     }
 }
@@ -470,6 +521,8 @@ mod tests {
             max_variants: 32,
             sync: false,
             clock: Clock::system(),
+            max_disk: Some(0),
+            min_free: budget::MinFree::Bytes(0),
         }
     }
 

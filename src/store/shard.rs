@@ -28,9 +28,11 @@ use tokio::sync::mpsc;
 
 use super::busy::Busy;
 use super::command::Command;
+use super::command::Evicted;
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
+use super::hotness::Hotness;
 use super::keys::{self, EXPIRY_TAG};
 use super::layout;
 use super::lookup::Lookup;
@@ -60,6 +62,13 @@ pub struct ShardConfig {
     pub sync: bool,
     pub clock: Clock,
     pub counters: Arc<super::counters::Counters>,
+    /// Under a disk budget: every body goes to a blob file, so that every
+    /// entry has a place in the FIFO the evictor walks.
+    pub blob_all: bool,
+    /// Size at which a blob file is rolled.
+    pub blob_file_max: u64,
+    /// Reads per key, for the evictor (see `store::hotness`).
+    pub hotness: Arc<Hotness>,
 }
 
 /// State owned by the shard thread.
@@ -73,6 +82,8 @@ pub struct Shard {
     max_variants: usize,
     sync: bool,
     counters: Arc<super::counters::Counters>,
+    blob_all: bool,
+    hotness: Arc<Hotness>,
     mirror: Option<MirrorLink>,
     busy: Busy,
     clock: Clock,
@@ -87,7 +98,7 @@ impl Shard {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
         let (db, _) = Db::open(cfg.index, cfg.dir.clone())?;
         let blobs_dir = layout::blobs_dir(&cfg.dir);
-        let space = BlobSpace::open(cfg.index, blobs_dir.clone())
+        let space = BlobSpace::open(cfg.index, blobs_dir.clone(), cfg.blob_file_max)
             .map_err(|e| StoreError::open(&blobs_dir, e))?;
         // Built while the shard is open and idle, from its files.
         let healthy = Arc::new(AtomicBool::new(false));
@@ -129,6 +140,8 @@ impl Shard {
             max_variants: cfg.max_variants,
             sync: cfg.sync,
             counters: cfg.counters,
+            blob_all: cfg.blob_all,
+            hotness: cfg.hotness,
             mirror: link,
             busy: cfg.busy,
             clock: cfg.clock,
@@ -311,6 +324,9 @@ impl Shard {
             Command::Collect { budget, reply } => {
                 let _ = reply.send(self.collect(budget));
             }
+            Command::Evict { budget, reply } => {
+                let _ = reply.send(self.evict(budget));
+            }
             Command::Shutdown { .. } => unreachable!("handled by run"),
             #[cfg(test)]
             Command::Stall(d) => std::thread::sleep(d),
@@ -369,11 +385,17 @@ impl Shard {
     /// file now and referenced from the record.
     fn stage_write(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
-        let blob = if record.kind != Kind::Group && record.body.len() > INLINE_MAX {
-            Some(self.space.append(key, &record.body)?)
-        } else {
-            None
-        };
+        let blob =
+            if record.kind != Kind::Group && (self.blob_all || record.body.len() > INLINE_MAX) {
+                let blob = self.space.append(key, &record.body)?;
+                self.counters.appended_bytes.fetch_add(
+                    blob.entry_len(key.len()),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Some(blob)
+            } else {
+                None
+            };
         tx.put_record(key, record, blob);
         Ok(())
     }
@@ -690,6 +712,94 @@ impl Shard {
             }
         }
     }
+    /// One bounded step of disk-budget eviction (see `store::space`):
+    /// entries at the head of the FIFO that were read since they were
+    /// written go to its tail, the others are deleted, a variant with its
+    /// place in its group's list.
+    fn evict(&mut self, budget: u64) -> Result<Evicted, StoreError> {
+        let now = self.clock.now_ms();
+        let hotness = self.hotness.clone();
+        let mut tx = Tx::default();
+        let mut step = self
+            .space
+            .evict_step(&mut self.db, budget, &mut tx, |key, owner| {
+                !owner.record.is_expired(now) && hotness.take(key)
+            })?;
+        let mut out = Evicted {
+            reinserted: step.reinserted,
+            ..Evicted::default()
+        };
+        let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+        for (key, owner) in std::mem::take(&mut step.dropped) {
+            if owner.record.is_expired(now) {
+                out.expired += 1;
+            } else {
+                out.evicted += 1;
+            }
+            tx.replaces(&key, Some(&owner));
+            self.stage_delete(&mut tx, &key)?;
+            if key.first() == Some(&keys::Namespace::Page.tag())
+                && let Some(nul) = memchr::memchr(0, &key)
+                && nul + 1 < key.len()
+            {
+                variants
+                    .entry(key[..=nul].to_vec())
+                    .or_default()
+                    .push(key[nul + 1..].to_vec());
+            }
+        }
+        for (group, gone) in variants {
+            self.stage_unlist(&mut tx, &group, &gone)?;
+        }
+        if !tx.is_empty() {
+            self.commit(tx)?;
+        }
+        self.space.evicted(&step.step);
+        match step.step {
+            Step::Idle => {}
+            Step::Partial { .. } => out.more = true,
+            Step::Walked(id) => {
+                out.freed = self.drop_file(id)?;
+                out.more = true;
+            }
+        }
+        out.blob_bytes = self.space.file_bytes();
+        Ok(out)
+    }
+
+    /// Stages taking evicted variants `gone` off the list of the group at
+    /// `group`; a group left with no variant goes.
+    fn stage_unlist(
+        &mut self,
+        tx: &mut Tx,
+        group: &[u8],
+        gone: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        let Some(old) = self.db.stored(group)? else {
+            return Ok(());
+        };
+        if old.record.kind != Kind::Group {
+            return Ok(());
+        }
+        let members: Vec<Bytes> = old
+            .record
+            .group_members()
+            .into_iter()
+            .filter(|m| !gone.iter().any(|g| g.as_slice() == m.as_ref()))
+            .collect();
+        tx.replaces(group, Some(&old));
+        self.hot.remove(group);
+        if members.is_empty() {
+            tx.delete(group);
+        } else {
+            let record = Record {
+                body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
+                ..old.record
+            };
+            tx.put_record(group, &record, None);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -719,6 +829,9 @@ mod tests {
             sync: true,
             clock: clock.clone(),
             counters: Default::default(),
+            blob_all: true,
+            blob_file_max: 1 << 16,
+            hotness: Arc::new(Hotness::new(16)),
         })
         .unwrap();
         Open {
@@ -828,6 +941,88 @@ mod tests {
         assert_eq!(body(o.shard.get(ko).unwrap()), None);
         assert!(o.shard.delete(b"pv\0").unwrap());
         assert_eq!(body(o.shard.get(b"pv\0accept=x").unwrap()), None);
+    }
+
+    /// Steps eviction until the shard has nothing left to evict or `stop`
+    /// says enough; returns the summed steps.
+    fn evict_until(o: &mut Open, mut stop: impl FnMut(&Evicted) -> bool) -> Evicted {
+        let mut sum = Evicted::default();
+        for _ in 0..100_000 {
+            // One entry per step, so `stop` sees each.
+            let s = o.shard.evict(1).unwrap();
+            sum.evicted += s.evicted;
+            sum.reinserted += s.reinserted;
+            sum.expired += s.expired;
+            sum.freed += s.freed;
+            if !s.more || stop(&sum) {
+                return sum;
+            }
+        }
+        panic!("eviction never ended");
+    }
+
+    #[test]
+    fn eviction_walks_the_oldest_file_and_keeps_what_was_read() {
+        let mut o = open();
+        let now = o.clock.now_ms();
+        // Incompressible, so 3 KB on disk each.
+        let page: Vec<u8> = (0..3_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // 60 pages over several 64 KiB files; every third one is read, one
+        // is expired, one is a Vary variant, one a small REST value.
+        for i in 0..60u32 {
+            let key = format!("p/page/{i}\0").into_bytes();
+            let expires = (i == 1).then_some(now + 1_000);
+            o.shard
+                .put(key, record(Kind::Http, &page, expires))
+                .unwrap();
+        }
+        let meta = Bytes::from_static(b"accept-language");
+        o.shard
+            .put_member(
+                b"p/v\0".to_vec(),
+                b"accept-language=ko",
+                meta,
+                record(Kind::Http, &page, None),
+            )
+            .unwrap();
+        o.shard
+            .put(b"vsmall".to_vec(), record(Kind::Bytes, b"s", None))
+            .unwrap();
+        assert!(
+            o.shard
+                .db
+                .stored(b"vsmall")
+                .unwrap()
+                .unwrap()
+                .blob
+                .is_some(),
+            "under a budget even a small body has its place in the FIFO"
+        );
+        for i in (0..60u32).step_by(3) {
+            o.shard.hotness.touch(format!("p/page/{i}\0").as_bytes());
+        }
+        o.clock.advance(Duration::from_secs(2));
+        let before = o.shard.space.file_bytes();
+        // One round over everything: each read page is reinserted once.
+        let first = evict_until(&mut o, |s| s.reinserted + s.evicted + s.expired >= 62);
+        assert_eq!(first.expired, 1);
+        assert_eq!(first.reinserted, 20, "pages 0, 3, ... 57 were read");
+        assert!(first.freed > 0 && o.shard.space.file_bytes() < before);
+        for i in 0..60u32 {
+            let key = format!("p/page/{i}\0");
+            let kept = body(o.shard.get(key.as_bytes()).unwrap()).is_some();
+            assert_eq!(kept, i % 3 == 0 && i != 1, "{key}");
+        }
+        // The variant went with its place in the group's list.
+        assert_eq!(o.shard.db.stored(b"p/v\0").unwrap(), None);
+        assert_eq!(body(o.shard.get(b"vsmall").unwrap()), None);
+        // Not read again: the next round takes the rest.
+        let second = evict_until(&mut o, |_| false);
+        assert_eq!(second.reinserted, 0);
+        assert_eq!(second.evicted, 20);
+        assert_eq!(o.shard.count(&[b"p".to_vec(), b"v".to_vec()]).unwrap(), 0);
     }
 
     #[test]

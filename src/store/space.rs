@@ -19,7 +19,7 @@ use super::db::Db;
 use super::error::StoreError;
 use super::keys;
 use super::lookup::Lookup;
-use super::record::{BlobRef, Stored};
+use super::record::{BLOB_FILE_MAGIC, BlobRef, Stored};
 use super::tx::Tx;
 
 /// A blob file is collected once less than this share of it is live.
@@ -36,6 +36,27 @@ pub struct BlobSpace {
     live: HashMap<u32, u64>,
     /// The blob file being collected and the offset reached.
     collecting: Option<(u32, u64)>,
+    /// The blob file being evicted and the offset reached.
+    evicting: Option<(u32, u64)>,
+}
+
+/// A live entry met while walking a file.
+struct Live {
+    key: Vec<u8>,
+    stored: Vec<u8>,
+    owner: Stored,
+    blob: BlobRef,
+}
+
+/// What one eviction step did.
+#[derive(Debug)]
+pub struct Evicting {
+    pub step: Step,
+    /// Entries read since they were written, copied to the tail.
+    pub reinserted: u64,
+    /// The other live entries met, with their records, for the shard to
+    /// delete.
+    pub dropped: Vec<(Vec<u8>, Stored)>,
 }
 
 /// What one collection step staged. Its progress counts only once its
@@ -54,20 +75,23 @@ pub enum Step {
 }
 
 impl BlobSpace {
-    pub fn open(index: usize, dir: PathBuf) -> io::Result<BlobSpace> {
+    /// Opens the blob files in `dir`; a file takes appends up to
+    /// `file_max` bytes.
+    pub fn open(index: usize, dir: PathBuf, file_max: u64) -> io::Result<BlobSpace> {
         Ok(BlobSpace {
             index,
-            blobs: Blobs::open(dir.clone())?,
+            blobs: Blobs::open(dir.clone(), file_max)?,
             dir,
             live: HashMap::new(),
             collecting: None,
+            evicting: None,
         })
     }
 
     /// Starts over on fresh files, after the shard's directory was replaced
     /// (the old blob files went with it).
     pub fn reset(&mut self) -> io::Result<()> {
-        self.blobs = Blobs::open(self.dir.clone())?;
+        self.blobs = Blobs::open(self.dir.clone(), self.blobs.file_max())?;
         self.forget_counts();
         Ok(())
     }
@@ -82,6 +106,7 @@ impl BlobSpace {
     pub fn forget_counts(&mut self) {
         self.live.clear();
         self.collecting = None;
+        self.evicting = None;
     }
 
     /// Appends `key`'s body to the active file.
@@ -115,7 +140,10 @@ impl BlobSpace {
     pub fn dead_files(&mut self, db: &mut Db) -> Result<Vec<u32>, StoreError> {
         let mut dead = Vec::new();
         for id in self.blobs.files()? {
-            if self.live_of(db, id)? == 0 && self.collecting.is_none_or(|(c, _)| c != id) {
+            let busy = [self.collecting, self.evicting]
+                .iter()
+                .any(|w| w.is_some_and(|(c, _)| c == id));
+            if self.live_of(db, id)? == 0 && !busy {
                 dead.push(id);
             }
         }
@@ -137,14 +165,22 @@ impl BlobSpace {
 
     /// The blob file that most needs collecting: the least live share,
     /// under [`COLLECT_BELOW`]. The active file qualifies only once it
-    /// holds [`ACTIVE_DEAD_MIN`] dead bytes; it is rolled first.
+    /// holds [`ACTIVE_DEAD_MIN`] dead bytes, or an eighth of that while
+    /// under an eighth live; it is rolled first.
     pub fn pick_collectable(&mut self, db: &mut Db) -> Result<Option<u32>, StoreError> {
         let mut best: Option<(f64, u32)> = None;
         for id in self.blobs.files()? {
             let len = self.blobs.file_len(id)?;
             let live = self.live_of(db, id)?;
+            let dead = len - live.min(len);
+            // The active file is worth rolling once it holds much dead
+            // space, or is mostly dead (a few small live entries would
+            // otherwise keep a purged page's bytes on disk).
+            let active_worth =
+                dead >= ACTIVE_DEAD_MIN || dead >= ACTIVE_DEAD_MIN / 8 && live * 8 < len;
             if len == 0
-                || self.blobs.active_id() == Some(id) && len - live.min(len) < ACTIVE_DEAD_MIN
+                || self.evicting.is_some_and(|(e, _)| e == id)
+                || self.blobs.active_id() == Some(id) && !active_worth
             {
                 continue;
             }
@@ -162,9 +198,9 @@ impl BlobSpace {
     }
 
     /// Stages one step of garbage collection into `tx`: walks the file
-    /// being collected from where the last written step stopped, and copies each
-    /// entry a record still references to the active file (re-pointing the
-    /// record). Walks at most `budget` bytes so the shard's queue never
+    /// being collected from where the last written step stopped, and copies
+    /// each entry a record still references to the active file (re-pointing
+    /// the record). Walks at most `budget` bytes so the shard's queue never
     /// waits long.
     pub fn collect_step(
         &mut self,
@@ -172,15 +208,32 @@ impl BlobSpace {
         budget: u64,
         tx: &mut Tx,
     ) -> Result<Step, StoreError> {
-        let (id, mut offset) = match self.collecting {
+        let (id, offset) = match self.collecting {
             Some(c) => c,
             None => match self.pick_collectable(db)? {
                 Some(id) => (id, 0),
                 None => return Ok(Step::Idle),
             },
         };
+        let (live, step) = self.walk(db, id, offset, budget)?;
+        for e in &live {
+            self.copy_forward(tx, e)?;
+        }
+        Ok(step)
+    }
+
+    /// Walks file `id` from `offset` for up to `budget` bytes and returns
+    /// the entries a record still points at, with the records.
+    fn walk(
+        &mut self,
+        db: &mut Db,
+        id: u32,
+        mut offset: u64,
+        budget: u64,
+    ) -> Result<(Vec<Live>, Step), StoreError> {
         let mut scanned = 0u64;
         let mut done = false;
+        let mut live = Vec::new();
         while scanned < budget {
             let entry = match self.blobs.reader().entry_at(id, offset) {
                 Ok(Some(e)) => e,
@@ -195,29 +248,128 @@ impl BlobSpace {
                 }
             };
             scanned += entry.next - entry.offset;
+            let at = entry.offset;
             offset = entry.next;
             // Only the entry its record still points at is live.
             let owner = db.stored(&entry.key)?;
-            let Some((owner, old)) = owner
+            if let Some((owner, blob)) = owner
                 .and_then(|s: Stored| s.blob.map(|b| (s, b)))
-                .filter(|(_, b)| b.file == id && b.offset == entry.offset)
-            else {
-                continue;
-            };
-            tx.replaces(&entry.key, Some(&owner));
-            let (file, at) = self.blobs.append_stored(&entry.key, &entry.stored)?;
-            let moved = BlobRef {
-                file,
-                offset: at,
-                ..old
-            };
-            tx.put_record(&entry.key, &owner.record, Some(moved));
+                .filter(|(_, b)| b.file == id && b.offset == at)
+            {
+                live.push(Live {
+                    key: entry.key,
+                    stored: entry.stored,
+                    owner,
+                    blob,
+                });
+            }
         }
-        Ok(if done {
+        let step = if done {
             Step::Walked(id)
         } else {
             Step::Partial { file: id, offset }
+        };
+        Ok((live, step))
+    }
+
+    /// Stages moving a live entry to the active file, its record re-pointed:
+    /// the entry stays, the file it was in can go.
+    fn copy_forward(&mut self, tx: &mut Tx, e: &Live) -> Result<(), StoreError> {
+        tx.replaces(&e.key, Some(&e.owner));
+        let (file, offset) = self.blobs.append_stored(&e.key, &e.stored)?;
+        let moved = BlobRef {
+            file,
+            offset,
+            ..e.blob
+        };
+        tx.put_record(&e.key, &e.owner.record, Some(moved));
+        Ok(())
+    }
+
+    /// Stages one step of eviction: walks the oldest blob file (the head of
+    /// the FIFO) from where the last written step stopped. Each live entry
+    /// `keep` says yes to is copied to the active file (reinserted at the
+    /// tail); the others are handed back for the shard to delete. Walks at
+    /// most `budget` bytes.
+    pub fn evict_step(
+        &mut self,
+        db: &mut Db,
+        budget: u64,
+        tx: &mut Tx,
+        mut keep: impl FnMut(&[u8], &Stored) -> bool,
+    ) -> Result<Evicting, StoreError> {
+        let (id, offset) = match self.evicting {
+            Some(e) => e,
+            None => match self.pick_oldest()? {
+                Some(id) => (id, 0),
+                None => {
+                    return Ok(Evicting {
+                        step: Step::Idle,
+                        reinserted: 0,
+                        dropped: Vec::new(),
+                    });
+                }
+            },
+        };
+        let (live, step) = self.walk(db, id, offset, budget)?;
+        let mut dropped = Vec::new();
+        let mut reinserted = 0;
+        for e in live {
+            if keep(&e.key, &e.owner) {
+                self.copy_forward(tx, &e)?;
+                reinserted += 1;
+            } else {
+                dropped.push((e.key, e.owner));
+            }
+        }
+        Ok(Evicting {
+            step,
+            reinserted,
+            dropped,
         })
+    }
+
+    /// The head of the FIFO: the oldest file that still holds something,
+    /// other than the one being collected. The active file qualifies only
+    /// when it is the last one; it is rolled first.
+    fn pick_oldest(&mut self) -> Result<Option<u32>, StoreError> {
+        let collecting = self.collecting.map(|(c, _)| c);
+        let files = self.blobs.files()?;
+        let mut last_resort = None;
+        for id in files {
+            if Some(id) == collecting || self.blobs.file_len(id)? <= BLOB_FILE_MAGIC.len() as u64 {
+                continue;
+            }
+            if self.blobs.active_id() == Some(id) {
+                last_resort = Some(id);
+                continue;
+            }
+            return Ok(Some(id));
+        }
+        if last_resort.is_some() {
+            self.blobs.roll();
+        }
+        Ok(last_resort)
+    }
+
+    /// Bytes in this shard's blob files.
+    pub fn file_bytes(&self) -> u64 {
+        self.blobs
+            .files()
+            .map(|ids| {
+                ids.iter()
+                    .map(|&id| self.blobs.file_len(id).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Records the progress of an eviction step whose batch has been written.
+    pub fn evicted(&mut self, step: &Step) {
+        self.evicting = match *step {
+            Step::Partial { file, offset } => Some((file, offset)),
+            Step::Idle | Step::Walked(_) => None,
+        };
     }
 
     /// Records the progress of a step whose batch has been written.

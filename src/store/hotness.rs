@@ -1,0 +1,158 @@
+//! Which entries were read since they were last looked at by the evictor:
+//! the one thing disk-budget eviction needs to know about popularity.
+//!
+//! A fixed table of small saturating counters indexed by a hash of the
+//! key, in the spirit of S3-FIFO's per-object frequency bits, but without
+//! any per-key RAM: its size never grows with the number of stored pages.
+//! A read bumps the key's counter (a relaxed atomic, no write to disk,
+//! no lock); when the evictor reaches an entry in the oldest blob file, a
+//! non-zero counter buys it one more trip through the FIFO (and is
+//! decremented), a zero counter means it goes. Keys that share a slot
+//! share a counter: a cold key next to a hot one is sometimes kept one
+//! round too long, which costs a little space and never correctness.
+//!
+//! The table is saved at shutdown and loaded at start (`docs/format.md`,
+//! "Hotness table"), so what was learned survives a restart; a missing or
+//! damaged file just starts cold.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Reads that buy at most this many trips through the FIFO.
+const MAX: u8 = 3;
+const MAGIC: &[u8; 8] = b"bchot\0\0\x01";
+
+pub struct Hotness {
+    slots: Box<[AtomicU8]>,
+    bits: u32,
+}
+
+impl Hotness {
+    /// A table of `2^bits` counters (one byte each).
+    pub fn new(bits: u32) -> Hotness {
+        let bits = bits.clamp(4, 30);
+        Hotness {
+            slots: (0..1usize << bits).map(|_| AtomicU8::new(0)).collect(),
+            bits,
+        }
+    }
+
+    fn slot(&self, key: &[u8]) -> &AtomicU8 {
+        // Fibonacci hashing spreads CRC-32's bits over the table, so the
+        // slot is independent of the shard (which is `crc32 % shards`).
+        let h = u64::from(crc32fast::hash(key)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.slots[(h >> (64 - self.bits)) as usize]
+    }
+
+    /// Notes a read of `key`.
+    pub fn touch(&self, key: &[u8]) {
+        let s = self.slot(key);
+        let n = s.load(Relaxed);
+        if n < MAX {
+            s.store(n + 1, Relaxed);
+        }
+    }
+
+    /// Whether `key` was read since the evictor last asked; spends one
+    /// read if so.
+    pub fn take(&self, key: &[u8]) -> bool {
+        let s = self.slot(key);
+        let n = s.load(Relaxed);
+        if n > 0 {
+            s.store(n - 1, Relaxed);
+        }
+        n > 0
+    }
+
+    /// Writes the table to `path` (through a temporary file, so a crash
+    /// mid-write leaves the old one or none).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        let table: Vec<u8> = self.slots.iter().map(|s| s.load(Relaxed)).collect();
+        // Mostly zeros: snappy makes 4 MiB a few KiB.
+        let packed = snap::raw::Encoder::new()
+            .compress_vec(&table)
+            .map_err(io::Error::other)?;
+        let mut out = Vec::with_capacity(packed.len() + 16);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.bits.to_le_bytes());
+        out.extend_from_slice(&packed);
+        out.extend_from_slice(&crc32fast::hash(&out).to_le_bytes());
+        f.write_all(&out)?;
+        drop(f);
+        std::fs::rename(tmp, path)
+    }
+
+    /// Loads a table [`save`](Hotness::save) wrote, if it is intact and of
+    /// this size; otherwise the counters stay as they are.
+    pub fn load(&self, path: &Path) -> io::Result<bool> {
+        let mut raw = Vec::new();
+        match std::fs::File::open(path) {
+            Ok(mut f) => f.read_to_end(&mut raw)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if raw.len() < 8 + 4 + 4 || &raw[..8] != MAGIC {
+            return Ok(false);
+        }
+        let (body, crc) = raw.split_at(raw.len() - 4);
+        if body[8..12] != self.bits.to_le_bytes() || crc32fast::hash(body).to_le_bytes() != crc {
+            return Ok(false);
+        }
+        let n = self.slots.len();
+        let mut decoder = snap::raw::Decoder::new();
+        let table = match snap::raw::decompress_len(&body[12..]) {
+            Ok(len) if len == n => decoder.decompress_vec(&body[12..]),
+            _ => return Ok(false),
+        };
+        let Ok(table) = table else {
+            return Ok(false);
+        };
+        for (s, &v) in self.slots.iter().zip(&table) {
+            s.store(v.min(MAX), Relaxed);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_buy_trips_up_to_a_cap() {
+        let h = Hotness::new(16);
+        assert!(!h.take(b"pa\0"), "never read");
+        for _ in 0..10 {
+            h.touch(b"pa\0");
+        }
+        assert!((0..MAX).all(|_| h.take(b"pa\0")));
+        assert!(!h.take(b"pa\0"), "more than {MAX} trips");
+    }
+
+    #[test]
+    fn the_table_survives_a_restart_and_a_damaged_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hotness");
+        let h = Hotness::new(12);
+        h.touch(b"pa\0");
+        h.save(&path).unwrap();
+        let again = Hotness::new(12);
+        assert!(again.load(&path).unwrap());
+        assert!(again.take(b"pa\0"));
+        assert!(!again.take(b"pa\0"));
+        // Another size, or a flipped byte: starts cold.
+        assert!(!Hotness::new(13).load(&path).unwrap());
+        let mut raw = std::fs::read(&path).unwrap();
+        assert!(
+            raw.len() < 1024,
+            "{} bytes for a near-empty table",
+            raw.len()
+        );
+        raw[14] ^= 1;
+        std::fs::write(&path, raw).unwrap();
+        assert!(!Hotness::new(12).load(&path).unwrap());
+    }
+}
