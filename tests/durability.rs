@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{Server, client, du, noise_text, stored};
+use crate::util::{Server, SmallDisk, client, du, noise_text, stored};
 
 async fn set(s: &Server, key: &str, body: Value) -> reqwest::StatusCode {
     client()
@@ -558,48 +558,6 @@ async fn torn_tails_cost_only_themselves_cycle_after_cycle() {
 
 /// A small tmpfs of its own, unmounted when dropped: a disk that fills up
 /// (or turns read-only) for real. Needs root, as the test suite has.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "mounting a tmpfs needs root (the test suite runs as root)"
-        );
-        SmallDisk { dir }
-    }
-
-    fn remount(&self, opts: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,{opts}")])
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount {opts}");
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A full disk: REST writes get 507 (nothing acknowledged is lost, nothing
 /// half-written is served), the proxy serves pages uncached, reads go on,
 /// and writes work again once there is room.

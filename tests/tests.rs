@@ -7,6 +7,7 @@
 mod util;
 
 mod api;
+mod budget;
 mod config;
 mod durability;
 mod origin;

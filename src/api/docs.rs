@@ -27,7 +27,12 @@ use utoipa_swagger_ui::SwaggerUi;
         super::stat_count,
         super::clear
     ),
-    components(schemas(super::SetRequest, super::StatResponse, crate::metrics::StatsSnapshot))
+    components(schemas(
+        super::SetRequest,
+        super::StatResponse,
+        super::DiskStat,
+        crate::metrics::StatsSnapshot
+    ))
 )]
 pub struct ApiDoc;
 

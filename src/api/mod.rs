@@ -658,6 +658,25 @@ struct StatResponse {
     /// by reason, `upstream_requests`, `upstream_errors`.
     #[schema(value_type = Object)]
     proxy: serde_json::Value,
+    disk: DiskStat,
+}
+
+/// The disk budget and what eviction did since start.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DiskStat {
+    /// `--max-disk` in bytes; 0 when unlimited.
+    budget: u64,
+    /// Bytes the data directory took at the last check.
+    used: u64,
+    /// `--min-free` in bytes, and the filesystem's free space at the last
+    /// check.
+    min_free: u64,
+    free: u64,
+    /// Live entries evicted, entries kept because they were read, and the
+    /// blob bytes eviction gave back.
+    evictions: u64,
+    reinsertions: u64,
+    evicted_bytes: u64,
 }
 
 /// Hit, miss, expiry and delete counters since start; `proxy` holds the
@@ -667,6 +686,24 @@ async fn stat(State(st): State<ApiState>) -> Response {
     axum::Json(StatResponse {
         stats: st.stats.snapshot(),
         proxy: st.proxy_stats.snapshot(),
+        disk: {
+            let c = st.store.counters();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            DiskStat {
+                budget: load(&c.disk_budget),
+                // Measured by the budget's task; without a budget, now.
+                used: match load(&c.disk_used) {
+                    0 => st.store.disk_bytes(),
+                    n => n,
+                },
+                min_free: load(&c.disk_min_free),
+                free: load(&c.disk_free),
+                evictions: load(&c.evicted),
+                reinsertions: load(&c.reinserted),
+                evicted_bytes: load(&c.evicted_bytes),
+            }
+        },
     })
     .into_response()
 }

@@ -195,6 +195,17 @@ pub struct Args {
     )]
     pub max_variants: usize,
 
+    /// Query strings stored per path: storing another purges the oldest,
+    /// so `?z=<random>` (a query the site ignores) cannot fill the cache
+    /// with copies of one page. 0, the default: no cap.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_MAX_QUERY_VARIANTS",
+        default_value_t = 0
+    )]
+    pub max_query_variants: usize,
+
     /// Cache `Vary: Cookie` responses per cookie value. Off by default:
     /// only the copy for requests without cookies is stored, since every
     /// visitor's cookies differ (one copy per visitor) and any client can
@@ -302,6 +313,7 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub max_target_length: usize,
     pub max_variants: usize,
+    pub max_query_variants: usize,
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
@@ -435,6 +447,7 @@ impl Args {
             trusted_proxies: TrustedProxies(trusted_proxies),
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
             max_variants: self.max_variants,
+            max_query_variants: self.max_query_variants,
             sync: self.sync,
             access_log: self
                 .access_log

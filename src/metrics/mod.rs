@@ -257,6 +257,24 @@ impl Collector for Counters {
             "Blob-file bytes the collector gave back",
             &[(&[], load(&store.collected_bytes))],
         )?;
+        counter(
+            &mut enc,
+            "store_evicted_entries",
+            "Live entries evicted to keep the disk budget",
+            &[(&[], load(&store.evicted))],
+        )?;
+        counter(
+            &mut enc,
+            "store_reinserted_entries",
+            "Entries eviction kept because they were read since written (moved to the FIFO's tail)",
+            &[(&[], load(&store.reinserted))],
+        )?;
+        counter(
+            &mut enc,
+            "store_evicted_bytes",
+            "Blob-file bytes eviction gave back",
+            &[(&[], load(&store.evicted_bytes))],
+        )?;
         if let Some(log) = &self.access_log {
             counter(
                 &mut enc,
@@ -316,9 +334,35 @@ impl Collector for Gauges {
         gauge(
             &mut enc,
             "disk",
-            "Bytes of the data directory (shards and their mirrors)",
+            "Bytes of the data directory (shards and their mirrors; a hard-linked file once)",
             Some(&Unit::Bytes),
             saturating(self.store.disk_bytes()),
+        )?;
+        let store = self.store.counters();
+        gauge(
+            &mut enc,
+            "disk_budget",
+            "The data directory's budget (--max-disk); 0 when unlimited",
+            Some(&Unit::Bytes),
+            saturating(store.disk_budget.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
+        gauge(
+            &mut enc,
+            "disk_min_free",
+            "Free space kept on the filesystem (--min-free)",
+            Some(&Unit::Bytes),
+            saturating(
+                store
+                    .disk_min_free
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        )?;
+        gauge(
+            &mut enc,
+            "disk_free",
+            "Free space on the data directory's filesystem at the last check",
+            Some(&Unit::Bytes),
+            saturating(store.disk_free.load(std::sync::atomic::Ordering::Relaxed)),
         )?;
         gauge(
             &mut enc,

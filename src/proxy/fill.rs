@@ -454,9 +454,23 @@ impl<S: PageStore> Proxy<S> {
             .put_page(&key.group, member, e.to_record(), since)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => self.cap_query_variants(key).await,
             Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
             Err(e) => tracing::warn!(error = %e, "storing a page failed; served uncached"),
+        }
+    }
+
+    /// Purges the oldest query variants of the page's path past
+    /// `--max-query-variants`.
+    async fn cap_query_variants(&self, key: &PageKey) {
+        let Some(cap) = &self.query_cap else { return };
+        let target = key.group.strip_suffix(&[0]).map(std::str::from_utf8);
+        let Some(Ok(target)) = target else { return };
+        for old in cap.stored(target) {
+            match self.store.delete_page(&super::key::page_key(&old)).await {
+                Ok(_) => tracing::debug!(target = old, "query variant over the cap; purged"),
+                Err(e) => tracing::warn!(error = %e, "purging a query variant over the cap failed"),
+            }
         }
     }
 

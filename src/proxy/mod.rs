@@ -40,6 +40,7 @@ pub mod forward;
 pub mod key;
 pub mod lookup;
 pub mod policy;
+mod query_cap;
 pub mod range;
 pub mod revalidate;
 pub mod stats;
@@ -102,6 +103,8 @@ pub struct ProxyConfig {
     pub send_timeout: Duration,
     /// Where each request's line goes (`--access-log`), if anywhere.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Query strings stored per path (`--max-query-variants`); 0: no cap.
+    pub max_query_variants: usize,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -116,11 +119,14 @@ pub struct Proxy<S = Store> {
     /// Weighed in bytes ([`PASS_BYTES`]): keys are request targets, up to
     /// `--max-target-length` each.
     pass: quick_cache::sync::Cache<Vec<u8>, PassMark, KeyBytes>,
+    query_cap: Option<query_cap::QueryCap>,
     stats: Arc<ProxyStats>,
 }
 
 /// RAM the hit-for-pass map may hold.
 const PASS_BYTES: u64 = 4 << 20;
+/// RAM the `--max-query-variants` table may hold.
+const QUERY_CAP_BYTES: u64 = 16 << 20;
 
 /// A page found uncacheable, or the `Vary` names of a page some of whose
 /// variants were. Any client chooses its own variant, so a mark must not
@@ -189,8 +195,10 @@ impl<S: PageStore> Proxy<S> {
             store,
             upstream,
             coalescer: Arc::new(Coalescer::default()),
-            cfg,
             pass: quick_cache::sync::Cache::with_weighter(10_000, PASS_BYTES, KeyBytes),
+            query_cap: (cfg.max_query_variants > 0)
+                .then(|| query_cap::QueryCap::new(cfg.max_query_variants, QUERY_CAP_BYTES)),
+            cfg,
             stats,
         })
     }

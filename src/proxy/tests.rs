@@ -121,6 +121,7 @@ async fn rig_with(first: Reply, tune: impl FnOnce(&mut ProxyConfig)) -> Rig {
         flight_wait: Duration::from_secs(20),
         send_timeout: Duration::from_secs(30),
         access_log: None,
+        max_query_variants: 0,
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
@@ -517,4 +518,20 @@ async fn hit_for_pass_is_kept_per_variant() {
     );
     r.stored(1).await;
     assert_eq!(r.get("/hv", &en).await.cache, "HIT");
+}
+
+#[tokio::test]
+async fn past_max_query_variants_the_oldest_query_is_purged() {
+    let r = rig_with(reply(200, &[TTL]), |c| c.max_query_variants = 2).await;
+    for q in ["a=1", "a=2", "a=1", "a=3"] {
+        r.get(&format!("/d/?{q}"), &[]).await;
+    }
+    r.stored(3).await;
+    // a=1 was the oldest when a=3 came: purged; a=2 and a=3 stay.
+    assert_eq!(r.get("/d/?a=2", &[]).await.cache, "HIT");
+    assert_eq!(r.get("/d/?a=3", &[]).await.cache, "HIT");
+    assert_eq!(r.get("/d/?a=1", &[]).await.cache, "MISS");
+    // The path itself, without a query, is not a query variant.
+    r.get("/d/", &[]).await;
+    assert_eq!(r.get("/d/", &[]).await.cache, "HIT");
 }

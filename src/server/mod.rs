@@ -195,6 +195,7 @@ pub async fn run(
             flight_wait: cfg.upstream_timeout * 2,
             send_timeout: cfg.client_timeout,
             access_log: access_log.clone(),
+            max_query_variants: cfg.max_query_variants,
         },
         proxy_stats.clone(),
     );

@@ -103,6 +103,9 @@ pub struct Blobs {
     /// A file was created since the last [`Blobs::sync`]: its directory
     /// entry must reach the disk too.
     created: bool,
+    /// Files given up (`forget`) whose deletion the mirror thread may not
+    /// have done yet: never listed again.
+    gone: std::collections::HashSet<u32>,
 }
 
 fn file_name(id: u32) -> String {
@@ -135,6 +138,7 @@ impl Blobs {
             next_id,
             active: None,
             file_max: file_max.clamp(1 << 16, FILE_MAX),
+            gone: Default::default(),
             encoder: snap::raw::Encoder::new(),
             created: false,
         })
@@ -144,9 +148,14 @@ impl Blobs {
         self.file_max
     }
 
-    /// Every blob file id, oldest first.
-    pub fn files(&self) -> io::Result<Vec<u32>> {
-        list(&self.reader.dir)
+    /// Every blob file id in use, oldest first.
+    pub fn files(&mut self) -> io::Result<Vec<u32>> {
+        let mut ids = list(&self.reader.dir)?;
+        if !self.gone.is_empty() {
+            self.gone.retain(|id| ids.binary_search(id).is_ok());
+            ids.retain(|id| !self.gone.contains(id));
+        }
+        Ok(ids)
     }
 
     pub fn reader(&mut self) -> &mut BlobReader {
@@ -244,6 +253,7 @@ impl Blobs {
         if self.active_id() == Some(id) {
             self.active = None;
         }
+        self.gone.insert(id);
         self.reader.forget(id);
     }
 

@@ -24,7 +24,7 @@ use super::Store;
 use super::layout;
 
 /// How often the budget is checked against the estimate.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(10);
 /// How often the data directory is really measured while under budget.
 const MEASURE_EVERY: Duration = Duration::from_secs(2);
 /// Blob bytes walked per eviction step: a few milliseconds of a shard
