@@ -46,6 +46,16 @@ def page(path: str, size: int) -> bytes:
     return (head + _table(seed, size)).encode()[:size]
 
 
+_LETTERS = bytes(b"abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(256))
+
+
+def noise(path: str, size: int) -> bytes:
+    """`size` bytes of letters that snappy cannot shrink (--noise): on disk a
+    page takes its full size, as in the trace simulations."""
+    head = f"<html><head><title>{path}</title></head><body>\n".encode()
+    return (head + random.randbytes(size).translate(_LETTERS))[:size]
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     count = 0
@@ -72,7 +82,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             Handler.count += 1
         if self.server.delay:
             time.sleep(self.server.delay / 1000)
-        body = page(self.path, self.server.size)
+        body = noise(self.path, self.server.size) if self.server.noise else page(self.path, self.server.size)
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -87,10 +97,11 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--size", type=int, default=20480)
     ap.add_argument("--delay", type=int, default=0, help="milliseconds")
+    ap.add_argument("--noise", action="store_true", help="incompressible pages")
     a = ap.parse_args()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     srv.daemon_threads = True
-    srv.size, srv.delay = a.size, a.delay
+    srv.size, srv.delay, srv.noise = a.size, a.delay, a.noise
     srv.serve_forever()
 
 

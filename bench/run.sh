@@ -18,6 +18,15 @@
 #             than the hot tier holds, while a writer adds 200 new pages/s
 #             through the same server (not in the default set: populating
 #             takes minutes)
+#   trace     the disk budget: TRACE_PAGES (1,000,000) incompressible pages of
+#             TRACE_SIZE (4096) bytes, TRACE_REQUESTS (2,000,000) requests
+#             by Zipf(0.9) popularity, then the same with a crawler walking
+#             every page once mixed in; --max-disk = 10% of the pages'
+#             bytes. bigcache's hit ratio beside exact LRU and FIFO of the
+#             same size on the same trace (bench/trace.py), the most the
+#             data directory took, then hits on popular pages while a
+#             writer adds WRITE_RATE pages/s with eviction running (not in
+#             the default set: ~30 minutes; TRACE_BIN runs another binary)
 #   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
@@ -254,6 +263,97 @@ LUA
         [ $target = bigcache ] && echo "  shard commands held >= 20 ms by compaction during the run: $(($(slow_commands cold) - slow_before))"
     done
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+}
+
+# Replays a trace file through wrk, in order, once; prints "RESULT-TRACE
+# requests hits" and the usual RESULT line.
+trace_script() { # trace-file
+    cat >"$work/trace.lua" <<LUA
+local trace, i, seen, hits = {}, 0, 0, 0
+for line in io.lines("$1") do trace[#trace + 1] = line end
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/t/" .. trace[math.min(i, #trace)])
+end
+response = function(status, headers, body)
+  seen = seen + 1
+  if seen <= #trace and (headers["x-cache"] or headers["X-Cache"]) == "HIT" then hits = hits + 1 end
+  if seen == #trace then
+    -- wrk runs for a duration, not a count: end here, once, at the last
+    -- response of the trace (the harness times the run itself).
+    io.write(string.format("RESULT-TRACE %d %d\n", #trace, hits))
+    io.flush()
+    os.exit(0)
+  end
+end
+LUA
+}
+
+scenario_trace() {
+    local pages=${TRACE_PAGES:-1000000} requests=${TRACE_REQUESTS:-2000000} size=${TRACE_SIZE:-4096}
+    local rate=${WRITE_RATE:-200} budget cap o api proxy kind
+    budget=$((pages * size / 10)); cap=$((pages / 10))
+    echo "== trace: $pages incompressible pages of $size bytes, $requests Zipf(0.9) requests; --max-disk $((budget / 1048576)) MiB (10% of the pages' bytes, $cap pages)"
+    o=$(free_port)
+    python3 bench/origin.py --port "$o" --size "$size" --noise &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$o/__count"
+    printf "%-6s %9s %9s %9s %9s %9s %10s %10s %10s %8s\n" trace requests distinct bigcache LRU FIFO max-disk-MiB evictions reinserted req/s
+    for kind in zipf scan; do
+        python3 bench/trace.py gen "$pages" "$requests" "$kind" "$work/$kind.trace"
+        local n distinct lru fifo
+        read -r n distinct lru fifo <<<"$(python3 bench/trace.py sim "$work/$kind.trace" "$cap")"
+        api=$(free_port); proxy=$(free_port)
+        start_bigcache "trace-$kind" "$api" "$proxy" "$o" "${TRACE_BIN:-target/release/bigcache}" --max-disk "$budget"
+        trace_script "$work/$kind.trace"
+        local t0 most=0 now
+        t0=$(date +%s%N)
+        taskset -c 1 wrk -t1 -c8 -d3600s --timeout 30s -s "$work/trace.lua" "http://127.0.0.1:$proxy" >"$work/wrk.txt" &
+        local wrk_pid=$!
+        while kill -0 "$wrk_pid" 2>/dev/null; do
+            # Files come and go under du: a vanished one is not an error.
+            now=$({ du -sb "$work/trace-$kind" 2>/dev/null || true; } | cut -f1)
+            now=${now:-0}
+            [ "$now" -gt "$most" ] && most=$now
+            sleep 1
+        done
+        local hits rps stat
+        read -r _ _ hits <<<"$(grep '^RESULT-TRACE' "$work/wrk.txt")"
+        rps=$(( n * 1000000000 / ($(date +%s%N) - t0) ))
+        stat=$(curl -s "http://127.0.0.1:$api/stat")
+        printf "%-6s %9s %9s %9s %9s %9s %10s %10s %10s %8s\n" "$kind" "$n" "$distinct" \
+            "$(awk "BEGIN {printf \"%.4f\", $hits / $n}")" "$lru" "$fifo" "$((most / 1048576))" \
+            "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])' <<<"$stat")" \
+            "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["reinsertions"])' <<<"$stat")" "$rps"
+        if [ "$kind" = zipf ]; then
+            # Hits under eviction: the most popular 5% of pages read at
+            # random while a writer adds new pages (each one evicts).
+            python3 bench/trace.py top "$pages" $((pages / 20)) "$work/top.txt"
+            cat >"$work/top.lua" <<LUA
+local top = {}
+for line in io.lines("$work/top.txt") do top[#top + 1] = line end
+math.randomseed(17)
+request = function() return wrk.format("GET", "/t/" .. top[math.random(1, #top)]) end
+LUA
+            echo "  hits on the top 5% while a writer adds $rate pages/s, eviction running:"
+            header
+            taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "$rate" "${DURATION%s}" "new" >"$work/writer.txt" &
+            local wpid=$!
+            row "bigcache" "$work/top.lua" "http://127.0.0.1:$proxy" "$(cat "$work/trace-$kind.pid")" -
+            wait $wpid
+            echo "  $(cat "$work/writer.txt")"
+            echo "  shard commands held >= 20 ms during the whole run: $(slow_commands "trace-$kind")" \
+                "($(grep -o 'command="[a-z-]*"' "$work/trace-$kind.log" | sort | uniq -c | tr -s ' \n' ' '))"
+            echo "  live entries at the end: $(curl -s "http://127.0.0.1:$api/stat/count")"
+            printf "%-6s %9s %9s %9s %9s %9s %10s %10s %10s %8s\n" trace requests distinct bigcache LRU FIFO max-disk-MiB evictions reinserted req/s
+        fi
+        local bpid
+        bpid=$(cat "$work/trace-$kind.pid")
+        kill "$bpid"
+        while kill -0 "$bpid" 2>/dev/null; do sleep 0.1; done
+        rm -rf "$work/trace-$kind"
+    done
+    echo "  (max-disk-MiB: the most the data directory took, sampled each second; the budget is $((budget / 1048576)) MiB plus one blob file of $((budget / 4 / 16 / 1048576)) MiB)"
 }
 
 scenario_scale() {

@@ -80,6 +80,16 @@ struct Active {
     len: u64,
 }
 
+/// The two FIFO queues of blob files the disk budget evicts from (see
+/// `store::budget`): new entries go to the small, probationary one;
+/// entries read there, or written again soon after eviction, to the main
+/// one. Without a budget everything is in `Main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    Small = 0,
+    Main = 1,
+}
+
 /// Read access to one shard's blob files: what the shard thread and its
 /// read mirror each hold (a reader keeps its own open handles, so neither
 /// thread ever waits on the other's).
@@ -96,9 +106,14 @@ pub struct BlobReader {
 pub struct Blobs {
     reader: BlobReader,
     next_id: u32,
-    active: Option<Active>,
-    /// The size past which the active file is rolled.
+    /// The file taking appends, per queue.
+    active: [Option<Active>; 2],
+    /// The size past which an active file of the main queue is rolled
+    /// (a quarter of it for the small queue).
     file_max: u64,
+    /// Files of the small queue. Kept in RAM only: after a restart, every
+    /// file counts as main.
+    small: std::collections::HashSet<u32>,
     encoder: snap::raw::Encoder,
     /// A file was created since the last [`Blobs::sync`]: its directory
     /// entry must reach the disk too.
@@ -136,8 +151,9 @@ impl Blobs {
         Ok(Blobs {
             reader: BlobReader::new(dir),
             next_id,
-            active: None,
+            active: [None, None],
             file_max: file_max.clamp(1 << 16, FILE_MAX),
+            small: Default::default(),
             gone: Default::default(),
             encoder: snap::raw::Encoder::new(),
             created: false,
@@ -166,33 +182,53 @@ impl Blobs {
         self.reader.path(id)
     }
 
-    /// The id of the file taking appends, if one is open.
-    pub fn active_id(&self) -> Option<u32> {
-        self.active.as_ref().map(|a| a.id)
+    /// Whether file `id` is taking appends.
+    pub fn is_active(&self, id: u32) -> bool {
+        self.active.iter().flatten().any(|a| a.id == id)
+    }
+
+    /// The queue file `id` belongs to.
+    pub fn queue_of(&self, id: u32) -> Queue {
+        if self.small.contains(&id) {
+            Queue::Small
+        } else {
+            Queue::Main
+        }
     }
 
     /// Size of file `id` in bytes.
     pub fn file_len(&self, id: u32) -> io::Result<u64> {
-        match &self.active {
-            Some(a) if a.id == id => Ok(a.len),
-            _ => Ok(std::fs::metadata(self.path(id))?.len()),
+        match self.active.iter().flatten().find(|a| a.id == id) {
+            Some(a) => Ok(a.len),
+            None => Ok(std::fs::metadata(self.path(id))?.len()),
         }
     }
 
-    /// Stops appending to the active file; the next append opens a new one.
-    pub fn roll(&mut self) {
-        self.active = None;
+    /// Stops appending to file `id` if it is active; the next append to its
+    /// queue opens a new one.
+    pub fn roll(&mut self, id: u32) {
+        for a in &mut self.active {
+            if a.as_ref().is_some_and(|a| a.id == id) {
+                *a = None;
+            }
+        }
     }
 
     /// Compresses `body` when that saves at least an eighth, and appends it
-    /// as `key`'s entry.
+    /// as `key`'s entry to the main queue.
+    #[cfg(test)]
     pub fn append(&mut self, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
+        self.append_to(Queue::Main, key, body)
+    }
+
+    /// [`Blobs::append`] to queue `q`.
+    pub fn append_to(&mut self, q: Queue, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
         let compressed = self.encoder.compress_vec(body).ok();
         let (codec, stored) = match &compressed {
             Some(c) if c.len() <= body.len() - body.len() / 8 => (Codec::Snappy, c.as_slice()),
             _ => (Codec::None, body),
         };
-        let (file, offset) = self.append_stored(key, stored)?;
+        let (file, offset) = self.append_stored(q, key, stored)?;
         Ok(BlobRef {
             file,
             offset,
@@ -202,12 +238,18 @@ impl Blobs {
         })
     }
 
-    /// Appends an already-encoded body; returns (file id, offset).
-    pub fn append_stored(&mut self, key: &[u8], stored: &[u8]) -> io::Result<(u32, u64)> {
-        if self.active.as_ref().is_some_and(|a| a.len >= self.file_max) {
-            self.active = None;
+    /// Appends an already-encoded body to queue `q`; returns (file id,
+    /// offset).
+    pub fn append_stored(&mut self, q: Queue, key: &[u8], stored: &[u8]) -> io::Result<(u32, u64)> {
+        let max = match q {
+            Queue::Small => (self.file_max / 4).max(1 << 16),
+            Queue::Main => self.file_max,
+        };
+        let slot = &mut self.active[q as usize];
+        if slot.as_ref().is_some_and(|a| a.len >= max) {
+            *slot = None;
         }
-        if self.active.is_none() {
+        if slot.is_none() {
             let id = self.next_id;
             let mut file = OpenOptions::new()
                 .create_new(true)
@@ -216,19 +258,23 @@ impl Blobs {
             file.write_all(&BLOB_FILE_MAGIC)?;
             self.next_id += 1;
             self.created = true;
-            self.active = Some(Active {
+            if q == Queue::Small {
+                self.small.insert(id);
+            }
+            self.active[q as usize] = Some(Active {
                 id,
                 file,
                 len: BLOB_FILE_MAGIC.len() as u64,
             });
         }
         let entry = encode_blob_entry(key, stored);
-        let Some(active) = self.active.as_mut() else {
+        let slot = &mut self.active[q as usize];
+        let Some(active) = slot.as_mut() else {
             return Err(io::Error::other("no active blob file"));
         };
         if let Err(e) = active.file.write_all(&entry) {
             // How much of the entry landed is unknown: never append after it.
-            self.active = None;
+            *slot = None;
             return Err(e);
         }
         let offset = active.len;
@@ -239,7 +285,7 @@ impl Blobs {
     /// Makes what was appended so far survive a power loss (`--sync`): the
     /// active file's data, and the directory entry of a new file.
     pub fn sync(&mut self) -> io::Result<()> {
-        if let Some(a) = &self.active {
+        for a in self.active.iter().flatten() {
             a.file.sync_data()?;
         }
         if std::mem::take(&mut self.created) {
@@ -250,9 +296,8 @@ impl Blobs {
 
     /// Stops using file `id`: no more appends to it, its read handle closed.
     pub fn forget(&mut self, id: u32) {
-        if self.active_id() == Some(id) {
-            self.active = None;
-        }
+        self.roll(id);
+        self.small.remove(&id);
         self.gone.insert(id);
         self.reader.forget(id);
     }

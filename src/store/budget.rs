@@ -27,9 +27,9 @@ use super::layout;
 const TICK: Duration = Duration::from_millis(10);
 /// How often the data directory is really measured while under budget.
 const MEASURE_EVERY: Duration = Duration::from_secs(2);
-/// Blob bytes walked per eviction step: a few milliseconds of a shard
+/// Blob bytes walked per eviction step: a millisecond or two of a shard
 /// thread, so requests queued behind it barely notice.
-const EVICT_STEP: u64 = 1 << 20;
+const EVICT_STEP: u64 = 256 << 10;
 /// Expiry sweeps at most this often while over budget (each is a scan of
 /// the expiry index up to now).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);

@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 /// Reads that buy at most this many trips through the FIFO.
 const MAX: u8 = 3;
@@ -26,7 +26,15 @@ const MAGIC: &[u8; 8] = b"bchot\0\0\x01";
 pub struct Hotness {
     slots: Box<[AtomicU8]>,
     bits: u32,
+    /// S3-FIFO's ghost queue: fingerprints of keys evicted from the small
+    /// queue unread, so one written again soon after goes straight to the
+    /// main queue. A slot holds one fingerprint; a newer eviction
+    /// overwrites it (the oldest ghosts fade first, roughly).
+    ghosts: Box<[AtomicU32]>,
 }
+
+/// Ghost slots: 4 MiB, whatever the number of pages.
+const GHOST_BITS: u32 = 20;
 
 impl Hotness {
     /// A table of `2^bits` counters (one byte each).
@@ -35,7 +43,29 @@ impl Hotness {
         Hotness {
             slots: (0..1usize << bits).map(|_| AtomicU8::new(0)).collect(),
             bits,
+            ghosts: (0..1usize << GHOST_BITS)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
         }
+    }
+
+    fn ghost(&self, key: &[u8]) -> (&AtomicU32, u32) {
+        let h = u64::from(crc32fast::hash(key)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let slot = &self.ghosts[(h >> (64 - GHOST_BITS)) as usize];
+        // Never 0, which marks an empty slot.
+        (slot, (h as u32) | 1)
+    }
+
+    /// Notes that `key` was evicted from the small queue without a read.
+    pub fn evicted(&self, key: &[u8]) {
+        let (slot, print) = self.ghost(key);
+        slot.store(print, Relaxed);
+    }
+
+    /// Whether `key` was evicted unread lately; forgets it if so.
+    pub fn was_evicted(&self, key: &[u8]) -> bool {
+        let (slot, print) = self.ghost(key);
+        slot.compare_exchange(print, 0, Relaxed, Relaxed).is_ok()
     }
 
     fn slot(&self, key: &[u8]) -> &AtomicU8 {
@@ -130,6 +160,16 @@ mod tests {
         }
         assert!((0..MAX).all(|_| h.take(b"pa\0")));
         assert!(!h.take(b"pa\0"), "more than {MAX} trips");
+    }
+
+    #[test]
+    fn a_ghost_is_seen_once() {
+        let h = Hotness::new(8);
+        assert!(!h.was_evicted(b"pa\0"));
+        h.evicted(b"pa\0");
+        assert!(!h.was_evicted(b"pb\0"));
+        assert!(h.was_evicted(b"pa\0"));
+        assert!(!h.was_evicted(b"pa\0"), "forgotten once seen");
     }
 
     #[test]

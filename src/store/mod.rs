@@ -21,6 +21,8 @@
 //! - [`pages`]: the [`PageStore`] trait the proxy talks to, and
 //!   [`memory`], an in-memory implementation for the proxy's tests.
 //! - [`sweeper`]: the background task that expires and collects.
+//! - [`budget`]: the background task that keeps the disk budget by
+//!   evicting; `hotness`: what it knows about reads, in fixed RAM.
 //!
 //! The shard thread and what it owns:
 //! - `shard`: the thread, command dispatch, entry and Vary-group writes,

@@ -39,7 +39,7 @@ use super::lookup::Lookup;
 use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink};
 use super::purges::PurgeLog;
 use super::record::{INLINE_MAX, Kind, Record, Stored};
-use super::space::{BlobSpace, Step};
+use super::space::{BlobSpace, Queue, Step};
 use super::tx::Tx;
 use crate::clock::Clock;
 
@@ -387,7 +387,20 @@ impl Shard {
         self.stage_old(tx, key)?;
         let blob =
             if record.kind != Kind::Group && (self.blob_all || record.body.len() > INLINE_MAX) {
-                let blob = self.space.append(key, &record.body)?;
+                // Under a budget a new entry starts in the small queue, unless
+                // it replaces one in the main queue or was evicted unread
+                // lately (it is wanted again: S3-FIFO's ghost hit).
+                let queue = if !self.blob_all
+                    || tx
+                        .old_file(key)
+                        .is_some_and(|f| self.space.queue_of(f) == Queue::Main)
+                    || self.hotness.was_evicted(key)
+                {
+                    Queue::Main
+                } else {
+                    Queue::Small
+                };
+                let blob = self.space.append(queue, key, &record.body)?;
                 self.counters.appended_bytes.fetch_add(
                     blob.entry_len(key.len()),
                     std::sync::atomic::Ordering::Relaxed,
@@ -722,7 +735,7 @@ impl Shard {
         let mut tx = Tx::default();
         let mut step = self
             .space
-            .evict_step(&mut self.db, budget, &mut tx, |key, owner| {
+            .evict_step(&mut self.db, budget, &mut tx, |key, owner, _| {
                 !owner.record.is_expired(now) && hotness.take(key)
             })?;
         let mut out = Evicted {
@@ -735,9 +748,18 @@ impl Shard {
                 out.expired += 1;
             } else {
                 out.evicted += 1;
+                if step.from == Queue::Small {
+                    self.hotness.evicted(&key);
+                }
             }
             tx.replaces(&key, Some(&owner));
             self.stage_delete(&mut tx, &key)?;
+            // Its expiry row too: under steady eviction, rows left for the
+            // sweeper would pile up until their deadlines (28 days for a
+            // page cached that long).
+            if let Some(at) = owner.record.expires_at {
+                tx.delete(&keys::expiry_key(at, &key));
+            }
             if key.first() == Some(&keys::Namespace::Page.tag())
                 && let Some(nul) = memchr::memchr(0, &key)
                 && nul + 1 < key.len()
@@ -1023,6 +1045,41 @@ mod tests {
         assert_eq!(second.reinserted, 0);
         assert_eq!(second.evicted, 20);
         assert_eq!(o.shard.count(&[b"p".to_vec(), b"v".to_vec()]).unwrap(), 0);
+    }
+
+    #[test]
+    fn probation_ends_with_a_read_or_a_ghost_hit() {
+        let mut o = open();
+        let page: Vec<u8> = (0..3_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let queue = |o: &mut Open, key: &[u8]| {
+            let blob = o.shard.db.stored(key).unwrap().unwrap().blob.unwrap();
+            o.shard.space.queue_of(blob.file)
+        };
+        let put = |o: &mut Open, key: &[u8]| {
+            o.shard
+                .put(key.to_vec(), record(Kind::Http, &page, None))
+                .unwrap()
+        };
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Small, "new: on probation");
+        let gone = evict_until(&mut o, |_| false);
+        assert_eq!((gone.evicted, gone.reinserted), (1, 0));
+        // Wanted back soon after: the ghost sends it to the main queue.
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Main);
+        // Rewritten while in the main queue: stays there.
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Main);
+        // Read while on probation: promoted when its file is walked.
+        put(&mut o, b"p/b\0");
+        assert_eq!(queue(&mut o, b"p/b\0"), Queue::Small);
+        o.shard.hotness.touch(b"p/b\0");
+        let walked = evict_until(&mut o, |s| s.reinserted > 0);
+        assert_eq!((walked.evicted, walked.reinserted), (0, 1));
+        assert_eq!(queue(&mut o, b"p/b\0"), Queue::Main);
+        assert!(body(o.shard.get(b"p/b\0").unwrap()).is_some());
     }
 
     #[test]

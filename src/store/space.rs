@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+pub use super::blobs::Queue;
 use super::blobs::{Blobs, LoadError};
 use super::db::Db;
 use super::error::StoreError;
@@ -22,6 +23,9 @@ use super::lookup::Lookup;
 use super::record::{BLOB_FILE_MAGIC, BlobRef, Stored};
 use super::tx::Tx;
 
+/// The small queue's share of a shard's blob bytes (S3-FIFO's 10%): past
+/// it, eviction walks the small queue.
+const SMALL_SHARE: f64 = 0.1;
 /// A blob file is collected once less than this share of it is live.
 const COLLECT_BELOW: f64 = 0.5;
 /// Dead bytes the active file must hold before it is rolled to be
@@ -52,6 +56,8 @@ struct Live {
 #[derive(Debug)]
 pub struct Evicting {
     pub step: Step,
+    /// The queue of the file walked.
+    pub from: Queue,
     /// Entries read since they were written, copied to the tail.
     pub reinserted: u64,
     /// The other live entries met, with their records, for the shard to
@@ -109,9 +115,9 @@ impl BlobSpace {
         self.evicting = None;
     }
 
-    /// Appends `key`'s body to the active file.
-    pub fn append(&mut self, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
-        self.blobs.append(key, body)
+    /// Appends `key`'s body to the active file of queue `q`.
+    pub fn append(&mut self, q: Queue, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
+        self.blobs.append_to(q, key, body)
     }
 
     /// Decodes a LevelDB value and loads its body (see `BlobReader::load`).
@@ -180,7 +186,7 @@ impl BlobSpace {
                 dead >= ACTIVE_DEAD_MIN || dead >= ACTIVE_DEAD_MIN / 8 && live * 8 < len;
             if len == 0
                 || self.evicting.is_some_and(|(e, _)| e == id)
-                || self.blobs.active_id() == Some(id) && !active_worth
+                || self.blobs.is_active(id) && !active_worth
             {
                 continue;
             }
@@ -190,9 +196,9 @@ impl BlobSpace {
             }
         }
         if let Some((_, id)) = best
-            && self.blobs.active_id() == Some(id)
+            && self.blobs.is_active(id)
         {
-            self.blobs.roll();
+            self.blobs.roll(id);
         }
         Ok(best.map(|(_, id)| id))
     }
@@ -216,8 +222,9 @@ impl BlobSpace {
             },
         };
         let (live, step) = self.walk(db, id, offset, budget)?;
+        let q = self.blobs.queue_of(id);
         for e in &live {
-            self.copy_forward(tx, e)?;
+            self.copy_forward(tx, e, q)?;
         }
         Ok(step)
     }
@@ -272,11 +279,11 @@ impl BlobSpace {
         Ok((live, step))
     }
 
-    /// Stages moving a live entry to the active file, its record re-pointed:
-    /// the entry stays, the file it was in can go.
-    fn copy_forward(&mut self, tx: &mut Tx, e: &Live) -> Result<(), StoreError> {
+    /// Stages moving a live entry to the active file of queue `q`, its
+    /// record re-pointed: the entry stays, the file it was in can go.
+    fn copy_forward(&mut self, tx: &mut Tx, e: &Live, q: Queue) -> Result<(), StoreError> {
         tx.replaces(&e.key, Some(&e.owner));
-        let (file, offset) = self.blobs.append_stored(&e.key, &e.stored)?;
+        let (file, offset) = self.blobs.append_stored(q, &e.key, &e.stored)?;
         let moved = BlobRef {
             file,
             offset,
@@ -286,37 +293,53 @@ impl BlobSpace {
         Ok(())
     }
 
-    /// Stages one step of eviction: walks the oldest blob file (the head of
-    /// the FIFO) from where the last written step stopped. Each live entry
-    /// `keep` says yes to is copied to the active file (reinserted at the
-    /// tail); the others are handed back for the shard to delete. Walks at
-    /// most `budget` bytes.
+    /// Stages one step of eviction: walks the head of a FIFO queue (its
+    /// oldest file) from where the last written step stopped. The small
+    /// queue is walked while it holds [`SMALL_SHARE`] of the shard's blob
+    /// bytes or more, else the main one. Each live entry `keep` says yes to
+    /// (given the queue it is in) is copied to the main queue's tail; the
+    /// others are handed back for the shard to delete. Walks at most
+    /// `budget` bytes.
     pub fn evict_step(
         &mut self,
         db: &mut Db,
         budget: u64,
         tx: &mut Tx,
-        mut keep: impl FnMut(&[u8], &Stored) -> bool,
+        mut keep: impl FnMut(&[u8], &Stored, Queue) -> bool,
     ) -> Result<Evicting, StoreError> {
         let (id, offset) = match self.evicting {
             Some(e) => e,
-            None => match self.pick_oldest()? {
-                Some(id) => (id, 0),
-                None => {
-                    return Ok(Evicting {
-                        step: Step::Idle,
-                        reinserted: 0,
-                        dropped: Vec::new(),
-                    });
+            None => {
+                let (small, total) = self.queue_bytes();
+                let first = if small as f64 >= total as f64 * SMALL_SHARE {
+                    Queue::Small
+                } else {
+                    Queue::Main
+                };
+                let other = match first {
+                    Queue::Small => Queue::Main,
+                    Queue::Main => Queue::Small,
+                };
+                match self.pick_oldest(first)?.or(self.pick_oldest(other)?) {
+                    Some(id) => (id, 0),
+                    None => {
+                        return Ok(Evicting {
+                            step: Step::Idle,
+                            from: Queue::Main,
+                            reinserted: 0,
+                            dropped: Vec::new(),
+                        });
+                    }
                 }
-            },
+            }
         };
+        let from = self.blobs.queue_of(id);
         let (live, step) = self.walk(db, id, offset, budget)?;
         let mut dropped = Vec::new();
         let mut reinserted = 0;
         for e in live {
-            if keep(&e.key, &e.owner) {
-                self.copy_forward(tx, &e)?;
+            if keep(&e.key, &e.owner, from) {
+                self.copy_forward(tx, &e, Queue::Main)?;
                 reinserted += 1;
             } else {
                 dropped.push((e.key, e.owner));
@@ -324,34 +347,56 @@ impl BlobSpace {
         }
         Ok(Evicting {
             step,
+            from,
             reinserted,
             dropped,
         })
     }
 
-    /// The head of the FIFO: the oldest file that still holds something,
-    /// other than the one being collected. The active file qualifies only
-    /// when it is the last one; it is rolled first.
-    fn pick_oldest(&mut self) -> Result<Option<u32>, StoreError> {
+    /// The head of queue `q`: its oldest file that still holds something,
+    /// other than the one being collected. The queue's active file
+    /// qualifies only when it is the last one; it is rolled first.
+    fn pick_oldest(&mut self, q: Queue) -> Result<Option<u32>, StoreError> {
         let collecting = self.collecting.map(|(c, _)| c);
         let files = self.blobs.files()?;
         let mut last_resort = None;
         for id in files {
-            if Some(id) == collecting
+            if self.blobs.queue_of(id) != q
+                || Some(id) == collecting
                 || self.blobs.file_len(id).unwrap_or(0) <= BLOB_FILE_MAGIC.len() as u64
             {
                 continue;
             }
-            if self.blobs.active_id() == Some(id) {
+            if self.blobs.is_active(id) {
                 last_resort = Some(id);
                 continue;
             }
             return Ok(Some(id));
         }
-        if last_resort.is_some() {
-            self.blobs.roll();
+        if let Some(id) = last_resort {
+            self.blobs.roll(id);
         }
         Ok(last_resort)
+    }
+
+    /// Bytes in the small queue's files, and in all files.
+    fn queue_bytes(&mut self) -> (u64, u64) {
+        let ids = self.blobs.files().unwrap_or_default();
+        let mut small = 0;
+        let mut total = 0;
+        for id in ids {
+            let len = self.blobs.file_len(id).unwrap_or(0);
+            total += len;
+            if self.blobs.queue_of(id) == Queue::Small {
+                small += len;
+            }
+        }
+        (small, total)
+    }
+
+    /// The queue blob file `id` belongs to.
+    pub fn queue_of(&self, id: u32) -> Queue {
+        self.blobs.queue_of(id)
     }
 
     /// Bytes in this shard's blob files.

@@ -7,7 +7,7 @@
 //! crash. A `Tx` only collects; the shard reads old values for it and
 //! commits it (`store::shard`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::db::Op;
 use super::error::StoreError;
@@ -24,23 +24,31 @@ pub struct Batch {
 pub struct Tx {
     ops: Vec<Op>,
     live: HashMap<u32, i64>,
-    /// Keys whose previous value is already accounted for in `live`.
-    seen: HashSet<Vec<u8>>,
+    /// Keys whose previous value is already accounted for in `live`, with
+    /// the blob file that value was in.
+    seen: HashMap<Vec<u8>, Option<u32>>,
 }
 
 impl Tx {
     /// Whether the value `key` held before this transaction is accounted for.
     pub fn has_seen(&self, key: &[u8]) -> bool {
-        self.seen.contains(key)
+        self.seen.contains_key(key)
+    }
+
+    /// The blob file `key`'s value was in before this transaction.
+    pub fn old_file(&self, key: &[u8]) -> Option<u32> {
+        self.seen.get(key).copied().flatten()
     }
 
     /// Notes that `old`, the value `key` holds now, is being replaced or
     /// deleted: its blob bytes come off the live count. Once per key per
     /// transaction; returns whether this was the first time.
     pub fn replaces(&mut self, key: &[u8], old: Option<&Stored>) -> bool {
-        if !self.seen.insert(key.to_vec()) {
+        if self.seen.contains_key(key) {
             return false;
         }
+        self.seen
+            .insert(key.to_vec(), old.and_then(|s| s.blob).map(|b| b.file));
         if let Some(r) = old.and_then(|s| s.blob) {
             *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
         }
