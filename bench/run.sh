@@ -35,7 +35,8 @@
 # Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
 # BASELINE_BIN (another bigcache binary, e.g. an earlier commit's build: the
-# hot scenario then measures it too, in the same run, as "bigcache baseline").
+# hot and cold scenarios then measure it too, in the same run, as "bigcache
+# baseline" / "baseline").
 # Servers run on core 0, wrk on core 1: check the machine is otherwise idle,
 # and compare figures within one run only.
 set -euo pipefail
@@ -242,6 +243,13 @@ scenario_cold() {
     start_nginx "$n_port" "$o"
     echo "  populating bigcache:"; python3 bench/populate.py 127.0.0.1 "$b_proxy" cold "$pages"
     echo "  populating nginx:";    python3 bench/populate.py 127.0.0.1 "$n_port" cold "$pages"
+    local targets=(bigcache nginx) base_proxy=""
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        base_proxy=$(free_port)
+        start_bigcache cold-base "$(free_port)" "$base_proxy" "$o" "$BASELINE_BIN"
+        echo "  populating bigcache baseline:"; python3 bench/populate.py 127.0.0.1 "$base_proxy" cold "$pages"
+        targets=(baseline bigcache nginx)
+    fi
     # Write back what populating dirtied, so neither server's run pays for it.
     sync; sleep 2
     echo "  raw pages: $((pages * SIZE / 1048576)) MiB; bigcache data dir: $(du -sm "$work/cold" | cut -f1) MiB; nginx cache dir: $(du -sm "$work/nginx-cache" | cut -f1) MiB"
@@ -250,9 +258,13 @@ math.randomseed(11)
 request = function() return wrk.format("GET", "/cold/" .. math.random(0, $pages - 1)) end
 LUA
     header
-    for target in bigcache nginx; do
+    for target in "${targets[@]}"; do
         local port pid
-        if [ $target = bigcache ]; then port=$b_proxy; pid=$(cat "$work/cold.pid"); else port=$n_port; pid=$(cat "$work/nginx.pid"); fi
+        case $target in
+            bigcache) port=$b_proxy; pid=$(cat "$work/cold.pid") ;;
+            baseline) port=$base_proxy; pid=$(cat "$work/cold-base.pid") ;;
+            nginx) port=$n_port; pid=$(cat "$work/nginx.pid") ;;
+        esac
         taskset -c 1 python3 bench/writer.py 127.0.0.1 "$port" "$rate" "$secs" "new-$target" >"$work/writer.txt" &
         local wpid=$!
         local slow_before
@@ -261,6 +273,7 @@ LUA
         wait $wpid
         echo "  $(cat "$work/writer.txt")"
         [ $target = bigcache ] && echo "  shard commands held >= 20 ms by compaction during the run: $(($(slow_commands cold) - slow_before))"
+        [ $target = baseline ] && kill "$(cat "$work/cold-base.pid")"
     done
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }

@@ -150,7 +150,8 @@ async fn pages_read_repeatedly_survive_a_flood_of_one_off_pages() {
     }
     let disk = disk_stat(&s).await;
     assert!(disk["evictions"].as_u64() > Some(500), "{disk}");
-    assert!(disk["reinsertions"].as_u64() > Some(20), "{disk}");
+    // Each read page was moved out of probation at least once.
+    assert!(disk["reinsertions"].as_u64() >= Some(20), "{disk}");
     // The early one-off pages went.
     let mut early_hits = 0;
     for j in 0..40 {

@@ -106,8 +106,9 @@ impl Limits {
         self.max_disk.is_some() || self.min_free > 0
     }
 
-    /// Slack below the limits: eviction starts this far below them (so a
-    /// burst between two checks stays under) and stops twice as far.
+    /// A unit of room below the limits: eviction starts two of them below
+    /// (so what writes and LevelDB's compactions add while a round runs
+    /// stays under) and stops three below.
     fn slack(&self) -> u64 {
         self.max_disk.map_or(0, |m| m / 50).max(self.file_max)
     }
@@ -173,6 +174,9 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
     let mut appended_at = counters.appended_bytes.load(Relaxed);
     let mut last_sweep: Option<Instant> = None;
     let mut warned: Option<Instant> = None;
+    // After a round that found nothing left to evict, the next waits: what
+    // remains is LevelDB's, and walking empty queues would only spin.
+    let mut rest_until: Option<Instant> = None;
     let slack = limits.slack();
     let mut blob_bytes = vec![u64::MAX; store.shard_count()];
     let mut tick = tokio::time::interval(TICK);
@@ -182,20 +186,23 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        if rest_until.is_some_and(|t| Instant::now() < t) {
+            continue;
+        }
         let appended = counters.appended_bytes.load(Relaxed);
         let grown = appended.saturating_sub(appended_at);
         let estimate = Usage {
             used: usage.used + grown,
             free: usage.free.saturating_sub(grown),
         };
-        if estimate.excess(&limits, slack) == 0 && measured_at.elapsed() < MEASURE_EVERY {
+        if estimate.excess(&limits, 2 * slack) == 0 && measured_at.elapsed() < MEASURE_EVERY {
             continue;
         }
         usage = measure().await;
         publish(&usage);
         measured_at = Instant::now();
         appended_at = appended;
-        if usage.excess(&limits, slack) == 0 {
+        if usage.excess(&limits, 2 * slack) == 0 {
             continue;
         }
         // Expired entries first: they cost no hit to anyone.
@@ -206,13 +213,13 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
             }
             usage = measure().await;
             publish(&usage);
-            if usage.excess(&limits, slack) == 0 {
+            if usage.excess(&limits, 2 * slack) == 0 {
                 continue;
             }
         }
-        // Evict until twice the slack is free, so writes have room until
-        // the next round.
-        let mut want = usage.excess(&limits, 2 * slack);
+        // Evict until three units are free, so writes have room until the
+        // next round.
+        let mut want = usage.excess(&limits, 3 * slack);
         let mut round = Round::default();
         while want > 0 {
             let Some(shard) = fullest(&blob_bytes) else {
@@ -255,6 +262,7 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
             // Nothing left to evict, or everything failed: start over from
             // every shard next round, and say so now and then.
             blob_bytes.fill(u64::MAX);
+            rest_until = Some(Instant::now() + REST_AFTER_EMPTY);
             if usage.excess(&limits, 0) > 0 && warned.is_none_or(|t| t.elapsed() > WARN_EVERY) {
                 warned = Some(Instant::now());
                 tracing::warn!(
@@ -270,6 +278,7 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
 }
 
 const WARN_EVERY: Duration = Duration::from_secs(60);
+const REST_AFTER_EMPTY: Duration = Duration::from_secs(1);
 
 /// The shard with the most blob bytes still to evict (`u64::MAX`: not yet
 /// asked this round).
