@@ -20,8 +20,8 @@
 #             takes minutes)
 #   trace     the disk budget: TRACE_PAGES (1,000,000) incompressible pages of
 #             TRACE_SIZE (4096) bytes, TRACE_REQUESTS (2,000,000) requests
-#             by Zipf(0.9) popularity, then the same with a crawler walking
-#             every page once mixed in; --max-disk = 10% of the pages'
+#             by Zipf(0.9) popularity, then half as many mixed 1:1 with a
+#             crawler walking every page once; --max-disk = 10% of the pages'
 #             bytes. bigcache's hit ratio beside exact LRU and FIFO of the
 #             same size on the same trace (bench/trace.py), the most the
 #             data directory took, then hits on popular pages while a
@@ -351,12 +351,16 @@ LUA
             echo "  hits on the top 5% while a writer adds $rate pages/s, eviction running:"
             header
             taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "$rate" "${DURATION%s}" "new" >"$work/writer.txt" &
-            local wpid=$!
+            local wpid=$! before ev0
+            before=$(wc -l <"$work/trace-$kind.log")
+            ev0=$(curl -s "http://127.0.0.1:$api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])')
             row "bigcache" "$work/top.lua" "http://127.0.0.1:$proxy" "$(cat "$work/trace-$kind.pid")" -
             wait $wpid
             echo "  $(cat "$work/writer.txt")"
-            echo "  shard commands held >= 20 ms during the whole run: $(slow_commands "trace-$kind")" \
-                "($(grep -o 'command="[a-z-]*"' "$work/trace-$kind.log" | sort | uniq -c | tr -s ' \n' ' '))"
+            echo "  evictions during it: $(($(curl -s "http://127.0.0.1:$api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])') - ev0))"
+            echo "  shard commands held >= 20 ms during it:" \
+                "$(tail -n +$((before + 1)) "$work/trace-$kind.log" | grep -ao 'command="[a-z-]*"' | sort | uniq -c | tr -s ' \n' ' ')"
+            echo "  ... and during the whole trace: $(grep -ao 'command="[a-z-]*"' "$work/trace-$kind.log" | sort | uniq -c | tr -s ' \n' ' ')"
             echo "  live entries at the end: $(curl -s "http://127.0.0.1:$api/stat/count")"
             printf "%-6s %9s %9s %9s %9s %9s %10s %10s %10s %8s\n" trace requests distinct bigcache LRU FIFO max-disk-MiB evictions reinserted req/s
         fi

@@ -9,8 +9,9 @@ caches of the same size make of them.
                                           Zipf traces, one per line
 
 KIND is `zipf` (popularity Zipf(0.9) over PAGES pages, ranks shuffled so
-popularity is not page order) or `scan` (the same Zipf stream with a crawler
-mixed in: one request in three walks the next page of 0..PAGES-1, once).
+popularity is not page order) or `scan` (REQUESTS/2 of the same Zipf stream
+with a crawler mixed in: after each Zipf request, one for the next page of
+0..PAGES-1, until the crawler has walked every page once).
 The generator is seeded: the same arguments give the same trace.
 """
 import collections
@@ -39,14 +40,15 @@ def gen(pages: int, requests: int, kind: str, out: str):
     if kind == "zipf":
         trace = zipf_stream(pages, requests, rnd)
     elif kind == "scan":
-        z = zipf_stream(pages, requests, rnd)
+        # Half the requests' worth of the Zipf stream, a crawler request
+        # after each until every page has been walked once.
+        z = zipf_stream(pages, requests // 2, rnd)
         trace, crawl = [], iter(range(pages))
-        for i, p in enumerate(z):
+        for p in z:
             trace.append(p)
-            if i % 2 == 1:
-                c = next(crawl, None)
-                if c is not None:
-                    trace.append(c)
+            c = next(crawl, None)
+            if c is not None:
+                trace.append(c)
         trace.extend(crawl)
     else:
         sys.exit(f"unknown trace kind {kind}")
