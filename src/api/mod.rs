@@ -683,6 +683,19 @@ struct DiskStat {
 /// proxy's counters by `X-Cache` status and its upstream requests.
 #[utoipa::path(get, path = "/stat", responses((status = 200, body = StatResponse)))]
 async fn stat(State(st): State<ApiState>) -> Response {
+    // Measured by the budget's task; without a budget, now (a directory
+    // walk: off the async threads).
+    let mut used = st
+        .store
+        .counters()
+        .disk_used
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if used == 0 {
+        let store = st.store.clone();
+        used = tokio::task::spawn_blocking(move || store.disk_bytes())
+            .await
+            .unwrap_or(0);
+    }
     axum::Json(StatResponse {
         stats: st.stats.snapshot(),
         proxy: st.proxy_stats.snapshot(),
@@ -692,11 +705,7 @@ async fn stat(State(st): State<ApiState>) -> Response {
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             DiskStat {
                 budget: load(&c.disk_budget),
-                // Measured by the budget's task; without a budget, now.
-                used: match load(&c.disk_used) {
-                    0 => st.store.disk_bytes(),
-                    n => n,
-                },
+                used,
                 min_free: load(&c.disk_min_free),
                 free: load(&c.disk_free),
                 evictions: load(&c.evicted),

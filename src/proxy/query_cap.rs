@@ -60,7 +60,12 @@ impl QueryCap {
             .get(path)
             .map(|s| (*s).clone())
             .unwrap_or_default();
-        if seen.iter().any(|q| &**q == query) {
+        // Stored again (refreshed): it counts as the newest, so a flood of
+        // new queries purges the stale variants first, not the one in use.
+        if let Some(at) = seen.iter().position(|q| &**q == query) {
+            let again = seen.remove(at);
+            seen.extend(again);
+            self.paths.insert(path.into(), Arc::new(seen));
             return Vec::new();
         }
         seen.push_back(query.into());
@@ -91,7 +96,9 @@ mod tests {
         assert!(cap.stored("/d/").is_empty(), "no query: not counted");
         assert!(cap.stored("/e/?page=1").is_empty(), "another path");
         assert_eq!(cap.stored("/d/?z=9"), ["/d/?page=1"]);
-        assert_eq!(cap.stored("/d/?z=10"), ["/d/?page=2"]);
+        // page=2 was stored again before z=9: z=9 is now the oldest.
+        assert!(cap.stored("/d/?page=2").is_empty());
+        assert_eq!(cap.stored("/d/?z=10"), ["/d/?z=9"]);
     }
 
     #[test]

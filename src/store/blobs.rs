@@ -250,14 +250,20 @@ impl Blobs {
             *slot = None;
         }
         if slot.is_none() {
+            // The id is used up whatever happens next: a file left behind
+            // by a failed header write is never opened for appends again.
             let id = self.next_id;
+            self.next_id += 1;
             let mut file = OpenOptions::new()
                 .create_new(true)
                 .append(true)
                 .open(self.path(id))?;
-            file.write_all(&BLOB_FILE_MAGIC)?;
-            self.next_id += 1;
             self.created = true;
+            if let Err(e) = file.write_all(&BLOB_FILE_MAGIC) {
+                drop(file);
+                let _ = std::fs::remove_file(self.path(id));
+                return Err(e);
+            }
             if q == Queue::Small {
                 self.small.insert(id);
             }

@@ -134,8 +134,11 @@ impl Usage {
     fn excess(&self, limits: &Limits, margin: u64) -> u64 {
         let over_budget = limits
             .max_disk
-            .map_or(0, |m| (self.used + margin).saturating_sub(m));
-        let under_free = (limits.min_free + margin).saturating_sub(self.free);
+            .map_or(0, |m| self.used.saturating_add(margin).saturating_sub(m));
+        let under_free = limits
+            .min_free
+            .saturating_add(margin)
+            .saturating_sub(self.free);
         if limits.min_free == 0 {
             over_budget
         } else {
@@ -219,16 +222,28 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
         }
         // Evict until three units are free, so writes have room until the
         // next round.
-        let mut want = usage.excess(&limits, 3 * slack);
+        let want = usage.excess(&limits, 3 * slack);
         let mut round = Round::default();
-        while want > 0 {
+        // Steps for one pass over everything: if a round takes more, what
+        // is read fills the budget (each pass copies it back), and the rest
+        // of the round evicts regardless of reads.
+        let pass = (usage.used / EVICT_STEP).max(16);
+        let mut steps = 0;
+        let mut force = false;
+        while round.net() < want {
             let Some(shard) = fullest(&blob_bytes) else {
                 break;
             };
-            match store.evict_step(shard, EVICT_STEP).await {
+            steps += 1;
+            if !force && steps > pass {
+                force = true;
+                tracing::warn!(
+                    "what is read does not fit the disk budget; evicting regardless of reads"
+                );
+            }
+            match store.evict_step(shard, EVICT_STEP, force).await {
                 Ok(step) => {
                     blob_bytes[shard] = if step.more { step.blob_bytes } else { 0 };
-                    want = want.saturating_sub(step.freed);
                     round.add(&step);
                 }
                 Err(e) => {
@@ -297,6 +312,7 @@ struct Round {
     reinserted: u64,
     expired: u64,
     freed: u64,
+    copied: u64,
 }
 
 impl Round {
@@ -305,6 +321,13 @@ impl Round {
         self.reinserted += s.reinserted;
         self.expired += s.expired;
         self.freed += s.freed;
+        self.copied += s.copied;
+    }
+
+    /// Bytes the round gave back: files deleted, less what was copied
+    /// out of them to be kept.
+    fn net(&self) -> u64 {
+        self.freed.saturating_sub(self.copied)
     }
 }
 

@@ -77,9 +77,10 @@ pub enum Command {
         reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
     /// One bounded step of disk-budget eviction, walking at most `budget`
-    /// bytes of the oldest blob file.
+    /// bytes of the oldest blob file; with `force`, what was read goes too.
     Evict {
         budget: u64,
+        force: bool,
         reply: oneshot::Sender<Result<Evicted, StoreError>>,
     },
     /// Flushes and closes the DB; the thread exits after replying.
@@ -96,6 +97,8 @@ pub struct Evicted {
     pub evicted: u64,
     /// Entries read since they were written, copied to the FIFO's tail.
     pub reinserted: u64,
+    /// Their bytes.
+    pub copied: u64,
     /// Expired entries met on the way, deleted too.
     pub expired: u64,
     /// Blob-file bytes given back.

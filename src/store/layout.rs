@@ -94,7 +94,12 @@ pub fn default_max_disk(dir: &Path) -> Result<u64, StoreError> {
     if let Some(n) = recorded {
         return Ok(n);
     }
-    let half = fs_space(dir).map_or(0, |s| s.total / 2);
+    // Without a figure for the filesystem there is nothing to record: no
+    // budget this time, and the next start tries again.
+    let Some(space) = fs_space(dir) else {
+        return Ok(0);
+    };
+    let half = space.total / 2;
     let mut text = text;
     if !text.ends_with('\n') {
         text.push('\n');
@@ -106,10 +111,19 @@ pub fn default_max_disk(dir: &Path) -> Result<u64, StoreError> {
 
 const MAX_DISK_DEFAULT: &str = "max_disk_default";
 
+/// Replaces `path` by `text` so that a crash leaves the old file or the new
+/// one, never an empty one (the file, then its directory, reach the disk).
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Size and free space of a filesystem, in bytes.
@@ -136,8 +150,8 @@ pub fn fs_space(dir: &Path) -> Option<FsSpace> {
     };
     let unit = st.f_frsize as u64;
     Some(FsSpace {
-        total: st.f_blocks as u64 * unit,
-        available: st.f_bavail as u64 * unit,
+        total: (st.f_blocks as u64).saturating_mul(unit),
+        available: (st.f_bavail as u64).saturating_mul(unit),
     })
 }
 
@@ -150,7 +164,9 @@ pub fn fs_space(_dir: &Path) -> Option<FsSpace> {
 
 /// Bytes the data directory `dir` occupies: every file under it, a file
 /// with several names (the mirrors hard-link the shards' tables) counted
-/// once.
+/// once. Shards moved aside as damaged (`shard-NN.corrupt-<ms>`) are left
+/// out: eviction cannot shrink them, and counting them would empty the
+/// cache to make up for them. Delete them once inspected.
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
@@ -163,7 +179,9 @@ pub fn disk_usage(dir: &Path) -> u64 {
         for e in rd.flatten() {
             let Ok(m) = e.metadata() else { continue };
             if m.is_dir() {
-                stack.push(e.path());
+                if !e.file_name().to_string_lossy().contains(".corrupt-") {
+                    stack.push(e.path());
+                }
             } else if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
                 total += m.len();
             }

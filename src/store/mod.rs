@@ -436,9 +436,20 @@ impl Store {
     }
 
     /// One bounded step of disk-budget eviction on shard `index`.
-    async fn evict_step(&self, index: usize, budget: u64) -> Result<command::Evicted, StoreError> {
+    async fn evict_step(
+        &self,
+        index: usize,
+        budget: u64,
+        force: bool,
+    ) -> Result<command::Evicted, StoreError> {
         let shard = self.shards.get(index).ok_or(StoreError::Unavailable)?;
-        shard.call(|reply| Command::Evict { budget, reply }).await
+        shard
+            .call(|reply| Command::Evict {
+                budget,
+                force,
+                reply,
+            })
+            .await
     }
 
     /// Bytes the hot tier holds, and its entries.

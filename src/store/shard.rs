@@ -324,8 +324,12 @@ impl Shard {
             Command::Collect { budget, reply } => {
                 let _ = reply.send(self.collect(budget));
             }
-            Command::Evict { budget, reply } => {
-                let _ = reply.send(self.evict(budget));
+            Command::Evict {
+                budget,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(self.evict(budget, force));
             }
             Command::Shutdown { .. } => unreachable!("handled by run"),
             #[cfg(test)]
@@ -729,17 +733,18 @@ impl Shard {
     /// entries at the head of the FIFO that were read since they were
     /// written go to its tail, the others are deleted, a variant with its
     /// place in its group's list.
-    fn evict(&mut self, budget: u64) -> Result<Evicted, StoreError> {
+    fn evict(&mut self, budget: u64, force: bool) -> Result<Evicted, StoreError> {
         let now = self.clock.now_ms();
         let hotness = self.hotness.clone();
         let mut tx = Tx::default();
         let mut step = self
             .space
             .evict_step(&mut self.db, budget, &mut tx, |key, owner, _| {
-                !owner.record.is_expired(now) && hotness.take(key)
+                !force && !owner.record.is_expired(now) && hotness.take(key)
             })?;
         let mut out = Evicted {
             reinserted: step.reinserted,
+            copied: step.copied,
             ..Evicted::default()
         };
         let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
@@ -971,7 +976,7 @@ mod tests {
         let mut sum = Evicted::default();
         for _ in 0..100_000 {
             // One entry per step, so `stop` sees each.
-            let s = o.shard.evict(1).unwrap();
+            let s = o.shard.evict(1, false).unwrap();
             sum.evicted += s.evicted;
             sum.reinserted += s.reinserted;
             sum.expired += s.expired;
@@ -1080,6 +1085,18 @@ mod tests {
         assert_eq!((walked.evicted, walked.reinserted), (0, 1));
         assert_eq!(queue(&mut o, b"p/b\0"), Queue::Main);
         assert!(body(o.shard.get(b"p/b\0").unwrap()).is_some());
+        // Forced (what is read does not fit the budget): read or not, out.
+        o.shard.hotness.touch(b"p/b\0");
+        let mut forced = Evicted::default();
+        while let Ok(s) = o.shard.evict(1 << 20, true) {
+            forced.evicted += s.evicted;
+            forced.reinserted += s.reinserted;
+            if !s.more {
+                break;
+            }
+        }
+        assert_eq!((forced.evicted, forced.reinserted), (2, 0));
+        assert_eq!(body(o.shard.get(b"p/b\0").unwrap()), None);
     }
 
     #[test]

@@ -42,7 +42,12 @@ pub struct BlobSpace {
     collecting: Option<(u32, u64)>,
     /// The blob file being evicted and the offset reached.
     evicting: Option<(u32, u64)>,
+    /// Failed reads per file while walking it.
+    walk_failures: HashMap<u32, u32>,
 }
+
+/// Walks of a file that fail on I/O before the file is given up on.
+const WALK_TRIES: u32 = 3;
 
 /// A live entry met while walking a file.
 struct Live {
@@ -60,6 +65,8 @@ pub struct Evicting {
     pub from: Queue,
     /// Entries read since they were written, copied to the tail.
     pub reinserted: u64,
+    /// Their bytes: what the step wrote again.
+    pub copied: u64,
     /// The other live entries met, with their records, for the shard to
     /// delete.
     pub dropped: Vec<(Vec<u8>, Stored)>,
@@ -91,6 +98,7 @@ impl BlobSpace {
             live: HashMap::new(),
             collecting: None,
             evicting: None,
+            walk_failures: HashMap::new(),
         })
     }
 
@@ -161,6 +169,7 @@ impl BlobSpace {
         let len = self.blobs.file_len(id).unwrap_or(0);
         self.blobs.forget(id);
         self.live.remove(&id);
+        self.walk_failures.remove(&id);
         len
     }
 
@@ -249,7 +258,16 @@ impl BlobSpace {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(shard = self.index, file = id, error = %e, "reading a blob file to collect it");
+                    // Once may be a passing error (say, out of file
+                    // descriptors): the step fails and is tried again from
+                    // here. Only a file that keeps failing is given up on
+                    // (its entries read as misses either way).
+                    let tries = self.walk_failures.entry(id).or_default();
+                    *tries += 1;
+                    if *tries < WALK_TRIES {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(shard = self.index, file = id, error = %e, "blob file unreadable; dropping it");
                     done = true;
                     break;
                 }
@@ -327,6 +345,7 @@ impl BlobSpace {
                             step: Step::Idle,
                             from: Queue::Main,
                             reinserted: 0,
+                            copied: 0,
                             dropped: Vec::new(),
                         });
                     }
@@ -337,18 +356,29 @@ impl BlobSpace {
         let (live, step) = self.walk(db, id, offset, budget)?;
         let mut dropped = Vec::new();
         let mut reinserted = 0;
+        let mut copied = 0;
         for e in live {
             if keep(&e.key, &e.owner, from) {
-                self.copy_forward(tx, &e, Queue::Main)?;
-                reinserted += 1;
-            } else {
-                dropped.push((e.key, e.owner));
+                // Space is short: an entry that cannot be copied (a full
+                // disk) is evicted instead of failing the step.
+                match self.copy_forward(tx, &e, Queue::Main) {
+                    Ok(()) => {
+                        reinserted += 1;
+                        copied += e.blob.entry_len(e.key.len());
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(shard = self.index, error = %err, "keeping a read entry failed; evicting it")
+                    }
+                }
             }
+            dropped.push((e.key, e.owner));
         }
         Ok(Evicting {
             step,
             from,
             reinserted,
+            copied,
             dropped,
         })
     }
