@@ -312,7 +312,7 @@ scenario_trace() {
     pids+=($!)
     wait_http "http://127.0.0.1:$o/__count"
     printf "%-6s %9s %9s %9s %9s %9s %10s %10s %10s %8s\n" trace requests distinct bigcache LRU FIFO max-disk-MiB evictions reinserted req/s
-    for kind in zipf scan; do
+    for kind in ${TRACE_KINDS:-zipf scan}; do
         python3 bench/trace.py gen "$pages" "$requests" "$kind" "$work/$kind.trace"
         local n distinct lru fifo
         read -r n distinct lru fifo <<<"$(python3 bench/trace.py sim "$work/$kind.trace" "$cap")"
@@ -339,25 +339,32 @@ scenario_trace() {
             "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])' <<<"$stat")" \
             "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["reinsertions"])' <<<"$stat")" "$rps"
         if [ "$kind" = zipf ]; then
-            # Hits under eviction: the most popular 5% of pages read at
-            # random while a writer adds new pages (each one evicts).
-            python3 bench/trace.py top "$pages" $((pages / 20)) "$work/top.txt"
+            # Hits under eviction: the most popular 1% of pages (more than
+            # the hot tier holds) read at random while a writer adds new
+            # pages (each one evicts).
+            python3 bench/trace.py top "$pages" $((pages / 100)) "$work/top.txt"
             cat >"$work/top.lua" <<LUA
 local top = {}
 for line in io.lines("$work/top.txt") do top[#top + 1] = line end
 math.randomseed(17)
 request = function() return wrk.format("GET", "/t/" .. top[math.random(1, #top)]) end
 LUA
-            echo "  hits on the top 5% while a writer adds $rate pages/s, eviction running:"
+            echo "  hits on the top 1% while a writer adds $rate pages/s, eviction running:"
             header
             taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "$rate" "${DURATION%s}" "new" >"$work/writer.txt" &
             local wpid=$! before ev0
             before=$(wc -l <"$work/trace-$kind.log")
-            ev0=$(curl -s "http://127.0.0.1:$api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])')
+            ev0=$(curl -s "http://127.0.0.1:$api/stat" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["disk"]["evictions"], d["proxy"]["hit"], d["proxy"]["miss"])')
             row "bigcache" "$work/top.lua" "http://127.0.0.1:$proxy" "$(cat "$work/trace-$kind.pid")" -
             wait $wpid
             echo "  $(cat "$work/writer.txt")"
-            echo "  evictions during it: $(($(curl -s "http://127.0.0.1:$api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["evictions"])') - ev0))"
+            curl -s "http://127.0.0.1:$api/stat" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+e0, h0, m0 = map(int, sys.argv[1:])
+ev = d["disk"]["evictions"] - e0
+h, m = d["proxy"]["hit"] - h0, d["proxy"]["miss"] - m0
+print("  during it: %d evictions; %d hits, %d misses (the new pages among them)" % (ev, h, m))' $ev0
             echo "  shard commands held >= 20 ms during it:" \
                 "$(tail -n +$((before + 1)) "$work/trace-$kind.log" | grep -ao 'command="[a-z-]*"' | sort | uniq -c | tr -s ' \n' ' ')"
             echo "  ... and during the whole trace: $(grep -ao 'command="[a-z-]*"' "$work/trace-$kind.log" | sort | uniq -c | tr -s ' \n' ' ')"
