@@ -349,8 +349,9 @@ for line in io.lines("$work/top.txt") do top[#top + 1] = line end
 math.randomseed(17)
 request = function() return wrk.format("GET", "/t/" .. top[math.random(1, #top)]) end
 LUA
-            echo "  hits on the top 1% while a writer adds $rate pages/s, eviction running:"
+            echo "  hits on the top 1%: alone, then while a writer adds $rate pages/s (each evicts):"
             header
+            row "bigcache, no writer" "$work/top.lua" "http://127.0.0.1:$proxy" "$(cat "$work/trace-$kind.pid")" -
             taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "$rate" "${DURATION%s}" "new" >"$work/writer.txt" &
             local wpid=$! before ev0
             before=$(wc -l <"$work/trace-$kind.log")

@@ -62,13 +62,37 @@ impl ShardHandle {
         }
         if self.busy.for_us() >= HEDGE_AFTER_US {
             Counters::bump(&self.counters.mirror_busy);
-            let from_mirror = call(&self.mirror.tx, |reply| MirrorCommand::Get {
+            let (reply, mut from_mirror) = oneshot::channel();
+            let asked = self.mirror.tx.try_send(MirrorCommand::Get {
                 key: key.clone(),
                 reply,
-            })
-            .await;
-            if let Ok(found) = from_mirror {
-                return Ok(found);
+            });
+            if asked.is_ok() {
+                // The mirror may be compacting, or behind on batches (it
+                // applies every write the shard makes, evictions too): if it
+                // is late as well, the shard is asked after all, and the
+                // first answer wins.
+                if let Ok(Ok(Ok(found))) = tokio::time::timeout(HEDGE_AFTER, &mut from_mirror).await
+                {
+                    return Ok(found);
+                }
+                let (reply, mut from_shard) = oneshot::channel();
+                self.tx
+                    .send(Command::Get {
+                        key: key.clone(),
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| StoreError::Unavailable)?;
+                tokio::select! {
+                    answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
+                    answer = &mut from_mirror => {
+                        if let Ok(Ok(found)) = answer {
+                            return Ok(found);
+                        }
+                    }
+                }
+                return from_shard.await.map_err(|_| StoreError::Unavailable)?;
             }
         }
         let (reply, mut from_shard) = oneshot::channel();
