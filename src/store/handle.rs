@@ -52,73 +52,78 @@ impl ShardHandle {
 
     /// A read the hot tier could not answer. It goes to the shard thread,
     /// unless that thread has been on one command for [`HEDGE_AFTER`]
-    /// (a compaction, most likely): then to the mirror. A shard answer
-    /// still missing after [`HEDGE_AFTER`] is asked of the mirror as well,
-    /// and the first answer wins. The mirror has every acknowledged write,
-    /// so either answer is current.
+    /// (a compaction, most likely): then to the mirror. Whichever was asked
+    /// first, if its answer is still missing after [`HEDGE_AFTER`] the
+    /// other is asked as well, and the first answer wins (the mirror may be
+    /// compacting too, or behind on a burst of batches such as eviction's).
+    /// The mirror has every acknowledged write, so either answer is
+    /// current.
     pub async fn cold_get(&self, key: Vec<u8>) -> Result<Lookup, StoreError> {
         if !self.mirror.usable() {
             return self.call(|reply| Command::Get { key, reply }).await;
         }
         if self.busy.for_us() >= HEDGE_AFTER_US {
             Counters::bump(&self.counters.mirror_busy);
-            let (reply, mut from_mirror) = oneshot::channel();
-            let asked = self.mirror.tx.try_send(MirrorCommand::Get {
-                key: key.clone(),
-                reply,
-            });
-            if asked.is_ok() {
-                // The mirror may be compacting, or behind on batches (it
-                // applies every write the shard makes, evictions too): if it
-                // is late as well, the shard is asked after all, and the
-                // first answer wins.
+            if let Some(mut from_mirror) = self.ask_mirror(&key) {
                 if let Ok(Ok(Ok(found))) = tokio::time::timeout(HEDGE_AFTER, &mut from_mirror).await
                 {
                     return Ok(found);
                 }
-                let (reply, mut from_shard) = oneshot::channel();
-                self.tx
-                    .send(Command::Get {
-                        key: key.clone(),
-                        reply,
-                    })
-                    .await
-                    .map_err(|_| StoreError::Unavailable)?;
-                tokio::select! {
-                    answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
-                    answer = &mut from_mirror => {
-                        if let Ok(Ok(found)) = answer {
-                            return Ok(found);
-                        }
-                    }
-                }
-                return from_shard.await.map_err(|_| StoreError::Unavailable)?;
+                let from_shard = self.ask_shard(key).await?;
+                return first_answer(from_shard, Some(from_mirror)).await;
             }
         }
-        let (reply, mut from_shard) = oneshot::channel();
-        self.tx
-            .send(Command::Get {
-                key: key.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let mut from_shard = self.ask_shard(key.clone()).await?;
         if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await {
             return answer.map_err(|_| StoreError::Unavailable)?;
         }
-        let (reply, mut from_mirror) = oneshot::channel();
-        let hedged = self.mirror.tx.try_send(MirrorCommand::Get { key, reply });
-        if hedged.is_ok() {
+        let from_mirror = self.ask_mirror(&key);
+        if from_mirror.is_some() {
             Counters::bump(&self.counters.mirror_hedged);
-            tokio::select! {
-                answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
-                answer = &mut from_mirror => {
-                    if let Ok(Ok(found)) = answer {
-                        return Ok(found);
-                    }
+        }
+        first_answer(from_shard, from_mirror).await
+    }
+
+    /// Queues a read on the shard thread.
+    async fn ask_shard(&self, key: Vec<u8>) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Get { key, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        Ok(answer)
+    }
+
+    /// Queues a read on the mirror, unless its queue is full.
+    fn ask_mirror(&self, key: &[u8]) -> Option<Answer> {
+        let (reply, answer) = oneshot::channel();
+        let key = key.to_vec();
+        self.mirror
+            .tx
+            .try_send(MirrorCommand::Get { key, reply })
+            .ok()
+            .map(|()| answer)
+    }
+}
+
+/// A read's pending answer.
+type Answer = oneshot::Receiver<Result<Lookup, StoreError>>;
+
+/// The shard's answer, or the mirror's if it comes first with a lookup (a
+/// mirror that fails leaves the answer to the shard).
+async fn first_answer(
+    mut from_shard: Answer,
+    from_mirror: Option<Answer>,
+) -> Result<Lookup, StoreError> {
+    if let Some(mut from_mirror) = from_mirror {
+        tokio::select! {
+            answer = &mut from_shard => return answer.map_err(|_| StoreError::Unavailable)?,
+            answer = &mut from_mirror => {
+                if let Ok(Ok(found)) = answer {
+                    return Ok(found);
                 }
             }
         }
-        from_shard.await.map_err(|_| StoreError::Unavailable)?
     }
+    from_shard.await.map_err(|_| StoreError::Unavailable)?
 }
