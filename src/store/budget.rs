@@ -114,6 +114,72 @@ impl Limits {
     }
 }
 
+/// The data directory's usage: measured (a walk, off the async threads,
+/// published for `/stat` and the metrics), and estimated between two
+/// measurements from the bytes writes appended since the last.
+struct Meter<'a> {
+    dir: PathBuf,
+    counters: &'a super::counters::Counters,
+    last: Usage,
+    at: Instant,
+    appended_at: u64,
+}
+
+impl<'a> Meter<'a> {
+    async fn start(dir: PathBuf, counters: &'a super::counters::Counters) -> Meter<'a> {
+        let mut m = Meter {
+            dir,
+            counters,
+            last: Usage {
+                used: 0,
+                free: u64::MAX,
+            },
+            at: Instant::now(),
+            appended_at: 0,
+        };
+        m.measure().await;
+        m
+    }
+
+    async fn measure(&mut self) -> Usage {
+        let appended = self.counters.appended_bytes.load(Relaxed);
+        let dir = self.dir.clone();
+        self.last = tokio::task::spawn_blocking(move || Usage::measure(&dir))
+            .await
+            .unwrap_or(Usage {
+                used: 0,
+                free: u64::MAX,
+            });
+        self.at = Instant::now();
+        self.appended_at = appended;
+        self.counters.disk_used.store(self.last.used, Relaxed);
+        let free = if self.last.free == u64::MAX {
+            0
+        } else {
+            self.last.free
+        };
+        self.counters.disk_free.store(free, Relaxed);
+        self.last
+    }
+
+    fn estimate(&self) -> Usage {
+        let grown = self
+            .counters
+            .appended_bytes
+            .load(Relaxed)
+            .saturating_sub(self.appended_at);
+        Usage {
+            used: self.last.used.saturating_add(grown),
+            free: self.last.free.saturating_sub(grown),
+        }
+    }
+
+    /// Whether the estimate is old enough to measure again anyway.
+    fn due(&self) -> bool {
+        self.at.elapsed() >= MEASURE_EVERY
+    }
+}
+
 /// Measured or estimated usage.
 #[derive(Debug, Clone, Copy)]
 struct Usage {
@@ -153,28 +219,8 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
     if !limits.enforced() {
         return;
     }
-    let counters = store.counters_arc();
-    let measure = || {
-        let dir = dir.clone();
-        async move {
-            tokio::task::spawn_blocking(move || Usage::measure(&dir))
-                .await
-                .unwrap_or(Usage {
-                    used: 0,
-                    free: u64::MAX,
-                })
-        }
-    };
-    let publish = |u: &Usage| {
-        counters.disk_used.store(u.used, Relaxed);
-        counters
-            .disk_free
-            .store(if u.free == u64::MAX { 0 } else { u.free }, Relaxed);
-    };
-    let mut usage = measure().await;
-    publish(&usage);
-    let mut measured_at = Instant::now();
-    let mut appended_at = counters.appended_bytes.load(Relaxed);
+    let counters = store.counters();
+    let mut meter = Meter::start(dir, counters).await;
     let mut last_sweep: Option<Instant> = None;
     let mut warned: Option<Instant> = None;
     // After a round that found nothing left to evict, the next waits: what
@@ -192,19 +238,10 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
         if rest_until.is_some_and(|t| Instant::now() < t) {
             continue;
         }
-        let appended = counters.appended_bytes.load(Relaxed);
-        let grown = appended.saturating_sub(appended_at);
-        let estimate = Usage {
-            used: usage.used + grown,
-            free: usage.free.saturating_sub(grown),
-        };
-        if estimate.excess(&limits, 2 * slack) == 0 && measured_at.elapsed() < MEASURE_EVERY {
+        if meter.estimate().excess(&limits, 2 * slack) == 0 && !meter.due() {
             continue;
         }
-        usage = measure().await;
-        publish(&usage);
-        measured_at = Instant::now();
-        appended_at = appended;
+        let mut usage = meter.measure().await;
         if usage.excess(&limits, 2 * slack) == 0 {
             continue;
         }
@@ -214,8 +251,7 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
             if let Err(e) = store.sweep(1_000).await {
                 tracing::warn!(error = %e, "expiry sweep before eviction failed");
             }
-            usage = measure().await;
-            publish(&usage);
+            usage = meter.measure().await;
             if usage.excess(&limits, 2 * slack) == 0 {
                 continue;
             }
@@ -269,10 +305,7 @@ pub async fn run(store: Store, dir: PathBuf, mut shutdown: tokio::sync::watch::R
                 "disk budget: evicted"
             );
         }
-        usage = measure().await;
-        publish(&usage);
-        measured_at = Instant::now();
-        appended_at = counters.appended_bytes.load(Relaxed);
+        usage = meter.measure().await;
         if blob_bytes.iter().all(|&b| b == 0) {
             // Nothing left to evict, or everything failed: start over from
             // every shard next round, and say so now and then.

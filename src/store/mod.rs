@@ -426,10 +426,6 @@ impl Store {
         &self.counters
     }
 
-    fn counters_arc(&self) -> Arc<counters::Counters> {
-        self.counters.clone()
-    }
-
     /// The disk limits in force.
     pub fn limits(&self) -> budget::Limits {
         self.limits

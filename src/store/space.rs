@@ -431,10 +431,7 @@ impl BlobSpace {
 
     /// Bytes in this shard's blob files.
     pub fn file_bytes(&mut self) -> u64 {
-        let ids = self.blobs.files().unwrap_or_default();
-        ids.iter()
-            .map(|&id| self.blobs.file_len(id).unwrap_or(0))
-            .sum()
+        self.queue_bytes().1
     }
 
     /// Records the progress of an eviction step whose batch has been written.
