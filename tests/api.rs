@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::util::{Server, client};
+use crate::util::{Server, client, get_json, post_json};
 
 fn now() -> f64 {
     SystemTime::now()
@@ -25,18 +25,6 @@ async fn start_local(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::local_in(dir.path(), extra).await;
     (dir, server)
-}
-
-async fn post_json(s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = client().post(s.url(path)).json(&body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_json(s: &Server, path: &str) -> (StatusCode, Value) {
-    let r = client().get(s.url(path)).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn delete(s: &Server, path: &str) -> (StatusCode, Value) {

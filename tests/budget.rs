@@ -8,43 +8,25 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::origin::Origin;
-use crate::util::{Server, SmallDisk, client, disk_usage, noise_text, stored};
+use crate::util::{Server, SmallDisk, client, disk_usage, get_json, noise_text, post_json, stored};
 
 const MIB: u64 = 1 << 20;
 
 async fn set(s: &Server, key: &str, body: Value) -> u16 {
-    client()
-        .post(s.url(&format!("/cache/{key}")))
-        .json(&body)
-        .send()
+    post_json(s, &format!("/cache/{key}"), body)
         .await
-        .unwrap()
-        .status()
+        .0
         .as_u16()
 }
 
+/// The value at `key`, if it is there.
 async fn get(s: &Server, key: &str) -> Option<Value> {
-    let r = client()
-        .get(s.url(&format!("/cache/{key}")))
-        .send()
-        .await
-        .unwrap();
-    if r.status() != 200 {
-        return None;
-    }
-    r.json::<Value>().await.ok().map(|v| v["value"].clone())
+    let (status, v) = get_json(s, &format!("/cache/{key}")).await;
+    (status == 200).then(|| v["value"].clone())
 }
 
 async fn disk_stat(s: &Server) -> Value {
-    let v: Value = client()
-        .get(s.url("/stat"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["disk"].clone()
+    get_json(s, "/stat").await.1["disk"].clone()
 }
 
 /// Writes `n` values of `len` bytes as `prefix<i>` (all must be taken) and

@@ -6,26 +6,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{Server, SmallDisk, client, du, noise_text, stored};
+use crate::util::{Server, SmallDisk, client, du, get_json, noise_text, post_json, stored};
 
 async fn set(s: &Server, key: &str, body: Value) -> reqwest::StatusCode {
-    client()
-        .post(s.url(&format!("/cache/{key}")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    post_json(s, &format!("/cache/{key}"), body).await.0
 }
 
 async fn get(s: &Server, key: &str) -> (reqwest::StatusCode, Value) {
-    let r = client()
-        .get(s.url(&format!("/cache/{key}")))
-        .send()
-        .await
-        .unwrap();
-    let st = r.status();
-    (st, r.json().await.unwrap_or(Value::Null))
+    get_json(s, &format!("/cache/{key}")).await
 }
 
 #[tokio::test]

@@ -223,6 +223,25 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// POSTs `body` as JSON to the REST API; the status and the JSON answer
+/// (`null` if none).
+pub async fn post_json(
+    s: &Server,
+    path: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = client().post(s.url(path)).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// GETs a REST API path; the status and the JSON answer (`null` if none).
+pub async fn get_json(s: &Server, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = client().get(s.url(path)).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Waits (bounded) until the store holds `n` entries. A page is written
 /// after its requester has been answered; a test that moves the clock, or
 /// kills the server, next lets the write land first, as real time would.
