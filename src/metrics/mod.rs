@@ -339,30 +339,29 @@ impl Collector for Gauges {
             saturating(self.store.disk_bytes()),
         )?;
         let store = self.store.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| {
+            saturating(a.load(std::sync::atomic::Ordering::Relaxed))
+        };
         gauge(
             &mut enc,
             "disk_budget",
             "The data directory's budget (--max-disk); 0 when unlimited",
             Some(&Unit::Bytes),
-            saturating(store.disk_budget.load(std::sync::atomic::Ordering::Relaxed)),
+            load(&store.disk_budget),
         )?;
         gauge(
             &mut enc,
             "disk_min_free",
             "Free space kept on the filesystem (--min-free)",
             Some(&Unit::Bytes),
-            saturating(
-                store
-                    .disk_min_free
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            ),
+            load(&store.disk_min_free),
         )?;
         gauge(
             &mut enc,
             "disk_free",
             "Free space on the data directory's filesystem at the last check",
             Some(&Unit::Bytes),
-            saturating(store.disk_free.load(std::sync::atomic::Ordering::Relaxed)),
+            load(&store.disk_free),
         )?;
         gauge(
             &mut enc,
