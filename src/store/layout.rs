@@ -46,7 +46,7 @@ pub fn open(dir: &Path, wanted: usize) -> Result<usize, StoreError> {
             Ok(n)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, render(wanted)).map_err(|e| StoreError::open(&path, e))?;
+            write_atomically(&path, &render(wanted)).map_err(|e| StoreError::open(&path, e))?;
             Ok(wanted)
         }
         Err(e) => Err(StoreError::open(&path, e)),
