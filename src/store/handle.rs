@@ -58,26 +58,27 @@ impl ShardHandle {
     /// compacting too, or behind on a burst of batches such as eviction's).
     /// The mirror has every acknowledged write, so either answer is
     /// current.
-    pub async fn cold_get(&self, key: Vec<u8>) -> Result<Lookup, StoreError> {
+    pub async fn cold_get(&self, key: &[u8]) -> Result<Lookup, StoreError> {
         if !self.mirror.usable() {
+            let key = key.to_vec();
             return self.call(|reply| Command::Get { key, reply }).await;
         }
         if self.busy.for_us() >= HEDGE_AFTER_US {
             Counters::bump(&self.counters.mirror_busy);
-            if let Some(mut from_mirror) = self.ask_mirror(&key) {
+            if let Some(mut from_mirror) = self.ask_mirror(key) {
                 if let Ok(Ok(Ok(found))) = tokio::time::timeout(HEDGE_AFTER, &mut from_mirror).await
                 {
                     return Ok(found);
                 }
-                let from_shard = self.ask_shard(key).await?;
+                let from_shard = self.ask_shard(key.to_vec()).await?;
                 return first_answer(from_shard, Some(from_mirror)).await;
             }
         }
-        let mut from_shard = self.ask_shard(key.clone()).await?;
+        let mut from_shard = self.ask_shard(key.to_vec()).await?;
         if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, &mut from_shard).await {
             return answer.map_err(|_| StoreError::Unavailable)?;
         }
-        let from_mirror = self.ask_mirror(&key);
+        let from_mirror = self.ask_mirror(key);
         if from_mirror.is_some() {
             Counters::bump(&self.counters.mirror_hedged);
         }

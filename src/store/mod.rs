@@ -230,7 +230,7 @@ impl Store {
             let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
             return Ok(Lookup::Expired);
         }
-        let found = shard.cold_get(key.clone()).await;
+        let found = shard.cold_get(&key).await;
         if let Ok(Lookup::Hit(_)) = &found {
             self.hotness.touch(&key);
         }
