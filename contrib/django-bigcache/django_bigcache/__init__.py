@@ -1,7 +1,9 @@
 """Django integration for bigcache.
 
 - ``django_bigcache.backend.BigCacheBackend``: a cache backend for ``CACHES``.
-- ``django_bigcache.purge``: purge cached pages by path or prefix.
+- ``django_bigcache.purge``: purge cached pages by path or prefix, on every
+  node; ``python manage.py bigcache_purge`` does it from a shell (with
+  ``"django_bigcache"`` in ``INSTALLED_APPS``).
 - ``django_bigcache.decorators.bigcache_page``: mark a view's pages cacheable
   by the bigcache proxy.
 - ``django_bigcache.BigCache``: the original connector's class, kept so code
@@ -10,6 +12,6 @@
 
 from .compat import BigCache
 from .decorators import bigcache_page
-from .purge import purge_path, purge_prefix
+from .purge import PurgeResult, purge, purge_path, purge_prefix
 
-__all__ = ["BigCache", "bigcache_page", "purge_path", "purge_prefix"]
+__all__ = ["BigCache", "PurgeResult", "bigcache_page", "purge", "purge_path", "purge_prefix"]

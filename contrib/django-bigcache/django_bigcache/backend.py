@@ -3,7 +3,7 @@
     CACHES = {
         "default": {
             "BACKEND": "django_bigcache.backend.BigCacheBackend",
-            "LOCATION": "http://127.0.0.1:36379",
+            "LOCATION": "http://127.0.0.1:36379",   # or a list of nodes
             "TIMEOUT": 60 * 60 * 24 * 28,
             "OPTIONS": {"TOKEN": None, "CONNECT_TIMEOUT": 0.5, "READ_TIMEOUT": 2.0},
         }
@@ -19,6 +19,10 @@ atomic on the server. A server that is down or slow behaves as a miss (and
 ``clear()`` empties the whole bigcache server (pages included), as Django
 documents for ``clear``, unless ``KEY_PREFIX`` is set: then only keys under
 that prefix go.
+
+With several nodes each key lives on one, chosen by consistent hashing
+(``client.Ring``); a node that is down is a miss for its keys only, and
+``clear()`` goes to every node.
 """
 
 import pickle
@@ -26,14 +30,14 @@ import time
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from .client import Client, Unavailable, log
+from .client import Nodes, Unavailable, log
 
 
 class BigCacheBackend(BaseCache):
     def __init__(self, location, params):
         super().__init__(params)
         options = params.get("OPTIONS", {}) or {}
-        self._client = Client(
+        self._nodes = Nodes.from_location(
             location,
             options.get("TOKEN"),
             connect_timeout=options.get("CONNECT_TIMEOUT", 0.5),
@@ -53,8 +57,11 @@ class BigCacheBackend(BaseCache):
 
             raise InvalidCacheKey(f"cache key longer than 4096 bytes: {key[:80]!r}...")
 
-    def _url(self, key, version):
-        return self._client.url("pickle", self.make_and_validate_key(key, version=version))
+    def _locate(self, key, version):
+        """The node that holds ``key`` and the key's URL there."""
+        key = self.make_and_validate_key(key, version=version)
+        client = self._nodes.for_key(key)
+        return client, client.url("pickle", key)
 
     def _expire_headers(self, timeout):
         expire = self.get_backend_timeout(timeout)
@@ -66,9 +73,10 @@ class BigCacheBackend(BaseCache):
         expire = self.get_backend_timeout(timeout)
         return expire is not None and expire <= time.time()
 
-    def _call(self, what, method, url, **kw):
+    def _call(self, what, method, target, **kw):
+        client, url = target
         try:
-            return self._client.request(method, url, **kw)
+            return client.request(method, url, **kw)
         except Unavailable as e:
             log.warning("bigcache %s failed; going on without the cache: %s", what, e)
             return None
@@ -76,7 +84,7 @@ class BigCacheBackend(BaseCache):
     # -- the cache API ---------------------------------------------------
 
     def get(self, key, default=None, version=None):
-        r = self._call("get", "GET", self._url(key, version))
+        r = self._call("get", "GET", self._locate(key, version))
         if r is None or r.status != 200:
             return default
         try:
@@ -86,45 +94,48 @@ class BigCacheBackend(BaseCache):
             return default
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        url = self._url(key, version)
+        target = self._locate(key, version)
         if self._expired_already(timeout):
-            self._call("delete", "DELETE", url)
+            self._call("delete", "DELETE", target)
             return
         body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        self._call("set", "POST", url, body=body, headers=self._expire_headers(timeout))
+        self._call("set", "POST", target, body=body, headers=self._expire_headers(timeout))
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        url = self._url(key, version)
+        target = self._locate(key, version)
         if self._expired_already(timeout):
             return False
         body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         headers = self._expire_headers(timeout)
         headers["X-Bigcache-Mode"] = "add"
-        r = self._call("add", "POST", url, body=body, headers=headers)
+        r = self._call("add", "POST", target, body=body, headers=headers)
         return r is not None and r.status == 200
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
-        url = self._url(key, version)
+        target = self._locate(key, version)
         if self._expired_already(timeout):
-            r = self._call("delete", "DELETE", url)
+            r = self._call("delete", "DELETE", target)
             return r is not None and r.status == 200
-        r = self._call("touch", "PATCH", url, headers=self._expire_headers(timeout))
+        r = self._call("touch", "PATCH", target, headers=self._expire_headers(timeout))
         return r is not None and r.status == 200
 
     def delete(self, key, version=None):
-        r = self._call("delete", "DELETE", self._url(key, version))
+        r = self._call("delete", "DELETE", self._locate(key, version))
         return r is not None and r.status == 200
 
     def has_key(self, key, version=None):
-        r = self._call("has_key", "GET", self._url(key, version))
+        r = self._call("has_key", "GET", self._locate(key, version))
         return r is not None and r.status == 200
 
     def clear(self):
-        if self._prefix:
-            url = self._client.url("prefix", f"{self._prefix}:")
-            self._call("clear", "DELETE", url)
-        else:
-            self._call("clear", "POST", f"{self._client.base}/clear")
+        def on_node(c):
+            if self._prefix:
+                return c.request("DELETE", c.url("prefix", f"{self._prefix}:"))
+            return c.request("POST", f"{c.base}/clear")
+
+        for c, outcome in self._nodes.each(on_node):
+            if isinstance(outcome, Unavailable):
+                log.warning("bigcache clear failed on %s: %s", c.base, outcome)
 
     def close(self, **kwargs):
         # Connections are pooled for the process; nothing to close per request.

@@ -1,9 +1,22 @@
 """The HTTP client every part of the package shares: a pooled urllib3
-connection manager with short timeouts. A cache that is down or slow must
-cost a page a few hundred milliseconds at most, never an exception."""
+connection manager with short timeouts per node, and the set of nodes a site
+uses. A cache that is down or slow must cost a page a few hundred
+milliseconds at most, never an exception.
 
+Several nodes (``LOCATION`` as a list, as django-redis and pymemcache take
+it) are for a site sharded across bigcache nodes behind nginx: REST values
+live on one node chosen by consistent hashing of the key, so adding or
+removing one of N nodes moves about 1/N of them; page purges go to every
+node, since a page may sit on any node that stood in for its own.
+"""
+
+import bisect
+import hashlib
 import logging
 import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import urllib3
@@ -17,9 +30,27 @@ class Unavailable(Exception):
     """The bigcache server could not be reached or failed (5xx)."""
 
 
+def split_locations(location):
+    """``LOCATION`` as Django's memcached backends take it: a list, or one
+    string with nodes separated by ``,`` or ``;``. ``None`` falls back to
+    ``BIGCACHE_URL`` (same forms), then to the local default."""
+    if not location:
+        location = os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION
+    if isinstance(location, str):
+        location = re.split(r"[;,]", location)
+    nodes = [str(loc).strip() for loc in location if str(loc).strip()]
+    if not nodes:
+        raise ValueError("bigcache LOCATION names no node")
+    if len(set(n.rstrip("/") for n in nodes)) != len(nodes):
+        raise ValueError(f"bigcache LOCATION names a node twice: {nodes}")
+    return nodes
+
+
 class Client:
+    """One bigcache node's REST API."""
+
     def __init__(self, location=None, token=None, connect_timeout=0.5, read_timeout=2.0, pool_size=10):
-        location = (location or os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION).rstrip("/")
+        location = (location or os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION).strip().rstrip("/")
         # The original connector's LOCATION ended in /cache/; accept it.
         for suffix in ("/cache", "/pickle"):
             if location.endswith(suffix):
@@ -54,12 +85,89 @@ class Client:
         return r
 
 
+class Ring:
+    """Consistent hashing in the ketama manner: every node owns 160 points
+    on a 32-bit circle (four per MD5 digest of ``"<location>-<i>"``), and a
+    key belongs to the first point at or after the first four bytes of its
+    own digest. The points depend only on the locations, so every Django
+    process with the same list places a key on the same node."""
+
+    POINTS_PER_NODE = 160
+
+    def __init__(self, nodes):
+        points = []
+        for node in nodes:
+            for i in range(self.POINTS_PER_NODE // 4):
+                digest = hashlib.md5(f"{node.base}-{i}".encode()).digest()
+                for j in range(4):
+                    points.append((int.from_bytes(digest[4 * j : 4 * j + 4], "little"), node.base, node))
+        points.sort(key=lambda p: (p[0], p[1]))
+        self._hashes = [p[0] for p in points]
+        self._nodes = [p[2] for p in points]
+
+    def node(self, key):
+        h = int.from_bytes(hashlib.md5(key.encode("utf-8", "surrogatepass")).digest()[:4], "little")
+        return self._nodes[bisect.bisect_left(self._hashes, h) % len(self._nodes)]
+
+
+_fan_out_pool = None
+_fan_out_lock = threading.Lock()
+
+
+def _pool():
+    global _fan_out_pool
+    with _fan_out_lock:
+        if _fan_out_pool is None:
+            _fan_out_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="bigcache-fan-out")
+        return _fan_out_pool
+
+
+class Nodes:
+    """The bigcache nodes a site uses: one, or several sharing the work."""
+
+    def __init__(self, clients):
+        self.clients = list(clients)
+        self._ring = Ring(self.clients) if len(self.clients) > 1 else None
+
+    @classmethod
+    def from_location(cls, location=None, token=None, **client_options):
+        return cls(Client(loc, token, **client_options) for loc in split_locations(location))
+
+    def for_key(self, key):
+        """The node that holds REST key ``key``."""
+        return self._ring.node(key) if self._ring else self.clients[0]
+
+    def each(self, call):
+        """Runs ``call(client)`` on every node, in parallel when there are
+        several, and gives ``[(client, result or Unavailable)]`` in node
+        order: one node's failure never hides the others' answers."""
+
+        def guarded(client):
+            try:
+                return call(client)
+            except Unavailable as e:
+                return e
+
+        if len(self.clients) == 1:
+            return [(self.clients[0], guarded(self.clients[0]))]
+        futures = [(c, _pool().submit(guarded, c)) for c in self.clients]
+        return [(c, f.result()) for c, f in futures]
+
+
+def as_nodes(client):
+    """Purge helpers take a ``Client`` (one node) or ``Nodes``."""
+    if client is None:
+        return default_client()
+    return Nodes([client]) if isinstance(client, Client) else client
+
+
 _default = None
 
 
 def default_client():
-    """A process-wide client configured from ``settings.BIGCACHE`` (a dict
-    with ``LOCATION`` and optional ``TOKEN``) or the environment."""
+    """The process-wide ``Nodes`` configured from ``settings.BIGCACHE`` (a
+    dict with ``LOCATION``, one URL or a list, and optional ``TOKEN``) or
+    the environment."""
     global _default
     if _default is None:
         conf = {}
@@ -69,5 +177,5 @@ def default_client():
             conf = getattr(settings, "BIGCACHE", {}) or {}
         except Exception:  # settings not configured: environment only
             conf = {}
-        _default = Client(conf.get("LOCATION"), conf.get("TOKEN"))
+        _default = Nodes.from_location(conf.get("LOCATION"), conf.get("TOKEN"))
     return _default

@@ -10,37 +10,82 @@
         purge_prefix(f"/datasets/{instance.pk}/")      # and every page under it
 
 Paths are as Django gives them (``request.get_full_path()``,
-``get_absolute_url()``), query strings included. Failures are logged and
-reported as ``False``: a purge must never break the save that triggered it.
+``get_absolute_url()``), query strings included. With several nodes
+(``BIGCACHE["LOCATION"]`` a list) every purge goes to all of them in
+parallel: nginx places a page on one node, but while that node was down the
+next one on the ring served and stored it too. A node that cannot be reached
+is logged at WARNING and counted in ``node_failures``; the purge still
+reaches the others. Failures never raise: a purge must not break the save
+that triggered it.
 """
 
+import collections
 import json
+from dataclasses import dataclass, field
 
-from .client import Unavailable, default_client, log
+from .client import Unavailable, as_nodes, log
+
+#: Purges that did not reach a node, by node location, since the process
+#: started.
+node_failures = collections.Counter()
+
+
+@dataclass
+class PurgeResult:
+    """What one purge call did across the nodes."""
+
+    #: Entries removed, all nodes together (for a path: the nodes that had it).
+    count: int = 0
+    #: Locations of the nodes that could not be reached.
+    failed: list = field(default_factory=list)
+    #: Nodes asked.
+    nodes: int = 0
+
+    @property
+    def complete(self):
+        """Every node answered."""
+        return not self.failed
+
+
+def purge(paths=(), prefixes=(), client=None):
+    """Purges pages by exact path (every variant) and by path prefix on every
+    node. Returns a ``PurgeResult``; ``purge_path`` and ``purge_prefix`` are
+    the one-item forms."""
+    nodes = as_nodes(client)
+    items = [("cache", p) for p in paths] + [("prefix", p) for p in prefixes]
+
+    def on_node(c):
+        removed = 0
+        for route, target in items:
+            r = c.request("DELETE", c.url(route, target))
+            if r.status != 200:
+                continue
+            if route == "cache":
+                removed += 1
+            else:
+                n = json.loads(r.data).get("count", 0)
+                removed += n if isinstance(n, int) else 0
+        return removed
+
+    result = PurgeResult(nodes=len(nodes.clients))
+    for c, outcome in nodes.each(on_node):
+        if isinstance(outcome, Unavailable):
+            node_failures[c.base] += 1
+            result.failed.append(c.base)
+            log.warning("bigcache purge of %s on %s failed: %s", [t for _, t in items], c.base, outcome)
+        else:
+            result.count += outcome
+    return result
 
 
 def purge_path(path, client=None):
     """Drops the cached page at ``path`` (all its Vary variants). Returns
-    whether bigcache had it."""
-    c = client or default_client()
-    try:
-        r = c.request("DELETE", c.url("cache", path))
-    except Unavailable as e:
-        log.warning("bigcache purge of %s failed: %s", path, e)
-        return False
-    return r.status == 200
+    whether a node had it."""
+    return purge(paths=[path], client=client).count > 0
 
 
 def purge_prefix(prefix, client=None):
     """Drops every cached page whose path starts with ``prefix``. Returns
-    the number bigcache reported, or ``None`` if it could not be reached."""
-    c = client or default_client()
-    try:
-        r = c.request("DELETE", c.url("prefix", prefix))
-    except Unavailable as e:
-        log.warning("bigcache purge of prefix %s failed: %s", prefix, e)
-        return None
-    if r.status != 200:
-        return 0
-    count = json.loads(r.data).get("count", 0)
-    return count if isinstance(count, int) else 0
+    the number removed, or ``None`` if no node could be reached."""
+    result = purge(prefixes=[prefix], client=client)
+    return None if len(result.failed) == result.nodes else result.count

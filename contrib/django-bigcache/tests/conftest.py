@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -35,13 +36,25 @@ def free_port():
 
 
 class Bigcache:
+    """One bigcache node. ``kill`` and ``start`` again keep its data
+    directory and its ports, as a node that crashed and came back."""
+
     def __init__(self, upstream="http://127.0.0.1:9", extra=()):
         if not Path(BIGCACHE_BIN).exists():
             raise RuntimeError(f"{BIGCACHE_BIN} missing: run `cargo build` first (or set BIGCACHE_BIN)")
         self.dir = tempfile.TemporaryDirectory()
+        self.upstream, self.extra = upstream, list(extra)
+        self.access_log = os.path.join(self.dir.name, "access.log")
+        self.api = self.proxy = None
+        self.start()
+
+    def start(self):
+        api = self.api.split("//")[1] if self.api else "127.0.0.1:0"
+        proxy = self.proxy.split("//")[1] if self.proxy else "127.0.0.1:0"
         self.proc = subprocess.Popen(
-            [BIGCACHE_BIN, "--data-dir", self.dir.name, "--api-listen", "127.0.0.1:0",
-             "--proxy-listen", "127.0.0.1:0", "--upstream", upstream, "--log", "warn", *extra],
+            [BIGCACHE_BIN, "--data-dir", os.path.join(self.dir.name, "data"), "--api-listen", api,
+             "--proxy-listen", proxy, "--upstream", self.upstream, "--log", "warn",
+             "--access-log", self.access_log, *self.extra],
             stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()
@@ -49,10 +62,38 @@ class Bigcache:
             raise RuntimeError(f"bigcache did not start: {line!r}")
         api, proxy = line.split("api=")[1].strip().split(" proxy=")
         self.api, self.proxy = api, proxy
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.api + "/readyz", timeout=2)
+                break
+            except OSError:  # 503 until the store is open
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
+    def stat(self):
+        with urllib.request.urlopen(self.api + "/stat", timeout=5) as r:
+            return json.load(r)
+
+    def count(self):
+        with urllib.request.urlopen(self.api + "/stat/count", timeout=30) as r:
+            return json.load(r)["count"]
+
+    def logged_paths(self):
+        """The paths this node's proxy was asked for, from its access log."""
+        time.sleep(0.1)  # lines reach the file within 20 ms
+        with open(self.access_log) as f:
+            return [line.split('"')[1].split(" ")[1] for line in f if '"' in line]
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
         self.dir.cleanup()
 
 
@@ -77,22 +118,24 @@ def wait_http(url, timeout=30):
 
 
 class Site:
-    """The example Django site under gunicorn, with bigcache in front."""
+    """The example Django site under gunicorn, with ``nodes`` bigcache nodes
+    whose upstream it is (the first one's proxy is ``self.proxy``)."""
 
-    def __init__(self):
+    def __init__(self, nodes=1, bigcache_args=(), slow_seconds=1.5, datasets=30):
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory()
         self.env = dict(os.environ)
         self.env.update({
             "DJANGO_SETTINGS_MODULE": "example_site.settings",
             "EXAMPLE_DB": os.path.join(self.tmp.name, "db.sqlite3"),
-            "EXAMPLE_SLOW_SECONDS": "1.5",
+            "EXAMPLE_SLOW_SECONDS": str(slow_seconds),
             "PYTHONPATH": str(SITE),
         })
-        self.cache = Bigcache(upstream=f"http://127.0.0.1:{self.port}")
-        self.env["BIGCACHE_URL"] = self.cache.api
+        self.caches = [Bigcache(upstream=f"http://127.0.0.1:{self.port}", extra=bigcache_args) for _ in range(nodes)]
+        self.cache = self.caches[0]
+        self.env["BIGCACHE_URL"] = ",".join(c.api for c in self.caches)
         self.manage("migrate", "--run-syncdb", "-v", "0")
-        self.manage("seed", "30")
+        self.manage("seed", str(datasets))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "example_site.wsgi:application",
              "-b", f"127.0.0.1:{self.port}", "-w", "2", "--threads", "4",
@@ -103,9 +146,9 @@ class Site:
         wait_http(self.django + "/_renders/")
         self.proxy = self.cache.proxy
 
-    def manage(self, *args):
-        subprocess.run([sys.executable, str(SITE / "manage.py"), *args], env=self.env,
-                       check=True, cwd=SITE)
+    def manage(self, *args, check=True):
+        return subprocess.run([sys.executable, str(SITE / "manage.py"), *args], env=self.env,
+                              check=check, cwd=SITE, capture_output=not check, text=True)
 
     def renders(self, path):
         with urllib.request.urlopen(f"{self.django}/_renders/?path={urllib.parse.quote(path)}") as r:
@@ -114,7 +157,8 @@ class Site:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=15)
-        self.cache.stop()
+        for c in self.caches:
+            c.stop()
         self.tmp.cleanup()
 
 

@@ -73,6 +73,19 @@ def test_login(request, username):
     return HttpResponse(f"logged in as {username}")
 
 
+def seen(request):
+    """What Django was told about the request, for the tests of what a
+    client can and cannot make it believe. Never cached."""
+    response = JsonResponse({
+        "host": request.get_host(),
+        "secure": request.is_secure(),
+        "x_forwarded_host": request.META.get("HTTP_X_FORWARDED_HOST"),
+        "x_forwarded_for": request.META.get("HTTP_X_FORWARDED_FOR"),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def renders(request):
     obj = RenderCount.objects.filter(path=request.GET.get("path", "")).first()
     return JsonResponse({"n": obj.n if obj else 0})

@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django_bigcache",
     "datasets",
 ]
 MIDDLEWARE = [
@@ -39,7 +40,14 @@ DATABASES = {
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
-# bigcache: the REST API for the cache backend and for purges.
+# Behind bigcache (and nginx): bigcache passes X-Forwarded-Proto only from a
+# --trusted-proxy and sets it to "http" for anyone else, so Django may
+# believe it.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+STATIC_URL = "/static/"
+
+# bigcache: the REST API for the cache backend and for purges; one node, or
+# several separated by commas.
 BIGCACHE_URL = os.environ.get("BIGCACHE_URL", "http://127.0.0.1:36379")
 BIGCACHE = {"LOCATION": BIGCACHE_URL, "TOKEN": os.environ.get("BIGCACHE_API_TOKEN")}
 CACHES = {

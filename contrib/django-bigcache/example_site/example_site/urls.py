@@ -11,4 +11,5 @@ urlpatterns = [
     path("django-cached/", views.django_cached),
     path("test-login/<str:username>/", views.test_login),
     path("_renders/", views.renders),
+    path("_seen/", views.seen),
 ]

@@ -1,0 +1,309 @@
+"""Real nginx with the configs shipped in nginx/, in front of real bigcache
+nodes in front of the example Django site. The configs are used as shipped:
+only the lines marked CHANGE (ports, names, certificate, static root, node
+addresses) are substituted, and a substitution that finds nothing fails the
+test, so the configs and these tests cannot drift apart."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Site, free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SITE_NAME = "www.example.org"
+PROXY_ARGS = ["--host", SITE_NAME, "--trusted-proxy", "127.0.0.1/32"]
+
+
+def substitute(text, old, new, count=1):
+    found = len(re.findall(old, text, flags=re.M))
+    assert found == count, f"the shipped config changed: {old!r} matched {found} times, expected {count}"
+    return re.sub(old, new, text, flags=re.M)
+
+
+class Nginx:
+    """nginx from the distribution, run unprivileged on loopback ports with a
+    site file from nginx/ inside a minimal http{} block, as Debian's
+    nginx.conf includes sites-enabled/."""
+
+    def __init__(self, shipped, upstreams):
+        if not Path(NGINX).exists():
+            raise RuntimeError("nginx is not installed (bash .ci/test.sh installs it)")
+        self.dir = tempfile.mkdtemp(prefix="bigcache-nginx-")
+        os.chmod(self.dir, 0o755)  # nginx's workers run as nobody
+        self.http_port, self.https_port = free_port(), free_port()
+        self.cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", self.cert,
+             "-days", "2", "-subj", f"/CN={SITE_NAME}", "-addext", f"subjectAltName=DNS:{SITE_NAME},DNS:example.org"],
+            check=True, capture_output=True,
+        )
+        self.static = os.path.join(self.dir, "static")
+        os.mkdir(self.static)
+        with open(os.path.join(self.static, "site.css"), "w") as f:
+            f.write("body { color: #123456 }\n")
+
+        conf = (REPO / "nginx" / shipped).read_text()
+        conf = substitute(conf, r"^\s*listen \[::\]:.*\n", "", count=4)
+        conf = substitute(conf, r"listen 80;", f"listen 127.0.0.1:{self.http_port};")
+        conf = substitute(conf, r"listen 80 default_server;", f"listen 127.0.0.1:{self.http_port} default_server;")
+        conf = substitute(conf, r"listen 443 ssl http2;", f"listen 127.0.0.1:{self.https_port} ssl http2;")
+        conf = substitute(conf, r"listen 443 ssl default_server;", f"listen 127.0.0.1:{self.https_port} ssl default_server;")
+        conf = substitute(conf, r"/etc/letsencrypt/live/www.example.org/fullchain.pem", self.cert)
+        conf = substitute(conf, r"/etc/letsencrypt/live/www.example.org/privkey.pem", key)
+        conf = substitute(conf, r"/srv/www.example.org/static/", self.static + "/")
+        conf = substitute(conf, r"/srv/www.example.org/media/", self.static + "/")
+        shipped_servers = re.findall(r"^    server \S+:8080\b", conf, flags=re.M)
+        assert len(shipped_servers) == len(upstreams), shipped_servers
+        for old, new in zip(shipped_servers, upstreams):
+            conf = conf.replace(old, f"    server {new.split('//')[1]}", 1)
+        site = os.path.join(self.dir, "site.conf")
+        with open(site, "w") as f:
+            f.write(conf)
+        temp = "\n".join(f"    {k}_temp_path {self.dir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        main = os.path.join(self.dir, "nginx.conf")
+        with open(main, "w") as f:
+            f.write(f"""worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {self.dir}/access.log;
+{temp}
+    include {site};
+}}
+""")
+        self.proc = subprocess.Popen([NGINX, "-e", f"{self.dir}/error.log", "-p", self.dir, "-c", main, "-g", "daemon off;"])
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("nginx did not start: " + open(f"{self.dir}/error.log").read())
+                time.sleep(0.05)
+
+    def https(self, path, host=SITE_NAME, sni=None, headers=None, method="GET"):
+        """One request over TLS to 127.0.0.1, with the given SNI name and
+        ``Host``, checking the certificate as a browser would."""
+        ctx = ssl.create_default_context(cafile=self.cert)
+        raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=30)
+        conn = http.client.HTTPSConnection(host, context=ctx, timeout=30)
+        conn.sock = ctx.wrap_socket(raw, server_hostname=sni or host)
+        try:
+            conn.request(method, path, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def http(self, path, host=SITE_NAME):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- one node: nginx/bigcache.conf ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def front():
+    site = Site(bigcache_args=PROXY_ARGS, slow_seconds=0.2)
+    nginx = Nginx("bigcache.conf", [site.proxy])
+    yield site, nginx
+    nginx.stop()
+    site.stop()
+
+
+def test_https_serves_and_caches_pages(front):
+    site, nginx = front
+    st, h, body = nginx.https("/dataset/1/")
+    assert st == 200 and h["x-cache"] == "MISS" and "Dataset 1" in body
+    st, h, again = nginx.https("/dataset/1/")
+    assert st == 200 and h["x-cache"] == "HIT" and again == body
+    assert site.renders("/dataset/1/") == 1
+    st, h, body = nginx.https("/_seen/")
+    seen = json.loads(body)
+    assert seen["secure"] is True, "Django was not told the request came over HTTPS"
+    assert seen["host"] == SITE_NAME
+
+
+def test_plain_http_redirects_to_https(front):
+    site, nginx = front
+    st, h, _ = nginx.http("/dataset/2/?page=3")
+    assert st == 301 and h["location"] == f"https://{SITE_NAME}/dataset/2/?page=3"
+    assert site.renders("/dataset/2/?page=3") == 0
+
+
+def test_static_files_come_from_nginx(front):
+    site, nginx = front
+    st, h, body = nginx.https("/static/site.css")
+    assert st == 200 and body == "body { color: #123456 }\n"
+    assert "x-cache" not in h, "a static file went through bigcache"
+    assert h["content-type"] == "text/css"
+
+
+def test_forged_forwarding_headers_do_not_reach_django(front):
+    site, nginx = front
+    st, h, body = nginx.https("/_seen/", headers={
+        "X-Forwarded-Host": "evil.example", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http",
+        "Forwarded": "host=evil.example;proto=http",
+    })
+    seen = json.loads(body)
+    assert seen["host"] == SITE_NAME and seen["x_forwarded_host"] == SITE_NAME
+    assert seen["secure"] is True
+    assert "6.6.6.6" not in (seen["x_forwarded_for"] or "")
+
+
+def test_unknown_hosts_are_rejected(front):
+    site, nginx = front
+    with pytest.raises(ssl.SSLError):
+        nginx.https("/dataset/3/", host="evil.example")  # unknown SNI name: no handshake
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        nginx.https("/dataset/3/", sni=SITE_NAME, headers={"Host": "evil.example"})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        nginx.http("/dataset/3/", host="evil.example")
+    assert site.renders("/dataset/3/") == 0
+
+
+def test_the_rest_api_is_not_reachable_through_nginx(front):
+    site, nginx = front
+    nginx.https("/dataset/4/")
+    st, _, _ = nginx.https("/cache/dataset/4/", method="DELETE")
+    assert st == 404, "the request reached something other than Django"
+    assert nginx.https("/stat")[0] == 404
+    assert nginx.https("/dataset/4/")[1]["x-cache"] == "HIT"
+
+
+# -- three nodes: nginx/cluster.conf ------------------------------------
+
+PAGES = [f"/dataset/{i}/" for i in range(1, 301)]
+
+
+class Cluster:
+    """Three nodes behind nginx/cluster.conf, every page fetched once
+    through it: ``first`` holds those answers, ``where`` maps each page to
+    the node nginx sent it to while all were up."""
+
+    def __init__(self):
+        self.site = Site(nodes=3, bigcache_args=PROXY_ARGS, slow_seconds=0, datasets=len(PAGES))
+        self.nginx = Nginx("cluster.conf", [c.proxy for c in self.site.caches])
+        self.first = fetch_all(self.nginx, PAGES)
+        self.where = owners(self.site)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    yield c
+    c.nginx.stop()
+    c.site.stop()
+
+
+def fetch_all(nginx, paths):
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(paths, pool.map(nginx.https, paths)))
+
+
+def owners(site):
+    """path -> index of the node whose proxy was asked for it."""
+    where = {}
+    for i, node in enumerate(site.caches):
+        for path in node.logged_paths():
+            assert where.setdefault(path, i) == i, f"{path} went to nodes {where[path]} and {i}"
+    return where
+
+
+def test_a_cluster_shards_pages_and_survives_a_dead_node(cluster):
+    site, nginx, where = cluster.site, cluster.nginx, cluster.where
+    assert all(r[0] == 200 and r[1]["x-cache"] == "MISS" for r in cluster.first.values())
+    assert sorted(where) == sorted(PAGES)
+    counts = [node.count() for node in site.caches]
+    assert sum(counts) == len(PAGES), counts
+    for i, n in enumerate(counts):
+        assert n == sum(1 for v in where.values() if v == i)
+        assert 40 <= n <= 160, f"node {i} holds {n} of 300 pages: the hashing is lopsided"
+    again = fetch_all(nginx, PAGES)
+    assert all(r[1]["x-cache"] == "HIT" for r in again.values())
+
+    # Node 1 dies: its pages are fetched again (once each, by the others);
+    # nobody else's are.
+    dead = site.caches[1]
+    dead.kill()
+    during = fetch_all(nginx, PAGES)
+    assert all(r[0] == 200 for r in during.values())
+    for path in PAGES:
+        expected = 2 if where[path] == 1 else 1
+        assert site.renders(path) == expected, f"{path} (node {where[path]}) rendered {site.renders(path)} times"
+        assert during[path][1]["x-cache"] == ("MISS" if where[path] == 1 else "HIT")
+
+    # It comes back with its data: once nginx tries it again (fail_timeout),
+    # its pages are its hits again, not fetched a third time.
+    dead.start()
+    mine = [p for p in PAGES if where[p] == 1]
+    deadline = time.time() + 30
+    while dead.stat()["proxy"]["hit"] == 0:
+        assert time.time() < deadline, "nginx never went back to the restarted node"
+        nginx.https(mine[0])
+        time.sleep(0.5)
+    before = dead.stat()["proxy"]["hit"]
+    back = fetch_all(nginx, mine)
+    assert all(r[1]["x-cache"] == "HIT" for r in back.values())
+    assert dead.stat()["proxy"]["hit"] == before + len(mine)
+    assert all(site.renders(p) == 2 for p in mine)
+
+
+def test_a_cluster_purge_reaches_every_node(cluster):
+    site, nginx, where = cluster.site, cluster.nginx, cluster.where
+    # A page of node 1, which the test above also left on the node that
+    # stood in for it: a purge that missed that copy would serve the old
+    # title the next time node 1 is down.
+    page = next(p for p in PAGES if where[p] == 1)
+    pk = page.split("/")[2]
+    nginx.https(page)
+    # A save in another process: post_save purges on every node.
+    site.manage("shell", "-c", "from datasets.models import Dataset; d = Dataset.objects.get(pk=%s); "
+                "d.title = 'Renamed in the cluster'; d.save()" % pk)
+    st, h, body = nginx.https(page)
+    assert h["x-cache"] == "MISS" and "Renamed in the cluster" in body
+
+    other = next(p for p in PAGES if where[p] == 0)
+    assert nginx.https(other)[1]["x-cache"] == "HIT"
+    down = site.caches[1]
+    down.kill()
+    try:
+        st, h, body = nginx.https(page)
+        assert st == 200 and "Renamed in the cluster" in body, "the stand-in node served a purged copy"
+        # From a shell, with a node down: the others are purged, the down one named.
+        r = site.manage("bigcache_purge", other, check=False)
+        assert r.returncode == 1, r
+        assert "purged 1 entries on 2/3 nodes" in r.stdout
+        assert down.api in r.stderr, r.stderr
+    finally:
+        down.start()
+    assert nginx.https(other)[1]["x-cache"] == "MISS"
+    r = site.manage("bigcache_purge", "--prefix", "/dataset/", check=False)
+    assert r.returncode == 0 and "on 3/3 nodes" in r.stdout, r
+    assert sum(node.count() for node in site.caches) == 0

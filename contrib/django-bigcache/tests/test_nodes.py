@@ -1,0 +1,91 @@
+"""Several bigcache nodes: values placed by consistent hashing, a down node
+a miss for its own keys only, purges on every node. Real servers."""
+
+import logging
+
+import pytest
+
+from conftest import Bigcache
+from django_bigcache import purge, purge_path, purge_prefix
+from django_bigcache.backend import BigCacheBackend
+from django_bigcache.client import Client, Nodes, Ring, split_locations
+from django_bigcache.purge import node_failures
+
+
+def test_locations_are_read_as_django_reads_memcached_servers():
+    assert split_locations("http://a:1, http://b:2;http://c:3") == ["http://a:1", "http://b:2", "http://c:3"]
+    assert split_locations(["http://a:1", "http://b:2"]) == ["http://a:1", "http://b:2"]
+    with pytest.raises(ValueError, match="twice"):
+        split_locations("http://a:1,http://a:1/")
+    with pytest.raises(ValueError, match="no node"):
+        split_locations(" , ")
+
+
+def test_the_ring_spreads_keys_and_a_new_node_moves_about_a_quarter():
+    three = [Client(f"http://10.0.0.{i}:36379") for i in (1, 2, 3)]
+    four = three + [Client("http://10.0.0.4:36379")]
+    keys = [f"site:1:key-{i}" for i in range(20000)]
+    ring3, ring4, reordered = Ring(three), Ring(four), Ring(list(reversed(three)))
+    before = {k: ring3.node(k).base for k in keys}
+    share = {c.base: sum(1 for v in before.values() if v == c.base) / len(keys) for c in three}
+    assert all(0.25 < s < 0.42 for s in share.values()), share
+    after = {k: ring4.node(k).base for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert 0.17 < len(moved) / len(keys) < 0.33, len(moved) / len(keys)
+    assert all(after[k] == "http://10.0.0.4:36379" for k in moved), "a key moved between two old nodes"
+    # Every process computes the same placement, whatever order it lists the nodes in.
+    assert all(reordered.node(k).base == before[k] for k in keys)
+
+
+@pytest.fixture
+def three():
+    nodes = [Bigcache() for _ in range(3)]
+    yield nodes
+    for n in nodes:
+        n.stop()
+
+
+def test_values_live_on_one_node_and_a_down_node_is_a_miss(three, caplog):
+    cache = BigCacheBackend([n.api for n in three], {"TIMEOUT": 300})
+    keys = [f"k{i}" for i in range(90)]
+    for k in keys:
+        cache.set(k, k.upper())
+    counts = [n.count() for n in three]
+    assert sum(counts) == len(keys) and all(c > 10 for c in counts), counts
+    assert all(cache.get(k) == k.upper() for k in keys)
+    home = {k: cache._nodes.for_key(cache.make_key(k)).base for k in keys}
+
+    three[2].kill()
+    with caplog.at_level(logging.WARNING, logger="django_bigcache"):
+        for k in keys:
+            expected = None if home[k] == three[2].api else k.upper()
+            assert cache.get(k) == expected
+        cache.set("after", 1)
+        cache.clear()
+    assert any(three[2].api in r.getMessage() for r in caplog.records)
+    assert three[0].count() == three[1].count() == 0, "clear() skipped a live node"
+
+
+def test_purges_go_to_every_node_and_name_the_ones_down(three, caplog):
+    nodes = Nodes.from_location(",".join(n.api for n in three))
+    # The same page on two nodes (a stand-in's copy), as raw values here.
+    for n in three[:2]:
+        Client(n.api).request("POST", Client(n.api).url("pickle", "/dataset/1/"), body=b"x")
+        Client(n.api).request("POST", Client(n.api).url("pickle", "/datasets/?page=2"), body=b"x")
+    assert purge_path("/dataset/1/", client=nodes) is True
+    assert [n.count() for n in three] == [1, 1, 0]
+    assert purge_path("/dataset/1/", client=nodes) is False
+
+    three[1].kill()
+    failures = node_failures[three[1].api]
+    with caplog.at_level(logging.WARNING, logger="django_bigcache"):
+        result = purge(paths=["/x/"], prefixes=["/datasets/"], client=nodes)
+    assert result.count == 1 and result.failed == [three[1].api] and not result.complete
+    assert node_failures[three[1].api] == failures + 1
+    assert any(three[1].api in r.getMessage() for r in caplog.records)
+    assert purge_prefix("/datasets/", client=nodes) == 0
+
+    for n in three:
+        n.kill()
+    assert purge_prefix("/datasets/", client=nodes) is None
+    assert purge_path("/dataset/1/", client=nodes) is False
