@@ -27,6 +27,11 @@
 #             data directory took, then hits on popular pages while a
 #             writer adds WRITE_RATE pages/s with eviction running (not in
 #             the default set: ~30 minutes; TRACE_BIN runs another binary)
+#   front     hot hits as in "hot", ROUNDS (3) rounds interleaved: bigcache
+#             alone, nginx proxy_cache alone, and the shipped
+#             nginx/bigcache.conf in front of bigcache, over HTTPS (as
+#             shipped) and over plain HTTP (its TLS server's listen made plain,
+#             to show what TLS costs); nginx and bigcache share core 0
 #   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
@@ -155,6 +160,70 @@ scenario_hot() {
     fi
     row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+}
+
+# nginx/bigcache.conf as shipped in front of bigcache on port $2, listening
+# on $1 over TLS and on $3 over plain HTTP; 127.0.0.1 is added to its names
+# (the Host wrk sends) and its catch-all servers get ports of their own, since
+# a client sends no TLS server name for an IP address.
+start_front() { # tls_port upstream_port plain_port
+    local d=$work/front
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" -out "$d/cert.pem" -days 2 \
+        -subj /CN=127.0.0.1 2>/dev/null
+    sed -e '/listen \[::\]/d' \
+        -e "s|listen 443 ssl http2;|listen 127.0.0.1:$1 ssl http2; listen 127.0.0.1:$3;|" \
+        -e "s|listen 443 ssl default_server;|listen 127.0.0.1:$(free_port) ssl default_server;|" \
+        -e "s|listen 80;|listen 127.0.0.1:$(free_port);|" \
+        -e "s|listen 80 default_server;|listen 127.0.0.1:$(free_port) default_server;|" \
+        -e "s|server_name www.example.org example.org;|server_name www.example.org example.org 127.0.0.1;|" \
+        -e "s|server 127.0.0.1:8080;|server 127.0.0.1:$2;|" \
+        -e "s|/etc/letsencrypt/live/www.example.org/fullchain.pem|$d/cert.pem|" \
+        -e "s|/etc/letsencrypt/live/www.example.org/privkey.pem|$d/key.pem|" \
+        nginx/bigcache.conf >"$d/site.conf"
+    cat >"$d/nginx.conf" <<CONF
+worker_processes 1;
+user root;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+    include $d/site.conf;
+}
+CONF
+    taskset -c 0 nginx -e "$d/error.log" -c "$d/nginx.conf" -p "$d"
+    wait_http "http://127.0.0.1:$3/__count"
+}
+
+scenario_front() {
+    local rounds=${ROUNDS:-3}
+    echo "== nginx in front: hot hits on $KEYS pages of $SIZE bytes, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds, servers on core 0"
+    local o b_api b_proxy n_port f_tls f_plain
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
+    f_tls=$(free_port); f_plain=$(free_port)
+    start_origin "$o" 0
+    start_bigcache front "$b_api" "$b_proxy" "$o" target/release/bigcache --trusted-proxy 127.0.0.1/32
+    start_nginx "$n_port" "$o"
+    start_front "$f_tls" "$b_proxy" "$f_plain"
+    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null -D - "http://127.0.0.1:$f_plain/page/1" | grep -i '^x-cache' | sed 's/^/  nginx -> bigcache /'
+    curl -sk -o /dev/null -D - "https://127.0.0.1:$f_tls/page/1" | grep -i '^x-cache' | sed 's/^/  nginx -> bigcache, TLS /'
+    header
+    local front_pid bpid npid
+    front_pid=$(cat "$work/front/nginx.pid"); bpid=$(cat "$work/front.pid"); npid=$(cat "$work/nginx.pid")
+    for r in $(seq "$rounds"); do
+        echo "  round $r"
+        row "bigcache" "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"
+        row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$npid" "$o"
+        row "nginx->bigcache http" "$work/pages.lua" "http://127.0.0.1:$f_plain" "$front_pid" "$o"
+        row "nginx->bigcache https" "$work/pages.lua" "https://127.0.0.1:$f_tls" "$front_pid" "$o"
+    done
+    echo "  (RSS of the nginx->bigcache rows is nginx's alone; bigcache's is in its own row)"
+    kill "$front_pid" "$npid"; rm -f "$work/nginx.pid"
 }
 
 scenario_stampede() {

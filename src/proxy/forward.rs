@@ -288,6 +288,7 @@ pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
     };
     one("x-forwarded-host", &|v| hosts.iter().any(|h| h == v))
         && one("x-forwarded-proto", &|v| v == "http" || v == "https")
+        && one("x-forwarded-scheme", &|v| v == "http" || v == "https")
         && one("x-forwarded-port", &|v| {
             v.parse::<u16>().is_ok_and(|p| p > 0) && !v.starts_with(['+', '0'])
         })
@@ -366,6 +367,7 @@ mod tests {
         for (name, ok, bad) in [
             ("x-forwarded-host", "www.example.org", "WWW.example.org"),
             ("x-forwarded-proto", "https", "javascript"),
+            ("x-forwarded-scheme", "https", "gopher"),
             ("x-forwarded-port", "443", "443x"),
         ] {
             let mut h = HeaderMap::new();

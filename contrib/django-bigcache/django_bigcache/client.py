@@ -38,24 +38,29 @@ def split_locations(location):
         location = os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION
     if isinstance(location, str):
         location = re.split(r"[;,]", location)
-    nodes = [str(loc).strip() for loc in location if str(loc).strip()]
+    nodes = [base_url(loc) for loc in location if str(loc).strip()]
     if not nodes:
         raise ValueError("bigcache LOCATION names no node")
-    if len(set(n.rstrip("/") for n in nodes)) != len(nodes):
+    if len(set(n.lower() for n in nodes)) != len(nodes):
         raise ValueError(f"bigcache LOCATION names a node twice: {nodes}")
     return nodes
+
+
+def base_url(location):
+    """A node's API root: no trailing slash, and without the ``/cache/``
+    the original connector's ``LOCATION`` ended in."""
+    location = str(location).strip().rstrip("/")
+    for suffix in ("/cache", "/pickle"):
+        if location.endswith(suffix):
+            location = location[: -len(suffix)]
+    return location
 
 
 class Client:
     """One bigcache node's REST API."""
 
     def __init__(self, location=None, token=None, connect_timeout=0.5, read_timeout=2.0, pool_size=10):
-        location = (location or os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION).strip().rstrip("/")
-        # The original connector's LOCATION ended in /cache/; accept it.
-        for suffix in ("/cache", "/pickle"):
-            if location.endswith(suffix):
-                location = location[: -len(suffix)]
-        self.base = location
+        self.base = base_url(location or os.environ.get("BIGCACHE_URL") or DEFAULT_LOCATION)
         token = token if token is not None else os.environ.get("BIGCACHE_API_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = urllib3.PoolManager(
@@ -66,8 +71,10 @@ class Client:
 
     def url(self, route, key):
         """``route`` is ``cache``, ``pickle`` or ``prefix``; the key is
-        percent-encoded whole, so ``?``, ``#``, spaces and unicode are safe."""
-        return f"{self.base}/{route}/{quote(key, safe='')}"
+        percent-encoded whole, so ``?``, ``#``, spaces and unicode are safe,
+        and dots too: HTTP clients resolve a ``..`` segment, which would
+        aim the request at another route."""
+        return f"{self.base}/{route}/{quote(key, safe='').replace('.', '%2E')}"
 
     def request(self, method, url, body=None, headers=None):
         all_headers = dict(self.headers)
@@ -89,8 +96,9 @@ class Ring:
     """Consistent hashing in the ketama manner: every node owns 160 points
     on a 32-bit circle (four per MD5 digest of ``"<location>-<i>"``), and a
     key belongs to the first point at or after the first four bytes of its
-    own digest. The points depend only on the locations, so every Django
-    process with the same list places a key on the same node."""
+    own digest. The points depend only on the locations (lower-cased), not
+    on their order, so every Django process with the same nodes places a
+    key on the same node."""
 
     POINTS_PER_NODE = 160
 
@@ -98,7 +106,7 @@ class Ring:
         points = []
         for node in nodes:
             for i in range(self.POINTS_PER_NODE // 4):
-                digest = hashlib.md5(f"{node.base}-{i}".encode()).digest()
+                digest = hashlib.md5(f"{node.base.lower()}-{i}".encode()).digest()
                 for j in range(4):
                     points.append((int.from_bytes(digest[4 * j : 4 * j + 4], "little"), node.base, node))
         points.sort(key=lambda p: (p[0], p[1]))
@@ -122,6 +130,16 @@ def _pool():
         return _fan_out_pool
 
 
+def _forget_pool():
+    """A forked child (gunicorn --preload) has none of its parent's threads:
+    it starts its own pool."""
+    global _fan_out_pool, _fan_out_lock
+    _fan_out_pool, _fan_out_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 class Nodes:
     """The bigcache nodes a site uses: one, or several sharing the work."""
 
@@ -140,13 +158,16 @@ class Nodes:
     def each(self, call):
         """Runs ``call(client)`` on every node, in parallel when there are
         several, and gives ``[(client, result or Unavailable)]`` in node
-        order: one node's failure never hides the others' answers."""
+        order: one node's failure never hides the others' answers, and
+        nothing raises into the caller (a purge runs inside a model save)."""
 
         def guarded(client):
             try:
                 return call(client)
             except Unavailable as e:
                 return e
+            except Exception as e:  # an answer that is not bigcache's, a bad key
+                return Unavailable(f"{client.base}: {type(e).__name__}: {e}")
 
         if len(self.clients) == 1:
             return [(self.clients[0], guarded(self.clients[0]))]

@@ -58,13 +58,20 @@ def purge(paths=(), prefixes=(), client=None):
         removed = 0
         for route, target in items:
             r = c.request("DELETE", c.url(route, target))
-            if r.status != 200:
+            if r.status == 404:  # nothing there
                 continue
+            if r.status != 200:
+                raise Unavailable(f"DELETE /{route}/{target}: HTTP {r.status} {r.data[:200]!r}")
             if route == "cache":
                 removed += 1
-            else:
-                n = json.loads(r.data).get("count", 0)
-                removed += n if isinstance(n, int) else 0
+                continue
+            try:
+                n = json.loads(r.data)["count"]
+            except (ValueError, KeyError, TypeError):
+                n = None
+            if not isinstance(n, int):
+                raise Unavailable(f"DELETE /{route}/{target}: not bigcache's answer: {r.data[:200]!r}")
+            removed += n
         return removed
 
     result = PurgeResult(nodes=len(nodes.clients))

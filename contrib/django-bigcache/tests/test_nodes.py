@@ -2,6 +2,8 @@
 a miss for its own keys only, purges on every node. Real servers."""
 
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -61,9 +63,47 @@ def test_values_live_on_one_node_and_a_down_node_is_a_miss(three, caplog):
             expected = None if home[k] == three[2].api else k.upper()
             assert cache.get(k) == expected
         cache.set("after", 1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="django_bigcache"):
         cache.clear()
-    assert any(three[2].api in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if three[2].api in r.getMessage()], "clear() hid the down node"
     assert three[0].count() == three[1].count() == 0, "clear() skipped a live node"
+
+
+def test_dot_keys_stay_on_their_route(bigcache):
+    cache = BigCacheBackend(bigcache.api, {"TIMEOUT": 300})
+    for k in (".", "..", "../stat", "a/../b"):
+        cache.set(k, k)
+    assert [cache.get(k) for k in (".", "..", "../stat", "a/../b")] == [".", "..", "../stat", "a/../b"]
+    assert cache.get("b") is None
+
+
+class NotBigcache(BaseHTTPRequestHandler):
+    """Something else answering at a node's address: 200 and an HTML page."""
+
+    def do_DELETE(self):
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_answer_that_is_not_bigcaches_is_a_failed_node_not_an_exception(bigcache):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotBigcache)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        other = f"http://127.0.0.1:{server.server_address[1]}"
+        nodes = Nodes.from_location([bigcache.api, other])
+        result = purge(prefixes=["/nothing-here/"], client=nodes)
+        assert result.failed == [other] and result.count == 0
+        # bigcache's own refusal (an empty prefix is a 400) is a failure too, not "0 purged".
+        assert purge(prefixes=[""], client=Nodes.from_location(bigcache.api)).failed == [bigcache.api]
+    finally:
+        server.shutdown()
 
 
 def test_purges_go_to_every_node_and_name_the_ones_down(three, caplog):

@@ -79,8 +79,11 @@ def seen(request):
     response = JsonResponse({
         "host": request.get_host(),
         "secure": request.is_secure(),
-        "x_forwarded_host": request.META.get("HTTP_X_FORWARDED_HOST"),
-        "x_forwarded_for": request.META.get("HTTP_X_FORWARDED_FOR"),
+        "headers": {
+            name: request.META.get("HTTP_" + name.upper().replace("-", "_"))
+            for name in ("X-Forwarded-Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port",
+                         "X-Forwarded-Scheme", "X-Forwarded-Server", "X-Forwarded-Prefix", "Forwarded", "X-Real-IP")
+        },
     })
     response["Cache-Control"] = "no-store"
     return response
