@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,10 +40,14 @@ class Bigcache:
     """One bigcache node. ``kill`` and ``start`` again keep its data
     directory and its ports, as a node that crashed and came back."""
 
-    def __init__(self, upstream="http://127.0.0.1:9", extra=()):
+    def __init__(self, upstream="http://127.0.0.1:9", extra=(), copy_of=None):
+        """``copy_of``: another (stopped) node whose data directory this one
+        starts with, as a new node cloned from an old one."""
         if not Path(BIGCACHE_BIN).exists():
             raise RuntimeError(f"{BIGCACHE_BIN} missing: run `cargo build` first (or set BIGCACHE_BIN)")
         self.dir = tempfile.TemporaryDirectory()
+        if copy_of is not None:
+            shutil.copytree(copy_of.data, os.path.join(self.dir.name, "data"), symlinks=True)
         self.upstream, self.extra = upstream, list(extra)
         self.access_log = os.path.join(self.dir.name, "access.log")
         self.api = self.proxy = None
@@ -52,7 +57,7 @@ class Bigcache:
         api = self.api.split("//")[1] if self.api else "127.0.0.1:0"
         proxy = self.proxy.split("//")[1] if self.proxy else "127.0.0.1:0"
         self.proc = subprocess.Popen(
-            [BIGCACHE_BIN, "--data-dir", os.path.join(self.dir.name, "data"), "--api-listen", api,
+            [BIGCACHE_BIN, "--data-dir", self.data, "--api-listen", api,
              "--proxy-listen", proxy, "--upstream", self.upstream, "--log", "warn",
              "--access-log", self.access_log, *self.extra],
             stdout=subprocess.PIPE, text=True,
@@ -71,6 +76,15 @@ class Bigcache:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.05)
+
+    @property
+    def data(self):
+        return os.path.join(self.dir.name, "data")
+
+    def terminate(self):
+        """A clean stop (SIGTERM), keeping the data directory."""
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
 
     def kill(self):
         self.proc.kill()

@@ -129,3 +129,26 @@ def test_purges_go_to_every_node_and_name_the_ones_down(three, caplog):
         n.kill()
     assert purge_prefix("/datasets/", client=nodes) is None
     assert purge_path("/dataset/1/", client=nodes) is False
+
+
+def test_a_node_cloned_from_another_starts_with_its_entries():
+    """Growing from one node to several without a cold start (README,
+    Scaling out): copy the stopped node's data directory to the new ones."""
+    old = Bigcache()
+    clones = []
+    try:
+        cache = BigCacheBackend(old.api, {"TIMEOUT": 300})
+        for i in range(200):
+            cache.set(f"k{i}", i)
+        old.terminate()
+        clones = [Bigcache(copy_of=old) for _ in range(2)]
+        for clone in clones:
+            assert clone.count() == 200
+            c = BigCacheBackend(clone.api, {"TIMEOUT": 300})
+            assert [c.get(f"k{i}") for i in range(200)] == list(range(200))
+        # The clones are independent: a write to one is not in the other.
+        BigCacheBackend(clones[0].api, {"TIMEOUT": 300}).set("new", 1)
+        assert BigCacheBackend(clones[1].api, {"TIMEOUT": 300}).get("new") is None
+    finally:
+        for n in [old, *clones]:
+            n.stop()
