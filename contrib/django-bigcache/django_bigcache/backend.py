@@ -28,7 +28,7 @@ With several nodes each key lives on one, chosen by consistent hashing
 import pickle
 import time
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 
 from .client import Nodes, Unavailable, log
 
@@ -49,12 +49,13 @@ class BigCacheBackend(BaseCache):
     # -- helpers -------------------------------------------------------
 
     def validate_key(self, key):
-        """bigcache takes any key (it is percent-encoded on the wire), so
-        Django's memcached-compatibility warnings do not apply; only the
-        server's length limit does."""
+        """bigcache takes any key (it is percent-encoded on the wire), but
+        Django's ``CacheKeyWarning`` for keys memcached would refuse is kept,
+        as Django's Redis backend keeps it: it tells a developer the code
+        would break on another backend. Beyond the server's limit (4096
+        bytes) the key is refused."""
+        super().validate_key(key)
         if len(key.encode()) > 4096:
-            from django.core.cache.backends.base import InvalidCacheKey
-
             raise InvalidCacheKey(f"cache key longer than 4096 bytes: {key[:80]!r}...")
 
     def _locate(self, key, version):
@@ -104,7 +105,9 @@ class BigCacheBackend(BaseCache):
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         target = self._locate(key, version)
         if self._expired_already(timeout):
-            return False
+            # Django's contract: the add succeeds (the key was free) and the
+            # value is gone at once; nothing to store.
+            return not self.has_key(key, version)
         body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         headers = self._expire_headers(timeout)
         headers["X-Bigcache-Mode"] = "add"
