@@ -832,3 +832,214 @@ async fn a_shut_http2_window_does_not_hold_a_slot() {
     assert_eq!(other.status(), 200);
     held.abort();
 }
+
+async fn put_bytes(s: &Server, key: &str, body: &'static [u8], ttl: Option<&str>) -> StatusCode {
+    let mut r = client()
+        .post(s.url(&format!("/pickle/{key}")))
+        .header("content-type", "application/octet-stream")
+        .body(body);
+    if let Some(ttl) = ttl {
+        r = r.header("x-bigcache-ttl", ttl);
+    }
+    r.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() {
+    let (_d, s) = start(&[]);
+    assert_eq!(put_bytes(&s, "n", b"41", Some("1h")).await, 200);
+    let (st, v) = post_json(&s, "/incr/n", json!({})).await;
+    assert_eq!((st, v["value"].clone()), (StatusCode::OK, json!(42)));
+    let (_, v) = post_json(&s, "/incr/n", json!({"delta": -50})).await;
+    assert_eq!(v["value"], -8);
+    let head = client().head(s.url("/pickle/n")).send().await.unwrap();
+    let left: u64 = head.headers()["x-bigcache-ttl"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&left), "lifetime lost: {left}");
+    assert_eq!(
+        client()
+            .get(s.url("/pickle/n"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "-8"
+    );
+
+    // 200 increments from 8 clients at once: none is lost.
+    put_bytes(&s, "c", b"0", None).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = s.url("/incr/c");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let r = client()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        client()
+            .get(s.url("/pickle/c"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "200"
+    );
+    assert!(
+        client()
+            .head(s.url("/pickle/c"))
+            .send()
+            .await
+            .unwrap()
+            .headers()
+            .get("x-bigcache-ttl")
+            .is_none()
+    );
+
+    // A JSON integer set through /cache counts too.
+    post_json(&s, "/cache/j", json!({"value": 7})).await;
+    assert_eq!(
+        post_json(&s, "/incr/j", json!({"delta": 3})).await.1["value"],
+        10
+    );
+    assert_eq!(get_json(&s, "/cache/j").await.1["value"], 10);
+
+    assert_eq!(
+        post_json(&s, "/incr/missing", json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    put_bytes(&s, "text", b"+5", None).await;
+    assert_eq!(
+        post_json(&s, "/incr/text", json!({})).await.0,
+        StatusCode::CONFLICT
+    );
+    put_bytes(&s, "max", b"9223372036854775807", None).await;
+    assert_eq!(
+        post_json(&s, "/incr/max", json!({})).await.0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        client()
+            .get(s.url("/pickle/max"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "9223372036854775807"
+    );
+    assert_eq!(
+        post_json(&s, "/incr/n", json!({"delta": "x"})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let form = client()
+        .post(s.url("/incr/n"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn bulk_calls_read_write_and_delete_many_keys_in_one_request() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (_d, s) = start(&[]);
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({"key": format!("k{i}"), "value": b64(&[i as u8, 0, 255]), "ttl": "1h"}))
+        .collect();
+    let (st, v) = post_json(&s, "/many/set", json!({ "items": items })).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"stored": 100})));
+    let bytes = client()
+        .get(s.url("/pickle/k7"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], &[7, 0, 255]);
+
+    let mut keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    keys.push("absent".into());
+    let (st, v) = post_json(&s, "/many/get", json!({ "keys": keys })).await;
+    assert_eq!(st, StatusCode::OK);
+    let values = v["values"].as_object().unwrap();
+    assert_eq!(values.len(), 100);
+    assert_eq!(values["k42"]["value"], b64(&[42, 0, 255]));
+    assert!(values["k42"]["expire"].as_f64().unwrap() > now() + 3500.0);
+
+    // One bad item: nothing is stored.
+    let (st, _) = post_json(
+        &s,
+        "/many/set",
+        json!({"items": [
+        {"key": "fresh", "value": b64(b"x")}, {"key": "bad", "value": "not base64!"}]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(get_json(&s, "/pickle/fresh").await.0, StatusCode::NOT_FOUND);
+    let too_many: Vec<String> = (0..1001).map(|i| format!("x{i}")).collect();
+    assert_eq!(
+        post_json(&s, "/many/get", json!({ "keys": too_many }))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post_json(&s, "/many/get", json!({"keys": [""]})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (st, v) = post_json(&s, "/many/delete", json!({"keys": ["k1", "k2", "absent"]})).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"deleted": 2})));
+    assert_eq!(get_json(&s, "/pickle/k1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get_json(&s, "/pickle/k3").await.0, StatusCode::OK);
+
+    let form = client()
+        .post(s.url("/many/set"))
+        .header("content-type", "text/plain")
+        .body(r#"{"items": []}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn head_tells_existence_and_time_left_without_a_body() {
+    let (_d, s) = start(&[]);
+    put_bytes(&s, "h", b"some bytes", Some("10m")).await;
+    let r = client().head(s.url("/pickle/h")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-bigcache-ttl"], "600");
+    assert!(r.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        client()
+            .head(s.url("/pickle/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -22,6 +22,10 @@ use utoipa_swagger_ui::SwaggerUi;
         super::set_bytes,
         super::get_bytes,
         super::touch_bytes,
+        super::counter::incr,
+        super::many::get_many,
+        super::many::set_many,
+        super::many::delete_many,
         super::delete_prefix,
         super::stat,
         super::stat_count,
@@ -29,6 +33,10 @@ use utoipa_swagger_ui::SwaggerUi;
     ),
     components(schemas(
         super::SetRequest,
+        super::counter::IncrRequest,
+        super::many::KeysRequest,
+        super::many::SetManyRequest,
+        super::many::SetItem,
         super::StatResponse,
         super::DiskStat,
         crate::metrics::StatsSnapshot

@@ -55,6 +55,12 @@ pub fn entry_key(rest: &str, query: Option<&str>, max_len: usize) -> Result<Stri
     check(key, max_len, "key")
 }
 
+/// A key named in a JSON body (the bulk calls): what `/pickle/<key>`
+/// names once decoded, outer slashes stripped.
+pub fn body_key(text: &str, max_len: usize) -> Result<String, ApiError> {
+    check(text.trim_matches('/').to_string(), max_len, "key")
+}
+
 /// The prefix of `/prefix/<rest>`.
 pub fn prefix_key(rest: &str, query: Option<&str>, max_len: usize) -> Result<String, ApiError> {
     let path = decode(rest)?;

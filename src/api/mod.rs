@@ -16,9 +16,11 @@
 //! bytes without re-parsing them: the value was validated when it was
 //! written and the record's checksum guards it since.
 
+pub mod counter;
 pub mod docs;
 pub mod error;
 pub mod key;
+pub mod many;
 
 use std::sync::Arc;
 
@@ -80,6 +82,10 @@ pub fn router(state: ApiState) -> Router {
                 .delete(delete_value)
                 .patch(touch_bytes),
         )
+        .route("/incr/{*key}", post(counter::incr))
+        .route("/many/get", post(many::get_many))
+        .route("/many/set", post(many::set_many))
+        .route("/many/delete", post(many::delete_many))
         .route("/prefix/{*prefix}", axum::routing::delete(delete_prefix))
         .route("/prefix/", axum::routing::delete(empty_prefix))
         .route("/prefix", axum::routing::delete(empty_prefix))
@@ -170,7 +176,9 @@ fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
     }
     let path = req.uri().path();
     let writes = req.method() == axum::http::Method::POST
-        && (path.starts_with("/cache/") || path.starts_with("/pickle/"));
+        && ["/cache/", "/pickle/", "/incr/", "/many/"]
+            .iter()
+            .any(|route| path.starts_with(route));
     if writes {
         let essence = h
             .get(header::CONTENT_TYPE)
@@ -190,7 +198,7 @@ fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
         };
         if essence.as_deref().is_none_or(simple) {
             return Some(ApiError::UnsupportedMediaType(
-                "writes need a Content-Type: application/json for /cache, \
+                "writes need a Content-Type: application/json for /cache, /incr and /many, \
                  application/octet-stream (or another non-form type) for /pickle"
                     .into(),
             ));
@@ -588,10 +596,13 @@ async fn touch_bytes(
     Ok(axum::Json(serde_json::json!({ "key": key, "expire": expire })).into_response())
 }
 
-/// Read raw bytes (a JSON value set through /cache comes back as its JSON text).
+/// Read raw bytes (a JSON value set through /cache comes back as its JSON
+/// text). `HEAD` answers the same headers without the body: whether the
+/// key exists, and its remaining lifetime in whole seconds
+/// (`X-Bigcache-TTL`, absent when it never expires).
 #[utoipa::path(get, path = "/pickle/{key}",
     params(("key" = String, Path, description = "Cache key")),
-    responses((status = 200, description = "The stored bytes", content_type = "application/octet-stream"),
+    responses((status = 200, description = "The stored bytes; headers X-Bigcache-Expire (unix seconds) and X-Bigcache-TTL (seconds left) when it expires", content_type = "application/octet-stream"),
               (status = 404, description = "Missing or expired")))]
 async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
@@ -607,6 +618,12 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
         && let Ok(v) = HeaderValue::from_str(&e.to_string())
     {
         h.insert(EXPIRE_HEADER, v);
+    }
+    // The lifetime left, by this server's clock, so a client whose clock
+    // differs still learns the right remaining time (Django's `ttl`).
+    if let Some(at) = rec.expires_at {
+        let left = at.saturating_sub(st.store.clock().now_ms()).div_ceil(1000);
+        h.insert(TTL_HEADER, HeaderValue::from(left));
     }
     Ok(res)
 }

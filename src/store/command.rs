@@ -27,6 +27,13 @@ pub enum Command {
         record: Record,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Adds `delta` to the integer a live entry holds, keeping its
+    /// lifetime. Atomic: the shard thread reads and writes.
+    Incr {
+        key: Vec<u8>,
+        delta: i64,
+        reply: oneshot::Sender<Result<Incr, StoreError>>,
+    },
     /// Gives a live entry a new deadline; replies whether one was there.
     Touch {
         key: Vec<u8>,
@@ -109,6 +116,19 @@ pub struct Evicted {
     pub blob_bytes: u64,
 }
 
+/// What [`Command::Incr`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incr {
+    /// The new value, stored.
+    Value(i64),
+    /// No live entry at the key.
+    Missing,
+    /// The entry holds something other than a decimal integer.
+    NotInteger,
+    /// The sum does not fit in 64 bits; nothing was stored.
+    Overflow,
+}
+
 impl Command {
     /// The command's name in the slow-command log.
     pub fn name(&self) -> &'static str {
@@ -116,6 +136,7 @@ impl Command {
             Command::Get { .. } => "get",
             Command::Put { .. } => "put",
             Command::PutIfAbsent { .. } => "put-if-absent",
+            Command::Incr { .. } => "incr",
             Command::Touch { .. } => "touch",
             Command::PutPage { .. } => "put-page",
             Command::Delete { .. } => "delete",

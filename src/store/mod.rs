@@ -82,6 +82,7 @@ use command::Command;
 use handle::ShardHandle;
 use shard::{Shard, ShardConfig};
 
+pub use command::Incr;
 pub use error::StoreError;
 pub use keys::Namespace;
 pub use lookup::Lookup;
@@ -256,6 +257,17 @@ impl Store {
         let shard = self.shard(&key);
         shard
             .call(|reply| Command::PutIfAbsent { key, record, reply })
+            .await
+    }
+
+    /// Adds `delta` to the decimal integer stored at `key` (a value stored
+    /// as the bytes `42`, or the JSON number 42), atomically, keeping the
+    /// entry's lifetime.
+    pub async fn incr(&self, ns: Namespace, key: &[u8], delta: i64) -> Result<Incr, StoreError> {
+        let key = keys::entry_key(ns, key);
+        let shard = self.shard(&key);
+        shard
+            .call(|reply| Command::Incr { key, delta, reply })
             .await
     }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::busy::Busy;
-use super::command::Command;
+use super::command::{Command, Incr};
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -312,6 +312,9 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
+            Command::Incr { key, delta, reply } => {
+                let _ = reply.send(self.incr(key, delta));
+            }
             Command::Touch {
                 key,
                 expires_at,
@@ -550,6 +553,24 @@ impl Shard {
         self.stage_delete(&mut tx, key)?;
         self.commit(tx)?;
         Ok(!old.record.is_expired(self.clock.now_ms()))
+    }
+
+    fn incr(&mut self, key: Vec<u8>, delta: i64) -> Result<Incr, StoreError> {
+        let Lookup::Hit(old) = self.get(&key)? else {
+            return Ok(Incr::Missing);
+        };
+        let Some(n) = decimal(&old) else {
+            return Ok(Incr::NotInteger);
+        };
+        let Some(new) = n.checked_add(delta) else {
+            return Ok(Incr::Overflow);
+        };
+        let record = Record {
+            body: Bytes::from(new.to_string()),
+            ..old
+        };
+        self.put(key, record)?;
+        Ok(Incr::Value(new))
     }
 
     /// Gives a live entry a new deadline, keeping its body where it is.
@@ -1031,4 +1052,13 @@ mod tests {
         assert!(body(o.shard.get(b"vforever").unwrap()).is_some());
         assert_eq!(o.shard.count(&[b"v".to_vec()]).unwrap(), 2);
     }
+}
+
+/// The integer a value holds as decimal text (an optional `-`, then
+/// digits), which a JSON integer also is.
+fn decimal(record: &Record) -> Option<i64> {
+    if !matches!(record.kind, Kind::Bytes | Kind::Json) || record.body.first() == Some(&b'+') {
+        return None;
+    }
+    std::str::from_utf8(&record.body).ok()?.parse().ok()
 }
