@@ -753,6 +753,15 @@ impl Shard {
     }
 }
 
+/// The integer a value holds as decimal text (an optional `-`, then
+/// digits), which a JSON integer also is.
+fn decimal(record: &Record) -> Option<i64> {
+    if !matches!(record.kind, Kind::Bytes | Kind::Json) || record.body.first() == Some(&b'+') {
+        return None;
+    }
+    std::str::from_utf8(&record.body).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1052,13 +1061,4 @@ mod tests {
         assert!(body(o.shard.get(b"vforever").unwrap()).is_some());
         assert_eq!(o.shard.count(&[b"v".to_vec()]).unwrap(), 2);
     }
-}
-
-/// The integer a value holds as decimal text (an optional `-`, then
-/// digits), which a JSON integer also is.
-fn decimal(record: &Record) -> Option<i64> {
-    if !matches!(record.kind, Kind::Bytes | Kind::Json) || record.body.first() == Some(&b'+') {
-        return None;
-    }
-    std::str::from_utf8(&record.body).ok()?.parse().ok()
 }
