@@ -5,16 +5,27 @@
             "BACKEND": "django_bigcache.backend.BigCacheBackend",
             "LOCATION": "http://127.0.0.1:36379",   # or a list of nodes
             "TIMEOUT": 60 * 60 * 24 * 28,
-            "OPTIONS": {"TOKEN": None, "CONNECT_TIMEOUT": 0.5, "READ_TIMEOUT": 2.0},
+            "OPTIONS": {
+                "TOKEN": None, "CONNECT_TIMEOUT": 0.5, "READ_TIMEOUT": 2.0,
+                "IGNORE_EXCEPTIONS": True, "LOG_IGNORED_EXCEPTIONS": True,
+                "SERIALIZER": "pickle", "COMPRESSOR": None,
+            },
         }
     }
 
-Values are pickled and stored through ``/pickle/<key>``, keys are built by
-Django (``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION``) and percent-encoded
-whole. Django's timeout rules hold: ``None`` is forever, ``0`` or less is
-already expired (nothing is stored), the default is ``TIMEOUT``. ``add`` is
-atomic on the server. A server that is down or slow behaves as a miss (and
-``add``/``touch``/``delete`` report failure); it is logged, never raised.
+Values are serialized (``serializers``: pickle by default) and stored
+through ``/pickle/<key>``; keys are built by Django (``KEY_PREFIX``,
+``VERSION``, ``KEY_FUNCTION``) and percent-encoded whole. Django's timeout
+rules hold: ``None`` is forever, ``0`` or less is already expired (nothing
+is stored), the default is ``TIMEOUT``. Lifetimes go to the server as
+durations (``X-Bigcache-TTL: 300s``), so the clocks of the Django hosts do
+not matter. ``add`` and ``incr``/``decr`` are atomic on the server;
+``get_many``/``set_many``/``delete_many`` take one request per node.
+
+A server that is down or failing: with ``IGNORE_EXCEPTIONS`` (the default)
+it behaves as a miss (``add``/``touch``/``delete`` report failure), logged
+at WARNING unless ``LOG_IGNORED_EXCEPTIONS`` is off; without it, calls
+raise ``django_bigcache.client.Unavailable``.
 
 ``clear()`` empties the whole bigcache server (pages included), as Django
 documents for ``clear``, unless ``KEY_PREFIX`` is set: then only keys under
@@ -25,12 +36,19 @@ With several nodes each key lives on one, chosen by consistent hashing
 ``clear()`` goes to every node.
 """
 
-import pickle
-import time
+import base64
+import json
+import math
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 
 from .client import Nodes, Unavailable, log
+from .serializers import Codec
+
+#: The longest lifetime the server takes (100 years), less a margin.
+MAX_TTL_SECONDS = 95 * 365 * 24 * 3600
+#: Most keys the server takes in one bulk call.
+MANY = 1000
 
 
 class BigCacheBackend(BaseCache):
@@ -45,6 +63,13 @@ class BigCacheBackend(BaseCache):
             pool_size=options.get("POOL_SIZE", 10),
         )
         self._prefix = params.get("KEY_PREFIX", "") or ""
+        self._ignore = options.get("IGNORE_EXCEPTIONS", True)
+        self._log_ignored = options.get("LOG_IGNORED_EXCEPTIONS", True)
+        self._codec = Codec(
+            options.get("SERIALIZER", "pickle"),
+            options.get("COMPRESSOR"),
+            options.get("COMPRESS_MIN_LENGTH", 1024),
+        )
 
     # -- helpers -------------------------------------------------------
 
@@ -58,29 +83,49 @@ class BigCacheBackend(BaseCache):
         if len(key.encode()) > 4096:
             raise InvalidCacheKey(f"cache key longer than 4096 bytes: {key[:80]!r}...")
 
-    def _locate(self, key, version):
+    def _locate(self, key, version, route="pickle"):
         """The node that holds ``key`` and the key's URL there."""
         key = self.make_and_validate_key(key, version=version)
         client = self._nodes.for_key(key)
-        return client, client.url("pickle", key)
+        return client, client.url(route, key)
 
-    def _expire_headers(self, timeout):
-        expire = self.get_backend_timeout(timeout)
-        if expire is None:
-            return {}
-        return {"X-Bigcache-Expire": repr(float(expire))}
+    def _ttl(self, timeout):
+        """Seconds to live for a Django timeout: ``None`` forever, ``<= 0``
+        already expired."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None
+        return min(float(timeout), MAX_TTL_SECONDS)
 
-    def _expired_already(self, timeout):
-        expire = self.get_backend_timeout(timeout)
-        return expire is not None and expire <= time.time()
+    @staticmethod
+    def _ttl_text(seconds):
+        # Milliseconds, so a float timeout (Django allows 0.5) keeps its value.
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
+
+    def _ttl_headers(self, seconds):
+        return {} if seconds is None else {"X-Bigcache-TTL": self._ttl_text(seconds)}
+
+    def _failed(self, what, e):
+        if not self._ignore:
+            raise e
+        if self._log_ignored:
+            log.warning("bigcache %s failed; going on without the cache: %s", what, e)
 
     def _call(self, what, method, target, **kw):
         client, url = target
         try:
             return client.request(method, url, **kw)
         except Unavailable as e:
-            log.warning("bigcache %s failed; going on without the cache: %s", what, e)
+            self._failed(what, e)
             return None
+
+    def _decode(self, key, data):
+        try:
+            return True, self._codec.loads(data)
+        except Exception as e:  # a value not written by this backend, or with other OPTIONS
+            log.warning("bigcache value for %r cannot be read: %s", key, e)
+            return False, None
 
     # -- the cache API ---------------------------------------------------
 
@@ -88,38 +133,36 @@ class BigCacheBackend(BaseCache):
         r = self._call("get", "GET", self._locate(key, version))
         if r is None or r.status != 200:
             return default
-        try:
-            return pickle.loads(r.data)
-        except Exception as e:  # a value not written by this backend
-            log.warning("bigcache value for %r is not a pickle: %s", key, e)
-            return default
+        ok, value = self._decode(key, r.data)
+        return value if ok else default
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         target = self._locate(key, version)
-        if self._expired_already(timeout):
+        ttl = self._ttl(timeout)
+        if ttl is not None and ttl <= 0:
             self._call("delete", "DELETE", target)
             return
-        body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        self._call("set", "POST", target, body=body, headers=self._expire_headers(timeout))
+        self._call("set", "POST", target, body=self._codec.dumps(value), headers=self._ttl_headers(ttl))
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         target = self._locate(key, version)
-        if self._expired_already(timeout):
+        ttl = self._ttl(timeout)
+        if ttl is not None and ttl <= 0:
             # Django's contract: the add succeeds (the key was free) and the
             # value is gone at once; nothing to store.
             return not self.has_key(key, version)
-        body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        headers = self._expire_headers(timeout)
+        headers = self._ttl_headers(ttl)
         headers["X-Bigcache-Mode"] = "add"
-        r = self._call("add", "POST", target, body=body, headers=headers)
+        r = self._call("add", "POST", target, body=self._codec.dumps(value), headers=headers)
         return r is not None and r.status == 200
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
         target = self._locate(key, version)
-        if self._expired_already(timeout):
+        ttl = self._ttl(timeout)
+        if ttl is not None and ttl <= 0:
             r = self._call("delete", "DELETE", target)
             return r is not None and r.status == 200
-        r = self._call("touch", "PATCH", target, headers=self._expire_headers(timeout))
+        r = self._call("touch", "PATCH", target, headers=self._ttl_headers(ttl))
         return r is not None and r.status == 200
 
     def delete(self, key, version=None):
@@ -127,8 +170,106 @@ class BigCacheBackend(BaseCache):
         return r is not None and r.status == 200
 
     def has_key(self, key, version=None):
-        r = self._call("has_key", "GET", self._locate(key, version))
+        r = self._call("has_key", "HEAD", self._locate(key, version))
         return r is not None and r.status == 200
+
+    # -- django-redis' extras ------------------------------------------
+
+    def ttl(self, key, version=None):
+        """Seconds left (rounded up), ``None`` for a key that never expires,
+        0 for a missing one (django-redis' answers)."""
+        r = self._call("ttl", "HEAD", self._locate(key, version))
+        if r is None or r.status != 200:
+            return 0
+        left = r.headers.get("X-Bigcache-TTL")
+        return None if left is None else int(left)
+
+    def expire(self, key, timeout, version=None):
+        """A new lifetime for an existing key (``touch``)."""
+        return self.touch(key, timeout, version)
+
+    def persist(self, key, version=None):
+        """Makes an existing key never expire."""
+        return self.touch(key, None, version)
+
+    def incr(self, key, delta=1, version=None):
+        """Atomic on the server. A missing key is ``ValueError`` (Django's
+        contract), as is a server that cannot be reached; a value that is
+        not an integer is ``TypeError``."""
+        target = self._locate(key, version, "incr")
+        body = json.dumps({"delta": delta}).encode()
+        headers = {"Content-Type": "application/json"}
+        for attempt in range(2):
+            r = self._call("incr", "POST", target, body=body, headers=headers)
+            if r is None or r.status == 404:
+                raise ValueError(f"Key '{key}' not found")
+            if r.status == 200:
+                return json.loads(r.data)["value"]
+            if r.status != 409 or attempt:
+                raise TypeError(f"bigcache cannot increment '{key}': HTTP {r.status} {r.data[:200]!r}")
+            # Stored pickled, by this connector before it wrote integers as
+            # text: rewrite it as text once, keeping its lifetime, and retry.
+            value = self.get(key, version=version)
+            if type(value) is not int:
+                raise TypeError(f"'{key}' does not hold an integer")
+            left = self.ttl(key, version)
+            self.set(key, value, timeout=left if left else None, version=version)
+
+    # -- many keys in one request per node -------------------------------
+
+    def _by_node(self, keys, version):
+        """{node: [(server key, caller's key)]}. The server key is as the
+        server names it (outer slashes stripped, as from a URL)."""
+        groups = {}
+        for key in keys:
+            made = self.make_and_validate_key(key, version=version)
+            groups.setdefault(self._nodes.for_key(made), []).append((made.strip("/"), key))
+        return groups
+
+    def _many(self, what, client, route, payload):
+        try:
+            r = client.request("POST", f"{client.base}/many/{route}", body=json.dumps(payload).encode(),
+                               headers={"Content-Type": "application/json"})
+        except Unavailable as e:
+            self._failed(what, e)
+            return None
+        if r.status != 200:
+            self._failed(what, Unavailable(f"POST /many/{route}: HTTP {r.status} {r.data[:200]!r}"))
+            return None
+        return json.loads(r.data)
+
+    def get_many(self, keys, version=None):
+        found = {}
+        for client, pairs in self._by_node(keys, version).items():
+            for i in range(0, len(pairs), MANY):
+                chunk = dict(pairs[i : i + MANY])
+                answer = self._many("get_many", client, "get", {"keys": list(chunk)})
+                for made, entry in ((answer or {}).get("values") or {}).items():
+                    if made in chunk:
+                        ok, value = self._decode(made, base64.b64decode(entry["value"]))
+                        if ok:
+                            found[chunk[made]] = value
+        return found
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        ttl = self._ttl(timeout)
+        if ttl is not None and ttl <= 0:
+            self.delete_many(list(data), version)
+            return []
+        failed = []
+        for client, pairs in self._by_node(data, version).items():
+            for i in range(0, len(pairs), MANY):
+                chunk = pairs[i : i + MANY]
+                items = [{"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(),
+                          "ttl": None if ttl is None else self._ttl_text(ttl)} for made, key in chunk]
+                if self._many("set_many", client, "set", {"items": items}) is None:
+                    failed.extend(key for _, key in chunk)
+        return failed
+
+    def delete_many(self, keys, version=None):
+        for client, pairs in self._by_node(keys, version).items():
+            for i in range(0, len(pairs), MANY):
+                self._many("delete_many", client, "delete", {"keys": [made for made, _ in pairs[i : i + MANY]]})
 
     def clear(self):
         def on_node(c):
@@ -138,7 +279,7 @@ class BigCacheBackend(BaseCache):
 
         for c, outcome in self._nodes.each(on_node):
             if isinstance(outcome, Unavailable):
-                log.warning("bigcache clear failed on %s: %s", c.base, outcome)
+                self._failed(f"clear on {c.base}", outcome)
 
     def close(self, **kwargs):
         # Connections are pooled for the process; nothing to close per request.
