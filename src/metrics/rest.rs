@@ -27,6 +27,8 @@ pub struct Stats {
 pub enum Endpoint {
     Cache,
     Pickle,
+    Incr,
+    Many,
     Prefix,
     Stat,
     StatCount,
@@ -36,9 +38,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::Cache,
         Endpoint::Pickle,
+        Endpoint::Incr,
+        Endpoint::Many,
         Endpoint::Prefix,
         Endpoint::Stat,
         Endpoint::StatCount,
@@ -51,6 +55,8 @@ impl Endpoint {
         match path {
             p if p.starts_with("/cache/") => Endpoint::Cache,
             p if p.starts_with("/pickle/") => Endpoint::Pickle,
+            p if p.starts_with("/incr/") => Endpoint::Incr,
+            p if p.starts_with("/many/") => Endpoint::Many,
             p if p.starts_with("/prefix") => Endpoint::Prefix,
             "/stat" => Endpoint::Stat,
             "/stat/count" => Endpoint::StatCount,
@@ -64,6 +70,8 @@ impl Endpoint {
         match self {
             Endpoint::Cache => "cache",
             Endpoint::Pickle => "pickle",
+            Endpoint::Incr => "incr",
+            Endpoint::Many => "many",
             Endpoint::Prefix => "prefix",
             Endpoint::Stat => "stat",
             Endpoint::StatCount => "stat_count",

@@ -194,8 +194,9 @@ class BigCacheBackend(BaseCache):
 
     def incr(self, key, delta=1, version=None):
         """Atomic on the server. A missing key is ``ValueError`` (Django's
-        contract), as is a server that cannot be reached; a value that is
-        not an integer is ``TypeError``."""
+        contract), as is a server that cannot be reached unless
+        ``IGNORE_EXCEPTIONS`` is off; a value that is not an integer is
+        ``TypeError``."""
         target = self._locate(key, version, "incr")
         body = json.dumps({"delta": delta}).encode()
         headers = {"Content-Type": "application/json"}

@@ -1,0 +1,162 @@
+"""The calls beyond Django's BaseCache that django-redis users expect, and
+the options around them, against real bigcache servers."""
+
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.request
+import zlib
+
+import pytest
+from django.core.cache.backends.base import BaseCache
+
+from conftest import Bigcache
+from django_bigcache.backend import BigCacheBackend
+from django_bigcache.client import Client, Unavailable
+
+
+def backend(location, **options):
+    return BigCacheBackend(location, {"TIMEOUT": 300, "OPTIONS": options})
+
+
+@pytest.fixture
+def cache(bigcache, request):
+    c = BigCacheBackend(bigcache.api, {"TIMEOUT": 300, "KEY_PREFIX": request.node.name})
+    yield c
+    c.clear()
+
+
+def rest_requests(api, endpoint):
+    """The node's count of REST requests to ``endpoint``, from /metrics."""
+    with urllib.request.urlopen(api + "/metrics") as r:
+        text = r.read().decode()
+    return sum(float(n) for n in re.findall(rf'bigcache_rest_requests_total{{[^}}]*endpoint="{endpoint}"[^}}]*}} (\S+)', text))
+
+
+def down_location():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_many_keys_take_one_request_per_node(capsys):
+    nodes = [Bigcache() for _ in range(3)]
+    try:
+        c = BigCacheBackend([n.api for n in nodes], {"TIMEOUT": 300})
+        data = {f"key-{i}": {"n": i, "blob": b"\x00" * i} for i in range(300)}
+        before = [rest_requests(n.api, "many") for n in nodes]
+        assert c.set_many(data, timeout=60) == []
+        assert c.get_many(list(data) + ["absent"]) == data
+        c.delete_many(list(data)[:100])
+        after = [rest_requests(n.api, "many") for n in nodes]
+        assert [a - b for a, b in zip(after, before)] == [3, 3, 3], "not one request per node per call"
+        assert c.get_many(list(data)[:100]) == {}
+        assert len(c.get_many(list(data))) == 200
+        assert 0 < c.ttl("key-150") <= 60
+
+        # The same get_many the way Django's BaseCache does it: one GET per key.
+        keys = list(data)[100:200]
+        t = time.perf_counter()
+        for _ in range(20):
+            assert len(BaseCache.get_many(c, keys)) == 100
+        one_by_one = (time.perf_counter() - t) / 20
+        t = time.perf_counter()
+        for _ in range(20):
+            assert len(c.get_many(keys)) == 100
+        bulk = (time.perf_counter() - t) / 20
+        with capsys.disabled():
+            print(f"\n  get_many of 100 keys over 3 nodes: {one_by_one * 1000:.1f} ms one GET per key, "
+                  f"{bulk * 1000:.1f} ms with /many/get")
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_incr_is_atomic_across_threads(cache):
+    cache.set("hits", 0)
+    def bump():
+        for _ in range(50):
+            cache.incr("hits")
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get("hits") == 400
+    assert cache.decr("hits", 450) == -50
+    with pytest.raises(ValueError):
+        cache.incr("missing")
+    cache.set("word", "ten")
+    with pytest.raises(TypeError):
+        cache.incr("word")
+
+
+def test_an_integer_pickled_by_an_older_connector_still_increments(cache):
+    key = cache.make_key("old")
+    client = Client(cache._nodes.clients[0].base)
+    import pickle
+    client.request("POST", client.url("pickle", key), body=pickle.dumps(41, 2), headers={"X-Bigcache-TTL": "1h"})
+    assert cache.incr("old") == 42
+    assert cache.get("old") == 42
+    assert 3500 < cache.ttl("old") <= 3600, "the conversion lost the lifetime"
+
+
+def test_ttl_expire_persist(cache):
+    cache.set("t", 1, timeout=100)
+    assert 99 <= cache.ttl("t") <= 100
+    assert cache.expire("t", 5) is True
+    assert 4 <= cache.ttl("t") <= 5
+    assert cache.persist("t") is True
+    assert cache.ttl("t") is None
+    assert cache.ttl("absent") == 0
+    assert cache.expire("absent", 5) is False
+    cache.set("short", 1, timeout=0.5)
+    time.sleep(0.7)
+    assert cache.get("short") is None
+
+
+def test_ignore_exceptions_chooses_between_a_miss_and_an_error(caplog):
+    loc = down_location()
+    quiet = backend(loc, LOG_IGNORED_EXCEPTIONS=False)
+    with caplog.at_level(logging.WARNING, logger="django_bigcache"):
+        assert quiet.get("k", "dflt") == "dflt"
+        quiet.set("k", 1)
+        assert quiet.get_many(["a", "b"]) == {}
+        assert quiet.set_many({"a": 1}) == ["a"]
+    assert caplog.records == [], "LOG_IGNORED_EXCEPTIONS=False still logged"
+    with caplog.at_level(logging.WARNING, logger="django_bigcache"):
+        assert backend(loc).get("k") is None
+    assert "going on without the cache" in caplog.text
+    strict = backend(loc, IGNORE_EXCEPTIONS=False)
+    for call in (lambda: strict.get("k"), lambda: strict.set("k", 1), lambda: strict.get_many(["a"]),
+                 lambda: strict.set_many({"a": 1}), lambda: strict.delete("k"), lambda: strict.has_key("k"),
+                 lambda: strict.clear(), lambda: strict.incr("k")):
+        with pytest.raises(Unavailable):
+            call()
+    with pytest.raises(ValueError):
+        quiet.incr("k")  # ignored: a down server is a missing key, as Django's incr contract says
+
+
+def test_json_serializer_and_zlib_compressor(bigcache):
+    raw = Client(bigcache.api)
+    c = backend(bigcache.api, SERIALIZER="json", COMPRESSOR="zlib", COMPRESS_MIN_LENGTH=100)
+    small, big = {"a": [1, 2]}, {"text": "x" * 10000}
+    c.set("small", small)
+    c.set("big", big)
+    assert c.get("small") == small and c.get("big") == big
+    key = c.make_key("small")
+    assert raw.request("GET", raw.url("pickle", key)).data == b'{"a":[1,2]}', "not stored as JSON text"
+    stored = raw.request("GET", raw.url("pickle", c.make_key("big"))).data
+    assert len(stored) < 1000 and zlib.decompress(stored).startswith(b'{"text":"xxx')
+    assert c.get_many(["small", "big"]) == {"small": small, "big": big}
+    # A value written before compression was turned on still reads.
+    plain = backend(bigcache.api, SERIALIZER="json")
+    plain.set("before", {"b": "y" * 500})
+    assert c.get("before") == {"b": "y" * 500}
+    with pytest.raises(ValueError, match="SERIALIZER"):
+        backend(bigcache.api, SERIALIZER="yaml-please")
+    assert backend(bigcache.api, SERIALIZER="django_bigcache.serializers.JSONSerializer").get("small") == small
+    for k in ("small", "big", "before"):
+        c.delete(k)
