@@ -1043,3 +1043,80 @@ async fn head_tells_existence_and_time_left_without_a_body() {
         404
     );
 }
+
+#[tokio::test]
+async fn keys_are_listed_by_prefix_a_page_at_a_time() {
+    let (_d, s) = start_local(&[]).await;
+    for i in 0..2500 {
+        assert_eq!(put_bytes(&s, &format!("p:{i:04}"), b"x", None).await, 200);
+    }
+    for k in ["p", "q:1", "o:9"] {
+        put_bytes(&s, k, b"x", None).await;
+    }
+    put_bytes(&s, "p:short", b"x", Some("10s")).await;
+    s.advance(Duration::from_secs(20));
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = s.url("/keys");
+        url.push_str("?prefix=p%3A&limit=1000");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let v: Value = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        seen.extend(
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string()),
+        );
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance");
+    }
+    let expected: Vec<String> = (0..2500).map(|i| format!("p:{i:04}")).collect();
+    assert_eq!(
+        seen, expected,
+        "missing, repeated, unordered, foreign or expired keys"
+    );
+    assert_eq!(pages, 3);
+    let (st, _) = get_json(&s, "/keys?limit=1001").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, v) = get_json(&s, "/keys?prefix=q").await;
+    assert_eq!(v, json!({"keys": ["q:1"], "next": null}));
+}
+
+#[tokio::test]
+async fn a_conditional_delete_removes_only_the_expected_value() {
+    let (_d, s) = start(&[]);
+    put_bytes(&s, "lock", b"token-a", Some("1m")).await;
+    let del = |token: &'static str| {
+        client()
+            .delete(s.url("/pickle/lock"))
+            .header("x-bigcache-if-equals", token)
+            .send()
+    };
+    assert_eq!(
+        del("token-b").await.unwrap().status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(get_json(&s, "/pickle/lock").await.0, StatusCode::OK);
+    assert_eq!(del("token-a").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get_json(&s, "/pickle/lock").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        del("token-a").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+}

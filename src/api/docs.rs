@@ -23,6 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::get_bytes,
         super::touch_bytes,
         super::counter::incr,
+        super::listing::keys,
         super::many::get_many,
         super::many::set_many,
         super::many::delete_many,

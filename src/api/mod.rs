@@ -20,6 +20,7 @@ pub mod counter;
 pub mod docs;
 pub mod error;
 pub mod key;
+pub mod listing;
 pub mod many;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use serde_json::value::RawValue;
 use crate::metrics::Stats;
 use crate::proxy;
 use crate::proxy::stats::ProxyStats;
-use crate::store::{Kind, Lookup, Namespace, Record, Store};
+use crate::store::{DeleteIf, Kind, Lookup, Namespace, Record, Store};
 use crate::ttl;
 use error::ApiError;
 
@@ -83,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
                 .patch(touch_bytes),
         )
         .route("/incr/{*key}", post(counter::incr))
+        .route("/keys", get(listing::keys))
         .route("/many/get", post(many::get_many))
         .route("/many/set", post(many::set_many))
         .route("/many/delete", post(many::delete_many))
@@ -453,9 +455,15 @@ fn page_targets(rest: &str, query: Option<&str>) -> Vec<String> {
 /// Delete an entry (JSON value or raw bytes), and purge the proxy's cached
 /// page at that path (every Vary variant of it).
 #[utoipa::path(delete, path = "/cache/{key}",
-    params(("key" = String, Path, description = "Cache key, or a page path such as /dataset/x/?page=2")),
-    responses((status = 200, description = "{message}"), (status = 404, description = "Absent")))]
-async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+    params(("key" = String, Path, description = "Cache key, or a page path such as /dataset/x/?page=2"),
+           ("X-Bigcache-If-Equals" = Option<String>, Header, description = "Delete only if the value's bytes are exactly these (no page purge then)")),
+    responses((status = 200, description = "{message}"), (status = 404, description = "Absent"),
+              (status = 412, description = "X-Bigcache-If-Equals given and the value differs")))]
+async fn delete_value(
+    State(st): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let route = if uri.path().starts_with("/pickle/") {
         "/pickle/"
     } else {
@@ -463,6 +471,26 @@ async fn delete_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, 
     };
     let raw = rest(&uri, route);
     let key = key::entry_key(raw, uri.query(), st.limits.max_key)?;
+    if let Some(expected) = headers.get(IF_EQUALS_HEADER) {
+        let expected = Bytes::copy_from_slice(expected.as_bytes());
+        return match st
+            .store
+            .delete_if_body(Namespace::Value, key.as_bytes(), expected)
+            .await?
+        {
+            DeleteIf::Deleted => {
+                Stats::bump(&st.stats.deletes);
+                Ok(axum::Json(
+                    serde_json::json!({ "message": format!("'{key}' removed from cache.") }),
+                )
+                .into_response())
+            }
+            DeleteIf::Missing => Err(ApiError::NotFound(format!("'{key}' not found in cache."))),
+            DeleteIf::Differs => Err(ApiError::PreconditionFailed(format!(
+                "'{key}' holds another value; not removed."
+            ))),
+        };
+    }
     let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
     if route == "/cache/" {
         Stats::bump(&st.stats.purges_path);
@@ -490,6 +518,9 @@ const TTL_HEADER: &str = "x-bigcache-ttl";
 const EXPIRE_HEADER: &str = "x-bigcache-expire";
 /// `add` stores only if the key is absent (409 otherwise), atomically.
 const MODE_HEADER: &str = "x-bigcache-mode";
+/// On `DELETE`: remove the entry only if its bytes are exactly this
+/// header's (a lock released by the holder of its token only).
+const IF_EQUALS_HEADER: &str = "x-bigcache-if-equals";
 
 /// Store raw bytes verbatim. Lifetime from the `X-Bigcache-TTL` header
 /// (duration) or `X-Bigcache-Expire` (unix seconds); none means forever.

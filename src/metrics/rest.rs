@@ -29,6 +29,7 @@ pub enum Endpoint {
     Pickle,
     Incr,
     Many,
+    Keys,
     Prefix,
     Stat,
     StatCount,
@@ -38,11 +39,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Cache,
         Endpoint::Pickle,
         Endpoint::Incr,
         Endpoint::Many,
+        Endpoint::Keys,
         Endpoint::Prefix,
         Endpoint::Stat,
         Endpoint::StatCount,
@@ -58,6 +60,7 @@ impl Endpoint {
             p if p.starts_with("/incr/") => Endpoint::Incr,
             p if p.starts_with("/many/") => Endpoint::Many,
             p if p.starts_with("/prefix") => Endpoint::Prefix,
+            "/keys" => Endpoint::Keys,
             "/stat" => Endpoint::Stat,
             "/stat/count" => Endpoint::StatCount,
             "/metrics" => Endpoint::Metrics,
@@ -72,6 +75,7 @@ impl Endpoint {
             Endpoint::Pickle => "pickle",
             Endpoint::Incr => "incr",
             Endpoint::Many => "many",
+            Endpoint::Keys => "keys",
             Endpoint::Prefix => "prefix",
             Endpoint::Stat => "stat",
             Endpoint::StatCount => "stat_count",

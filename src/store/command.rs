@@ -34,6 +34,21 @@ pub enum Command {
         delta: i64,
         reply: oneshot::Sender<Result<Incr, StoreError>>,
     },
+    /// Deletes the entry only if it is live and its body is `expected`
+    /// (a lock released by its holder only). Atomic.
+    DeleteIfBody {
+        key: Vec<u8>,
+        expected: Bytes,
+        reply: oneshot::Sender<Result<DeleteIf, StoreError>>,
+    },
+    /// Up to `limit` live keys starting with `prefix`, in order, after
+    /// `after` when given.
+    Keys {
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+    },
     /// Gives a live entry a new deadline; replies whether one was there.
     Touch {
         key: Vec<u8>,
@@ -129,6 +144,15 @@ pub enum Incr {
     Overflow,
 }
 
+/// What [`Command::DeleteIfBody`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteIf {
+    Deleted,
+    Missing,
+    /// The entry holds something else; it stays.
+    Differs,
+}
+
 impl Command {
     /// The command's name in the slow-command log.
     pub fn name(&self) -> &'static str {
@@ -137,6 +161,8 @@ impl Command {
             Command::Put { .. } => "put",
             Command::PutIfAbsent { .. } => "put-if-absent",
             Command::Incr { .. } => "incr",
+            Command::DeleteIfBody { .. } => "delete-if-body",
+            Command::Keys { .. } => "keys",
             Command::Touch { .. } => "touch",
             Command::PutPage { .. } => "put-page",
             Command::Delete { .. } => "delete",

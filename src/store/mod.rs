@@ -82,7 +82,7 @@ use command::Command;
 use handle::ShardHandle;
 use shard::{Shard, ShardConfig};
 
-pub use command::Incr;
+pub use command::{DeleteIf, Incr};
 pub use error::StoreError;
 pub use keys::Namespace;
 pub use lookup::Lookup;
@@ -269,6 +269,58 @@ impl Store {
         shard
             .call(|reply| Command::Incr { key, delta, reply })
             .await
+    }
+
+    /// Deletes the live entry at `key` only if it holds `expected`.
+    pub async fn delete_if_body(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        expected: Bytes,
+    ) -> Result<DeleteIf, StoreError> {
+        let key = keys::entry_key(ns, key);
+        let shard = self.shard(&key);
+        shard
+            .call(|reply| Command::DeleteIfBody {
+                key,
+                expected,
+                reply,
+            })
+            .await
+    }
+
+    /// Up to `limit` live keys of `ns` starting with `prefix`, in byte
+    /// order, after `after` when given; and whether more may follow. Each
+    /// shard is asked for `limit` keys and the answers merged, so one call
+    /// reads at most shards × `limit` keys, never the whole store.
+    pub async fn keys(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let prefix = keys::entry_key(ns, prefix);
+        let after = after.map(|a| keys::entry_key(ns, a));
+        let mut all = Vec::new();
+        let mut more = false;
+        for shard in self.shards.iter() {
+            let (prefix, after) = (prefix.clone(), after.clone());
+            let found: Vec<Vec<u8>> = shard
+                .call(|reply| Command::Keys {
+                    prefix,
+                    after,
+                    limit,
+                    reply,
+                })
+                .await?;
+            more |= found.len() == limit;
+            all.extend(found);
+        }
+        all.sort_unstable();
+        more |= all.len() > limit;
+        all.truncate(limit);
+        Ok((all.into_iter().map(|mut k| k.split_off(1)).collect(), more))
     }
 
     /// Sets a live entry's deadline; returns whether there was one.

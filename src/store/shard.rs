@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::busy::Busy;
-use super::command::{Command, Incr};
+use super::command::{Command, DeleteIf, Incr};
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -315,6 +315,21 @@ impl Shard {
             Command::Incr { key, delta, reply } => {
                 let _ = reply.send(self.incr(key, delta));
             }
+            Command::DeleteIfBody {
+                key,
+                expected,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_if_body(&key, &expected));
+            }
+            Command::Keys {
+                prefix,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.keys(&prefix, after.as_deref(), limit));
+            }
             Command::Touch {
                 key,
                 expires_at,
@@ -571,6 +586,42 @@ impl Shard {
         };
         self.put(key, record)?;
         Ok(Incr::Value(new))
+    }
+
+    fn delete_if_body(&mut self, key: &[u8], expected: &[u8]) -> Result<DeleteIf, StoreError> {
+        match self.get(key)? {
+            Lookup::Hit(rec) if rec.body == expected => {
+                self.delete(key)?;
+                Ok(DeleteIf::Deleted)
+            }
+            Lookup::Hit(_) => Ok(DeleteIf::Differs),
+            Lookup::Miss | Lookup::Expired => Ok(DeleteIf::Missing),
+        }
+    }
+
+    fn keys(
+        &mut self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let now = self.clock.now_ms();
+        let from = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        let scanned = self.db.scan(from, |k, v| {
+            if !k.starts_with(prefix) || out.len() >= limit {
+                return false;
+            }
+            if Some(k) != after && Record::decode(v).is_ok_and(|s| !s.record.is_expired(now)) {
+                out.push(k.to_vec());
+            }
+            true
+        });
+        self.reopen()?;
+        scanned.map(|()| out)
     }
 
     /// Gives a live entry a new deadline, keeping its body where it is.
