@@ -37,8 +37,11 @@ With several nodes each key lives on one, chosen by consistent hashing
 """
 
 import base64
+import fnmatch
 import json
 import math
+import re
+from urllib.parse import urlencode
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 
@@ -65,6 +68,12 @@ class BigCacheBackend(BaseCache):
         self._prefix = params.get("KEY_PREFIX", "") or ""
         self._ignore = options.get("IGNORE_EXCEPTIONS", True)
         self._log_ignored = options.get("LOG_IGNORED_EXCEPTIONS", True)
+        self._reverse = options.get("REVERSE_KEY_FUNCTION")
+        if isinstance(self._reverse, str):
+            from django.utils.module_loading import import_string
+
+            self._reverse = import_string(self._reverse)
+        self._custom_key_func = params.get("KEY_FUNCTION") is not None
         self._codec = Codec(
             options.get("SERIALIZER", "pickle"),
             options.get("COMPRESSOR"),
@@ -215,6 +224,71 @@ class BigCacheBackend(BaseCache):
                 raise TypeError(f"'{key}' does not hold an integer")
             left = self.ttl(key, version)
             self.set(key, value, timeout=left if left else None, version=version)
+
+    # -- keys by pattern -------------------------------------------------
+
+    def _reverse_key(self, made):
+        """The caller's key from the server's: Django's default
+        ``KEY_FUNCTION`` is ``prefix:version:key``; a custom one needs
+        ``OPTIONS["REVERSE_KEY_FUNCTION"]``."""
+        if self._reverse is not None:
+            return self._reverse(made)
+        return made.split(":", 2)[2] if made.count(":") >= 2 else None
+
+    def iter_keys(self, pattern="*", version=None, itersize=1000):
+        """The keys (as the caller names them) matching the glob ``pattern``
+        (``*``, ``?``, ``[abc]``; ``fnmatch``, case-sensitive) in this
+        cache's ``KEY_PREFIX`` and ``version``, a page of ``itersize`` at a
+        time from each node. The pattern's literal start (before the first
+        wildcard) goes to the server as a prefix, so ``"dataset:42:*"``
+        reads only those keys; ``"*"`` reads every key of the version."""
+        literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        if self._custom_key_func and self._reverse is None:
+            raise ValueError("iter_keys with a custom KEY_FUNCTION needs OPTIONS['REVERSE_KEY_FUNCTION']")
+        prefix = self.make_key(literal, version=version) if not self._custom_key_func else ""
+        for client in self._nodes.clients:
+            after = None
+            while True:
+                query = {"prefix": prefix, "limit": min(int(itersize), 1000)}
+                if after is not None:
+                    query["after"] = after
+                try:
+                    r = client.request("GET", f"{client.base}/keys?{urlencode(query)}")
+                except Unavailable as e:
+                    self._failed("iter_keys", e)
+                    break
+                if r.status != 200:
+                    self._failed("iter_keys", Unavailable(f"GET /keys: HTTP {r.status} {r.data[:200]!r}"))
+                    break
+                page = json.loads(r.data)
+                for made in page["keys"]:
+                    key = self._reverse_key(made)
+                    if key is not None and self.make_key(key, version=version) == made \
+                            and fnmatch.fnmatchcase(key, pattern):
+                        yield key
+                after = page.get("next")
+                if after is None:
+                    break
+
+    def keys(self, pattern="*", version=None):
+        return list(self.iter_keys(pattern, version))
+
+    def delete_pattern(self, pattern, version=None, itersize=1000):
+        """Deletes the keys ``iter_keys`` finds; returns how many there were."""
+        found = list(self.iter_keys(pattern, version, itersize))
+        self.delete_many(found, version)
+        return len(found)
+
+    # -- locks -------------------------------------------------------------
+
+    def lock(self, key, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, version=None):
+        """A lock on ``key``, held by whoever adds it first (atomic on the
+        server) and released only by its holder (a compare-and-delete of
+        its random token). ``timeout`` (seconds) makes it expire if the
+        holder dies; without one it lasts until released."""
+        from .lock import Lock
+
+        return Lock(self, key, timeout, sleep, blocking, blocking_timeout, version)
 
     # -- many keys in one request per node -------------------------------
 

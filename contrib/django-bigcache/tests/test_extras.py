@@ -160,3 +160,64 @@ def test_json_serializer_and_zlib_compressor(bigcache):
     assert backend(bigcache.api, SERIALIZER="django_bigcache.serializers.JSONSerializer").get("small") == small
     for k in ("small", "big", "before"):
         c.delete(k)
+
+
+def test_iter_keys_and_delete_pattern_stay_in_their_prefix_and_version(bigcache):
+    c = BigCacheBackend(bigcache.api, {"TIMEOUT": 300, "KEY_PREFIX": "pat"})
+    other = BigCacheBackend(bigcache.api, {"TIMEOUT": 300, "KEY_PREFIX": "pat2"})
+    c.set_many({f"dataset:{i}:title": i for i in range(1500)})
+    c.set("dataset:x:title", "x")
+    c.set("dataset:1:title", "v2", version=2)
+    c.set("user:1", "u")
+    other.set("dataset:1:title", "other site")
+    found = list(c.iter_keys("dataset:*:title", itersize=400))
+    assert len(found) == 1501 and len(set(found)) == 1501
+    assert sorted(c.keys("dataset:1?:title")) == [f"dataset:1{i}:title" for i in range(10)]
+    assert c.keys("dataset:[x]:*") == ["dataset:x:title"]
+    assert c.keys("dataset:1:*", version=2) == ["dataset:1:title"]
+    assert c.delete_pattern("dataset:*") == 1501
+    assert c.keys("*") == ["user:1"]
+    assert c.get("dataset:1:title", version=2) == "v2"
+    assert other.get("dataset:1:title") == "other site", "another KEY_PREFIX was touched"
+    for cache in (c, other):
+        cache.clear()
+
+
+def test_locks_exclude_each_other_expire_and_release_only_their_own(cache):
+    from django_bigcache.lock import LockError
+
+    order = []
+
+    def worker(n):
+        with cache.lock("job", timeout=10, sleep=0.01):
+            order.append(("in", n))
+            time.sleep(0.05)
+            order.append(("out", n))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(order) == 8
+    assert all(order[i][0] == "in" and order[i + 1] == ("out", order[i][1]) for i in range(0, 8, 2)), order
+
+    held = cache.lock("held", timeout=10)
+    assert held.acquire() is True
+    assert cache.lock("held").acquire(blocking=False) is False
+    t = time.monotonic()
+    assert cache.lock("held", sleep=0.05).acquire(blocking_timeout=0.3) is False
+    assert 0.25 < time.monotonic() - t < 2
+    held.release()
+    assert cache.lock("held").acquire(blocking=False) is True
+
+    dead = cache.lock("dead", timeout=0.5)
+    assert dead.acquire()  # its holder "dies" without releasing
+    time.sleep(0.7)
+    taker = cache.lock("dead", timeout=10)
+    assert taker.acquire(blocking=False) is True, "an expired lock was not free"
+    with pytest.raises(LockError):
+        dead.release()  # the late holder cannot release the new holder's lock
+    assert taker.locked() is True
+    taker.release()
+    assert taker.locked() is False
