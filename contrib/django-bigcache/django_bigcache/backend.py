@@ -36,6 +36,7 @@ With several nodes each key lives on one, chosen by consistent hashing
 ``clear()`` goes to every node.
 """
 
+import asyncio
 import base64
 import fnmatch
 import json
@@ -45,7 +46,7 @@ from urllib.parse import urlencode
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 
-from .client import Nodes, Unavailable, log
+from .client import Call, Nodes, Unavailable, log
 from .serializers import Codec
 
 #: The longest lifetime the server takes (100 years), less a margin.
@@ -121,12 +122,49 @@ class BigCacheBackend(BaseCache):
         if self._log_ignored:
             log.warning("bigcache %s failed; going on without the cache: %s", what, e)
 
-    def _call(self, what, method, target, **kw):
-        client, url = target
+    # Every operation is written once, as a generator that yields the
+    # requests it needs (a ``Call``, or a list to send at once) and gets
+    # their answers back (``None`` for a node that failed, when failures are
+    # ignored); ``_drive`` runs it over urllib3 for the sync API, ``_adrive``
+    # over httpx for Django's async one (``aget``, ``aset``, ...), so both
+    # share every rule and option.
+
+    def _drive(self, op):
         try:
-            return client.request(method, url, **kw)
+            call = next(op)
+            while True:
+                if isinstance(call, list):
+                    answer = [self._perform(c) for c in call]
+                else:
+                    answer = self._perform(call)
+                call = op.send(answer)
+        except StopIteration as done:
+            return done.value
+
+    async def _adrive(self, op):
+        try:
+            call = next(op)
+            while True:
+                if isinstance(call, list):
+                    answer = list(await asyncio.gather(*(self._aperform(c) for c in call)))
+                else:
+                    answer = await self._aperform(call)
+                call = op.send(answer)
+        except StopIteration as done:
+            return done.value
+
+    def _perform(self, call):
+        try:
+            return call.client.request(call.method, call.url, body=call.body, headers=call.headers)
         except Unavailable as e:
-            self._failed(what, e)
+            self._failed(call.what, e)
+            return None
+
+    async def _aperform(self, call):
+        try:
+            return await call.client.arequest(call.method, call.url, body=call.body, headers=call.headers)
+        except Unavailable as e:
+            self._failed(call.what, e)
             return None
 
     def _decode(self, key, data):
@@ -136,81 +174,63 @@ class BigCacheBackend(BaseCache):
             log.warning("bigcache value for %r cannot be read: %s", key, e)
             return False, None
 
-    # -- the cache API ---------------------------------------------------
+    @staticmethod
+    def _ok(r):
+        return r is not None and r.status == 200
 
-    def get(self, key, default=None, version=None):
-        r = self._call("get", "GET", self._locate(key, version))
-        if r is None or r.status != 200:
+    # -- the operations ----------------------------------------------------
+
+    def _get(self, key, default, version):
+        r = yield Call("get", *self._locate(key, version), "GET")
+        if not self._ok(r):
             return default
         ok, value = self._decode(key, r.data)
         return value if ok else default
 
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    def _set(self, key, value, timeout, version):
         target = self._locate(key, version)
         ttl = self._ttl(timeout)
         if ttl is not None and ttl <= 0:
-            self._call("delete", "DELETE", target)
+            yield Call("delete", *target, "DELETE")
             return
-        self._call("set", "POST", target, body=self._codec.dumps(value), headers=self._ttl_headers(ttl))
+        yield Call("set", *target, "POST", self._codec.dumps(value), self._ttl_headers(ttl))
 
-    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    def _add(self, key, value, timeout, version):
         target = self._locate(key, version)
         ttl = self._ttl(timeout)
         if ttl is not None and ttl <= 0:
             # Django's contract: the add succeeds (the key was free) and the
             # value is gone at once; nothing to store.
-            return not self.has_key(key, version)
+            return not (yield from self._has_key(key, version))
         headers = self._ttl_headers(ttl)
         headers["X-Bigcache-Mode"] = "add"
-        r = self._call("add", "POST", target, body=self._codec.dumps(value), headers=headers)
-        return r is not None and r.status == 200
+        return self._ok((yield Call("add", *target, "POST", self._codec.dumps(value), headers)))
 
-    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+    def _touch(self, key, timeout, version):
         target = self._locate(key, version)
         ttl = self._ttl(timeout)
         if ttl is not None and ttl <= 0:
-            r = self._call("delete", "DELETE", target)
-            return r is not None and r.status == 200
-        r = self._call("touch", "PATCH", target, headers=self._ttl_headers(ttl))
-        return r is not None and r.status == 200
+            return self._ok((yield Call("delete", *target, "DELETE")))
+        return self._ok((yield Call("touch", *target, "PATCH", None, self._ttl_headers(ttl))))
 
-    def delete(self, key, version=None):
-        r = self._call("delete", "DELETE", self._locate(key, version))
-        return r is not None and r.status == 200
+    def _delete(self, key, version):
+        return self._ok((yield Call("delete", *self._locate(key, version), "DELETE")))
 
-    def has_key(self, key, version=None):
-        r = self._call("has_key", "HEAD", self._locate(key, version))
-        return r is not None and r.status == 200
+    def _has_key(self, key, version):
+        return self._ok((yield Call("has_key", *self._locate(key, version), "HEAD")))
 
-    # -- django-redis' extras ------------------------------------------
-
-    def ttl(self, key, version=None):
-        """Seconds left (rounded up), ``None`` for a key that never expires,
-        0 for a missing one (django-redis' answers)."""
-        r = self._call("ttl", "HEAD", self._locate(key, version))
-        if r is None or r.status != 200:
+    def _ttl_left(self, key, version):
+        r = yield Call("ttl", *self._locate(key, version), "HEAD")
+        if not self._ok(r):
             return 0
         left = r.headers.get("X-Bigcache-TTL")
         return None if left is None else int(left)
 
-    def expire(self, key, timeout, version=None):
-        """A new lifetime for an existing key (``touch``)."""
-        return self.touch(key, timeout, version)
-
-    def persist(self, key, version=None):
-        """Makes an existing key never expire."""
-        return self.touch(key, None, version)
-
-    def incr(self, key, delta=1, version=None):
-        """Atomic on the server. A missing key is ``ValueError`` (Django's
-        contract), as is a server that cannot be reached unless
-        ``IGNORE_EXCEPTIONS`` is off; a value that is not an integer is
-        ``TypeError``."""
+    def _incr(self, key, delta, version):
         target = self._locate(key, version, "incr")
         body = json.dumps({"delta": delta}).encode()
-        headers = {"Content-Type": "application/json"}
         for attempt in range(2):
-            r = self._call("incr", "POST", target, body=body, headers=headers)
+            r = yield Call("incr", *target, "POST", body, {"Content-Type": "application/json"})
             if r is None or r.status == 404:
                 raise ValueError(f"Key '{key}' not found")
             if r.status == 200:
@@ -219,11 +239,169 @@ class BigCacheBackend(BaseCache):
                 raise TypeError(f"bigcache cannot increment '{key}': HTTP {r.status} {r.data[:200]!r}")
             # Stored pickled, by this connector before it wrote integers as
             # text: rewrite it as text once, keeping its lifetime, and retry.
-            value = self.get(key, version=version)
+            value = yield from self._get(key, None, version)
             if type(value) is not int:
                 raise TypeError(f"'{key}' does not hold an integer")
-            left = self.ttl(key, version)
-            self.set(key, value, timeout=left if left else None, version=version)
+            left = yield from self._ttl_left(key, version)
+            yield from self._set(key, value, left if left else None, version)
+
+    def _by_node(self, keys, version):
+        """[(node, [(server key, caller's key)])], in chunks the server
+        takes. The server key is as the server names it (outer slashes
+        stripped, as from a URL)."""
+        groups = {}
+        for key in keys:
+            made = self.make_and_validate_key(key, version=version)
+            groups.setdefault(self._nodes.for_key(made), []).append((made.strip("/"), key))
+        return [(node, pairs[i : i + MANY]) for node, pairs in groups.items() for i in range(0, len(pairs), MANY)]
+
+    @staticmethod
+    def _many_call(what, client, route, payload):
+        return Call(what, client, f"{client.base}/many/{route}", "POST", json.dumps(payload).encode(),
+                    {"Content-Type": "application/json"})
+
+    def _many_answer(self, what, r):
+        if r is None:
+            return None
+        if r.status != 200:
+            self._failed(what, Unavailable(f"{what}: HTTP {r.status} {r.data[:200]!r}"))
+            return None
+        return json.loads(r.data)
+
+    def _get_many(self, keys, version):
+        chunks = self._by_node(keys, version)
+        answers = yield [self._many_call("get_many", c, "get", {"keys": [m for m, _ in pairs]}) for c, pairs in chunks]
+        found = {}
+        for (_, pairs), r in zip(chunks, answers):
+            names = dict(pairs)
+            for made, entry in ((self._many_answer("get_many", r) or {}).get("values") or {}).items():
+                if made in names:
+                    ok, value = self._decode(made, base64.b64decode(entry["value"]))
+                    if ok:
+                        found[names[made]] = value
+        return found
+
+    def _set_many(self, data, timeout, version):
+        ttl = self._ttl(timeout)
+        if ttl is not None and ttl <= 0:
+            yield from self._delete_many(list(data), version)
+            return []
+        chunks = self._by_node(data, version)
+        ttl_text = None if ttl is None else self._ttl_text(ttl)
+        calls = [self._many_call("set_many", c, "set", {"items": [
+            {"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(), "ttl": ttl_text}
+            for made, key in pairs]}) for c, pairs in chunks]
+        answers = yield calls
+        return [key for (_, pairs), r in zip(chunks, answers) if self._many_answer("set_many", r) is None
+                for _, key in pairs]
+
+    def _delete_many(self, keys, version):
+        chunks = self._by_node(keys, version)
+        answers = yield [self._many_call("delete_many", c, "delete", {"keys": [m for m, _ in pairs]})
+                         for c, pairs in chunks]
+        for r in answers:
+            self._many_answer("delete_many", r)
+
+    def _clear(self):
+        def call(c):
+            if self._prefix:
+                return Call(f"clear on {c.base}", c, c.url("prefix", f"{self._prefix}:"), "DELETE")
+            return Call(f"clear on {c.base}", c, f"{c.base}/clear", "POST")
+
+        yield [call(c) for c in self._nodes.clients]
+
+    # -- the cache API, sync and async ------------------------------------
+
+    def get(self, key, default=None, version=None):
+        return self._drive(self._get(key, default, version))
+
+    async def aget(self, key, default=None, version=None):
+        return await self._adrive(self._get(key, default, version))
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        self._drive(self._set(key, value, timeout, version))
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        await self._adrive(self._set(key, value, timeout, version))
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._drive(self._add(key, value, timeout, version))
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._adrive(self._add(key, value, timeout, version))
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._drive(self._touch(key, timeout, version))
+
+    async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._adrive(self._touch(key, timeout, version))
+
+    def delete(self, key, version=None):
+        return self._drive(self._delete(key, version))
+
+    async def adelete(self, key, version=None):
+        return await self._adrive(self._delete(key, version))
+
+    def has_key(self, key, version=None):
+        return self._drive(self._has_key(key, version))
+
+    async def ahas_key(self, key, version=None):
+        return await self._adrive(self._has_key(key, version))
+
+    def incr(self, key, delta=1, version=None):
+        """Atomic on the server. A missing key is ``ValueError`` (Django's
+        contract), as is a server that cannot be reached unless
+        ``IGNORE_EXCEPTIONS`` is off; a value that is not an integer is
+        ``TypeError``."""
+        return self._drive(self._incr(key, delta, version))
+
+    async def aincr(self, key, delta=1, version=None):
+        return await self._adrive(self._incr(key, delta, version))
+
+    async def adecr(self, key, delta=1, version=None):
+        return await self.aincr(key, -delta, version)
+
+    def get_many(self, keys, version=None):
+        return self._drive(self._get_many(keys, version))
+
+    async def aget_many(self, keys, version=None):
+        return await self._adrive(self._get_many(keys, version))
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._drive(self._set_many(data, timeout, version))
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._adrive(self._set_many(data, timeout, version))
+
+    def delete_many(self, keys, version=None):
+        self._drive(self._delete_many(keys, version))
+
+    async def adelete_many(self, keys, version=None):
+        await self._adrive(self._delete_many(keys, version))
+
+    def clear(self):
+        self._drive(self._clear())
+
+    async def aclear(self):
+        await self._adrive(self._clear())
+
+    # -- django-redis' extras ------------------------------------------
+
+    def ttl(self, key, version=None):
+        """Seconds left (rounded up), ``None`` for a key that never expires,
+        0 for a missing one (django-redis' answers)."""
+        return self._drive(self._ttl_left(key, version))
+
+    async def attl(self, key, version=None):
+        return await self._adrive(self._ttl_left(key, version))
+
+    def expire(self, key, timeout, version=None):
+        """A new lifetime for an existing key (``touch``)."""
+        return self.touch(key, timeout, version)
+
+    def persist(self, key, version=None):
+        """Makes an existing key never expire."""
+        return self.touch(key, None, version)
 
     # -- keys by pattern -------------------------------------------------
 
@@ -289,72 +467,6 @@ class BigCacheBackend(BaseCache):
         from .lock import Lock
 
         return Lock(self, key, timeout, sleep, blocking, blocking_timeout, version)
-
-    # -- many keys in one request per node -------------------------------
-
-    def _by_node(self, keys, version):
-        """{node: [(server key, caller's key)]}. The server key is as the
-        server names it (outer slashes stripped, as from a URL)."""
-        groups = {}
-        for key in keys:
-            made = self.make_and_validate_key(key, version=version)
-            groups.setdefault(self._nodes.for_key(made), []).append((made.strip("/"), key))
-        return groups
-
-    def _many(self, what, client, route, payload):
-        try:
-            r = client.request("POST", f"{client.base}/many/{route}", body=json.dumps(payload).encode(),
-                               headers={"Content-Type": "application/json"})
-        except Unavailable as e:
-            self._failed(what, e)
-            return None
-        if r.status != 200:
-            self._failed(what, Unavailable(f"POST /many/{route}: HTTP {r.status} {r.data[:200]!r}"))
-            return None
-        return json.loads(r.data)
-
-    def get_many(self, keys, version=None):
-        found = {}
-        for client, pairs in self._by_node(keys, version).items():
-            for i in range(0, len(pairs), MANY):
-                chunk = dict(pairs[i : i + MANY])
-                answer = self._many("get_many", client, "get", {"keys": list(chunk)})
-                for made, entry in ((answer or {}).get("values") or {}).items():
-                    if made in chunk:
-                        ok, value = self._decode(made, base64.b64decode(entry["value"]))
-                        if ok:
-                            found[chunk[made]] = value
-        return found
-
-    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        ttl = self._ttl(timeout)
-        if ttl is not None and ttl <= 0:
-            self.delete_many(list(data), version)
-            return []
-        failed = []
-        for client, pairs in self._by_node(data, version).items():
-            for i in range(0, len(pairs), MANY):
-                chunk = pairs[i : i + MANY]
-                items = [{"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(),
-                          "ttl": None if ttl is None else self._ttl_text(ttl)} for made, key in chunk]
-                if self._many("set_many", client, "set", {"items": items}) is None:
-                    failed.extend(key for _, key in chunk)
-        return failed
-
-    def delete_many(self, keys, version=None):
-        for client, pairs in self._by_node(keys, version).items():
-            for i in range(0, len(pairs), MANY):
-                self._many("delete_many", client, "delete", {"keys": [made for made, _ in pairs[i : i + MANY]]})
-
-    def clear(self):
-        def on_node(c):
-            if self._prefix:
-                return c.request("DELETE", c.url("prefix", f"{self._prefix}:"))
-            return c.request("POST", f"{c.base}/clear")
-
-        for c, outcome in self._nodes.each(on_node):
-            if isinstance(outcome, Unavailable):
-                self._failed(f"clear on {c.base}", outcome)
 
     def close(self, **kwargs):
         # Connections are pooled for the process; nothing to close per request.

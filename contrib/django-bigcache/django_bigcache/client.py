@@ -10,15 +10,19 @@ removing one of N nodes moves about 1/N of them; page purges go to every
 node, since a page may sit on any node that stood in for its own.
 """
 
+import asyncio
 import bisect
 import hashlib
 import logging
 import os
 import re
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import quote
 
+import httpx
 import urllib3
 
 log = logging.getLogger("django_bigcache")
@@ -56,6 +60,29 @@ def base_url(location):
     return location
 
 
+@dataclass
+class Call:
+    """One request an operation needs (see ``backend``): run with
+    ``Client.request`` or ``Client.arequest``."""
+
+    what: str
+    client: "Client"
+    url: str
+    method: str
+    body: bytes = None
+    headers: dict = None
+
+
+class Answer:
+    """An httpx response with the attributes of urllib3's the backend reads
+    (``status``, ``data``, ``headers``), so one code path reads both."""
+
+    __slots__ = ("status", "data", "headers")
+
+    def __init__(self, r):
+        self.status, self.data, self.headers = r.status_code, r.content, r.headers
+
+
 class Client:
     """One bigcache node's REST API."""
 
@@ -68,6 +95,10 @@ class Client:
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
         )
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._pool_size = pool_size
+        # An httpx.AsyncClient belongs to the event loop it first ran in.
+        self._async = weakref.WeakKeyDictionary()
 
     def url(self, route, key):
         """``route`` is ``cache``, ``pickle`` or ``prefix``; the key is
@@ -76,20 +107,40 @@ class Client:
         aim the request at another route."""
         return f"{self.base}/{route}/{quote(key, safe='').replace('.', '%2E')}"
 
-    def request(self, method, url, body=None, headers=None):
+    def _headers(self, body, headers):
         all_headers = dict(self.headers)
         if headers:
             all_headers.update(headers)
         if body is not None and not any(k.lower() == "content-type" for k in all_headers):
             # bigcache refuses writes without an explicit, non-form type.
             all_headers["Content-Type"] = "application/octet-stream"
-        try:
-            r = self.http.request(method, url, body=body, headers=all_headers)
-        except urllib3.exceptions.HTTPError as e:
-            raise Unavailable(f"{method} {url}: {e}") from e
+        return all_headers
+
+    @staticmethod
+    def _checked(method, url, r):
         if r.status >= 500 or r.status in (401, 403):
             raise Unavailable(f"{method} {url}: HTTP {r.status} {r.data[:200]!r}")
         return r
+
+    def request(self, method, url, body=None, headers=None):
+        try:
+            r = self.http.request(method, url, body=body, headers=self._headers(body, headers))
+        except urllib3.exceptions.HTTPError as e:
+            raise Unavailable(f"{method} {url}: {e}") from e
+        return self._checked(method, url, r)
+
+    async def arequest(self, method, url, body=None, headers=None):
+        """``request`` on the running event loop, without a thread hop."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            limits = httpx.Limits(max_connections=self._pool_size, max_keepalive_connections=self._pool_size)
+            client = self._async[loop] = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        try:
+            r = await client.request(method, url, content=body, headers=self._headers(body, headers))
+        except httpx.HTTPError as e:
+            raise Unavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
+        return self._checked(method, url, Answer(r))
 
 
 class Ring:
