@@ -126,7 +126,7 @@ class BigCacheBackend(BaseCache):
     # requests it needs (a ``Call``, or a list to send at once) and gets
     # their answers back (``None`` for a node that failed, when failures are
     # ignored); ``_drive`` runs it over urllib3 for the sync API, ``_adrive``
-    # over httpx for Django's async one (``aget``, ``aset``, ...), so both
+    # over aiohttp for Django's async one (``aget``, ``aset``, ...), so both
     # share every rule and option.
 
     def _drive(self, op):
@@ -467,6 +467,12 @@ class BigCacheBackend(BaseCache):
         from .lock import Lock
 
         return Lock(self, key, timeout, sleep, blocking, blocking_timeout, version)
+
+    async def aclose(self, **kwargs):
+        """Closes this event loop's connections (Django calls ``close`` at
+        the end of each request; a long-lived loop keeps them)."""
+        for c in self._nodes.clients:
+            await c.aclose()
 
     def close(self, **kwargs):
         # Connections are pooled for the process; nothing to close per request.

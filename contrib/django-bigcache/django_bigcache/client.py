@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import urllib3
+import yarl
 
 log = logging.getLogger("django_bigcache")
 
@@ -74,13 +75,14 @@ class Call:
 
 
 class Answer:
-    """An httpx response with the attributes of urllib3's the backend reads
-    (``status``, ``data``, ``headers``), so one code path reads both."""
+    """An aiohttp response, read, with the attributes of urllib3's the
+    backend reads (``status``, ``data``, ``headers``), so one code path
+    reads both."""
 
     __slots__ = ("status", "data", "headers")
 
-    def __init__(self, r):
-        self.status, self.data, self.headers = r.status_code, r.content, r.headers
+    def __init__(self, status, data, headers):
+        self.status, self.data, self.headers = status, data, headers
 
 
 class Client:
@@ -95,9 +97,10 @@ class Client:
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
         )
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout,
+                                              connect=connect_timeout + read_timeout)
         self._pool_size = pool_size
-        # An httpx.AsyncClient belongs to the event loop it first ran in.
+        # An aiohttp session belongs to the event loop it was made in.
         self._async = weakref.WeakKeyDictionary()
 
     def url(self, route, key):
@@ -132,15 +135,26 @@ class Client:
     async def arequest(self, method, url, body=None, headers=None):
         """``request`` on the running event loop, without a thread hop."""
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=self._pool_size, max_keepalive_connections=self._pool_size)
-            client = self._async[loop] = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        session = self._async.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size * 5)
+            session = self._async[loop] = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
         try:
-            r = await client.request(method, url, content=body, headers=self._headers(body, headers))
-        except httpx.HTTPError as e:
+            # yarl would re-quote the percent-encoded key; keep it as built.
+            async with session.request(method, yarl.URL(url, encoded=True), data=body,
+                                       headers=self._headers(body, headers)) as r:
+                answer = Answer(r.status, await r.read(), r.headers)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise Unavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
-        return self._checked(method, url, Answer(r))
+        return self._checked(method, url, answer)
+
+    async def aclose(self):
+        """Closes this event loop's session (``BigCacheBackend.aclose``)."""
+        session = self._async.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
 
 class Ring:

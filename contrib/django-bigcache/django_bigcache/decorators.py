@@ -11,6 +11,8 @@ refuses to cache what is not safe to share: responses that set cookies, are
 
 import functools
 
+from asgiref.sync import iscoroutinefunction
+
 from .client import log
 
 TTL_HEADER = "X-Bigcache-TTL"
@@ -18,19 +20,30 @@ TTL_HEADER = "X-Bigcache-TTL"
 
 def bigcache_page(duration, statuses=(200,)):
     """Caches the view's responses with ``statuses`` for ``duration``
-    (``"30s"``, ``"6h"``, ``"28d"``, or seconds as an int)."""
+    (``"30s"``, ``"6h"``, ``"28d"``, or seconds as an int). Works on
+    ``async def`` views too."""
     if isinstance(duration, int):
         duration = f"{duration}s"
 
+    def mark(request, response):
+        if response.status_code in statuses and request.method in ("GET", "HEAD"):
+            response[TTL_HEADER] = duration
+        else:
+            log.debug("not marking %s %s for bigcache", request.method, request.path)
+        return response
+
     def decorate(view):
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def wrapped_async(request, *args, **kwargs):
+                return mark(request, await view(request, *args, **kwargs))
+
+            return wrapped_async
+
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
-            response = view(request, *args, **kwargs)
-            if response.status_code in statuses and request.method in ("GET", "HEAD"):
-                response[TTL_HEADER] = duration
-            else:
-                log.debug("not marking %s %s for bigcache", request.method, request.path)
-            return response
+            return mark(request, view(request, *args, **kwargs))
 
         return wrapped
 

@@ -118,3 +118,14 @@ def test_cache_page_with_bigcache_as_default_cache(site):
     assert a[0] == b[0] == 200
     assert a[2] == b[2], "cache_page did not serve its stored response"
     assert site.renders("/django-cached/") == 1
+
+
+def test_async_view_is_marked_and_cached(site):
+    st, h, body = fetch(site.proxy, "/async-dataset/3/")
+    assert st == 200 and h["x-cache"] == "MISS" and "async render 1" in body
+    assert "x-bigcache-ttl" not in h
+    st, h, again = fetch(site.proxy, "/async-dataset/3/")
+    assert h["x-cache"] == "HIT" and again == body
+    # Django itself renders it again each time it is asked (the counter is
+    # the backend's atomic aincr): only the proxy cached it.
+    assert "async render 2" in fetch(site.django, "/async-dataset/3/")[2]

@@ -58,6 +58,18 @@ def form(request):
     return render(request, "datasets/form.html")
 
 
+@bigcache_page("1h")
+async def async_dataset(request, pk):
+    """An async view: the decorator marks it as it marks sync ones, and the
+    backend's native async calls count its renders."""
+    from django.core.cache import cache
+
+    await cache.aadd(f"async-renders:{pk}", 0, timeout=None)
+    n = await cache.aincr(f"async-renders:{pk}")
+    ds = await Dataset.objects.aget(pk=pk)
+    return HttpResponse(f"<p>{ds.title} (async render {n})</p>")
+
+
 @cache_page(60)
 def django_cached(request):
     """Django's own cache_page, with bigcache as CACHES['default']."""

@@ -5,6 +5,7 @@ from datasets import views
 urlpatterns = [
     path("dataset/<int:pk>/", views.dataset, name="dataset"),
     path("datasets/", views.dataset_list, name="dataset-list"),
+    path("async-dataset/<int:pk>/", views.async_dataset),
     path("cookie/", views.cookie_page),
     path("me/", views.me),
     path("form/", views.form, name="form"),
