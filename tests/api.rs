@@ -1047,7 +1047,7 @@ async fn head_tells_existence_and_time_left_without_a_body() {
 #[tokio::test]
 async fn keys_are_listed_by_prefix_a_page_at_a_time() {
     let (_d, s) = start_local(&[]).await;
-    for i in 0..2500 {
+    for i in 0..2000 {
         assert_eq!(put_bytes(&s, &format!("p:{i:04}"), b"x", None).await, 200);
     }
     for k in ["p", "q:1", "o:9"] {
@@ -1086,12 +1086,17 @@ async fn keys_are_listed_by_prefix_a_page_at_a_time() {
         }
         assert!(pages < 10, "the cursor does not advance");
     }
-    let expected: Vec<String> = (0..2500).map(|i| format!("p:{i:04}")).collect();
+    let expected: Vec<String> = (0..2000).map(|i| format!("p:{i:04}")).collect();
     assert_eq!(
         seen, expected,
         "missing, repeated, unordered, foreign or expired keys"
     );
-    assert_eq!(pages, 3);
+    assert_eq!(pages, 2, "a trailing empty page");
+    // A cursor below or outside the prefix.
+    let (_, v) = get_json(&s, "/keys?prefix=p%3A19&after=a&limit=5").await;
+    assert_eq!(v["keys"][0], "p:1900");
+    let (_, v) = get_json(&s, "/keys?prefix=p%3A&after=z").await;
+    assert_eq!(v, json!({"keys": [], "next": null}));
     let (st, _) = get_json(&s, "/keys?limit=1001").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (_, v) = get_json(&s, "/keys?prefix=q").await;
@@ -1119,4 +1124,40 @@ async fn a_conditional_delete_removes_only_the_expected_value() {
         del("token-a").await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
+    let bad = client()
+        .delete(s.url("/pickle/lock"))
+        .header(
+            "x-bigcache-if-equals",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_bulk_read_stops_at_the_body_limit_and_names_what_it_skipped() {
+    use base64::Engine;
+    let (_d, s) = start(&["--max-body-size", "64KiB"]);
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 20_000]);
+    for i in 0..6 {
+        let items = json!({"items": [{"key": format!("big{i}"), "value": big}]});
+        assert_eq!(post_json(&s, "/many/set", items).await.0, StatusCode::OK);
+    }
+    let keys: Vec<String> = (0..6).map(|i| format!("big{i}")).collect();
+    let (st, v) = post_json(&s, "/many/get", json!({ "keys": keys })).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut named: Vec<String> = v["values"].as_object().unwrap().keys().cloned().collect();
+    let skipped: Vec<String> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    // 64 KiB holds four 20,000-byte values: the fourth crosses the limit.
+    assert_eq!((named.len(), skipped.len()), (4, 2));
+    named.extend(skipped);
+    named.sort();
+    assert_eq!(named, keys, "every key is either read or named");
 }

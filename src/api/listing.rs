@@ -1,6 +1,8 @@
 //! `GET /keys`: the keys under a prefix, a page at a time (Django's
-//! `iter_keys` and `delete_pattern`). A page reads at most shards × `limit`
-//! keys, so no call walks the whole store; the caller follows `next`.
+//! `iter_keys` and `delete_pattern`). A page examines a bounded number of
+//! entries per shard (`store::KEYS_SCAN`), so no call walks the whole
+//! store; the caller follows `next` until it is null. A page may be short
+//! (or empty) and still have a `next`.
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +31,7 @@ pub struct KeysQuery {
 /// List live keys set through the REST API (not the proxy's pages), in
 /// byte order.
 #[utoipa::path(get, path = "/keys", params(KeysQuery),
-    responses((status = 200, description = "{keys: [...], next}: next is the cursor for the following page, null after the last"),
+    responses((status = 200, description = "{keys: [...], next}: next is the cursor for the following page, null after the last; a page may be short, even empty, and have a next"),
               (status = 400, description = "A limit over 1000, or a prefix over the key length limit")))]
 pub async fn keys(
     State(st): State<ApiState>,
@@ -48,7 +50,7 @@ pub async fn keys(
             st.limits.max_key
         )));
     }
-    let (found, more) = st
+    let (found, next) = st
         .store
         .keys(
             Namespace::Value,
@@ -61,6 +63,6 @@ pub async fn keys(
         .into_iter()
         .map(|k| String::from_utf8_lossy(&k).into_owned())
         .collect();
-    let next = if more { keys.last().cloned() } else { None };
+    let next = next.map(|k| String::from_utf8_lossy(&k).into_owned());
     Ok(axum::Json(serde_json::json!({ "keys": keys, "next": next })).into_response())
 }

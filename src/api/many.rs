@@ -66,14 +66,24 @@ fn keys(st: &ApiState, given: Vec<String>) -> Result<Vec<String>, ApiError> {
 }
 
 /// Read several values: the live ones come back, missing and expired ones
-/// are left out.
+/// are left out. Once the values read reach the body size limit
+/// (`--max-body-size`), the keys not read yet are listed in `skipped`.
 #[utoipa::path(post, path = "/many/get", request_body = KeysRequest,
-    responses((status = 200, description = "{values: {key: {value: <base64>, expire}}}"),
+    responses((status = 200, description = "{values: {key: {value: <base64>, expire}}, skipped: [keys not read]}"),
               (status = 400, description = "Over 1000 keys, or a bad key")))]
 pub async fn get_many(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     let req: KeysRequest = parse(&st, body).await?;
     let mut values = BTreeMap::new();
+    // The answer is bounded like a request body: past the limit the
+    // remaining keys are named, not read, and the client asks for them in
+    // a later call.
+    let mut bytes = 0usize;
+    let mut skipped = Vec::new();
     for key in keys(&st, req.keys)? {
+        if bytes >= st.limits.max_body {
+            skipped.push(key);
+            continue;
+        }
         let rec = match st.store.get(Namespace::Value, key.as_bytes()).await? {
             Lookup::Hit(rec) => rec,
             Lookup::Miss => {
@@ -86,11 +96,12 @@ pub async fn get_many(State(st): State<ApiState>, body: Body) -> Result<Response
             }
         };
         Stats::bump(&st.stats.hits);
+        bytes += rec.body.len();
         let value =
             serde_json::json!({ "value": BASE64.encode(&rec.body), "expire": expire_secs(&rec) });
         values.insert(key, value);
     }
-    Ok(axum::Json(serde_json::json!({ "values": values })).into_response())
+    Ok(axum::Json(serde_json::json!({ "values": values, "skipped": skipped })).into_response())
 }
 
 /// Store several values, each with its own lifetime. Every item is checked

@@ -472,6 +472,13 @@ async fn delete_value(
     let raw = rest(&uri, route);
     let key = key::entry_key(raw, uri.query(), st.limits.max_key)?;
     if let Some(expected) = headers.get(IF_EQUALS_HEADER) {
+        // Only visible ASCII survives a header intact (a parser trims
+        // surrounding spaces, no line may hold CR, LF or NUL).
+        if expected.is_empty() || !expected.as_bytes().iter().all(u8::is_ascii_graphic) {
+            return Err(ApiError::BadRequest(format!(
+                "{IF_EQUALS_HEADER} must be visible ASCII"
+            )));
+        }
         let expected = Bytes::copy_from_slice(expected.as_bytes());
         return match st
             .store

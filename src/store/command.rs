@@ -42,12 +42,13 @@ pub enum Command {
         reply: oneshot::Sender<Result<DeleteIf, StoreError>>,
     },
     /// Up to `limit` live keys starting with `prefix`, in order, after
-    /// `after` when given.
+    /// `after` when given, examining at most `scan` entries.
     Keys {
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+        scan: usize,
+        reply: oneshot::Sender<Result<KeysPage, StoreError>>,
     },
     /// Gives a live entry a new deadline; replies whether one was there.
     Touch {
@@ -142,6 +143,16 @@ pub enum Incr {
     NotInteger,
     /// The sum does not fit in 64 bits; nothing was stored.
     Overflow,
+}
+
+/// What [`Command::Keys`] found in one shard.
+#[derive(Debug, Default)]
+pub struct KeysPage {
+    pub keys: Vec<Vec<u8>>,
+    /// The last key examined when the shard stopped before the end of the
+    /// prefix (its `limit` or `scan` reached): every live key up to it is
+    /// in `keys`. `None`: the shard has no more.
+    pub stopped_at: Option<Vec<u8>>,
 }
 
 /// What [`Command::DeleteIfBody`] found.

@@ -82,7 +82,11 @@ use command::Command;
 use handle::ShardHandle;
 use shard::{Shard, ShardConfig};
 
+use command::KeysPage;
 pub use command::{DeleteIf, Incr};
+
+/// Entries one shard examines for one page of [`Store::keys`].
+pub const KEYS_SCAN: usize = 20_000;
 pub use error::StoreError;
 pub use keys::Namespace;
 pub use lookup::Lookup;
@@ -290,37 +294,63 @@ impl Store {
     }
 
     /// Up to `limit` live keys of `ns` starting with `prefix`, in byte
-    /// order, after `after` when given; and whether more may follow. Each
-    /// shard is asked for `limit` keys and the answers merged, so one call
-    /// reads at most shards × `limit` keys, never the whole store.
+    /// order, after `after` when given; and the cursor to pass as `after`
+    /// for the next page (`None` after the last). Each shard examines at
+    /// most [`KEYS_SCAN`] entries (expired ones included), so no call walks
+    /// the whole store; a page can then be short, or empty, with a cursor.
     pub async fn keys(
         &self,
         ns: Namespace,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+        self.keys_scanning(ns, prefix, after, limit, KEYS_SCAN)
+            .await
+    }
+
+    async fn keys_scanning(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
         let prefix = keys::entry_key(ns, prefix);
         let after = after.map(|a| keys::entry_key(ns, a));
         let mut all = Vec::new();
-        let mut more = false;
+        // Every shard has given all its live keys up to its stopping point,
+        // so the merged list is complete up to the lowest of them.
+        let mut boundary: Option<Vec<u8>> = None;
         for shard in self.shards.iter() {
             let (prefix, after) = (prefix.clone(), after.clone());
-            let found: Vec<Vec<u8>> = shard
+            let page: KeysPage = shard
                 .call(|reply| Command::Keys {
                     prefix,
                     after,
                     limit,
+                    scan,
                     reply,
                 })
                 .await?;
-            more |= found.len() == limit;
-            all.extend(found);
+            if let Some(stop) = page.stopped_at {
+                boundary = Some(boundary.map_or(stop.clone(), |b| b.min(stop)));
+            }
+            all.extend(page.keys);
         }
         all.sort_unstable();
-        more |= all.len() > limit;
-        all.truncate(limit);
-        Ok((all.into_iter().map(|mut k| k.split_off(1)).collect(), more))
+        if let Some(b) = &boundary {
+            all.retain(|k| k <= b);
+        }
+        let next = if all.len() > limit {
+            all.truncate(limit);
+            all.last().cloned()
+        } else {
+            boundary
+        };
+        let strip = |mut k: Vec<u8>| k.split_off(1);
+        Ok((all.into_iter().map(strip).collect(), next.map(strip)))
     }
 
     /// Sets a live entry's deadline; returns whether there was one.
@@ -607,6 +637,82 @@ mod tests {
             meta: Bytes::new(),
             body: Bytes::copy_from_slice(body),
         }
+    }
+
+    /// Pages through every key with `limit` and `scan`, checking the
+    /// cursor always moves forward.
+    async fn all_keys(
+        store: &Store,
+        prefix: &[u8],
+        limit: usize,
+        scan: usize,
+    ) -> (Vec<Vec<u8>>, usize) {
+        let (mut out, mut pages, mut after) = (Vec::new(), 0, None::<Vec<u8>>);
+        loop {
+            let (keys, next) = store
+                .keys_scanning(Namespace::Value, prefix, after.as_deref(), limit, scan)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(keys.len() <= limit);
+            out.extend(keys);
+            match next {
+                Some(n) => {
+                    assert!(
+                        after.as_ref().is_none_or(|a| n > *a),
+                        "the cursor went back"
+                    );
+                    after = Some(n);
+                }
+                None => return (out, pages),
+            }
+            assert!(pages < 10_000);
+        }
+    }
+
+    #[tokio::test]
+    async fn key_pages_are_complete_whatever_each_shard_stops_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig {
+            shards: 4,
+            ..config(dir.path())
+        })
+        .unwrap();
+        let mut expected = Vec::new();
+        for i in 0..300u32 {
+            let key = format!("k:{i:03}");
+            let mut rec = record(b"x");
+            // Every third entry is expired: skipped, but it counts as scanned.
+            if i % 3 == 0 {
+                rec.expires_at = Some(1);
+            } else {
+                expected.push(key.clone().into_bytes());
+            }
+            store
+                .put(Namespace::Value, key.as_bytes(), rec)
+                .await
+                .unwrap();
+        }
+        store
+            .put(Namespace::Value, b"j", record(b"x"))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Value, b"l", record(b"x"))
+            .await
+            .unwrap();
+        for (limit, scan) in [(1000, 100_000), (7, 100_000), (7, 3), (1, 1), (50, 10)] {
+            let (got, pages) = all_keys(&store, b"k:", limit, scan).await;
+            assert_eq!(got, expected, "limit {limit}, scan {scan}");
+            if scan >= 300 {
+                assert_eq!(
+                    pages,
+                    expected.len().div_ceil(limit).max(1),
+                    "limit {limit}: pages"
+                );
+            }
+        }
+        store.shutdown().await;
     }
 
     async fn stall(store: &Store, ms: u64) {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::busy::Busy;
-use super::command::{Command, DeleteIf, Incr};
+use super::command::{Command, DeleteIf, Incr, KeysPage};
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -326,9 +326,10 @@ impl Shard {
                 prefix,
                 after,
                 limit,
+                scan,
                 reply,
             } => {
-                let _ = reply.send(self.keys(&prefix, after.as_deref(), limit));
+                let _ = reply.send(self.keys(&prefix, after.as_deref(), limit, scan));
             }
             Command::Touch {
                 key,
@@ -604,24 +605,39 @@ impl Shard {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        scan: usize,
+    ) -> Result<KeysPage, StoreError> {
         let now = self.clock.now_ms();
         let from = match after {
             Some(a) if a > prefix => a,
             _ => prefix,
         };
-        let mut out = Vec::new();
+        let mut page = KeysPage::default();
+        let mut examined = 0;
+        let mut last: Option<Vec<u8>> = None;
         let scanned = self.db.scan(from, |k, v| {
-            if !k.starts_with(prefix) || out.len() >= limit {
+            if !k.starts_with(prefix) {
                 return false;
             }
-            if Some(k) != after && Record::decode(v).is_ok_and(|s| !s.record.is_expired(now)) {
-                out.push(k.to_vec());
+            // The cursor itself was in the previous page.
+            if Some(k) == after {
+                return true;
             }
+            if page.keys.len() >= limit || examined >= scan {
+                // More under the prefix: everything up to the last key
+                // examined (at least one past the cursor) has been seen.
+                page.stopped_at = last.take();
+                return false;
+            }
+            examined += 1;
+            if Record::decode(v).is_ok_and(|s| !s.record.is_expired(now)) {
+                page.keys.push(k.to_vec());
+            }
+            last = Some(k.to_vec());
             true
         });
         self.reopen()?;
-        scanned.map(|()| out)
+        scanned.map(|()| page)
     }
 
     /// Gives a live entry a new deadline, keeping its body where it is.
