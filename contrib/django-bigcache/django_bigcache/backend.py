@@ -53,6 +53,8 @@ from .serializers import Codec
 MAX_TTL_SECONDS = 95 * 365 * 24 * 3600
 #: Most keys the server takes in one bulk call.
 MANY = 1000
+#: Most base64 value bytes sent in one ``set_many`` request.
+MANY_BYTES = 8 * 1024 * 1024
 
 
 class BigCacheBackend(BaseCache):
@@ -238,12 +240,19 @@ class BigCacheBackend(BaseCache):
             if r.status != 409 or attempt:
                 raise TypeError(f"bigcache cannot increment '{key}': HTTP {r.status} {r.data[:200]!r}")
             # Stored pickled, by this connector before it wrote integers as
-            # text: rewrite it as text once, keeping its lifetime, and retry.
-            value = yield from self._get(key, None, version)
-            if type(value) is not int:
+            # text: rewrite it as text once, keeping its lifetime, and
+            # retry. (An increment by another process between the read and
+            # the rewrite would be lost: this happens once per such key.)
+            raw = yield Call("incr", *self._locate(key, version), "GET")
+            if raw is None or raw.status != 200 or not raw.data.startswith(b"\x80"):
+                raise TypeError(f"'{key}' does not hold an integer bigcache can add to")
+            ok, value = self._decode(key, raw.data)
+            if not ok or type(value) is not int:
                 raise TypeError(f"'{key}' does not hold an integer")
-            left = yield from self._ttl_left(key, version)
-            yield from self._set(key, value, left if left else None, version)
+            left = raw.headers.get("X-Bigcache-TTL")
+            if left == "0":
+                raise ValueError(f"Key '{key}' not found")
+            yield from self._set(key, value, None if left is None else int(left), version)
 
     def _by_node(self, keys, version):
         """[(node, [(server key, caller's key)])], in chunks the server
@@ -263,22 +272,34 @@ class BigCacheBackend(BaseCache):
     def _many_answer(self, what, r):
         if r is None:
             return None
-        if r.status != 200:
-            self._failed(what, Unavailable(f"{what}: HTTP {r.status} {r.data[:200]!r}"))
+        try:
+            if r.status != 200:
+                raise ValueError(f"HTTP {r.status}")
+            return json.loads(r.data)
+        except ValueError as e:
+            self._failed(what, Unavailable(f"{what}: {e}: {r.data[:200]!r}"))
             return None
-        return json.loads(r.data)
 
     def _get_many(self, keys, version):
         chunks = self._by_node(keys, version)
-        answers = yield [self._many_call("get_many", c, "get", {"keys": [m for m, _ in pairs]}) for c, pairs in chunks]
         found = {}
-        for (_, pairs), r in zip(chunks, answers):
-            names = dict(pairs)
-            for made, entry in ((self._many_answer("get_many", r) or {}).get("values") or {}).items():
-                if made in names:
-                    ok, value = self._decode(made, base64.b64decode(entry["value"]))
-                    if ok:
-                        found[names[made]] = value
+        while chunks:
+            answers = yield [self._many_call("get_many", c, "get", {"keys": [m for m, _ in pairs]})
+                             for c, pairs in chunks]
+            again = []
+            for (client, pairs), r in zip(chunks, answers):
+                names = dict(pairs)
+                answer = self._many_answer("get_many", r) or {}
+                for made, entry in (answer.get("values") or {}).items():
+                    if made in names:
+                        ok, value = self._decode(made, base64.b64decode(entry["value"]))
+                        if ok:
+                            found[names[made]] = value
+                # The server stops at its body limit and names the rest.
+                rest = [(m, names[m]) for m in answer.get("skipped") or () if m in names]
+                if rest and len(rest) < len(pairs):
+                    again.append((client, rest))
+            chunks = again
         return found
 
     def _set_many(self, data, timeout, version):
@@ -286,14 +307,26 @@ class BigCacheBackend(BaseCache):
         if ttl is not None and ttl <= 0:
             yield from self._delete_many(list(data), version)
             return []
-        chunks = self._by_node(data, version)
         ttl_text = None if ttl is None else self._ttl_text(ttl)
-        calls = [self._many_call("set_many", c, "set", {"items": [
-            {"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(), "ttl": ttl_text}
-            for made, key in pairs]}) for c, pairs in chunks]
-        answers = yield calls
-        return [key for (_, pairs), r in zip(chunks, answers) if self._many_answer("set_many", r) is None
-                for _, key in pairs]
+        # Bodies stay under the server's default 16 MiB limit: items are
+        # grouped up to MANY_BYTES of base64, a larger value goes alone.
+        chunks = []
+        for client, pairs in self._by_node(data, version):
+            batch, size = [], 0
+            for made, key in pairs:
+                item = {"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(),
+                        "ttl": ttl_text}
+                if batch and size + len(item["value"]) > MANY_BYTES:
+                    chunks.append((client, batch))
+                    batch, size = [], 0
+                batch.append((key, item))
+                size += len(item["value"])
+            if batch:
+                chunks.append((client, batch))
+        answers = yield [self._many_call("set_many", c, "set", {"items": [item for _, item in batch]})
+                         for c, batch in chunks]
+        return [key for (_, batch), r in zip(chunks, answers) if self._many_answer("set_many", r) is None
+                for key, _ in batch]
 
     def _delete_many(self, keys, version):
         chunks = self._by_node(keys, version)
@@ -405,13 +438,14 @@ class BigCacheBackend(BaseCache):
 
     # -- keys by pattern -------------------------------------------------
 
-    def _reverse_key(self, made):
+    def _reverse_key(self, made, version):
         """The caller's key from the server's: Django's default
-        ``KEY_FUNCTION`` is ``prefix:version:key``; a custom one needs
-        ``OPTIONS["REVERSE_KEY_FUNCTION"]``."""
+        ``KEY_FUNCTION`` is ``prefix:version:key`` (the prefix may hold
+        ``:`` too); a custom one needs ``OPTIONS["REVERSE_KEY_FUNCTION"]``."""
         if self._reverse is not None:
             return self._reverse(made)
-        return made.split(":", 2)[2] if made.count(":") >= 2 else None
+        head = self.make_key("", version=version)
+        return made[len(head):] if made.startswith(head) else None
 
     def iter_keys(self, pattern="*", version=None, itersize=1000):
         """The keys (as the caller names them) matching the glob ``pattern``
@@ -440,7 +474,7 @@ class BigCacheBackend(BaseCache):
                     break
                 page = json.loads(r.data)
                 for made in page["keys"]:
-                    key = self._reverse_key(made)
+                    key = self._reverse_key(made, version)
                     if key is not None and self.make_key(key, version=version) == made \
                             and fnmatch.fnmatchcase(key, pattern):
                         yield key

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import threading
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -100,8 +99,9 @@ class Client:
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout,
                                               connect=connect_timeout + read_timeout)
         self._pool_size = pool_size
-        # An aiohttp session belongs to the event loop it was made in.
-        self._async = weakref.WeakKeyDictionary()
+        # An aiohttp session belongs to the event loop it was made in:
+        # {loop: (session, keeper)}, see ``_session``.
+        self._async = {}
 
     def url(self, route, key):
         """``route`` is ``cache``, ``pickle`` or ``prefix``; the key is
@@ -134,13 +134,7 @@ class Client:
 
     async def arequest(self, method, url, body=None, headers=None):
         """``request`` on the running event loop, without a thread hop."""
-        loop = asyncio.get_running_loop()
-        session = self._async.get(loop)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size * 5)
-            session = self._async[loop] = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
+        session = await self._session()
         try:
             # yarl would re-quote the percent-encoded key; keep it as built.
             async with session.request(method, yarl.URL(url, encoded=True), data=body,
@@ -150,11 +144,40 @@ class Client:
             raise Unavailable(f"{method} {url}: {type(e).__name__}: {e}") from e
         return self._checked(method, url, answer)
 
+    async def _session(self):
+        """This event loop's session. Django runs an async view under WSGI
+        in an event loop of its own per request (asgiref), so a session
+        must not outlive its loop: an async generator parked per session
+        closes it when the loop shuts its generators down (``asyncio.run``
+        and asgiref both do), and sessions of loops closed otherwise are
+        dropped here."""
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is not None and not entry[0].closed:
+            return entry[0]
+        for other in [lp for lp in self._async if lp.is_closed()]:
+            del self._async[other]
+        connector = aiohttp.TCPConnector(limit=self._pool_size * 5)
+        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                        skip_auto_headers=("User-Agent",))
+        keeper = self._keep(loop, session)
+        await keeper.__anext__()
+        self._async[loop] = (session, keeper)
+        return session
+
+    async def _keep(self, loop, session):
+        try:
+            yield
+        finally:
+            if self._async.get(loop, (None,))[0] is session:
+                del self._async[loop]
+            await session.close()
+
     async def aclose(self):
         """Closes this event loop's session (``BigCacheBackend.aclose``)."""
-        session = self._async.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].close()
 
 
 class Ring:

@@ -7,13 +7,13 @@ the cache, as django-redis gives (redis-py's ``Lock``).
 The lock is a key added atomically (``X-Bigcache-Mode: add``) holding a
 random token; release deletes it only if it still holds that token
 (``X-Bigcache-If-Equals``), so a holder whose lock expired and was taken by
-another never releases the other's.
+another never releases the other's. Without ``timeout`` a lock whose
+holder dies stays taken until deleted by hand: give one.
 """
 
 import secrets
 import time
 
-from .client import Unavailable
 
 
 class LockError(Exception):
@@ -41,13 +41,15 @@ class Lock:
         if self.timeout is not None:
             headers["X-Bigcache-TTL"] = self.cache._ttl_text(self.timeout)
         while True:
-            try:
-                r = client.request("POST", url, body=token.encode(), headers=headers)
-                if r.status == 200:
-                    self.token = token
-                    return True
-            except Unavailable as e:
-                self.cache._failed("lock", e)
+            # A server that cannot be reached raises Unavailable whatever
+            # IGNORE_EXCEPTIONS says: a lock that silently is not one would
+            # let two holders in.
+            r = client.request("POST", url, body=token.encode(), headers=headers)
+            if r.status == 200:
+                self.token = token
+                return True
+            if r.status != 409:  # not "held by another": waiting cannot help
+                raise LockError(f"lock {self.key!r}: HTTP {r.status} {r.data[:200]!r}")
             if not blocking or (deadline is not None and time.monotonic() >= deadline):
                 return False
             time.sleep(self.sleep)
