@@ -833,6 +833,29 @@ async fn a_shut_http2_window_does_not_hold_a_slot() {
     held.abort();
 }
 
+/// POSTs `body` with the given `Content-Type`; the status.
+async fn post_typed(s: &Server, path: &str, content_type: &str, body: &'static str) -> StatusCode {
+    client()
+        .post(s.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn get_text(s: &Server, path: &str) -> String {
+    client()
+        .get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn put_bytes(s: &Server, key: &str, body: &'static [u8], ttl: Option<&str>) -> StatusCode {
     let mut r = client()
         .post(s.url(&format!("/pickle/{key}")))
@@ -859,17 +882,7 @@ async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() 
         .parse()
         .unwrap();
     assert!((3590..=3600).contains(&left), "lifetime lost: {left}");
-    assert_eq!(
-        client()
-            .get(s.url("/pickle/n"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "-8"
-    );
+    assert_eq!(get_text(&s, "/pickle/n").await, "-8");
 
     // 200 increments from 8 clients at once: none is lost.
     put_bytes(&s, "c", b"0", None).await;
@@ -891,17 +904,7 @@ async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() 
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(
-        client()
-            .get(s.url("/pickle/c"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "200"
-    );
+    assert_eq!(get_text(&s, "/pickle/c").await, "200");
     assert!(
         client()
             .head(s.url("/pickle/c"))
@@ -935,28 +938,15 @@ async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() 
         post_json(&s, "/incr/max", json!({})).await.0,
         StatusCode::CONFLICT
     );
-    assert_eq!(
-        client()
-            .get(s.url("/pickle/max"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "9223372036854775807"
-    );
+    assert_eq!(get_text(&s, "/pickle/max").await, "9223372036854775807");
     assert_eq!(
         post_json(&s, "/incr/n", json!({"delta": "x"})).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    let form = client()
-        .post(s.url("/incr/n"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        post_typed(&s, "/incr/n", "application/x-www-form-urlencoded", "").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
 }
 
 #[tokio::test]
@@ -1015,14 +1005,10 @@ async fn bulk_calls_read_write_and_delete_many_keys_in_one_request() {
     assert_eq!(get_json(&s, "/pickle/k1").await.0, StatusCode::NOT_FOUND);
     assert_eq!(get_json(&s, "/pickle/k3").await.0, StatusCode::OK);
 
-    let form = client()
-        .post(s.url("/many/set"))
-        .header("content-type", "text/plain")
-        .body(r#"{"items": []}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        post_typed(&s, "/many/set", "text/plain", r#"{"items": []}"#).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
 }
 
 #[tokio::test]
