@@ -40,3 +40,4 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod ttl;
+pub mod warm;

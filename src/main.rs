@@ -7,6 +7,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     bigcache::alloc::limit_arenas();
     let argv: Vec<_> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "warm") {
+        init_logging("warn");
+        return bigcache::warm::main(argv[1..].to_vec());
+    }
     let args = match bigcache::config::file::parse(argv.clone()) {
         Ok(args) => args,
         Err(bigcache::config::file::FileError::Flags(e)) => e.exit(),
@@ -27,18 +31,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
-        eprintln!(
-            "bigcache: bad --log filter {:?} ({e}); using `info`",
-            args.log
-        );
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&args.log);
 
     let cfg = match args.validate() {
         Ok(cfg) => cfg,
@@ -67,4 +60,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(log: &str) {
+    let filter = EnvFilter::try_new(log).unwrap_or_else(|e| {
+        eprintln!("bigcache: bad --log filter {log:?} ({e}); using `info`");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

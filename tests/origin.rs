@@ -197,7 +197,57 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// `/sitemap.xml?pages=N&from=F`: a sitemap of the cacheable pages
+/// `/p/F` .. `/p/F+N-1` on the request's host (with `https=1`, as https
+/// URLs); `/sitemap-index.xml?parts=K&pages=N`: an index of K of them.
+fn sitemap(req: &Request<Incoming>) -> Option<String> {
+    let path = req.uri().path();
+    if path != "/sitemap.xml" && path != "/sitemap-index.xml" {
+        return None;
+    }
+    let q = |name: &str| -> usize {
+        req.uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if q("https") == 1 { "https" } else { "http" };
+    let (pages, from, parts) = (q("pages"), q("from"), q("parts"));
+    if path == "/sitemap-index.xml" {
+        let parts: String = (0..parts)
+            .map(|i| format!("<sitemap><loc>http://{host}/sitemap.xml?pages={pages}&amp;from={}</loc></sitemap>", i * pages))
+            .collect();
+        return Some(format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{parts}</sitemapindex>"#
+        ));
+    }
+    let urls: String = (from..from + pages)
+        .map(|i| {
+            format!(
+                "<url><loc>{scheme}://{host}/p/{i}?h=X-Bigcache-TTL:1h&amp;delay=20</loc></url>"
+            )
+        })
+        .collect();
+    Some(format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>"#
+    ))
+}
+
 async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
+    if let Some(xml) = sitemap(&req) {
+        return Response::builder()
+            .header("content-type", "application/xml")
+            .body(Full::new(Bytes::from(xml)))
+            .unwrap();
+    }
     let target = req
         .uri()
         .path_and_query()

@@ -13,3 +13,4 @@ mod durability;
 mod origin;
 mod props;
 mod proxy;
+mod warm;

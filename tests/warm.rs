@@ -1,0 +1,147 @@
+//! `bigcache warm`: the real binary, a real proxy in front of a real origin.
+
+use std::process::Command;
+
+use crate::origin::Origin;
+use crate::util::{BIN, Server};
+
+/// Runs `bigcache warm`, off the test's runtime thread (the origin serves
+/// on it meanwhile).
+async fn warm(args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .arg("warm")
+            .args(&args)
+            .output()
+            .expect("run bigcache warm")
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn warming_a_sitemap_index_fetches_each_page_once_within_its_bound() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let index = format!("{}/sitemap-index.xml?parts=5&pages=100", origin.url());
+    // The sitemap names the origin's host; the proxy takes it as its site.
+    let origin_host = origin.url().trim_start_matches("http://").to_string();
+    let s = Server::start_in(
+        dir.path(),
+        &["--upstream", &origin.url(), "--host", &origin_host],
+    );
+    let (ok, out, err) = warm(&[&index, "--proxy", &s.proxy, "--concurrency", "4"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("500 of 500 pages") && out.contains("500 warmed, 0 already fresh"),
+        "{out}"
+    );
+    for i in 0..500 {
+        let target = format!("/p/{i}?h=X-Bigcache-TTL:1h&delay=20");
+        assert_eq!(
+            origin.count(&target),
+            1,
+            "{target} fetched {} times",
+            origin.count(&target)
+        );
+    }
+    let most = origin
+        .counts
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "{most} requests at once at the origin, the bound is 4"
+    );
+
+    // Again: every page is fresh, Django is asked nothing.
+    let (ok, out, _) = warm(&[&index, "--proxy", &s.proxy]).await;
+    assert!(ok && out.contains("0 warmed, 500 already fresh"), "{out}");
+    assert!((0..500).all(|i| origin.count(&format!("/p/{i}?h=X-Bigcache-TTL:1h&delay=20")) == 1));
+}
+
+#[tokio::test]
+async fn warming_a_file_of_paths_paces_and_reports() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--upstream", &origin.url()]);
+    let list = dir.path().join("paths.txt");
+    let mut text = String::from("# pages to warm\n");
+    for i in 0..10 {
+        text.push_str(&format!("/q/{i}?h=X-Bigcache-TTL:1h\n"));
+    }
+    text.push_str("/private?h=Cache-Control:private\n");
+    std::fs::write(&list, text).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, out, err) = warm(&[list.to_str().unwrap(), "--proxy", &s.proxy, "--rate", "20"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("10 warmed, 0 already fresh, 1 not cacheable, 0 failed"),
+        "{out}"
+    );
+    // 11 starts at 20 per second: at least half a second.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(450),
+        "--rate was not kept"
+    );
+
+    let (ok, out, _) = warm(&["/nonexistent/sitemap.xml", "--proxy", &s.proxy]).await;
+    assert!(!ok && out.is_empty());
+    let (ok, _, err) = warm(&[list.to_str().unwrap(), "--proxy", "http://127.0.0.1:9"]).await;
+    assert!(!ok, "a proxy that is down must fail the run: {err}");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_after_the_requests_in_flight_and_says_what_was_done() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &["--upstream", &origin.url()]);
+    let list = dir.path().join("slow.txt");
+    let text: String = (0..40)
+        .map(|i| format!("/slow/{i}?h=X-Bigcache-TTL:1h&delay=300\n"))
+        .collect();
+    std::fs::write(&list, text).unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "warm",
+            list.to_str().unwrap(),
+            "--proxy",
+            &s.proxy,
+            "--concurrency",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    let done: u64 = stdout
+        .strip_prefix("stopped: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {stdout}"));
+    assert!((2..40).contains(&done), "{stdout}");
+    // Every page it counts was fetched whole; none was left half-asked.
+    let fetched = (0..40)
+        .filter(|i| origin.count(&format!("/slow/{i}?h=X-Bigcache-TTL:1h&delay=300")) > 0)
+        .count() as u64;
+    assert_eq!(fetched, done, "{stdout}");
+}
