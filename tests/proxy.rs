@@ -1755,3 +1755,63 @@ async fn the_access_log_has_a_line_per_request() {
     let line = std::fs::read_to_string(&log2).unwrap();
     assert!(line.starts_with("203.0.113.7 - - ["), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_purge_counts_each_item_and_checks_them_all_first() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let pages = [
+        format!("/d/1/?{TTL}"),
+        format!("/d/2/?{TTL}"),
+        format!("/e/1/?{TTL}"),
+        format!("/keep/?{TTL}"),
+    ];
+    for p in &pages {
+        assert_eq!(get(&s, p).await.cache(), "MISS");
+    }
+    crate::util::stored(&s, 4).await;
+    let bad = crate::util::post_json(
+        &s,
+        "/purge",
+        serde_json::json!({"paths": [&pages[0]], "prefixes": ["/"]}),
+    )
+    .await;
+    assert_eq!(bad.0, 400, "an empty prefix");
+    let unknown =
+        crate::util::post_json(&s, "/purge", serde_json::json!({"tags": ["dataset-1"]})).await;
+    assert_eq!(unknown.0, 422);
+    assert!(
+        unknown.1["detail"].as_str().unwrap().contains("tags"),
+        "{}",
+        unknown.1
+    );
+    let many: Vec<String> = (0..1001).map(|i| format!("/x/{i}")).collect();
+    assert_eq!(
+        crate::util::post_json(&s, "/purge", serde_json::json!({ "paths": many }))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        get(&s, &pages[0]).await.cache(),
+        "HIT",
+        "a refused call purged something"
+    );
+
+    let (st, v) = crate::util::post_json(
+        &s,
+        "/purge",
+        serde_json::json!({"paths": [&pages[0], "/never/cached/"], "prefixes": ["/d/", "/e/"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["paths"][&pages[0]], 1);
+    assert_eq!(v["paths"]["/never/cached/"], 0);
+    assert_eq!(v["prefixes"]["/d/"], 1, "{v}");
+    assert_eq!(v["prefixes"]["/e/"], 1, "{v}");
+    assert_eq!(v["purged"], 3);
+    for p in &pages[..3] {
+        assert_eq!(get(&s, p).await.cache(), "MISS", "{p} was not purged");
+    }
+    assert_eq!(get(&s, &pages[3]).await.cache(), "HIT");
+}

@@ -16,6 +16,7 @@
 //! bytes without re-parsing them: the value was validated when it was
 //! written and the record's checksum guards it since.
 
+pub mod bulk_purge;
 pub mod counter;
 pub mod docs;
 pub mod error;
@@ -85,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/incr/{*key}", post(counter::incr))
         .route("/keys", get(listing::keys))
+        .route("/purge", post(bulk_purge::purge))
         .route("/many/get", post(many::get_many))
         .route("/many/set", post(many::set_many))
         .route("/many/delete", post(many::delete_many))
@@ -178,7 +180,7 @@ fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
     }
     let path = req.uri().path();
     let writes = req.method() == axum::http::Method::POST
-        && ["/cache/", "/pickle/", "/incr/", "/many/"]
+        && ["/cache/", "/pickle/", "/incr/", "/many/", "/purge"]
             .iter()
             .any(|route| path.starts_with(route));
     if writes {
@@ -200,7 +202,7 @@ fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
         };
         if essence.as_deref().is_none_or(simple) {
             return Some(ApiError::UnsupportedMediaType(
-                "writes need a Content-Type: application/json for /cache, /incr and /many, \
+                "writes need a Content-Type: application/json for /cache, /incr, /many and /purge, \
                  application/octet-stream (or another non-form type) for /pickle"
                     .into(),
             ));
@@ -498,19 +500,11 @@ async fn delete_value(
             ))),
         };
     }
-    let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
-    if route == "/cache/" {
-        Stats::bump(&st.stats.purges_path);
-        for target in page_targets(raw, uri.query()) {
-            found |= st
-                .store
-                .delete(Namespace::Page, &proxy::key::page_key(&target))
-                .await?;
-        }
-    }
-    if found && route == "/cache/" {
-        Stats::bump(&st.stats.purged);
-    }
+    let found = if route == "/cache/" {
+        purge_path(&st, &key, raw, uri.query()).await?
+    } else {
+        st.store.delete(Namespace::Value, key.as_bytes()).await?
+    };
     if !found {
         return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
     }
@@ -674,11 +668,49 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
 async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = rest(&uri, "/prefix/");
     let prefix = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
+    let n = purge_prefix(&st, &prefix, raw, uri.query()).await?;
+    Ok(axum::Json(serde_json::json!({
+        "message": format!("prefix '{prefix}': {n} keys deleted."),
+        "count": n,
+    }))
+    .into_response())
+}
+
+/// `DELETE /cache/<raw>`'s purge: the value at `key` and the proxy's page
+/// at that path (every Vary variant); whether anything was there.
+async fn purge_path(
+    st: &ApiState,
+    key: &str,
+    raw: &str,
+    query: Option<&str>,
+) -> Result<bool, ApiError> {
+    let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
+    Stats::bump(&st.stats.purges_path);
+    for target in page_targets(raw, query) {
+        found |= st
+            .store
+            .delete(Namespace::Page, &proxy::key::page_key(&target))
+            .await?;
+    }
+    if found {
+        Stats::bump(&st.stats.purged);
+    }
+    Ok(found)
+}
+
+/// `DELETE /prefix/<raw>`'s purge: values under `prefix` and pages under
+/// that path; how many live ones went.
+async fn purge_prefix(
+    st: &ApiState,
+    prefix: &str,
+    raw: &str,
+    query: Option<&str>,
+) -> Result<u64, ApiError> {
     let mut n = st
         .store
         .delete_prefix(Namespace::Value, prefix.as_bytes())
         .await?;
-    for target in page_targets(raw, uri.query()) {
+    for target in page_targets(raw, query) {
         n += st
             .store
             .delete_prefix(Namespace::Page, target.as_bytes())
@@ -691,11 +723,7 @@ async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response,
     st.stats
         .purged
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Ok(axum::Json(serde_json::json!({
-        "message": format!("prefix '{prefix}': {n} keys deleted."),
-        "count": n,
-    }))
-    .into_response())
+    Ok(n)
 }
 
 async fn empty_prefix() -> ApiError {

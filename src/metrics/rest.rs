@@ -30,6 +30,7 @@ pub enum Endpoint {
     Incr,
     Many,
     Keys,
+    Purge,
     Prefix,
     Stat,
     StatCount,
@@ -39,12 +40,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::Cache,
         Endpoint::Pickle,
         Endpoint::Incr,
         Endpoint::Many,
         Endpoint::Keys,
+        Endpoint::Purge,
         Endpoint::Prefix,
         Endpoint::Stat,
         Endpoint::StatCount,
@@ -61,6 +63,7 @@ impl Endpoint {
             p if p.starts_with("/many/") => Endpoint::Many,
             p if p.starts_with("/prefix") => Endpoint::Prefix,
             "/keys" => Endpoint::Keys,
+            "/purge" => Endpoint::Purge,
             "/stat" => Endpoint::Stat,
             "/stat/count" => Endpoint::StatCount,
             "/metrics" => Endpoint::Metrics,
@@ -76,6 +79,7 @@ impl Endpoint {
             Endpoint::Incr => "incr",
             Endpoint::Many => "many",
             Endpoint::Keys => "keys",
+            Endpoint::Purge => "purge",
             Endpoint::Prefix => "prefix",
             Endpoint::Stat => "stat",
             Endpoint::StatCount => "stat_count",

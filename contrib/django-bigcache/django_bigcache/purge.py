@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 from .client import Unavailable, as_nodes, log
 
+#: Most paths and prefixes one ``POST /purge`` takes.
+MAX_ITEMS = 1000
+
 #: Purges that did not reach a node, by node location, since the process
 #: started.
 node_failures = collections.Counter()
@@ -52,34 +55,39 @@ def purge(paths=(), prefixes=(), client=None):
     node. Returns a ``PurgeResult``; ``purge_path`` and ``purge_prefix`` are
     the one-item forms."""
     nodes = as_nodes(client)
-    items = [("cache", p) for p in paths] + [("prefix", p) for p in prefixes]
+    items = list(paths) + list(prefixes)
+    if len(items) > MAX_ITEMS:
+        # The server takes at most MAX_ITEMS per call.
+        result = PurgeResult(nodes=len(nodes.clients))
+        everything = [("p", x) for x in paths] + [("x", x) for x in prefixes]
+        for i in range(0, len(everything), MAX_ITEMS):
+            chunk = everything[i : i + MAX_ITEMS]
+            part = purge([x for k, x in chunk if k == "p"], [x for k, x in chunk if k == "x"], client)
+            result.count += part.count
+            result.failed.extend(f for f in part.failed if f not in result.failed)
+        return result
+
+    body = json.dumps({"paths": list(paths), "prefixes": list(prefixes)}).encode()
 
     def on_node(c):
-        removed = 0
-        for route, target in items:
-            r = c.request("DELETE", c.url(route, target))
-            if r.status == 404:  # nothing there
-                continue
-            if r.status != 200:
-                raise Unavailable(f"DELETE /{route}/{target}: HTTP {r.status} {r.data[:200]!r}")
-            if route == "cache":
-                removed += 1
-                continue
-            try:
-                n = json.loads(r.data)["count"]
-            except (ValueError, KeyError, TypeError):
-                n = None
-            if not isinstance(n, int):
-                raise Unavailable(f"DELETE /{route}/{target}: not bigcache's answer: {r.data[:200]!r}")
-            removed += n
-        return removed
+        # One POST /purge per node for every item.
+        r = c.request("POST", f"{c.base}/purge", body=body, headers={"Content-Type": "application/json"})
+        if r.status != 200:
+            raise Unavailable(f"POST /purge: HTTP {r.status} {r.data[:200]!r}")
+        try:
+            n = json.loads(r.data)["purged"]
+        except (ValueError, KeyError, TypeError):
+            n = None
+        if not isinstance(n, int):
+            raise Unavailable(f"POST /purge: not bigcache's answer: {r.data[:200]!r}")
+        return n
 
     result = PurgeResult(nodes=len(nodes.clients))
     for c, outcome in nodes.each(on_node):
         if isinstance(outcome, Unavailable):
             node_failures[c.base] += 1
             result.failed.append(c.base)
-            log.warning("bigcache purge of %s on %s failed: %s", [t for _, t in items], c.base, outcome)
+            log.warning("bigcache purge of %s on %s failed: %s", items[:10], c.base, outcome)
         else:
             result.count += outcome
     return result

@@ -81,7 +81,8 @@ def test_dot_keys_stay_on_their_route(bigcache):
 class NotBigcache(BaseHTTPRequestHandler):
     """Something else answering at a node's address: 200 and an HTML page."""
 
-    def do_DELETE(self):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = b"<html>hello</html>"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
