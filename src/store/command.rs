@@ -77,9 +77,15 @@ pub enum Command {
     /// Deletes the entry only if it is still expired: a reader saw it expired
     /// in the hot tier, but a newer write may have replaced it since.
     DeleteIfExpired { key: Vec<u8> },
+    /// Deletes up to `limit` entries under `prefix`; replies (live ones
+    /// deleted, whether more may be left). One bounded step: a purge of
+    /// many pages is many steps, and other commands run between them.
     DeletePrefix {
         prefix: Vec<u8>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        limit: usize,
+        /// An earlier step of the same purge deleted something.
+        continued: bool,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
     Count {
         prefixes: Vec<Vec<u8>>,

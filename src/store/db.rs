@@ -284,12 +284,16 @@ impl Db {
         Ok(())
     }
 
-    /// Every key starting with `prefix`, collected before anything is
-    /// changed (the iterator is gone when this returns).
-    pub fn keys_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The first `limit` keys starting with `prefix`, collected before
+    /// anything is changed (the iterator is gone when this returns).
+    pub fn keys_with_prefix(
+        &mut self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
         self.scan(prefix, |k, _| {
-            let under = k.starts_with(prefix);
+            let under = k.starts_with(prefix) && out.len() < limit;
             if under {
                 out.push(k.to_vec());
             }

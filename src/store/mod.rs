@@ -85,6 +85,9 @@ use shard::{Shard, ShardConfig};
 use command::KeysPage;
 pub use command::{DeleteIf, Incr};
 
+/// Entries one step of a prefix purge deletes in one shard.
+pub const PREFIX_STEP: usize = 2000;
+
 /// Entries one shard examines for one page of [`Store::keys`].
 pub const KEYS_SCAN: usize = 20_000;
 pub use error::StoreError;
@@ -444,13 +447,40 @@ impl Store {
         if ns == Namespace::Page {
             self.purges.prefix(&prefix);
         }
-        let counts = self
-            .broadcast(|reply| Command::DeletePrefix {
-                prefix: prefix.clone(),
-                reply,
-            })
-            .await?;
-        Ok(counts.iter().sum())
+        // Step by step on every shard at once: between two steps of a
+        // shard its other commands (reads that missed the hot tier,
+        // writes) get their turn.
+        let mut total = 0;
+        let mut active: Vec<usize> = (0..self.shards.len()).collect();
+        let mut continued = false;
+        while !active.is_empty() {
+            let mut pending = Vec::with_capacity(active.len());
+            for &i in &active {
+                let (reply, rx) = oneshot::channel();
+                self.shards[i]
+                    .tx
+                    .send(Command::DeletePrefix {
+                        prefix: prefix.clone(),
+                        limit: PREFIX_STEP,
+                        continued,
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| StoreError::Unavailable)?;
+                pending.push((i, rx));
+            }
+            let mut next = Vec::new();
+            for (i, rx) in pending {
+                let (deleted, more) = rx.await.map_err(|_| StoreError::Unavailable)??;
+                total += deleted;
+                if more {
+                    next.push(i);
+                }
+            }
+            active = next;
+            continued = true;
+        }
+        Ok(total)
     }
 
     /// Live entries in the given namespaces. Walks every entry: an admin
@@ -668,6 +698,52 @@ mod tests {
             }
             assert!(pages < 10_000);
         }
+    }
+
+    #[tokio::test]
+    async fn a_prefix_purge_of_many_steps_removes_exactly_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        let n = PREFIX_STEP * 3 + 17;
+        for i in 0..n {
+            let key = format!("p:{i:06}");
+            store
+                .put(Namespace::Value, key.as_bytes(), record(b"x"))
+                .await
+                .unwrap();
+        }
+        store
+            .put(Namespace::Value, b"p", record(b"x"))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Value, b"q:1", record(b"x"))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Page, b"p:000001", record(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.delete_prefix(Namespace::Value, b"p:").await.unwrap(),
+            n as u64
+        );
+        assert_eq!(
+            store
+                .count(&[Namespace::Value, Namespace::Page])
+                .await
+                .unwrap(),
+            3
+        );
+        assert!(matches!(
+            store.get(Namespace::Value, b"p:000005").await.unwrap(),
+            Lookup::Miss
+        ));
+        assert!(matches!(
+            store.get(Namespace::Page, b"p:000001").await.unwrap(),
+            Lookup::Hit(_)
+        ));
+        store.shutdown().await;
     }
 
     #[tokio::test]

@@ -295,8 +295,13 @@ impl Shard {
                     tracing::warn!(shard = self.index, error = %e, "deleting expired entry");
                 }
             }
-            Command::DeletePrefix { prefix, reply } => {
-                let _ = reply.send(self.delete_prefix(&prefix));
+            Command::DeletePrefix {
+                prefix,
+                limit,
+                continued,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_prefix(&prefix, limit, continued));
             }
             Command::Count { prefixes, reply } => {
                 let _ = reply.send(self.count(&prefixes));
@@ -657,8 +662,15 @@ impl Shard {
         Ok(true)
     }
 
-    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<u64, StoreError> {
-        let found = self.db.keys_with_prefix(prefix);
+    /// One step of a prefix purge: up to `limit` entries; the span is
+    /// compacted (the deleted data dropped from disk) after the last step.
+    fn delete_prefix(
+        &mut self,
+        prefix: &[u8],
+        limit: usize,
+        continued: bool,
+    ) -> Result<(u64, bool), StoreError> {
+        let found = self.db.keys_with_prefix(prefix, limit);
         self.reopen()?;
         let found = found?;
         let now = self.clock.now_ms();
@@ -672,11 +684,14 @@ impl Shard {
         }
         if !found.is_empty() {
             self.commit(tx)?;
+        }
+        let more = found.len() == limit;
+        if !more && (continued || !found.is_empty()) {
             let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
             self.db.compact_span(prefix, &end)?;
             self.drop_dead_files()?;
         }
-        Ok(deleted)
+        Ok((deleted, more))
     }
 
     fn count(&mut self, prefixes: &[Vec<u8>]) -> Result<u64, StoreError> {
