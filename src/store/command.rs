@@ -77,15 +77,20 @@ pub enum Command {
     /// Deletes the entry only if it is still expired: a reader saw it expired
     /// in the hot tier, but a newer write may have replaced it since.
     DeleteIfExpired { key: Vec<u8> },
-    /// Deletes up to `limit` entries under `prefix`; replies (live ones
-    /// deleted, whether more may be left). One bounded step: a purge of
+    /// Deletes up to `limit` entries under `prefix` from `from` on;
+    /// replies (live ones deleted, where the next step starts if more may
+    /// be left). One bounded step: a purge of
     /// many pages is many steps, and other commands run between them.
     DeletePrefix {
         prefix: Vec<u8>,
+        /// Where this step starts: the prefix, then the key after the last
+        /// one the previous step deleted (so no step walks over the ones
+        /// already deleted).
+        from: Vec<u8>,
         limit: usize,
         /// An earlier step of the same purge deleted something.
         continued: bool,
-        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
+        reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     Count {
         prefixes: Vec<Vec<u8>>,
@@ -150,6 +155,10 @@ pub enum Incr {
     /// The sum does not fit in 64 bits; nothing was stored.
     Overflow,
 }
+
+/// One step of a prefix purge: live entries deleted, and where the next
+/// step starts (`None`: the prefix is empty in this shard).
+pub type PrefixStep = (u64, Option<Vec<u8>>);
 
 /// What [`Command::Keys`] found in one shard.
 #[derive(Debug, Default)]

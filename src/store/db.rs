@@ -284,15 +284,17 @@ impl Db {
         Ok(())
     }
 
-    /// The first `limit` keys starting with `prefix`, collected before
-    /// anything is changed (the iterator is gone when this returns).
+    /// The first `limit` keys starting with `prefix`, from `from` on,
+    /// collected before anything is changed (the iterator is gone when this
+    /// returns).
     pub fn keys_with_prefix(
         &mut self,
         prefix: &[u8],
+        from: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        self.scan(prefix, |k, _| {
+        self.scan(from.max(prefix), |k, _| {
             let under = k.starts_with(prefix) && out.len() < limit;
             if under {
                 out.push(k.to_vec());

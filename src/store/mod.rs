@@ -451,16 +451,19 @@ impl Store {
         // shard its other commands (reads that missed the hot tier,
         // writes) get their turn.
         let mut total = 0;
-        let mut active: Vec<usize> = (0..self.shards.len()).collect();
+        let mut active: Vec<(usize, Vec<u8>)> = (0..self.shards.len())
+            .map(|i| (i, prefix.clone()))
+            .collect();
         let mut continued = false;
         while !active.is_empty() {
             let mut pending = Vec::with_capacity(active.len());
-            for &i in &active {
+            for (i, from) in active {
                 let (reply, rx) = oneshot::channel();
                 self.shards[i]
                     .tx
                     .send(Command::DeletePrefix {
                         prefix: prefix.clone(),
+                        from,
                         limit: PREFIX_STEP,
                         continued,
                         reply,
@@ -471,10 +474,10 @@ impl Store {
             }
             let mut next = Vec::new();
             for (i, rx) in pending {
-                let (deleted, more) = rx.await.map_err(|_| StoreError::Unavailable)??;
+                let (deleted, from) = rx.await.map_err(|_| StoreError::Unavailable)??;
                 total += deleted;
-                if more {
-                    next.push(i);
+                if let Some(from) = from {
+                    next.push((i, from));
                 }
             }
             active = next;

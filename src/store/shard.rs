@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::busy::Busy;
-use super::command::{Command, DeleteIf, Incr, KeysPage};
+use super::command::{Command, DeleteIf, Incr, KeysPage, PrefixStep};
 use super::db::{Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -297,11 +297,12 @@ impl Shard {
             }
             Command::DeletePrefix {
                 prefix,
+                from,
                 limit,
                 continued,
                 reply,
             } => {
-                let _ = reply.send(self.delete_prefix(&prefix, limit, continued));
+                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued));
             }
             Command::Count { prefixes, reply } => {
                 let _ = reply.send(self.count(&prefixes));
@@ -667,12 +668,11 @@ impl Shard {
     fn delete_prefix(
         &mut self,
         prefix: &[u8],
+        from: &[u8],
         limit: usize,
         continued: bool,
-    ) -> Result<(u64, bool), StoreError> {
-        let found = self.db.keys_with_prefix(prefix, limit);
-        self.reopen()?;
-        let found = found?;
+    ) -> Result<PrefixStep, StoreError> {
+        let found = self.db.keys_with_prefix(prefix, from, limit)?;
         let now = self.clock.now_ms();
         let mut deleted = 0;
         let mut tx = Tx::default();
@@ -685,13 +685,22 @@ impl Shard {
         if !found.is_empty() {
             self.commit(tx)?;
         }
-        let more = found.len() == limit;
-        if !more && (continued || !found.is_empty()) {
-            let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
-            self.db.compact_span(prefix, &end)?;
-            self.drop_dead_files()?;
+        // The smallest key after the last one deleted.
+        let next = (found.len() == limit)
+            .then(|| found.last().map(|k| [k.as_slice(), &[0]].concat()))
+            .flatten();
+        if next.is_none() {
+            // Once, after the last step: reopening is what makes
+            // rusty-leveldb drop deleted data after an iterator existed,
+            // and it costs a memtable flush.
+            self.reopen()?;
+            if continued || !found.is_empty() {
+                let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
+                self.db.compact_span(prefix, &end)?;
+                self.drop_dead_files()?;
+            }
         }
-        Ok((deleted, more))
+        Ok((deleted, next))
     }
 
     fn count(&mut self, prefixes: &[Vec<u8>]) -> Result<u64, StoreError> {
