@@ -845,6 +845,10 @@ async fn post_typed(s: &Server, path: &str, content_type: &str, body: &'static s
         .status()
 }
 
+async fn head(s: &Server, path: &str) -> reqwest::Response {
+    client().head(s.url(path)).send().await.unwrap()
+}
+
 async fn get_text(s: &Server, path: &str) -> String {
     client()
         .get(s.url(path))
@@ -875,8 +879,8 @@ async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() 
     assert_eq!((st, v["value"].clone()), (StatusCode::OK, json!(42)));
     let (_, v) = post_json(&s, "/incr/n", json!({"delta": -50})).await;
     assert_eq!(v["value"], -8);
-    let head = client().head(s.url("/pickle/n")).send().await.unwrap();
-    let left: u64 = head.headers()["x-bigcache-ttl"]
+    let r = head(&s, "/pickle/n").await;
+    let left: u64 = r.headers()["x-bigcache-ttl"]
         .to_str()
         .unwrap()
         .parse()
@@ -906,11 +910,8 @@ async fn incr_is_atomic_keeps_the_lifetime_and_refuses_what_is_not_an_integer() 
     }
     assert_eq!(get_text(&s, "/pickle/c").await, "200");
     assert!(
-        client()
-            .head(s.url("/pickle/c"))
-            .send()
+        head(&s, "/pickle/c")
             .await
-            .unwrap()
             .headers()
             .get("x-bigcache-ttl")
             .is_none()
@@ -1015,19 +1016,11 @@ async fn bulk_calls_read_write_and_delete_many_keys_in_one_request() {
 async fn head_tells_existence_and_time_left_without_a_body() {
     let (_d, s) = start(&[]);
     put_bytes(&s, "h", b"some bytes", Some("10m")).await;
-    let r = client().head(s.url("/pickle/h")).send().await.unwrap();
+    let r = head(&s, "/pickle/h").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-bigcache-ttl"], "600");
     assert!(r.bytes().await.unwrap().is_empty());
-    assert_eq!(
-        client()
-            .head(s.url("/pickle/nope"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(head(&s, "/pickle/nope").await.status(), 404);
 }
 
 #[tokio::test]

@@ -489,10 +489,7 @@ async fn delete_value(
         {
             DeleteIf::Deleted => {
                 Stats::bump(&st.stats.deletes);
-                Ok(axum::Json(
-                    serde_json::json!({ "message": format!("'{key}' removed from cache.") }),
-                )
-                .into_response())
+                Ok(removed(&key))
             }
             DeleteIf::Missing => Err(ApiError::NotFound(format!("'{key}' not found in cache."))),
             DeleteIf::Differs => Err(ApiError::PreconditionFailed(format!(
@@ -509,10 +506,13 @@ async fn delete_value(
         return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
     }
     Stats::bump(&st.stats.deletes);
-    Ok(
-        axum::Json(serde_json::json!({ "message": format!("'{key}' removed from cache.") }))
-            .into_response(),
-    )
+    Ok(removed(&key))
+}
+
+/// The original server's answer to a delete.
+fn removed(key: &str) -> Response {
+    axum::Json(serde_json::json!({ "message": format!("'{key}' removed from cache.") }))
+        .into_response()
 }
 
 const TTL_HEADER: &str = "x-bigcache-ttl";

@@ -322,26 +322,19 @@ impl Store {
     ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
         let prefix = keys::entry_key(ns, prefix);
         let after = after.map(|a| keys::entry_key(ns, a));
-        let mut all = Vec::new();
+        let pages: Vec<KeysPage> = self
+            .broadcast(|reply| Command::Keys {
+                prefix: prefix.clone(),
+                after: after.clone(),
+                limit,
+                scan,
+                reply,
+            })
+            .await?;
         // Every shard has given all its live keys up to its stopping point,
         // so the merged list is complete up to the lowest of them.
-        let mut boundary: Option<Vec<u8>> = None;
-        for shard in self.shards.iter() {
-            let (prefix, after) = (prefix.clone(), after.clone());
-            let page: KeysPage = shard
-                .call(|reply| Command::Keys {
-                    prefix,
-                    after,
-                    limit,
-                    scan,
-                    reply,
-                })
-                .await?;
-            if let Some(stop) = page.stopped_at {
-                boundary = Some(boundary.map_or(stop.clone(), |b| b.min(stop)));
-            }
-            all.extend(page.keys);
-        }
+        let boundary = pages.iter().filter_map(|p| p.stopped_at.clone()).min();
+        let mut all: Vec<Vec<u8>> = pages.into_iter().flat_map(|p| p.keys).collect();
         all.sort_unstable();
         if let Some(b) = &boundary {
             all.retain(|k| k <= b);

@@ -37,9 +37,8 @@ class Lock:
         deadline = None if limit is None else time.monotonic() + limit
         token = secrets.token_hex(16)
         client, url = self.cache._locate(self.key, self.version)
-        headers = {"X-Bigcache-Mode": "add", "Content-Type": "application/octet-stream"}
-        if self.timeout is not None:
-            headers["X-Bigcache-TTL"] = self.cache._ttl_text(self.timeout)
+        headers = {"X-Bigcache-Mode": "add", "Content-Type": "application/octet-stream",
+                   **self.cache._ttl_headers(self.timeout)}
         while True:
             # A server that cannot be reached raises Unavailable whatever
             # IGNORE_EXCEPTIONS says: a lock that silently is not one would
