@@ -1,7 +1,9 @@
 //! `POST /purge`: many purges in one call (a deploy, a dataset that appears
-//! on hundreds of pages), each item answered with its own count. Paths and
-//! prefixes purge as `DELETE /cache/<path>` and `DELETE /prefix/<prefix>`
-//! do: the REST value and the proxy's pages (every Vary variant).
+//! on hundreds of pages), each item answered with its own count. Paths,
+//! prefixes and tags purge as `DELETE /cache/<path>`, `DELETE
+//! /prefix/<prefix>` and `DELETE /tag/<tag>` do: the REST value and the
+//! proxy's pages (every Vary variant); `"soft": true` marks the pages stale
+//! instead.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{ApiState, key, purge_path, purge_prefix, read_body};
+use super::purge::{self, Mode};
+use super::{ApiState, key, read_body};
 
-/// Most paths and prefixes one call may name, together.
+/// Most paths, prefixes and tags one call may name, together.
 pub const MAX_ITEMS: usize = 1000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -24,26 +27,34 @@ pub struct PurgeRequest {
     /// Path (or key) prefixes: every page and value under each.
     #[serde(default)]
     prefixes: Vec<String>,
+    /// Tags (`Surrogate-Key`/`xkey`): every page that carries each.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Mark the pages stale instead of deleting them (served while one
+    /// request refreshes each); REST values are deleted either way.
+    #[serde(default)]
+    soft: bool,
 }
 
-/// Purge paths and prefixes in one call.
+/// Purge paths, prefixes and tags in one call.
 #[utoipa::path(post, path = "/purge", request_body = PurgeRequest,
-    responses((status = 200, description = "{paths: {path: 0|1}, prefixes: {prefix: count}, purged: total}"),
-              (status = 400, description = "Over 1000 items, an empty prefix, or a key over the length limit"),
-              (status = 422, description = "Not {paths, prefixes} (an unknown field is named)")))]
+    responses((status = 200, description = "{paths: {path: 0|1}, prefixes: {prefix: count}, tags: {tag: count}, purged: total}"),
+              (status = 400, description = "Over 1000 items, an empty prefix, a key over the length limit, or a tag that breaks the limits"),
+              (status = 422, description = "Not {paths, prefixes, tags, soft} (an unknown field is named)")))]
 pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, &st.limits).await?;
     let req: PurgeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Unprocessable(format!(
-            "body must be {{\"paths\": [...], \"prefixes\": [...]}}: {e}"
+            "body must be {{\"paths\": [...], \"prefixes\": [...], \"tags\": [...], \"soft\": false}}: {e}"
         ))
     })?;
-    if req.paths.len() + req.prefixes.len() > MAX_ITEMS {
+    let items = req.paths.len() + req.prefixes.len() + req.tags.len();
+    if items > MAX_ITEMS {
         return Err(ApiError::BadRequest(format!(
-            "{} items in one call; the limit is {MAX_ITEMS}",
-            req.paths.len() + req.prefixes.len()
+            "{items} items in one call; the limit is {MAX_ITEMS}"
         )));
     }
+    let mode = Mode { soft: req.soft };
     // Every item is checked before anything is purged.
     let split = |text: &str| match text.split_once('?') {
         Some((path, query)) => (path.to_string(), Some(query.to_string())),
@@ -62,22 +73,37 @@ pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, A
             .map_err(|e| ApiError::BadRequest(format!("prefix {p:?}: {e}")))?;
         prefixes.push((p, prefix, raw, query));
     }
+    let mut tags = Vec::with_capacity(req.tags.len());
+    for t in &req.tags {
+        // Given as sent, not percent-encoded: JSON carries any text.
+        let tag = t.as_bytes().to_vec();
+        crate::store::record::check_tag(&tag)
+            .map_err(|e| ApiError::BadRequest(format!("tag {t:?}: {e}")))?;
+        tags.push((t, tag));
+    }
     let mut total = 0u64;
     let mut path_counts = serde_json::Map::new();
     for (given, key, raw, query) in paths {
-        let n = u64::from(purge_path(&st, &key, &raw, query.as_deref()).await?);
+        let n = u64::from(purge::path(&st, &key, &raw, query.as_deref(), mode).await?);
         total += n;
         path_counts.insert(given.clone(), n.into());
     }
     let mut prefix_counts = serde_json::Map::new();
     for (given, prefix, raw, query) in prefixes {
-        let n = purge_prefix(&st, &prefix, &raw, query.as_deref()).await?;
+        let n = purge::prefix(&st, &prefix, &raw, query.as_deref(), mode).await?;
         total += n;
         prefix_counts.insert(given.clone(), n.into());
+    }
+    let mut tag_counts = serde_json::Map::new();
+    for (given, tag) in tags {
+        let n = purge::tag(&st, &tag, mode).await?;
+        total += n;
+        tag_counts.insert(given.clone(), n.into());
     }
     Ok(axum::Json(serde_json::json!({
         "paths": path_counts,
         "prefixes": prefix_counts,
+        "tags": tag_counts,
         "purged": total,
     }))
     .into_response())

@@ -28,7 +28,8 @@ use utoipa_swagger_ui::SwaggerUi;
         super::many::get_many,
         super::many::set_many,
         super::many::delete_many,
-        super::delete_prefix,
+        super::purge::delete_prefix,
+        super::purge::delete_tag,
         super::stat,
         super::stat_count,
         super::clear

@@ -131,6 +131,8 @@ pub async fn set_many(State(st): State<ApiState>, body: Body) -> Result<Response
             expires_at: deadline(item.ttl.as_deref(), item.expire, now)?,
             meta: Bytes::new(),
             body: Bytes::from(body),
+            tags: Default::default(),
+            stale_since: None,
         };
         records.push((key, record));
     }

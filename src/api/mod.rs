@@ -23,6 +23,7 @@ pub mod error;
 pub mod key;
 pub mod listing;
 pub mod many;
+pub mod purge;
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::metrics::Stats;
-use crate::proxy;
+
 use crate::proxy::stats::ProxyStats;
 use crate::store::{DeleteIf, Kind, Lookup, Namespace, Record, Store};
 use crate::ttl;
@@ -90,9 +91,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/many/get", post(many::get_many))
         .route("/many/set", post(many::set_many))
         .route("/many/delete", post(many::delete_many))
-        .route("/prefix/{*prefix}", axum::routing::delete(delete_prefix))
-        .route("/prefix/", axum::routing::delete(empty_prefix))
-        .route("/prefix", axum::routing::delete(empty_prefix))
+        .route(
+            "/prefix/{*prefix}",
+            axum::routing::delete(purge::delete_prefix),
+        )
+        .route("/prefix/", axum::routing::delete(purge::empty_prefix))
+        .route("/prefix", axum::routing::delete(purge::empty_prefix))
+        .route("/tag/{*tag}", axum::routing::delete(purge::delete_tag))
         .route("/stat", get(stat))
         .route("/stat/count", get(stat_count))
         .route("/metrics", get(metrics))
@@ -387,6 +392,8 @@ async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<R
         expires_at,
         meta: Bytes::from(req.duration.unwrap_or_default()),
         body: value.clone(),
+        tags: Default::default(),
+        stale_since: None,
     };
     let expire = expire_secs(&record);
     st.store
@@ -437,28 +444,12 @@ async fn get_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
     ))
 }
 
-/// The proxy's page keys a purge names, whether or not the client
-/// percent-encoded the path: `/cache//dataset/x/?page=2` and
-/// `/cache/%2Fdataset%2Fx%2F%3Fpage%3D2` both name page `/dataset/x/?page=2`.
-fn page_targets(rest: &str, query: Option<&str>) -> Vec<String> {
-    let q = query
-        .filter(|q| !q.is_empty())
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let decoded = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
-    let mut targets = vec![
-        proxy::key::canonical(&format!("/{}{q}", rest.trim_start_matches('/'))),
-        proxy::key::canonical(&format!("/{}{q}", decoded.trim_start_matches('/'))),
-    ];
-    targets.dedup();
-    targets
-}
-
 /// Delete an entry (JSON value or raw bytes), and purge the proxy's cached
 /// page at that path (every Vary variant of it).
 #[utoipa::path(delete, path = "/cache/{key}",
     params(("key" = String, Path, description = "Cache key, or a page path such as /dataset/x/?page=2"),
-           ("X-Bigcache-If-Equals" = Option<String>, Header, description = "Delete only if the value's bytes are exactly these (no page purge then)")),
+           ("X-Bigcache-If-Equals" = Option<String>, Header, description = "Delete only if the value's bytes are exactly these (no page purge then)"),
+           ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the page stale instead of deleting it (a value at the key is deleted either way)")),
     responses((status = 200, description = "{message}"), (status = 404, description = "Absent"),
               (status = 412, description = "X-Bigcache-If-Equals given and the value differs")))]
 async fn delete_value(
@@ -498,7 +489,8 @@ async fn delete_value(
         };
     }
     let found = if route == "/cache/" {
-        purge_path(&st, &key, raw, uri.query()).await?
+        let mode = purge::Mode::from_headers(&headers)?;
+        purge::path(&st, &key, raw, uri.query(), mode).await?
     } else {
         st.store.delete(Namespace::Value, key.as_bytes()).await?
     };
@@ -557,6 +549,8 @@ async fn set_bytes(
         expires_at,
         meta: Bytes::new(),
         body,
+        tags: Default::default(),
+        stale_since: None,
     };
     let expire = expire_secs(&record);
     if only_if_absent {
@@ -658,78 +652,6 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
         h.insert(TTL_HEADER, HeaderValue::from(left));
     }
     Ok(res)
-}
-
-/// Delete every key starting with the prefix, and purge every cached page
-/// whose path starts with it.
-#[utoipa::path(delete, path = "/prefix/{prefix}",
-    params(("prefix" = String, Path, description = "Key prefix (only leading slashes are stripped), or a page path prefix such as /dataset/")),
-    responses((status = 200, description = "{message, count}: count is the number of live entries and pages deleted"), (status = 400, description = "Empty prefix")))]
-async fn delete_prefix(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
-    let raw = rest(&uri, "/prefix/");
-    let prefix = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
-    let n = purge_prefix(&st, &prefix, raw, uri.query()).await?;
-    Ok(axum::Json(serde_json::json!({
-        "message": format!("prefix '{prefix}': {n} keys deleted."),
-        "count": n,
-    }))
-    .into_response())
-}
-
-/// `DELETE /cache/<raw>`'s purge: the value at `key` and the proxy's page
-/// at that path (every Vary variant); whether anything was there.
-async fn purge_path(
-    st: &ApiState,
-    key: &str,
-    raw: &str,
-    query: Option<&str>,
-) -> Result<bool, ApiError> {
-    let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
-    Stats::bump(&st.stats.purges_path);
-    for target in page_targets(raw, query) {
-        found |= st
-            .store
-            .delete(Namespace::Page, &proxy::key::page_key(&target))
-            .await?;
-    }
-    if found {
-        Stats::bump(&st.stats.purged);
-    }
-    Ok(found)
-}
-
-/// `DELETE /prefix/<raw>`'s purge: values under `prefix` and pages under
-/// that path; how many live ones went.
-async fn purge_prefix(
-    st: &ApiState,
-    prefix: &str,
-    raw: &str,
-    query: Option<&str>,
-) -> Result<u64, ApiError> {
-    let mut n = st
-        .store
-        .delete_prefix(Namespace::Value, prefix.as_bytes())
-        .await?;
-    for target in page_targets(raw, query) {
-        n += st
-            .store
-            .delete_prefix(Namespace::Page, target.as_bytes())
-            .await?;
-    }
-    st.stats
-        .deletes
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Stats::bump(&st.stats.purges_prefix);
-    st.stats
-        .purged
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Ok(n)
-}
-
-async fn empty_prefix() -> ApiError {
-    ApiError::BadRequest(
-        "prefix is empty; DELETE /prefix/<prefix>, or /clear to empty the cache".into(),
-    )
 }
 
 /// `GET /stat`: the original server's `stats` object, and bigcache's proxy
@@ -837,10 +759,11 @@ async fn metrics(State(st): State<ApiState>) -> Response {
 }
 
 /// Number of live entries. Walks the whole store: for occasional use.
-#[utoipa::path(get, path = "/stat/count", responses((status = 200, description = "{count}")))]
+#[utoipa::path(get, path = "/stat/count", responses((status = 200, description = "{count, tag_rows}: live entries, and rows in the tag index (one per tag of each stored page)")))]
 async fn stat_count(State(st): State<ApiState>) -> Result<Response, ApiError> {
     let count = st.store.count(&Namespace::ALL).await?;
-    Ok(axum::Json(serde_json::json!({ "count": count })).into_response())
+    let tag_rows = st.store.tag_rows().await?;
+    Ok(axum::Json(serde_json::json!({ "count": count, "tag_rows": tag_rows })).into_response())
 }
 
 /// `GET /clear` emptied the original server's cache; a GET that changes

@@ -213,6 +213,13 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_CACHE_VARY_COOKIE")]
     pub cache_vary_cookie: bool,
 
+    /// Pass the upstream's `Surrogate-Key` and `xkey` headers on to
+    /// clients (for a CDN in front that purges by the same tags). Off by
+    /// default: tags name the site's internals, and bigcache indexes them
+    /// either way.
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_KEEP_TAG_HEADERS")]
+    pub keep_tag_headers: bool,
+
     /// Content codings the upstream can produce, preferred first (e.g.
     /// `br,gzip`). A cacheable request's Accept-Encoding is replaced by the
     /// first of them the client accepts (or removed), so a page varying on
@@ -317,6 +324,7 @@ pub struct Config {
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
+    pub keep_tag_headers: bool,
     pub encodings: Vec<String>,
     pub max_connections: usize,
     pub client_timeout: Duration,
@@ -454,6 +462,7 @@ impl Args {
                 .as_deref()
                 .map(crate::access_log::Target::parse),
             cache_vary_cookie: self.cache_vary_cookie,
+            keep_tag_headers: self.keep_tag_headers,
             encodings: self
                 .accept_encoding
                 .iter()

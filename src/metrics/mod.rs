@@ -210,11 +210,18 @@ impl Collector for Counters {
         counter(
             &mut enc,
             "purges",
-            "REST purge requests, by kind (path: DELETE /cache/<path>, prefix: DELETE /prefix/<prefix>)",
+            "REST purge requests, by kind (path: DELETE /cache/<path>, prefix: DELETE /prefix/<prefix>, tag: DELETE /tag/<tag>)",
             &[
                 (&[("kind", "path")], load(&self.rest.purges_path)),
                 (&[("kind", "prefix")], load(&self.rest.purges_prefix)),
+                (&[("kind", "tag")], load(&self.rest.purges_tag)),
             ],
+        )?;
+        counter(
+            &mut enc,
+            "soft_purges",
+            "Purges that marked pages stale instead of deleting them",
+            &[(&[], load(&self.rest.purges_soft))],
         )?;
         counter(
             &mut enc,

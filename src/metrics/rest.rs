@@ -16,6 +16,10 @@ pub struct Stats {
     pub purges_path: AtomicU64,
     /// `DELETE /prefix/<prefix>` requests.
     pub purges_prefix: AtomicU64,
+    /// `DELETE /tag/<tag>` requests (and tags in `POST /purge`).
+    pub purges_tag: AtomicU64,
+    /// Purges of any kind that were soft (pages marked stale).
+    pub purges_soft: AtomicU64,
     /// Entries (values and pages) those purges removed.
     pub purged: AtomicU64,
     /// Requests by endpoint and status class.
@@ -32,6 +36,7 @@ pub enum Endpoint {
     Keys,
     Purge,
     Prefix,
+    Tag,
     Stat,
     StatCount,
     Metrics,
@@ -40,7 +45,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Cache,
         Endpoint::Pickle,
         Endpoint::Incr,
@@ -48,6 +53,7 @@ impl Endpoint {
         Endpoint::Keys,
         Endpoint::Purge,
         Endpoint::Prefix,
+        Endpoint::Tag,
         Endpoint::Stat,
         Endpoint::StatCount,
         Endpoint::Metrics,
@@ -62,6 +68,7 @@ impl Endpoint {
             p if p.starts_with("/incr/") => Endpoint::Incr,
             p if p.starts_with("/many/") => Endpoint::Many,
             p if p.starts_with("/prefix") => Endpoint::Prefix,
+            p if p.starts_with("/tag/") => Endpoint::Tag,
             "/keys" => Endpoint::Keys,
             "/purge" => Endpoint::Purge,
             "/stat" => Endpoint::Stat,
@@ -81,6 +88,7 @@ impl Endpoint {
             Endpoint::Keys => "keys",
             Endpoint::Purge => "purge",
             Endpoint::Prefix => "prefix",
+            Endpoint::Tag => "tag",
             Endpoint::Stat => "stat",
             Endpoint::StatCount => "stat_count",
             Endpoint::Metrics => "metrics",

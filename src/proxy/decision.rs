@@ -97,10 +97,13 @@ pub enum Reason {
     CloseDelimited,
     /// The fetch this request waited for took longer than `flight_wait`.
     WaitTimedOut,
+    /// `Surrogate-Key`/`xkey` tags over the limits: stored without them,
+    /// a tag purge could not reach the page.
+    Tags,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Method,
         Reason::Authorization,
         Reason::SessionCookie,
@@ -126,6 +129,7 @@ impl Reason {
         Reason::BadRequest,
         Reason::CloseDelimited,
         Reason::WaitTimedOut,
+        Reason::Tags,
     ];
 
     /// The label in logs and metrics.
@@ -156,6 +160,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::CloseDelimited => "close_delimited",
             Reason::WaitTimedOut => "wait_timed_out",
+            Reason::Tags => "tags",
         }
     }
 }

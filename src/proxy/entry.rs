@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::policy::Storable;
+use crate::store::record::Tags;
 use crate::store::{Kind, Record};
 
 const META_VERSION: u8 = 1;
@@ -45,6 +46,11 @@ pub struct Entry {
     pub ttl_header: bool,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+    /// The tags the page is purged by (`proxy::tags`).
+    pub tags: Tags,
+    /// When a soft purge marked it stale (unix ms); `fresh_until` is no
+    /// later than this.
+    pub soft_purged_at: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +162,8 @@ impl Entry {
             ttl_header: p.ttl_header,
             stale_while_revalidate: p.stale_while_revalidate,
             stale_if_error: p.stale_if_error,
+            tags: p.tags.clone(),
+            soft_purged_at: None,
         }
     }
 
@@ -202,6 +210,8 @@ impl Entry {
             expires_at: self.keep_until,
             meta: m.freeze(),
             body: self.body.clone(),
+            tags: self.tags.clone(),
+            stale_since: self.soft_purged_at,
         }
     }
 
@@ -236,7 +246,10 @@ impl Entry {
             headers,
             body: rec.body.clone(),
             stored_at: rec.created_at,
-            fresh_until,
+            // Soft-purged: stale from that moment, whatever the lifetime.
+            fresh_until: rec
+                .stale_since
+                .map_or(fresh_until, |at| at.min(fresh_until)),
             keep_until: rec.expires_at,
             initial_age,
             must_revalidate: flags & FLAG_MUST_REVALIDATE != 0,
@@ -245,6 +258,8 @@ impl Entry {
             ttl_header: flags & FLAG_TTL_HEADER != 0,
             stale_while_revalidate: swr,
             stale_if_error: sie,
+            tags: rec.tags.clone(),
+            soft_purged_at: rec.stale_since,
         })
     }
 
@@ -284,15 +299,29 @@ pub enum Reuse {
 /// header), while one request refreshes it, and never where `no-cache` or
 /// `must-revalidate` forbid. Pure: the entry and the time in, a decision
 /// out.
-pub fn reuse(e: &Entry, now: u64, grace: Duration) -> Reuse {
+///
+/// A soft-purged entry is the operator's word that the copy is outdated
+/// but may stand in while it is refreshed: it is served stale (one
+/// background refresh) for as long as an upstream error could serve it
+/// (its stale-if-error, or `--stale-if-error`), and its own
+/// stale-while-revalidate if that is longer.
+pub fn reuse(e: &Entry, now: u64, w: &Windows) -> Reuse {
     if e.no_cache {
         return Reuse::Refetch;
     }
     if e.is_fresh(now) {
         return Reuse::Fresh;
     }
-    let default = if e.ttl_header { grace } else { Duration::ZERO };
-    if within(e, e.stale_while_revalidate.unwrap_or(default), now) {
+    let default = if e.ttl_header {
+        w.grace
+    } else {
+        Duration::ZERO
+    };
+    let mut window = e.stale_while_revalidate.unwrap_or(default);
+    if e.soft_purged_at.is_some() {
+        window = window.max(e.stale_if_error.unwrap_or(w.stale_if_error));
+    }
+    if within(e, window, now) {
         Reuse::Updating
     } else {
         Reuse::Refetch
@@ -310,7 +339,7 @@ pub fn serve_stale_on_error(
     stale_if_error: Duration,
     disconnected: bool,
 ) -> bool {
-    let default = if e.ttl_header || disconnected {
+    let default = if e.ttl_header || disconnected || e.soft_purged_at.is_some() {
         stale_if_error
     } else {
         Duration::ZERO
@@ -354,8 +383,11 @@ mod tests {
 
     #[test]
     fn reuse_follows_freshness_then_the_stale_windows() {
-        let grace = Duration::from_secs(10);
         let sie = Duration::from_secs(100);
+        let grace = &Windows {
+            grace: Duration::from_secs(10),
+            stale_if_error: sie,
+        };
         // RFC 9111 freshness: no stale use the response does not grant...
         let e = entry("max-age=60");
         assert_eq!(reuse(&e, 1_000_000 + 59_999, grace), Reuse::Fresh);
@@ -400,7 +432,7 @@ mod tests {
         let e = Entry::new(StatusCode::OK, h, Bytes::new(), &p, 1_000_000, windows);
         let e = Entry::from_record(&e.to_record()).unwrap();
         assert!(e.ttl_header);
-        let grace = windows.grace;
+        let grace = &windows;
         assert_eq!(reuse(&e, 1_000_000 + 65_000, grace), Reuse::Updating);
         assert_eq!(reuse(&e, 1_000_000 + 70_000, grace), Reuse::Refetch);
         assert!(serve_stale_on_error(
@@ -436,7 +468,51 @@ mod tests {
             ttl_header: true,
             stale_while_revalidate: Some(Duration::from_secs(30)),
             stale_if_error: None,
+            tags: Tags::new([&b"dataset-7"[..]]),
+            soft_purged_at: None,
         }
+    }
+
+    #[test]
+    fn a_soft_purged_entry_is_stale_from_then_and_served_while_refreshed() {
+        let windows = Windows {
+            grace: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
+        };
+        // RFC 9111 freshness for a day, no stale window of its own.
+        let e = entry("max-age=86400");
+        let purged_at = 1_000_000 + 5_000;
+        let rec = Record {
+            stale_since: Some(purged_at),
+            ..e.to_record()
+        };
+        let e = Entry::from_record(&rec).unwrap();
+        assert!(!e.is_fresh(purged_at), "never fresh again");
+        assert_eq!(e.fresh_until, purged_at);
+        // Served stale while refreshed, and on errors, for the
+        // stale-if-error window after the purge; then fetched.
+        assert_eq!(reuse(&e, purged_at + 99_999, &windows), Reuse::Updating);
+        assert_eq!(reuse(&e, purged_at + 100_000, &windows), Reuse::Refetch);
+        assert!(serve_stale_on_error(
+            &e,
+            purged_at + 99_999,
+            windows.stale_if_error,
+            false
+        ));
+        assert!(!serve_stale_on_error(
+            &e,
+            purged_at + 100_000,
+            windows.stale_if_error,
+            true
+        ));
+        // must-revalidate still forbids any stale use.
+        let e = entry("max-age=86400, must-revalidate");
+        let rec = Record {
+            stale_since: Some(purged_at),
+            ..e.to_record()
+        };
+        let e = Entry::from_record(&rec).unwrap();
+        assert_eq!(reuse(&e, purged_at, &windows), Reuse::Refetch);
     }
 
     #[test]

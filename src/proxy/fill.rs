@@ -19,7 +19,7 @@ use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
 use super::stats::UpstreamFailure;
-use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
+use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate, tags};
 use crate::store::PageStore;
 
 /// Whether `req` selects `variant` of `entry` (always, if it does not vary).
@@ -369,9 +369,15 @@ impl<S: PageStore> Proxy<S> {
             }
         };
 
+        let mut headers = rp.headers;
+        if !self.cfg.keep_tag_headers {
+            // Indexed from the headers already (`storable.tags`); never
+            // stored, so never served.
+            tags::strip(&mut headers);
+        }
         let entry = Arc::new(Entry::new(
             rp.status,
-            rp.headers,
+            headers,
             bytes,
             &storable,
             now,
@@ -495,6 +501,10 @@ impl<S: PageStore> Proxy<S> {
             }
             Ok(p) => {
                 let now = clock.now_ms();
+                let mut headers = headers;
+                if !self.cfg.keep_tag_headers {
+                    tags::strip(&mut headers);
+                }
                 let mut e = Entry::new(
                     old.status,
                     headers,
@@ -505,6 +515,11 @@ impl<S: PageStore> Proxy<S> {
                 );
                 if old.synthetic_etag {
                     e.synthetic_etag = true;
+                }
+                // A 304 without tags keeps the page's (stored apart from
+                // its headers unless `--keep-tag-headers`).
+                if !tags::present(fresh) {
+                    e.tags = old.tags.clone();
                 }
                 let names = key::vary_names(&e.headers);
                 // Purged meanwhile: the stored copy stays gone.

@@ -44,6 +44,7 @@ mod query_cap;
 pub mod range;
 pub mod revalidate;
 pub mod stats;
+pub mod tags;
 pub mod upstream;
 
 #[cfg(test)]
@@ -88,6 +89,8 @@ pub struct ProxyConfig {
     pub max_target: usize,
     /// Store responses with `Vary: Cookie` (one copy per cookie header).
     pub cache_vary_cookie: bool,
+    /// Send `Surrogate-Key`/`xkey` on to clients (`--keep-tag-headers`).
+    pub keep_tag_headers: bool,
     /// Content codings the upstream produces, preferred first: a cacheable
     /// request's `Accept-Encoding` becomes one of them (`proxy::encoding`).
     pub encodings: Vec<String>,
@@ -389,7 +392,7 @@ impl<S: PageStore> Proxy<S> {
         let now = self.store.clock().now_ms();
         let reuse = found
             .as_ref()
-            .map(|f| entry::reuse(&f.entry, now, self.cfg.grace));
+            .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let res = answer::from_entry(&f.entry, &parts, now);
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
@@ -452,10 +455,13 @@ impl<S: PageStore> Proxy<S> {
     }
 
     /// A client response streaming an upstream body: bigcache's TTL header
-    /// removed, the body relayed within the upstream and client deadlines.
+    /// (and the tag headers, unless kept) removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
         rp.headers.remove(TTL_HEADER);
         rp.headers.remove(policy::OWN_FIELD);
+        if !self.cfg.keep_tag_headers {
+            tags::strip(&mut rp.headers);
+        }
         let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);
         Response::from_parts(rp, body)
     }

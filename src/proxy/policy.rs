@@ -35,6 +35,8 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::decision::Reason;
 use super::directives::Directives;
+use super::tags;
+use crate::store::record::Tags;
 use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
@@ -108,6 +110,8 @@ pub struct Storable {
     pub must_revalidate: bool,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+    /// The surrogate keys it is indexed under (`proxy::tags`).
+    pub tags: Tags,
 }
 
 fn capped(secs: u64) -> Duration {
@@ -268,6 +272,10 @@ pub fn response_policy(
         return Err(Reason::NoLifetime);
     }
     let lifetime = lifetime.min(ttl::MAX_TTL);
+    let tags = tags::from_headers(headers).map_err(|e| {
+        tracing::warn!(error = %e, "response tags break the limits; not stored");
+        Reason::Tags
+    })?;
     Ok(Storable {
         fresh_for: if d.no_cache { Duration::ZERO } else { lifetime },
         keep_for: lifetime,
@@ -285,6 +293,7 @@ pub fn response_policy(
             || (explicit.is_none() && d.s_maxage.is_some()),
         stale_while_revalidate: d.stale_while_revalidate.map(capped),
         stale_if_error: d.stale_if_error.map(capped),
+        tags,
     })
 }
 

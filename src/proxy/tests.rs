@@ -116,6 +116,7 @@ async fn rig_with(first: Reply, tune: impl FnOnce(&mut ProxyConfig)) -> Rig {
         trusted: Default::default(),
         max_target: 8192,
         cache_vary_cookie: false,
+        keep_tag_headers: false,
         encodings: vec!["gzip".into()],
         hosts: vec!["example.org".into()],
         flight_wait: Duration::from_secs(20),

@@ -189,6 +189,7 @@ pub async fn run(
             trusted: cfg.trusted_proxies.clone(),
             max_target: cfg.max_target_length,
             cache_vary_cookie: cfg.cache_vary_cookie,
+            keep_tag_headers: cfg.keep_tag_headers,
             encodings: cfg.encodings.clone(),
             hosts: site_hosts(&cfg.hosts, proxy_addr.port()),
             // The leader's fetch: the head, then the body, each bounded.

@@ -69,9 +69,11 @@ pub enum Command {
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Replies whether a live entry was there. Deleting a group deletes its
-    /// members.
+    /// members. With `soft`, a page (or each member of a group) is marked
+    /// stale instead (`Record::stale_since`); other kinds are deleted.
     Delete {
         key: Vec<u8>,
+        soft: bool,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Deletes the entry only if it is still expired: a reader saw it expired
@@ -90,7 +92,24 @@ pub enum Command {
         limit: usize,
         /// An earlier step of the same purge deleted something.
         continued: bool,
+        /// Mark pages stale instead of deleting them.
+        soft: bool,
         reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
+    },
+    /// Purges up to `limit` of the entries tagged `tag` (their index rows
+    /// from `from` on), deleting them or, with `soft`, marking them stale;
+    /// replies like [`Command::DeletePrefix`].
+    PurgeTag {
+        tag: Vec<u8>,
+        from: Vec<u8>,
+        limit: usize,
+        soft: bool,
+        reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
+    },
+    /// Rows in the tag index (for `/stat/count`: the index must never hold
+    /// more than the live pages' tags).
+    TagRows {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     Count {
         prefixes: Vec<Vec<u8>>,
@@ -194,6 +213,8 @@ impl Command {
             Command::Delete { .. } => "delete",
             Command::DeleteIfExpired { .. } => "delete-if-expired",
             Command::DeletePrefix { .. } => "delete-prefix",
+            Command::PurgeTag { .. } => "purge-tag",
+            Command::TagRows { .. } => "tag-rows",
             Command::Count { .. } => "count",
             Command::Clear { .. } => "clear",
             Command::Sweep { .. } => "sweep",

@@ -25,6 +25,26 @@ impl Namespace {
 
 pub const EXPIRY_TAG: u8 = b'x';
 pub const BLOB_TAG: u8 = b'b';
+/// Tag-index rows: `t`, the tag, NUL, the tagged entry's key.
+pub const TAG_TAG: u8 = b't';
+
+/// The start of tag `tag`'s index rows; a tag never holds NUL, so these
+/// are exactly the rows starting with it.
+pub fn tag_prefix(tag: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + tag.len());
+    k.push(TAG_TAG);
+    k.extend_from_slice(tag);
+    k.push(0);
+    k
+}
+
+/// The index row saying entry `entry_key` carries `tag`; written and
+/// deleted in the same batch as the entry.
+pub fn tag_row(tag: &[u8], entry_key: &[u8]) -> Vec<u8> {
+    let mut k = tag_prefix(tag);
+    k.extend_from_slice(entry_key);
+    k
+}
 
 /// The row counting the bytes of blob file `id` still referenced by a
 /// record; written in the same batch as the references themselves.
@@ -106,6 +126,14 @@ mod tests {
         assert!(a < b);
         assert_eq!(parse_expiry_key(&b), Some((256, &b"vaaa"[..])));
         assert_eq!(parse_expiry_key(b"x123"), None);
+    }
+
+    #[test]
+    fn tag_rows_of_one_tag_are_one_range() {
+        let row = tag_row(b"ds-4", b"p/a\0");
+        assert_eq!(row, b"tds-4\0p/a\0");
+        assert!(row.starts_with(&tag_prefix(b"ds-4")));
+        assert!(!row.starts_with(&tag_prefix(b"ds")), "ds is not ds-4");
     }
 
     #[test]

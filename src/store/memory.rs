@@ -118,6 +118,8 @@ impl MemoryStore {
             expires_at,
             meta,
             body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
+            tags: Default::default(),
+            stale_since: None,
         };
         map.insert(group.to_vec(), group_record);
         let mut member = group.to_vec();

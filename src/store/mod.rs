@@ -82,8 +82,8 @@ use command::Command;
 use handle::ShardHandle;
 use shard::{Shard, ShardConfig};
 
-use command::KeysPage;
 pub use command::{DeleteIf, Incr};
+use command::{KeysPage, PrefixStep};
 
 /// Entries one step of a prefix purge deletes in one shard.
 pub const PREFIX_STEP: usize = 2000;
@@ -404,12 +404,32 @@ impl Store {
     /// Deletes an entry (a group with its members); returns whether a live
     /// one was there.
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        self.delete_entry(ns, key, false).await
+    }
+
+    /// Purges the page at `key` (every variant); with `soft`, marks it stale
+    /// instead of deleting it. Returns whether a live one was there.
+    pub async fn purge_page(&self, key: &[u8], soft: bool) -> Result<bool, StoreError> {
+        self.delete_entry(Namespace::Page, key, soft).await
+    }
+
+    async fn delete_entry(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        soft: bool,
+    ) -> Result<bool, StoreError> {
         let key = keys::entry_key(ns, key);
+        // A soft purge too: a fetch begun before it may carry the content
+        // it declares outdated, so its write is dropped like after a
+        // delete (the stale copy stays, and the next request refreshes).
         if ns == Namespace::Page {
             self.purges.key(&key);
         }
         let shard = self.shard(&key);
-        shard.call(|reply| Command::Delete { key, reply }).await
+        shard
+            .call(|reply| Command::Delete { key, soft, reply })
+            .await
     }
 
     /// Sends one command to every shard, then awaits all replies, so the
@@ -436,16 +456,69 @@ impl Store {
     /// Deletes every entry of `ns` whose key starts with `prefix`; returns
     /// how many live entries went.
     pub async fn delete_prefix(&self, ns: Namespace, prefix: &[u8]) -> Result<u64, StoreError> {
+        self.purge_prefix(ns, prefix, false).await
+    }
+
+    /// [`Store::delete_prefix`], or with `soft` the pages under `prefix`
+    /// marked stale instead; how many live pages (or entries) it reached.
+    pub async fn purge_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        soft: bool,
+    ) -> Result<u64, StoreError> {
         let prefix = keys::entry_key(ns, prefix);
         if ns == Namespace::Page {
             self.purges.prefix(&prefix);
         }
-        // Step by step on every shard at once: between two steps of a
-        // shard its other commands (reads that missed the hot tier,
-        // writes) get their turn.
+        self.in_steps(&prefix, |from, continued, reply| Command::DeletePrefix {
+            prefix: prefix.clone(),
+            from,
+            limit: PREFIX_STEP,
+            continued,
+            soft,
+            reply,
+        })
+        .await
+    }
+
+    /// Purges every page tagged `tag` (every variant that carries it);
+    /// with `soft`, marks them stale instead. Returns how many live pages
+    /// it reached. `tag` must pass `record::check_tag`.
+    pub async fn purge_tag(&self, tag: &[u8], soft: bool) -> Result<u64, StoreError> {
+        let start = keys::tag_prefix(tag);
+        // Logged first, as key purges are: a page with this tag whose
+        // fetch began before now is not stored after it.
+        self.purges.key(&start);
+        self.in_steps(&start, |from, _, reply| Command::PurgeTag {
+            tag: tag.to_vec(),
+            from,
+            limit: PREFIX_STEP,
+            soft,
+            reply,
+        })
+        .await
+    }
+
+    /// Rows in the tag index, over every shard.
+    pub async fn tag_rows(&self) -> Result<u64, StoreError> {
+        let n = self.broadcast(|reply| Command::TagRows { reply }).await?;
+        Ok(n.iter().sum())
+    }
+
+    /// Runs a stepped walk on every shard at once, starting at `start`:
+    /// each shard's step replies (count, where its next step starts), and
+    /// between two steps of a shard its other commands (reads that missed
+    /// the hot tier, writes) get their turn. `make` builds a step from
+    /// (where it starts, whether an earlier step ran, reply).
+    async fn in_steps(
+        &self,
+        start: &[u8],
+        make: impl Fn(Vec<u8>, bool, oneshot::Sender<Result<PrefixStep, StoreError>>) -> Command,
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         let mut active: Vec<(usize, Vec<u8>)> = (0..self.shards.len())
-            .map(|i| (i, prefix.clone()))
+            .map(|i| (i, start.to_vec()))
             .collect();
         let mut continued = false;
         while !active.is_empty() {
@@ -454,21 +527,15 @@ impl Store {
                 let (reply, rx) = oneshot::channel();
                 self.shards[i]
                     .tx
-                    .send(Command::DeletePrefix {
-                        prefix: prefix.clone(),
-                        from,
-                        limit: PREFIX_STEP,
-                        continued,
-                        reply,
-                    })
+                    .send(make(from, continued, reply))
                     .await
                     .map_err(|_| StoreError::Unavailable)?;
                 pending.push((i, rx));
             }
             let mut next = Vec::new();
             for (i, rx) in pending {
-                let (deleted, from) = rx.await.map_err(|_| StoreError::Unavailable)??;
-                total += deleted;
+                let (n, from) = rx.await.map_err(|_| StoreError::Unavailable)??;
+                total += n;
                 if let Some(from) = from {
                     next.push((i, from));
                 }
@@ -662,6 +729,8 @@ mod tests {
             expires_at: None,
             meta: Bytes::new(),
             body: Bytes::copy_from_slice(body),
+            tags: Default::default(),
+            stale_since: None,
         }
     }
 

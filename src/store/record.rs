@@ -16,10 +16,19 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The version written by this release.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 const HEADER_LEN: usize = 28;
 const CRC_LEN: usize = 4;
 const FLAG_BLOB: u16 = 1;
+/// A tags section follows the body (version 3).
+const FLAG_TAGS: u16 = 2;
+/// A soft-purge time follows the body and tags (version 3).
+const FLAG_STALE: u16 = 4;
+
+/// Most tags one entry may carry, and the longest tag: the index holds a
+/// row per tag, and a purge walks them.
+pub const MAX_TAGS: usize = 128;
+pub const MAX_TAG_LEN: usize = 256;
 
 /// Bodies up to this size stay inline in LevelDB: a blob costs a second read
 /// and bookkeeping that only pays off for page-sized bodies.
@@ -128,6 +137,104 @@ pub struct Record {
     pub expires_at: Option<u64>,
     pub meta: Bytes,
     pub body: Bytes,
+    /// The surrogate keys the entry is indexed under (docs/format.md,
+    /// "Tag index"): a tag purge finds it through them.
+    pub tags: Tags,
+    /// When a soft purge marked the entry stale (unix ms): from then on it
+    /// is never fresh again, whatever its own lifetime says.
+    pub stale_since: Option<u64>,
+}
+
+/// An entry's tags, encoded as they are stored: each a u16 length, then
+/// its bytes. One buffer, so cloning a record (the hot tier does on every
+/// read) costs no allocation per tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Bytes);
+
+impl Tags {
+    /// Tags from their text; the caller has checked them ([`check_tag`]).
+    pub fn new<'a>(tags: impl IntoIterator<Item = &'a [u8]>) -> Tags {
+        let mut out = BytesMut::new();
+        for t in tags {
+            let n = t.len().min(usize::from(u16::MAX));
+            out.put_u16_le(n as u16);
+            out.put_slice(&t[..n]);
+        }
+        Tags(out.freeze())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The encoded section.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let b = &self.0[..];
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let len = b.get(i..i + 2)?;
+            let n = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let tag = b.get(i + 2..i + 2 + n)?;
+            i += 2 + n;
+            Some(tag)
+        })
+    }
+
+    /// Whether `tag` is one of them.
+    pub fn contains(&self, tag: &[u8]) -> bool {
+        self.iter().any(|t| t == tag)
+    }
+
+    /// Reads a stored section, refusing a malformed one (a tag lost from
+    /// the index would leave its page unpurgeable).
+    fn decode(section: Bytes) -> Result<Tags, DecodeError> {
+        let mut i = 0;
+        while i < section.len() {
+            let Some(len) = section.get(i..i + 2) else {
+                return Err(DecodeError::BadTags);
+            };
+            let n = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let tag = section.get(i + 2..i + 2 + n).ok_or(DecodeError::BadTags)?;
+            if check_tag(tag).is_err() {
+                return Err(DecodeError::BadTags);
+            }
+            i += 2 + n;
+        }
+        Ok(Tags(section))
+    }
+}
+
+/// Why a tag cannot be indexed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TagError {
+    #[error("a tag is empty")]
+    Empty,
+    #[error("a tag is {0} bytes; the limit is {MAX_TAG_LEN}")]
+    TooLong(usize),
+    #[error("a tag holds a byte outside visible ASCII, or a comma")]
+    BadByte,
+    #[error("{0} tags; the limit is {MAX_TAGS} per page")]
+    TooMany(usize),
+}
+
+/// A tag is 1 to [`MAX_TAG_LEN`] bytes of visible ASCII other than `,`
+/// (the separator of `Surrogate-Key` and `xkey` lists). NUL never appears,
+/// so a tag's index rows are one exact range.
+pub fn check_tag(tag: &[u8]) -> Result<(), TagError> {
+    if tag.is_empty() {
+        return Err(TagError::Empty);
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return Err(TagError::TooLong(tag.len()));
+    }
+    if !tag.iter().all(|&b| b.is_ascii_graphic() && b != b',') {
+        return Err(TagError::BadByte);
+    }
+    Ok(())
 }
 
 /// Why a stored value could not be read as a record.
@@ -151,6 +258,8 @@ pub enum DecodeError {
     Checksum,
     #[error("malformed blob reference")]
     BadBlobRef,
+    #[error("malformed tags section")]
+    BadTags,
 }
 
 impl Record {
@@ -159,9 +268,38 @@ impl Record {
         self.expires_at.is_some_and(|e| e <= now_ms)
     }
 
+    /// A record without tags, never soft-purged.
+    pub fn new(
+        kind: Kind,
+        created_at: u64,
+        expires_at: Option<u64>,
+        meta: Bytes,
+        body: Bytes,
+    ) -> Record {
+        Record {
+            kind,
+            created_at,
+            expires_at,
+            meta,
+            body,
+            tags: Tags::default(),
+            stale_since: None,
+        }
+    }
+
     /// Size of the encoded form, for budgets and limits.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.meta.len() + self.body.len() + CRC_LEN
+        HEADER_LEN + self.meta.len() + self.body.len() + self.trailer_len() + CRC_LEN
+    }
+
+    /// Bytes of the optional sections after the body.
+    fn trailer_len(&self) -> usize {
+        let tags = if self.tags.is_empty() {
+            0
+        } else {
+            4 + self.tags.as_bytes().len()
+        };
+        tags + if self.stale_since.is_some() { 8 } else { 0 }
     }
 
     /// The member suffixes of a group record's body. A malformed tail is
@@ -208,7 +346,16 @@ impl Record {
         body: impl FnOnce(&mut BytesMut),
         body_len: usize,
     ) -> Vec<u8> {
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + self.meta.len() + body_len + CRC_LEN);
+        let mut buf = BytesMut::with_capacity(
+            HEADER_LEN + self.meta.len() + body_len + self.trailer_len() + CRC_LEN,
+        );
+        let mut flags = flags;
+        if !self.tags.is_empty() {
+            flags |= FLAG_TAGS;
+        }
+        if self.stale_since.is_some() {
+            flags |= FLAG_STALE;
+        }
         buf.put_u8(FORMAT_VERSION);
         buf.put_u8(self.kind as u8);
         buf.put_u16_le(flags);
@@ -219,6 +366,13 @@ impl Record {
         buf.put_u32_le(body_len as u32);
         buf.put_slice(&self.meta);
         body(&mut buf);
+        if !self.tags.is_empty() {
+            buf.put_u32_le(self.tags.as_bytes().len() as u32);
+            buf.put_slice(self.tags.as_bytes());
+        }
+        if let Some(at) = self.stale_since {
+            buf.put_u64_le(at);
+        }
         let crc = crc32fast::hash(&buf);
         buf.put_u32_le(crc);
         buf.into()
@@ -235,6 +389,7 @@ impl Record {
         let known_flags = match version {
             1 => 0,
             2 => FLAG_BLOB,
+            3 => FLAG_BLOB | FLAG_TAGS | FLAG_STALE,
             _ => return Err(DecodeError::UnknownVersion(version)),
         };
         let kind = Kind::from_u8(raw[1]).ok_or(DecodeError::UnknownKind(raw[1]))?;
@@ -258,26 +413,52 @@ impl Record {
         };
         let meta_len = u32_at(20);
         let body_len = u32_at(24);
-        let body_end = HEADER_LEN
-            .checked_add(meta_len)
-            .and_then(|n| n.checked_add(body_len));
-        if body_end.and_then(|n| n.checked_add(CRC_LEN)) != Some(len) {
-            return Err(DecodeError::BadLength {
-                meta: meta_len,
-                body: body_len,
-                len,
-            });
+        let body_start = HEADER_LEN.checked_add(meta_len);
+        let body_end = body_start.and_then(|n| n.checked_add(body_len));
+        let bad_length = || DecodeError::BadLength {
+            meta: meta_len,
+            body: body_len,
+            len,
+        };
+        // The optional sections between the body and the CRC.
+        let crc_at = len - CRC_LEN;
+        let mut at = body_end.filter(|&e| e <= crc_at).ok_or_else(bad_length)?;
+        let mut tags_section = None;
+        if flags & FLAG_TAGS != 0 {
+            if at + 4 > crc_at {
+                return Err(bad_length());
+            }
+            let n = u32_at(at);
+            let end = (at + 4).checked_add(n).filter(|&e| e <= crc_at);
+            let end = end.ok_or_else(bad_length)?;
+            tags_section = Some(at + 4..end);
+            at = end;
         }
-        let body_end = len - CRC_LEN;
-        let stored_crc = u32_at(body_end) as u32;
-        if crc32fast::hash(&raw[..body_end]) != stored_crc {
+        let mut stale_since = None;
+        if flags & FLAG_STALE != 0 {
+            if at + 8 > crc_at {
+                return Err(bad_length());
+            }
+            stale_since = Some(u64_at(at));
+            at += 8;
+        }
+        if at != crc_at {
+            return Err(bad_length());
+        }
+        let stored_crc = u32_at(crc_at) as u32;
+        if crc32fast::hash(&raw[..crc_at]) != stored_crc {
             return Err(DecodeError::Checksum);
         }
+        let body_end = body_end.unwrap_or(crc_at);
         let body = raw.slice(HEADER_LEN + meta_len..body_end);
         let (body, blob) = if flags & FLAG_BLOB != 0 {
             (Bytes::new(), Some(BlobRef::decode(&body)?))
         } else {
             (body, None)
+        };
+        let tags = match tags_section {
+            Some(r) => Tags::decode(raw.slice(r))?,
+            None => Tags::default(),
         };
         Ok(Stored {
             record: Record {
@@ -286,6 +467,8 @@ impl Record {
                 expires_at,
                 meta: raw.slice(HEADER_LEN..HEADER_LEN + meta_len),
                 body,
+                tags,
+                stale_since,
             },
             blob,
         })
@@ -345,7 +528,95 @@ mod tests {
             expires_at: Some(1_700_000_060_123),
             meta: Bytes::from_static(b"1m"),
             body: Bytes::from_static(br#"{"title":"example"}"#),
+            tags: Tags::default(),
+            stale_since: None,
         }
+    }
+
+    fn tagged() -> Record {
+        Record {
+            kind: Kind::Http,
+            tags: Tags::new([&b"dataset-42"[..], b"list"]),
+            stale_since: Some(1_700_000_030_000),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn tags_and_the_soft_purge_time_round_trip_inline_and_with_a_blob() {
+        let rec = tagged();
+        let raw = Bytes::from(rec.encode());
+        assert_eq!(raw.len(), rec.encoded_len());
+        assert_eq!(u16::from_le_bytes([raw[2], raw[3]]), 2 | 4, "TAGS, STALE");
+        let back = Record::decode(&raw).unwrap().record;
+        assert_eq!(back, rec);
+        let tags: Vec<&[u8]> = back.tags.iter().collect();
+        assert_eq!(tags, [&b"dataset-42"[..], b"list"]);
+        assert!(back.tags.contains(b"list") && !back.tags.contains(b"lis"));
+        // Tags section: u32 length, then (u16 length, bytes) per tag;
+        // then the soft-purge time; then the CRC.
+        let n = raw.len();
+        assert_eq!(&raw[n - 12..n - 4], &1_700_000_030_000u64.to_le_bytes());
+        assert_eq!(&raw[n - 12 - 18 - 4..n - 12 - 18], &18u32.to_le_bytes());
+
+        let with_blob = Bytes::from(rec.encode_with_blob(&blob_ref()));
+        let back = Record::decode(&with_blob).unwrap();
+        assert_eq!(back.blob, Some(blob_ref()));
+        assert_eq!(back.record.tags, rec.tags);
+        assert_eq!(back.record.stale_since, rec.stale_since);
+    }
+
+    #[test]
+    fn a_tagged_record_is_checked_like_any_other() {
+        let raw = tagged().encode();
+        for i in 0..raw.len() {
+            for bit in 0..8 {
+                let mut bad = raw.clone();
+                bad[i] ^= 1 << bit;
+                assert!(
+                    Record::decode(&Bytes::from(bad)).is_err(),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+        for n in 0..raw.len() {
+            assert!(Record::decode(&Bytes::copy_from_slice(&raw[..n])).is_err());
+        }
+        // Version 2 knew no tags: the flag is refused there.
+        let mut old = raw.clone();
+        old[0] = 2;
+        let n = old.len() - 4;
+        let crc = crc32fast::hash(&old[..n]);
+        old[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Record::decode(&Bytes::from(old)),
+            Err(DecodeError::UnknownFlags(6))
+        );
+    }
+
+    #[test]
+    fn a_tag_is_visible_ascii_without_commas_and_bounded() {
+        assert_eq!(check_tag(b"dataset-42"), Ok(()));
+        assert_eq!(check_tag(b""), Err(TagError::Empty));
+        assert_eq!(check_tag(b"a b"), Err(TagError::BadByte));
+        assert_eq!(check_tag(b"a,b"), Err(TagError::BadByte));
+        assert_eq!(check_tag("caf\u{e9}".as_bytes()), Err(TagError::BadByte));
+        assert_eq!(check_tag(b"a\0b"), Err(TagError::BadByte));
+        assert_eq!(check_tag(&[b'x'; MAX_TAG_LEN]), Ok(()));
+        assert_eq!(
+            check_tag(&[b'x'; MAX_TAG_LEN + 1]),
+            Err(TagError::TooLong(MAX_TAG_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn version_2_records_are_still_read() {
+        let mut raw = sample().encode();
+        raw[0] = 2;
+        let n = raw.len() - 4;
+        let crc = crc32fast::hash(&raw[..n]);
+        raw[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Record::decode(&Bytes::from(raw)).unwrap().record, sample());
     }
 
     #[test]
@@ -380,7 +651,7 @@ mod tests {
     #[test]
     fn layout_is_the_documented_one() {
         let raw = sample().encode();
-        assert_eq!(raw[0], 2, "version");
+        assert_eq!(raw[0], 3, "version");
         assert_eq!(raw[1], 1, "kind json");
         assert_eq!(&raw[4..12], &1_700_000_000_123u64.to_le_bytes());
         assert_eq!(&raw[12..20], &1_700_000_060_123u64.to_le_bytes());
@@ -415,10 +686,10 @@ mod tests {
     #[test]
     fn unknown_version_and_huge_lengths_are_reported() {
         let mut raw = sample().encode();
-        raw[0] = 3;
+        raw[0] = 4;
         assert_eq!(
             Record::decode(&Bytes::from(raw)),
-            Err(DecodeError::UnknownVersion(3))
+            Err(DecodeError::UnknownVersion(4))
         );
         let mut raw = sample().encode();
         raw[20..24].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -276,7 +276,14 @@ impl Shard {
                 since,
                 reply,
             } => {
-                let result = if self.purges.purged_since(&key, since) {
+                // Purged since the fetch began, by its key, a prefix of it,
+                // or one of its tags: the purge wins.
+                let purged = self.purges.purged_since(&key, since)
+                    || record
+                        .tags
+                        .iter()
+                        .any(|t| self.purges.purged_since(&keys::tag_prefix(t), since));
+                let result = if purged {
                     Ok(false)
                 } else {
                     match member {
@@ -287,8 +294,12 @@ impl Shard {
                 };
                 let _ = reply.send(result);
             }
-            Command::Delete { key, reply } => {
-                let _ = reply.send(self.delete(&key));
+            Command::Delete { key, soft, reply } => {
+                let _ = reply.send(if soft {
+                    self.soft_purge(&key)
+                } else {
+                    self.delete(&key)
+                });
             }
             Command::DeleteIfExpired { key } => {
                 if let Err(e) = self.get(&key) {
@@ -300,9 +311,22 @@ impl Shard {
                 from,
                 limit,
                 continued,
+                soft,
                 reply,
             } => {
-                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued));
+                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued, soft));
+            }
+            Command::PurgeTag {
+                tag,
+                from,
+                limit,
+                soft,
+                reply,
+            } => {
+                let _ = reply.send(self.purge_tag(&tag, &from, limit, soft));
+            }
+            Command::TagRows { reply } => {
+                let _ = reply.send(self.tag_rows());
             }
             Command::Count { prefixes, reply } => {
                 let _ = reply.send(self.count(&prefixes));
@@ -443,6 +467,124 @@ impl Shard {
         Ok(())
     }
 
+    /// Stages marking `old`, the page at `key` (already passed to
+    /// `stage_old`), stale as of `now`: the record is rewritten with its
+    /// body where it is. An entry soft-purged before keeps its first time.
+    fn stage_soft(&mut self, tx: &mut Tx, key: &[u8], old: Stored, now: u64) {
+        let record = Record {
+            stale_since: Some(old.record.stale_since.unwrap_or(now)),
+            ..old.record
+        };
+        // Its body is not loaded here: the next read goes to disk.
+        self.hot.remove(key);
+        tx.put_record(key, &record, old.blob);
+    }
+
+    /// Soft purge of the page at `key`: it (or each member of the group
+    /// there) is marked stale; a value is deleted. Whether a live one was
+    /// there.
+    fn soft_purge(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let mut tx = Tx::default();
+        let Some(old) = self.stage_old(&mut tx, key)? else {
+            return Ok(false);
+        };
+        if old.record.is_expired(now) {
+            return Ok(false);
+        }
+        match old.record.kind {
+            Kind::Http => self.stage_soft(&mut tx, key, old, now),
+            Kind::Group => {
+                for m in old.record.group_members() {
+                    let mut k = key.to_vec();
+                    k.extend_from_slice(&m);
+                    if let Some(member) = self.stage_old(&mut tx, &k)?
+                        && member.record.kind == Kind::Http
+                    {
+                        self.stage_soft(&mut tx, &k, member, now);
+                    }
+                }
+                // The group record itself is unchanged: write it back as
+                // it was (`stage_old` took its rows off).
+                tx.put_record(key, &old.record, old.blob);
+            }
+            Kind::Json | Kind::Bytes => self.stage_delete(&mut tx, key)?,
+        }
+        self.commit(tx)?;
+        Ok(true)
+    }
+
+    /// One step of a tag purge: up to `limit` of the tag's index rows from
+    /// `from` on. A row whose entry no longer carries the tag (none should
+    /// exist: rows are written and deleted with their entries) is dropped.
+    fn purge_tag(
+        &mut self,
+        tag: &[u8],
+        from: &[u8],
+        limit: usize,
+        soft: bool,
+    ) -> Result<PrefixStep, StoreError> {
+        let prefix = keys::tag_prefix(tag);
+        let rows = self.db.keys_with_prefix(&prefix, from, limit)?;
+        let now = self.clock.now_ms();
+        let mut purged = 0;
+        let mut tx = Tx::default();
+        let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+        for row in &rows {
+            let entry = &row[prefix.len()..];
+            let old = if tx.has_seen(entry) {
+                None
+            } else {
+                self.stage_old(&mut tx, entry)?
+            };
+            let Some(old) = old.filter(|s| s.record.tags.contains(tag)) else {
+                tx.delete(row);
+                continue;
+            };
+            purged += u64::from(!old.record.is_expired(now));
+            if soft && old.record.kind == Kind::Http {
+                self.stage_soft(&mut tx, entry, old, now);
+                continue;
+            }
+            self.stage_delete(&mut tx, entry)?;
+            // A variant leaves its group's list (as eviction does).
+            if let Some(nul) = memchr::memchr(0, entry)
+                && nul + 1 < entry.len()
+            {
+                variants
+                    .entry(entry[..=nul].to_vec())
+                    .or_default()
+                    .push(entry[nul + 1..].to_vec());
+            }
+        }
+        for (group, gone) in variants {
+            self.stage_unlist(&mut tx, &group, &gone)?;
+        }
+        if !rows.is_empty() {
+            self.commit(tx)?;
+        }
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|k| [k.as_slice(), &[0]].concat()))
+            .flatten();
+        if next.is_none() && !rows.is_empty() {
+            // As after a prefix purge: what the iterator saw deleted is
+            // only dropped from disk after a reopen.
+            self.reopen()?;
+        }
+        Ok((purged, next))
+    }
+
+    fn tag_rows(&mut self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let scanned = self.db.scan(&[keys::TAG_TAG], |k, _| {
+            let under = k.first() == Some(&keys::TAG_TAG);
+            n += u64::from(under);
+            under
+        });
+        self.reopen()?;
+        scanned.map(|()| n)
+    }
+
     fn stage_delete(&mut self, tx: &mut Tx, key: &[u8]) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
         self.hot.remove(key);
@@ -547,6 +689,8 @@ impl Shard {
             expires_at,
             meta: group_meta,
             body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
+            tags: Default::default(),
+            stale_since: None,
         };
         let mut member_key = group_key.clone();
         member_key.extend_from_slice(member);
@@ -671,6 +815,7 @@ impl Shard {
         from: &[u8],
         limit: usize,
         continued: bool,
+        soft: bool,
     ) -> Result<PrefixStep, StoreError> {
         let found = self.db.keys_with_prefix(prefix, from, limit)?;
         let now = self.clock.now_ms();
@@ -679,7 +824,21 @@ impl Shard {
         for key in &found {
             // Only live entries count; expired ones go too but quietly.
             let old = self.stage_old(&mut tx, key)?;
-            deleted += u64::from(old.is_some_and(|s| !s.record.is_expired(now)));
+            let live = old.as_ref().is_some_and(|s| !s.record.is_expired(now));
+            if soft {
+                // Pages are marked; groups (rewritten as they were) and
+                // expired entries are left to their own course.
+                if let Some(old) = old {
+                    if live && old.record.kind == Kind::Http {
+                        deleted += 1;
+                        self.stage_soft(&mut tx, key, old, now);
+                    } else {
+                        tx.put_record(key, &old.record, old.blob);
+                    }
+                }
+                continue;
+            }
+            deleted += u64::from(live);
             self.stage_delete(&mut tx, key)?;
         }
         if !found.is_empty() {
@@ -694,7 +853,7 @@ impl Shard {
             // rusty-leveldb drop deleted data after an iterator existed,
             // and it costs a memtable flush.
             self.reopen()?;
-            if continued || !found.is_empty() {
+            if !soft && (continued || !found.is_empty()) {
                 let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
                 self.db.compact_span(prefix, &end)?;
                 self.drop_dead_files()?;
@@ -900,6 +1059,8 @@ mod tests {
             expires_at,
             meta: Bytes::new(),
             body: Bytes::copy_from_slice(body),
+            tags: Default::default(),
+            stale_since: None,
         }
     }
 

@@ -52,11 +52,19 @@ impl Tx {
         if let Some(r) = old.and_then(|s| s.blob) {
             *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
         }
+        // Its tag rows go with it; a new value re-adds its own after these.
+        if let Some(old) = old {
+            for tag in old.record.tags.iter() {
+                self.ops.push((keys::tag_row(tag, key), None));
+            }
+        }
         true
     }
 
     /// Stages `record` at `key`, its body inline or at `blob` (whose bytes
-    /// count as live), with its expiry-index row.
+    /// count as live), with its expiry-index row and its tag rows. The
+    /// value `key` held before must have been passed to [`Tx::replaces`]
+    /// first, so its rows are dropped before these are written.
     pub fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
         let value = match blob {
             Some(r) => {
@@ -68,6 +76,9 @@ impl Tx {
         self.ops.push((key.to_vec(), Some(value)));
         if let Some(at) = record.expires_at {
             self.ops.push((keys::expiry_key(at, key), Some(Vec::new())));
+        }
+        for tag in record.tags.iter() {
+            self.ops.push((keys::tag_row(tag, key), Some(Vec::new())));
         }
     }
 
@@ -111,7 +122,39 @@ mod tests {
             expires_at,
             meta: Bytes::new(),
             body: Bytes::new(),
+            tags: Default::default(),
+            stale_since: None,
         }
+    }
+
+    #[test]
+    fn tag_rows_follow_the_value_that_carries_them() {
+        use crate::store::record::Tags;
+        let old = Stored {
+            record: Record {
+                tags: Tags::new([&b"a"[..], b"b"]),
+                ..record(None)
+            },
+            blob: None,
+        };
+        let new = Record {
+            tags: Tags::new([&b"b"[..], b"c"]),
+            ..record(None)
+        };
+        let mut tx = Tx::default();
+        tx.replaces(b"pk", Some(&old));
+        tx.put_record(b"pk", &new, None);
+        // Applied in order, as LevelDB applies a batch: the last op wins.
+        let mut rows = std::collections::BTreeMap::new();
+        for (k, v) in tx.finish(|_| Ok(0)).unwrap().ops {
+            if k.first() == Some(&keys::TAG_TAG) {
+                rows.insert(k, v.is_some());
+            }
+        }
+        let expect = [("ta\0pk", false), ("tb\0pk", true), ("tc\0pk", true)];
+        let got: Vec<_> = rows.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+        let expect: Vec<_> = expect.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        assert_eq!(got, expect);
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Shard {
 
     /// Stages taking evicted variants `gone` off the list of the group at
     /// `group`; a group left with no variant goes.
-    fn stage_unlist(
+    pub(super) fn stage_unlist(
         &mut self,
         tx: &mut Tx,
         group: &[u8],
