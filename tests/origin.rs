@@ -7,6 +7,8 @@
 //!   connection takes them ([`Counts::cut`] counts those dropped unfinished);
 //! - `fixed=1`: a body that is the same on every request for the target
 //!   (no counts, no echo), so a refetch can be checked byte for byte;
+//! - `tagn=v`: sends `Surrogate-Key: v-<n>`, n being how many times the
+//!   origin saw the target (tags that change when the page is replaced);
 //! - `etag=v1`: sends `ETag: "v1"` and answers a matching `If-None-Match`
 //!   with 304 (plus the `h` headers, and `h304=Name:Value` ones only there).
 //!
@@ -284,6 +286,7 @@ async fn respond(req: Request<Incoming>, c: &Counts) -> Response<Full<Bytes>> {
             "delay" => delay = v.parse().unwrap_or(0),
             "size" => size = v.parse().unwrap_or(0),
             "etag" => etag = Some(format!("\"{v}\"")),
+            "tagn" => headers.push(("surrogate-key".into(), format!("{v}-{n}"))),
             _ => {}
         }
     }

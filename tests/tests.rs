@@ -13,4 +13,5 @@ mod durability;
 mod origin;
 mod props;
 mod proxy;
+mod tags;
 mod warm;
