@@ -2,7 +2,7 @@
 //! REST JSON value, raw bytes from `/pickle`, a cached HTTP response, a
 //! `Vary` group), and of the entries in blob files.
 //!
-//! The layouts are specified in `docs/format.md` ("Records, version 2" and
+//! The layouts are specified in `docs/format.md` ("Records, version 3" and
 //! "Blob references and blob files"); this module implements them, and its
 //! tests pin them (round trips, every flipped bit, every truncation,
 //! version 1 records, entries checked against their owner).
