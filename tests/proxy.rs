@@ -1778,10 +1778,10 @@ async fn a_bulk_purge_counts_each_item_and_checks_them_all_first() {
     .await;
     assert_eq!(bad.0, 400, "an empty prefix");
     let unknown =
-        crate::util::post_json(&s, "/purge", serde_json::json!({"tags": ["dataset-1"]})).await;
+        crate::util::post_json(&s, "/purge", serde_json::json!({"keys": ["dataset-1"]})).await;
     assert_eq!(unknown.0, 422);
     assert!(
-        unknown.1["detail"].as_str().unwrap().contains("tags"),
+        unknown.1["detail"].as_str().unwrap().contains("keys"),
         "{}",
         unknown.1
     );

@@ -446,3 +446,86 @@ async fn a_kill_9_while_storing_leaves_no_orphan_rows_or_untagged_pages() {
     assert_eq!(v["count"].as_u64(), Some(pages));
     assert_eq!(counts(&s).await, (0, 0));
 }
+
+/// `soft, warm`: the marked pages are refreshed at once, every variant,
+/// at most `--rewarm-concurrency` at a time, and served fresh afterwards
+/// without their visitors waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_purge_with_warm_refreshes_every_page_within_the_bound() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--rewarm-concurrency", "3"]);
+    let pages: Vec<String> = (0..9)
+        .map(|i| format!("/w/{i}?{TTL}&h=xkey:ds-8&delay=150"))
+        .collect();
+    for p in &pages {
+        get(&s, p).await;
+    }
+    let varying = format!("/w/v?{TTL}&h=xkey:ds-8&h=Vary:Accept-Language");
+    for lang in ["en", "de"] {
+        get_with(&s, &varying, &[("accept-language", lang)]).await;
+    }
+    tag_rows_reach(&s, 11).await;
+    assert_eq!(o.counts.max_in_flight.load(SeqCst), 1);
+
+    let r = client()
+        .delete(s.url("/tag/ds-8"))
+        .header("X-Bigcache-Purge", "soft, warm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["count"].as_u64(), v["warming"].as_u64()),
+        (Some(11), Some(11))
+    );
+    // Every page fetched a second time, by the re-warmer alone.
+    for _ in 0..300 {
+        if pages.iter().all(|p| o.count(p) == 2) && o.count(&varying) == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for p in &pages {
+        assert_eq!(o.count(p), 2, "{p}");
+    }
+    assert_eq!(o.count(&varying), 4, "both variants");
+    let most = o.counts.max_in_flight.load(SeqCst);
+    assert!((2..=3).contains(&most), "{most} at once, bound 3");
+    // Fresh now (once the last refresh, begun above, has been answered):
+    // hits, the new copies, no more origin requests.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for p in &pages {
+        let r = get(&s, p).await;
+        assert_eq!(r.cache, "HIT", "{p}");
+        assert!(r.body.contains("n=2 "));
+    }
+    for lang in ["en", "de"] {
+        let r = get_with(&s, &varying, &[("accept-language", lang)]).await;
+        assert_eq!(r.cache, "HIT");
+        assert!(
+            r.body.contains(&format!("accept-language={lang}")),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(o.count(&varying), 4);
+
+    // `warm` only with `soft`.
+    for mode in ["warm", "hard, warm", "soft, hard"] {
+        let r = client()
+            .delete(s.url("/tag/ds-8"))
+            .header("X-Bigcache-Purge", mode)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{mode}");
+    }
+    let (st, _) = post_json(
+        &s,
+        "/purge",
+        serde_json::json!({"tags": ["ds-8"], "warm": true}),
+    )
+    .await;
+    assert_eq!(st, 400);
+}

@@ -34,6 +34,10 @@ pub struct PurgeRequest {
     /// request refreshes each); REST values are deleted either way.
     #[serde(default)]
     soft: bool,
+    /// With `soft`: refresh the marked pages at once instead of at their
+    /// next request.
+    #[serde(default)]
+    warm: bool,
 }
 
 /// Purge paths, prefixes and tags in one call.
@@ -54,7 +58,11 @@ pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, A
             "{items} items in one call; the limit is {MAX_ITEMS}"
         )));
     }
-    let mode = Mode { soft: req.soft };
+    let mode = Mode {
+        soft: req.soft,
+        warm: req.warm,
+    }
+    .checked(false)?;
     // Every item is checked before anything is purged.
     let split = |text: &str| match text.split_once('?') {
         Some((path, query)) => (path.to_string(), Some(query.to_string())),
@@ -81,30 +89,33 @@ pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, A
             .map_err(|e| ApiError::BadRequest(format!("tag {t:?}: {e}")))?;
         tags.push((t, tag));
     }
-    let mut total = 0u64;
+    let mut total = purge::Reached::default();
     let mut path_counts = serde_json::Map::new();
     for (given, key, raw, query) in paths {
-        let n = u64::from(purge::path(&st, &key, &raw, query.as_deref(), mode).await?);
-        total += n;
-        path_counts.insert(given.clone(), n.into());
+        let r = purge::path(&st, &key, &raw, query.as_deref(), mode).await?;
+        total.add(r);
+        path_counts.insert(given.clone(), r.count.into());
     }
     let mut prefix_counts = serde_json::Map::new();
     for (given, prefix, raw, query) in prefixes {
-        let n = purge::prefix(&st, &prefix, &raw, query.as_deref(), mode).await?;
-        total += n;
-        prefix_counts.insert(given.clone(), n.into());
+        let r = purge::prefix(&st, &prefix, &raw, query.as_deref(), mode).await?;
+        total.add(r);
+        prefix_counts.insert(given.clone(), r.count.into());
     }
     let mut tag_counts = serde_json::Map::new();
     for (given, tag) in tags {
-        let n = purge::tag(&st, &tag, mode).await?;
-        total += n;
-        tag_counts.insert(given.clone(), n.into());
+        let r = purge::tag(&st, &tag, mode).await?;
+        total.add(r);
+        tag_counts.insert(given.clone(), r.count.into());
     }
-    Ok(axum::Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "paths": path_counts,
         "prefixes": prefix_counts,
         "tags": tag_counts,
-        "purged": total,
-    }))
-    .into_response())
+        "purged": total.count,
+    });
+    if let Some(w) = total.warming_field(mode) {
+        answer["warming"] = w.into();
+    }
+    Ok(axum::Json(answer).into_response())
 }

@@ -70,6 +70,8 @@ pub struct ApiState {
     pub hosts: Arc<[String]>,
     /// What `GET /metrics` reports (`crate::metrics::registry`).
     pub metrics: Arc<prometheus_client::registry::Registry>,
+    /// Refreshes soft-purged pages at once when a purge asks (`warm`).
+    pub rewarm: Option<Arc<crate::proxy::rewarm::Rewarmer>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -490,7 +492,17 @@ async fn delete_value(
     }
     let found = if route == "/cache/" {
         let mode = purge::Mode::from_headers(&headers)?;
-        purge::path(&st, &key, raw, uri.query(), mode).await?
+        let r = purge::path(&st, &key, raw, uri.query(), mode).await?;
+        if r.count > 0
+            && let Some(w) = r.warming_field(mode)
+        {
+            Stats::bump(&st.stats.deletes);
+            let mut answer =
+                serde_json::json!({ "message": format!("'{key}' removed from cache.") });
+            answer["warming"] = w.into();
+            return Ok(axum::Json(answer).into_response());
+        }
+        r.count > 0
     } else {
         st.store.delete(Namespace::Value, key.as_bytes()).await?
     };

@@ -26,26 +26,82 @@ pub struct Mode {
     /// Mark pages stale instead of deleting them. REST values under the
     /// same keys are deleted either way: they have no stale use.
     pub soft: bool,
+    /// Refresh the pages marked stale at once (`proxy::rewarm`), rather
+    /// than at their next request. Soft purges only.
+    pub warm: bool,
 }
 
 impl Mode {
+    /// `X-Bigcache-Purge: soft`, `soft, warm` or `hard` (the default).
     pub fn from_headers(headers: &HeaderMap) -> Result<Mode, ApiError> {
         let Some(v) = headers.get(MODE_HEADER) else {
             return Ok(Mode::default());
         };
-        match v.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            Ok("soft") => Ok(Mode { soft: true }),
-            Ok("hard") => Ok(Mode { soft: false }),
-            _ => Err(ApiError::BadRequest(format!(
-                "{MODE_HEADER} must be `soft` or `hard`"
-            ))),
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "{MODE_HEADER} must be `hard`, `soft` or `soft, warm`"
+            ))
+        };
+        let text = v.to_str().map_err(|_| bad())?.to_ascii_lowercase();
+        let mut mode = Mode::default();
+        let mut hard = false;
+        for word in text.split(',').map(str::trim) {
+            match word {
+                "soft" => mode.soft = true,
+                "warm" => mode.warm = true,
+                "hard" => hard = true,
+                _ => return Err(bad()),
+            }
         }
+        mode.checked(hard)
+    }
+
+    /// `warm` needs `soft`; `hard` excludes both.
+    pub fn checked(self, hard: bool) -> Result<Mode, ApiError> {
+        if (hard && self.soft) || (self.warm && !self.soft) {
+            return Err(ApiError::BadRequest(
+                "warm applies to soft purges only (`soft, warm`)".into(),
+            ));
+        }
+        Ok(self)
     }
 
     fn count(self, st: &ApiState) {
         if self.soft {
             Stats::bump(&st.stats.purges_soft);
         }
+    }
+}
+
+/// What one purge reached: live entries purged (or marked), and how many
+/// of the marked pages were queued for re-warming.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reached {
+    pub count: u64,
+    pub warming: usize,
+}
+
+impl Reached {
+    pub fn add(&mut self, other: Reached) {
+        self.count += other.count;
+        self.warming += other.warming;
+    }
+
+    /// `warming` in an answer, for purges that asked for it.
+    pub fn warming_field(self, mode: Mode) -> Option<usize> {
+        mode.warm.then_some(self.warming)
+    }
+}
+
+/// Queues what a soft purge marked for re-warming, when asked.
+fn reached(st: &ApiState, purged: crate::store::Purged, mode: Mode) -> Reached {
+    let warming = match (&st.rewarm, mode.warm) {
+        (Some(r), true) if !purged.marked.is_empty() => r.queue(purged.marked),
+        _ => 0,
+    };
+    Reached {
+        count: purged.count,
+        warming,
     }
 }
 
@@ -74,20 +130,24 @@ pub async fn path(
     raw: &str,
     query: Option<&str>,
     mode: Mode,
-) -> Result<bool, ApiError> {
-    let mut found = st.store.delete(Namespace::Value, key.as_bytes()).await?;
+) -> Result<Reached, ApiError> {
+    let value = st.store.delete(Namespace::Value, key.as_bytes()).await?;
     Stats::bump(&st.stats.purges_path);
     mode.count(st);
+    let mut total = Reached::default();
     for target in page_targets(raw, query) {
-        found |= st
+        let purged = st
             .store
             .purge_page(&proxy::key::page_key(&target), mode.soft)
             .await?;
+        total.add(reached(st, purged, mode));
     }
-    if found {
+    // Found or not: one purge of one path.
+    total.count = u64::from(value || total.count > 0);
+    if total.count > 0 {
         Stats::bump(&st.stats.purged);
     }
-    Ok(found)
+    Ok(total)
 }
 
 /// `DELETE /prefix/<raw>`'s purge: values under `prefix` and pages under
@@ -98,17 +158,22 @@ pub async fn prefix(
     raw: &str,
     query: Option<&str>,
     mode: Mode,
-) -> Result<u64, ApiError> {
-    let mut n = st
-        .store
-        .delete_prefix(Namespace::Value, prefix.as_bytes())
-        .await?;
+) -> Result<Reached, ApiError> {
+    let mut total = Reached {
+        count: st
+            .store
+            .delete_prefix(Namespace::Value, prefix.as_bytes())
+            .await?,
+        warming: 0,
+    };
     for target in page_targets(raw, query) {
-        n += st
+        let purged = st
             .store
             .purge_prefix(Namespace::Page, target.as_bytes(), mode.soft)
             .await?;
+        total.add(reached(st, purged, mode));
     }
+    let n = total.count;
     st.stats
         .deletes
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -117,7 +182,7 @@ pub async fn prefix(
     st.stats
         .purged
         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Ok(n)
+    Ok(total)
 }
 
 /// A tag as a client names it: percent-decoded, then held to the limits
@@ -129,21 +194,21 @@ pub fn tag_of(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Every page tagged `tag`; how many live ones went (or were marked).
-pub async fn tag(st: &ApiState, tag: &[u8], mode: Mode) -> Result<u64, ApiError> {
-    let n = st.store.purge_tag(tag, mode.soft).await?;
+pub async fn tag(st: &ApiState, tag: &[u8], mode: Mode) -> Result<Reached, ApiError> {
+    let purged = st.store.purge_tag(tag, mode.soft).await?;
     Stats::bump(&st.stats.purges_tag);
     mode.count(st);
     st.stats
         .purged
-        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Ok(n)
+        .fetch_add(purged.count, std::sync::atomic::Ordering::Relaxed);
+    Ok(reached(st, purged, mode))
 }
 
 /// Delete every key starting with the prefix, and purge every cached page
 /// whose path starts with it.
 #[utoipa::path(delete, path = "/prefix/{prefix}",
     params(("prefix" = String, Path, description = "Key prefix (only leading slashes are stripped), or a page path prefix such as /dataset/"),
-           ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the pages stale instead (values are deleted either way)")),
+           ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the pages stale instead (values are deleted either way); `soft, warm`: and refresh them at once")),
     responses((status = 200, description = "{message, count}: count is the number of live entries and pages purged"), (status = 400, description = "Empty prefix")))]
 pub async fn delete_prefix(
     State(st): State<ApiState>,
@@ -153,13 +218,16 @@ pub async fn delete_prefix(
     let mode = Mode::from_headers(&headers)?;
     let raw = rest(&uri, "/prefix/");
     let p = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
-    let n = prefix(&st, &p, raw, uri.query(), mode).await?;
+    let r = prefix(&st, &p, raw, uri.query(), mode).await?;
     let done = if mode.soft { "marked stale" } else { "deleted" };
-    Ok(axum::Json(serde_json::json!({
-        "message": format!("prefix '{p}': {n} keys {done}."),
-        "count": n,
-    }))
-    .into_response())
+    let mut answer = serde_json::json!({
+        "message": format!("prefix '{p}': {} keys {done}.", r.count),
+        "count": r.count,
+    });
+    if let Some(w) = r.warming_field(mode) {
+        answer["warming"] = w.into();
+    }
+    Ok(axum::Json(answer).into_response())
 }
 
 pub async fn empty_prefix() -> ApiError {
@@ -172,8 +240,8 @@ pub async fn empty_prefix() -> ApiError {
 /// in `Surrogate-Key` or `xkey`.
 #[utoipa::path(delete, path = "/tag/{tag}",
     params(("tag" = String, Path, description = "The tag, percent-encoded where needed (1 to 256 bytes of visible ASCII, no comma)"),
-           ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the pages stale instead")),
-    responses((status = 200, description = "{message, count}: count is the number of live pages purged"),
+           ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the pages stale instead; `soft, warm`: and refresh them at once")),
+    responses((status = 200, description = "{message, count[, warming]}: count is the number of live pages purged; warming, how many were queued for a refresh"),
               (status = 400, description = "A tag that breaks the limits")))]
 pub async fn delete_tag(
     State(st): State<ApiState>,
@@ -183,11 +251,14 @@ pub async fn delete_tag(
     let mode = Mode::from_headers(&headers)?;
     let text = rest(&uri, "/tag/");
     let t = tag_of(text)?;
-    let n = tag(&st, &t, mode).await?;
+    let r = tag(&st, &t, mode).await?;
     let done = if mode.soft { "marked stale" } else { "purged" };
-    Ok(axum::Json(serde_json::json!({
-        "message": format!("tag '{}': {n} pages {done}.", String::from_utf8_lossy(&t)),
-        "count": n,
-    }))
-    .into_response())
+    let mut answer = serde_json::json!({
+        "message": format!("tag '{}': {} pages {done}.", String::from_utf8_lossy(&t), r.count),
+        "count": r.count,
+    });
+    if let Some(w) = r.warming_field(mode) {
+        answer["warming"] = w.into();
+    }
+    Ok(axum::Json(answer).into_response())
 }

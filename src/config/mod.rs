@@ -220,6 +220,23 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_KEEP_TAG_HEADERS")]
     pub keep_tag_headers: bool,
 
+    /// The site's public URL (`https://www.example.org`). Pages re-warmed
+    /// after a soft purge (`X-Bigcache-Purge: soft, warm`) are requested
+    /// as its visitors request them: its host as `Host`, its scheme as
+    /// `X-Forwarded-Proto`. Default: `http://` and the first `--host`, or
+    /// `localhost`.
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_SITE_URL")]
+    pub site_url: Option<http::Uri>,
+
+    /// Pages re-warmed at once after soft purges, over all of them.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_REWARM_CONCURRENCY",
+        default_value_t = 4
+    )]
+    pub rewarm_concurrency: usize,
+
     /// Content codings the upstream can produce, preferred first (e.g.
     /// `br,gzip`). A cacheable request's Accept-Encoding is replaced by the
     /// first of them the client accepts (or removed), so a page varying on
@@ -325,6 +342,9 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
     pub keep_tag_headers: bool,
+    /// Where re-warm requests claim to come from (`--site-url`).
+    pub site: crate::proxy::rewarm::Site,
+    pub rewarm_concurrency: usize,
     pub encodings: Vec<String>,
     pub max_connections: usize,
     pub client_timeout: Duration,
@@ -351,6 +371,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--upstream {0}: expected an http:// URL with a host, like http://127.0.0.1:8000")]
     Upstream(String),
+    #[error(
+        "--site-url {0}: expected http:// or https:// and a host, without a path, like https://www.example.org"
+    )]
+    SiteUrl(String),
     #[error("--trusted-proxy {0}")]
     TrustedProxy(String),
     #[error("--host {0:?}: expected a host name or address, with an optional :port")]
@@ -379,6 +403,7 @@ impl Args {
             ("sweep-batch", self.sweep_batch),
             ("max-variants", self.max_variants),
             ("max-connections", self.max_connections),
+            ("rewarm-concurrency", self.rewarm_concurrency),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -414,6 +439,24 @@ impl Args {
                     .ok_or_else(|| ConfigError::Host(h.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let site = match &self.site_url {
+            Some(u) => {
+                let scheme = u.scheme_str().filter(|s| *s == "http" || *s == "https");
+                match (scheme, u.authority()) {
+                    (Some(scheme), Some(a)) if u.path() == "/" || u.path().is_empty() => {
+                        crate::proxy::rewarm::Site {
+                            scheme: scheme.to_string(),
+                            host: a.as_str().to_ascii_lowercase(),
+                        }
+                    }
+                    _ => return Err(ConfigError::SiteUrl(u.to_string())),
+                }
+            }
+            None => crate::proxy::rewarm::Site {
+                scheme: "http".into(),
+                host: hosts.first().cloned().unwrap_or_else(|| "localhost".into()),
+            },
+        };
         let trusted_proxies = self
             .trusted_proxy
             .iter()
@@ -463,6 +506,8 @@ impl Args {
                 .map(crate::access_log::Target::parse),
             cache_vary_cookie: self.cache_vary_cookie,
             keep_tag_headers: self.keep_tag_headers,
+            site,
+            rewarm_concurrency: self.rewarm_concurrency,
             encodings: self
                 .accept_encoding
                 .iter()

@@ -43,6 +43,7 @@ pub mod policy;
 mod query_cap;
 pub mod range;
 pub mod revalidate;
+pub mod rewarm;
 pub mod stats;
 pub mod tags;
 pub mod upstream;

@@ -68,13 +68,14 @@ pub enum Command {
         since: u64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
-    /// Replies whether a live entry was there. Deleting a group deletes its
-    /// members. With `soft`, a page (or each member of a group) is marked
-    /// stale instead (`Record::stale_since`); other kinds are deleted.
+    /// Replies whether a live entry was there (`count` 1 or 0). Deleting a
+    /// group deletes its members. With `soft`, a page (or each member of a
+    /// group) is marked stale instead (`Record::stale_since`), and listed
+    /// in `marked`; other kinds are deleted.
     Delete {
         key: Vec<u8>,
         soft: bool,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
+        reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     /// Deletes the entry only if it is still expired: a reader saw it expired
     /// in the hot tier, but a newer write may have replaced it since.
@@ -175,9 +176,16 @@ pub enum Incr {
     Overflow,
 }
 
-/// One step of a prefix purge: live entries deleted, and where the next
-/// step starts (`None`: the prefix is empty in this shard).
-pub type PrefixStep = (u64, Option<Vec<u8>>);
+/// One step of a prefix or tag purge.
+#[derive(Debug, Default)]
+pub struct PrefixStep {
+    /// Live entries deleted (or, soft, marked stale).
+    pub count: u64,
+    /// Where the next step starts; `None`: nothing is left in this shard.
+    pub next: Option<Vec<u8>>,
+    /// A soft purge's pages marked stale (their full keys), for re-warming.
+    pub marked: Vec<Vec<u8>>,
+}
 
 /// What [`Command::Keys`] found in one shard.
 #[derive(Debug, Default)]

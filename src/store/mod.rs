@@ -88,6 +88,27 @@ use command::{KeysPage, PrefixStep};
 /// Entries one step of a prefix purge deletes in one shard.
 pub const PREFIX_STEP: usize = 2000;
 
+/// Pages one soft purge lists for re-warming, at most: beyond it the rest
+/// are refreshed by their next request, as without re-warming.
+pub const MAX_MARKED: usize = 100_000;
+
+/// What a purge reached.
+#[derive(Debug, Default)]
+pub struct Purged {
+    /// Live entries deleted, or (soft) pages marked stale.
+    pub count: u64,
+    /// A soft purge's pages (full keys), at most [`MAX_MARKED`].
+    pub marked: Vec<Vec<u8>>,
+}
+
+impl Purged {
+    fn add(&mut self, step: PrefixStep) {
+        self.count += step.count;
+        let room = MAX_MARKED.saturating_sub(self.marked.len());
+        self.marked.extend(step.marked.into_iter().take(room));
+    }
+}
+
 /// Entries one shard examines for one page of [`Store::keys`].
 pub const KEYS_SCAN: usize = 20_000;
 pub use error::StoreError;
@@ -404,13 +425,16 @@ impl Store {
     /// Deletes an entry (a group with its members); returns whether a live
     /// one was there.
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        self.delete_entry(ns, key, false).await
+        Ok(self.delete_entry(ns, key, false).await?.count > 0)
     }
 
     /// Purges the page at `key` (every variant); with `soft`, marks it stale
-    /// instead of deleting it. Returns whether a live one was there.
-    pub async fn purge_page(&self, key: &[u8], soft: bool) -> Result<bool, StoreError> {
-        self.delete_entry(Namespace::Page, key, soft).await
+    /// instead of deleting it. `count` is 1 when a live one was there.
+    pub async fn purge_page(&self, key: &[u8], soft: bool) -> Result<Purged, StoreError> {
+        let step = self.delete_entry(Namespace::Page, key, soft).await?;
+        let mut purged = Purged::default();
+        purged.add(step);
+        Ok(purged)
     }
 
     async fn delete_entry(
@@ -418,7 +442,7 @@ impl Store {
         ns: Namespace,
         key: &[u8],
         soft: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<PrefixStep, StoreError> {
         let key = keys::entry_key(ns, key);
         // A soft purge too: a fetch begun before it may carry the content
         // it declares outdated, so its write is dropped like after a
@@ -456,7 +480,7 @@ impl Store {
     /// Deletes every entry of `ns` whose key starts with `prefix`; returns
     /// how many live entries went.
     pub async fn delete_prefix(&self, ns: Namespace, prefix: &[u8]) -> Result<u64, StoreError> {
-        self.purge_prefix(ns, prefix, false).await
+        Ok(self.purge_prefix(ns, prefix, false).await?.count)
     }
 
     /// [`Store::delete_prefix`], or with `soft` the pages under `prefix`
@@ -466,7 +490,7 @@ impl Store {
         ns: Namespace,
         prefix: &[u8],
         soft: bool,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Purged, StoreError> {
         let prefix = keys::entry_key(ns, prefix);
         if ns == Namespace::Page {
             self.purges.prefix(&prefix);
@@ -485,7 +509,7 @@ impl Store {
     /// Purges every page tagged `tag` (every variant that carries it);
     /// with `soft`, marks them stale instead. Returns how many live pages
     /// it reached. `tag` must pass `record::check_tag`.
-    pub async fn purge_tag(&self, tag: &[u8], soft: bool) -> Result<u64, StoreError> {
+    pub async fn purge_tag(&self, tag: &[u8], soft: bool) -> Result<Purged, StoreError> {
         let start = keys::tag_prefix(tag);
         // Logged first, as key purges are: a page with this tag whose
         // fetch began before now is not stored after it.
@@ -515,8 +539,8 @@ impl Store {
         &self,
         start: &[u8],
         make: impl Fn(Vec<u8>, bool, oneshot::Sender<Result<PrefixStep, StoreError>>) -> Command,
-    ) -> Result<u64, StoreError> {
-        let mut total = 0;
+    ) -> Result<Purged, StoreError> {
+        let mut total = Purged::default();
         let mut active: Vec<(usize, Vec<u8>)> = (0..self.shards.len())
             .map(|i| (i, start.to_vec()))
             .collect();
@@ -534,11 +558,11 @@ impl Store {
             }
             let mut next = Vec::new();
             for (i, rx) in pending {
-                let (n, from) = rx.await.map_err(|_| StoreError::Unavailable)??;
-                total += n;
-                if let Some(from) = from {
+                let mut step = rx.await.map_err(|_| StoreError::Unavailable)??;
+                if let Some(from) = step.next.take() {
                     next.push((i, from));
                 }
+                total.add(step);
             }
             active = next;
             continued = true;

@@ -298,7 +298,10 @@ impl Shard {
                 let _ = reply.send(if soft {
                     self.soft_purge(&key)
                 } else {
-                    self.delete(&key)
+                    self.delete(&key).map(|live| PrefixStep {
+                        count: u64::from(live),
+                        ..PrefixStep::default()
+                    })
                 });
             }
             Command::DeleteIfExpired { key } => {
@@ -483,25 +486,32 @@ impl Shard {
     /// Soft purge of the page at `key`: it (or each member of the group
     /// there) is marked stale; a value is deleted. Whether a live one was
     /// there.
-    fn soft_purge(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+    fn soft_purge(&mut self, key: &[u8]) -> Result<PrefixStep, StoreError> {
         let now = self.clock.now_ms();
         let mut tx = Tx::default();
+        let mut step = PrefixStep::default();
         let Some(old) = self.stage_old(&mut tx, key)? else {
-            return Ok(false);
+            return Ok(step);
         };
         if old.record.is_expired(now) {
-            return Ok(false);
+            return Ok(step);
         }
+        step.count = 1;
         match old.record.kind {
-            Kind::Http => self.stage_soft(&mut tx, key, old, now),
+            Kind::Http => {
+                self.stage_soft(&mut tx, key, old, now);
+                step.marked.push(key.to_vec());
+            }
             Kind::Group => {
                 for m in old.record.group_members() {
                     let mut k = key.to_vec();
                     k.extend_from_slice(&m);
                     if let Some(member) = self.stage_old(&mut tx, &k)?
                         && member.record.kind == Kind::Http
+                        && !member.record.is_expired(now)
                     {
                         self.stage_soft(&mut tx, &k, member, now);
+                        step.marked.push(k);
                     }
                 }
                 // The group record itself is unchanged: write it back as
@@ -511,7 +521,7 @@ impl Shard {
             Kind::Json | Kind::Bytes => self.stage_delete(&mut tx, key)?,
         }
         self.commit(tx)?;
-        Ok(true)
+        Ok(step)
     }
 
     /// One step of a tag purge: up to `limit` of the tag's index rows from
@@ -528,6 +538,7 @@ impl Shard {
         let rows = self.db.keys_with_prefix(&prefix, from, limit)?;
         let now = self.clock.now_ms();
         let mut purged = 0;
+        let mut marked = Vec::new();
         let mut tx = Tx::default();
         let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
         for row in &rows {
@@ -541,9 +552,13 @@ impl Shard {
                 tx.delete(row);
                 continue;
             };
-            purged += u64::from(!old.record.is_expired(now));
+            let live = !old.record.is_expired(now);
+            purged += u64::from(live);
             if soft && old.record.kind == Kind::Http {
                 self.stage_soft(&mut tx, entry, old, now);
+                if live {
+                    marked.push(entry.to_vec());
+                }
                 continue;
             }
             self.stage_delete(&mut tx, entry)?;
@@ -571,7 +586,11 @@ impl Shard {
             // only dropped from disk after a reopen.
             self.reopen()?;
         }
-        Ok((purged, next))
+        Ok(PrefixStep {
+            count: purged,
+            next,
+            marked,
+        })
     }
 
     fn tag_rows(&mut self) -> Result<u64, StoreError> {
@@ -820,6 +839,7 @@ impl Shard {
         let found = self.db.keys_with_prefix(prefix, from, limit)?;
         let now = self.clock.now_ms();
         let mut deleted = 0;
+        let mut marked = Vec::new();
         let mut tx = Tx::default();
         for key in &found {
             // Only live entries count; expired ones go too but quietly.
@@ -832,6 +852,7 @@ impl Shard {
                     if live && old.record.kind == Kind::Http {
                         deleted += 1;
                         self.stage_soft(&mut tx, key, old, now);
+                        marked.push(key.clone());
                     } else {
                         tx.put_record(key, &old.record, old.blob);
                     }
@@ -859,7 +880,11 @@ impl Shard {
                 self.drop_dead_files()?;
             }
         }
-        Ok((deleted, next))
+        Ok(PrefixStep {
+            count: deleted,
+            next,
+            marked,
+        })
     }
 
     fn count(&mut self, prefixes: &[Vec<u8>]) -> Result<u64, StoreError> {
