@@ -2,15 +2,20 @@
 
     from django.db.models.signals import post_save, post_delete
     from django.dispatch import receiver
-    from django_bigcache import purge_path, purge_prefix
+    from django_bigcache import purge_path, purge_prefix, purge_tags
 
     @receiver([post_save, post_delete], sender=Dataset)
     def purge_dataset(sender, instance, **kwargs):
+        purge_tags(f"dataset-{instance.pk}")           # every page tagged with it
         purge_path(instance.get_absolute_url())        # every variant of that page
         purge_prefix(f"/datasets/{instance.pk}/")      # and every page under it
 
 Paths are as Django gives them (``request.get_full_path()``,
-``get_absolute_url()``), query strings included. With several nodes
+``get_absolute_url()``), query strings included. Tags are those views gave
+their pages (``bigcache_page(..., tags=...)``, ``add_tags``). ``soft=True``
+marks the pages stale instead of deleting them: visitors get the old copy
+at once while one request refreshes it (``warm=True``: bigcache refreshes
+them at once, without waiting for a visitor). With several nodes
 (``BIGCACHE["LOCATION"]`` a list) every purge goes to all of them in
 parallel: nginx places a page on one node, but while that node was down the
 next one on the ring served and stored it too. A node that cannot be reached
@@ -24,8 +29,9 @@ import json
 from dataclasses import dataclass, field
 
 from .client import Unavailable, as_nodes, log
+from .tags import check_tag
 
-#: Most paths and prefixes one ``POST /purge`` takes.
+#: Most paths, prefixes and tags one ``POST /purge`` takes.
 MAX_ITEMS = 1000
 
 #: Purges that did not reach a node, by node location, since the process
@@ -50,24 +56,39 @@ class PurgeResult:
         return not self.failed
 
 
-def purge(paths=(), prefixes=(), client=None):
-    """Purges pages by exact path (every variant) and by path prefix on every
-    node. Returns a ``PurgeResult``; ``purge_path`` and ``purge_prefix`` are
-    the one-item forms."""
+def purge(paths=(), prefixes=(), tags=(), soft=False, warm=False, client=None):
+    """Purges pages by exact path (every variant), by path prefix and by tag
+    on every node; ``soft`` marks them stale instead, ``warm`` (with
+    ``soft``) has bigcache refresh them at once. Returns a ``PurgeResult``;
+    ``purge_path``, ``purge_prefix`` and ``purge_tags`` are the short forms."""
+    if warm and not soft:
+        raise ValueError("warm=True needs soft=True: only a soft purge keeps a page to refresh")
     nodes = as_nodes(client)
-    items = list(paths) + list(prefixes)
-    if len(items) > MAX_ITEMS:
+    everything = [("paths", x) for x in paths] + [("prefixes", x) for x in prefixes] + [("tags", x) for x in tags]
+    if len(everything) > MAX_ITEMS:
         # The server takes at most MAX_ITEMS per call.
         result = PurgeResult(nodes=len(nodes.clients))
-        everything = [("p", x) for x in paths] + [("x", x) for x in prefixes]
         for i in range(0, len(everything), MAX_ITEMS):
             chunk = everything[i : i + MAX_ITEMS]
-            part = purge([x for k, x in chunk if k == "p"], [x for k, x in chunk if k == "x"], client)
+            part = purge(
+                [x for k, x in chunk if k == "paths"],
+                [x for k, x in chunk if k == "prefixes"],
+                [x for k, x in chunk if k == "tags"],
+                soft=soft,
+                warm=warm,
+                client=client,
+            )
             result.count += part.count
             result.failed.extend(f for f in part.failed if f not in result.failed)
         return result
 
-    body = json.dumps({"paths": list(paths), "prefixes": list(prefixes)}).encode()
+    request = {"paths": list(paths), "prefixes": list(prefixes), "tags": list(tags)}
+    if soft:
+        request["soft"] = True
+    if warm:
+        request["warm"] = True
+    body = json.dumps(request).encode()
+    items = [x for _, x in everything]
 
     def on_node(c):
         # One POST /purge per node for every item.
@@ -93,14 +114,25 @@ def purge(paths=(), prefixes=(), client=None):
     return result
 
 
-def purge_path(path, client=None):
-    """Drops the cached page at ``path`` (all its Vary variants). Returns
-    whether a node had it."""
-    return purge(paths=[path], client=client).count > 0
+def purge_path(path, soft=False, client=None):
+    """Drops the cached page at ``path`` (all its Vary variants), or with
+    ``soft`` marks it stale. Returns whether a node had it."""
+    return purge(paths=[path], soft=soft, client=client).count > 0
 
 
-def purge_prefix(prefix, client=None):
-    """Drops every cached page whose path starts with ``prefix``. Returns
-    the number removed, or ``None`` if no node could be reached."""
-    result = purge(prefixes=[prefix], client=client)
+def purge_prefix(prefix, soft=False, client=None):
+    """Drops (or, ``soft``, marks stale) every cached page whose path starts
+    with ``prefix``. Returns the number reached, or ``None`` if no node
+    could be reached."""
+    result = purge(prefixes=[prefix], soft=soft, client=client)
+    return None if len(result.failed) == result.nodes else result.count
+
+
+def purge_tags(*tags, soft=False, warm=False, client=None):
+    """Drops (or, ``soft``, marks stale) every cached page tagged with any
+    of ``tags``, every variant. Returns the number reached, or ``None`` if
+    no node could be reached."""
+    for t in tags:
+        check_tag(t)
+    result = purge(tags=list(tags), soft=soft, warm=warm, client=client)
     return None if len(result.failed) == result.nodes else result.count

@@ -96,20 +96,81 @@ def test_csrf_form_is_not_cached_and_posting_it_purges(site):
     assert h["x-cache"] == "MISS" and "Renamed five" in body
 
 
-def test_saving_a_model_purges_its_page(site):
-    fetch(site.proxy, "/dataset/7/")
-    fetch(site.proxy, "/datasets/?page=1")
-    assert fetch(site.proxy, "/dataset/7/")[1]["x-cache"] == "HIT"
-    before = site.renders("/dataset/7/")
-    # A save elsewhere (admin, a cron job): only the post_save signal can purge.
+def save_title(site, pk, title):
+    """A save elsewhere (admin, a cron job): only the post_save signal can purge."""
     subprocess.run([sys.executable, str(SITE / "manage.py"), "shell", "-c",
-                    "from datasets.models import Dataset; d = Dataset.objects.get(pk=7); "
-                    "d.title = 'Updated seven'; d.save()"],
+                    f"from datasets.models import Dataset; d = Dataset.objects.get(pk={pk}); "
+                    f"d.title = {title!r}; d.save()"],
                    env=site.env, cwd=SITE, check=True)
+
+
+def test_saving_a_model_purges_its_pages_by_tag(site):
+    """The recipe: pages tagged with the datasets they show, a save purging
+    its dataset's tag. Its detail page and the list page showing it go;
+    the list page not showing it stays."""
+    for path in ("/dataset/7/", "/datasets/?page=1", "/datasets/?page=2", "/dataset/8/"):
+        st, h, _ = fetch(site.proxy, path)
+        assert st == 200 and "surrogate-key" not in h, h
+        assert fetch(site.proxy, path)[1]["x-cache"] == "HIT", path
+    before = site.renders("/dataset/7/")
+    save_title(site, 7, "Updated seven")
     st, h, body = fetch(site.proxy, "/dataset/7/")
     assert h["x-cache"] == "MISS" and "Updated seven" in body
     assert site.renders("/dataset/7/") == before + 1
-    assert fetch(site.proxy, "/datasets/?page=1")[1]["x-cache"] == "MISS", "list pages purged by prefix"
+    st, h, body = fetch(site.proxy, "/datasets/?page=1")
+    assert h["x-cache"] == "MISS" and "Updated seven" in body, "the list page showing it"
+    assert fetch(site.proxy, "/datasets/?page=2")[1]["x-cache"] == "HIT", "a list page not showing it"
+    assert fetch(site.proxy, "/dataset/8/")[1]["x-cache"] == "HIT", "another dataset's page"
+
+
+def test_a_soft_purge_serves_the_old_page_while_it_is_refreshed(site):
+    from django_bigcache import purge_tags
+    from django_bigcache.client import Nodes
+
+    fetch(site.proxy, "/dataset/9/")
+    assert fetch(site.proxy, "/dataset/9/")[1]["x-cache"] == "HIT"
+    renders = site.renders("/dataset/9/")
+    # Renamed without the signal (a bulk update), then soft-purged by tag.
+    subprocess.run([sys.executable, str(SITE / "manage.py"), "shell", "-c",
+                    "from datasets.models import Dataset; "
+                    "Dataset.objects.filter(pk=9).update(title='Quietly renamed nine')"],
+                   env=site.env, cwd=SITE, check=True)
+    # Its page, and any list page showing it that an earlier test cached.
+    assert purge_tags("dataset-9", soft=True, client=Nodes.from_location(site.cache.api)) >= 1
+    started = time.monotonic()
+    st, h, body = fetch(site.proxy, "/dataset/9/")
+    assert time.monotonic() - started < 1.0, "the visitor waited for the 1.5 s render"
+    assert h["x-cache"] == "UPDATING" and "Quietly renamed nine" not in body
+    deadline = time.monotonic() + 10
+    while True:
+        st, h, body = fetch(site.proxy, "/dataset/9/")
+        if h["x-cache"] == "HIT":
+            break
+        assert time.monotonic() < deadline, "never refreshed"
+        time.sleep(0.2)
+    assert "Quietly renamed nine" in body
+    assert site.renders("/dataset/9/") == renders + 1, "one render for the refresh"
+
+    # warm: refreshed before anyone asks.
+    subprocess.run([sys.executable, str(SITE / "manage.py"), "shell", "-c",
+                    "from datasets.models import Dataset; "
+                    "Dataset.objects.filter(pk=9).update(title='Warmed nine')"],
+                   env=site.env, cwd=SITE, check=True)
+    r = site.manage("bigcache_purge", "--tag", "dataset-9", "--soft", "--warm", check=False)
+    assert r.returncode == 0, r
+    deadline = time.monotonic() + 10
+    while site.renders("/dataset/9/") < renders + 2:
+        assert time.monotonic() < deadline, "never re-warmed"
+        time.sleep(0.1)
+    # The render takes 1.5 s; a visitor meanwhile shares it.
+    while True:
+        st, h, body = fetch(site.proxy, "/dataset/9/")
+        if h["x-cache"] == "HIT":
+            break
+        assert h["x-cache"] == "UPDATING" and time.monotonic() < deadline, h["x-cache"]
+        time.sleep(0.2)
+    assert "Warmed nine" in body
+    assert site.renders("/dataset/9/") == renders + 2, "the re-warm was the only render"
 
 
 def test_cache_page_with_bigcache_as_default_cache(site):

@@ -6,14 +6,15 @@ from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_page
 
-from django_bigcache import bigcache_page
+from django_bigcache import add_tags, bigcache_page
 
 from .models import Dataset, RenderCount
 
 
-@bigcache_page("28d")
+@bigcache_page("28d", tags=lambda request, pk: [f"dataset-{pk}"])
 def dataset(request, pk):
-    """The slow page: what bigcache exists for."""
+    """The slow page: what bigcache exists for. Tagged with its dataset, so
+    saving the dataset purges it (`signals.py`)."""
     RenderCount.bump(request.get_full_path())
     time.sleep(settings.SLOW_SECONDS)
     ds = get_object_or_404(Dataset, pk=pk)
@@ -22,10 +23,13 @@ def dataset(request, pk):
 
 @bigcache_page("1h")
 def dataset_list(request):
+    """Tagged with every dataset it shows, and as a list page: a save purges
+    the list pages that show that dataset, and no others."""
     RenderCount.bump(request.get_full_path())
     page = int(request.GET.get("page", "1"))
-    items = Dataset.objects.order_by("pk")[(page - 1) * 10 : page * 10]
-    return render(request, "datasets/list.html", {"items": items, "page": page})
+    items = list(Dataset.objects.order_by("pk")[(page - 1) * 10 : page * 10])
+    response = render(request, "datasets/list.html", {"items": items, "page": page})
+    return add_tags(response, "dataset-list", *(f"dataset-{d.pk}" for d in items))
 
 
 @bigcache_page("1h")
