@@ -88,6 +88,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "public, max-age=3600")
         self.send_header("X-Bigcache-TTL", "1h")
+        if self.path.startswith("/tagged/"):
+            # The purge scenario's tag: one tag on every such page, and one
+            # of its own.
+            self.send_header("Surrogate-Key", f"bench-all page-{self.path[8:]}")
         self.end_headers()
         self.wfile.write(body)
 

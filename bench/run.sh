@@ -33,10 +33,12 @@
 #             shipped) and over plain HTTP (its TLS server's listen made plain,
 #             to show what TLS costs); nginx and bigcache share core 0
 #   purge     PURGE_PAGES (100,000) cached pages purged by one DELETE
-#             /prefix/ while wrk reads 1,000 other warm pages and a writer
-#             adds WRITE_RATE new pages/s: the purge's time, the readers'
-#             and the writer's latency, slow store commands (BASELINE_BIN:
-#             the same for another build; not in the default set)
+#             /prefix/, then as many tagged pages (two tags each) purged by
+#             one DELETE /tag/ (PURGE_KINDS, "prefix tag"), while wrk reads
+#             1,000 other warm pages and a writer adds WRITE_RATE new
+#             pages/s: the purge's time, the readers' and the writer's
+#             latency, slow store commands (BASELINE_BIN: the same for
+#             another build, prefix only; not in the default set)
 #   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
@@ -233,35 +235,48 @@ scenario_front() {
 
 scenario_purge() {
     local pages=${PURGE_PAGES:-100000}
-    echo "== purge at scale: DELETE /prefix/ of $pages cached pages of $SIZE bytes while wrk reads $KEYS other warm pages, -d$DURATION"
+    echo "== purge at scale: $pages cached pages of $SIZE bytes purged by one DELETE while wrk reads $KEYS other warm pages, -d$DURATION"
     local o targets=(bigcache)
     [ -n "${BASELINE_BIN:-}" ] && targets=(baseline bigcache)
     o=$(free_port)
     start_origin "$o" 0
     header
     for target in "${targets[@]}"; do
-        local api proxy bin=target/release/bigcache
-        [ "$target" = baseline ] && bin=$BASELINE_BIN
+        local api proxy bin=target/release/bigcache kinds kind
+        read -r -a kinds <<<"${PURGE_KINDS:-prefix tag}"
+        # An older build has no tags.
+        [ "$target" = baseline ] && { bin=$BASELINE_BIN; kinds=(prefix); }
         api=$(free_port); proxy=$(free_port)
         start_bigcache "purge-$target" "$api" "$proxy" "$o" "$bin"
-        python3 bench/populate.py 127.0.0.1 "$proxy" doomed "$pages" >/dev/null
         curl -s -o /dev/null "http://127.0.0.1:$proxy/page/[0-$((KEYS - 1))]"
-        sync; sleep 2
-        local slow_before t0 t1 answer
-        slow_before=$(slow_commands "purge-$target")
-        taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "${WRITE_RATE:-200}" "${DURATION%s}" "new-$target" >"$work/writer.txt" &
-        local wpid=$!
-        row "$target" "$work/pages.lua" "http://127.0.0.1:$proxy" "$(cat "$work/purge-$target.pid")" "$o" >"$work/purge-row.txt" &
-        local rpid=$!
-        sleep 2
-        t0=$(date +%s%N)
-        answer=$(curl -s -X DELETE "http://127.0.0.1:$api/prefix/doomed/")
-        t1=$(date +%s%N)
-        wait $rpid
-        wait $wpid
-        cat "$work/purge-row.txt"
-        echo "  $(cat "$work/writer.txt")"
-        echo "  $target: purge took $(( (t1 - t0) / 1000000 )) ms: $answer; slow store commands: $(( $(slow_commands "purge-$target") - slow_before ))"
+        for kind in "${kinds[@]}"; do
+            local prefix=doomed url
+            if [ "$kind" = tag ]; then
+                prefix=tagged; url="http://127.0.0.1:$api/tag/bench-all"
+            else
+                url="http://127.0.0.1:$api/prefix/doomed/"
+            fi
+            python3 bench/populate.py 127.0.0.1 "$proxy" "$prefix" "$pages" >/dev/null
+            sync; sleep 2
+            local slow_before t0 t1 answer
+            slow_before=$(slow_commands "purge-$target")
+            taskset -c 1 python3 bench/writer.py 127.0.0.1 "$proxy" "${WRITE_RATE:-200}" "${DURATION%s}" "new-$target-$kind" >"$work/writer.txt" &
+            local wpid=$!
+            row "$target $kind" "$work/pages.lua" "http://127.0.0.1:$proxy" "$(cat "$work/purge-$target.pid")" "$o" >"$work/purge-row.txt" &
+            local rpid=$!
+            sleep 2
+            t0=$(date +%s%N)
+            answer=$(curl -s -X DELETE "$url")
+            t1=$(date +%s%N)
+            wait $rpid
+            wait $wpid
+            cat "$work/purge-row.txt"
+            echo "  $(cat "$work/writer.txt")"
+            echo "  $target, $kind: purge took $(( (t1 - t0) / 1000000 )) ms: $answer; slow store commands: $(( $(slow_commands "purge-$target") - slow_before ))"
+            if [ "$kind" = tag ]; then
+                echo "  tag index after the purge: $(curl -s "http://127.0.0.1:$api/stat/count")"
+            fi
+        done
         kill "$(cat "$work/purge-$target.pid")"
     done
 }
