@@ -529,3 +529,92 @@ async fn a_soft_purge_with_warm_refreshes_every_page_within_the_bound() {
     .await;
     assert_eq!(st, 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_index_a_page_may_take_is_bounded_and_tag_urls_are_exact() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    // 60 tags on a 1,500-byte key: 90 KB of index rows for one page.
+    let tags: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+    let long = format!(
+        "/long?{TTL}&h=Surrogate-Key:{}&pad={}",
+        tags.join("%20"),
+        "x".repeat(1500)
+    );
+    assert_eq!(get(&s, &long).await.cache, "MISS");
+    assert_eq!(get(&s, &long).await.cache, "MISS", "not stored");
+    // The same tags on a short key are fine.
+    let short = format!("/short?{TTL}&h=Surrogate-Key:{}", tags.join("%20"));
+    get(&s, &short).await;
+    assert_eq!(get(&s, &short).await.cache, "HIT");
+
+    for (path, what) in [
+        ("/tag/t1?x", "a query"),
+        ("/tag/", "no tag"),
+        ("/tag", "no tag"),
+    ] {
+        let r = client().delete(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+    }
+    assert_eq!(get(&s, &short).await.cache, "HIT", "nothing purged");
+    let (_, v) = purge_tag(&s, "t1%3Fx", false).await;
+    assert_eq!(v["count"], 0, "tag `t1?x` is not `t1`");
+    assert_eq!(purge_tag(&s, "t1", false).await.1["count"], 1);
+}
+
+/// A soft-purged page whose refresh answers 403 (no longer public) is dropped,
+/// not served stale for its whole window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_purged_page_that_is_gone_upstream_is_dropped() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    // Django's own 404 carries no lifetime: not cacheable.
+    let page = "/gone?h=Cache-Control:max-age%3D3600&h=xkey:ds-11";
+    get(&s, page).await;
+    stored(&s, 1).await;
+    assert_eq!(purge_tag(&s, "ds-11", true).await.1["count"], 1);
+    // The origin answers this request 403 (a header it reads
+    // decides): not storable without bigcache's TTL header.
+    let r = get_with(&s, page, &[("x-test-status", "403")]).await;
+    assert_eq!(r.cache, "UPDATING");
+    for _ in 0..200 {
+        if counts(&s).await.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counts(&s).await, (0, 0), "the old copy went");
+}
+
+/// Behind a trusted front, re-warming needs `--site-url`: the scheme the
+/// pages are rendered for cannot be guessed.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_behind_a_trusted_front_needs_the_site_url() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--trusted-proxy", "127.0.0.1/32"]);
+    let r = client()
+        .delete(s.url("/tag/ds-1"))
+        .header("X-Bigcache-Purge", "soft, warm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("--site-url"), "{v}");
+    let (_d2, s2) = start(
+        &o.url(),
+        &[
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--site-url",
+            "https://localhost",
+        ],
+    );
+    let r = client()
+        .delete(s2.url("/tag/ds-1"))
+        .header("X-Bigcache-Purge", "soft, warm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

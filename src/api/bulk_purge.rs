@@ -62,7 +62,8 @@ pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, A
         soft: req.soft,
         warm: req.warm,
     }
-    .checked(false)?;
+    .checked(false)?
+    .usable(&st)?;
     // Every item is checked before anything is purged.
     let split = |text: &str| match text.split_once('?') {
         Some((path, query)) => (path.to_string(), Some(query.to_string())),

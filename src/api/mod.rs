@@ -100,6 +100,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/prefix/", axum::routing::delete(purge::empty_prefix))
         .route("/prefix", axum::routing::delete(purge::empty_prefix))
         .route("/tag/{*tag}", axum::routing::delete(purge::delete_tag))
+        .route("/tag/", axum::routing::delete(purge::empty_tag))
+        .route("/tag", axum::routing::delete(purge::empty_tag))
         .route("/stat", get(stat))
         .route("/stat/count", get(stat_count))
         .route("/metrics", get(metrics))
@@ -491,7 +493,7 @@ async fn delete_value(
         };
     }
     let found = if route == "/cache/" {
-        let mode = purge::Mode::from_headers(&headers)?;
+        let mode = purge::Mode::from_headers(&headers)?.usable(&st)?;
         let r = purge::path(&st, &key, raw, uri.query(), mode).await?;
         if r.count > 0
             && let Some(w) = r.warming_field(mode)

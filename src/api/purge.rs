@@ -34,26 +34,40 @@ pub struct Mode {
 impl Mode {
     /// `X-Bigcache-Purge: soft`, `soft, warm` or `hard` (the default).
     pub fn from_headers(headers: &HeaderMap) -> Result<Mode, ApiError> {
-        let Some(v) = headers.get(MODE_HEADER) else {
-            return Ok(Mode::default());
-        };
         let bad = || {
             ApiError::BadRequest(format!(
                 "{MODE_HEADER} must be `hard`, `soft` or `soft, warm`"
             ))
         };
-        let text = v.to_str().map_err(|_| bad())?.to_ascii_lowercase();
         let mut mode = Mode::default();
         let mut hard = false;
-        for word in text.split(',').map(str::trim) {
-            match word {
-                "soft" => mode.soft = true,
-                "warm" => mode.warm = true,
-                "hard" => hard = true,
-                _ => return Err(bad()),
+        // Every line counts: `soft` on one and `warm` on another is
+        // `soft, warm`.
+        for v in headers.get_all(MODE_HEADER) {
+            let text = v.to_str().map_err(|_| bad())?.to_ascii_lowercase();
+            for word in text.split(',').map(str::trim) {
+                match word {
+                    "soft" => mode.soft = true,
+                    "warm" => mode.warm = true,
+                    "hard" => hard = true,
+                    _ => return Err(bad()),
+                }
             }
         }
         mode.checked(hard)
+    }
+
+    /// Refuses `warm` where this server cannot re-warm (no `--site-url`
+    /// behind a trusted front), before anything is purged.
+    pub fn usable(self, st: &ApiState) -> Result<Mode, ApiError> {
+        if self.warm && st.rewarm.is_none() {
+            return Err(ApiError::BadRequest(
+                "warm needs --site-url when bigcache runs behind a --trusted-proxy \
+                 (the scheme re-warmed pages are rendered for)"
+                    .into(),
+            ));
+        }
+        Ok(self)
     }
 
     /// `warm` needs `soft`; `hard` excludes both.
@@ -138,7 +152,7 @@ pub async fn path(
     for target in page_targets(raw, query) {
         let purged = st
             .store
-            .purge_page(&proxy::key::page_key(&target), mode.soft)
+            .purge_page(&proxy::key::page_key(&target), mode.soft, mode.warm)
             .await?;
         total.add(reached(st, purged, mode));
     }
@@ -169,7 +183,7 @@ pub async fn prefix(
     for target in page_targets(raw, query) {
         let purged = st
             .store
-            .purge_prefix(Namespace::Page, target.as_bytes(), mode.soft)
+            .purge_prefix(Namespace::Page, target.as_bytes(), mode.soft, mode.warm)
             .await?;
         total.add(reached(st, purged, mode));
     }
@@ -195,7 +209,7 @@ pub fn tag_of(text: &str) -> Result<Vec<u8>, ApiError> {
 
 /// Every page tagged `tag`; how many live ones went (or were marked).
 pub async fn tag(st: &ApiState, tag: &[u8], mode: Mode) -> Result<Reached, ApiError> {
-    let purged = st.store.purge_tag(tag, mode.soft).await?;
+    let purged = st.store.purge_tag(tag, mode.soft, mode.warm).await?;
     Stats::bump(&st.stats.purges_tag);
     mode.count(st);
     st.stats
@@ -215,7 +229,7 @@ pub async fn delete_prefix(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mode = Mode::from_headers(&headers)?;
+    let mode = Mode::from_headers(&headers)?.usable(&st)?;
     let raw = rest(&uri, "/prefix/");
     let p = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
     let r = prefix(&st, &p, raw, uri.query(), mode).await?;
@@ -228,6 +242,10 @@ pub async fn delete_prefix(
         answer["warming"] = w.into();
     }
     Ok(axum::Json(answer).into_response())
+}
+
+pub async fn empty_tag() -> ApiError {
+    ApiError::BadRequest("tag is empty; DELETE /tag/<tag>".into())
 }
 
 pub async fn empty_prefix() -> ApiError {
@@ -248,7 +266,13 @@ pub async fn delete_tag(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mode = Mode::from_headers(&headers)?;
+    let mode = Mode::from_headers(&headers)?.usable(&st)?;
+    // `?` is a tag byte: `/tag/a?b` must not quietly purge tag `a`.
+    if uri.query().is_some() {
+        return Err(ApiError::BadRequest(
+            "a tag's `?` must be percent-encoded (%3F); DELETE /tag/<tag> takes no query".into(),
+        ));
+    }
     let text = rest(&uri, "/tag/");
     let t = tag_of(text)?;
     let r = tag(&st, &t, mode).await?;

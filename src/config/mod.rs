@@ -224,7 +224,8 @@ pub struct Args {
     /// after a soft purge (`X-Bigcache-Purge: soft, warm`) are requested
     /// as its visitors request them: its host as `Host`, its scheme as
     /// `X-Forwarded-Proto`. Default: `http://` and the first `--host`, or
-    /// `localhost`.
+    /// `localhost`; behind a `--trusted-proxy` there is none (the front's
+    /// scheme cannot be guessed), and re-warming needs it set.
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_SITE_URL")]
     pub site_url: Option<http::Uri>,
 
@@ -342,8 +343,10 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
     pub keep_tag_headers: bool,
-    /// Where re-warm requests claim to come from (`--site-url`).
-    pub site: crate::proxy::rewarm::Site,
+    /// Where re-warm requests claim to come from (`--site-url`); `None`
+    /// behind a trusted front without `--site-url`, whose scheme bigcache
+    /// cannot guess: `warm` is then refused.
+    pub site: Option<crate::proxy::rewarm::Site>,
     pub rewarm_concurrency: usize,
     pub encodings: Vec<String>,
     pub max_connections: usize,
@@ -442,20 +445,30 @@ impl Args {
         let site = match &self.site_url {
             Some(u) => {
                 let scheme = u.scheme_str().filter(|s| *s == "http" || *s == "https");
-                match (scheme, u.authority()) {
-                    (Some(scheme), Some(a)) if u.path() == "/" || u.path().is_empty() => {
-                        crate::proxy::rewarm::Site {
+                let host = u
+                    .authority()
+                    .and_then(|a| crate::proxy::key::host_name(a.as_str()))
+                    .map(|h| h.into_owned());
+                match (scheme, host) {
+                    // Re-warm requests must be ones the site serves: its
+                    // host one of `--host`, when those are named.
+                    (Some(scheme), Some(host))
+                        if (u.path() == "/" || u.path().is_empty())
+                            && (hosts.is_empty() || hosts.contains(&host)) =>
+                    {
+                        Some(crate::proxy::rewarm::Site {
                             scheme: scheme.to_string(),
-                            host: a.as_str().to_ascii_lowercase(),
-                        }
+                            host,
+                        })
                     }
                     _ => return Err(ConfigError::SiteUrl(u.to_string())),
                 }
             }
-            None => crate::proxy::rewarm::Site {
+            None if !self.trusted_proxy.iter().all(|c| c.trim().is_empty()) => None,
+            None => Some(crate::proxy::rewarm::Site {
                 scheme: "http".into(),
                 host: hosts.first().cloned().unwrap_or_else(|| "localhost".into()),
-            },
+            }),
         };
         let trusted_proxies = self
             .trusted_proxy

@@ -123,8 +123,12 @@ impl<S: PageStore> Proxy<S> {
                 }
                 // Purged since the flight began (it may have been announced
                 // before the purge): its page must not be served any more.
-                if matches!(outcome, Outcome::Entry { .. })
-                    && self.store.purged_since(&key.group, generation)
+                if let Outcome::Entry { entry, .. } = &outcome
+                    && (self.store.purged_since(&key.group, generation)
+                        || entry
+                            .tags
+                            .iter()
+                            .any(|t| self.store.tag_purged_since(t, generation)))
                 {
                     let res = self.pass_through(parts, body::empty()).await?;
                     return Ok((res, Decision::uncached(Reason::Purged)));
@@ -292,6 +296,9 @@ impl<S: PageStore> Proxy<S> {
             }
             let names = key::vary_names(&rp.headers);
             if names.is_empty() {
+                if !tags::index_fits(&p.tags, key.group.len()) {
+                    return Err(Reason::Tags);
+                }
                 return Ok((p, names, None));
             }
             // `Vary: Cookie`: one copy for visitors without cookies (the
@@ -309,6 +316,9 @@ impl<S: PageStore> Proxy<S> {
             let v = key
                 .variant(&names, &parts.headers)
                 .ok_or(Reason::VaryTooLong)?;
+            if !tags::index_fits(&p.tags, key.group.len() + v.len()) {
+                return Err(Reason::Tags);
+            }
             Ok((p, names, Some(v)))
         });
         let (storable, names, variant) = match decided {
@@ -332,7 +342,16 @@ impl<S: PageStore> Proxy<S> {
                 if page_says_so {
                     self.mark_pass(&mut key, &parts.headers, &rp.headers, reason);
                 }
-                if stale.is_some() && page_says_so {
+                // A soft-purged copy is one the site called outdated: any
+                // answer but an error of the server or of load (a 404 or
+                // 410 for unpublished content, a redirect) replaces it,
+                // rather than it standing in for its whole window.
+                let soft_purged = stale
+                    .as_ref()
+                    .is_some_and(|s| s.entry.soft_purged_at.is_some())
+                    && !rp.status.is_server_error()
+                    && !matches!(rp.status.as_u16(), 408 | 429);
+                if stale.is_some() && (page_says_so || soft_purged) {
                     // The page stopped being cacheable: drop the old copy.
                     // (A 429 or a 404 says nothing about the page itself.)
                     let _ = self.store.delete_page(&key.group).await;
@@ -516,9 +535,10 @@ impl<S: PageStore> Proxy<S> {
                 if old.synthetic_etag {
                     e.synthetic_etag = true;
                 }
-                // A 304 without tags keeps the page's (stored apart from
-                // its headers unless `--keep-tag-headers`).
-                if !tags::present(fresh) {
+                // A 304 without tags (or an empty tag header) keeps the
+                // page's: they are stored apart from its headers unless
+                // `--keep-tag-headers`.
+                if e.tags.is_empty() {
                     e.tags = old.tags.clone();
                 }
                 let names = key::vary_names(&e.headers);

@@ -4,7 +4,8 @@
 //! Django is not flattened.
 //!
 //! A page is requested as a visitor of `--site-url` would request it: that
-//! `Host`, `X-Forwarded-Proto` its scheme, and the request headers its
+//! `Host`, `X-Forwarded-Proto` its scheme (no `X-Forwarded-For`: no
+//! visitor's address), and the request headers its
 //! variant was stored under (read back from the variant in its key). The
 //! refresh goes through the proxy's own coalesced fetch, so a visitor
 //! asking for the page meanwhile shares it, a purge landing meanwhile wins,
@@ -55,11 +56,16 @@ impl Rewarmer {
     /// Queues the pages at store keys `keys` (`p<target>\0<variant>`) for
     /// a refresh; returns how many were queued. At most [`MAX_MARKED`] wait
     /// at once: past that a page is left for its next visitor.
-    pub fn queue(&self, keys: Vec<Vec<u8>>) -> usize {
-        let room = MAX_MARKED.saturating_sub(self.queued.load(Ordering::Relaxed));
-        let keys: Vec<Vec<u8>> = keys.into_iter().take(room).collect();
-        let n = keys.len();
-        self.queued.fetch_add(n, Ordering::Relaxed);
+    pub fn queue(&self, mut keys: Vec<Vec<u8>>) -> usize {
+        // Room taken in one step, so purges at once cannot overshoot.
+        let mut n = 0;
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                n = keys.len().min(MAX_MARKED.saturating_sub(q));
+                Some(q + n)
+            });
+        keys.truncate(n);
         // One task walks the list in order, starting each refresh once a
         // permit is free: a purge of 100,000 pages holds their keys, not
         // 100,000 waiting tasks.
@@ -139,8 +145,10 @@ fn request_for(target: &str, variant: &str, site: &Site) -> Option<http::request
     req = req
         .header(header::HOST, host.clone())
         .header("x-forwarded-host", host)
-        .header("x-forwarded-proto", site.scheme.as_str())
-        .header("x-forwarded-for", "127.0.0.1");
+        .header("x-forwarded-proto", site.scheme.as_str());
+    // No X-Forwarded-For: a site that trusts loopback (INTERNAL_IPS, debug
+    // toolbars, previews) must not render for the cache what it renders
+    // for its own machine.
     if !variant.is_empty() {
         for pair in variant.split('\x1f') {
             let (name, value) = pair.split_once('=')?;

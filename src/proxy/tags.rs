@@ -29,14 +29,28 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Tags, TagError> {
                 check_tag(tag)?;
                 if !tags.contains(&tag) {
                     tags.push(tag);
+                    // Checked as it grows: the dedup is linear per tag.
+                    if tags.len() > MAX_TAGS {
+                        return Err(TagError::TooMany(tags.len()));
+                    }
                 }
             }
         }
     }
-    if tags.len() > MAX_TAGS {
-        return Err(TagError::TooMany(tags.len()));
-    }
     Ok(Tags::new(tags))
+}
+
+/// Most bytes of tag-index rows one page may take: each row holds the
+/// page's whole key (up to `--max-target-length` plus its variant), so
+/// 128 tags on a long query string would be a megabyte of index for one
+/// page any client can make Django answer.
+pub const MAX_INDEX_BYTES: usize = 64 << 10;
+
+/// Whether a page at a key of `key_len` bytes may carry `tags` (the
+/// index rows it would take stay under [`MAX_INDEX_BYTES`]).
+pub fn index_fits(tags: &Tags, key_len: usize) -> bool {
+    let rows: usize = tags.iter().map(|t| t.len() + 3 + key_len).sum();
+    rows <= MAX_INDEX_BYTES
 }
 
 /// Whether the response names any tags.
@@ -107,5 +121,11 @@ mod tests {
             http::HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
         );
         assert_eq!(from_headers(&h), Err(TagError::BadByte));
+        let fifty = Tags::new((0..50).map(|_| &b"dataset-1234"[..]));
+        assert!(index_fits(&fifty, 1000));
+        assert!(
+            !index_fits(&fifty, 8192 + 1024),
+            "a long key times many tags"
+        );
     }
 }

@@ -244,11 +244,13 @@ pub async fn run(
         },
         token: cfg.api_token.as_deref().map(Arc::from),
         hosts: cfg.api_hosts.clone().into(),
-        rewarm: Some(Arc::new(crate::proxy::rewarm::Rewarmer::new(
-            proxy.clone(),
-            cfg.site.clone(),
-            cfg.rewarm_concurrency,
-        ))),
+        rewarm: cfg.site.clone().map(|site| {
+            Arc::new(crate::proxy::rewarm::Rewarmer::new(
+                proxy.clone(),
+                site,
+                cfg.rewarm_concurrency,
+            ))
+        }),
     });
     let _ = app_cell.set(app);
     let proxy_task = tokio::spawn(serve(

@@ -95,6 +95,8 @@ pub enum Command {
         continued: bool,
         /// Mark pages stale instead of deleting them.
         soft: bool,
+        /// List the pages marked (`PrefixStep::marked`).
+        list: bool,
         reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     /// Purges up to `limit` of the entries tagged `tag` (their index rows
@@ -105,6 +107,7 @@ pub enum Command {
         from: Vec<u8>,
         limit: usize,
         soft: bool,
+        list: bool,
         reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     /// Rows in the tag index (for `/stat/count`: the index must never hold

@@ -92,20 +92,31 @@ pub const PREFIX_STEP: usize = 2000;
 /// are refreshed by their next request, as without re-warming.
 pub const MAX_MARKED: usize = 100_000;
 
+/// Bytes of keys one soft purge lists, at most (keys are up to
+/// `--max-target-length` each).
+pub const MAX_MARKED_BYTES: usize = 32 << 20;
+
 /// What a purge reached.
 #[derive(Debug, Default)]
 pub struct Purged {
     /// Live entries deleted, or (soft) pages marked stale.
     pub count: u64,
-    /// A soft purge's pages (full keys), at most [`MAX_MARKED`].
+    /// A soft purge's pages (full keys) when asked to list them, at most
+    /// [`MAX_MARKED`] and [`MAX_MARKED_BYTES`].
     pub marked: Vec<Vec<u8>>,
+    marked_bytes: usize,
 }
 
 impl Purged {
     fn add(&mut self, step: PrefixStep) {
         self.count += step.count;
-        let room = MAX_MARKED.saturating_sub(self.marked.len());
-        self.marked.extend(step.marked.into_iter().take(room));
+        for key in step.marked {
+            if self.marked.len() >= MAX_MARKED || self.marked_bytes + key.len() > MAX_MARKED_BYTES {
+                break;
+            }
+            self.marked_bytes += key.len();
+            self.marked.push(key);
+        }
     }
 }
 
@@ -430,8 +441,17 @@ impl Store {
 
     /// Purges the page at `key` (every variant); with `soft`, marks it stale
     /// instead of deleting it. `count` is 1 when a live one was there.
-    pub async fn purge_page(&self, key: &[u8], soft: bool) -> Result<Purged, StoreError> {
-        let step = self.delete_entry(Namespace::Page, key, soft).await?;
+    /// With `list`, a soft purge lists what it marked (`Purged::marked`).
+    pub async fn purge_page(
+        &self,
+        key: &[u8],
+        soft: bool,
+        list: bool,
+    ) -> Result<Purged, StoreError> {
+        let mut step = self.delete_entry(Namespace::Page, key, soft).await?;
+        if !list {
+            step.marked.clear();
+        }
         let mut purged = Purged::default();
         purged.add(step);
         Ok(purged)
@@ -480,7 +500,7 @@ impl Store {
     /// Deletes every entry of `ns` whose key starts with `prefix`; returns
     /// how many live entries went.
     pub async fn delete_prefix(&self, ns: Namespace, prefix: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.purge_prefix(ns, prefix, false).await?.count)
+        Ok(self.purge_prefix(ns, prefix, false, false).await?.count)
     }
 
     /// [`Store::delete_prefix`], or with `soft` the pages under `prefix`
@@ -490,6 +510,7 @@ impl Store {
         ns: Namespace,
         prefix: &[u8],
         soft: bool,
+        list: bool,
     ) -> Result<Purged, StoreError> {
         let prefix = keys::entry_key(ns, prefix);
         if ns == Namespace::Page {
@@ -501,6 +522,7 @@ impl Store {
             limit: PREFIX_STEP,
             continued,
             soft,
+            list,
             reply,
         })
         .await
@@ -509,7 +531,12 @@ impl Store {
     /// Purges every page tagged `tag` (every variant that carries it);
     /// with `soft`, marks them stale instead. Returns how many live pages
     /// it reached. `tag` must pass `record::check_tag`.
-    pub async fn purge_tag(&self, tag: &[u8], soft: bool) -> Result<Purged, StoreError> {
+    pub async fn purge_tag(
+        &self,
+        tag: &[u8],
+        soft: bool,
+        list: bool,
+    ) -> Result<Purged, StoreError> {
         let start = keys::tag_prefix(tag);
         // Logged first, as key purges are: a page with this tag whose
         // fetch began before now is not stored after it.
@@ -519,6 +546,7 @@ impl Store {
             from,
             limit: PREFIX_STEP,
             soft,
+            list,
             reply,
         })
         .await
@@ -717,6 +745,10 @@ impl PageStore for Store {
 
     fn purged_since(&self, key: &[u8], since: u64) -> bool {
         Store::purged_since(self, Namespace::Page, key, since)
+    }
+
+    fn tag_purged_since(&self, tag: &[u8], since: u64) -> bool {
+        self.purges.purged_since(&keys::tag_prefix(tag), since)
     }
 
     fn clock(&self) -> &Clock {

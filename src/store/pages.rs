@@ -50,6 +50,12 @@ pub trait PageStore: Clone + Send + Sync + 'static {
     /// Whether the page at `key` was purged after point `since`.
     fn purged_since(&self, key: &[u8], since: u64) -> bool;
 
+    /// Whether the pages tagged `tag` were purged after point `since`. A
+    /// store without tag purges never purges by tag.
+    fn tag_purged_since(&self, _tag: &[u8], _since: u64) -> bool {
+        false
+    }
+
     /// The clock the store's lifetimes are measured against.
     fn clock(&self) -> &Clock;
 }

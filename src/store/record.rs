@@ -15,8 +15,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The version written by this release.
+/// The newest version this release writes: for records with tags or a
+/// soft-purge time. Others are written as version 2, which they fit, so a
+/// release that knows only version 2 still reads them.
 pub const FORMAT_VERSION: u8 = 3;
+const PLAIN_VERSION: u8 = 2;
 const HEADER_LEN: usize = 28;
 const CRC_LEN: usize = 4;
 const FLAG_BLOB: u16 = 1;
@@ -356,7 +359,12 @@ impl Record {
         if self.stale_since.is_some() {
             flags |= FLAG_STALE;
         }
-        buf.put_u8(FORMAT_VERSION);
+        let version = if flags & (FLAG_TAGS | FLAG_STALE) != 0 {
+            FORMAT_VERSION
+        } else {
+            PLAIN_VERSION
+        };
+        buf.put_u8(version);
         buf.put_u8(self.kind as u8);
         buf.put_u16_le(flags);
         buf.put_u64_le(self.created_at);
@@ -651,7 +659,8 @@ mod tests {
     #[test]
     fn layout_is_the_documented_one() {
         let raw = sample().encode();
-        assert_eq!(raw[0], 3, "version");
+        assert_eq!(raw[0], 2, "version: 2 without tags or a soft purge");
+        assert_eq!(tagged().encode()[0], 3, "version 3 with them");
         assert_eq!(raw[1], 1, "kind json");
         assert_eq!(&raw[4..12], &1_700_000_000_123u64.to_le_bytes());
         assert_eq!(&raw[12..20], &1_700_000_060_123u64.to_le_bytes());

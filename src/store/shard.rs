@@ -188,6 +188,11 @@ impl Shard {
                 self.space.forget_counts();
                 self.ensure_open();
             }
+            // A purge's lookup made an iterator: reopen once nothing waits,
+            // so compaction drops deleted data again.
+            if self.db.iterated && rx.is_empty() && self.reopen().is_err() {
+                tracing::warn!(shard = self.index, "reopening after a purge failed");
+            }
         }
         self.shut_down();
     }
@@ -315,18 +320,28 @@ impl Shard {
                 limit,
                 continued,
                 soft,
+                list,
                 reply,
             } => {
-                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued, soft));
+                let mut step = self.delete_prefix(&prefix, &from, limit, continued, soft);
+                if let (Ok(s), false) = (&mut step, list) {
+                    s.marked.clear();
+                }
+                let _ = reply.send(step);
             }
             Command::PurgeTag {
                 tag,
                 from,
                 limit,
                 soft,
+                list,
                 reply,
             } => {
-                let _ = reply.send(self.purge_tag(&tag, &from, limit, soft));
+                let mut step = self.purge_tag(&tag, &from, limit, soft);
+                if let (Ok(s), false) = (&mut step, list) {
+                    s.marked.clear();
+                }
+                let _ = reply.send(step);
             }
             Command::TagRows { reply } => {
                 let _ = reply.send(self.tag_rows());
@@ -438,6 +453,17 @@ impl Shard {
         Ok(old)
     }
 
+    /// [`Shard::stage_old`], with the lookup a purge needs: one that never
+    /// misses a live value (`Db::stored_surely`).
+    fn stage_old_surely(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        if tx.has_seen(key) {
+            return Ok(None);
+        }
+        let old = self.db.stored_surely(&[key])?.pop().flatten();
+        tx.replaces(key, old.as_ref());
+        Ok(old)
+    }
+
     /// Stages writing `record` at `key`: a large body is appended to a blob
     /// file now and referenced from the record.
     fn stage_write(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
@@ -490,7 +516,7 @@ impl Shard {
         let now = self.clock.now_ms();
         let mut tx = Tx::default();
         let mut step = PrefixStep::default();
-        let Some(old) = self.stage_old(&mut tx, key)? else {
+        let Some(old) = self.stage_old_surely(&mut tx, key)? else {
             return Ok(step);
         };
         if old.record.is_expired(now) {
@@ -506,12 +532,17 @@ impl Shard {
                 for m in old.record.group_members() {
                     let mut k = key.to_vec();
                     k.extend_from_slice(&m);
-                    if let Some(member) = self.stage_old(&mut tx, &k)?
-                        && member.record.kind == Kind::Http
-                        && !member.record.is_expired(now)
-                    {
-                        self.stage_soft(&mut tx, &k, member, now);
-                        step.marked.push(k);
+                    match self.stage_old_surely(&mut tx, &k)? {
+                        Some(member)
+                            if member.record.kind == Kind::Http
+                                && !member.record.is_expired(now) =>
+                        {
+                            self.stage_soft(&mut tx, &k, member, now);
+                            step.marked.push(k);
+                        }
+                        // Left as it was (its rows back with it).
+                        Some(other) => tx.put_record(&k, &other.record, other.blob),
+                        None => {}
                     }
                 }
                 // The group record itself is unchanged: write it back as
@@ -541,12 +572,15 @@ impl Shard {
         let mut marked = Vec::new();
         let mut tx = Tx::default();
         let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
+        let entries: Vec<&[u8]> = rows.iter().map(|r| &r[prefix.len()..]).collect();
+        let mut found = self.db.stored_surely(&entries)?.into_iter();
         for row in &rows {
             let entry = &row[prefix.len()..];
-            let old = if tx.has_seen(entry) {
-                None
+            let old = found.next().flatten();
+            let old = if tx.replaces(entry, old.as_ref()) {
+                old
             } else {
-                self.stage_old(&mut tx, entry)?
+                None
             };
             let Some(old) = old.filter(|s| s.record.tags.contains(tag)) else {
                 tx.delete(row);
@@ -583,8 +617,14 @@ impl Shard {
             .flatten();
         if next.is_none() && !rows.is_empty() {
             // As after a prefix purge: what the iterator saw deleted is
-            // only dropped from disk after a reopen.
+            // only dropped from disk after a reopen; blob files left with
+            // nothing live go now (the pages are scattered over the key
+            // space, so no span is compacted: the sweep's and LevelDB's
+            // own compactions take the rest).
             self.reopen()?;
+            if !soft {
+                self.drop_dead_files()?;
+            }
         }
         Ok(PrefixStep {
             count: purged,
@@ -729,10 +769,16 @@ impl Shard {
 
     fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
         let mut tx = Tx::default();
-        let Some(old) = self.stage_old(&mut tx, key)? else {
+        let Some(old) = self.stage_old_surely(&mut tx, key)? else {
             return Ok(false);
         };
         if old.record.kind == Kind::Group {
+            // Read surely first, so each member's tag rows go with it.
+            for m in old.record.group_members() {
+                let mut k = key.to_vec();
+                k.extend_from_slice(&m);
+                self.stage_old_surely(&mut tx, &k)?;
+            }
             self.drop_members(&mut tx, key, &old.record)?;
         }
         self.stage_delete(&mut tx, key)?;
