@@ -66,12 +66,15 @@ impl ShardHandle {
         if self.busy.for_us() >= HEDGE_AFTER_US {
             Counters::bump(&self.counters.mirror_busy);
             if let Some(mut from_mirror) = self.ask_mirror(key) {
-                if let Ok(Ok(Ok(found))) = tokio::time::timeout(HEDGE_AFTER, &mut from_mirror).await
-                {
-                    return Ok(found);
-                }
+                let pending = match tokio::time::timeout(HEDGE_AFTER, &mut from_mirror).await {
+                    Ok(Ok(Ok(found))) => return Ok(found),
+                    // The mirror answered, with an error: its receiver is
+                    // spent (polling it again panics); the shard decides.
+                    Ok(_) => None,
+                    Err(_) => Some(from_mirror),
+                };
                 let from_shard = self.ask_shard(key.to_vec()).await?;
-                return first_answer(from_shard, Some(from_mirror)).await;
+                return first_answer(from_shard, pending).await;
             }
         }
         let mut from_shard = self.ask_shard(key.to_vec()).await?;

@@ -88,6 +88,11 @@ use command::{KeysPage, PrefixStep};
 /// Entries one step of a prefix purge deletes in one shard.
 pub const PREFIX_STEP: usize = 2000;
 
+/// Index rows one step of a tag purge takes per shard. Smaller than a
+/// prefix step: each row costs a point read of its page (a prefix step
+/// finds its entries by iteration), about 20 to 300 µs each measured.
+pub const TAG_STEP: usize = 500;
+
 /// Pages one soft purge lists for re-warming, at most: beyond it the rest
 /// are refreshed by their next request, as without re-warming.
 pub const MAX_MARKED: usize = 100_000;
@@ -544,7 +549,7 @@ impl Store {
         self.in_steps(&start, |from, _, reply| Command::PurgeTag {
             tag: tag.to_vec(),
             from,
-            limit: PREFIX_STEP,
+            limit: TAG_STEP,
             soft,
             list,
             reply,

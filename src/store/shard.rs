@@ -46,6 +46,9 @@ mod evict;
 
 /// A command taking longer than this is logged: it held up its shard.
 const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
+/// Shortest time between two reopens done only because a purge's lookup
+/// made an iterator (see `Shard::run`).
+const IDLE_REOPEN: std::time::Duration = std::time::Duration::from_secs(30);
 /// Batches the mirror may lag behind before the shard waits for it.
 const MIRROR_QUEUE: usize = 4096;
 
@@ -90,6 +93,8 @@ pub struct Shard {
     clock: Clock,
     /// Key span deleted by the current sweep round, compacted when it ends.
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
+    /// When the DB was last (re)opened.
+    opened_at: Instant,
 }
 
 impl Shard {
@@ -147,6 +152,7 @@ impl Shard {
             busy: cfg.busy,
             clock: cfg.clock,
             swept_span: None,
+            opened_at: Instant::now(),
         };
         Ok((shard, MirrorHandle { tx, healthy }))
     }
@@ -189,8 +195,14 @@ impl Shard {
                 self.ensure_open();
             }
             // A purge's lookup made an iterator: reopen once nothing waits,
-            // so compaction drops deleted data again.
-            if self.db.iterated && rx.is_empty() && self.reopen().is_err() {
+            // so compaction drops deleted data again; at most every
+            // IDLE_REOPEN, since a reopen flushes the memtable (a stepped
+            // purge would otherwise pay it between every two steps).
+            if self.db.iterated
+                && rx.is_empty()
+                && self.opened_at.elapsed() >= IDLE_REOPEN
+                && self.reopen().is_err()
+            {
                 tracing::warn!(shard = self.index, "reopening after a purge failed");
             }
         }
@@ -218,6 +230,7 @@ impl Shard {
     /// Closes and reopens the DB (see `Db::reopen`). If it does not open
     /// again the shard is unavailable until a later command reopens it.
     fn reopen(&mut self) -> Result<(), StoreError> {
+        self.opened_at = Instant::now();
         match self.db.reopen() {
             Ok(opened) => self.after_open(opened),
             Err(e) => {
