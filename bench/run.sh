@@ -39,6 +39,12 @@
 #             pages/s: the purge's time, the readers' and the writer's
 #             latency, slow store commands (BASELINE_BIN: the same for
 #             another build, prefix only; not in the default set)
+#   callgrind instructions per hot hit, user space, under valgrind's
+#             callgrind: CG_REQUESTS (5,000) GETs on one keep-alive
+#             connection cycling over 100 cached pages, counters zeroed
+#             after warming; bigcache, nginx proxy_cache, bare hyper
+#             (examples/ceiling.rs), and BASELINE_BIN when set. Repeatable
+#             for a given binary (not in the default set)
 #   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
@@ -279,6 +285,66 @@ scenario_purge() {
         done
         kill "$(cat "$work/purge-$target.pid")"
     done
+}
+
+# Runs the load of the callgrind scenario against a server already under
+# callgrind: warms 100 pages, zeroes the counters, sends CG_REQUESTS GETs on
+# one connection, dumps; prints instructions per request.
+cg_measure() { # label port valgrind_pid out_prefix
+    local n=${CG_REQUESTS:-5000} cfg="$work/cg-urls.txt" i
+    : >"$cfg"
+    for i in $(seq 0 $((n - 1))); do
+        printf 'url = "http://127.0.0.1:%s/page/%d"\noutput = /dev/null\n' "$2" $((i % 100)) >>"$cfg"
+    done
+    curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
+    curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
+    sleep 1
+    callgrind_control -z "$3" >/dev/null
+    curl -s -K "$cfg"
+    callgrind_control -d "$3" >/dev/null
+    sleep 1
+    # The dump after the zeroing: its totals are the load's alone.
+    local last total
+    last=$(ls -t "$4".* | head -1)
+    total=$(grep -h '^totals:\|^summary:' "$last" | head -1 | awk '{print $2}')
+    printf "%-22s %14s %12s\n" "$1" "$total" "$(( total / n ))"
+    kill "$3" 2>/dev/null || true
+    wait "$3" 2>/dev/null || true
+}
+
+scenario_callgrind() {
+    command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed (apt-get install valgrind)"; return 1; }
+    echo "== instructions per hot hit: ${CG_REQUESTS:-5000} keep-alive GETs over 100 cached pages of $SIZE bytes, under callgrind (user space, every thread)"
+    cargo build --release --example ceiling -q
+    local o port pid
+    o=$(free_port)
+    start_origin "$o" 0
+    printf "%-22s %14s %12s\n" server instructions per-request
+    local bins=(target/release/bigcache) labels=(bigcache)
+    [ -n "${BASELINE_BIN:-}" ] && { bins+=("$BASELINE_BIN"); labels+=(baseline); }
+    for i in "${!bins[@]}"; do
+        port=$(free_port)
+        valgrind --tool=callgrind --callgrind-out-file="$work/cg-${labels[$i]}.%p" \
+            "${bins[$i]}" --data-dir "$work/cg-data-${labels[$i]}" --api-listen "127.0.0.1:$(free_port)" \
+            --proxy-listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$o" --log warn >/dev/null 2>>"$work/cg.log" &
+        pid=$!
+        wait_http "http://127.0.0.1:$port/__count"
+        cg_measure "${labels[$i]}" "$port" "$pid" "$work/cg-${labels[$i]}.$pid"
+    done
+    port=$(free_port)
+    mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
+    sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$port|g" -e "s|@ORIGIN@|$o|g" \
+        -e "s|^daemon on;|daemon off; master_process off;|" bench/nginx.conf >"$work/nginx-cg.conf"
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg-nginx.%p" nginx -c "$work/nginx-cg.conf" -p "$work" 2>>"$work/cg.log" &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/__count"
+    cg_measure "nginx proxy_cache" "$port" "$pid" "$work/cg-nginx.$pid"
+    port=$(free_port)
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg-ceiling.%p" \
+        target/release/examples/ceiling "$port" "$SIZE" >/dev/null 2>>"$work/cg.log" &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/page/0"
+    cg_measure "bare hyper" "$port" "$pid" "$work/cg-ceiling.$pid"
 }
 
 scenario_stampede() {
