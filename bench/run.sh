@@ -299,9 +299,9 @@ cg_measure() { # label port valgrind_pid out_prefix
     curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
     curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
     sleep 1
-    callgrind_control -z "$3" >/dev/null
+    callgrind_control -z "$3" >/dev/null 2>&1
     curl -s -K "$cfg"
-    callgrind_control -d "$3" >/dev/null
+    callgrind_control -d "$3" >/dev/null 2>&1
     sleep 1
     # The dump after the zeroing: its totals are the load's alone.
     local last total

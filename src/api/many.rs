@@ -133,6 +133,7 @@ pub async fn set_many(State(st): State<ApiState>, body: Body) -> Result<Response
             body: Bytes::from(body),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         };
         records.push((key, record));
     }

@@ -398,6 +398,7 @@ async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<R
         body: value.clone(),
         tags: Default::default(),
         stale_since: None,
+        memo: Default::default(),
     };
     let expire = expire_secs(&record);
     st.store
@@ -565,6 +566,7 @@ async fn set_bytes(
         body,
         tags: Default::default(),
         stale_since: None,
+        memo: Default::default(),
     };
     let expire = expire_secs(&record);
     if only_if_absent {

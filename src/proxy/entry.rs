@@ -212,6 +212,7 @@ impl Entry {
             body: self.body.clone(),
             tags: self.tags.clone(),
             stale_since: self.soft_purged_at,
+            memo: Default::default(),
         }
     }
 

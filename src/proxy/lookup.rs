@@ -65,9 +65,12 @@ async fn find<S: PageStore>(
     } else {
         (rec, None)
     };
-    match Entry::from_record(&rec) {
+    // Decoded once per stored record: a hot-tier hit shares the entry
+    // the first hit built.
+    let decoded = rec.memoized(|r| Entry::from_record(r).map(Arc::new));
+    match &*decoded {
         Ok(entry) => Ok(Some(Found {
-            entry: Arc::new(entry),
+            entry: entry.clone(),
             variant,
         })),
         Err(e) => {

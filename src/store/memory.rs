@@ -120,6 +120,7 @@ impl MemoryStore {
             body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         };
         map.insert(group.to_vec(), group_record);
         let mut member = group.to_vec();

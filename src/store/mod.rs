@@ -792,6 +792,7 @@ mod tests {
             body: Bytes::copy_from_slice(body),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         }
     }
 

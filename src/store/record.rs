@@ -146,6 +146,44 @@ pub struct Record {
     /// When a soft purge marked the entry stale (unix ms): from then on it
     /// is never fresh again, whatever its own lifetime says.
     pub stale_since: Option<u64>,
+    /// What a reader built from this record (the proxy's decoded response),
+    /// shared by its clones: a record in the hot tier is decoded once, not
+    /// on every hit. Not part of the record's value.
+    pub memo: Memo,
+}
+
+/// A value derived from a record, kept with it ([`Record::memoized`]).
+/// Checked against the record's fields and buffers on every use, so a
+/// record built from another (`Record { body, ..old }`) never gets the
+/// other's value.
+#[derive(Clone, Default)]
+pub struct Memo(std::sync::Arc<std::sync::OnceLock<(Fingerprint, Derived)>>);
+
+type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// What a memoized value was derived from: every field, and where each
+/// buffer is (clones share buffers; a changed buffer is another one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    kind: u8,
+    created_at: u64,
+    expires_at: Option<u64>,
+    stale_since: Option<u64>,
+    buffers: [(usize, usize); 3],
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// An entry's tags, encoded as they are stored: each a u16 length, then
@@ -287,7 +325,38 @@ impl Record {
             body,
             tags: Tags::default(),
             stale_since: None,
+            memo: Memo::default(),
         }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let at = |b: &[u8]| (b.as_ptr() as usize, b.len());
+        Fingerprint {
+            kind: self.kind as u8,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            stale_since: self.stale_since,
+            buffers: [at(&self.meta), at(&self.body), at(self.tags.as_bytes())],
+        }
+    }
+
+    /// `make(self)`, computed once per record and its clones (the first
+    /// caller's value is kept; a record whose fields differ from the ones
+    /// it was made from gets its own, uncached).
+    pub fn memoized<T: std::any::Any + Send + Sync>(
+        &self,
+        make: impl FnOnce(&Record) -> T,
+    ) -> std::sync::Arc<T> {
+        let fp = self.fingerprint();
+        if let Some((made_from, value)) = self.memo.0.get()
+            && *made_from == fp
+            && let Ok(v) = value.clone().downcast::<T>()
+        {
+            return v;
+        }
+        let v = std::sync::Arc::new(make(self));
+        let _ = self.memo.0.set((fp, v.clone()));
+        v
     }
 
     /// Size of the encoded form, for budgets and limits.
@@ -477,6 +546,7 @@ impl Record {
                 body,
                 tags,
                 stale_since,
+                memo: Memo::default(),
             },
             blob,
         })
@@ -538,7 +608,28 @@ mod tests {
             body: Bytes::from_static(br#"{"title":"example"}"#),
             tags: Tags::default(),
             stale_since: None,
+            memo: Memo::default(),
         }
+    }
+
+    #[test]
+    fn a_memo_follows_its_record_and_never_another() {
+        let rec = sample();
+        let n = rec.memoized(|r| r.body.len());
+        let clone = rec.clone();
+        assert_eq!(*clone.memoized(|_| 0usize), *n, "clones share it");
+        // Built from the record, with another body or deadline: its own.
+        let other = Record {
+            body: Bytes::from_static(b"[1]"),
+            ..rec.clone()
+        };
+        assert_eq!(*other.memoized(|r| r.body.len()), 3);
+        let soft = Record {
+            stale_since: Some(5),
+            ..rec.clone()
+        };
+        assert_eq!(*soft.memoized(|r| r.stale_since), Some(5));
+        assert_eq!(*rec.memoized(|_| 0usize), *n);
     }
 
     fn tagged() -> Record {

@@ -763,6 +763,7 @@ impl Shard {
             body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         };
         let mut member_key = group_key.clone();
         member_key.extend_from_slice(member);
@@ -1145,6 +1146,7 @@ mod tests {
             body: Bytes::copy_from_slice(body),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         }
     }
 

@@ -124,6 +124,7 @@ mod tests {
             body: Bytes::new(),
             tags: Default::default(),
             stale_since: None,
+            memo: Default::default(),
         }
     }
 
