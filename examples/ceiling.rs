@@ -33,8 +33,10 @@ fn main() -> std::io::Result<()> {
                         let body = body.clone();
                         async move {
                             let mut res = Response::new(Full::new(body));
-                            res.headers_mut()
-                                .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+                            res.headers_mut().insert(
+                                "content-type",
+                                "text/html; charset=utf-8".parse().unwrap(),
+                            );
                             Ok::<_, Infallible>(res)
                         }
                     });

@@ -12,6 +12,19 @@ use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 
+/// The stored headers as a client gets them for a body of `length` bytes:
+/// bigcache's own fields out, the length and (for a 200) range support in.
+fn served_headers(e: &Entry, length: u64) -> http::HeaderMap {
+    let mut h = e.headers.clone();
+    h.remove(TTL_HEADER);
+    h.remove(OWN_FIELD);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if e.status == StatusCode::OK {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    h
+}
+
 /// The response for request `req` from entry `e` at `now` (unix ms).
 pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
     let mut res = if e.status == StatusCode::OK && not_modified(&e.headers, &req.headers) {
@@ -55,18 +68,15 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
-        *res.headers_mut() = e.headers.clone();
-        let h = res.headers_mut();
-        h.remove(TTL_HEADER);
-        h.remove(OWN_FIELD);
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Ranged::Part { start, end } = ranged
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
-        {
-            h.insert(header::CONTENT_RANGE, v);
-        }
-        if e.status == StatusCode::OK {
-            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Ranged::Part { start, end } = ranged {
+            let h = res.headers_mut();
+            *h = served_headers(e, length);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        } else {
+            // The same for every hit on the entry: built once.
+            *res.headers_mut() = e.served.get_or_init(|| served_headers(e, len)).clone();
         }
         res
     };

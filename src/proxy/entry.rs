@@ -51,6 +51,9 @@ pub struct Entry {
     /// When a soft purge marked it stale (unix ms); `fresh_until` is no
     /// later than this.
     pub soft_purged_at: Option<u64>,
+    /// The headers a whole-body answer sends, built at its first
+    /// (`Entry::served_headers`); the entry is shared by every hit.
+    pub served: std::sync::OnceLock<HeaderMap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +167,7 @@ impl Entry {
             stale_if_error: p.stale_if_error,
             tags: p.tags.clone(),
             soft_purged_at: None,
+            served: std::sync::OnceLock::new(),
         }
     }
 
@@ -261,6 +265,7 @@ impl Entry {
             stale_if_error: sie,
             tags: rec.tags.clone(),
             soft_purged_at: rec.stale_since,
+            served: std::sync::OnceLock::new(),
         })
     }
 
@@ -471,6 +476,7 @@ mod tests {
             stale_if_error: None,
             tags: Tags::new([&b"dataset-7"[..]]),
             soft_purged_at: None,
+            served: std::sync::OnceLock::new(),
         }
     }
 
