@@ -166,12 +166,38 @@ scenario_hot() {
         start_bigcache hot-base "$(free_port)" "$base_proxy" "$o" "$BASELINE_BIN"
         curl -s -o /dev/null "http://127.0.0.1:$base_proxy/page/[0-$((KEYS - 1))]"
     fi
+    cargo build --release --example ceiling -q
+    local c_port
+    c_port=$(free_port)
+    taskset -c 0 target/release/examples/ceiling "$c_port" "$SIZE" >/dev/null &
+    pids+=($!)
+    local c_pid=$!
+    wait_http "http://127.0.0.1:$c_port/page/0"
+    # Rounds interleaved (bigcache, nginx, ceiling, bigcache, ...): the
+    # host's speed drifts within minutes, ratios within a round do not.
+    local rounds=${ROUNDS:-3} r line b n c ratios=()
     header
-    row bigcache "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"
-    if [ -n "$base_proxy" ]; then
-        row "bigcache baseline" "$work/pages.lua" "http://127.0.0.1:$base_proxy" "$(cat "$work/hot-base.pid")" "$o"
-    fi
-    row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"
+    for r in $(seq "$rounds"); do
+        line=$(row "bigcache r$r" "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/hot.pid")" "$o"); echo "$line"
+        b=$(awk '{print $3}' <<<"$line")
+        if [ -n "$base_proxy" ]; then
+            row "baseline r$r" "$work/pages.lua" "http://127.0.0.1:$base_proxy" "$(cat "$work/hot-base.pid")" "$o"
+        fi
+        line=$(row "nginx r$r" "$work/pages.lua" "http://127.0.0.1:$n_port" "$(cat "$work/nginx.pid")" "$o"); echo "$line"
+        n=$(awk '{print $3}' <<<"$line")
+        line=$(row "bare-hyper r$r" "$work/pages.lua" "http://127.0.0.1:$c_port" "$c_pid" -); echo "$line"
+        c=$(awk '{print $3}' <<<"$line")
+        ratios+=("$(awk -v b="$b" -v n="$n" -v c="$c" 'BEGIN {printf "%.2f %.2f", b / n, b / c}')")
+    done
+    local i=0 mid
+    for line in "${ratios[@]}"; do
+        i=$((i + 1))
+        echo "  round $i: bigcache/nginx ${line% *}, bigcache/bare hyper ${line#* }"
+    done
+    mid=$(( (rounds + 1) / 2 ))
+    echo "  median of $rounds rounds: bigcache/nginx $(printf '%s\n' "${ratios[@]}" | awk '{print $1}' | sort -n | sed -n "${mid}p") (target >= 1.5)," \
+        "bigcache/bare hyper $(printf '%s\n' "${ratios[@]}" | awk '{print $2}' | sort -n | sed -n "${mid}p") (target >= 0.90)"
+    kill "$c_pid"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
