@@ -80,6 +80,25 @@ pub fn canonical(target: &str) -> String {
     out
 }
 
+/// Bytes a host name may hold: 0 never, 1 as is, 2 an upper-case letter.
+const HOST_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_uppercase() {
+            2
+        } else if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        {
+            1
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
 /// A `Host` value in the form the `--host` list holds: the name
 /// lower-cased without a trailing dot, and the port, if any, kept (Django
 /// builds absolute links from both, so `localhost:31337` is another host
@@ -99,12 +118,20 @@ pub fn host_name(host: &str) -> Option<Cow<'_, str>> {
         }
     }
     let trimmed = name.trim_end_matches('.');
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b);
-    if trimmed.is_empty() || !trimmed.bytes().all(valid) {
+    if trimmed.is_empty() {
         return None;
     }
-    // A hit pays for this: the usual, already listed form costs nothing.
-    if trimmed.len() == name.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+    // One pass, a table per byte: every hit pays for this.
+    let mut upper = false;
+    for b in trimmed.bytes() {
+        match HOST_BYTE[usize::from(b)] {
+            0 => return None,
+            2 => upper = true,
+            _ => {}
+        }
+    }
+    // The usual, already listed form costs nothing more.
+    if trimmed.len() == name.len() && !upper {
         return Some(Cow::Borrowed(host));
     }
     let mut out = trimmed.to_ascii_lowercase();
