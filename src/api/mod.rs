@@ -296,21 +296,51 @@ fn expire_secs(rec: &Record) -> Option<f64> {
 }
 
 /// `{"key":..,"value":<stored JSON>,"expire":..[,"duration":..]}`.
-fn value_json(key: &str, value: &[u8], expire: Option<f64>, duration: Option<&str>) -> Response {
-    let mut out = Vec::with_capacity(value.len() + key.len() + 64);
-    out.extend_from_slice(b"{\"key\":");
+fn value_json(key: &str, value: &Bytes, expire: Option<f64>, duration: Option<&str>) -> Response {
+    let mut head = Vec::with_capacity(key.len() + 24);
+    head.extend_from_slice(b"{\"key\":");
     // Serializing a str or an Option of numbers/strs cannot fail.
-    let _ = serde_json::to_writer(&mut out, key);
-    out.extend_from_slice(b",\"value\":");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b",\"expire\":");
-    let _ = serde_json::to_writer(&mut out, &expire);
+    let _ = serde_json::to_writer(&mut head, key);
+    head.extend_from_slice(b",\"value\":");
+    let mut tail = Vec::with_capacity(48);
+    tail.extend_from_slice(b",\"expire\":");
+    let _ = serde_json::to_writer(&mut tail, &expire);
     if let Some(d) = duration {
-        out.extend_from_slice(b",\"duration\":");
-        let _ = serde_json::to_writer(&mut out, &(!d.is_empty()).then_some(d));
+        tail.extend_from_slice(b",\"duration\":");
+        let _ = serde_json::to_writer(&mut tail, &(!d.is_empty()).then_some(d));
     }
-    out.push(b'}');
-    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+    tail.push(b'}');
+    // The value goes out as the buffer it is stored in, between the two.
+    let body = Chunks([Bytes::from(head), value.clone(), Bytes::from(tail)].into());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// A response body sent as the buffers it is made of, so a stored value
+/// is shared with the response instead of copied into one buffer.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
 }
 
 /// Deepest nesting accepted in a JSON body. serde_json enforces its own
@@ -356,10 +386,12 @@ fn nesting_depth(json: &[u8]) -> usize {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct SetRequest {
-    /// Any JSON value.
+pub struct SetRequest<'a> {
+    /// Any JSON value. Borrowed from the request body, which the stored
+    /// value then shares: a 20 KB value is not copied twice more.
+    #[serde(borrow)]
     #[schema(value_type = Object)]
-    value: Box<RawValue>,
+    value: &'a RawValue,
     /// Lifetime, e.g. `30s`, `1m`, `6h`, `28d`, `1h 30m`. Wins over `expire`.
     #[serde(default)]
     duration: Option<String>,
@@ -389,7 +421,7 @@ async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<R
     })?;
     let now = st.store.clock().now_ms();
     let expires_at = deadline(req.duration.as_deref(), req.expire, now)?;
-    let value = Bytes::copy_from_slice(req.value.get().as_bytes());
+    let value = body.slice_ref(req.value.get().as_bytes());
     let record = Record {
         kind: Kind::Json,
         created_at: now,

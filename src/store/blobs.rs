@@ -30,7 +30,7 @@ use bytes::Bytes;
 use super::lookup::Lookup;
 use super::record::{
     BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, Record, Stored,
-    check_blob_entry, decode_blob_entry_header, encode_blob_entry,
+    blob_entry_head, check_blob_entry, decode_blob_entry_header,
 };
 
 /// A file stops taking appends past this size (unless a disk budget asks
@@ -273,18 +273,18 @@ impl Blobs {
                 len: BLOB_FILE_MAGIC.len() as u64,
             });
         }
-        let entry = encode_blob_entry(key, stored);
+        let head = blob_entry_head(key, stored);
         let slot = &mut self.active[q as usize];
         let Some(active) = slot.as_mut() else {
             return Err(io::Error::other("no active blob file"));
         };
-        if let Err(e) = active.file.write_all(&entry) {
+        if let Err(e) = write_all_vectored(&mut active.file, &head, stored) {
             // How much of the entry landed is unknown: never append after it.
             *slot = None;
             return Err(e);
         }
         let offset = active.len;
-        active.len += entry.len() as u64;
+        active.len += (head.len() + stored.len()) as u64;
         Ok((active.id, offset))
     }
 
@@ -444,6 +444,21 @@ impl BlobReader {
             _ => Ok(()),
         }
     }
+}
+
+/// Writes `a` then `b` with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+    let mut left: &mut [io::IoSlice<'_>] = &mut bufs;
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -555,15 +555,22 @@ impl Record {
 
 /// A blob file entry's bytes: header, key, stored body.
 pub fn encode_blob_entry(key: &[u8], stored: &[u8]) -> Vec<u8> {
+    let mut out = blob_entry_head(key, stored);
+    out.extend_from_slice(stored);
+    out
+}
+
+/// A blob entry's header and key, which the stored bytes follow: written
+/// beside them in one vectored write, so a body is not copied first.
+pub fn blob_entry_head(key: &[u8], stored: &[u8]) -> Vec<u8> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(key);
     crc.update(stored);
-    let mut out = Vec::with_capacity(BLOB_ENTRY_HEADER + key.len() + stored.len());
+    let mut out = Vec::with_capacity(BLOB_ENTRY_HEADER + key.len());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(key);
-    out.extend_from_slice(stored);
     out
 }
 
