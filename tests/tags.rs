@@ -83,6 +83,15 @@ async fn tag_rows_reach(s: &Server, rows: u64) {
     );
 }
 
+/// [`start`], in this process, for tests that move its clock.
+async fn start_local(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--upstream", origin];
+    args.extend_from_slice(extra);
+    let s = Server::local_in(dir.path(), &args).await;
+    (dir, s)
+}
+
 fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--upstream", origin];
@@ -163,13 +172,9 @@ async fn kept_tag_headers_reach_the_client_and_the_tags_still_purge() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tag_index_follows_replace_expiry_and_every_purge() {
     let o = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = o.url();
-    let s = Server::local_in(
-        dir.path(),
+    let (_d, s) = start_local(
+        &o.url(),
         &[
-            "--upstream",
-            &upstream,
             "--sweep-interval",
             "1s",
             "--grace",
@@ -321,20 +326,7 @@ async fn a_soft_purged_page_is_never_fresh_again_even_after_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_soft_purged_page_with_the_origin_down_is_served_within_stale_if_error() {
     let o = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = o.url();
-    let s = Server::local_in(
-        dir.path(),
-        &[
-            "--upstream",
-            &upstream,
-            "--grace",
-            "0s",
-            "--stale-if-error",
-            "10m",
-        ],
-    )
-    .await;
+    let (_d, s) = start_local(&o.url(), &["--grace", "0s", "--stale-if-error", "10m"]).await;
     let page = format!("/down?{TTL}&h=xkey:ds-7");
     get(&s, &page).await;
     stored(&s, 1).await;

@@ -639,6 +639,16 @@ mod tests {
         assert_eq!(*rec.memoized(|_| 0usize), *n);
     }
 
+    /// `raw` relabelled as format `version`, its CRC made right again.
+    fn as_version(raw: &[u8], version: u8) -> Bytes {
+        let mut raw = raw.to_vec();
+        raw[0] = version;
+        let n = raw.len() - 4;
+        let crc = crc32fast::hash(&raw[..n]);
+        raw[n..].copy_from_slice(&crc.to_le_bytes());
+        Bytes::from(raw)
+    }
+
     fn tagged() -> Record {
         Record {
             kind: Kind::Http,
@@ -689,13 +699,8 @@ mod tests {
             assert!(Record::decode(&Bytes::copy_from_slice(&raw[..n])).is_err());
         }
         // Version 2 knew no tags: the flag is refused there.
-        let mut old = raw.clone();
-        old[0] = 2;
-        let n = old.len() - 4;
-        let crc = crc32fast::hash(&old[..n]);
-        old[n..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            Record::decode(&Bytes::from(old)),
+            Record::decode(&as_version(&raw, 2)),
             Err(DecodeError::UnknownFlags(6))
         );
     }
@@ -717,12 +722,8 @@ mod tests {
 
     #[test]
     fn version_2_records_are_still_read() {
-        let mut raw = sample().encode();
-        raw[0] = 2;
-        let n = raw.len() - 4;
-        let crc = crc32fast::hash(&raw[..n]);
-        raw[n..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(Record::decode(&Bytes::from(raw)).unwrap().record, sample());
+        let raw = as_version(&sample().encode(), 2);
+        assert_eq!(Record::decode(&raw).unwrap().record, sample());
     }
 
     #[test]
@@ -870,22 +871,11 @@ mod tests {
 
     #[test]
     fn version_1_records_are_still_read_but_may_not_use_blobs() {
-        let mut raw = sample().encode();
-        raw[0] = 1;
-        let n = raw.len() - 4;
-        let crc = crc32fast::hash(&raw[..n]);
-        raw[n..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(Record::decode(&Bytes::from(raw)).unwrap().record, sample());
+        let raw = as_version(&sample().encode(), 1);
+        assert_eq!(Record::decode(&raw).unwrap().record, sample());
 
-        let mut raw = sample().encode_with_blob(&blob_ref());
-        raw[0] = 1;
-        let n = raw.len() - 4;
-        let crc = crc32fast::hash(&raw[..n]);
-        raw[n..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            Record::decode(&Bytes::from(raw)),
-            Err(DecodeError::UnknownFlags(1))
-        );
+        let raw = as_version(&sample().encode_with_blob(&blob_ref()), 1);
+        assert_eq!(Record::decode(&raw), Err(DecodeError::UnknownFlags(1)));
     }
 
     #[test]

@@ -610,14 +610,7 @@ impl Shard {
             }
             self.stage_delete(&mut tx, entry)?;
             // A variant leaves its group's list (as eviction does).
-            if let Some(nul) = memchr::memchr(0, entry)
-                && nul + 1 < entry.len()
-            {
-                variants
-                    .entry(entry[..=nul].to_vec())
-                    .or_default()
-                    .push(entry[nul + 1..].to_vec());
-            }
+            evict::note_variant(&mut variants, entry);
         }
         for (group, gone) in variants {
             self.stage_unlist(&mut tx, &group, &gone)?;

@@ -51,14 +51,8 @@ impl Shard {
             if let Some(at) = owner.record.expires_at {
                 tx.delete(&keys::expiry_key(at, &key));
             }
-            if key.first() == Some(&keys::Namespace::Page.tag())
-                && let Some(nul) = memchr::memchr(0, &key)
-                && nul + 1 < key.len()
-            {
-                variants
-                    .entry(key[..=nul].to_vec())
-                    .or_default()
-                    .push(key[nul + 1..].to_vec());
+            if key.first() == Some(&keys::Namespace::Page.tag()) {
+                note_variant(&mut variants, &key);
             }
         }
         for (group, gone) in variants {
@@ -112,5 +106,21 @@ impl Shard {
             tx.put_record(group, &record, None);
         }
         Ok(())
+    }
+}
+
+/// Notes `key`, when it is a `Vary` member (`<group>\0<suffix>`), under its
+/// group, to take it off the group's list after the batch's deletes.
+pub(super) fn note_variant(
+    variants: &mut std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    key: &[u8],
+) {
+    if let Some(nul) = memchr::memchr(0, key)
+        && nul + 1 < key.len()
+    {
+        variants
+            .entry(key[..=nul].to_vec())
+            .or_default()
+            .push(key[nul + 1..].to_vec());
     }
 }
