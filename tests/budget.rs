@@ -157,13 +157,16 @@ async fn expired_entries_go_before_live_ones() {
             200
         );
     }
-    for i in 0..28 {
+    for i in 0..24 {
         let body = json!({"value": value(i), "duration": "2s"});
         assert_eq!(set(&s, &format!("short{i}"), body).await, 200);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // 12 MB live and 7 MB expired: these 4 MB cross the budget.
-    for i in 200..216 {
+    // 5 MiB live and 6 MiB expired, under the budget with room while they
+    // were written (LevelDB's files, the mirror's log and compactions
+    // take 2 to 3 MiB more): these 3 MiB cross it, and the expired ones
+    // going is enough.
+    for i in 200..212 {
         assert_eq!(
             set(&s, &format!("new{i}"), json!({"value": value(i)})).await,
             200
@@ -174,7 +177,7 @@ async fn expired_entries_go_before_live_ones() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(disk_usage(dir.path()) <= 16 * MIB, "never got under budget");
-    for i in (100..120).chain(200..216) {
+    for i in (100..120).chain(200..212) {
         let key = if i < 200 {
             format!("keep{i}")
         } else {
