@@ -228,10 +228,29 @@ impl Decision {
         if let (CacheStatus::Hit, false, None, Some(ttl)) =
             (self.status, self.collapsed, self.reason, self.ttl)
         {
-            use std::fmt::Write;
-            let mut s = String::with_capacity(40);
-            let _ = write!(s, "bigcache;hit;ttl={ttl}");
-            if let Ok(v) = HeaderValue::try_from(s) {
+            const HIT: &[u8] = b"bigcache;hit;ttl=";
+            let mut buf = [0u8; HIT.len() + 20];
+            buf[..HIT.len()].copy_from_slice(HIT);
+            let mut digits = [0u8; 20];
+            let mut n = ttl.unsigned_abs();
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            let mut len = HIT.len();
+            if ttl < 0 {
+                buf[len] = b'-';
+                len += 1;
+            }
+            let d = &digits[at..];
+            buf[len..len + d.len()].copy_from_slice(d);
+            len += d.len();
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
                 return v;
             }
         }
@@ -314,6 +333,14 @@ mod tests {
 
     #[test]
     fn cache_status_is_a_valid_structured_field() {
+        // The hit's hand-written form, against the serializer's.
+        for ttl in [0i64, 7, 10, 3599, 2_419_200, -3, i64::MAX, i64::MIN + 1] {
+            let d = Decision {
+                ttl: Some(ttl),
+                ..Decision::new(CacheStatus::Hit)
+            };
+            assert_eq!(d.cache_status(200), format!("bigcache;hit;ttl={ttl}"));
+        }
         let hit = Decision::new(CacheStatus::Hit).with_ttl(61_500, 1_000);
         let stored = Decision::new(CacheStatus::Miss).with_ttl(60_000, 0);
         let passed = Decision::uncached(Reason::Private);

@@ -155,9 +155,17 @@ pub struct Record {
 /// A value derived from a record, kept with it ([`Record::memoized`]).
 /// Checked against the record's fields and buffers on every use, so a
 /// record built from another (`Record { body, ..old }`) never gets the
-/// other's value.
+/// other's value. The memo holds the buffers it was made from, so none of
+/// their addresses can be reused by another buffer while it lives.
 #[derive(Clone, Default)]
-pub struct Memo(std::sync::Arc<std::sync::OnceLock<(Fingerprint, Derived)>>);
+pub struct Memo(std::sync::Arc<std::sync::OnceLock<Made>>);
+
+/// A memo's value, what it was made from, and those buffers held.
+struct Made {
+    from: Fingerprint,
+    _held: [Bytes; 3],
+    value: Derived,
+}
 
 type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
@@ -348,14 +356,18 @@ impl Record {
         make: impl FnOnce(&Record) -> T,
     ) -> std::sync::Arc<T> {
         let fp = self.fingerprint();
-        if let Some((made_from, value)) = self.memo.0.get()
-            && *made_from == fp
-            && let Ok(v) = value.clone().downcast::<T>()
+        if let Some(made) = self.memo.0.get()
+            && made.from == fp
+            && let Ok(v) = made.value.clone().downcast::<T>()
         {
             return v;
         }
         let v = std::sync::Arc::new(make(self));
-        let _ = self.memo.0.set((fp, v.clone()));
+        let _ = self.memo.0.set(Made {
+            from: fp,
+            _held: [self.meta.clone(), self.body.clone(), self.tags.0.clone()],
+            value: v.clone(),
+        });
         v
     }
 
