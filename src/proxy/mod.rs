@@ -73,6 +73,10 @@ use policy::TTL_HEADER;
 use stats::ProxyStats;
 use upstream::{Upstream, UpstreamConfig, UpstreamUrlError};
 
+/// Named once: a name given as text is parsed on every response.
+const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 pub struct ProxyConfig {
     pub upstream: UpstreamConfig,
     /// Largest body stored; larger responses stream through uncached.
@@ -249,10 +253,10 @@ impl<S: PageStore> Proxy<S> {
         self.stats.count(decision);
         self.stats
             .answered(decision, res.status().as_u16(), started.elapsed());
-        res.headers_mut().insert("x-cache", decision.header());
+        res.headers_mut().insert(X_CACHE, decision.header());
         // Appended: caches closer to the origin listed theirs first.
         let status = decision.cache_status(res.status().as_u16());
-        res.headers_mut().append("cache-status", status);
+        res.headers_mut().append(CACHE_STATUS, status);
         if let (Some(pending), Some(log)) = (access, &self.cfg.access_log) {
             let length = res
                 .headers()
