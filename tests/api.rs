@@ -5,26 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::util::{Server, client, get_json, post_json};
+use crate::util::{Server, client, get_json, post_json, start, start_local};
 
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_in(dir.path(), extra);
-    (dir, server)
-}
-
-/// [`start`], in this process, for tests that advance its clock.
-async fn start_local(extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::local_in(dir.path(), extra).await;
-    (dir, server)
 }
 
 async fn delete(s: &Server, path: &str) -> (StatusCode, Value) {

@@ -8,7 +8,7 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 
 use crate::origin::Origin;
-use crate::util::{Server, stored};
+use crate::util::{Server, start_local_proxy as start_local, start_proxy as start, stored};
 
 struct Reply {
     status: u16,
@@ -55,23 +55,6 @@ async fn get(s: &Server, path: &str) -> Reply {
 
 async fn get_with(s: &Server, path: &str, headers: &[(&str, &str)]) -> Reply {
     send(s.page(path), Method::GET, headers).await
-}
-
-fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--upstream", origin];
-    args.extend_from_slice(extra);
-    let s = Server::start_in(dir.path(), &args);
-    (dir, s)
-}
-
-/// [`start`], in this process, for tests that advance its clock.
-async fn start_local(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--upstream", origin];
-    args.extend_from_slice(extra);
-    let s = Server::local_in(dir.path(), &args).await;
-    (dir, s)
 }
 
 const TTL: &str = "h=X-Bigcache-TTL:1h";

@@ -9,7 +9,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::origin::Origin;
-use crate::util::{Server, client, get_json, post_json, stored};
+use crate::util::{
+    Server, client, get_json, post_json, start_local_proxy as start_local, start_proxy as start,
+    stored,
+};
 
 const TTL: &str = "h=X-Bigcache-TTL:1h";
 
@@ -81,23 +84,6 @@ async fn tag_rows_reach(s: &Server, rows: u64) {
         "the tag index never held {rows} rows: {:?}",
         counts(s).await
     );
-}
-
-/// [`start`], in this process, for tests that move its clock.
-async fn start_local(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--upstream", origin];
-    args.extend_from_slice(extra);
-    let s = Server::local_in(dir.path(), &args).await;
-    (dir, s)
-}
-
-fn start(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--upstream", origin];
-    args.extend_from_slice(extra);
-    let s = Server::start_in(dir.path(), &args);
-    (dir, s)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,9 +234,7 @@ async fn a_tag_purge_during_the_fetch_wins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_soft_purge_serves_the_stale_copy_while_one_request_refreshes_it() {
     let o = Origin::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = o.url();
-    let s = Server::start_in(dir.path(), &["--upstream", &upstream]);
+    let (_d, s) = start(&o.url(), &[]);
     let page = format!("/s?{TTL}&h=Surrogate-Key:ds-5&delay=400");
     assert_eq!(get(&s, &page).await.cache, "MISS");
     assert_eq!(get(&s, &page).await.cache, "HIT");

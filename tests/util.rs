@@ -216,6 +216,36 @@ impl Drop for Server {
     }
 }
 
+/// A server (the binary) on a fresh temporary directory, with `args`.
+pub fn start(args: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), args);
+    (dir, server)
+}
+
+/// [`start`], in this process, for tests that advance its clock.
+pub async fn start_local(args: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::local_in(dir.path(), args).await;
+    (dir, server)
+}
+
+fn upstream_args<'a>(origin: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--upstream", origin];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// [`start`] in front of the upstream at `origin`.
+pub fn start_proxy(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    start(&upstream_args(origin, extra))
+}
+
+/// [`start_local`] in front of the upstream at `origin`.
+pub async fn start_local_proxy(origin: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    start_local(&upstream_args(origin, extra)).await
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
