@@ -115,8 +115,6 @@ pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, A
         "tags": tag_counts,
         "purged": total.count,
     });
-    if let Some(w) = total.warming_field(mode) {
-        answer["warming"] = w.into();
-    }
+    total.annotate(mode, &mut answer);
     Ok(axum::Json(answer).into_response())
 }

@@ -517,7 +517,7 @@ async fn delete_value(
         {
             DeleteIf::Deleted => {
                 Stats::bump(&st.stats.deletes);
-                Ok(removed(&key))
+                Ok(axum::Json(removed(&key)).into_response())
             }
             DeleteIf::Missing => Err(ApiError::NotFound(format!("'{key}' not found in cache."))),
             DeleteIf::Differs => Err(ApiError::PreconditionFailed(format!(
@@ -525,18 +525,11 @@ async fn delete_value(
             ))),
         };
     }
+    let mut answer = removed(&key);
     let found = if route == "/cache/" {
         let mode = purge::Mode::from_headers(&headers)?.usable(&st)?;
         let r = purge::path(&st, &key, raw, uri.query(), mode).await?;
-        if r.count > 0
-            && let Some(w) = r.warming_field(mode)
-        {
-            Stats::bump(&st.stats.deletes);
-            let mut answer =
-                serde_json::json!({ "message": format!("'{key}' removed from cache.") });
-            answer["warming"] = w.into();
-            return Ok(axum::Json(answer).into_response());
-        }
+        r.annotate(mode, &mut answer);
         r.count > 0
     } else {
         st.store.delete(Namespace::Value, key.as_bytes()).await?
@@ -545,13 +538,12 @@ async fn delete_value(
         return Err(ApiError::NotFound(format!("'{key}' not found in cache.")));
     }
     Stats::bump(&st.stats.deletes);
-    Ok(removed(&key))
+    Ok(axum::Json(answer).into_response())
 }
 
 /// The original server's answer to a delete.
-fn removed(key: &str) -> Response {
-    axum::Json(serde_json::json!({ "message": format!("'{key}' removed from cache.") }))
-        .into_response()
+fn removed(key: &str) -> serde_json::Value {
+    serde_json::json!({ "message": format!("'{key}' removed from cache.") })
 }
 
 const TTL_HEADER: &str = "x-bigcache-ttl";

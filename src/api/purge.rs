@@ -101,9 +101,12 @@ impl Reached {
         self.warming += other.warming;
     }
 
-    /// `warming` in an answer, for purges that asked for it.
-    pub fn warming_field(self, mode: Mode) -> Option<usize> {
-        mode.warm.then_some(self.warming)
+    /// Adds `warming` to a purge's JSON answer, when the purge asked to
+    /// re-warm.
+    pub fn annotate(self, mode: Mode, answer: &mut serde_json::Value) {
+        if mode.warm {
+            answer["warming"] = self.warming.into();
+        }
     }
 }
 
@@ -238,9 +241,7 @@ pub async fn delete_prefix(
         "message": format!("prefix '{p}': {} keys {done}.", r.count),
         "count": r.count,
     });
-    if let Some(w) = r.warming_field(mode) {
-        answer["warming"] = w.into();
-    }
+    r.annotate(mode, &mut answer);
     Ok(axum::Json(answer).into_response())
 }
 
@@ -281,8 +282,6 @@ pub async fn delete_tag(
         "message": format!("tag '{}': {} pages {done}.", String::from_utf8_lossy(&t), r.count),
         "count": r.count,
     });
-    if let Some(w) = r.warming_field(mode) {
-        answer["warming"] = w.into();
-    }
+    r.annotate(mode, &mut answer);
     Ok(axum::Json(answer).into_response())
 }

@@ -375,7 +375,7 @@ pub enum ConfigError {
     #[error("--upstream {0}: expected an http:// URL with a host, like http://127.0.0.1:8000")]
     Upstream(String),
     #[error(
-        "--site-url {0}: expected http:// or https:// and a host, without a path, like https://www.example.org"
+        "--site-url {0}: expected http:// or https:// and a host (one of --host, when given), without a path, like https://www.example.org"
     )]
     SiteUrl(String),
     #[error("--trusted-proxy {0}")]
@@ -442,6 +442,13 @@ impl Args {
                     .ok_or_else(|| ConfigError::Host(h.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::TrustedProxy)?;
         let site = match &self.site_url {
             Some(u) => {
                 let scheme = u.scheme_str().filter(|s| *s == "http" || *s == "https");
@@ -464,19 +471,12 @@ impl Args {
                     _ => return Err(ConfigError::SiteUrl(u.to_string())),
                 }
             }
-            None if !self.trusted_proxy.iter().all(|c| c.trim().is_empty()) => None,
+            None if !trusted_proxies.is_empty() => None,
             None => Some(crate::proxy::rewarm::Site {
                 scheme: "http".into(),
                 host: hosts.first().cloned().unwrap_or_else(|| "localhost".into()),
             }),
         };
-        let trusted_proxies = self
-            .trusted_proxy
-            .iter()
-            .filter(|c| !c.trim().is_empty())
-            .map(|c| c.parse())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConfigError::TrustedProxy)?;
         Ok(Config {
             data_dir: self.data_dir,
             api_listen: self.api_listen,

@@ -52,7 +52,7 @@ pub struct Entry {
     /// later than this.
     pub soft_purged_at: Option<u64>,
     /// The headers a whole-body answer sends, built at its first
-    /// (`Entry::served_headers`); the entry is shared by every hit.
+    /// (`answer::from_entry`); the entry is shared by every hit.
     pub served: std::sync::OnceLock<HeaderMap>,
 }
 

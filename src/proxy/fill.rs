@@ -295,31 +295,32 @@ impl<S: PageStore> Proxy<S> {
                 return Err(Reason::CloseDelimited);
             }
             let names = key::vary_names(&rp.headers);
-            if names.is_empty() {
-                if !tags::index_fits(&p.tags, key.group.len()) {
-                    return Err(Reason::Tags);
+            let variant = if names.is_empty() {
+                None
+            } else {
+                // `Vary: Cookie`: one copy for visitors without cookies (the
+                // anonymous page Django sends first-time visitors, crawlers
+                // and CDNs); copies per cookie value only when configured,
+                // since any client can mint cookie values at will.
+                let has_cookies = parts
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .any(|v| !v.as_bytes().trim_ascii().is_empty());
+                if !self.cfg.cache_vary_cookie && has_cookies && names.iter().any(|n| n == "cookie")
+                {
+                    return Err(Reason::VaryCookie);
                 }
-                return Ok((p, names, None));
-            }
-            // `Vary: Cookie`: one copy for visitors without cookies (the
-            // anonymous page Django sends first-time visitors, crawlers and
-            // CDNs); copies per cookie value only when configured, since any
-            // client can mint cookie values at will.
-            let has_cookies = parts
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .any(|v| !v.as_bytes().trim_ascii().is_empty());
-            if !self.cfg.cache_vary_cookie && has_cookies && names.iter().any(|n| n == "cookie") {
-                return Err(Reason::VaryCookie);
-            }
-            let v = key
-                .variant(&names, &parts.headers)
-                .ok_or(Reason::VaryTooLong)?;
-            if !tags::index_fits(&p.tags, key.group.len() + v.len()) {
+                Some(
+                    key.variant(&names, &parts.headers)
+                        .ok_or(Reason::VaryTooLong)?,
+                )
+            };
+            let key_len = key.group.len() + variant.as_ref().map_or(0, String::len);
+            if !tags::index_fits(&p.tags, key_len) {
                 return Err(Reason::Tags);
             }
-            Ok((p, names, Some(v)))
+            Ok((p, names, variant))
         });
         let (storable, names, variant) = match decided {
             Ok(d) => d,
@@ -388,12 +389,9 @@ impl<S: PageStore> Proxy<S> {
             }
         };
 
+        // Indexed from the headers already (`storable.tags`).
         let mut headers = rp.headers;
-        if !self.cfg.keep_tag_headers {
-            // Indexed from the headers already (`storable.tags`); never
-            // stored, so never served.
-            tags::strip(&mut headers);
-        }
+        self.strip_tags(&mut headers);
         let entry = Arc::new(Entry::new(
             rp.status,
             headers,
@@ -521,9 +519,7 @@ impl<S: PageStore> Proxy<S> {
             Ok(p) => {
                 let now = clock.now_ms();
                 let mut headers = headers;
-                if !self.cfg.keep_tag_headers {
-                    tags::strip(&mut headers);
-                }
+                self.strip_tags(&mut headers);
                 let mut e = Entry::new(
                     old.status,
                     headers,

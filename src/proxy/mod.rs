@@ -459,14 +459,20 @@ impl<S: PageStore> Proxy<S> {
         Ok(self.streamed(rp, body::boxed(body)))
     }
 
+    /// Removes the tag headers, unless `--keep-tag-headers`: from what is
+    /// stored (so never served) and from what streams through.
+    fn strip_tags(&self, headers: &mut HeaderMap) {
+        if !self.cfg.keep_tag_headers {
+            tags::strip(headers);
+        }
+    }
+
     /// A client response streaming an upstream body: bigcache's TTL header
     /// (and the tag headers, unless kept) removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
         rp.headers.remove(TTL_HEADER);
         rp.headers.remove(policy::OWN_FIELD);
-        if !self.cfg.keep_tag_headers {
-            tags::strip(&mut rp.headers);
-        }
+        self.strip_tags(&mut rp.headers);
         let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);
         Response::from_parts(rp, body)
     }

@@ -24,7 +24,7 @@ use super::Proxy;
 use super::encoding;
 use super::key::PageKey;
 use super::lookup::{self, Looked};
-use crate::store::MAX_MARKED;
+use crate::store::{MAX_MARKED, Namespace};
 
 /// Where re-warm requests claim to come from.
 #[derive(Debug, Clone)]
@@ -91,45 +91,40 @@ impl Rewarmer {
     }
 }
 
-/// Refreshes one page if it is still soft-purged; whether it asked the
-/// upstream.
-async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) -> bool {
+/// Refreshes one page if it is still soft-purged.
+async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) {
     let Some((target, variant)) = split_key(store_key) else {
-        return false;
+        return;
     };
     let Some(mut parts) = request_for(target, variant, site) else {
         tracing::debug!(
             target,
             "page cannot be re-warmed: its variant does not rebuild"
         );
-        return false;
+        return;
     };
     encoding::normalise(&mut parts.headers, &proxy.cfg.encodings);
     let mut key = PageKey::new(target);
     let Looked::Found(found) = lookup::lookup(&proxy.store, &mut key, &parts.headers).await else {
-        return false;
+        return;
     };
     // The variant the rebuilt request selects must be the page's own.
     if found.variant.as_deref().unwrap_or("") != variant
         || found.entry.soft_purged_at.is_none()
         || found.entry.is_fresh(proxy.store.clock().now_ms())
     {
-        return false;
+        return;
     }
     // Its upstream request is counted as any other; the answer, given to
     // nobody, is not a client request.
-    match proxy.fetch(parts, key, Some(found)).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(target, error = %e, "re-warming a soft-purged page failed");
-            true
-        }
+    if let Err(e) = proxy.fetch(parts, key, Some(found)).await {
+        tracing::warn!(target, error = %e, "re-warming a soft-purged page failed");
     }
 }
 
 /// (target, variant) of a page's store key.
 fn split_key(key: &[u8]) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix(b"p")?;
+    let rest = key.strip_prefix(&[Namespace::Page.tag()])?;
     let nul = memchr::memchr(0, rest)?;
     let target = std::str::from_utf8(&rest[..nul]).ok()?;
     let variant = std::str::from_utf8(&rest[nul + 1..]).ok()?;

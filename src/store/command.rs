@@ -95,8 +95,6 @@ pub enum Command {
         continued: bool,
         /// Mark pages stale instead of deleting them.
         soft: bool,
-        /// List the pages marked (`PrefixStep::marked`).
-        list: bool,
         reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     /// Purges up to `limit` of the entries tagged `tag` (their index rows
@@ -107,7 +105,6 @@ pub enum Command {
         from: Vec<u8>,
         limit: usize,
         soft: bool,
-        list: bool,
         reply: oneshot::Sender<Result<PrefixStep, StoreError>>,
     },
     /// Rows in the tag index (for `/stat/count`: the index must never hold
@@ -186,7 +183,8 @@ pub struct PrefixStep {
     pub count: u64,
     /// Where the next step starts; `None`: nothing is left in this shard.
     pub next: Option<Vec<u8>>,
-    /// A soft purge's pages marked stale (their full keys), for re-warming.
+    /// A soft purge's pages marked stale (their full keys), for re-warming;
+    /// at most one step's worth (`Store::Purged` keeps them only when asked).
     pub marked: Vec<Vec<u8>>,
 }
 

@@ -110,11 +110,23 @@ pub struct Purged {
     /// [`MAX_MARKED`] and [`MAX_MARKED_BYTES`].
     pub marked: Vec<Vec<u8>>,
     marked_bytes: usize,
+    /// Keep the pages the steps marked (for re-warming).
+    listing: bool,
 }
 
 impl Purged {
+    fn listing(listing: bool) -> Purged {
+        Purged {
+            listing,
+            ..Purged::default()
+        }
+    }
+
     fn add(&mut self, step: PrefixStep) {
         self.count += step.count;
+        if !self.listing {
+            return;
+        }
         for key in step.marked {
             if self.marked.len() >= MAX_MARKED || self.marked_bytes + key.len() > MAX_MARKED_BYTES {
                 break;
@@ -453,11 +465,8 @@ impl Store {
         soft: bool,
         list: bool,
     ) -> Result<Purged, StoreError> {
-        let mut step = self.delete_entry(Namespace::Page, key, soft).await?;
-        if !list {
-            step.marked.clear();
-        }
-        let mut purged = Purged::default();
+        let step = self.delete_entry(Namespace::Page, key, soft).await?;
+        let mut purged = Purged::listing(list);
         purged.add(step);
         Ok(purged)
     }
@@ -521,14 +530,15 @@ impl Store {
         if ns == Namespace::Page {
             self.purges.prefix(&prefix);
         }
-        self.in_steps(&prefix, |from, continued, reply| Command::DeletePrefix {
-            prefix: prefix.clone(),
-            from,
-            limit: PREFIX_STEP,
-            continued,
-            soft,
-            list,
-            reply,
+        self.in_steps(&prefix, list, |from, continued, reply| {
+            Command::DeletePrefix {
+                prefix: prefix.clone(),
+                from,
+                limit: PREFIX_STEP,
+                continued,
+                soft,
+                reply,
+            }
         })
         .await
     }
@@ -546,12 +556,11 @@ impl Store {
         // Logged first, as key purges are: a page with this tag whose
         // fetch began before now is not stored after it.
         self.purges.key(&start);
-        self.in_steps(&start, |from, _, reply| Command::PurgeTag {
+        self.in_steps(&start, list, |from, _, reply| Command::PurgeTag {
             tag: tag.to_vec(),
             from,
             limit: TAG_STEP,
             soft,
-            list,
             reply,
         })
         .await
@@ -567,13 +576,15 @@ impl Store {
     /// each shard's step replies (count, where its next step starts), and
     /// between two steps of a shard its other commands (reads that missed
     /// the hot tier, writes) get their turn. `make` builds a step from
-    /// (where it starts, whether an earlier step ran, reply).
+    /// (where it starts, whether an earlier step ran, reply); with `list`,
+    /// the pages the steps marked are kept.
     async fn in_steps(
         &self,
         start: &[u8],
+        list: bool,
         make: impl Fn(Vec<u8>, bool, oneshot::Sender<Result<PrefixStep, StoreError>>) -> Command,
     ) -> Result<Purged, StoreError> {
-        let mut total = Purged::default();
+        let mut total = Purged::listing(list);
         let mut active: Vec<(usize, Vec<u8>)> = (0..self.shards.len())
             .map(|i| (i, start.to_vec()))
             .collect();

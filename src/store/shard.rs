@@ -333,28 +333,18 @@ impl Shard {
                 limit,
                 continued,
                 soft,
-                list,
                 reply,
             } => {
-                let mut step = self.delete_prefix(&prefix, &from, limit, continued, soft);
-                if let (Ok(s), false) = (&mut step, list) {
-                    s.marked.clear();
-                }
-                let _ = reply.send(step);
+                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued, soft));
             }
             Command::PurgeTag {
                 tag,
                 from,
                 limit,
                 soft,
-                list,
                 reply,
             } => {
-                let mut step = self.purge_tag(&tag, &from, limit, soft);
-                if let (Ok(s), false) = (&mut step, list) {
-                    s.marked.clear();
-                }
-                let _ = reply.send(step);
+                let _ = reply.send(self.purge_tag(&tag, &from, limit, soft));
             }
             Command::TagRows { reply } => {
                 let _ = reply.send(self.tag_rows());
@@ -618,9 +608,7 @@ impl Shard {
         if !rows.is_empty() {
             self.commit(tx)?;
         }
-        let next = (rows.len() == limit)
-            .then(|| rows.last().map(|k| [k.as_slice(), &[0]].concat()))
-            .flatten();
+        let next = next_step(&rows, limit);
         if next.is_none() && !rows.is_empty() {
             // As after a prefix purge: what the iterator saw deleted is
             // only dropped from disk after a reopen; blob files left with
@@ -918,10 +906,7 @@ impl Shard {
         if !found.is_empty() {
             self.commit(tx)?;
         }
-        // The smallest key after the last one deleted.
-        let next = (found.len() == limit)
-            .then(|| found.last().map(|k| [k.as_slice(), &[0]].concat()))
-            .flatten();
+        let next = next_step(&found, limit);
         if next.is_none() {
             // Once, after the last step: reopening is what makes
             // rusty-leveldb drop deleted data after an iterator existed,
@@ -1079,6 +1064,16 @@ impl Shard {
             }
         }
     }
+}
+
+/// Where the next step of a stepped purge starts, after one that took
+/// `taken` of at most `limit` keys: the smallest key after the last one
+/// (so no step walks over those already done); `None` when it took fewer,
+/// the end of the range.
+fn next_step(taken: &[Vec<u8>], limit: usize) -> Option<Vec<u8>> {
+    (taken.len() == limit)
+        .then(|| taken.last().map(|k| [k.as_slice(), &[0]].concat()))
+        .flatten()
 }
 
 /// The integer a value holds as decimal text (an optional `-`, then
