@@ -387,8 +387,8 @@ fn nesting_depth(json: &[u8]) -> usize {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct SetRequest<'a> {
-    /// Any JSON value. Borrowed from the request body, which the stored
-    /// value then shares: a 20 KB value is not copied twice more.
+    /// Any JSON value, borrowed from the request body while it is checked
+    /// (one copy fewer than an owned `RawValue`).
     #[serde(borrow)]
     #[schema(value_type = Object)]
     value: &'a RawValue,
@@ -421,7 +421,10 @@ async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<R
     })?;
     let now = st.store.clock().now_ms();
     let expires_at = deadline(req.duration.as_deref(), req.expire, now)?;
-    let value = body.slice_ref(req.value.get().as_bytes());
+    // A buffer of its own: a view into the request body would hold the
+    // whole body (padding, other fields, or hyper's read buffer) while
+    // the hot tier counts only the value.
+    let value = Bytes::copy_from_slice(req.value.get().as_bytes());
     let record = Record {
         kind: Kind::Json,
         created_at: now,
@@ -580,7 +583,9 @@ async fn set_bytes(
     };
     let now = st.store.clock().now_ms();
     let expires_at = header_deadline(&headers, now)?;
-    let body = read_body(body, &st.limits).await?;
+    // Copied to a buffer of its own, as `/cache` values are: the body may
+    // share hyper's read buffer, which the hot tier would not count.
+    let body = Bytes::copy_from_slice(&read_body(body, &st.limits).await?);
     let size = body.len();
     let record = Record {
         kind: Kind::Bytes,

@@ -88,8 +88,6 @@ pub const OVERRIDES: [&str; 17] = [
     "x-script-name",
 ];
 
-/// Removes hop-by-hop headers, and the headers `Connection` names (from an
-/// upstream response, all of them; from a client, see [`forward_headers`]).
 /// What [`sanitize`] does with a header by its name alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -139,6 +137,8 @@ fn class_of(n: &str) -> Class {
     }
 }
 
+/// Removes hop-by-hop headers, and the headers `Connection` names (from an
+/// upstream response, all of them; from a client, see [`forward_headers`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in connection_named(headers, &[]) {
         headers.remove(n);
@@ -248,7 +248,9 @@ pub fn sanitize(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProx
             let n = name.as_str();
             match class_of(n) {
                 Class::Dropped => true,
-                Class::Forwarding => untrusted,
+                // Named in `Connection` goes even from a trusted proxy,
+                // unless protected (as any other header).
+                Class::Forwarding => untrusted || named.contains(name),
                 Class::Other => n.contains('_') || named.contains(name),
             }
         })
@@ -436,6 +438,18 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "evil.example");
+        // A forwarding header its sender named hop-by-hop goes even from a
+        // trusted proxy, unless protected.
+        let mut named = HeaderMap::new();
+        named.insert(
+            "connection",
+            "x-forwarded-prefix, x-forwarded-for".parse().unwrap(),
+        );
+        named.insert("x-forwarded-prefix", "/evil".parse().unwrap());
+        named.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        sanitize(&mut named, loopback, &trusted(&["127.0.0.0/8"]));
+        assert!(!named.contains_key("x-forwarded-prefix"));
+        assert_eq!(named["x-forwarded-for"], "10.0.0.1", "protected");
         let site = ["www.example.org".to_string()];
         assert!(!trusted_values_ok(&h, &site), "a host not listed");
         for (name, ok, bad) in [
