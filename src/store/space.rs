@@ -249,7 +249,9 @@ impl BlobSpace {
     ) -> Result<(Vec<Live>, Step), StoreError> {
         let mut scanned = 0u64;
         let mut done = false;
-        let mut live = Vec::new();
+        // (key, stored bytes, offset) of every entry met, owners looked up
+        // after the walk, all at once.
+        let mut met = Vec::new();
         while scanned < budget {
             let entry = match self.blobs.reader().entry_at(id, offset) {
                 Ok(Some(e)) => e,
@@ -273,17 +275,23 @@ impl BlobSpace {
                 }
             };
             scanned += entry.next - entry.offset;
-            let at = entry.offset;
             offset = entry.next;
-            // Only the entry its record still points at is live.
-            let owner = db.stored(&entry.key)?;
+            met.push((entry.key, entry.stored, entry.offset));
+        }
+        // Only the entry its record still points at is live. Looked up
+        // surely: a plain `get` can miss a live record (`Db::stored_surely`),
+        // and a live entry taken for garbage would be dropped with its file.
+        let keys: Vec<&[u8]> = met.iter().map(|(k, _, _)| k.as_slice()).collect();
+        let owners = db.stored_surely(&keys)?;
+        let mut live = Vec::new();
+        for ((key, stored, at), owner) in met.into_iter().zip(owners) {
             if let Some((owner, blob)) = owner
                 .and_then(|s: Stored| s.blob.map(|b| (s, b)))
                 .filter(|(_, b)| b.file == id && b.offset == at)
             {
                 live.push(Live {
-                    key: entry.key,
-                    stored: entry.stored,
+                    key,
+                    stored,
                     owner,
                     blob,
                 });
