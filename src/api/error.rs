@@ -60,7 +60,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Unavailable | StoreError::Busy) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // A full disk: the write was refused whole (no record points at
             // a partial blob), and the client can tell it from a bug.
             ApiError::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
@@ -80,6 +82,14 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "detail": self.to_string() })),
         )
             .into_response();
+        if matches!(self, ApiError::Store(StoreError::Busy)) {
+            // The backlog drains in well under a second once the disk
+            // catches up.
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if matches!(self, ApiError::Unauthorized) {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -118,5 +128,8 @@ mod tests {
             ApiError::Store(StoreError::Unavailable).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let busy = ApiError::Store(StoreError::Busy).into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[axum::http::header::RETRY_AFTER], "1");
     }
 }

@@ -705,7 +705,8 @@ async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
 struct StatResponse {
     stats: crate::metrics::StatsSnapshot,
     /// Proxied requests by `X-Cache` status (`hit`, `miss`, …), `not_cached`
-    /// by reason, `upstream_requests`, `upstream_errors`.
+    /// by reason, `upstream_requests`, `upstream_errors`, `unstored`
+    /// (cacheable pages the store did not take: busy or failing).
     #[schema(value_type = Object)]
     proxy: serde_json::Value,
     disk: DiskStat,

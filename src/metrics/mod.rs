@@ -142,6 +142,12 @@ impl Collector for Counters {
             "Requests answered by another request's upstream fetch (coalesced)",
             &[(&[], p.collapsed)],
         )?;
+        counter(
+            &mut enc,
+            "proxy_unstored",
+            "Cacheable pages served but not stored: the store's write backlog was full (the disk behind) or the store failed",
+            &[(&[], p.unstored)],
+        )?;
         let m = enc.encode_descriptor(
             "upstream_response_time",
             "Time from sending a request upstream to its response head",

@@ -20,7 +20,8 @@ use super::key::{self, PageKey};
 use super::lookup::Found;
 use super::stats::UpstreamFailure;
 use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate, tags};
-use crate::store::PageStore;
+use crate::store::backlog::Room;
+use crate::store::{PageStore, Record, StoreError};
 
 /// Whether `req` selects `variant` of `entry` (always, if it does not vary).
 fn same_variant(key: &mut PageKey, entry: &Entry, variant: &Option<String>, req: &Parts) -> bool {
@@ -392,7 +393,7 @@ impl<S: PageStore> Proxy<S> {
         // Indexed from the headers already (`storable.tags`).
         let mut headers = rp.headers;
         self.strip_tags(&mut headers);
-        let entry = Arc::new(Entry::new(
+        let (entry, record) = stored_form(Entry::new(
             rp.status,
             headers,
             bytes,
@@ -400,11 +401,15 @@ impl<S: PageStore> Proxy<S> {
             now,
             self.windows(),
         ));
+        // Room for the write before anyone is served: with the disk behind,
+        // fetched pages wait here (a moment, then go unstored) instead of
+        // piling up in RAM behind the shard threads.
+        let room = self.store.reserve(record.encoded_len()).await;
         self.pass.remove(&key.group);
         // Everyone waiting is served now; nobody waits for the disk write.
         let mut permit = permit;
         permit.announce(Outcome::Entry {
-            entry: entry.clone(),
+            entry,
             variant: variant.clone(),
             stale: false,
             revalidated: false,
@@ -412,7 +417,7 @@ impl<S: PageStore> Proxy<S> {
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
         // those waiting for it, and not stored (decided in the store).
-        self.store_entry(&key, &names, variant.as_deref(), &entry, generation)
+        self.store_entry(&key, &names, variant.as_deref(), record, generation, room)
             .await;
         permit.end();
     }
@@ -463,23 +468,33 @@ impl<S: PageStore> Proxy<S> {
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
     }
 
+    /// Writes a fetched page's record, given room for it in the store's
+    /// write backlog (`PageStore::reserve`).
     async fn store_entry(
         &self,
         key: &PageKey,
         names: &[String],
         variant: Option<&str>,
-        e: &Entry,
+        record: Record,
         since: u64,
+        room: Result<Room, StoreError>,
     ) {
         let member = variant.map(|v| (v.as_bytes(), Bytes::from(names.join(","))));
-        match self
-            .store
-            .put_page(&key.group, member, e.to_record(), since)
-            .await
-        {
+        let stored = match room {
+            Ok(room) => {
+                self.store
+                    .put_page(&key.group, member, record, since, room)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match stored {
             Ok(true) => self.cap_query_variants(key).await,
             Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
-            Err(e) => tracing::warn!(error = %e, "storing a page failed; served uncached"),
+            Err(e) => {
+                self.stats.unstored();
+                tracing::warn!(error = %e, "storing a page failed; served uncached");
+            }
         }
     }
 
@@ -538,11 +553,20 @@ impl<S: PageStore> Proxy<S> {
                     e.tags = old.tags.clone();
                 }
                 let names = key::vary_names(&e.headers);
+                let (entry, record) = stored_form(e);
+                let room = self.store.reserve(record.encoded_len()).await;
                 // Purged meanwhile: the stored copy stays gone.
-                self.store_entry(key, &names, stale.variant.as_deref(), &e, generation)
-                    .await;
+                self.store_entry(
+                    key,
+                    &names,
+                    stale.variant.as_deref(),
+                    record,
+                    generation,
+                    room,
+                )
+                .await;
                 Outcome::Entry {
-                    entry: Arc::new(e),
+                    entry,
                     variant: stale.variant.clone(),
                     stale: false,
                     revalidated: true,
@@ -558,4 +582,22 @@ impl<S: PageStore> Proxy<S> {
             }
         }
     }
+}
+
+/// A fetched entry as it is stored, and the entry decoded back from that
+/// record, which is the one served. Its header values point into the
+/// record's compact head rather than into the upstream connection's read
+/// buffer (a header value slice keeps that whole buffer, tens of KiB, alive
+/// for as long as the page is served or waits for the disk), and the
+/// record carries the decoding to the hot tier, so its first hit does not
+/// decode it again.
+fn stored_form(e: Entry) -> (Arc<Entry>, Record) {
+    let record = e.to_record();
+    let entry = match &*super::lookup::decoded(&record) {
+        Ok(decoded) => decoded.clone(),
+        // Not reached: a record decodes as it was encoded. Serving the
+        // fetched entry is still right.
+        Err(_) => Arc::new(e),
+    };
+    (entry, record)
 }

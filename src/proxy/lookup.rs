@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::entry::Entry;
+use super::entry::{Entry, MetaError};
 use super::key::PageKey;
 use crate::store::{Kind, Lookup, PageStore, Record, StoreError};
 
@@ -65,10 +65,7 @@ async fn find<S: PageStore>(
     } else {
         (rec, None)
     };
-    // Decoded once per stored record: a hot-tier hit shares the entry
-    // the first hit built.
-    let decoded = rec.memoized(|r| Entry::from_record(r).map(Arc::new));
-    match &*decoded {
+    match &*decoded(&rec) {
         Ok(entry) => Ok(Some(Found {
             entry: entry.clone(),
             variant,
@@ -78,6 +75,12 @@ async fn find<S: PageStore>(
             Ok(None)
         }
     }
+}
+
+/// The response a record holds, decoded once per stored record: a
+/// hot-tier hit shares the entry the first reader (or the fill) built.
+pub fn decoded(rec: &Record) -> Arc<Result<Arc<Entry>, MetaError>> {
+    rec.memoized(|r| Entry::from_record(r).map(Arc::new))
 }
 
 async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {

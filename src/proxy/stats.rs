@@ -62,6 +62,9 @@ pub struct ProxyStats {
     upstream_requests: AtomicU64,
     upstream_errors: [AtomicU64; UpstreamFailure::ALL.len()],
     collapsed: AtomicU64,
+    /// Cacheable pages served but not stored: the store was busy (its
+    /// write backlog full) or failing.
+    unstored: AtomicU64,
     /// Upstream response time, to the response head.
     pub upstream_latency: Latency,
     /// Client response time, to the response head, by cache status and
@@ -76,6 +79,7 @@ pub struct Counts {
     pub upstream_requests: u64,
     pub upstream_errors: [u64; UpstreamFailure::ALL.len()],
     pub collapsed: u64,
+    pub unstored: u64,
 }
 
 impl ProxyStats {
@@ -86,6 +90,7 @@ impl ProxyStats {
             upstream_requests: self.upstream_requests.load(Relaxed),
             upstream_errors: std::array::from_fn(|i| self.upstream_errors[i].load(Relaxed)),
             collapsed: self.collapsed.load(Relaxed),
+            unstored: self.unstored.load(Relaxed),
         }
     }
 
@@ -106,6 +111,11 @@ impl ProxyStats {
 
     pub fn upstream_request(&self) {
         self.upstream_requests.fetch_add(1, Relaxed);
+    }
+
+    /// A cacheable page the store did not take.
+    pub fn unstored(&self) {
+        self.unstored.fetch_add(1, Relaxed);
     }
 
     pub fn upstream_error(&self, kind: UpstreamFailure) {
@@ -134,6 +144,7 @@ impl ProxyStats {
         );
         let errors: u64 = self.upstream_errors.iter().map(|e| e.load(Relaxed)).sum();
         m.insert("upstream_errors".into(), errors.into());
+        m.insert("unstored".into(), self.unstored.load(Relaxed).into());
         m.into()
     }
 }

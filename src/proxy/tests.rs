@@ -98,9 +98,17 @@ async fn rig(first: Reply) -> Rig {
 }
 
 async fn rig_with(first: Reply, tune: impl FnOnce(&mut ProxyConfig)) -> Rig {
+    rig_on(first, tune, |s| s).await
+}
+
+async fn rig_on(
+    first: Reply,
+    tune: impl FnOnce(&mut ProxyConfig),
+    store: impl FnOnce(MemoryStore) -> MemoryStore,
+) -> Rig {
     let upstream = Upstream::start(first).await;
     let clock = Clock::manual(SystemTime::now());
-    let store = MemoryStore::new(clock.clone());
+    let store = store(MemoryStore::new(clock.clone()));
     let stats = Arc::new(ProxyStats::default());
     let mut cfg = ProxyConfig {
         upstream: UpstreamConfig {
@@ -413,6 +421,38 @@ async fn a_no_cache_page_being_written_is_still_revalidated() {
     let late = late.await.unwrap();
     assert_ne!(late.cache, "HIT", "a no-cache page was reused unvalidated");
     assert_eq!(r.upstream.seen(), 2);
+}
+
+/// With the disk behind (a write held, the backlog full), a fetched page
+/// waits a moment for room, then is served without being stored: pages
+/// cannot pile up in RAM behind a slow disk. Once the write lands, pages
+/// are stored again.
+#[tokio::test]
+async fn a_full_write_backlog_serves_pages_unstored() {
+    let r = rig_on(
+        reply(200, &[TTL]),
+        |_| {},
+        |s| s.with_backlog(1, Duration::from_millis(100)),
+    )
+    .await;
+    let held = r.store.hold_writes().await;
+    assert_eq!(r.get("/first", &[]).await.cache, "MISS");
+    let started = std::time::Instant::now();
+    let second = r.get("/second", &[]).await;
+    assert_eq!((second.status, second.cache.as_str()), (200, "MISS"));
+    assert!(second.body.ends_with("n=2"), "{}", second.body);
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "served before the wait for room ended"
+    );
+    assert_eq!(r.stat("unstored"), 1);
+    drop(held);
+    r.stored(1).await;
+    assert_eq!(r.get("/first", &[]).await.cache, "HIT");
+    assert_eq!(r.get("/second", &[]).await.cache, "MISS", "it was stored");
+    r.stored(2).await;
+    assert_eq!(r.get("/second", &[]).await.cache, "HIT");
+    assert_eq!(r.stat("unstored"), 1);
 }
 
 /// Hit-for-pass keys are request targets, up to 8 KiB each: the map is

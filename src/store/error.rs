@@ -17,6 +17,10 @@ pub enum StoreError {
     /// The shard thread is gone or dropped the request (it panicked).
     #[error("store unavailable")]
     Unavailable,
+    /// The write backlog stayed full (`store::backlog`): the disk is
+    /// behind, and the write was not taken. It may succeed later.
+    #[error("store busy: the disk is behind on writes; try again shortly")]
+    Busy,
 }
 
 /// Why opening failed.
@@ -73,7 +77,7 @@ impl StoreError {
                 OpenError::Db(s) => leveldb_full(s),
                 _ => false,
             },
-            StoreError::Unavailable => false,
+            StoreError::Unavailable | StoreError::Busy => false,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::backlog::{BACKLOG_BYTES, Backlog, ROOM_WAIT, Room};
 use super::error::StoreError;
 use super::lookup::Lookup;
 use super::pages::PageStore;
@@ -20,7 +21,7 @@ use super::purges::PurgeLog;
 use super::record::{Kind, Record};
 use crate::clock::Clock;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     entries: Arc<Mutex<HashMap<Vec<u8>, Record>>>,
     purges: Arc<PurgeLog>,
@@ -30,6 +31,21 @@ pub struct MemoryStore {
     /// Page writes wait for a read lock: [`MemoryStore::hold_writes`] takes
     /// the write lock, as a slow disk would.
     gate: Arc<tokio::sync::RwLock<()>>,
+    backlog: Backlog,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            entries: Arc::default(),
+            purges: Arc::default(),
+            clock: Clock::default(),
+            failing: Arc::default(),
+            writes: Arc::default(),
+            gate: Arc::default(),
+            backlog: Backlog::new(BACKLOG_BYTES, ROOM_WAIT),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -50,6 +66,14 @@ impl MemoryStore {
     /// busy compacting: what happens while a page is being written.
     pub async fn hold_writes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
         self.gate.clone().write_owned().await
+    }
+
+    /// A store whose write backlog holds `bytes`, and whose writers wait
+    /// `wait` for room: what a slow disk does to the proxy, with
+    /// [`MemoryStore::hold_writes`].
+    pub fn with_backlog(mut self, bytes: usize, wait: std::time::Duration) -> MemoryStore {
+        self.backlog = Backlog::new(bytes, wait);
+        self
     }
 
     /// Pages stored so far.
@@ -151,11 +175,13 @@ impl PageStore for MemoryStore {
         variant: Option<(&[u8], Bytes)>,
         record: Record,
         since: u64,
+        room: Room,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let this = self.clone();
         let group = group.to_vec();
         let variant = variant.map(|(suffix, meta)| (suffix.to_vec(), meta));
         async move {
+            let _room = room;
             let _turn = this.gate.read().await;
             this.check()?;
             if this.purges.purged_since(&group, since) {
@@ -166,6 +192,10 @@ impl PageStore for MemoryStore {
             this.writes.fetch_add(1, Ordering::AcqRel);
             Ok(true)
         }
+    }
+
+    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send {
+        self.backlog.reserve(bytes)
     }
 
     fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {

@@ -35,6 +35,8 @@
 //! - `hot`: the hot tier and what gets admitted to it; `busy`: how long
 //!   the thread has been on its current command.
 //!
+//! - [`backlog`]: the bound on writes accepted but not yet on disk.
+//!
 //! Formats and shared pieces: [`record`] (the record and blob-entry codec),
 //! [`keys`] (the key space), `layout` (the data directory),
 //! `purges` (which pages were purged during a fetch), [`error`],
@@ -47,6 +49,7 @@
 //! a data directory is created and recorded in it (`bigcache.meta`), since
 //! the key-to-shard mapping depends on it.
 
+pub mod backlog;
 mod blobs;
 pub mod budget;
 mod busy;
@@ -78,6 +81,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
+use backlog::Room;
 use command::Command;
 use handle::ShardHandle;
 use shard::{Shard, ShardConfig};
@@ -180,6 +184,8 @@ pub struct Store {
     limits: budget::Limits,
     /// Reads per key since the evictor last looked (`store::hotness`).
     hotness: Arc<hotness::Hotness>,
+    /// Writes taken but not yet on disk, bounded (`store::backlog`).
+    backlog: backlog::Backlog,
 }
 
 /// Counters in the hotness table: 4 MiB, whatever the number of pages.
@@ -251,6 +257,7 @@ impl Store {
             clock: cfg.clock.clone(),
             limits,
             hotness,
+            backlog: backlog::Backlog::new(backlog::BACKLOG_BYTES, backlog::ROOM_WAIT),
         })
     }
 
@@ -295,6 +302,7 @@ impl Store {
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
+        let _room = self.backlog.reserve(record.encoded_len()).await?;
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
         shard
@@ -309,6 +317,7 @@ impl Store {
         key: &[u8],
         record: Record,
     ) -> Result<bool, StoreError> {
+        let _room = self.backlog.reserve(record.encoded_len()).await?;
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
         shard
@@ -435,6 +444,7 @@ impl Store {
         variant: Option<(&[u8], Bytes)>,
         record: Record,
         since: u64,
+        _room: Room,
     ) -> Result<bool, StoreError> {
         let key = keys::entry_key(Namespace::Page, group);
         let shard = self.shard(&key);
@@ -747,8 +757,13 @@ impl PageStore for Store {
         variant: Option<(&[u8], Bytes)>,
         record: Record,
         since: u64,
+        room: Room,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        Store::put_page(self, group, variant, record, since)
+        Store::put_page(self, group, variant, record, since, room)
+    }
+
+    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send {
+        self.backlog.reserve(bytes)
     }
 
     fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {

@@ -20,6 +20,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+use super::backlog::Room;
 use super::error::StoreError;
 use super::lookup::Lookup;
 use super::record::Record;
@@ -29,15 +30,22 @@ pub trait PageStore: Clone + Send + Sync + 'static {
     /// The entry at page key `key`: a page, or a group record.
     fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
+    /// Room in the store's write backlog for a write of `bytes`
+    /// (`store::backlog`): taken before a fetched page is served, so pages
+    /// waiting for a disk that fell behind cannot pile up in RAM.
+    /// [`StoreError::Busy`] when none came in time.
+    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send;
+
     /// Stores a page under `group`, or as variant `(suffix, group meta)` of
     /// it, unless it was purged after purge point `since`; returns whether
-    /// it was stored.
+    /// it was stored. `room` is given back when the write is done.
     fn put_page(
         &self,
         group: &[u8],
         variant: Option<(&[u8], Bytes)>,
         record: Record,
         since: u64,
+        room: Room,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Purges the page (every variant) at `key`; returns whether a live one
