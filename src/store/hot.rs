@@ -22,7 +22,23 @@ pub struct ByBytes;
 impl quick_cache::Weighter<Bytes, Record> for ByBytes {
     fn weight(&self, key: &Bytes, rec: &Record) -> u64 {
         // 64: rough per-entry bookkeeping, so tiny entries still count.
-        (key.len() + rec.meta.len() + rec.body.len() + 64) as u64
+        let stored = key.len() + rec.meta.len() + rec.body.len() + rec.tags.as_bytes().len() + 64;
+        (stored + decoded_estimate(rec)) as u64
+    }
+}
+
+/// What a proxied page's record costs once it has been read: the decoded
+/// response kept with it (`Record::memo`) holds its headers twice, as the
+/// stored response and as the head every hit is answered with, each a
+/// `HeaderMap` entry of about a hundred bytes plus index slots per header,
+/// where the record spends about forty bytes per header. Counted when the
+/// entry enters the tier, decoded or not yet, so the budget bounds what
+/// the tier holds after its hits too.
+fn decoded_estimate(rec: &Record) -> usize {
+    const ENTRY: usize = 256;
+    match rec.kind {
+        super::record::Kind::Http => ENTRY + rec.meta.len() * 8,
+        _ => 0,
     }
 }
 
@@ -81,6 +97,26 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxied_page_weighs_its_decoded_headers_too() {
+        use quick_cache::Weighter;
+        let rec = |kind| Record {
+            kind,
+            created_at: 0,
+            expires_at: None,
+            meta: Bytes::from(vec![0; 500]),
+            body: Bytes::from(vec![0; 20_000]),
+            tags: Default::default(),
+            stale_since: None,
+            memo: Default::default(),
+        };
+        let key = Bytes::from_static(b"p/x");
+        let page = ByBytes.weight(&key, &rec(super::super::record::Kind::Http));
+        let value = ByBytes.weight(&key, &rec(super::super::record::Kind::Json));
+        assert_eq!(value, 3 + 500 + 20_000 + 64);
+        assert!(page >= value + 4_000, "{page}");
+    }
 
     #[test]
     fn a_page_is_admitted_on_its_second_cold_read() {
