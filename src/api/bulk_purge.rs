@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::error::ApiError;
 use super::purge::{self, Mode};
@@ -45,7 +46,7 @@ pub struct PurgeRequest {
     responses((status = 200, description = "{paths: {path: 0|1}, prefixes: {prefix: count}, tags: {tag: count}, purged: total}"),
               (status = 400, description = "Over 1000 items, an empty prefix, a key over the length limit, or a tag that breaks the limits"),
               (status = 422, description = "Not {paths, prefixes, tags, soft} (an unknown field is named)")))]
-pub async fn purge(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+pub async fn purge(State(st): State<Arc<ApiState>>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, &st.limits).await?;
     let req: PurgeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Unprocessable(format!(

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::error::ApiError;
 use super::{ApiState, key, read_body, rest};
@@ -33,7 +34,11 @@ fn one() -> i64 {
     responses((status = 200, description = "{key, value}: the new value"),
               (status = 404, description = "Missing or expired"),
               (status = 409, description = "Not an integer, or the sum overflows 64 bits")))]
-pub async fn incr(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+pub async fn incr(
+    State(st): State<Arc<ApiState>>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/incr/"), uri.query(), st.limits.max_key)?;
     let body = read_body(body, &st.limits).await?;
     let delta = if body.iter().all(u8::is_ascii_whitespace) {

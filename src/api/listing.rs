@@ -7,6 +7,7 @@
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::ApiState;
 use super::error::ApiError;
@@ -34,7 +35,7 @@ pub struct KeysQuery {
     responses((status = 200, description = "{keys: [...], next}: next is the cursor for the following page, null after the last; a page may be short, even empty, and have a next"),
               (status = 400, description = "A limit over 1000, or a prefix over the key length limit")))]
 pub async fn keys(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     Query(q): Query<KeysQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(MAX_PAGE);

@@ -5,6 +5,7 @@
 //! once decoded. At most [`MAX_KEYS`] keys per call, within the body limit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -71,7 +72,7 @@ fn keys(st: &ApiState, given: Vec<String>) -> Result<Vec<String>, ApiError> {
 #[utoipa::path(post, path = "/many/get", request_body = KeysRequest,
     responses((status = 200, description = "{values: {key: {value: <base64>, expire}}, skipped: [keys not read]}"),
               (status = 400, description = "Over 1000 keys, or a bad key")))]
-pub async fn get_many(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+pub async fn get_many(State(st): State<Arc<ApiState>>, body: Body) -> Result<Response, ApiError> {
     let req: KeysRequest = parse(&st, body).await?;
     let mut values = BTreeMap::new();
     // The answer is bounded like a request body: past the limit the
@@ -110,7 +111,7 @@ pub async fn get_many(State(st): State<ApiState>, body: Body) -> Result<Response
     responses((status = 200, description = "{stored}"),
               (status = 400, description = "Over 1000 items, or a bad key"),
               (status = 422, description = "A value that is not base64, or a bad lifetime")))]
-pub async fn set_many(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+pub async fn set_many(State(st): State<Arc<ApiState>>, body: Body) -> Result<Response, ApiError> {
     let req: SetManyRequest = parse(&st, body).await?;
     if req.items.len() > MAX_KEYS {
         return Err(ApiError::BadRequest(format!(
@@ -151,7 +152,10 @@ pub async fn set_many(State(st): State<ApiState>, body: Body) -> Result<Response
 #[utoipa::path(post, path = "/many/delete", request_body = KeysRequest,
     responses((status = 200, description = "{deleted}: how many were there"),
               (status = 400, description = "Over 1000 keys, or a bad key")))]
-pub async fn delete_many(State(st): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+pub async fn delete_many(
+    State(st): State<Arc<ApiState>>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let req: KeysRequest = parse(&st, body).await?;
     let mut deleted = 0u64;
     for key in keys(&st, req.keys)? {

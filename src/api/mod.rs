@@ -75,6 +75,9 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
+    // One reference count per request instead of a clone of every field:
+    // axum clones the state for each handler and middleware.
+    let state = Arc::new(state);
     let api = Router::new()
         .route(
             "/cache/{*key}",
@@ -123,7 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::NotFound("Not Found".into()) })
 }
 
-async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+async fn require_token(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
         let given = req
             .headers()
@@ -147,7 +150,7 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
 /// - a write (`POST /cache`, `POST /pickle`) without a content type, or with
 ///   one a form or a no-cors `fetch` can send: such requests need no CORS
 ///   preflight, so a page could send them blind.
-async fn guard_browsers(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+async fn guard_browsers(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     match browser_problem(&st, &req) {
         Some(e) => e.into_response(),
         None => next.run(req).await,
@@ -406,7 +409,11 @@ pub struct SetRequest<'a> {
     responses((status = 200, description = "Stored: {key, value, expire}"),
               (status = 413, description = "Body too large"),
               (status = 422, description = "Malformed JSON or duration")))]
-async fn set_value(State(st): State<ApiState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn set_value(
+    State(st): State<Arc<ApiState>>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
     let body = read_body(body, &st.limits).await?;
     if nesting_depth(&body) > MAX_JSON_DEPTH {
@@ -467,7 +474,7 @@ async fn lookup(st: &ApiState, key: &str) -> Result<Record, ApiError> {
     responses((status = 200, description = "{key, value, expire, duration}"),
               (status = 404, description = "Missing or expired"),
               (status = 409, description = "Stored as raw bytes; use /pickle")))]
-async fn get_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+async fn get_value(State(st): State<Arc<ApiState>>, uri: Uri) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/cache/"), uri.query(), st.limits.max_key)?;
     let rec = lookup(&st, &key).await?;
     if rec.kind != Kind::Json {
@@ -493,7 +500,7 @@ async fn get_value(State(st): State<ApiState>, uri: Uri) -> Result<Response, Api
     responses((status = 200, description = "{message}"), (status = 404, description = "Absent"),
               (status = 412, description = "X-Bigcache-If-Equals given and the value differs")))]
 async fn delete_value(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -566,7 +573,7 @@ const IF_EQUALS_HEADER: &str = "x-bigcache-if-equals";
            ("X-Bigcache-Mode" = Option<String>, Header, description = "`add`: store only if absent (409 otherwise)")),
     responses((status = 200, description = "{key, expire, size}"), (status = 409, description = "Exists (mode add)")))]
 async fn set_bytes(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -650,7 +657,7 @@ fn header_deadline(headers: &HeaderMap, now: u64) -> Result<Option<u64>, ApiErro
            ("X-Bigcache-Expire" = Option<f64>, Header, description = "New absolute expiry, unix seconds")),
     responses((status = 200, description = "{key, expire}"), (status = 404, description = "Absent")))]
 async fn touch_bytes(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -675,7 +682,7 @@ async fn touch_bytes(
     params(("key" = String, Path, description = "Cache key")),
     responses((status = 200, description = "The stored bytes; headers X-Bigcache-Expire (unix seconds) and X-Bigcache-TTL (seconds left) when it expires", content_type = "application/octet-stream"),
               (status = 404, description = "Missing or expired")))]
-async fn get_bytes(State(st): State<ApiState>, uri: Uri) -> Result<Response, ApiError> {
+async fn get_bytes(State(st): State<Arc<ApiState>>, uri: Uri) -> Result<Response, ApiError> {
     let key = key::entry_key(rest(&uri, "/pickle/"), uri.query(), st.limits.max_key)?;
     let rec = lookup(&st, &key).await?;
     let content_type = match rec.kind {
@@ -733,7 +740,7 @@ struct DiskStat {
 /// Hit, miss, expiry and delete counters since start; `proxy` holds the
 /// proxy's counters by `X-Cache` status and its upstream requests.
 #[utoipa::path(get, path = "/stat", responses((status = 200, body = StatResponse)))]
-async fn stat(State(st): State<ApiState>) -> Response {
+async fn stat(State(st): State<Arc<ApiState>>) -> Response {
     // Measured by the budget's task; without a budget, now (a directory
     // walk: off the async threads).
     let mut used = st
@@ -770,7 +777,7 @@ async fn stat(State(st): State<ApiState>) -> Response {
 
 /// Counts every REST request by endpoint and status class, refusals by the
 /// token and browser guards included.
-async fn count_requests(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+async fn count_requests(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let endpoint = crate::metrics::Endpoint::of(req.uri().path());
     // The REST side of the access log, at debug level (`--log
     // bigcache::api=debug`): the method, the endpoint, the status.
@@ -792,7 +799,7 @@ async fn count_requests(State(st): State<ApiState>, req: Request, next: Next) ->
 
 /// Prometheus metrics, text format 0.0.4 (behind `--api-token` like the
 /// rest: Prometheus scrapes with a bearer token).
-async fn metrics(State(st): State<ApiState>) -> Response {
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let body = crate::metrics::encode(&st.metrics);
     (
         [(
@@ -806,7 +813,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
 
 /// Number of live entries. Walks the whole store: for occasional use.
 #[utoipa::path(get, path = "/stat/count", responses((status = 200, description = "{count, tag_rows}: live entries, and rows in the tag index (one per tag of each stored page)")))]
-async fn stat_count(State(st): State<ApiState>) -> Result<Response, ApiError> {
+async fn stat_count(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let count = st.store.count(&Namespace::ALL).await?;
     let tag_rows = st.store.tag_rows().await?;
     Ok(axum::Json(serde_json::json!({ "count": count, "tag_rows": tag_rows })).into_response())
@@ -822,7 +829,7 @@ async fn clear_by_get() -> ApiError {
 /// Empty the whole cache (POST or DELETE; GET, the original's form, is
 /// refused with a message).
 #[utoipa::path(post, path = "/clear", responses((status = 200, description = "{message}")))]
-async fn clear(State(st): State<ApiState>) -> Result<Response, ApiError> {
+async fn clear(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     st.store.clear().await?;
     tracing::info!("cache cleared");
     Ok(axum::Json(serde_json::json!({ "message": "cache cleared." })).into_response())

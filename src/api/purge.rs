@@ -7,6 +7,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 use super::error::ApiError;
 use super::{ApiState, key, rest};
@@ -228,7 +229,7 @@ pub async fn tag(st: &ApiState, tag: &[u8], mode: Mode) -> Result<Reached, ApiEr
            ("X-Bigcache-Purge" = Option<String>, Header, description = "`soft`: mark the pages stale instead (values are deleted either way); `soft, warm`: and refresh them at once")),
     responses((status = 200, description = "{message, count}: count is the number of live entries and pages purged"), (status = 400, description = "Empty prefix")))]
 pub async fn delete_prefix(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -263,7 +264,7 @@ pub async fn empty_prefix() -> ApiError {
     responses((status = 200, description = "{message, count[, warming]}: count is the number of live pages purged; warming, how many were queued for a refresh"),
               (status = 400, description = "A tag that breaks the limits")))]
 pub async fn delete_tag(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

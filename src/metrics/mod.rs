@@ -242,6 +242,12 @@ impl Collector for Counters {
             "Store commands that held a shard thread 20 ms or more (compactions run inline)",
             &[(&[], load(&store.slow_commands))],
         )?;
+        counter(
+            &mut enc,
+            "store_grouped_puts",
+            "Writes that shared one LevelDB batch with others queued behind the same shard (group commit)",
+            &[(&[], load(&store.grouped_puts))],
+        )?;
         let m = enc.encode_descriptor(
             "store_slow_command_time",
             "How long those slow commands took",

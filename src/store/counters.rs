@@ -15,6 +15,8 @@ pub struct Counters {
     pub slow_commands: AtomicU64,
     /// How long those commands took.
     pub slow_command_time: Latency,
+    /// Puts written in a batch with others (`Shard::put_group`).
+    pub grouped_puts: AtomicU64,
     /// Cold reads sent to the mirror because the shard thread was busy.
     pub mirror_busy: AtomicU64,
     /// Cold reads also asked of the mirror because the shard was late.
@@ -44,6 +46,10 @@ impl Counters {
     pub fn slow(&self, took: Duration) {
         self.slow_commands.fetch_add(1, Relaxed);
         self.slow_command_time.observe(took);
+    }
+
+    pub fn grouped(&self, puts: usize) {
+        self.grouped_puts.fetch_add(puts as u64, Relaxed);
     }
 
     pub fn bump(counter: &AtomicU64) {

@@ -177,7 +177,7 @@ pub struct StoreConfig {
 pub struct Store {
     shards: Arc<[ShardHandle]>,
     counters: Arc<counters::Counters>,
-    dir: PathBuf,
+    dir: Arc<std::path::Path>,
     /// Page purges, so a page fetched before one is not stored after it.
     purges: Arc<purges::PurgeLog>,
     clock: Clock,
@@ -252,7 +252,7 @@ impl Store {
         Ok(Store {
             counters,
             shards: shards.into(),
-            dir: cfg.dir.clone(),
+            dir: cfg.dir.as_path().into(),
             purges,
             clock: cfg.clock.clone(),
             limits,

@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::busy::Busy;
 use super::command::{Command, DeleteIf, Incr, KeysPage, PrefixStep};
@@ -97,6 +97,38 @@ pub struct Shard {
     opened_at: Instant,
 }
 
+/// The most puts written as one batch: a group holds its callers no
+/// longer than a batch this size takes to write.
+const GROUP_MAX: usize = 32;
+
+/// A `Command::Put`, taken apart to join a group.
+struct Put {
+    key: Vec<u8>,
+    record: Record,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// `first` and the puts queued right behind it, for distinct keys (a key
+/// twice in one batch would stage its second value against a first that
+/// is not written yet), up to [`GROUP_MAX`]. Whatever else comes first is
+/// left in `next`, so commands still run in the order they were sent.
+fn gather(first: Put, rx: &mut mpsc::Receiver<Command>, next: &mut Option<Command>) -> Vec<Put> {
+    let mut puts = vec![first];
+    while puts.len() < GROUP_MAX {
+        match rx.try_recv() {
+            Ok(Command::Put { key, record, reply }) if !puts.iter().any(|p| p.key == key) => {
+                puts.push(Put { key, record, reply });
+            }
+            Ok(cmd) => {
+                *next = Some(cmd);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    puts
+}
+
 impl Shard {
     /// Opens the shard; runs on the caller's thread so a startup failure is
     /// reported before the server accepts anything.
@@ -161,7 +193,17 @@ impl Shard {
     /// sender is gone. A panic inside one command is contained: that caller
     /// gets an error, the DB is reopened, and the shard keeps serving.
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.blocking_recv() {
+        // A command taken from the channel while gathering a group of puts
+        // that could not join it: the next to execute.
+        let mut next: Option<Command> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(cmd) => cmd,
+                None => match rx.blocking_recv() {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
             if let Command::Shutdown { reply } = cmd {
                 self.shut_down();
                 let _ = reply.send(());
@@ -170,7 +212,13 @@ impl Shard {
             let name = cmd.name();
             let started = Instant::now();
             self.busy.start();
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.execute(cmd)));
+            let outcome = match cmd {
+                Command::Put { key, record, reply } => {
+                    let puts = gather(Put { key, record, reply }, &mut rx, &mut next);
+                    catch_unwind(AssertUnwindSafe(|| self.put_group(puts)))
+                }
+                cmd => catch_unwind(AssertUnwindSafe(|| self.execute(cmd))),
+            };
             self.busy.idle();
             let took = started.elapsed();
             if took >= SLOW_COMMAND {
@@ -199,6 +247,7 @@ impl Shard {
             // IDLE_REOPEN, since a reopen flushes the memtable (a stepped
             // purge would otherwise pay it between every two steps).
             if self.db.iterated
+                && next.is_none()
                 && rx.is_empty()
                 && self.opened_at.elapsed() >= IDLE_REOPEN
                 && self.reopen().is_err()
@@ -671,17 +720,49 @@ impl Shard {
 
     fn put(&mut self, key: Vec<u8>, record: Record) -> Result<(), StoreError> {
         let mut tx = Tx::default();
-        let old = self.stage_old(&mut tx, &key)?;
+        self.stage_put(&mut tx, &key, &record)?;
+        self.commit(tx)?;
+        self.hot.insert(Bytes::from(key), record);
+        Ok(())
+    }
+
+    /// Stages storing `record` at `key`, replacing what is there.
+    fn stage_put(&mut self, tx: &mut Tx, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        let old = self.stage_old(tx, key)?;
         // A page that used to vary and no longer does: its variants go.
         if record.kind == Kind::Http
             && let Some(old) = old.filter(|s| s.record.kind == Kind::Group)
         {
-            self.drop_members(&mut tx, &key, &old.record)?;
+            self.drop_members(tx, key, &old.record)?;
         }
-        self.stage_write(&mut tx, &key, &record)?;
-        self.commit(tx)?;
-        self.hot.insert(Bytes::from(key), record);
-        Ok(())
+        self.stage_write(tx, key, record)
+    }
+
+    /// Puts of distinct keys, written as one LevelDB batch (group commit):
+    /// one log write and one batch for the mirror instead of one each.
+    /// If any of them cannot be staged or the batch cannot be written, each
+    /// is retried alone, so every caller gets its own put's outcome (a blob
+    /// appended for the group is then left unreferenced, as after any
+    /// failed write, for the collector to reclaim).
+    fn put_group(&mut self, puts: Vec<Put>) {
+        self.ensure_open();
+        if puts.len() > 1 {
+            let mut tx = Tx::default();
+            let staged = puts
+                .iter()
+                .try_for_each(|p| self.stage_put(&mut tx, &p.key, &p.record));
+            if staged.and_then(|()| self.commit(tx)).is_ok() {
+                self.counters.grouped(puts.len());
+                for p in puts {
+                    self.hot.insert(Bytes::from(p.key), p.record);
+                    let _ = p.reply.send(Ok(()));
+                }
+                return;
+            }
+        }
+        for p in puts {
+            let _ = p.reply.send(self.put(p.key, p.record));
+        }
     }
 
     /// Stores `record` as variant `member` of the group at `group_key`,
@@ -1171,6 +1252,79 @@ mod tests {
         let (freed, _) = o.shard.collect(1 << 20).unwrap();
         assert!(freed > 0, "the dead file was kept");
         assert_eq!(body(o.shard.get(b"pa\0").unwrap()), None);
+    }
+
+    fn put_of(key: &[u8], body: &[u8]) -> (Put, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let put = Put {
+            key: key.to_vec(),
+            record: record(Kind::Bytes, body, None),
+            reply,
+        };
+        (put, rx)
+    }
+
+    #[test]
+    fn grouped_puts_are_written_and_counted_as_if_one_at_a_time() {
+        let mut o = open();
+        let keys: [&[u8]; 3] = [b"va", b"vb", b"vc"];
+        let mut file = None;
+        for round in [b'1', b'2'] {
+            let (puts, replies): (Vec<_>, Vec<_>) =
+                keys.iter().map(|k| put_of(k, &vec![round; 3_000])).unzip();
+            o.shard.put_group(puts);
+            for mut rx in replies {
+                assert!(
+                    matches!(rx.try_recv(), Ok(Ok(()))),
+                    "every caller is answered"
+                );
+            }
+            let mut entries = 0;
+            for k in keys {
+                let got = body(o.shard.get(k).unwrap()).expect("stored");
+                assert_eq!(&got[..], &vec![round; 3_000][..]);
+                let r = o.shard.db.stored(k).unwrap().unwrap().blob.unwrap();
+                assert_eq!(*file.get_or_insert(r.file), r.file, "one blob file here");
+                entries += r.entry_len(k.len());
+            }
+            // The second round's batch took the first round's bytes off.
+            let live = o
+                .shard
+                .space
+                .live_of(&mut o.shard.db, file.unwrap())
+                .unwrap();
+            assert_eq!(live, entries, "round {}", round as char);
+        }
+        let grouped = o
+            .shard
+            .counters
+            .grouped_puts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(grouped, 6);
+    }
+
+    #[test]
+    fn a_group_stops_at_a_repeated_key_and_keeps_the_order() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let send = |c: Command| tx.try_send(c).map_err(|_| ()).unwrap();
+        for (k, b) in [(b"k2", b"x"), (b"k3", b"x"), (b"k1", b"y"), (b"k4", b"x")] {
+            let (p, _rx) = put_of(k, b);
+            send(Command::Put {
+                key: p.key,
+                record: p.record,
+                reply: p.reply,
+            });
+        }
+        let (first, _rx) = put_of(b"k1", b"x");
+        let mut next = None;
+        let group = gather(first, &mut rx, &mut next);
+        let keys: Vec<_> = group.iter().map(|p| p.key.clone()).collect();
+        assert_eq!(keys, [b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec()]);
+        assert!(
+            matches!(&next, Some(Command::Put { key, .. }) if key == b"k1"),
+            "the repeated key waits for the next batch"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Command::Put { key, .. }) if key == b"k4"));
     }
 
     #[test]
