@@ -53,8 +53,8 @@
 # Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
 # BASELINE_BIN (another bigcache binary, e.g. an earlier commit's build: the
-# hot and cold scenarios then measure it too, in the same run, as "bigcache
-# baseline" / "baseline").
+# hot, cold, rest and sync scenarios then measure it too, in the same run,
+# as "bigcache baseline" / "baseline").
 # Servers run on core 0, wrk on core 1: check the machine is otherwise idle,
 # and compare figures within one run only.
 set -euo pipefail
@@ -417,6 +417,16 @@ scenario_rest() {
     header
     row "bigcache get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
     row "bigcache post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        kill "$(cat "$work/rest.pid")"
+        api=$(free_port)
+        start_bigcache rest-base "$api" "$(free_port)" 9 "$BASELINE_BIN"
+        for i in $(seq 0 $((KEYS - 1))); do
+            curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$work/body.json" "http://127.0.0.1:$api/cache/bench/$i"
+        done
+        row "baseline get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
+        row "baseline post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
+    fi
     echo "  (the original Python server, same load on the same kind of machine: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
 }
 
@@ -424,16 +434,21 @@ scenario_sync() {
     echo "== --sync: REST POSTs of $SIZE-byte values over $KEYS keys, wrk -t1 -c$CONNS -d$DURATION, without and with fsync per write"
     rest_scripts
     header
-    local api
-    for mode in nosync sync; do
-        api=$(free_port)
-        if [ "$mode" = sync ]; then
-            start_bigcache "$mode" "$api" "$(free_port)" 9 target/release/bigcache --sync
-        else
-            start_bigcache "$mode" "$api" "$(free_port)" 9
-        fi
-        row "bigcache post ($mode)" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/$mode.pid")" -
-        kill "$(cat "$work/$mode.pid")"
+    local api bin label
+    local bins=(target/release/bigcache) labels=(bigcache)
+    [ -n "${BASELINE_BIN:-}" ] && { bins+=("$BASELINE_BIN"); labels+=(baseline); }
+    for i in "${!bins[@]}"; do
+        bin=${bins[$i]} label=${labels[$i]}
+        for mode in nosync sync; do
+            api=$(free_port)
+            if [ "$mode" = sync ]; then
+                start_bigcache "$label-$mode" "$api" "$(free_port)" 9 "$bin" --sync
+            else
+                start_bigcache "$label-$mode" "$api" "$(free_port)" 9 "$bin"
+            fi
+            row "$label post ($mode)" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/$label-$mode.pid")" -
+            kill "$(cat "$work/$label-$mode.pid")"
+        done
     done
 }
 
