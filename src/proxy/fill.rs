@@ -404,9 +404,10 @@ impl<S: PageStore> Proxy<S> {
         // Room for the write before anyone is served: with the disk behind,
         // fetched pages wait here (a moment, then go unstored) instead of
         // piling up in RAM behind the shard threads.
-        let room = self.store.reserve(record.encoded_len()).await;
+        let room = self.store.reserve(&key.group, record.encoded_len()).await;
         self.pass.remove(&key.group);
-        // Everyone waiting is served now; nobody waits for the disk write.
+        // Everyone waiting is served now; nobody waits for the disk write
+        // (only, with the backlog full, for room in it).
         let mut permit = permit;
         permit.announce(Outcome::Entry {
             entry,
@@ -493,7 +494,13 @@ impl<S: PageStore> Proxy<S> {
             Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
             Err(e) => {
                 self.stats.unstored();
-                tracing::warn!(error = %e, "storing a page failed; served uncached");
+                // A disk that is behind turns away every page for a while:
+                // the counter says how many, the log only that it happens.
+                if matches!(e, StoreError::Busy) {
+                    tracing::debug!("the store is behind on writes; page served unstored");
+                } else {
+                    tracing::warn!(error = %e, "storing a page failed; served uncached");
+                }
             }
         }
     }
@@ -554,7 +561,7 @@ impl<S: PageStore> Proxy<S> {
                 }
                 let names = key::vary_names(&e.headers);
                 let (entry, record) = stored_form(e);
-                let room = self.store.reserve(record.encoded_len()).await;
+                let room = self.store.reserve(&key.group, record.encoded_len()).await;
                 // Purged meanwhile: the stored copy stays gone.
                 self.store_entry(
                     key,

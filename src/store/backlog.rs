@@ -10,8 +10,10 @@
 //! from 180 MB to 488 MB. With the bound, a writer that finds no room
 //! waits a moment; if the disk is still behind, the page is served without
 //! being stored, and a REST write is refused with a 503 the client can
-//! retry. Memory stays at the hot tier plus this bound, however slow the
-//! disk.
+//! retry. Each shard has its own share, so one shard stalled in a
+//! compaction turns away only its own writes. However slow the disk,
+//! queued writes hold at most this bound; beyond it, only the pages still
+//! waiting for room are in RAM, one per request in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::StoreError;
 
-/// The bound. A write larger than all of it takes all of it.
+/// The bound, shared out evenly between the shards. A write larger than
+/// its shard's share takes all of it.
 pub const BACKLOG_BYTES: usize = 16 << 20;
 
 /// Permits count units of this many bytes, so a semaphore's `u32` permits
@@ -42,6 +45,14 @@ pub struct Backlog {
 #[must_use = "the room is given back when this is dropped"]
 pub struct Room {
     _held: Option<OwnedSemaphorePermit>,
+}
+
+impl Room {
+    /// Room from no backlog, for tests that build commands by hand.
+    #[cfg(test)]
+    pub fn unbounded() -> Room {
+        Room { _held: None }
+    }
 }
 
 impl Backlog {

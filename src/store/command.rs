@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::backlog::Room;
 use super::error::StoreError;
 use super::lookup::Lookup;
 use super::record::Record;
@@ -18,6 +19,8 @@ pub enum Command {
     Put {
         key: Vec<u8>,
         record: Record,
+        /// Its room in the write backlog, given back once it is written.
+        room: Room,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Stores `record` only if no live entry is at `key`; replies whether
@@ -25,6 +28,7 @@ pub enum Command {
     PutIfAbsent {
         key: Vec<u8>,
         record: Record,
+        room: Room,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Adds `delta` to the integer a live entry holds, keeping its
@@ -66,6 +70,7 @@ pub enum Command {
         member: Option<(Vec<u8>, Bytes)>,
         record: Record,
         since: u64,
+        room: Room,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// Replies whether a live entry was there (`count` 1 or 0). Deleting a

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::backlog::Backlog;
 use super::busy::Busy;
 use super::command::Command;
 use super::counters::Counters;
@@ -28,6 +29,9 @@ pub struct ShardHandle {
     pub busy: Busy,
     pub counters: std::sync::Arc<super::counters::Counters>,
     pub thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// This shard's share of the write backlog (`store::backlog`): a
+    /// shard stalled in a compaction fills its own, not the others'.
+    pub backlog: Backlog,
 }
 
 /// Sends a command made with a fresh reply channel and awaits the reply.

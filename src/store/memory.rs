@@ -194,7 +194,11 @@ impl PageStore for MemoryStore {
         }
     }
 
-    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send {
+    fn reserve(
+        &self,
+        _group: &[u8],
+        bytes: usize,
+    ) -> impl Future<Output = Result<Room, StoreError>> + Send {
         self.backlog.reserve(bytes)
     }
 

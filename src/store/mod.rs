@@ -184,8 +184,6 @@ pub struct Store {
     limits: budget::Limits,
     /// Reads per key since the evictor last looked (`store::hotness`).
     hotness: Arc<hotness::Hotness>,
-    /// Writes taken but not yet on disk, bounded (`store::backlog`).
-    backlog: backlog::Backlog,
 }
 
 /// Counters in the hotness table: 4 MiB, whatever the number of pages.
@@ -240,6 +238,7 @@ impl Store {
                 busy,
                 counters: counters.clone(),
                 thread: std::sync::Mutex::new(Some(thread)),
+                backlog: backlog::Backlog::new(backlog::BACKLOG_BYTES / n, backlog::ROOM_WAIT),
             });
         }
         counters.disk_budget.store(
@@ -257,7 +256,6 @@ impl Store {
             clock: cfg.clock.clone(),
             limits,
             hotness,
-            backlog: backlog::Backlog::new(backlog::BACKLOG_BYTES, backlog::ROOM_WAIT),
         })
     }
 
@@ -302,11 +300,18 @@ impl Store {
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
-        let _room = self.backlog.reserve(record.encoded_len()).await?;
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
+        // The command carries its room: a caller that goes away leaves the
+        // write queued, and still counted, until the shard has done it.
+        let room = shard.backlog.reserve(record.encoded_len()).await?;
         shard
-            .call(|reply| Command::Put { key, record, reply })
+            .call(|reply| Command::Put {
+                key,
+                record,
+                room,
+                reply,
+            })
             .await
     }
 
@@ -317,11 +322,16 @@ impl Store {
         key: &[u8],
         record: Record,
     ) -> Result<bool, StoreError> {
-        let _room = self.backlog.reserve(record.encoded_len()).await?;
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
+        let room = shard.backlog.reserve(record.encoded_len()).await?;
         shard
-            .call(|reply| Command::PutIfAbsent { key, record, reply })
+            .call(|reply| Command::PutIfAbsent {
+                key,
+                record,
+                room,
+                reply,
+            })
             .await
     }
 
@@ -444,7 +454,7 @@ impl Store {
         variant: Option<(&[u8], Bytes)>,
         record: Record,
         since: u64,
-        _room: Room,
+        room: Room,
     ) -> Result<bool, StoreError> {
         let key = keys::entry_key(Namespace::Page, group);
         let shard = self.shard(&key);
@@ -455,6 +465,7 @@ impl Store {
                 member,
                 record,
                 since,
+                room,
                 reply,
             })
             .await
@@ -762,8 +773,13 @@ impl PageStore for Store {
         Store::put_page(self, group, variant, record, since, room)
     }
 
-    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send {
-        self.backlog.reserve(bytes)
+    fn reserve(
+        &self,
+        group: &[u8],
+        bytes: usize,
+    ) -> impl Future<Output = Result<Room, StoreError>> + Send {
+        let shard = self.shard(&keys::entry_key(Namespace::Page, group));
+        shard.backlog.reserve(bytes)
     }
 
     fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
@@ -941,6 +957,78 @@ mod tests {
                 );
             }
         }
+        store.shutdown().await;
+    }
+
+    /// Commands queued behind a busy shard run in the order they were
+    /// sent, whether or not their puts share a batch. (Reads are left out:
+    /// while the shard is busy the mirror answers them, with what was
+    /// acknowledged so far.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_commands_keep_their_order_through_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        let big = |c: u8| record(&[c; 2_000]);
+        stall(&store, 300).await;
+        let mut tasks = Vec::new();
+        // Sent one after another: each task is in the queue before the next.
+        macro_rules! queue {
+            ($e:expr) => {{
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move { $e(store).await }));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }};
+        }
+        queue!(|s: Store| async move {
+            s.put(Namespace::Value, b"a", big(b'1'))
+                .await
+                .map(|()| None)
+        });
+        queue!(|s: Store| async move {
+            s.put(Namespace::Value, b"b", big(b'2'))
+                .await
+                .map(|()| None)
+        });
+        queue!(|s: Store| async move {
+            s.put(Namespace::Value, b"a", big(b'3'))
+                .await
+                .map(|()| None)
+        });
+        queue!(|s: Store| async move {
+            s.delete(Namespace::Value, b"b")
+                .await
+                .map(|d| d.then(Bytes::new))
+        });
+        queue!(|s: Store| async move {
+            s.put(Namespace::Value, b"c", big(b'4'))
+                .await
+                .map(|()| None)
+        });
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap().unwrap());
+        }
+        assert_eq!(got[3], Some(Bytes::new()), "the delete found b");
+        let now = |k: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                match store.get(Namespace::Value, k).await.unwrap() {
+                    Lookup::Hit(r) => Some(r.body[0]),
+                    _ => None,
+                }
+            }
+        };
+        assert_eq!(now(b"a").await, Some(b'3'));
+        assert_eq!(now(b"b").await, None);
+        assert_eq!(now(b"c").await, Some(b'4'));
+        let grouped = store
+            .counters()
+            .grouped_puts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            grouped, 2,
+            "a then b shared a batch; the second a did not join it"
+        );
         store.shutdown().await;
     }
 

@@ -30,11 +30,15 @@ pub trait PageStore: Clone + Send + Sync + 'static {
     /// The entry at page key `key`: a page, or a group record.
     fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
-    /// Room in the store's write backlog for a write of `bytes`
-    /// (`store::backlog`): taken before a fetched page is served, so pages
-    /// waiting for a disk that fell behind cannot pile up in RAM.
+    /// Room in the store's write backlog for a write of `bytes` under
+    /// `group` (`store::backlog`): taken before a fetched page is served,
+    /// so pages waiting for a disk that fell behind cannot pile up in RAM.
     /// [`StoreError::Busy`] when none came in time.
-    fn reserve(&self, bytes: usize) -> impl Future<Output = Result<Room, StoreError>> + Send;
+    fn reserve(
+        &self,
+        group: &[u8],
+        bytes: usize,
+    ) -> impl Future<Output = Result<Room, StoreError>> + Send;
 
     /// Stores a page under `group`, or as variant `(suffix, group meta)` of
     /// it, unless it was purged after purge point `since`; returns whether

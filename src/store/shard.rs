@@ -26,6 +26,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::backlog::Room;
 use super::busy::Busy;
 use super::command::{Command, DeleteIf, Incr, KeysPage, PrefixStep};
 use super::db::{Db, Op, Opened};
@@ -105,7 +106,17 @@ const GROUP_MAX: usize = 32;
 struct Put {
     key: Vec<u8>,
     record: Record,
+    /// Given back when the put is answered.
+    _room: Room,
     reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Whether a put may share a batch: a REST value. A page or a Vary group
+/// replaces or drops other keys (a group's members) that another put in
+/// the batch could be writing, and staging does not see a batch's own
+/// writes.
+fn groupable(record: &Record) -> bool {
+    !matches!(record.kind, Kind::Http | Kind::Group)
 }
 
 /// `first` and the puts queued right behind it, for distinct keys (a key
@@ -116,8 +127,18 @@ fn gather(first: Put, rx: &mut mpsc::Receiver<Command>, next: &mut Option<Comman
     let mut puts = vec![first];
     while puts.len() < GROUP_MAX {
         match rx.try_recv() {
-            Ok(Command::Put { key, record, reply }) if !puts.iter().any(|p| p.key == key) => {
-                puts.push(Put { key, record, reply });
+            Ok(Command::Put {
+                key,
+                record,
+                room,
+                reply,
+            }) if groupable(&record) && !puts.iter().any(|p| p.key == key) => {
+                puts.push(Put {
+                    key,
+                    record,
+                    _room: room,
+                    reply,
+                });
             }
             Ok(cmd) => {
                 *next = Some(cmd);
@@ -213,8 +234,19 @@ impl Shard {
             let started = Instant::now();
             self.busy.start();
             let outcome = match cmd {
-                Command::Put { key, record, reply } => {
-                    let puts = gather(Put { key, record, reply }, &mut rx, &mut next);
+                Command::Put {
+                    key,
+                    record,
+                    room,
+                    reply,
+                } if groupable(&record) => {
+                    let first = Put {
+                        key,
+                        record,
+                        _room: room,
+                        reply,
+                    };
+                    let puts = gather(first, &mut rx, &mut next);
                     catch_unwind(AssertUnwindSafe(|| self.put_group(puts)))
                 }
                 cmd => catch_unwind(AssertUnwindSafe(|| self.execute(cmd))),
@@ -333,7 +365,12 @@ impl Shard {
             Command::Get { key, reply } => {
                 let _ = reply.send(self.get(&key));
             }
-            Command::Put { key, record, reply } => {
+            Command::Put {
+                key,
+                record,
+                room: _room,
+                reply,
+            } => {
                 let _ = reply.send(self.put(key, record));
             }
             Command::PutPage {
@@ -341,6 +378,7 @@ impl Shard {
                 member,
                 record,
                 since,
+                room: _room,
                 reply,
             } => {
                 // Purged since the fetch began, by its key, a prefix of it,
@@ -404,7 +442,12 @@ impl Shard {
             Command::Clear { reply } => {
                 let _ = reply.send(self.clear());
             }
-            Command::PutIfAbsent { key, record, reply } => {
+            Command::PutIfAbsent {
+                key,
+                record,
+                room: _room,
+                reply,
+            } => {
                 let result = match self.live_at(&key) {
                     Ok(Some(_)) => Ok(false),
                     Ok(None) => self.put(key, record).map(|()| true),
@@ -698,7 +741,13 @@ impl Shard {
     fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
         let (space, db) = (&mut self.space, &mut self.db);
         let batch = tx.finish(|id| space.live_of(db, id))?;
-        self.write(batch.ops)?;
+        if let Err(e) = self.write(batch.ops) {
+            // The batch may be on disk even so (its fsync failed, with
+            // --sync): the live counts kept in RAM are no longer known to
+            // match the rows, so they are read again when next needed.
+            self.space.forget_counts();
+            return Err(e);
+        }
         self.space.counted(batch.counts);
         Ok(())
     }
@@ -1259,6 +1308,7 @@ mod tests {
         let put = Put {
             key: key.to_vec(),
             record: record(Kind::Bytes, body, None),
+            _room: Room::unbounded(),
             reply,
         };
         (put, rx)
@@ -1312,6 +1362,7 @@ mod tests {
             send(Command::Put {
                 key: p.key,
                 record: p.record,
+                room: p._room,
                 reply: p.reply,
             });
         }
