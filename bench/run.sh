@@ -43,8 +43,10 @@
 #             callgrind: CG_REQUESTS (5,000) GETs on one keep-alive
 #             connection cycling over 100 cached pages, counters zeroed
 #             after warming; bigcache, nginx proxy_cache, bare hyper
-#             (examples/ceiling.rs), and BASELINE_BIN when set. Repeatable
-#             for a given binary (not in the default set)
+#             (examples/ceiling.rs), and BASELINE_BIN when set; then
+#             bigcache without a hot tier ("bigcache-cold": every hit read
+#             from the store, as nginx reads every hit from its files).
+#             Repeatable for a given binary (not in the default set)
 #   scale     bigcache alone, grown to each of SCALE_PAGES (10k 100k 1M)
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
@@ -348,11 +350,18 @@ scenario_callgrind() {
     printf "%-22s %14s %12s\n" server instructions per-request
     local bins=(target/release/bigcache) labels=(bigcache)
     [ -n "${BASELINE_BIN:-}" ] && { bins+=("$BASELINE_BIN"); labels+=(baseline); }
+    # "cold": no hot tier, so every hit is read from the store (LevelDB,
+    # then the blob file, decompressed), from the OS page cache as nginx
+    # reads its cache files: instructions per cold hit.
+    local flags=()
+    for i in "${!bins[@]}"; do flags+=(""); done
+    bins+=(target/release/bigcache); labels+=(bigcache-cold); flags+=("--hot-cache-size 0")
     for i in "${!bins[@]}"; do
         port=$(free_port)
+        # shellcheck disable=SC2086 # flags are words
         valgrind --tool=callgrind --callgrind-out-file="$work/cg-${labels[$i]}.%p" \
             "${bins[$i]}" --data-dir "$work/cg-data-${labels[$i]}" --api-listen "127.0.0.1:$(free_port)" \
-            --proxy-listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$o" --log warn >/dev/null 2>>"$work/cg.log" &
+            --proxy-listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$o" --log warn ${flags[$i]:-} >/dev/null 2>>"$work/cg.log" &
         pid=$!
         wait_http "http://127.0.0.1:$port/__count"
         cg_measure "${labels[$i]}" "$port" "$pid" "$work/cg-${labels[$i]}.$pid"
