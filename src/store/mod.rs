@@ -212,6 +212,7 @@ impl Store {
         for index in 0..n {
             let hot = Arc::new(hot::slice(hot_each));
             let busy = busy::Busy::default();
+            let opening = std::time::Instant::now();
             let (shard, mirror) = Shard::open(ShardConfig {
                 index,
                 dir: layout::shard_dir(&cfg.dir, index),
@@ -227,6 +228,14 @@ impl Store {
                 blob_file_max: limits.file_max,
                 hotness: hotness.clone(),
             })?;
+            // LevelDB's recovery writes the log it replayed into a table
+            // and may compact inline: the part of a start that grows with
+            // what was written before the last stop.
+            tracing::info!(
+                shard = index,
+                took_ms = opening.elapsed().as_millis() as u64,
+                "shard opened"
+            );
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
                 .name(format!("bigcache-shard-{index:02}"))
