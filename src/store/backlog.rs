@@ -33,6 +33,11 @@ const UNIT: usize = 1024;
 /// How long a write waits for room before it gives up.
 pub const ROOM_WAIT: Duration = Duration::from_secs(2);
 
+/// Whole units covering `bytes`, at least one.
+fn units(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX)
+}
+
 #[derive(Clone)]
 pub struct Backlog {
     room: Arc<Semaphore>,
@@ -58,7 +63,7 @@ impl Room {
 impl Backlog {
     /// A backlog of `bytes` whose writers wait up to `wait` for room.
     pub fn new(bytes: usize, wait: Duration) -> Backlog {
-        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let units = units(bytes);
         Backlog {
             room: Arc::new(Semaphore::new(units as usize)),
             units,
@@ -69,9 +74,7 @@ impl Backlog {
     /// Room for a write of `bytes`; [`StoreError::Busy`] when none came
     /// within the wait (the disk is that far behind).
     pub async fn reserve(&self, bytes: usize) -> Result<Room, StoreError> {
-        let want = u32::try_from(bytes.div_ceil(UNIT).max(1))
-            .unwrap_or(u32::MAX)
-            .min(self.units);
+        let want = units(bytes).min(self.units);
         // Uncontended, this is one atomic operation and no timer.
         if let Ok(p) = self.room.clone().try_acquire_many_owned(want) {
             return Ok(Room { _held: Some(p) });
