@@ -247,4 +247,14 @@ async fn min_free_keeps_the_filesystem_from_filling() {
         "{worst} bytes with half of 48 MiB to keep free"
     );
     assert!(disk_stat(&s).await["evictions"].as_u64() > Some(500));
+    // The floor keeps room free; it does not empty the cache (with 64 MiB
+    // blob files on this 48 MiB filesystem, eviction once took everything).
+    let kept = disk_usage(&dir);
+    assert!(kept >= 12 * MIB, "only {kept} bytes kept of 24 MiB of room");
+    for i in 1_990..2_000 {
+        assert_eq!(
+            get(&s, &format!("m{i}")).await,
+            Some(json!(noise_text(i, 20_000)))
+        );
+    }
 }

@@ -88,10 +88,19 @@ impl Limits {
             Some(n) => Some(n),
             None => Some(layout::default_max_disk(dir)?).filter(|&n| n > 0),
         };
-        let min_free = layout::fs_space(dir).map_or(0, |s| min_free.bytes(s.total));
+        let fs = layout::fs_space(dir);
+        let min_free = fs.map_or(0, |s| min_free.bytes(s.total));
+        // What the cache may take: its budget, or what the free-space floor
+        // leaves of the filesystem. Without this a floor alone on a small
+        // filesystem had 64 MiB files, a slack larger than the room, and
+        // eviction emptied the cache.
+        let room = max_disk.or_else(|| {
+            fs.filter(|_| min_free > 0)
+                .map(|s| s.total.saturating_sub(min_free))
+        });
         // A file is 1/16 of a shard's share, so eviction frees the budget
         // in small pieces and the directory never overshoots by much.
-        let file_max = max_disk.map_or(super::blobs::FILE_MAX, |m| {
+        let file_max = room.map_or(super::blobs::FILE_MAX, |m| {
             (m / shards.max(1) as u64 / 16).clamp(256 << 10, super::blobs::FILE_MAX)
         });
         Ok(Limits {
