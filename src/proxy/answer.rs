@@ -7,6 +7,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
+use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE};
 use super::entry::Entry;
 use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
@@ -25,8 +26,30 @@ fn served_headers(e: &Entry, length: u64) -> http::HeaderMap {
     h
 }
 
-/// The response for request `req` from entry `e` at `now` (unix ms).
-pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
+/// [`served_headers`] for the whole body, with the fields every response
+/// sets anew (`Age`, `X-Cache`, bigcache's own `Cache-Status` member)
+/// already in place. Built once per entry; a hit copies it and replaces
+/// values, where adding fields to the copy would grow it.
+fn template(e: &Entry, length: u64) -> http::HeaderMap {
+    let mut h = served_headers(e, length);
+    h.insert(header::AGE, HeaderValue::from_static("0"));
+    h.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    h.append(CACHE_STATUS, HeaderValue::from_static("bigcache"));
+    h
+}
+
+/// The response for request `req` from entry `e` at `now` (unix ms), with
+/// `decision` shown in it.
+pub fn from_entry(
+    e: &Entry,
+    req: &Parts,
+    now: u64,
+    decision: Decision,
+) -> (Response<Body>, Decision) {
+    let decision = Decision {
+        shown: true,
+        ..decision
+    };
     let mut res = if e.status == StatusCode::OK && not_modified(&e.headers, &req.headers) {
         let mut res = Response::new(body::empty());
         *res.status_mut() = StatusCode::NOT_MODIFIED;
@@ -58,7 +81,8 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
                 }
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 h.insert(header::AGE, HeaderValue::from(e.age(now)));
-                return res;
+                decision.show(h, StatusCode::RANGE_NOT_SATISFIABLE.as_u16());
+                return (res, decision);
             }
         };
         let body = if req.method == Method::HEAD {
@@ -75,12 +99,24 @@ pub fn from_entry(e: &Entry, req: &Parts, now: u64) -> Response<Body> {
                 h.insert(header::CONTENT_RANGE, v);
             }
         } else {
-            // The same for every hit on the entry: built once.
-            *res.headers_mut() = e.served.get_or_init(|| served_headers(e, len)).clone();
+            let h = res.headers_mut();
+            *h = e.served.get_or_init(|| template(e, len)).clone();
+            h.insert(header::AGE, HeaderValue::from(e.age(now)));
+            if decision.status != CacheStatus::Hit {
+                h.insert(X_CACHE, decision.header());
+            }
+            if let header::Entry::Occupied(mut o) = h.entry(CACHE_STATUS)
+                && let Some(own) = o.iter_mut().last()
+            {
+                *own = decision.cache_status(status.as_u16());
+            }
+            return (res, decision);
         }
         res
     };
-    res.headers_mut()
-        .insert(header::AGE, HeaderValue::from(e.age(now)));
-    res
+    let status = res.status().as_u16();
+    let h = res.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(e.age(now)));
+    decision.show(h, status);
+    (res, decision)
 }

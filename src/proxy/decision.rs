@@ -3,7 +3,7 @@
 //! headers, the request's log line and the counters in `proxy::stats`, so
 //! they can never disagree.
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// How the request was answered: the `X-Cache` header's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +165,10 @@ impl Reason {
     }
 }
 
+/// Named once: a name given as text is parsed on every response.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 /// One request's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -177,6 +181,10 @@ pub struct Decision {
     pub ttl: Option<i64>,
     /// Answered from a fetch another request made (coalesced).
     pub collapsed: bool,
+    /// The response already carries this decision's `X-Cache` and
+    /// `Cache-Status` (`answer::from_entry` writes them into the slots a
+    /// stored page's headers keep for them).
+    pub shown: bool,
 }
 
 /// The cache's name in `Cache-Status`.
@@ -189,6 +197,7 @@ impl Decision {
             reason: None,
             ttl: None,
             collapsed: false,
+            shown: false,
         }
     }
 
@@ -198,6 +207,7 @@ impl Decision {
             reason: Some(reason),
             ttl: None,
             collapsed: false,
+            shown: false,
         }
     }
 
@@ -296,6 +306,14 @@ impl Decision {
     /// A request that went upstream and was not stored, for `reason`.
     pub const fn uncached(reason: Reason) -> Decision {
         Decision::because(CacheStatus::Miss, reason)
+    }
+
+    /// Writes the decision into the headers of a response of `status`:
+    /// `X-Cache` replaces any the upstream sent, `Cache-Status` is appended
+    /// (caches closer to the origin listed theirs first).
+    pub fn show(&self, headers: &mut HeaderMap, status: u16) {
+        headers.insert(X_CACHE, self.header());
+        headers.append(CACHE_STATUS, self.cache_status(status));
     }
 
     /// The `X-Cache` header value.

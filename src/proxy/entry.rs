@@ -51,8 +51,9 @@ pub struct Entry {
     /// When a soft purge marked it stale (unix ms); `fresh_until` is no
     /// later than this.
     pub soft_purged_at: Option<u64>,
-    /// The headers a whole-body answer sends, built at its first
-    /// (`answer::from_entry`); the entry is shared by every hit.
+    /// The headers a whole-body answer sends, with slots for the fields
+    /// each answer sets (`answer::from_entry`), built at the first; the
+    /// entry is shared by every hit.
     pub served: std::sync::OnceLock<HeaderMap>,
 }
 

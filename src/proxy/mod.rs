@@ -73,10 +73,6 @@ use policy::TTL_HEADER;
 use stats::ProxyStats;
 use upstream::{Upstream, UpstreamConfig, UpstreamUrlError};
 
-/// Named once: a name given as text is parsed on every response.
-const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
-const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
-
 pub struct ProxyConfig {
     pub upstream: UpstreamConfig,
     /// Largest body stored; larger responses stream through uncached.
@@ -253,10 +249,10 @@ impl<S: PageStore> Proxy<S> {
         self.stats.count(decision);
         self.stats
             .answered(decision, res.status().as_u16(), started.elapsed());
-        res.headers_mut().insert(X_CACHE, decision.header());
-        // Appended: caches closer to the origin listed theirs first.
-        let status = decision.cache_status(res.status().as_u16());
-        res.headers_mut().append(CACHE_STATUS, status);
+        if !decision.shown {
+            let status = res.status().as_u16();
+            decision.show(res.headers_mut(), status);
+        }
         if let (Some(pending), Some(log)) = (access, &self.cfg.access_log) {
             let length = res
                 .headers()
@@ -399,9 +395,8 @@ impl<S: PageStore> Proxy<S> {
             .as_ref()
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
-            let res = answer::from_entry(&f.entry, &parts, now);
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
-            return Ok((res, decision));
+            return Ok(answer::from_entry(&f.entry, &parts, now, decision));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -410,9 +405,8 @@ impl<S: PageStore> Proxy<S> {
         }
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
-            let res = answer::from_entry(&f.entry, &parts, now);
             let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
-            return Ok((res, decision));
+            return Ok(answer::from_entry(&f.entry, &parts, now, decision));
         }
 
         // 5-7. Fetch, store, answer.
