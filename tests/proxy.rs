@@ -1394,7 +1394,11 @@ async fn cache_status_says_what_happened() {
     // is there once, bigcache's member still after the origin's.
     let hit = get(&s, path).await;
     let got = statuses(&hit);
-    assert_eq!((got.len(), got[0].as_str()), (2, "origin-cache; hit"), "{got:?}");
+    assert_eq!(
+        (got.len(), got[0].as_str()),
+        (2, "origin-cache; hit"),
+        "{got:?}"
+    );
     assert!(got[1].starts_with("bigcache;hit;ttl="), "{got:?}");
     assert_eq!(hit.headers.get_all("x-cache").iter().count(), 1);
     assert_eq!(hit.headers.get_all("age").iter().count(), 1);

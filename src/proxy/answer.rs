@@ -8,7 +8,7 @@ use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE};
-use super::entry::Entry;
+use super::entry::{Entry, Served};
 use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
@@ -99,16 +99,21 @@ pub fn from_entry(
                 h.insert(header::CONTENT_RANGE, v);
             }
         } else {
+            let served = e.served.get_or_init(|| Served::new(template(e, len)));
             let h = res.headers_mut();
-            *h = e.served.get_or_init(|| template(e, len)).clone();
-            h.insert(header::AGE, HeaderValue::from(e.age(now)));
+            *h = served.headers.clone();
+            h.insert(header::AGE, served.age(e.age(now)));
             if decision.status != CacheStatus::Hit {
                 h.insert(X_CACHE, decision.header());
             }
             if let header::Entry::Occupied(mut o) = h.entry(CACHE_STATUS)
                 && let Some(own) = o.iter_mut().last()
             {
-                *own = decision.cache_status(status.as_u16());
+                let status = status.as_u16();
+                *own = match decision.plain_hit_ttl() {
+                    Some(ttl) => served.for_ttl(ttl, || decision.cache_status(status)),
+                    None => decision.cache_status(status),
+                };
             }
             return (res, decision);
         }

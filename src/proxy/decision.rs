@@ -224,6 +224,15 @@ impl Decision {
         self
     }
 
+    /// A hit of its own (not collapsed, no reason) with the freshness it
+    /// had left: its `Cache-Status` depends on nothing else.
+    pub fn plain_hit_ttl(&self) -> Option<i64> {
+        match (self.status, self.collapsed, self.reason, self.ttl) {
+            (CacheStatus::Hit, false, None, Some(ttl)) => Some(ttl),
+            _ => None,
+        }
+    }
+
     /// The `Cache-Status` entry (RFC 9211) for a response of `status`:
     /// `bigcache; hit; ttl=…` for a hit, `bigcache; fwd=uri-miss;
     /// fwd-status=200; stored` for a miss stored, `fwd=stale; fwd-status=
@@ -235,9 +244,7 @@ impl Decision {
         // The hit, on every cached page served: written directly (a token,
         // a boolean, an integer need no escaping), since the general
         // serializer cost 5% of a hit's instructions.
-        if let (CacheStatus::Hit, false, None, Some(ttl)) =
-            (self.status, self.collapsed, self.reason, self.ttl)
-        {
+        if let Some(ttl) = self.plain_hit_ttl() {
             const HIT: &[u8] = b"bigcache;hit;ttl=";
             let mut buf = [0u8; HIT.len() + 20];
             buf[..HIT.len()].copy_from_slice(HIT);

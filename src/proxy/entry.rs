@@ -23,7 +23,7 @@ const FLAG_NO_CACHE: u8 = 4;
 const FLAG_TTL_HEADER: u8 = 8;
 const NONE_SECS: u32 = u32::MAX;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Entry {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -51,10 +51,67 @@ pub struct Entry {
     /// When a soft purge marked it stale (unix ms); `fresh_until` is no
     /// later than this.
     pub soft_purged_at: Option<u64>,
-    /// The headers a whole-body answer sends, with slots for the fields
-    /// each answer sets (`answer::from_entry`), built at the first; the
-    /// entry is shared by every hit.
-    pub served: std::sync::OnceLock<HeaderMap>,
+    /// What every whole-body answer from the entry shares, built at the
+    /// first (`answer::from_entry`); the entry is shared by every hit.
+    pub served: std::sync::OnceLock<Served>,
+}
+
+/// The headers a whole-body answer sends, with slots for the fields each
+/// answer sets, and the last values those fields had.
+#[derive(Debug)]
+pub struct Served {
+    pub headers: HeaderMap,
+    /// `Age` and the hit's `Cache-Status` change once a second, and a hot
+    /// page is served thousands of times in between: formatting them anew
+    /// cost two allocations per hit. Only tried, never waited for: a hit
+    /// that finds it held formats its own.
+    last: std::sync::Mutex<Last>,
+}
+
+#[derive(Debug, Default)]
+struct Last {
+    age: Option<(u64, HeaderValue)>,
+    ttl: Option<(i64, HeaderValue)>,
+}
+
+impl Served {
+    pub fn new(headers: HeaderMap) -> Served {
+        Served {
+            headers,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The `Age` value for `age` seconds.
+    pub fn age(&self, age: u64) -> HeaderValue {
+        let Ok(mut last) = self.last.try_lock() else {
+            return HeaderValue::from(age);
+        };
+        match &last.age {
+            Some((a, v)) if *a == age => v.clone(),
+            _ => {
+                let v = HeaderValue::from(age);
+                last.age = Some((age, v.clone()));
+                v
+            }
+        }
+    }
+
+    /// `make()`, the value for a hit with `ttl` seconds left, reused while
+    /// `ttl` stays the same.
+    pub fn for_ttl(&self, ttl: i64, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
+        let Ok(mut last) = self.last.try_lock() else {
+            return make();
+        };
+        match &last.ttl {
+            Some((t, v)) if *t == ttl => v.clone(),
+            _ => {
+                let v = make();
+                last.ttl = Some((ttl, v.clone()));
+                v
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +443,25 @@ mod tests {
             1_000_000,
             windows,
         )
+    }
+
+    #[test]
+    fn served_values_follow_the_second_they_are_asked_for() {
+        let served = Served::new(HeaderMap::new());
+        assert_eq!(served.age(7), "7");
+        assert_eq!(served.age(7), "7");
+        assert_eq!(served.age(8), "8");
+        assert_eq!(served.age(7), "7");
+        let made = std::cell::Cell::new(0);
+        let make = |t: i64| {
+            made.set(made.get() + 1);
+            HeaderValue::from(t)
+        };
+        assert_eq!(served.for_ttl(5, || make(5)), "5");
+        assert_eq!(served.for_ttl(5, || make(5)), "5");
+        assert_eq!(made.get(), 1, "the same second reuses the value");
+        assert_eq!(served.for_ttl(-1, || make(-1)), "-1");
+        assert_eq!(made.get(), 2);
     }
 
     #[test]
