@@ -47,7 +47,8 @@ pub fn canonical(target: &str) -> String {
         _ => target,
     };
     let bytes = target.as_bytes();
-    let mut out = String::with_capacity(bytes.len());
+    // One byte spare: the page key is this and a NUL (`PageKey::from_canonical`).
+    let mut out = String::with_capacity(bytes.len() + 1);
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -221,6 +222,13 @@ impl PageKey {
         }
     }
 
+    /// [`PageKey::new`] in the canonical target's own buffer.
+    pub fn from_canonical(canonical_target: String) -> PageKey {
+        let mut group = canonical_target.into_bytes();
+        group.push(0);
+        PageKey { group, last: None }
+    }
+
     /// [`variant`] of `request` for `names`, remembered for the next call.
     pub fn variant(&mut self, names: &[String], request: &HeaderMap) -> Option<String> {
         match &self.last {
@@ -252,6 +260,18 @@ impl PageKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_key_from_the_canonical_buffer_is_the_page_key() {
+        for target in ["/", "/a/b?x=1", "/%7euser/?", "/caf\u{e9}?q=%41%2F", ""] {
+            let canon = canonical(target);
+            assert_eq!(
+                PageKey::from_canonical(canon.clone()).group,
+                page_key(&canon),
+                "{target:?}"
+            );
+        }
+    }
 
     #[test]
     fn canonical_escapes() {

@@ -338,8 +338,15 @@ impl<S: PageStore> Proxy<S> {
         // render from it: it must be one plain value the site can serve.
         let forwarded_ok = !trusted.trusts(peer.ip())
             || forward::trusted_values_ok(&parts.headers, &self.cfg.hosts);
+        // The site's own form of its host when the request spelled it
+        // otherwise (`Example.ORG.` is `example.org`), so every request
+        // sharing a page renders it alike.
+        let host = policy::known_host(&parts.headers, &self.cfg.hosts).map(|h| match h {
+            std::borrow::Cow::Owned(respelled) => Some(respelled),
+            std::borrow::Cow::Borrowed(_) => None,
+        });
         let bypass =
-            policy::request_bypass(&parts.headers, &self.cfg.session_cookies, &self.cfg.hosts)
+            policy::request_bypass(&parts.headers, host.is_some(), &self.cfg.session_cookies)
                 .or((!forwarded_ok).then_some(Reason::UnknownHost));
         if let Some(reason) = bypass {
             forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
@@ -348,17 +355,9 @@ impl<S: PageStore> Proxy<S> {
         }
         // One spelling per coding, before the variant is computed.
         encoding::normalise(&mut parts.headers, &self.cfg.encodings);
-        // The site's own form of its host (`Example.ORG.` is
-        // `example.org`), so every request sharing a page renders it alike.
-        let listed = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| match key::host_name(h)? {
-                std::borrow::Cow::Owned(n) => Some(n),
-                std::borrow::Cow::Borrowed(_) => None,
-            });
-        if let Some(v) = listed.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        if let Some(Some(respelled)) = host
+            && let Ok(v) = HeaderValue::from_str(&respelled)
+        {
             parts.headers.insert(header::HOST, v);
         }
         // GET/HEAD bodies are not forwarded on the cache path: neither are
@@ -367,7 +366,7 @@ impl<S: PageStore> Proxy<S> {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
 
-        self.from_cache(parts, PageKey::new(&canon), Some(peer))
+        self.from_cache(parts, PageKey::from_canonical(canon), Some(peer))
             .await
     }
 

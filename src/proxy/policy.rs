@@ -29,6 +29,7 @@
 //! status rules) and the decisions must feed the one [`Reason`] that drives
 //! `X-Cache`, logs and metrics alike.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
@@ -41,22 +42,28 @@ use crate::ttl;
 
 pub const TTL_HEADER: &str = "x-bigcache-ttl";
 
-/// Whether a GET/HEAD request must skip the cache entirely. `hosts` is the
-/// site's hosts (`--host`, in `key::host_name` form, port included): a
-/// request for another `Host`, for several, or for none bigcache can read,
-/// bypasses, since the key holds no host.
+/// The request's one `Host` in the site's own form (`key::host_name`:
+/// `Example.ORG.` is `example.org`), when it is one of `hosts` (`--host`,
+/// in that form, port included). `None` for another host, for several, or
+/// for none bigcache can read: such a request bypasses the cache, since
+/// the key holds no host.
+pub fn known_host<'h>(headers: &'h HeaderMap, hosts: &[String]) -> Option<Cow<'h, str>> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let name = super::key::host_name(host.to_str().ok()?)?;
+    hosts.iter().any(|listed| *listed == *name).then_some(name)
+}
+
+/// Whether a GET/HEAD request must skip the cache entirely; `known_host`:
+/// whether [`known_host`] found its host.
 pub fn request_bypass(
     headers: &HeaderMap,
+    known_host: bool,
     session_cookies: &[String],
-    hosts: &[String],
 ) -> Option<Reason> {
-    let known = headers.get_all(header::HOST).iter().count() == 1
-        && headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(super::key::host_name)
-            .is_some_and(|h| hosts.iter().any(|listed| *listed == *h));
-    if !known {
+    if !known_host {
         return Some(Reason::UnknownHost);
     }
     if headers.contains_key(header::AUTHORIZATION) {
@@ -630,9 +637,7 @@ mod tests {
 
     /// [`request_bypass`] for a request to a known host.
     fn bypass(headers: &HeaderMap, names: &[String]) -> Option<Reason> {
-        let mut headers = headers.clone();
-        headers.insert("host", HeaderValue::from_static("example.org"));
-        request_bypass(&headers, names, &["example.org".to_string()])
+        request_bypass(headers, true, names)
     }
 
     #[test]
@@ -649,15 +654,25 @@ mod tests {
         ] {
             let mut m = HeaderMap::new();
             m.insert("host", HeaderValue::from_bytes(host).unwrap());
-            let expect = if known {
-                None
-            } else {
-                Some(Reason::UnknownHost)
-            };
-            assert_eq!(request_bypass(&m, &names, &hosts), expect, "{host:?}");
+            let found = known_host(&m, &hosts);
+            assert_eq!(found.is_some(), known, "{host:?}");
+            if known {
+                assert_eq!(found.as_deref(), Some("example.org"));
+            }
+            let expect = (!known).then_some(Reason::UnknownHost);
+            assert_eq!(
+                request_bypass(&m, found.is_some(), &names),
+                expect,
+                "{host:?}"
+            );
         }
+        assert_eq!(known_host(&HeaderMap::new(), &hosts), None);
+        let mut two = HeaderMap::new();
+        two.append("host", HeaderValue::from_static("example.org"));
+        two.append("host", HeaderValue::from_static("example.org"));
+        assert_eq!(known_host(&two, &hosts), None, "two Hosts");
         assert_eq!(
-            request_bypass(&HeaderMap::new(), &names, &hosts),
+            request_bypass(&HeaderMap::new(), false, &names),
             Some(Reason::UnknownHost)
         );
     }
