@@ -11,22 +11,76 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type used on both sides of the proxy.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body type used on both sides of the proxy: bytes already in hand
+/// as they are (a hit allocates nothing for its body), anything else boxed.
+pub struct Body(Kind);
+
+enum Kind {
+    /// One frame, or none when empty (`http_body_util::Full`'s behaviour).
+    Whole(Option<Bytes>),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Whole(bytes) => bytes.is_none(),
+            Kind::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Kind::Whole(_) => "Body::Whole",
+            Kind::Boxed(_) => "Body::Boxed",
+        })
+    }
+}
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
+    Body(Kind::Whole(None))
 }
 
 pub fn full(bytes: Bytes) -> Body {
-    http_body_util::Full::new(bytes)
-        .map_err(|e| match e {})
-        .boxed_unsync()
+    Body(Kind::Whole(Some(bytes).filter(|b| !b.is_empty())))
+}
+
+/// Any other body as a [`Body`].
+fn boxed_body<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    Body(Kind::Boxed(body.boxed_unsync()))
 }
 
 /// Frames a stored page is sent in: a client on a slow link shows its
@@ -39,7 +93,7 @@ pub fn stored(bytes: Bytes) -> Body {
     if bytes.len() <= STORED_FRAME {
         return full(bytes);
     }
-    Slices { rest: bytes }.boxed_unsync()
+    boxed_body(Slices { rest: bytes })
 }
 
 struct Slices {
@@ -77,7 +131,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    boxed_body(body.map_err(Into::into))
 }
 
 /// An upstream body that fails if no data arrives for `idle`: a stalled
@@ -123,12 +177,11 @@ impl hyper::body::Body for IdleTimeout {
 }
 
 fn with_idle_timeout(inner: Body, idle: Duration) -> Body {
-    IdleTimeout {
+    boxed_body(IdleTimeout {
         inner,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
-    }
-    .boxed_unsync()
+    })
 }
 
 /// Frames, and bytes, read ahead of a slow client per relayed response:
@@ -194,7 +247,7 @@ pub fn relayed(inner: Body, idle: Duration, send: Duration) -> Body {
             }
         }
     });
-    Relayed { rx, complete, hint }.boxed_unsync()
+    boxed_body(Relayed { rx, complete, hint })
 }
 
 struct Relayed {
@@ -281,9 +334,8 @@ impl hyper::body::Body for Chain {
 }
 
 pub fn chain(prefix: Bytes, rest: Incoming) -> Body {
-    Chain {
+    boxed_body(Chain {
         prefix: Some(prefix),
         rest,
-    }
-    .boxed_unsync()
+    })
 }

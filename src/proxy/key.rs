@@ -49,6 +49,11 @@ pub fn canonical(target: &str) -> String {
     let bytes = target.as_bytes();
     // One byte spare: the page key is this and a NUL (`PageKey::from_canonical`).
     let mut out = String::with_capacity(bytes.len() + 1);
+    // Most targets need nothing changed: one scan, one copy.
+    if bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'%') {
+        out.push_str(target);
+        return out;
+    }
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];

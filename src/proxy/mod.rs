@@ -290,21 +290,23 @@ impl<S: PageStore> Proxy<S> {
         if target.len() > self.cfg.max_target {
             return Err(ProxyError::TargetTooLong(self.cfg.max_target));
         }
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let (has_host, two_hosts) = (hosts.next().is_some(), hosts.next().is_some());
         // Without a Host, what the upstream renders depends on its default
         // site, which no cache key names (RFC 9112 §3.2: a 400).
-        if parts.version == http::Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+        if parts.version == http::Version::HTTP_11 && !has_host {
             return Err(ProxyError::BadRequest(
                 "HTTP/1.1 request without Host".into(),
             ));
         }
         // Two Hosts: a front and the upstream may each believe another
         // (RFC 9112 §3.2: a 400).
-        if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        if two_hosts {
             return Err(ProxyError::BadRequest("more than one Host".into()));
         }
         let canon = key::canonical(target);
         // HTTP/2 names the host in `:authority`; from here on it is `Host`.
-        if !parts.headers.contains_key(header::HOST)
+        if !has_host
             && let Some(a) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {

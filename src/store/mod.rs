@@ -283,27 +283,38 @@ impl Store {
 
     /// Reads an entry. Expired entries are never returned (and are deleted).
     pub async fn get(&self, ns: Namespace, key: &[u8]) -> Result<Lookup, StoreError> {
-        let key = keys::entry_key(ns, key);
-        let shard = self.shard(&key);
-        if let Some(rec) = shard.hot.get(key.as_slice()) {
+        // Built on the stack when it fits: a hot-tier hit allocates nothing
+        // for its key.
+        let mut stack = [0u8; 128];
+        let heap;
+        let key: &[u8] = if key.len() < stack.len() {
+            stack[0] = ns.tag();
+            stack[1..=key.len()].copy_from_slice(key);
+            &stack[..=key.len()]
+        } else {
+            heap = keys::entry_key(ns, key);
+            &heap
+        };
+        let shard = self.shard(key);
+        if let Some(rec) = shard.hot.get(key) {
             let now = self.clock.now_ms();
             if !rec.is_expired(now) {
-                self.hotness.touch(&key);
+                self.hotness.touch(key);
                 return Ok(Lookup::Hit(rec));
             }
             // Out of the hot tier at once, so the next read is a plain miss
             // (only if still expired: a fresh copy stored meanwhile stays);
             // the disk copy goes through the shard, best effort: if its
             // queue is full the sweeper gets it later.
-            shard
-                .hot
-                .remove_if(key.as_slice(), |r: &Record| r.is_expired(now));
-            let _ = shard.tx.try_send(Command::DeleteIfExpired { key });
+            shard.hot.remove_if(key, |r: &Record| r.is_expired(now));
+            let _ = shard
+                .tx
+                .try_send(Command::DeleteIfExpired { key: key.to_vec() });
             return Ok(Lookup::Expired);
         }
-        let found = shard.cold_get(&key).await;
+        let found = shard.cold_get(key).await;
         if let Ok(Lookup::Hit(_)) = &found {
-            self.hotness.touch(&key);
+            self.hotness.touch(key);
         }
         found
     }
