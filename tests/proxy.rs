@@ -1402,6 +1402,45 @@ async fn cache_status_says_what_happened() {
     assert!(got[1].starts_with("bigcache;hit;ttl="), "{got:?}");
     assert_eq!(hit.headers.get_all("x-cache").iter().count(), 1);
     assert_eq!(hit.headers.get_all("age").iter().count(), 1);
+    // A 304 (only the fields RFC 9110 §15.4.5 lists: not the origin's
+    // member), a range, and a 416 (which describes no stored response)
+    // from the stored page: each field once, bigcache's member last.
+    let tagged = format!("/cs/tagged?{TTL}&etag=v1&h=Cache-Status:origin-cache;%20hit");
+    get(&s, &tagged).await;
+    let answers = [
+        (
+            get_with(&s, &tagged, &[("if-none-match", "\"v1\"")]).await,
+            304,
+            1,
+        ),
+        (
+            get_with(&s, &tagged, &[("range", "bytes=0-1")]).await,
+            206,
+            2,
+        ),
+        (
+            get_with(&s, &tagged, &[("range", "bytes=999999-")]).await,
+            416,
+            1,
+        ),
+    ];
+    for (r, status, members) in answers {
+        let got = statuses(&r);
+        assert_eq!(r.status, status);
+        assert_eq!(got.len(), members, "{status}: {got:?}");
+        assert!(
+            got.last()
+                .is_some_and(|m| m.starts_with("bigcache;hit;ttl=")),
+            "{status}: {got:?}"
+        );
+        for once in ["x-cache", "age"] {
+            assert_eq!(
+                r.headers.get_all(once).iter().count(),
+                1,
+                "{status}: {once}"
+            );
+        }
+    }
     let nolife = get(&s, "/cs/none").await;
     assert_eq!(
         statuses(&nolife),

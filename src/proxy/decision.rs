@@ -323,6 +323,24 @@ impl Decision {
         headers.append(CACHE_STATUS, self.cache_status(status));
     }
 
+    /// Writes the decision over what [`Decision::show`] (or
+    /// `answer::from_entry`) wrote for an earlier one: `X-Cache` replaced,
+    /// and bigcache's `Cache-Status` member, the last, replaced.
+    pub fn show_again(&self, headers: &mut HeaderMap, status: u16) {
+        headers.insert(X_CACHE, self.header());
+        let value = self.cache_status(status);
+        match headers.entry(CACHE_STATUS) {
+            http::header::Entry::Occupied(mut o) => {
+                if let Some(own) = o.iter_mut().last() {
+                    *own = value;
+                }
+            }
+            http::header::Entry::Vacant(v) => {
+                v.insert(value);
+            }
+        }
+    }
+
     /// The `X-Cache` header value.
     pub fn header(&self) -> HeaderValue {
         HeaderValue::from_static(self.status.as_str())

@@ -411,9 +411,13 @@ impl<S: PageStore> Proxy<S> {
         }
 
         // 5-7. Fetch, store, answer.
-        let (res, mut decision) = self.fetch(parts, key, found).await?;
+        let (mut res, mut decision) = self.fetch(parts, key, found).await?;
         if store_failed && decision.status == CacheStatus::Miss && decision.reason.is_none() {
             decision.reason = Some(Reason::StoreError);
+            if decision.shown {
+                let status = res.status().as_u16();
+                decision.show_again(res.headers_mut(), status);
+            }
         }
         Ok((res, decision))
     }

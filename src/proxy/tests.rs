@@ -146,6 +146,8 @@ async fn rig_on(
 struct Got {
     status: u16,
     cache: String,
+    /// Every `Cache-Status` value, in order.
+    cache_status: Vec<String>,
     body: String,
 }
 
@@ -159,11 +161,19 @@ impl Rig {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let res = self.proxy.clone().handle(req, peer).await;
         let status = res.status().as_u16();
+        assert_eq!(res.headers().get_all("x-cache").iter().count(), 1);
         let cache = res.headers()["x-cache"].to_str().unwrap().to_string();
+        let cache_status = res
+            .headers()
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         Got {
             status,
             cache,
+            cache_status,
             body: String::from_utf8(body.to_vec()).unwrap(),
         }
     }
@@ -271,6 +281,14 @@ async fn a_failing_store_serves_from_the_upstream_and_says_so() {
     let a = r.get("/s", &[]).await;
     assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
     assert_eq!(r.not_cached("store_error"), 1);
+    // The header says what the counters say: not stored, and why.
+    assert_eq!(a.cache_status.len(), 1, "{:?}", a.cache_status);
+    assert!(
+        a.cache_status[0].ends_with(r#"detail="store_error""#)
+            && !a.cache_status[0].contains(";stored"),
+        "{:?}",
+        a.cache_status
+    );
     r.store.set_failing(false);
     assert_eq!(r.get("/s", &[]).await.cache, "MISS");
     assert_eq!(r.get("/s", &[]).await.cache, "HIT");

@@ -91,13 +91,20 @@ impl Limits {
         let fs = layout::fs_space(dir);
         let min_free = fs.map_or(0, |s| min_free.bytes(s.total));
         // What the cache may take: its budget, or what the free-space floor
-        // leaves of the filesystem. Without this a floor alone on a small
+        // leaves it (what it has plus what is free above the floor; other
+        // data and blocks reserved for root are not its), whichever is
+        // less. Without the floor's share, a floor alone on a small
         // filesystem had 64 MiB files, a slack larger than the room, and
         // eviction emptied the cache.
-        let room = max_disk.or_else(|| {
-            fs.filter(|_| min_free > 0)
-                .map(|s| s.total.saturating_sub(min_free))
+        let above_floor = fs.filter(|_| min_free > 0).map(|s| {
+            s.available
+                .saturating_add(layout::disk_usage(dir))
+                .saturating_sub(min_free)
         });
+        let room = match (max_disk, above_floor) {
+            (Some(m), Some(f)) => Some(m.min(f)),
+            (m, f) => m.or(f),
+        };
         // A file is 1/16 of a shard's share, so eviction frees the budget
         // in small pieces and the directory never overshoots by much.
         let file_max = room.map_or(super::blobs::FILE_MAX, |m| {
