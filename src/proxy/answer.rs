@@ -33,7 +33,7 @@ fn served_headers(e: &Entry, length: u64) -> http::HeaderMap {
 fn template(e: &Entry, length: u64) -> http::HeaderMap {
     let mut h = served_headers(e, length);
     h.insert(header::AGE, HeaderValue::from_static("0"));
-    h.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    h.insert(X_CACHE, Decision::new(CacheStatus::Hit).header());
     h.append(CACHE_STATUS, HeaderValue::from_static("bigcache"));
     h
 }
