@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
-use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE};
+use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
 use super::entry::{Entry, Served};
 use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
@@ -106,15 +106,12 @@ pub fn from_entry(
             if decision.status != CacheStatus::Hit {
                 h.insert(X_CACHE, decision.header());
             }
-            if let header::Entry::Occupied(mut o) = h.entry(CACHE_STATUS)
-                && let Some(own) = o.iter_mut().last()
-            {
-                let status = status.as_u16();
-                *own = match decision.plain_hit_ttl() {
-                    Some(ttl) => served.for_ttl(ttl, || decision.cache_status(status)),
-                    None => decision.cache_status(status),
-                };
-            }
+            let status = status.as_u16();
+            let own = match decision.plain_hit_ttl() {
+                Some(ttl) => served.for_ttl(ttl, || decision.cache_status(status)),
+                None => decision.cache_status(status),
+            };
+            set_own_status(h, own);
             return (res, decision);
         }
         res

@@ -169,6 +169,22 @@ impl Reason {
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
+/// Puts `value` in bigcache's own `Cache-Status` member, the last one
+/// (written by [`Decision::show`], or a template's slot); appends it if
+/// there is none.
+pub fn set_own_status(headers: &mut HeaderMap, value: HeaderValue) {
+    match headers.entry(CACHE_STATUS) {
+        http::header::Entry::Occupied(mut o) => {
+            if let Some(own) = o.iter_mut().last() {
+                *own = value;
+            }
+        }
+        http::header::Entry::Vacant(v) => {
+            v.insert(value);
+        }
+    }
+}
+
 /// One request's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -328,17 +344,7 @@ impl Decision {
     /// and bigcache's `Cache-Status` member, the last, replaced.
     pub fn show_again(&self, headers: &mut HeaderMap, status: u16) {
         headers.insert(X_CACHE, self.header());
-        let value = self.cache_status(status);
-        match headers.entry(CACHE_STATUS) {
-            http::header::Entry::Occupied(mut o) => {
-                if let Some(own) = o.iter_mut().last() {
-                    *own = value;
-                }
-            }
-            http::header::Entry::Vacant(v) => {
-                v.insert(value);
-            }
-        }
+        set_own_status(headers, self.cache_status(status));
     }
 
     /// The `X-Cache` header value.

@@ -84,30 +84,32 @@ impl Served {
 
     /// The `Age` value for `age` seconds.
     pub fn age(&self, age: u64) -> HeaderValue {
-        let Ok(mut last) = self.last.try_lock() else {
-            return HeaderValue::from(age);
-        };
-        match &last.age {
-            Some((a, v)) if *a == age => v.clone(),
-            _ => {
-                let v = HeaderValue::from(age);
-                last.age = Some((age, v.clone()));
-                v
-            }
-        }
+        self.reuse(|l| &mut l.age, age, || HeaderValue::from(age))
     }
 
     /// `make()`, the value for a hit with `ttl` seconds left, reused while
     /// `ttl` stays the same.
     pub fn for_ttl(&self, ttl: i64, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
+        self.reuse(|l| &mut l.ttl, ttl, make)
+    }
+
+    /// The value kept in `slot` if it was made for `key`, else `make()`,
+    /// kept for the next caller.
+    fn reuse<K: PartialEq + Copy>(
+        &self,
+        slot: impl FnOnce(&mut Last) -> &mut Option<(K, HeaderValue)>,
+        key: K,
+        make: impl FnOnce() -> HeaderValue,
+    ) -> HeaderValue {
         let Ok(mut last) = self.last.try_lock() else {
             return make();
         };
-        match &last.ttl {
-            Some((t, v)) if *t == ttl => v.clone(),
+        let slot = slot(&mut last);
+        match slot {
+            Some((k, v)) if *k == key => v.clone(),
             _ => {
                 let v = make();
-                last.ttl = Some((ttl, v.clone()));
+                *slot = Some((key, v.clone()));
                 v
             }
         }

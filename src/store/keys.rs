@@ -73,6 +73,15 @@ pub fn entry_key(ns: Namespace, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// [`entry_key`] written into `buf`, when it fits: a lookup's key without
+/// an allocation.
+pub fn entry_key_in<'b>(ns: Namespace, key: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let k = buf.get_mut(..key.len() + 1)?;
+    k[0] = ns.tag();
+    k[1..].copy_from_slice(key);
+    Some(k)
+}
+
 /// The expiry-index row for an entry key expiring at `expires_at` (ms).
 pub fn expiry_key(expires_at: u64, entry_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + entry_key.len());
@@ -118,6 +127,18 @@ pub fn shard_of(entry_key: &[u8], shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_key_in_a_buffer_is_the_entry_key() {
+        let mut buf = [0u8; 8];
+        for key in [&b""[..], b"a", b"/page/1"] {
+            assert_eq!(
+                entry_key_in(Namespace::Page, key, &mut buf),
+                Some(entry_key(Namespace::Page, key).as_slice())
+            );
+        }
+        assert_eq!(entry_key_in(Namespace::Value, b"/page/12", &mut buf), None);
+    }
 
     #[test]
     fn expiry_rows_sort_by_deadline_and_round_trip() {

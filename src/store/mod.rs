@@ -287,13 +287,12 @@ impl Store {
         // for its key.
         let mut stack = [0u8; 128];
         let heap;
-        let key: &[u8] = if key.len() < stack.len() {
-            stack[0] = ns.tag();
-            stack[1..=key.len()].copy_from_slice(key);
-            &stack[..=key.len()]
-        } else {
-            heap = keys::entry_key(ns, key);
-            &heap
+        let key: &[u8] = match keys::entry_key_in(ns, key, &mut stack) {
+            Some(k) => k,
+            None => {
+                heap = keys::entry_key(ns, key);
+                &heap
+            }
         };
         let shard = self.shard(key);
         if let Some(rec) = shard.hot.get(key) {
