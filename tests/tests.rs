@@ -13,5 +13,6 @@ mod durability;
 mod origin;
 mod props;
 mod proxy;
+mod quick;
 mod tags;
 mod warm;

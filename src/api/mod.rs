@@ -713,7 +713,8 @@ struct StatResponse {
     stats: crate::metrics::StatsSnapshot,
     /// Proxied requests by `X-Cache` status (`hit`, `miss`, …), `not_cached`
     /// by reason, `upstream_requests`, `upstream_errors`, `unstored`
-    /// (cacheable pages the store did not take: busy or failing).
+    /// (cacheable pages the store did not take: busy or failing),
+    /// `quick_hits` (hits answered on the socket, without hyper).
     #[schema(value_type = Object)]
     proxy: serde_json::Value,
     disk: DiskStat,

@@ -148,6 +148,12 @@ impl Collector for Counters {
             "Cacheable pages served but not stored: the store's write backlog was full (the disk behind) or the store failed",
             &[(&[], p.unstored)],
         )?;
+        counter(
+            &mut enc,
+            "proxy_quick_hits",
+            "Hits answered on the socket without hyper (plain HTTP/1.1 GETs of fresh pages in RAM); each is counted as a hit too",
+            &[(&[], p.quick_hits)],
+        )?;
         let m = enc.encode_descriptor(
             "upstream_response_time",
             "Time from sending a request upstream to its response head",

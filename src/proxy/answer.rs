@@ -38,6 +38,73 @@ fn template(e: &Entry, length: u64) -> http::HeaderMap {
     h
 }
 
+/// The headers of a whole-body answer from `e` at `now`, `decision` shown.
+fn whole(e: &Entry, now: u64, decision: Decision) -> http::HeaderMap {
+    let served = served(e);
+    let mut h = served.headers.clone();
+    h.insert(header::AGE, served.age(e.age(now)));
+    if decision.status != CacheStatus::Hit {
+        h.insert(X_CACHE, decision.header());
+    }
+    let status = e.status.as_u16();
+    let own = match decision.plain_hit_ttl() {
+        Some(ttl) => served.for_ttl(ttl, || decision.cache_status(status)),
+        None => decision.cache_status(status),
+    };
+    set_own_status(&mut h, own);
+    h
+}
+
+fn served(e: &Entry) -> &Served {
+    e.served
+        .get_or_init(|| Served::new(template(e, e.body.len() as u64)))
+}
+
+/// The head of a whole-body HTTP/1.1 answer from `e` at `now`, as bytes on
+/// the wire: what hyper would write for [`from_entry`]'s response to a
+/// plain GET (the same fields, and `Date` when the page has none). Made
+/// once per entry for each second's `Age`, TTL and `Date`, and shared by
+/// every hit in that second. `None` for a status that has no reason phrase
+/// or no body.
+pub fn wire_head(e: &Entry, now: u64, decision: Decision) -> Option<bytes::Bytes> {
+    let status = e.status;
+    let reason = status.canonical_reason()?;
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return None;
+    }
+    let date = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ttl = decision.plain_hit_ttl()?;
+    let wire = served(e).wire((e.age(now), ttl, date), || {
+        let h = whole(e, now, decision);
+        let mut out = Vec::with_capacity(64 + h.len() * 48);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &h {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !h.contains_key(header::DATE) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(date);
+            out.extend_from_slice(b"date: ");
+            out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        bytes::Bytes::from(out)
+    });
+    Some(wire)
+}
+
 /// The response for request `req` from entry `e` at `now` (unix ms), with
 /// `decision` shown in it.
 pub fn from_entry(
@@ -99,19 +166,7 @@ pub fn from_entry(
                 h.insert(header::CONTENT_RANGE, v);
             }
         } else {
-            let served = e.served.get_or_init(|| Served::new(template(e, len)));
-            let h = res.headers_mut();
-            *h = served.headers.clone();
-            h.insert(header::AGE, served.age(e.age(now)));
-            if decision.status != CacheStatus::Hit {
-                h.insert(X_CACHE, decision.header());
-            }
-            let status = status.as_u16();
-            let own = match decision.plain_hit_ttl() {
-                Some(ttl) => served.for_ttl(ttl, || decision.cache_status(status)),
-                None => decision.cache_status(status),
-            };
-            set_own_status(h, own);
+            *res.headers_mut() = whole(e, now, decision);
             return (res, decision);
         }
         res

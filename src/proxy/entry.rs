@@ -72,6 +72,9 @@ pub struct Served {
 struct Last {
     age: Option<(u64, HeaderValue)>,
     ttl: Option<(i64, HeaderValue)>,
+    /// The head of a plain hit as written on the wire, for its `Age`,
+    /// TTL and `Date` second (`answer::wire_head`).
+    wire: Option<((u64, i64, u64), Bytes)>,
 }
 
 impl Served {
@@ -93,14 +96,20 @@ impl Served {
         self.reuse(|l| &mut l.ttl, ttl, make)
     }
 
+    /// `make()`, a plain hit's head on the wire for `Age`, TTL and `Date`
+    /// second `key`, reused while they stay the same.
+    pub fn wire(&self, key: (u64, i64, u64), make: impl FnOnce() -> Bytes) -> Bytes {
+        self.reuse(|l| &mut l.wire, key, make)
+    }
+
     /// The value kept in `slot` if it was made for `key`, else `make()`,
     /// kept for the next caller.
-    fn reuse<K: PartialEq + Copy>(
+    fn reuse<K: PartialEq + Copy, V: Clone>(
         &self,
-        slot: impl FnOnce(&mut Last) -> &mut Option<(K, HeaderValue)>,
+        slot: impl FnOnce(&mut Last) -> &mut Option<(K, V)>,
         key: K,
-        make: impl FnOnce() -> HeaderValue,
-    ) -> HeaderValue {
+        make: impl FnOnce() -> V,
+    ) -> V {
         let Ok(mut last) = self.last.try_lock() else {
             return make();
         };

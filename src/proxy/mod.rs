@@ -41,6 +41,7 @@ pub mod key;
 pub mod lookup;
 pub mod policy;
 mod query_cap;
+mod quick;
 pub mod range;
 pub mod revalidate;
 pub mod rewarm;

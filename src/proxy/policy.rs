@@ -52,7 +52,12 @@ pub fn known_host<'h>(headers: &'h HeaderMap, hosts: &[String]) -> Option<Cow<'h
     let (Some(host), None) = (all.next(), all.next()) else {
         return None;
     };
-    let name = super::key::host_name(host.to_str().ok()?)?;
+    known_host_value(host.to_str().ok()?, hosts)
+}
+
+/// [`known_host`] for the one `Host` value `host`.
+pub fn known_host_value<'h>(host: &'h str, hosts: &[String]) -> Option<Cow<'h, str>> {
+    let name = super::key::host_name(host)?;
     hosts.iter().any(|listed| *listed == *name).then_some(name)
 }
 
@@ -69,15 +74,21 @@ pub fn request_bypass(
     if headers.contains_key(header::AUTHORIZATION) {
         return Some(Reason::Authorization);
     }
-    // Bytes, not `to_str`: a cookie header with one non-ASCII value must
-    // still be searched, or its session would go unnoticed.
     let has_session = headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .map(|pair| django_strip(pair.split(|&b| b == b'=').next().unwrap_or(pair)))
-        .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name));
+        .any(|v| names_a_session(v.as_bytes(), session_cookies));
     has_session.then_some(Reason::SessionCookie)
+}
+
+/// Whether one `Cookie` value carries one of `session_cookies`. Bytes, not
+/// `to_str`: a cookie header with one non-ASCII value must still be
+/// searched, or its session would go unnoticed.
+pub fn names_a_session(cookie: &[u8], session_cookies: &[String]) -> bool {
+    cookie
+        .split(|&b| b == b';')
+        .map(|pair| django_strip(pair.split(|&b| b == b'=').next().unwrap_or(pair)))
+        .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name))
 }
 
 /// What Django's cookie parser strips around a name: Python's

@@ -65,6 +65,8 @@ pub struct ProxyStats {
     /// Cacheable pages served but not stored: the store was busy (its
     /// write backlog full) or failing.
     unstored: AtomicU64,
+    /// Hits answered on the socket, without hyper (`server::quick`).
+    quick_hits: AtomicU64,
     /// Upstream response time, to the response head.
     pub upstream_latency: Latency,
     /// Client response time, to the response head, by cache status and
@@ -80,6 +82,7 @@ pub struct Counts {
     pub upstream_errors: [u64; UpstreamFailure::ALL.len()],
     pub collapsed: u64,
     pub unstored: u64,
+    pub quick_hits: u64,
 }
 
 impl ProxyStats {
@@ -91,6 +94,7 @@ impl ProxyStats {
             upstream_errors: std::array::from_fn(|i| self.upstream_errors[i].load(Relaxed)),
             collapsed: self.collapsed.load(Relaxed),
             unstored: self.unstored.load(Relaxed),
+            quick_hits: self.quick_hits.load(Relaxed),
         }
     }
 
@@ -116,6 +120,11 @@ impl ProxyStats {
     /// A cacheable page the store did not take.
     pub fn unstored(&self) {
         self.unstored.fetch_add(1, Relaxed);
+    }
+
+    /// A hit answered on the socket (it is counted as a hit too).
+    pub fn quick_hit(&self) {
+        self.quick_hits.fetch_add(1, Relaxed);
     }
 
     pub fn upstream_error(&self, kind: UpstreamFailure) {
@@ -145,6 +154,7 @@ impl ProxyStats {
         let errors: u64 = self.upstream_errors.iter().map(|e| e.load(Relaxed)).sum();
         m.insert("upstream_errors".into(), errors.into());
         m.insert("unstored".into(), self.unstored.load(Relaxed).into());
+        m.insert("quick_hits".into(), self.quick_hits.load(Relaxed).into());
         m.into()
     }
 }

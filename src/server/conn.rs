@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::quick::{self, Left, Prefixed, QuickHits};
 use crate::shutdown;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -50,6 +52,7 @@ pub async fn serve<M, S, B>(
     name: &'static str,
     listener: TcpListener,
     make: M,
+    quick: Option<Arc<dyn QuickHits>>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
 ) where
@@ -85,7 +88,7 @@ pub async fn serve<M, S, B>(
             },
             _ = &mut stopping => break,
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -101,6 +104,7 @@ pub async fn serve<M, S, B>(
         let service = make(peer);
         let builder = builder.clone();
         let mut stop = stop.clone();
+        let quick = quick.clone();
         tokio::spawn(async move {
             // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
             // any of its timeouts run: a client sending nothing (or part of
@@ -111,7 +115,27 @@ pub async fn serve<M, S, B>(
                 _ = stop.wait_for(|s| *s) => false,
             };
             if spoke {
-                connection(name, &builder, stream, service, limits, stop).await;
+                let read = match &quick {
+                    Some(q) => {
+                        let left = quick::serve(
+                            &mut stream,
+                            q.as_ref(),
+                            peer,
+                            limits.client_timeout,
+                            &mut stop,
+                        )
+                        .await;
+                        match left {
+                            Left::HandOver(read) => Some(read),
+                            Left::Closed => None,
+                        }
+                    }
+                    None => Some(Bytes::new()),
+                };
+                if let Some(read) = read {
+                    let io = Prefixed::new(read, stream);
+                    connection(name, &builder, io, service, limits, stop).await;
+                }
             }
             drop(slot);
         });
@@ -136,7 +160,7 @@ pub async fn serve<M, S, B>(
 async fn connection<S, B>(
     name: &'static str,
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: Prefixed<TcpStream>,
     service: S,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
@@ -360,7 +384,7 @@ impl<B> Drop for Tracked<B> {
 /// HTTP/2's streams at once) loses its connection, as with nginx's
 /// `send_timeout`.
 struct WriteDeadline {
-    io: TcpStream,
+    io: Prefixed<TcpStream>,
     limit: Duration,
     /// Allocated at the first stall, reset at each later one.
     timer: Option<Pin<Box<Sleep>>>,
@@ -368,7 +392,7 @@ struct WriteDeadline {
 }
 
 impl WriteDeadline {
-    fn new(io: TcpStream, limit: Duration) -> WriteDeadline {
+    fn new(io: Prefixed<TcpStream>, limit: Duration) -> WriteDeadline {
         WriteDeadline {
             io,
             limit,

@@ -23,6 +23,7 @@ use crate::shutdown;
 use crate::store::{self, Store, StoreConfig};
 
 mod conn;
+pub mod quick;
 
 use conn::{ConnLimits, serve};
 
@@ -115,6 +116,7 @@ pub async fn run(
                     }
                 })
             },
+            None,
             limits,
             api_stop_rx,
         ))
@@ -253,6 +255,7 @@ pub async fn run(
         }),
     });
     let _ = app_cell.set(app);
+    let quick: Arc<dyn quick::QuickHits> = proxy.clone();
     let proxy_task = tokio::spawn(serve(
         "proxy",
         proxy_listener,
@@ -263,6 +266,7 @@ pub async fn run(
                 async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
             })
         },
+        Some(quick),
         limits,
         stop_rx.clone(),
     ));

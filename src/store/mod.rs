@@ -318,6 +318,21 @@ impl Store {
         found
     }
 
+    /// The entry at `key` when the hot tier holds it unexpired, without
+    /// waiting on anything: for answers that must not await (the proxy's
+    /// wire-level hits). `None` says nothing about the disk; [`Store::get`]
+    /// is the lookup that knows. Counted as a read, as `get` counts one.
+    pub fn get_hot(&self, ns: Namespace, key: &[u8]) -> Option<Record> {
+        let mut stack = [0u8; 128];
+        let key = keys::entry_key_in(ns, key, &mut stack)?;
+        let rec = self.shard(key).hot.get(key)?;
+        if rec.is_expired(self.clock.now_ms()) {
+            return None;
+        }
+        self.hotness.touch(key);
+        Some(rec)
+    }
+
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
         let key = keys::entry_key(ns, key);
         let shard = self.shard(&key);
@@ -790,6 +805,10 @@ impl PageStore for Store {
         room: Room,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         Store::put_page(self, group, variant, record, since, room)
+    }
+
+    fn hot_page(&self, key: &[u8]) -> Option<Record> {
+        self.get_hot(Namespace::Page, key)
     }
 
     fn reserve(

@@ -30,6 +30,14 @@ pub trait PageStore: Clone + Send + Sync + 'static {
     /// The entry at page key `key`: a page, or a group record.
     fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
+    /// The entry at page key `key` if the store's RAM tier holds it
+    /// unexpired, found without waiting; `None` otherwise (the page may
+    /// still be on disk: [`PageStore::get_page`] knows). A store without a
+    /// RAM tier has none.
+    fn hot_page(&self, _key: &[u8]) -> Option<Record> {
+        None
+    }
+
     /// Room in the store's write backlog for a write of `bytes` under
     /// `group` (`store::backlog`): taken before a fetched page is served,
     /// so pages waiting for a disk that fell behind cannot pile up in RAM.

@@ -1,0 +1,294 @@
+//! Hits answered on the socket, without hyper (`server::quick`): the same
+//! answer the general path gives, and every other request on the
+//! connection handed to hyper exactly as the client sent it.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::origin::Origin;
+use crate::util::{Server, get_json, start_proxy as start, stored};
+
+const PAGE: &str = "/q/page/?h=X-Bigcache-TTL:1h&etag=v1&fixed=1&h=Content-Language:fr";
+
+/// One response read off a raw connection: its head lines and body.
+struct Raw {
+    status: u16,
+    /// (lower-cased name, value), in the order sent.
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response with a `Content-Length` body from `conn`, `buf`
+/// holding bytes already read past the previous one.
+async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Raw {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let fields: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let length: usize = fields
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    buf.drain(..end + 4);
+    while buf.len() < length {
+        let mut chunk = [0u8; 8192];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf.drain(..length).collect();
+    Raw {
+        status,
+        fields,
+        body,
+    }
+}
+
+async fn connect(s: &Server) -> TcpStream {
+    TcpStream::connect(s.proxy.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Sends `requests` in one write and reads one response per request.
+async fn exchange(s: &Server, requests: &str, n: usize) -> Vec<Raw> {
+    let mut conn = connect(s).await;
+    conn.write_all(requests.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(read_response(&mut conn, &mut buf).await);
+    }
+    out
+}
+
+async fn quick_hits(s: &Server) -> u64 {
+    let (_, stat) = get_json(s, "/stat").await;
+    stat["proxy"]["quick_hits"].as_u64().unwrap()
+}
+
+/// A page cached and read once (so it is in the RAM tier).
+async fn cached(o: &Origin, s: &Server) {
+    let first = exchange(
+        s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(first[0].field("x-cache"), Some("MISS"));
+    stored(s, 1).await;
+    let again = exchange(
+        s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(again[0].field("x-cache"), Some("HIT"));
+    assert_eq!(o.count(PAGE), 1);
+}
+
+/// The fields of an answer, without the values that follow the clock.
+fn comparable(r: &Raw) -> Vec<(String, String)> {
+    let mut f: Vec<_> = r
+        .fields
+        .iter()
+        .map(|(n, v)| match n.as_str() {
+            "date" | "age" => (n.clone(), String::new()),
+            "cache-status" => (n.clone(), v.split(";ttl=").next().unwrap().to_string()),
+            _ => (n.clone(), v.clone()),
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quick_hit_is_the_general_paths_answer() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    cached(&o, &s).await;
+    let before = quick_hits(&s).await;
+    let plain = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t\r\n\r\n");
+    // A validator that does not match: the general path, a whole 200.
+    let general = format!(
+        "GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t\r\nIf-None-Match: \"other\"\r\n\r\n"
+    );
+    let quick = exchange(&s, &plain, 1).await.remove(0);
+    assert_eq!(quick_hits(&s).await, before + 1, "the plain GET was quick");
+    let slow = exchange(&s, &general, 1).await.remove(0);
+    assert_eq!(quick_hits(&s).await, before + 1, "the other was not");
+    assert_eq!((quick.status, slow.status), (200, 200));
+    assert_eq!(comparable(&quick), comparable(&slow));
+    assert_eq!(quick.body, slow.body);
+    assert_eq!(quick.field("x-cache"), Some("HIT"));
+    assert_eq!(quick.field("etag"), Some("\"v1\""));
+    assert_eq!(quick.field("content-language"), Some("fr"));
+    assert!(quick.field("date").is_some());
+    assert!(
+        quick
+            .field("cache-status")
+            .is_some_and(|v| v.starts_with("bigcache;hit;ttl=")),
+        "{:?}",
+        quick.fields
+    );
+    assert_eq!(quick.field("x-bigcache-ttl"), None);
+    assert_eq!(o.count(PAGE), 1);
+}
+
+/// Pipelined requests: the plain hits are answered on the socket, the
+/// first other request and all after it by hyper, in order, from the
+/// bytes already read.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_goes_to_hyper_intact_at_the_first_other_request() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    cached(&o, &s).await;
+    let before = quick_hits(&s).await;
+    let plain = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let requests = [
+        plain.clone(),
+        plain.clone(),
+        format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic eDp5\r\n\r\n"),
+        plain.clone(),
+        format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: \"v1\"\r\n\r\n"),
+        format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-3\r\n\r\n"),
+    ]
+    .concat();
+    let got = exchange(&s, &requests, 6).await;
+    let seen: Vec<(u16, Option<&str>)> =
+        got.iter().map(|r| (r.status, r.field("x-cache"))).collect();
+    assert_eq!(
+        seen,
+        [
+            (200, Some("HIT")),
+            (200, Some("HIT")),
+            (200, Some("BYPASS")),
+            (200, Some("HIT")),
+            (304, Some("HIT")),
+            (206, Some("HIT")),
+        ]
+    );
+    assert_eq!(got[5].body.len(), 4);
+    assert_eq!(quick_hits(&s).await, before + 2, "hyper had the rest");
+    assert_eq!(o.count(PAGE), 2, "only the credentialed request went up");
+}
+
+/// Requests whose framing or meaning the general path must judge are
+/// handed over as sent: a body on a GET is read as a body (not as a
+/// second request), two Hosts and an absolute target are hyper's and the
+/// proxy's to refuse or key, a session is never answered from the cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_are_not_plain_hits_are_the_general_paths() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    cached(&o, &s).await;
+    let before = quick_hits(&s).await;
+    // The body spells a request for another page: it must not be one.
+    let smuggled = "GET /other/?h=X-Bigcache-TTL:1h HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let with_body = format!(
+        "GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut conn = connect(&s).await;
+    conn.write_all(with_body.as_bytes()).await.unwrap();
+    conn.write_all(
+        format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let first = read_response(&mut conn, &mut buf).await;
+    let second = read_response(&mut conn, &mut buf).await;
+    assert_eq!((first.status, first.field("x-cache")), (200, Some("HIT")));
+    assert_eq!((second.status, second.field("x-cache")), (200, Some("HIT")));
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(buf.is_empty() && rest.is_empty(), "no third answer");
+    assert_eq!(o.count("/other/?h=X-Bigcache-TTL:1h"), 0);
+
+    let two_hosts = exchange(
+        &s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nHost: y\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(two_hosts[0].status, 400);
+    let absolute = exchange(
+        &s,
+        &format!("GET http://localhost{PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(absolute[0].status, 200);
+    let session = exchange(
+        &s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nCookie: a=1; sessionid=abc\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(session[0].field("x-cache"), Some("BYPASS"));
+    let unknown_host = exchange(
+        &s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(unknown_host[0].field("x-cache"), Some("BYPASS"));
+    let http10 = exchange(
+        &s,
+        &format!("GET {PAGE} HTTP/1.0\r\nHost: localhost\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(http10[0].field("x-cache"), Some("HIT"));
+    assert_eq!(quick_hits(&s).await, before, "none of them was quick");
+    // A cookie that is not a session's does not stop a quick hit.
+    let anonymous = exchange(
+        &s,
+        &format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nCookie: csrftoken=t\r\n\r\n"),
+        1,
+    )
+    .await;
+    assert_eq!(anonymous[0].field("x-cache"), Some("HIT"));
+    assert_eq!(quick_hits(&s).await, before + 1);
+}
+
+/// With `--access-log`, every request takes the general path, which
+/// writes its line.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_log_sees_every_hit() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_d, s) = start(&o.url(), &["--access-log", log.to_str().unwrap()]);
+    cached(&o, &s).await;
+    assert_eq!(quick_hits(&s).await, 0);
+}
