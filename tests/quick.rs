@@ -292,3 +292,75 @@ async fn an_access_log_sees_every_hit() {
     cached(&o, &s).await;
     assert_eq!(quick_hits(&s).await, 0);
 }
+
+/// Sends `head` a byte at a time, one every 300 ms, for at most 6 s;
+/// returns whether the server closed the connection meanwhile.
+async fn trickled_out(conn: &mut TcpStream, head: &[u8]) -> bool {
+    for b in head.iter().cycle().take(20) {
+        if conn.write_all(&[*b]).await.is_err() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), conn.read(&mut probe)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
+
+/// A client trickling its head a byte at a time gets the client timeout
+/// for the whole head, from when the wait for it began: before its first
+/// request, and after a request answered on the socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_head_gets_the_client_timeout_once() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--client-timeout", "1s"]);
+    cached(&o, &s).await;
+    let head = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+    let mut first = connect(&s).await;
+    assert!(
+        trickled_out(&mut first, head.as_bytes()).await,
+        "a head trickled for 6 s"
+    );
+    let mut after = connect(&s).await;
+    after
+        .write_all(format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answered = read_response(&mut after, &mut Vec::new()).await;
+    assert_eq!(answered.field("x-cache"), Some("HIT"));
+    assert!(
+        trickled_out(&mut after, head.as_bytes()).await,
+        "a second head trickled for 6 s"
+    );
+}
+
+/// Once a request was answered on the socket the connection stays
+/// HTTP/1.1: HTTP/2's preface at the next request boundary is no switch
+/// of protocol (hyper answers it as a bad HTTP/1.1 request, or closes).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_switch_to_http2_after_a_quick_answer() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    cached(&o, &s).await;
+    let mut conn = connect(&s).await;
+    conn.write_all(
+        format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let hit = read_response(&mut conn, &mut buf).await;
+    assert_eq!(hit.field("x-cache"), Some("HIT"));
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+    buf.extend_from_slice(&rest);
+    // An HTTP/2 server's first frame is SETTINGS: type 4 at byte 3.
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        &buf[..buf.len().min(32)]
+    );
+}

@@ -77,6 +77,8 @@ pub async fn serve<M, S, B>(
         .keep_alive_interval(Some(H2_KEEP_ALIVE))
         .keep_alive_timeout(H2_KEEP_ALIVE)
         .max_concurrent_streams(H2_MAX_STREAMS);
+    // For connections the fast path answered on: HTTP/1.1 to the end.
+    let h1_builder = builder.clone().http1_only();
     let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let mut stopping = std::pin::pin!(shutdown::wait(stop.clone()));
@@ -103,6 +105,7 @@ pub async fn serve<M, S, B>(
         let _ = stream.set_nodelay(true);
         let service = make(peer);
         let builder = builder.clone();
+        let h1_builder = h1_builder.clone();
         let mut stop = stop.clone();
         let quick = quick.clone();
         tokio::spawn(async move {
@@ -126,15 +129,16 @@ pub async fn serve<M, S, B>(
                         )
                         .await;
                         match left {
-                            Left::HandOver(read) => Some(read),
+                            Left::HandOver { read, answered } => Some((read, answered)),
                             Left::Closed => None,
                         }
                     }
-                    None => Some(Bytes::new()),
+                    None => Some((Bytes::new(), false)),
                 };
-                if let Some(read) = read {
+                if let Some((read, answered)) = read {
                     let io = Prefixed::new(read, stream);
-                    connection(name, &builder, io, service, limits, stop).await;
+                    let builder = if answered { &h1_builder } else { &builder };
+                    connection(name, builder, io, service, limits, stop).await;
                 }
             }
             drop(slot);

@@ -19,7 +19,8 @@
 //! over too, and hyper answers it as it would have.
 //!
 //! The limits are the listener's: a request's head must arrive within the
-//! client timeout, an idle connection is closed after it, a write that
+//! client timeout of the wait for it (an idle connection is closed after
+//! it, a trickling one too), a write that
 //! waits that long for the client fails, and a server stop closes the
 //! connection between requests.
 
@@ -65,8 +66,11 @@ pub trait QuickHits: Send + Sync + 'static {
 pub enum Left {
     /// Closed: by the client, an error, a timeout or a stop.
     Closed,
-    /// For hyper, with the bytes read but not answered.
-    HandOver(Bytes),
+    /// For hyper, with the bytes read but not answered, and whether some
+    /// request was answered here before (then the connection is HTTP/1.1
+    /// for good: bytes that look like HTTP/2's preface midway are not a
+    /// switch of protocol, as they were not before this path existed).
+    HandOver { read: Bytes, answered: bool },
 }
 
 /// Serves `stream`'s requests while `hits` answers them.
@@ -78,8 +82,12 @@ pub async fn serve(
     stop: &mut watch::Receiver<bool>,
 ) -> Left {
     let mut buf = BytesMut::with_capacity(4096);
+    // The client timeout for each head, idle time before it included,
+    // from when the wait for it began: set again only once a request was
+    // answered, so a client trickling a byte at a time gets no more.
     let deadline = tokio::time::sleep(timeout);
     let mut deadline = std::pin::pin!(deadline);
+    let mut answered = false;
     loop {
         if !buf.is_empty() {
             match answer(&buf, hits, peer) {
@@ -88,13 +96,22 @@ pub async fn serve(
                         return Left::Closed;
                     }
                     buf.advance(used);
+                    answered = true;
                     if *stop.borrow() {
                         return Left::Closed;
                     }
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + timeout);
                     continue;
                 }
                 Parsed::Partial if buf.len() < MAX_HEAD => {}
-                Parsed::Partial | Parsed::Other => return Left::HandOver(buf.freeze()),
+                Parsed::Partial | Parsed::Other => {
+                    return Left::HandOver {
+                        read: buf.freeze(),
+                        answered,
+                    };
+                }
             }
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -106,18 +123,14 @@ pub async fn serve(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Left::Closed,
         }
-        // The client timeout bounds both an idle connection and a head in
-        // progress (a client trickling bytes).
-        deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + timeout);
-        let idle = buf.is_empty();
+        // A stop closes the connection between requests, and in the middle
+        // of a head too: no request has begun until its head is complete.
         tokio::select! {
             ready = stream.readable() => if ready.is_err() {
                 return Left::Closed;
             },
             _ = &mut deadline => return Left::Closed,
-            _ = stop.wait_for(|s| *s), if idle => return Left::Closed,
+            _ = stop.wait_for(|s| *s) => return Left::Closed,
         }
     }
 }
