@@ -301,9 +301,9 @@ async fn trickled_out(conn: &mut TcpStream, head: &[u8]) -> bool {
             return true;
         }
         let mut probe = [0u8; 1];
-        match tokio::time::timeout(Duration::from_millis(300), conn.read(&mut probe)).await {
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) | Err(_) => {}
+        let read = tokio::time::timeout(Duration::from_millis(300), conn.read(&mut probe)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
         }
     }
     false
