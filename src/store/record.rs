@@ -47,7 +47,9 @@ const BLOB_REF_LEN: usize = 21;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     None = 0,
+    /// Written by releases before LZ4; still read.
     Snappy = 1,
+    Lz4 = 2,
 }
 
 /// Where a record's body lives when it is not inline.
@@ -79,6 +81,7 @@ impl BlobRef {
         let codec = match b[20] {
             0 => Codec::None,
             1 => Codec::Snappy,
+            2 => Codec::Lz4,
             _ => return Err(DecodeError::BadBlobRef),
         };
         Ok(BlobRef {
