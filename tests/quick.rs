@@ -132,8 +132,18 @@ fn comparable(r: &Raw) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quick_hit_is_the_general_paths_answer() {
+    same_answer_on_both_paths(&[]).await;
+}
+
+/// Without a hot tier every hit is read from disk: still on the socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quick_hit_read_from_disk_is_the_general_paths_answer() {
+    same_answer_on_both_paths(&["--hot-cache-size", "0"]).await;
+}
+
+async fn same_answer_on_both_paths(args: &[&str]) {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &[]);
+    let (_d, s) = start(&o.url(), args);
     cached(&o, &s).await;
     let before = quick_hits(&s).await;
     let plain = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: t\r\n\r\n");

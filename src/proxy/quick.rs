@@ -1,5 +1,5 @@
 //! Hits answered without hyper: which parsed HTTP/1.1 requests the proxy
-//! can answer from its RAM tier at once, and the bytes it answers with.
+//! can answer from the store at once, and the bytes it answers with.
 //! `server::quick` reads the requests off the socket and writes the bytes;
 //! everything here is the proxy's own rules, applied to a request that was
 //! never turned into an `http::Request`.
@@ -9,7 +9,8 @@
 //! its key: a GET on a known host, no credentials or session, nothing that
 //! makes the answer a 304 or a range, no forwarding headers from a trusted
 //! front (whose values the general path checks), and a fresh page that
-//! does not vary, held in the RAM tier. For everything else `answer` says
+//! does not vary (from the RAM tier, or read from disk). For everything
+//! else `answer` says
 //! `None` and the request goes through hyper and the general path as if
 //! this module did not exist. The answer is the same response that path
 //! gives (`answer::wire_head`), counted and shown by the same
@@ -25,7 +26,7 @@ use super::key::{self, PageKey};
 use super::lookup;
 use super::policy;
 use crate::server::quick::{Head, QuickHits, Ready};
-use crate::store::{Kind, PageStore};
+use crate::store::{Kind, Lookup, PageStore};
 
 /// Bytes a target may hold to be answered here: RFC 3986's path and query
 /// characters, so hyper's parser would take it exactly as written (and
@@ -74,10 +75,9 @@ fn needs_general_path(name: &str, trusted_peer: bool) -> bool {
 }
 
 impl<S: PageStore> Proxy<S> {
-    /// The answer to a parsed HTTP/1.1 request when it is a plain hit on a
-    /// page in the RAM tier (see the module doc); `None` sends it down the
-    /// general path.
-    pub fn quick_answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
+    /// The answer to a parsed HTTP/1.1 request when it is a plain hit (see
+    /// the module doc); `None` sends it down the general path.
+    pub async fn quick_answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
         // Its line is written by the general path, which has the request
         // in the form the log reads.
         if self.cfg.access_log.is_some() {
@@ -108,7 +108,15 @@ impl<S: PageStore> Proxy<S> {
         }
         policy::known_host_value(std::str::from_utf8(host?).ok()?, &self.cfg.hosts)?;
         let key = PageKey::from_canonical(key::canonical(req.target));
-        let rec = self.store.hot_page(&key.group)?;
+        // The RAM tier without a wait; else the store (a miss is then
+        // looked up again by the general path, on its way upstream).
+        let rec = match self.store.hot_page(&key.group) {
+            Some(rec) => rec,
+            None => match self.store.get_page(&key.group).await {
+                Ok(Lookup::Hit(rec)) => rec,
+                Ok(Lookup::Miss | Lookup::Expired) | Err(_) => return None,
+            },
+        };
         // A group's variant is chosen from request fields: the general
         // path's work.
         if rec.kind == Kind::Group {
@@ -148,7 +156,11 @@ impl<S: PageStore> Proxy<S> {
 }
 
 impl<S: PageStore> QuickHits for Proxy<S> {
-    fn answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
+    fn answer(
+        &self,
+        req: &Head<'_>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Option<Ready>> + Send {
         self.quick_answer(req, peer)
     }
 }

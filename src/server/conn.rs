@@ -48,11 +48,11 @@ pub struct ConnLimits {
 /// Accepts connections on `listener` and serves each with the service
 /// `make` builds for its peer, until shutdown; then lets open connections
 /// finish their requests, for at most [`DRAIN_TIMEOUT`].
-pub async fn serve<M, S, B>(
+pub async fn serve<M, S, B, Q: QuickHits>(
     name: &'static str,
     listener: TcpListener,
     make: M,
-    quick: Option<Arc<dyn QuickHits>>,
+    quick: Option<Arc<Q>>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
 ) where

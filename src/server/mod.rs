@@ -116,7 +116,7 @@ pub async fn run(
                     }
                 })
             },
-            None,
+            None::<Arc<quick::Never>>,
             limits,
             api_stop_rx,
         ))
@@ -255,7 +255,7 @@ pub async fn run(
         }),
     });
     let _ = app_cell.set(app);
-    let quick: Arc<dyn quick::QuickHits> = proxy.clone();
+    let quick = proxy.clone();
     let proxy_task = tokio::spawn(serve(
         "proxy",
         proxy_listener,
