@@ -36,6 +36,7 @@ pub mod latency;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod sched;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -239,7 +239,10 @@ impl Store {
             let (tx, rx) = mpsc::channel(cfg.queue_depth.max(1));
             let thread = std::thread::Builder::new()
                 .name(format!("bigcache-shard-{index:02}"))
-                .spawn(move || shard.run(rx))?;
+                .spawn(move || {
+                    crate::sched::batch_this_thread();
+                    shard.run(rx)
+                })?;
             shards.push(ShardHandle {
                 tx,
                 hot,
@@ -861,6 +864,37 @@ mod tests {
             max_disk: Some(0),
             min_free: budget::MinFree::Bytes(0),
         }
+    }
+
+    /// Store threads run under `SCHED_BATCH` (see `crate::sched`): a
+    /// read queued by the runtime does not preempt it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn store_threads_do_not_preempt_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        let mut seen = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if !name.starts_with("bigcache-shard") && !name.starts_with("bigcache-mirro") {
+                continue;
+            }
+            let tid: libc::pid_t = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            // SAFETY: only reads the policy of a thread of this process.
+            let policy = unsafe { libc::sched_getscheduler(tid) };
+            // -1: the thread (another test's store) ended meanwhile.
+            if policy != -1 {
+                seen.push((name.trim().to_string(), policy));
+            }
+        }
+        // Tests run in parallel: other tests' stores may show up too.
+        assert!(seen.len() >= 2, "a shard thread and its mirror: {seen:?}");
+        assert!(
+            seen.iter().all(|(_, p)| *p == libc::SCHED_BATCH),
+            "{seen:?}"
+        );
+        store.shutdown().await;
     }
 
     fn record(body: &[u8]) -> Record {

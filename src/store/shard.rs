@@ -176,7 +176,10 @@ impl Shard {
         .and_then(|m| {
             std::thread::Builder::new()
                 .name(format!("bigcache-mirror-{:02}", cfg.index))
-                .spawn(move || m.run(rx))
+                .spawn(move || {
+                    crate::sched::batch_this_thread();
+                    m.run(rx)
+                })
                 .map_err(StoreError::from)
         });
         let link = match mirror {
