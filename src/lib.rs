@@ -40,5 +40,7 @@ pub mod sched;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+#[cfg(test)]
+mod test_alloc;
 pub mod ttl;
 pub mod warm;
