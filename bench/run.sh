@@ -151,6 +151,20 @@ header() {
     printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin
 }
 
+# Prints each round's pair of ratios ("a b", one argument per round) and
+# the median of each: round_ratios name1 target1 name2 target2 pair...
+round_ratios() {
+    local n1=$1 t1=$2 n2=$3 t2=$4 i=0 line mid
+    shift 4
+    for line in "$@"; do
+        i=$((i + 1))
+        echo "  round $i: $n1 ${line% *}, $n2 ${line#* }"
+    done
+    mid=$(( ($# + 1) / 2 ))
+    echo "  median of $# rounds: $n1 $(printf '%s\n' "$@" | awk '{print $1}' | sort -n | sed -n "${mid}p") ($t1)," \
+        "$n2 $(printf '%s\n' "$@" | awk '{print $2}' | sort -n | sed -n "${mid}p") ($t2)"
+}
+
 scenario_hot() {
     echo "== hot hits: $KEYS pages of $SIZE bytes, wrk -t1 -c$CONNS -d$DURATION, servers on core 0"
     local o b_api b_proxy n_port
@@ -192,14 +206,7 @@ scenario_hot() {
         c=$(awk '{print $3}' <<<"$line")
         ratios+=("$(awk -v b="$b" -v n="$n" -v c="$c" 'BEGIN {printf "%.2f %.2f", b / n, b / c}')")
     done
-    local i=0 mid
-    for line in "${ratios[@]}"; do
-        i=$((i + 1))
-        echo "  round $i: bigcache/nginx ${line% *}, bigcache/bare hyper ${line#* }"
-    done
-    mid=$(( (rounds + 1) / 2 ))
-    echo "  median of $rounds rounds: bigcache/nginx $(printf '%s\n' "${ratios[@]}" | awk '{print $1}' | sort -n | sed -n "${mid}p") (target >= 1.5)," \
-        "bigcache/bare hyper $(printf '%s\n' "${ratios[@]}" | awk '{print $2}' | sort -n | sed -n "${mid}p") (target >= 0.90)"
+    round_ratios bigcache/nginx "target >= 1.5" "bigcache/bare hyper" "target >= 0.90" "${ratios[@]}"
     kill "$c_pid"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
@@ -525,14 +532,8 @@ LUA
         done
         ratios+=("$(awk -v b="$rps_b" -v n="$rps_n" -v pb="$p999_b" -v pn="$p999_n" 'BEGIN {printf "%.2f %.2f", b / n, pb / pn}')")
     done
-    local i=0 mid
-    for line in "${ratios[@]}"; do
-        i=$((i + 1))
-        echo "  round $i: bigcache/nginx req/s ${line% *}, p99.9 ${line#* }"
-    done
-    mid=$(( (rounds + 1) / 2 ))
-    echo "  median of $rounds rounds: bigcache/nginx req/s $(printf '%s\n' "${ratios[@]}" | awk '{print $1}' | sort -n | sed -n "${mid}p") (target >= 1.0)," \
-        "p99.9 $(printf '%s\n' "${ratios[@]}" | awk '{print $2}' | sort -n | sed -n "${mid}p") (target <= 2.0); max must stay under 50 ms"
+    round_ratios "bigcache/nginx req/s" "target >= 1.0" p99.9 "target <= 2.0" "${ratios[@]}"
+    echo "  (no request may take over 50 ms: see the max column)"
     [ -n "$base_proxy" ] && kill "$(cat "$work/cold-base.pid")"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
