@@ -272,6 +272,15 @@ impl Collector for Counters {
         )?;
         counter(
             &mut enc,
+            "store_point_read_misses",
+            "LevelDB point reads that answered absent, by what an iterator then found: absent, or live (the crate's false absent, not believed)",
+            &[
+                (&[("found", "absent")], load(&store.misses_absent)),
+                (&[("found", "live")], load(&store.misses_live)),
+            ],
+        )?;
+        counter(
+            &mut enc,
             "store_swept_entries",
             "Expired entries the sweeper removed",
             &[(&[], load(&store.swept))],

@@ -401,7 +401,8 @@ impl BlobReader {
 
     /// The entry starting at `offset` in file `id`, or `None` at the end of
     /// the file or at a header that cannot be an entry's (a torn tail).
-    pub fn entry_at(&mut self, id: u32, offset: u64) -> io::Result<Option<Entry>> {
+    /// Without `stored`, only its key is read (its stored bytes are empty).
+    pub fn entry_at(&mut self, id: u32, offset: u64, stored: bool) -> io::Result<Option<Entry>> {
         let offset = offset.max(BLOB_FILE_MAGIC.len() as u64);
         let file = self.handle(id)?;
         let mut header = [0u8; BLOB_ENTRY_HEADER];
@@ -414,7 +415,7 @@ impl BlobReader {
         if k > KEY_MAX || s > STORED_MAX {
             return Ok(None);
         }
-        let mut rest = vec![0u8; k + s];
+        let mut rest = vec![0u8; if stored { k + s } else { k }];
         match file.read_exact_at(&mut rest, offset + BLOB_ENTRY_HEADER as u64) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -567,11 +568,11 @@ mod tests {
         let r1 = b.append(b"k1", &html(3_000)).unwrap();
         let r2 = b.append(b"k2", &html(4_000)).unwrap();
         let id = r1.file;
-        let e1 = b.reader().entry_at(id, 0).unwrap().unwrap();
+        let e1 = b.reader().entry_at(id, 0, true).unwrap().unwrap();
         assert_eq!((e1.key.as_slice(), e1.offset), (&b"k1"[..], r1.offset));
-        let e2 = b.reader().entry_at(id, e1.next).unwrap().unwrap();
+        let e2 = b.reader().entry_at(id, e1.next, true).unwrap().unwrap();
         assert_eq!((e2.key.as_slice(), e2.offset), (&b"k2"[..], r2.offset));
-        assert!(b.reader().entry_at(id, e2.next).unwrap().is_none());
+        assert!(b.reader().entry_at(id, e2.next, true).unwrap().is_none());
 
         // A crash mid-append: the tail is cut short.
         let path = dir.path().join(file_name(id));
@@ -579,7 +580,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
         let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
-        assert!(b.reader().entry_at(id, e1.next).unwrap().is_none());
+        assert!(b.reader().entry_at(id, e1.next, true).unwrap().is_none());
         assert!(b.reader().read(b"k2", &r2).is_err());
         assert_eq!(b.reader().read(b"k1", &r1).unwrap(), html(3_000));
         // After a restart appends go to a new file.

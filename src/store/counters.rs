@@ -21,6 +21,11 @@ pub struct Counters {
     pub mirror_busy: AtomicU64,
     /// Cold reads also asked of the mirror because the shard was late.
     pub mirror_hedged: AtomicU64,
+    /// LevelDB point reads that answered "absent", looked up again with an
+    /// iterator (`Db::get`): found absent, and found live (rusty-leveldb's
+    /// false "absent", met and not believed).
+    pub misses_absent: AtomicU64,
+    pub misses_live: AtomicU64,
     /// Expired entries the sweeper removed.
     pub swept: AtomicU64,
     /// Blob bytes the collector gave back.

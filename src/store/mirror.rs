@@ -14,7 +14,9 @@
 //! compactions fall at other moments than the shard's.
 //!
 //! The mirror never changes anything on its own: an expired or unreadable
-//! entry is reported, and the shard thread deletes it when it sees it. It
+//! entry is reported, and the shard thread deletes it when it sees it. Its
+//! reads are exact as the shard's are (`db::get_exact`), and it reopens
+//! after them as the shard does. It
 //! never writes the hot tier either, since it may lag behind the shard.
 //! It deletes blob files when the shard tells it to, after the batches that
 //! moved their last entries away, so it never reads a file that is gone.
@@ -28,11 +30,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use rusty_leveldb::DB;
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::BlobReader;
+use super::counters::Counters;
 use super::db::{self, Op, batch_of};
 use super::error::StoreError;
 use super::lookup::Lookup;
@@ -64,6 +68,11 @@ pub struct Mirror {
     blobs: BlobReader,
     healthy: Arc<AtomicBool>,
     clock: Clock,
+    counters: Arc<Counters>,
+    /// A miss was confirmed with an iterator since `opened_at` (see
+    /// `db::reopen_due`).
+    iterated: bool,
+    opened_at: Instant,
 }
 
 impl Mirror {
@@ -76,6 +85,7 @@ impl Mirror {
         blobs_dir: PathBuf,
         healthy: Arc<AtomicBool>,
         clock: Clock,
+        counters: Arc<Counters>,
     ) -> Result<Mirror, StoreError> {
         let mut m = Mirror {
             index,
@@ -85,6 +95,9 @@ impl Mirror {
             blobs: BlobReader::new(blobs_dir),
             healthy,
             clock,
+            counters,
+            iterated: false,
+            opened_at: Instant::now(),
         };
         m.rebuild()?;
         Ok(m)
@@ -96,12 +109,32 @@ impl Mirror {
             let _ = db.close();
         }
         copy_db(&self.source, &self.dir)?;
-        let db = db::open_contained(&self.dir, db::options(MIRROR_WRITE_BUFFER))
-            .map_err(|e| StoreError::open(&self.dir, e))?;
-        self.db = Some(db);
+        self.open_db()?;
         self.blobs.forget_all();
         self.healthy.store(true, Ordering::Release);
         Ok(())
+    }
+
+    fn open_db(&mut self) -> Result<(), StoreError> {
+        let db = db::open_contained(&self.dir, db::options(MIRROR_WRITE_BUFFER))
+            .map_err(|e| StoreError::open(&self.dir, e))?;
+        self.db = Some(db);
+        self.iterated = false;
+        self.opened_at = Instant::now();
+        Ok(())
+    }
+
+    /// Closes and opens the DB again after a confirmation made an
+    /// iterator, so its compactions drop deleted data again; a mirror that
+    /// does not open again stops taking reads.
+    fn reopen(&mut self) {
+        if let Some(mut db) = self.db.take() {
+            let _ = db.close();
+        }
+        if let Err(e) = self.open_db() {
+            tracing::error!(shard = self.index, error = %e, "read mirror disabled");
+            self.healthy.store(false, Ordering::Release);
+        }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<MirrorCommand>) {
@@ -134,6 +167,9 @@ impl Mirror {
                     let _ = reply.send(self.get(&key));
                 }
             }
+            if self.iterated && db::reopen_due(self.opened_at, rx.is_empty()) {
+                self.reopen();
+            }
         }
         if let Some(mut db) = self.db.take() {
             let _ = db.close();
@@ -153,11 +189,16 @@ impl Mirror {
             return Err(StoreError::Unavailable);
         }
         let db = self.db.as_mut().ok_or(StoreError::Unavailable)?;
-        let raw = catch_unwind(AssertUnwindSafe(|| db.get(key))).map_err(|_| {
-            self.healthy.store(false, Ordering::Release);
-            StoreError::Unavailable
-        })?;
-        let Some(raw) = raw else {
+        let counters = &self.counters;
+        let read = catch_unwind(AssertUnwindSafe(|| db::get_exact(db, &[key], counters))).map_err(
+            |_| {
+                self.healthy.store(false, Ordering::Release);
+                StoreError::Unavailable
+            },
+        )?;
+        let (mut found, iterated) = read?;
+        self.iterated |= iterated;
+        let Some(raw) = found.pop().flatten() else {
             return Ok(Lookup::Miss);
         };
         // Anything unreadable: the shard will find it, log it and delete it.

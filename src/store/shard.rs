@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::backlog::Room;
 use super::busy::Busy;
 use super::command::{Command, DeleteIf, Incr, KeysPage, PrefixStep};
-use super::db::{Db, Op, Opened};
+use super::db::{self, Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
 use super::hotness::Hotness;
@@ -44,12 +44,11 @@ use super::tx::Tx;
 use crate::clock::Clock;
 
 mod evict;
+#[cfg(test)]
+mod exact;
 
 /// A command taking longer than this is logged: it held up its shard.
 const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
-/// Shortest time between two reopens done only because a purge's lookup
-/// made an iterator (see `Shard::run`).
-const IDLE_REOPEN: std::time::Duration = std::time::Duration::from_secs(30);
 /// Batches the mirror may lag behind before the shard waits for it.
 const MIRROR_QUEUE: usize = 4096;
 
@@ -155,7 +154,7 @@ impl Shard {
     /// reported before the server accepts anything.
     pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
-        let (db, _) = Db::open(cfg.index, cfg.dir.clone())?;
+        let (db, _) = Db::open(cfg.index, cfg.dir.clone(), cfg.counters.clone())?;
         let blobs_dir = layout::blobs_dir(&cfg.dir);
         let space = BlobSpace::open(cfg.index, blobs_dir.clone(), cfg.blob_file_max)
             .map_err(|e| StoreError::open(&blobs_dir, e))?;
@@ -172,6 +171,7 @@ impl Shard {
             blobs_dir,
             healthy.clone(),
             cfg.clock.clone(),
+            cfg.counters.clone(),
         )
         .and_then(|m| {
             std::thread::Builder::new()
@@ -277,17 +277,9 @@ impl Shard {
                 self.space.forget_counts();
                 self.ensure_open();
             }
-            // A purge's lookup made an iterator: reopen once nothing waits,
-            // so compaction drops deleted data again; at most every
-            // IDLE_REOPEN, since a reopen flushes the memtable (a stepped
-            // purge would otherwise pay it between every two steps).
-            if self.db.iterated
-                && next.is_none()
-                && rx.is_empty()
-                && self.opened_at.elapsed() >= IDLE_REOPEN
-                && self.reopen().is_err()
-            {
-                tracing::warn!(shard = self.index, "reopening after a purge failed");
+            let idle = next.is_none() && rx.is_empty();
+            if self.db.iterated && db::reopen_due(self.opened_at, idle) && self.reopen().is_err() {
+                tracing::warn!(shard = self.index, "reopening after an iterator failed");
             }
         }
         self.shut_down();
@@ -539,25 +531,15 @@ impl Shard {
         Ok(Lookup::Miss)
     }
 
-    /// Reads the value `key` holds before `tx` changes it and takes its
-    /// blob bytes off the live count. Once per key per transaction: a later
-    /// call for the same key returns `None` without reading.
+    /// Reads the value `key` holds before `tx` changes it (exactly: see
+    /// `Db::get`) and takes its blob bytes off the live count. Once per key
+    /// per transaction: a later call for the same key returns `None`
+    /// without reading.
     fn stage_old(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
         if tx.has_seen(key) {
             return Ok(None);
         }
         let old = self.db.stored(key)?;
-        tx.replaces(key, old.as_ref());
-        Ok(old)
-    }
-
-    /// [`Shard::stage_old`], with the lookup a purge needs: one that never
-    /// misses a live value (`Db::stored_surely`).
-    fn stage_old_surely(&mut self, tx: &mut Tx, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        if tx.has_seen(key) {
-            return Ok(None);
-        }
-        let old = self.db.stored_surely(&[key])?.pop().flatten();
         tx.replaces(key, old.as_ref());
         Ok(old)
     }
@@ -614,7 +596,7 @@ impl Shard {
         let now = self.clock.now_ms();
         let mut tx = Tx::default();
         let mut step = PrefixStep::default();
-        let Some(old) = self.stage_old_surely(&mut tx, key)? else {
+        let Some(old) = self.stage_old(&mut tx, key)? else {
             return Ok(step);
         };
         if old.record.is_expired(now) {
@@ -630,7 +612,7 @@ impl Shard {
                 for m in old.record.group_members() {
                     let mut k = key.to_vec();
                     k.extend_from_slice(&m);
-                    match self.stage_old_surely(&mut tx, &k)? {
+                    match self.stage_old(&mut tx, &k)? {
                         Some(member)
                             if member.record.kind == Kind::Http
                                 && !member.record.is_expired(now) =>
@@ -671,7 +653,7 @@ impl Shard {
         let mut tx = Tx::default();
         let mut variants: std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
         let entries: Vec<&[u8]> = rows.iter().map(|r| &r[prefix.len()..]).collect();
-        let mut found = self.db.stored_surely(&entries)?.into_iter();
+        let mut found = self.db.stored_many(&entries)?.into_iter();
         for row in &rows {
             let entry = &row[prefix.len()..];
             let old = found.next().flatten();
@@ -897,15 +879,15 @@ impl Shard {
 
     fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
         let mut tx = Tx::default();
-        let Some(old) = self.stage_old_surely(&mut tx, key)? else {
+        let Some(old) = self.stage_old(&mut tx, key)? else {
             return Ok(false);
         };
         if old.record.kind == Kind::Group {
-            // Read surely first, so each member's tag rows go with it.
+            // Read first, so each member's tag rows go with it.
             for m in old.record.group_members() {
                 let mut k = key.to_vec();
                 k.extend_from_slice(&m);
-                self.stage_old_surely(&mut tx, &k)?;
+                self.stage_old(&mut tx, &k)?;
             }
             self.drop_members(&mut tx, key, &old.record)?;
         }
@@ -1153,13 +1135,25 @@ impl Shard {
         Ok((removed, more))
     }
 
-    /// Deletes the blob files no record references any more.
-    fn drop_dead_files(&mut self) -> Result<u64, StoreError> {
+    /// Deletes the blob files no record references any more (checked
+    /// exactly, see `BlobSpace::dead_files`), and puts right any count
+    /// found wrong on the way. Whether files are left to check.
+    fn drop_dead_files(&mut self) -> Result<(u64, bool), StoreError> {
+        let dead = self.space.dead_files(&mut self.db)?;
+        if !dead.recounted.is_empty() {
+            let ops = dead
+                .recounted
+                .iter()
+                .map(|&(id, n)| (keys::blob_live_key(id).to_vec(), Some(keys::encode_live(n))))
+                .collect();
+            self.write(ops)?;
+            self.space.counted(dead.recounted);
+        }
         let mut freed = 0;
-        for id in self.space.dead_files(&mut self.db)? {
+        for id in dead.files {
             freed += self.drop_file(id)?;
         }
-        Ok(freed)
+        Ok((freed, dead.more))
     }
 
     /// Deletes blob file `id` and its live-byte row. The mirror deletes the
@@ -1181,7 +1175,7 @@ impl Shard {
     /// One bounded step of blob garbage collection (see `store::space`);
     /// returns (bytes freed, more to do).
     fn collect(&mut self, budget: u64) -> Result<(u64, bool), StoreError> {
-        let mut freed = self.drop_dead_files()?;
+        let (mut freed, unchecked) = self.drop_dead_files()?;
         let mut tx = Tx::default();
         let step = self.space.collect_step(&mut self.db, budget, &mut tx)?;
         if !tx.is_empty() {
@@ -1189,7 +1183,7 @@ impl Shard {
         }
         self.space.reached(&step);
         match step {
-            Step::Idle => Ok((freed, false)),
+            Step::Idle => Ok((freed, unchecked)),
             Step::Partial { .. } => Ok((freed, true)),
             Step::Walked(id) => {
                 freed += self.drop_file(id)?;
@@ -1226,13 +1220,13 @@ mod tests {
     use crate::store::record::Kind;
     use std::time::{Duration, SystemTime};
 
-    struct Open {
-        shard: Shard,
-        clock: Clock,
+    pub(super) struct Open {
+        pub(super) shard: Shard,
+        pub(super) clock: Clock,
         _dir: tempfile::TempDir,
     }
 
-    fn open() -> Open {
+    pub(super) fn open() -> Open {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(SystemTime::now());
         let (shard, _mirror) = Shard::open(ShardConfig {
@@ -1258,7 +1252,7 @@ mod tests {
         }
     }
 
-    fn record(kind: Kind, body: &[u8], expires_at: Option<u64>) -> Record {
+    pub(super) fn record(kind: Kind, body: &[u8], expires_at: Option<u64>) -> Record {
         Record {
             kind,
             created_at: 1,
@@ -1271,7 +1265,7 @@ mod tests {
         }
     }
 
-    fn body(lookup: Lookup) -> Option<Bytes> {
+    pub(super) fn body(lookup: Lookup) -> Option<Bytes> {
         match lookup {
             Lookup::Hit(r) => Some(r.body),
             _ => None,
