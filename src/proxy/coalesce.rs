@@ -44,7 +44,7 @@ pub enum Outcome {
     Error(Arc<ProxyError>),
 }
 
-type Slot = watch::Receiver<Option<Outcome>>;
+pub type Slot = watch::Receiver<Option<Outcome>>;
 
 #[derive(Default)]
 pub struct Coalescer {

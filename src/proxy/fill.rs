@@ -32,6 +32,36 @@ fn same_variant(key: &mut PageKey, entry: &Entry, variant: &Option<String>, req:
 /// still streaming, with the reason.
 type Handoff = oneshot::Sender<(Response<Body>, Reason)>;
 
+/// The leader's wait: the response its fill hands over (one that will
+/// not be stored, still streaming), or else the flight's outcome. A fill
+/// that ends in a pass hands its response over just after, so a pass waits
+/// for it too, unless the fill dropped the hand-off without one (an
+/// upstream error, a stored page). The receiver is polled no more once it
+/// has resolved: polling a completed oneshot panics.
+async fn lead(
+    slot: coalesce::Slot,
+    mut handoff: oneshot::Receiver<(Response<Body>, Reason)>,
+) -> Result<Outcome, (Response<Body>, Reason)> {
+    let wait = coalesce::wait(slot);
+    tokio::pin!(wait);
+    let outcome = tokio::select! {
+        biased;
+        handed = &mut handoff => match handed {
+            Ok(handed) => return Err(handed),
+            // No response comes this way: the flight's outcome says it all.
+            Err(_) => return Ok(wait.await),
+        },
+        outcome = &mut wait => outcome,
+    };
+    match outcome {
+        Outcome::Pass(reason) => match handoff.await {
+            Ok(handed) => Err(handed),
+            Err(_) => Ok(Outcome::Pass(reason)),
+        },
+        other => Ok(other),
+    }
+}
+
 impl<S: PageStore> Proxy<S> {
     /// A miss or a stale entry that needs the upstream: coalesced, unless
     /// the page was recently found uncacheable.
@@ -65,23 +95,8 @@ impl<S: PageStore> Proxy<S> {
                     }
                     Ok((res, Decision::uncached(reason)))
                 };
-                let mut handoff_rx = handoff_rx;
-                let waited = tokio::time::timeout(self.cfg.flight_wait, async {
-                    tokio::select! {
-                        biased;
-                        Ok(handed) = &mut handoff_rx => Err(handed),
-                        outcome = coalesce::wait(slot) => match outcome {
-                            // The flight ends before the response is handed
-                            // over: wait for it, unless there is none.
-                            Outcome::Pass(reason) => match (&mut handoff_rx).await {
-                                Ok(handed) => Err(handed),
-                                Err(_) => Ok(Outcome::Pass(reason)),
-                            },
-                            other => Ok(other),
-                        },
-                    }
-                })
-                .await;
+                let waited =
+                    tokio::time::timeout(self.cfg.flight_wait, lead(slot, handoff_rx)).await;
                 match waited {
                     Ok(Err((res, reason))) => handed(res, reason),
                     Ok(Ok(outcome)) => self.answer(outcome, parts, key, true).await,

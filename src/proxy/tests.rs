@@ -594,3 +594,21 @@ async fn past_max_query_variants_the_oldest_query_is_purged() {
     r.get("/d/", &[]).await;
     assert_eq!(r.get("/d/", &[]).await.cache, "HIT");
 }
+
+/// A fill that ends in a pass without handing a response over (here a 304
+/// that changes the page's Vary names) leaves its leader to pass alone:
+/// the hand-off it waited on has resolved, and is not polled again (that
+/// panicked, "called after complete", and reset the client's connection).
+#[tokio::test]
+async fn a_pass_without_a_handed_response_answers_the_leader() {
+    let vary = ("vary", "accept-language");
+    let r = rig(reply(200, &[TTL, vary, ("etag", "\"v1\"")])).await;
+    let en = [("accept-language", "en")];
+    assert_eq!(r.get("/v/1", &en).await.cache, "MISS");
+    r.clock.advance(Duration::from_secs(3600 + 60));
+    r.upstream.answer(304, &[TTL, ("vary", "accept-encoding")]);
+    let got = r.get("/v/1", &en).await;
+    assert_eq!(got.status, 304, "passed to the upstream");
+    assert_eq!(r.not_cached("variant_mismatch"), 1);
+    assert_eq!(r.upstream.seen(), 3, "the revalidation, then the pass");
+}
