@@ -171,6 +171,12 @@ fn secs_raw(d: Option<Duration>) -> u32 {
     })
 }
 
+/// How long past its stale windows a copy with a validator of Django's is
+/// kept for revalidation: its lifetime, within these bounds (nginx keeps
+/// an expired copy for `inactive`, 10 minutes by default).
+const REVALIDATE_KEEP_MIN: Duration = Duration::from_secs(600);
+const REVALIDATE_KEEP_MAX: Duration = Duration::from_secs(86_400);
+
 /// The stale windows applied to entries whose response names none
 /// (`--grace`, `--stale-if-error`).
 #[derive(Debug, Clone, Copy)]
@@ -209,13 +215,23 @@ impl Entry {
         } else {
             Duration::ZERO
         };
-        let windows = if p.must_revalidate {
+        let stale_windows = if p.must_revalidate {
             Duration::ZERO
         } else {
             p.stale_while_revalidate
                 .unwrap_or(grace)
                 .max(p.stale_if_error.unwrap_or(defaults.stale_if_error))
         };
+        // A copy Django can validate is kept a while past any stale use,
+        // never served from then on, so that its refresh is a conditional
+        // request a 304 can answer (RFC 9111 §4.3.1), must-revalidate
+        // pages included.
+        let revalidation = if synthetic_etag {
+            Duration::ZERO
+        } else {
+            p.keep_for.clamp(REVALIDATE_KEEP_MIN, REVALIDATE_KEEP_MAX)
+        };
+        let windows = stale_windows.max(revalidation);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Entry {
             status,

@@ -174,21 +174,23 @@ fn status_storable(status: StatusCode, ttl_header: bool) -> bool {
     }
 }
 
-/// `Age` in seconds; `Err` for one bigcache cannot read (several values,
-/// not a number), which makes the response stale.
-fn age(headers: &HeaderMap) -> Result<u64, ()> {
-    let mut lines = headers.get_all(header::AGE).iter();
-    match (lines.next(), lines.next()) {
-        (None, _) => Ok(0),
-        (Some(v), None) => {
-            let v = v.to_str().map_err(|_| ())?.trim();
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
-            }
-            Ok(v.parse::<u64>().unwrap_or(u64::MAX))
-        }
-        (Some(_), Some(_)) => Err(()),
+/// `Age` in seconds, per RFC 9111 §5.1: of a list (several lines, or
+/// commas), the first member counts; a value that is not a non-negative
+/// integer is ignored (0). An age past `u64` is `u64::MAX`.
+fn age(headers: &HeaderMap) -> u64 {
+    let Some(first) = headers.get(header::AGE) else {
+        return 0;
+    };
+    let member = first.as_bytes().split(|&b| b == b',').next().unwrap_or(b"");
+    let member = member.trim_ascii();
+    if member.is_empty() || !member.iter().all(u8::is_ascii_digit) {
+        return 0;
     }
+    // All digits: only too many of them fails to parse.
+    std::str::from_utf8(member)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// Decides whether a response to a cacheable GET may be stored, and for how
@@ -280,8 +282,7 @@ pub fn response_policy(
             } else {
                 return Err(Reason::NoLifetime);
             };
-            // An unreadable Age: the response is stale (RFC 9111 §4.2.3).
-            Duration::from_secs(age.map_or(0, |a| secs.saturating_sub(a)))
+            Duration::from_secs(secs.saturating_sub(age))
         }
     };
     // `no-cache` alone is no opt-in: without a lifetime there is nothing
@@ -297,11 +298,7 @@ pub fn response_policy(
     Ok(Storable {
         fresh_for: if d.no_cache { Duration::ZERO } else { lifetime },
         keep_for: lifetime,
-        initial_age: if explicit.is_some() {
-            0
-        } else {
-            age.unwrap_or(0)
-        },
+        initial_age: if explicit.is_some() { 0 } else { age },
         no_cache: d.no_cache,
         ttl_header: explicit.is_some(),
         // s-maxage implies proxy-revalidate for a shared cache (RFC 9111
@@ -446,22 +443,28 @@ mod tests {
         assert_eq!(fresh(404, &[]), Err(Reason::NoLifetime));
     }
 
+    /// RFC 9111 §5.1: a list's first member counts, an invalid value is
+    /// ignored (these were all taken for "stale", never reused).
     #[test]
-    fn an_unreadable_age_makes_the_response_stale() {
+    fn age_is_its_first_member_and_an_invalid_one_is_ignored() {
         let ma = ("cache-control", "max-age=600");
-        assert_eq!(
-            fresh(200, &[ma, ("age", "old, 0")]),
-            Err(Reason::NoLifetime)
-        );
-        assert_eq!(fresh(200, &[ma, ("age", "-5")]), Err(Reason::NoLifetime));
-        let mut two = h(&[ma, ("age", "1")]);
+        assert_eq!(fresh(200, &[ma, ("age", "100, 0")]), Ok(500));
+        assert_eq!(fresh(200, &[ma, ("age", "0, old")]), Ok(600));
+        for invalid in ["old, 0", "-5", "abc", "1.5", "", " "] {
+            assert_eq!(fresh(200, &[ma, ("age", invalid)]), Ok(600), "{invalid:?}");
+        }
+        let mut two = h(&[ma, ("age", "100")]);
         two.append("age", "2".parse().unwrap());
         let now = SystemTime::now();
-        assert_eq!(
-            response_policy(StatusCode::OK, &two, now),
-            Err(Reason::NoLifetime)
-        );
+        let p = response_policy(StatusCode::OK, &two, now).unwrap();
+        assert_eq!(p.fresh_for, Duration::from_secs(500));
+        assert_eq!(p.initial_age, 100);
         assert_eq!(fresh(200, &[ma, ("age", " 100 ")]), Ok(500));
+        assert_eq!(
+            fresh(200, &[ma, ("age", "99999999999999999999999")]),
+            Err(Reason::NoLifetime),
+            "older than any lifetime"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ struct Upstream {
     addr: SocketAddr,
     seen: Arc<AtomicUsize>,
     reply: Arc<Mutex<Reply>>,
+    /// The headers of the last request it got.
+    last: Arc<Mutex<http::HeaderMap>>,
 }
 
 impl Upstream {
@@ -39,11 +41,13 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(AtomicUsize::new(0));
         let reply = Arc::new(Mutex::new(reply));
-        let (s, r) = (seen.clone(), reply.clone());
+        let last = Arc::new(Mutex::new(http::HeaderMap::new()));
+        let (s, r, l) = (seen.clone(), reply.clone(), last.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (s, r) = (s.clone(), r.clone());
+                let (s, r, l) = (s.clone(), r.clone(), l.clone());
                 let service = hyper::service::service_fn(move |req: Request<_>| {
+                    *l.lock().unwrap() = req.headers().clone();
                     let n = s.fetch_add(1, Ordering::SeqCst) + 1;
                     let reply = r.lock().unwrap().clone();
                     let lang = req
@@ -66,7 +70,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, reply }
+        Upstream {
+            addr,
+            seen,
+            reply,
+            last,
+        }
     }
 
     fn seen(&self) -> usize {
@@ -611,4 +620,28 @@ async fn a_pass_without_a_handed_response_answers_the_leader() {
     assert_eq!(got.status, 304, "passed to the upstream");
     assert_eq!(r.not_cached("variant_mismatch"), 1);
     assert_eq!(r.upstream.seen(), 3, "the revalidation, then the pass");
+}
+
+/// A stale `must-revalidate` page (never served stale) is still kept, so
+/// its refresh is a conditional request with its validators and the
+/// headers its Vary names, and a 304 renews it without its body.
+#[tokio::test]
+async fn a_must_revalidate_page_is_revalidated_with_its_validators() {
+    let cc = ("cache-control", "max-age=60, must-revalidate");
+    let vary = ("vary", "accept-language");
+    let lm = ("last-modified", "Tue, 01 Jan 2019 00:00:00 GMT");
+    let r = rig(reply(200, &[cc, vary, lm, ("etag", "\"v1\"")])).await;
+    let de = [("accept-language", "de")];
+    let first = r.get("/m/1", &de).await;
+    assert_eq!(first.cache, "MISS");
+    r.clock.advance(Duration::from_secs(61));
+    r.upstream.answer(304, &[cc, ("etag", "\"v1\"")]);
+    let again = r.get("/m/1", &de).await;
+    let sent = r.upstream.last.lock().unwrap().clone();
+    assert_eq!(sent["if-none-match"], "\"v1\"");
+    assert_eq!(sent["if-modified-since"], lm.1);
+    assert_eq!(sent["accept-language"], "de", "the header Vary names");
+    assert_eq!((again.status, again.cache.as_str()), (200, "REVALIDATED"));
+    assert_eq!(again.body, first.body, "the stored body, renewed");
+    assert_eq!(r.get("/m/1", &de).await.cache, "HIT");
 }
