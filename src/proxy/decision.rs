@@ -201,6 +201,9 @@ pub struct Decision {
     /// `Cache-Status` (`answer::from_entry` writes them into the slots a
     /// stored page's headers keep for them).
     pub shown: bool,
+    /// A miss whose write had not finished when its answer left: it does
+    /// not say `stored`.
+    pub unconfirmed: bool,
 }
 
 /// The cache's name in `Cache-Status`.
@@ -214,6 +217,7 @@ impl Decision {
             ttl: None,
             collapsed: false,
             shown: false,
+            unconfirmed: false,
         }
     }
 
@@ -224,6 +228,7 @@ impl Decision {
             ttl: None,
             collapsed: false,
             shown: false,
+            unconfirmed: false,
         }
     }
 
@@ -308,7 +313,7 @@ impl Decision {
         if self.collapsed {
             ser = ser.parameter(key("collapsed"), true);
         }
-        if self.status == CacheStatus::Miss && self.reason.is_none() {
+        if self.status == CacheStatus::Miss && self.reason.is_none() && !self.unconfirmed {
             ser = ser.parameter(key("stored"), true);
         }
         if let Some(ttl) = self.ttl.and_then(|t| Integer::try_from(t).ok()) {

@@ -32,6 +32,19 @@ fn same_variant(key: &mut PageKey, entry: &Entry, variant: &Option<String>, req:
 /// still streaming, with the reason.
 type Handoff = oneshot::Sender<(Response<Body>, Reason)>;
 
+/// How long the client that led a fetch waits for its page's write before
+/// its answer leaves without saying `stored`: a write takes a millisecond
+/// or two, a shard busy with a compaction longer.
+const WRITE_CONFIRM: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What a fill tells the client that leads it, besides the flight's
+/// outcome: a response it will not store, or whether the page it fetched
+/// was written (the leader's `Cache-Status` says `stored` only then).
+struct ToLeader {
+    response: Handoff,
+    written: oneshot::Sender<bool>,
+}
+
 /// The leader's wait: the response its fill hands over (one that will
 /// not be stored, still streaming), or else the flight's outcome. A fill
 /// that ends in a pass hands its response over just after, so a pass waits
@@ -80,13 +93,18 @@ impl<S: PageStore> Proxy<S> {
             Role::Leader(permit) => {
                 let slot = permit.subscribe();
                 let (handoff_tx, handoff_rx) = oneshot::channel();
+                let (written_tx, written_rx) = oneshot::channel();
+                let to_leader = ToLeader {
+                    response: handoff_tx,
+                    written: written_tx,
+                };
                 let this = self.clone();
                 let fill_parts = clone_parts(&parts);
                 let fill_key = key.clone();
                 // A task of its own: the fill completes, and the waiters are
                 // answered, even if this client goes away.
                 tokio::spawn(async move {
-                    this.fill(fill_parts, fill_key, stale, permit, Some(handoff_tx))
+                    this.fill(fill_parts, fill_key, stale, permit, Some(to_leader))
                         .await;
                 });
                 let handed = |mut res: Response<Body>, reason| {
@@ -99,7 +117,27 @@ impl<S: PageStore> Proxy<S> {
                     tokio::time::timeout(self.cfg.flight_wait, lead(slot, handoff_rx)).await;
                 match waited {
                     Ok(Err((res, reason))) => handed(res, reason),
-                    Ok(Ok(outcome)) => self.answer(outcome, parts, key, true).await,
+                    Ok(Ok(outcome)) => {
+                        // A page fetched to be stored: its write decides
+                        // whether this answer may say `stored`.
+                        let fetched = matches!(
+                            outcome,
+                            Outcome::Entry {
+                                stale: false,
+                                revalidated: false,
+                                ..
+                            }
+                        );
+                        let mut answer = self.answer(outcome, parts, key, true).await?;
+                        if fetched {
+                            match tokio::time::timeout(WRITE_CONFIRM, written_rx).await {
+                                Ok(Ok(true)) => {}
+                                Ok(_) => super::not_stored(&mut answer, true),
+                                Err(_) => super::not_stored(&mut answer, false),
+                            }
+                        }
+                        Ok(answer)
+                    }
                     Err(_) => self.gave_up_waiting(parts).await,
                 }
             }
@@ -239,7 +277,7 @@ impl<S: PageStore> Proxy<S> {
         mut key: PageKey,
         stale: Option<Found>,
         permit: Permit,
-        handoff: Option<Handoff>,
+        leader: Option<ToLeader>,
     ) {
         let generation = permit.generation();
         let mut up = clone_parts(&parts);
@@ -376,7 +414,7 @@ impl<S: PageStore> Proxy<S> {
                 // The flight ends before its leader is answered: a request
                 // sent after that answer never joins it (and passes).
                 permit.finish(Outcome::Pass(reason));
-                self.hand_off(handoff, rp, body::boxed(body), reason);
+                self.hand_off(leader.map(|l| l.response), rp, body::boxed(body), reason);
                 return;
             }
         };
@@ -389,6 +427,7 @@ impl<S: PageStore> Proxy<S> {
             Ok(Ok(Collected::TooBig(prefix, rest))) => {
                 self.mark_pass(&mut key, &parts.headers, &rp.headers, Reason::TooLarge);
                 permit.finish(Outcome::Pass(Reason::TooLarge));
+                let handoff = leader.map(|l| l.response);
                 self.hand_off(handoff, rp, body::chain(prefix, rest), Reason::TooLarge);
                 return;
             }
@@ -433,8 +472,12 @@ impl<S: PageStore> Proxy<S> {
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
         // those waiting for it, and not stored (decided in the store).
-        self.store_entry(&key, &names, variant.as_deref(), record, generation, room)
+        let stored = self
+            .store_entry(&key, &names, variant.as_deref(), record, generation, room)
             .await;
+        if let Some(l) = leader {
+            let _ = l.written.send(stored);
+        }
         permit.end();
     }
 
@@ -485,7 +528,7 @@ impl<S: PageStore> Proxy<S> {
     }
 
     /// Writes a fetched page's record, given room for it in the store's
-    /// write backlog (`PageStore::reserve`).
+    /// write backlog (`PageStore::reserve`); whether it was written.
     async fn store_entry(
         &self,
         key: &PageKey,
@@ -494,7 +537,7 @@ impl<S: PageStore> Proxy<S> {
         record: Record,
         since: u64,
         room: Result<Room, StoreError>,
-    ) {
+    ) -> bool {
         let member = variant.map(|v| (v.as_bytes(), Bytes::from(names.join(","))));
         let stored = match room {
             Ok(room) => {
@@ -505,7 +548,10 @@ impl<S: PageStore> Proxy<S> {
             Err(e) => Err(e),
         };
         match stored {
-            Ok(true) => self.cap_query_variants(key).await,
+            Ok(true) => {
+                self.cap_query_variants(key).await;
+                return true;
+            }
             Ok(false) => tracing::debug!("page purged during its fetch; not stored"),
             Err(e) => {
                 self.stats.unstored();
@@ -518,6 +564,7 @@ impl<S: PageStore> Proxy<S> {
                 }
             }
         }
+        false
     }
 
     /// Purges the oldest query variants of the page's path past

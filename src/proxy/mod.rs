@@ -148,6 +148,24 @@ struct PassMark {
     names: Option<Arc<Vec<String>>>,
 }
 
+/// A miss whose page is not known to be stored when its answer leaves:
+/// the store `failed` (its lookup or its write: the answer says
+/// `store_error`), or the write has not finished. Either way it does not
+/// say `stored`.
+fn not_stored((res, decision): &mut (Response<Body>, Decision), failed: bool) {
+    if decision.status == CacheStatus::Miss && decision.reason.is_none() {
+        if failed {
+            decision.reason = Some(Reason::StoreError);
+        } else {
+            decision.unconfirmed = true;
+        }
+        if decision.shown {
+            let status = res.status().as_u16();
+            decision.show_again(res.headers_mut(), status);
+        }
+    }
+}
+
 impl<S: PageStore> Proxy<S> {
     /// Whether the request's page, or its variant, is in hit-for-pass.
     fn passes(&self, now: u64, key: &mut PageKey, request: &HeaderMap) -> bool {
@@ -412,15 +430,11 @@ impl<S: PageStore> Proxy<S> {
         }
 
         // 5-7. Fetch, store, answer.
-        let (mut res, mut decision) = self.fetch(parts, key, found).await?;
-        if store_failed && decision.status == CacheStatus::Miss && decision.reason.is_none() {
-            decision.reason = Some(Reason::StoreError);
-            if decision.shown {
-                let status = res.status().as_u16();
-                decision.show_again(res.headers_mut(), status);
-            }
+        let mut answer = self.fetch(parts, key, found).await?;
+        if store_failed {
+            not_stored(&mut answer, true);
         }
-        Ok((res, decision))
+        Ok(answer)
     }
 
     fn windows(&self) -> Windows {

@@ -463,10 +463,21 @@ async fn a_full_write_backlog_serves_pages_unstored() {
     )
     .await;
     let held = r.store.hold_writes().await;
-    assert_eq!(r.get("/first", &[]).await.cache, "MISS");
+    let first = r.get("/first", &[]).await;
+    assert_eq!(first.cache, "MISS");
+    // Its write has not finished: Cache-Status does not claim it.
+    assert_eq!(
+        first.cache_status,
+        ["bigcache;fwd=uri-miss;fwd-status=200;ttl=3600"]
+    );
     let started = std::time::Instant::now();
     let second = r.get("/second", &[]).await;
     assert_eq!((second.status, second.cache.as_str()), (200, "MISS"));
+    // Turned away by the full backlog: not stored, and it says why.
+    assert_eq!(
+        second.cache_status,
+        [r#"bigcache;fwd=uri-miss;fwd-status=200;ttl=3600;detail="store_error""#]
+    );
     assert!(second.body.ends_with("n=2"), "{}", second.body);
     assert!(
         started.elapsed() >= Duration::from_millis(100),
@@ -476,7 +487,12 @@ async fn a_full_write_backlog_serves_pages_unstored() {
     drop(held);
     r.stored(1).await;
     assert_eq!(r.get("/first", &[]).await.cache, "HIT");
-    assert_eq!(r.get("/second", &[]).await.cache, "MISS", "it was stored");
+    let again = r.get("/second", &[]).await;
+    assert_eq!(again.cache, "MISS", "it was stored");
+    assert_eq!(
+        again.cache_status,
+        ["bigcache;fwd=uri-miss;fwd-status=200;stored;ttl=3600"]
+    );
     r.stored(2).await;
     assert_eq!(r.get("/second", &[]).await.cache, "HIT");
     assert_eq!(r.stat("unstored"), 1);
