@@ -374,3 +374,25 @@ async fn no_switch_to_http2_after_a_quick_answer() {
         &buf[..buf.len().min(32)]
     );
 }
+
+/// The wait for a connection's first bytes and for the rest of its first
+/// head share one client timeout: a client that speaks just before it runs
+/// out gets no fresh timeout for the head (it got one, then hyper another:
+/// three in all).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_bytes_and_the_first_head_share_the_client_timeout() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--client-timeout", "2s"]);
+    cached(&o, &s).await;
+    let mut conn = connect(&s).await;
+    let opened = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let head = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+    assert!(trickled_out(&mut conn, head.as_bytes()).await);
+    let closed = opened.elapsed();
+    // Closed at 2 s; a fresh timeout from the first byte closed it at 3.7 s.
+    assert!(
+        closed < Duration::from_millis(3200),
+        "closed after {closed:?}"
+    );
+}

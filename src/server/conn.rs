@@ -113,6 +113,7 @@ pub async fn serve<M, S, B, Q: QuickHits>(
             // any of its timeouts run: a client sending nothing (or part of
             // the HTTP/2 preface) would hold its slot forever (and hold up
             // a shutdown for the whole drain time).
+            let since = tokio::time::Instant::now();
             let spoke = tokio::select! {
                 spoke = first_bytes_within(&stream, limits.client_timeout) => spoke,
                 _ = stop.wait_for(|s| *s) => false,
@@ -124,7 +125,7 @@ pub async fn serve<M, S, B, Q: QuickHits>(
                             &mut stream,
                             q.as_ref(),
                             peer,
-                            limits.client_timeout,
+                            (since, limits.client_timeout),
                             &mut stop,
                         )
                         .await;

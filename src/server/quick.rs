@@ -87,19 +87,21 @@ pub enum Left {
     HandOver { read: Bytes, answered: bool },
 }
 
-/// Serves `stream`'s requests while `hits` answers them.
+/// Serves `stream`'s requests while `hits` answers them; the wait for the
+/// first began at `waiting_since` (when the connection was accepted).
 pub async fn serve(
     stream: &mut TcpStream,
     hits: &impl QuickHits,
     peer: SocketAddr,
-    timeout: Duration,
+    (waiting_since, timeout): (tokio::time::Instant, Duration),
     stop: &mut watch::Receiver<bool>,
 ) -> Left {
     let mut buf = BytesMut::with_capacity(4096);
     // The client timeout for each head, idle time before it included,
-    // from when the wait for it began: set again only once a request was
-    // answered, so a client trickling a byte at a time gets no more.
-    let deadline = tokio::time::sleep(timeout);
+    // from when the wait for it began (for the first, the wait for its
+    // first bytes too): set again only once a request was answered, so a
+    // client trickling a byte at a time gets no more.
+    let deadline = tokio::time::sleep_until(waiting_since + timeout);
     let mut deadline = std::pin::pin!(deadline);
     let mut answered = false;
     loop {
@@ -111,6 +113,10 @@ pub async fn serve(
                     }
                     buf.advance(used);
                     answered = true;
+                    // Socket I/O that does not wait counts against no task
+                    // budget: a client pipelining hits would otherwise hold
+                    // its worker thread for all of them.
+                    tokio::task::consume_budget().await;
                     if *stop.borrow() {
                         return Left::Closed;
                     }
@@ -282,6 +288,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     struct Always;
 
@@ -336,6 +344,69 @@ mod tests {
     fn a_pipelined_request_takes_only_its_own_bytes() {
         let two = b"GET /hit HTTP/1.1\r\nHost: a\r\n\r\nGET /hit HTTP/1.1\r\n";
         assert_eq!(parsed(two), "answered short");
+    }
+
+    /// Answers `/hit`, noting how far a ticking task had got at the first
+    /// answer and at the last.
+    struct Watched {
+        ticks: Arc<AtomicUsize>,
+        seen: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl QuickHits for Watched {
+        async fn answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
+            self.seen.lock().unwrap().push(self.ticks.load(Relaxed));
+            Always.answer(req, peer).await
+        }
+    }
+
+    /// Pipelined hits are answered with yields between them: another task
+    /// on the same thread runs meanwhile.
+    #[test]
+    fn pipelined_hits_yield_to_other_tasks() {
+        const N: usize = 2000;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.write_all(&b"GET /hit HTTP/1.1\r\nHost: a\r\n\r\n".repeat(N))
+                    .unwrap();
+                let want = N * b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".len();
+                let mut got = vec![0; want];
+                c.read_exact(&mut got).unwrap();
+            });
+            let (mut stream, peer) = listener.accept().await.unwrap();
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    t.fetch_add(1, Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            // Every request is in the socket before the first is read.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let hits = Watched {
+                ticks: ticks.clone(),
+                seen: Default::default(),
+            };
+            let (_tx, mut stop) = watch::channel(false);
+            let since = tokio::time::Instant::now();
+            let timeout = Duration::from_secs(1);
+            let served = serve(&mut stream, &hits, peer, (since, timeout), &mut stop);
+            let _ = tokio::time::timeout(Duration::from_secs(20), served).await;
+            ticker.abort();
+            client.join().unwrap();
+            let seen = hits.seen.lock().unwrap();
+            assert!(seen.len() >= N, "{} answered", seen.len());
+            assert!(seen[N - 1] > seen[0], "no other task ran during {N} hits");
+        });
     }
 
     #[tokio::test]
