@@ -298,6 +298,11 @@ impl Decision {
         ser = match self.status {
             CacheStatus::Hit if !self.collapsed => ser.parameter(key("hit"), true),
             CacheStatus::Updating => ser.parameter(key("hit"), true),
+            // No response came from the upstream: there is no
+            // `fwd-status` to give (the 502 or 504 is bigcache's own).
+            CacheStatus::Hit | CacheStatus::Miss if self.reason == Some(Reason::UpstreamError) => {
+                ser.parameter(key("fwd"), fwd("uri-miss"))
+            }
             CacheStatus::Hit | CacheStatus::Miss => ser
                 .parameter(key("fwd"), fwd("uri-miss"))
                 .parameter(key("fwd-status"), Integer::constant(i64::from(status))),
@@ -415,6 +420,12 @@ mod tests {
                 passed,
                 404,
                 r#"bigcache;fwd=uri-miss;fwd-status=404;detail="private""#,
+            ),
+            // Django down: the 502 is bigcache's, no upstream status.
+            (
+                Decision::uncached(Reason::UpstreamError),
+                502,
+                r#"bigcache;fwd=uri-miss;detail="upstream_error""#,
             ),
             (
                 collapsed,

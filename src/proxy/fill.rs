@@ -304,7 +304,7 @@ impl<S: PageStore> Proxy<S> {
         let res = match sent {
             Ok(res) => res,
             Err(e) => {
-                tracing::warn!(error = %e, "upstream request failed");
+                tracing::warn!(error = %e, upstream = %self.cfg.upstream.base, "upstream request failed");
                 permit.finish(serve_stale(&stale, true).unwrap_or(Outcome::Error(Arc::new(e))));
                 return;
             }

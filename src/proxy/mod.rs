@@ -257,7 +257,7 @@ impl<S: PageStore> Proxy<S> {
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
-                tracing::warn!(error = %e, "proxy error");
+                tracing::warn!(error = %e, upstream = %self.cfg.upstream.base, "proxy error");
                 let reason = match e {
                     ProxyError::BadRequest(_) | ProxyError::TargetTooLong(_) => Reason::BadRequest,
                     _ => Reason::UpstreamError,
