@@ -281,6 +281,12 @@ impl Collector for Counters {
         )?;
         counter(
             &mut enc,
+            "store_reopens",
+            "LevelDB reopens of shards and read mirrors (after iterators, so compaction drops deleted data again)",
+            &[(&[], load(&store.reopens))],
+        )?;
+        counter(
+            &mut enc,
             "store_swept_entries",
             "Expired entries the sweeper removed",
             &[(&[], load(&store.swept))],

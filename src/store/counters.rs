@@ -26,6 +26,9 @@ pub struct Counters {
     /// false "absent", met and not believed).
     pub misses_absent: AtomicU64,
     pub misses_live: AtomicU64,
+    /// LevelDB reopens of shards and mirrors (after iterators: the crate
+    /// drops no deleted data until then).
+    pub reopens: AtomicU64,
     /// Expired entries the sweeper removed.
     pub swept: AtomicU64,
     /// Blob bytes the collector gave back.

@@ -149,9 +149,9 @@ pub struct Db {
     /// The directory's file names at the last [`Db::sync`], sorted: the
     /// tables among them are on disk for good.
     synced: Vec<std::ffi::OsString>,
-    /// An iterator was made outside a scan (by [`Db::get_many`]) since
+    /// An iterator was made (by [`Db::scan`] or [`Db::get_many`]) since
     /// the last open: the shard reopens when idle, or compaction keeps
-    /// every deleted value (the crate's snapshot bug, see [`Db::scan`]).
+    /// every deleted value (the crate's snapshot bug).
     pub iterated: bool,
     /// Where [`Db::get_many`] counts its confirmations.
     counters: Arc<Counters>,
@@ -360,13 +360,15 @@ impl Db {
     }
 
     /// Calls `visit` with each key and value from `from` on, in order, until
-    /// it returns `false` or the keys run out. Reopen the DB afterwards, or
-    /// what is deleted later is never dropped from disk.
+    /// it returns `false` or the keys run out. Sets [`Db::iterated`]: the
+    /// shard reopens the DB once idle, or what is deleted later is never
+    /// dropped from disk; one that deletes what it found reopens first.
     pub fn scan(
         &mut self,
         from: &[u8],
         mut visit: impl FnMut(&[u8], &Bytes) -> bool,
     ) -> Result<(), StoreError> {
+        self.iterated = true;
         let mut it = self.ldb()?.new_iter()?;
         it.seek(from);
         while it.valid() {

@@ -128,6 +128,7 @@ impl Mirror {
     /// iterator, so its compactions drop deleted data again; a mirror that
     /// does not open again stops taking reads.
     fn reopen(&mut self) {
+        Counters::bump(&self.counters.reopens);
         if let Some(mut db) = self.db.take() {
             let _ = db.close();
         }

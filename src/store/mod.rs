@@ -987,6 +987,35 @@ mod tests {
         store.shutdown().await;
     }
 
+    /// Listing keys and counting (Django paging through `iter_keys`) do
+    /// not reopen every shard per call: they leave it to the idle reopen.
+    #[tokio::test]
+    async fn listings_do_not_reopen_the_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        for i in 0..20u32 {
+            let key = format!("k:{i:02}");
+            store
+                .put(Namespace::Value, key.as_bytes(), record(b"x"))
+                .await
+                .unwrap();
+        }
+        for _ in 0..5 {
+            let (keys, _) = store
+                .keys(Namespace::Value, b"k:", None, 100)
+                .await
+                .unwrap();
+            assert_eq!(keys.len(), 20);
+            assert_eq!(store.count(&[Namespace::Value]).await.unwrap(), 20);
+        }
+        let reopens = store
+            .counters()
+            .reopens
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(reopens, 0);
+        store.shutdown().await;
+    }
+
     #[tokio::test]
     async fn key_pages_are_complete_whatever_each_shard_stops_at() {
         let dir = tempfile::tempdir().unwrap();

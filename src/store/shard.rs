@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::backlog::Room;
 use super::busy::Busy;
 use super::command::{Command, DeleteIf, Incr, KeysPage, PrefixStep};
+use super::counters::Counters;
 use super::db::{self, Db, Op, Opened};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -307,6 +308,7 @@ impl Shard {
     /// again the shard is unavailable until a later command reopens it.
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.opened_at = Instant::now();
+        Counters::bump(&self.counters.reopens);
         match self.db.reopen() {
             Ok(opened) => self.after_open(opened),
             Err(e) => {
@@ -711,7 +713,6 @@ impl Shard {
             n += u64::from(under);
             under
         });
-        self.reopen()?;
         scanned.map(|()| n)
     }
 
@@ -961,7 +962,6 @@ impl Shard {
             last = Some(k.to_vec());
             true
         });
-        self.reopen()?;
         scanned.map(|()| page)
     }
 
@@ -1024,8 +1024,9 @@ impl Shard {
         let next = next_step(&found, limit);
         if next.is_none() {
             // Once, after the last step: reopening is what makes
-            // rusty-leveldb drop deleted data after an iterator existed,
-            // and it costs a memtable flush.
+            // rusty-leveldb drop deleted data after an iterator existed
+            // (the span is compacted right after), and it costs a close
+            // and a replay of the log.
             self.reopen()?;
             if !soft && (continued || !found.is_empty()) {
                 let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
@@ -1056,7 +1057,6 @@ impl Shard {
                 break;
             }
         }
-        self.reopen()?;
         scanned.map(|()| n)
     }
 
