@@ -10,16 +10,19 @@
 //! fills a missing or stale one with a `GET` to Django and stores it. So a
 //! second run over the same sitemap costs Django nothing.
 //!
-//! A sitemap's URLs are absolute (`https://www.example.org/dataset/7/`);
-//! each request goes to `--proxy` with that URL's path and query, its host
-//! as `Host` and `X-Forwarded-Host`, and its scheme as `X-Forwarded-Proto`.
-//! bigcache believes those only from a `--trusted-proxy` peer (behind nginx
-//! it already trusts 127.0.0.1); otherwise Django renders the page as plain
-//! `http`.
+//! Every page is requested as a visitor of the site would request it:
+//! `--site-url`'s host as `Host` (with its scheme as `X-Forwarded-Proto`),
+//! or without it the proxy's own address, plain `http`. A sitemap URL's
+//! scheme and host are never forwarded: Django renders sitemap links for
+//! whoever fetched the sitemap (`http://127.0.0.1:8000` when it is read
+//! from Django directly), and a page rendered for that is not the site's.
+//! Only the path and query of a `<loc>` are taken, and only from the
+//! sitemap's own host or the site's; an index is followed only to
+//! sitemaps on its own host. `X-Forwarded-For` is `unknown`: a warm
+//! request is no visitor, and Django must not take it for its own machine.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+mod sitemap;
+
+pub use sitemap::{Listed, Page, collect_pages, parse_sitemap};
 
 /// Fill the cache from a sitemap or a list of paths.
 #[derive(Debug, Parser)]
@@ -55,18 +62,33 @@ pub struct WarmArgs {
     /// allows).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// `Host` for paths given without a host (default: the proxy's).
-    #[arg(long)]
+    /// The site's public URL (`https://www.example.org`): its host goes as
+    /// `Host` and `X-Forwarded-Host`, its scheme as `X-Forwarded-Proto`.
+    /// Needed behind nginx with TLS; bigcache believes these headers from
+    /// a `--trusted-proxy` peer only.
+    #[arg(long, env = "BIGCACHE_SITE_URL")]
+    pub site_url: Option<String>,
+    /// `Host` to send, plain `http` (default: the proxy's address). Use
+    /// `--site-url` for a site served over https.
+    #[arg(long, conflicts_with = "site_url")]
     pub host: Option<String>,
     /// Time one page may take.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 
-/// Most sitemaps one run follows, and the most pages it takes: Django's
-/// sitemaps hold at most 50,000 URLs each.
-const MAX_SITEMAPS: usize = 1000;
-const MAX_PAGES: usize = 10_000_000;
+/// Pages named one by one when they were not stored; the rest are counted.
+const SHOWN_UNSTORED: usize = 20;
+
+/// `text` as an error may show it: at most 80 characters, escaped (a
+/// sitemap is someone else's content).
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(80).flat_map(char::escape_debug).collect();
+    if text.chars().nth(80).is_some() {
+        out.push('…');
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
@@ -82,37 +104,48 @@ pub enum WarmError {
     Flag(&'static str),
 }
 
-/// One page to request: where, and what the site calls it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub target: String,
-    pub host: Option<String>,
-    pub https: bool,
+/// Who the pages are requested for.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Sent as `Host` (and `X-Forwarded-Host` with a scheme).
+    pub host: String,
+    /// `https` or `http`, sent as `X-Forwarded-Proto`: only when the site
+    /// was named with `--site-url`.
+    pub scheme: Option<&'static str>,
 }
 
-impl Page {
-    fn from_text(text: &str) -> Result<Page, WarmError> {
-        let bad = || WarmError::Target(text.to_string());
-        if text.starts_with('/') {
-            return Ok(Page {
-                target: text.to_string(),
-                host: None,
-                https: false,
-            });
-        }
-        let uri: Uri = text.parse().map_err(|_| bad())?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad()),
+impl Site {
+    /// From `--site-url`, `--host`, or the proxy's address.
+    pub fn from_args(args: &WarmArgs, proxy: &http::uri::Authority) -> Result<Site, WarmError> {
+        let Some(url) = &args.site_url else {
+            let host = args.host.clone().unwrap_or_else(|| proxy.to_string());
+            return Ok(Site { host, scheme: None });
         };
-        let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        Ok(Page {
-            target,
-            host: uri.authority().map(|a| a.to_string()),
-            https,
-        })
+        let bad = WarmError::Flag("site-url must be like https://www.example.org (no path)");
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| WarmError::Flag("site-url must be a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some("https") => "https",
+            Some("http") => "http",
+            _ => return Err(bad),
+        };
+        match (uri.authority(), uri.path()) {
+            (Some(a), "/" | "") if uri.query().is_none() => Ok(Site {
+                host: a.as_str().to_ascii_lowercase(),
+                scheme: Some(scheme),
+            }),
+            _ => Err(bad),
+        }
     }
+}
+
+/// Pages not stored: (path, reason) for the first [`SHOWN_UNSTORED`], and
+/// a count per reason.
+#[derive(Debug, Default)]
+struct Unstored {
+    shown: Vec<(String, String)>,
+    by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a run did.
@@ -123,8 +156,11 @@ pub struct Tally {
     pub warmed: AtomicU64,
     /// Already fresh in the cache (`HIT`): Django was not asked.
     pub fresh: AtomicU64,
-    /// Answered but not cacheable (a `BYPASS`, an error status).
+    /// Answered but not cacheable (a `BYPASS`, an error status), or
+    /// skipped (a URL on another host).
     pub uncached: AtomicU64,
+    /// Why pages were not stored.
+    unstored: Mutex<Unstored>,
     /// No answer: refused, timed out, or the proxy failed.
     pub failed: AtomicU64,
 }
@@ -135,6 +171,38 @@ impl Tally {
             + self.fresh.load(Relaxed)
             + self.uncached.load(Relaxed)
             + self.failed.load(Relaxed)
+    }
+
+    /// Notes a page that was not stored, and why.
+    fn not_stored(&self, target: &str, why: &str) {
+        self.uncached.fetch_add(1, Relaxed);
+        if let Ok(mut u) = self.unstored.lock() {
+            if u.shown.len() < SHOWN_UNSTORED {
+                u.shown.push((target.to_string(), why.to_string()));
+            }
+            *u.by_reason.entry(why.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A line per page not stored (the first few), then the count per
+    /// reason.
+    pub fn unstored_report(&self) -> String {
+        let Ok(u) = self.unstored.lock() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for (target, why) in &u.shown {
+            out.push_str(&format!("not stored: {target} ({why})\n"));
+        }
+        if !u.by_reason.is_empty() {
+            let by: Vec<String> = u
+                .by_reason
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
+            out.push_str(&format!("not stored, by reason: {}\n", by.join(", ")));
+        }
+        out
     }
 
     pub fn summary(&self, total: usize, took: Duration, stopped: bool) -> String {
@@ -155,152 +223,6 @@ type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Reads a source: a URL is fetched, anything else is a file.
-async fn read_source(
-    http: &HttpClient,
-    source: &str,
-    timeout: Duration,
-) -> Result<Vec<u8>, WarmError> {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let uri: Uri = source
-            .parse()
-            .map_err(|_| WarmError::Target(source.to_string()))?;
-        if uri.scheme_str() == Some("https") {
-            return Err(WarmError::Fetch(
-                source.to_string(),
-                "https is not supported; fetch the sitemap from Django's or bigcache's http address".into(),
-            ));
-        }
-        let req = Request::get(uri)
-            .body(Empty::new())
-            .map_err(|e| WarmError::Fetch(source.to_string(), e.to_string()))?;
-        let fetched = tokio::time::timeout(timeout, async {
-            let res = http.request(req).await.map_err(|e| e.to_string())?;
-            if !res.status().is_success() {
-                return Err(format!("HTTP {}", res.status()));
-            }
-            let body = res.into_body().collect().await.map_err(|e| e.to_string())?;
-            Ok(body.to_bytes().to_vec())
-        })
-        .await
-        .map_err(|_| "timed out".to_string());
-        return fetched
-            .and_then(|r| r)
-            .map_err(|e| WarmError::Fetch(source.to_string(), e));
-    }
-    // A sitemap file is small; read it on this thread.
-    std::fs::read(PathBuf::from(source)).map_err(|e| WarmError::Read(source.to_string(), e))
-}
-
-/// What a sitemap document lists: page URLs (`urlset`) or more sitemaps
-/// (`sitemapindex`).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Listed {
-    Pages(Vec<String>),
-    Sitemaps(Vec<String>),
-}
-
-/// Parses a sitemap (sitemaps.org 0.9): the text of every `<loc>`, and
-/// whether the root is an index.
-pub fn parse_sitemap(xml: &[u8]) -> Result<Listed, String> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut index = None;
-    let mut in_loc = false;
-    let mut locs = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        match reader
-            .read_event_into(&mut buf)
-            .map_err(|e| e.to_string())?
-        {
-            Event::Start(e) => {
-                let name = e.local_name();
-                let name = name.as_ref();
-                if index.is_none() {
-                    index = match name {
-                        b"urlset" => Some(false),
-                        b"sitemapindex" => Some(true),
-                        other => {
-                            return Err(format!(
-                                "the root is <{}>, not <urlset> or <sitemapindex>",
-                                String::from_utf8_lossy(other)
-                            ));
-                        }
-                    };
-                }
-                in_loc = name == b"loc";
-            }
-            Event::Text(t) if in_loc => {
-                let text = t.unescape().map_err(|e| e.to_string())?;
-                locs.push(text.trim().to_string());
-            }
-            Event::CData(t) if in_loc => {
-                locs.push(String::from_utf8_lossy(&t).trim().to_string());
-            }
-            Event::End(_) => in_loc = false,
-            Event::Eof => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    match index {
-        Some(true) => Ok(Listed::Sitemaps(locs)),
-        Some(false) => Ok(Listed::Pages(locs)),
-        None => Err("empty document".into()),
-    }
-}
-
-/// Every page the sources name, in order, each once.
-pub async fn collect_pages(sources: &[String], timeout: Duration) -> Result<Vec<Page>, WarmError> {
-    let http = client();
-    let mut pages = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut queue: VecDeque<String> = sources.iter().cloned().collect();
-    let mut sitemaps = 0;
-    while let Some(source) = queue.pop_front() {
-        let text = read_source(&http, &source, timeout).await?;
-        let listed = if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<') {
-            sitemaps += 1;
-            if sitemaps > MAX_SITEMAPS {
-                return Err(WarmError::Xml(
-                    source,
-                    format!("more than {MAX_SITEMAPS} sitemaps"),
-                ));
-            }
-            parse_sitemap(&text).map_err(|e| WarmError::Xml(source.clone(), e))?
-        } else {
-            let lines = String::from_utf8_lossy(&text);
-            Listed::Pages(
-                lines
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-                    .collect(),
-            )
-        };
-        match listed {
-            Listed::Sitemaps(more) => queue.extend(more),
-            Listed::Pages(locs) => {
-                for loc in locs {
-                    let page = Page::from_text(&loc)?;
-                    if seen.insert((page.host.clone(), page.target.clone())) {
-                        pages.push(page);
-                    }
-                    if pages.len() > MAX_PAGES {
-                        return Err(WarmError::Xml(
-                            source,
-                            format!("more than {MAX_PAGES} pages"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(pages)
 }
 
 /// Requests every page through the proxy; returns when all are done or
@@ -336,10 +258,7 @@ pub async fn run(
         }
         None => None,
     };
-    let default_host = args
-        .host
-        .clone()
-        .unwrap_or_else(|| proxy_authority.to_string());
+    let site = Site::from_args(args, &proxy_authority)?;
     let queue = Arc::new(Mutex::new(VecDeque::from(pages)));
     let next_start = Arc::new(tokio::sync::Mutex::new(Instant::now()));
     let http = client();
@@ -352,8 +271,8 @@ pub async fn run(
             tally.clone(),
             progress.clone(),
         );
-        let (proxy_authority, default_host, timeout) =
-            (proxy_authority.clone(), default_host.clone(), args.timeout);
+        let (proxy_authority, site, timeout) =
+            (proxy_authority.clone(), site.clone(), args.timeout);
         workers.spawn(async move {
             while let Some(page) = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None) {
                 if let Some(pace) = pace {
@@ -361,18 +280,18 @@ pub async fn run(
                     tokio::time::sleep_until((*at).into()).await;
                     *at = Instant::now().max(*at) + pace;
                 }
-                let outcome =
-                    warm_one(&http, &proxy_authority, &default_host, &page, timeout).await;
-                let counter = match outcome {
-                    Outcome::Warmed => &tally.warmed,
-                    Outcome::Fresh => &tally.fresh,
-                    Outcome::Uncached => &tally.uncached,
+                match warm_one(&http, &proxy_authority, &site, &page, timeout).await {
+                    Outcome::Warmed => tally.warmed.fetch_add(1, Relaxed),
+                    Outcome::Fresh => tally.fresh.fetch_add(1, Relaxed),
+                    Outcome::Uncached(why) => {
+                        tally.not_stored(&page.target, &why);
+                        0
+                    }
                     Outcome::Failed(e) => {
                         tracing::warn!(target = %page.target, error = %e, "warming failed");
-                        &tally.failed
+                        tally.failed.fetch_add(1, Relaxed)
                     }
                 };
-                counter.fetch_add(1, Relaxed);
                 if let Some(p) = &progress {
                     p.inc(1);
                 }
@@ -396,14 +315,15 @@ pub async fn run(
 enum Outcome {
     Warmed,
     Fresh,
-    Uncached,
+    /// Not stored, and why (bigcache's `detail`, else its `X-Cache`).
+    Uncached(String),
     Failed(String),
 }
 
 async fn warm_one(
     http: &HttpClient,
     proxy: &http::uri::Authority,
-    default_host: &str,
+    site: &Site,
     page: &Page,
     timeout: Duration,
 ) -> Outcome {
@@ -416,21 +336,21 @@ async fn warm_one(
         Ok(u) => u,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    let host = page.host.as_deref().unwrap_or(default_host);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::HEAD)
         .uri(uri)
-        .header(header::HOST, host)
-        .header("x-forwarded-host", host)
-        .header(
-            "x-forwarded-proto",
-            if page.https { "https" } else { "http" },
-        )
+        .header(header::HOST, site.host.as_str())
+        .header("x-forwarded-for", "unknown")
         .header(
             header::USER_AGENT,
             concat!("bigcache-warm/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::new());
+        );
+    if let Some(scheme) = site.scheme {
+        req = req
+            .header("x-forwarded-host", site.host.as_str())
+            .header("x-forwarded-proto", scheme);
+    }
+    let req = req.body(Empty::new());
     let req = match req {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(e.to_string()),
@@ -447,15 +367,21 @@ async fn warm_one(
         .unwrap_or("")
         .to_string();
     // bigcache's own Cache-Status entry (RFC 9211) is the last; on a miss
-    // it says whether the page was stored.
-    let stored = res
+    // it says whether the page was stored, and otherwise why not.
+    let entry = res
         .headers()
         .get_all("cache-status")
         .iter()
         .next_back()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|entry| entry.split(';').any(|p| p.trim() == "stored"));
+        .unwrap_or("")
+        .to_string();
+    let params = || entry.split(';').map(str::trim);
+    let stored = params().any(|p| p == "stored");
+    let detail = params()
+        .find_map(|p| p.strip_prefix("detail="))
+        .map(|d| d.trim_matches('"').to_string());
     let status = res.status();
     // Drain (a HEAD has no body) so the connection is reused.
     let _ = res.into_body().collect().await;
@@ -466,7 +392,13 @@ async fn warm_one(
         "HIT" => Outcome::Fresh,
         "MISS" if stored => Outcome::Warmed,
         "UPDATING" | "REVALIDATED" => Outcome::Warmed,
-        _ => Outcome::Uncached,
+        _ => Outcome::Uncached(detail.unwrap_or_else(|| {
+            if status.is_success() {
+                format!("X-Cache: {}", shown(&cache))
+            } else {
+                format!("HTTP {}", status.as_u16())
+            }
+        })),
     }
 }
 
@@ -485,8 +417,24 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> ExitCode {
     };
     runtime.block_on(async {
         let started = Instant::now();
-        let pages = match collect_pages(&args.sources, args.timeout).await {
-            Ok(p) => p,
+        let site = args
+            .proxy
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.authority().cloned())
+            .ok_or(WarmError::Flag("proxy must be a URL like http://127.0.0.1:8080"))
+            .and_then(|proxy| Site::from_args(&args, &proxy));
+        let collected = match site {
+            Ok(site) => collect_pages(&args.sources, &site.host, args.timeout).await,
+            Err(e) => Err(e),
+        };
+        let pages = match collected {
+            Ok((pages, left_out)) => {
+                for (what, why) in &left_out {
+                    eprintln!("bigcache warm: left out {what}: {why}");
+                }
+                pages
+            }
             Err(e) => {
                 eprintln!("bigcache warm: {e}");
                 return ExitCode::from(2);
@@ -512,10 +460,18 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> ExitCode {
         }
         match result {
             Ok(stopped) => {
+                eprint!("{}", tally.unstored_report());
                 println!("{}", tally.summary(total, started.elapsed(), stopped));
+                let cached = tally.warmed.load(Relaxed) + tally.fresh.load(Relaxed);
                 if stopped {
                     ExitCode::from(130)
                 } else if tally.failed.load(Relaxed) > 0 {
+                    ExitCode::FAILURE
+                } else if total > 0 && cached == 0 {
+                    eprintln!(
+                        "bigcache warm: no page could be stored (see the reasons above; \
+                         unknown_host: pass --site-url, or --host, with a host bigcache's --host lists)"
+                    );
                     ExitCode::FAILURE
                 } else {
                     ExitCode::SUCCESS
@@ -534,45 +490,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sitemaps_and_indexes_as_django_writes_them() {
-        let urlset = br#"<?xml version="1.0" encoding="UTF-8"?>
-<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml">
-<url><loc>https://www.example.org/dataset/1/</loc><lastmod>2026-11-30</lastmod></url>
-<url><loc>https://www.example.org/datasets/?page=2&amp;sort=name</loc></url>
-</urlset>"#;
+    fn the_site_comes_from_site_url_or_host_or_the_proxy() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["warm", "sitemap.xml"];
+            argv.extend_from_slice(extra);
+            WarmArgs::try_parse_from(argv).unwrap()
+        };
+        let proxy: http::uri::Authority = "127.0.0.1:8080".parse().unwrap();
+        let s = Site::from_args(&args(&["--site-url", "https://WWW.example.org"]), &proxy).unwrap();
         assert_eq!(
-            parse_sitemap(urlset).unwrap(),
-            Listed::Pages(vec![
-                "https://www.example.org/dataset/1/".into(),
-                "https://www.example.org/datasets/?page=2&sort=name".into()
-            ])
+            (s.host.as_str(), s.scheme),
+            ("www.example.org", Some("https"))
         );
-        let index = br#"<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
-<sitemap><loc>http://localhost/sitemap-datasets.xml?p=2</loc></sitemap></sitemapindex>"#;
-        assert_eq!(
-            parse_sitemap(index).unwrap(),
-            Listed::Sitemaps(vec!["http://localhost/sitemap-datasets.xml?p=2".into()])
-        );
-        assert!(parse_sitemap(b"<html><body>no</body></html>").is_err());
-        assert!(
-            parse_sitemap(b"<urlset><url><loc>x</loc>")
-                .is_ok_and(|l| l == Listed::Pages(vec!["x".into()]))
-        );
-    }
-
-    #[test]
-    fn page_targets_keep_path_query_host_and_scheme() {
-        let p = Page::from_text("https://www.example.org/a/?b=1").unwrap();
-        assert_eq!(
-            (p.target.as_str(), p.host.as_deref(), p.https),
-            ("/a/?b=1", Some("www.example.org"), true)
-        );
-        let p = Page::from_text("/only/path").unwrap();
-        assert_eq!(
-            (p.target.as_str(), p.host, p.https),
-            ("/only/path", None, false)
-        );
-        assert!(Page::from_text("ftp://x/").is_err());
-        assert!(Page::from_text("dataset/1").is_err());
+        let s = Site::from_args(&args(&["--host", "localhost:8080"]), &proxy).unwrap();
+        assert_eq!((s.host.as_str(), s.scheme), ("localhost:8080", None));
+        let s = Site::from_args(&args(&[]), &proxy).unwrap();
+        assert_eq!((s.host.as_str(), s.scheme), ("127.0.0.1:8080", None));
+        for bad in ["https://x.org/path", "ftp://x.org", "x.org"] {
+            assert!(
+                Site::from_args(&args(&["--site-url", bad]), &proxy).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -563,20 +563,35 @@ async fn a_soft_purged_page_that_is_gone_upstream_is_dropped() {
 }
 
 /// Behind a trusted front, re-warming needs `--site-url`: the scheme the
-/// pages are rendered for cannot be guessed.
+/// pages are rendered for cannot be guessed. The purge is done all the
+/// same (it was refused whole, leaving the page fresh for its lifetime),
+/// and the answer says the warm part did not run.
 #[tokio::test(flavor = "multi_thread")]
 async fn warm_behind_a_trusted_front_needs_the_site_url() {
     let o = Origin::start().await;
     let (_d, s) = start(&o.url(), &["--trusted-proxy", "127.0.0.1/32"]);
+    let page = format!("/nw/1?{TTL}&h=xkey:ds-1");
+    get(&s, &page).await;
+    tag_rows_reach(&s, 1).await;
     let r = client()
         .delete(s.url("/tag/ds-1"))
         .header("X-Bigcache-Purge", "soft, warm")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert!(v["detail"].as_str().unwrap().contains("--site-url"), "{v}");
+    assert_eq!(
+        (v["count"].as_u64(), v["warming"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    assert!(
+        v["warm_error"].as_str().unwrap().contains("--site-url"),
+        "{v}"
+    );
+    let after = get(&s, &page).await;
+    assert_ne!(after.cache, "HIT", "still fresh after the purge");
     let (_d2, s2) = start(
         &o.url(),
         &[

@@ -29,13 +29,10 @@ async fn warm(args: &[&str]) -> (bool, String, String) {
 async fn warming_a_sitemap_index_fetches_each_page_once_within_its_bound() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
+    // Read from Django directly, as the README shows: its URLs name
+    // Django's own address, and the pages are warmed for the proxy's.
     let index = format!("{}/sitemap-index.xml?parts=5&pages=100", origin.url());
-    // The sitemap names the origin's host; the proxy takes it as its site.
-    let origin_host = origin.url().trim_start_matches("http://").to_string();
-    let s = Server::start_in(
-        dir.path(),
-        &["--upstream", &origin.url(), "--host", &origin_host],
-    );
+    let s = Server::start_in(dir.path(), &["--upstream", &origin.url()]);
     let (ok, out, err) = warm(&[&index, "--proxy", &s.proxy, "--concurrency", "4"]).await;
     assert!(ok, "{out}{err}");
     assert!(
@@ -144,4 +141,113 @@ async fn ctrl_c_stops_after_the_requests_in_flight_and_says_what_was_done() {
         .filter(|i| origin.count(&format!("/slow/{i}?h=X-Bigcache-TTL:1h&delay=300")) > 0)
         .count() as u64;
     assert_eq!(fetched, done, "{stdout}");
+}
+
+/// The page as the cache serves it: the origin's echo of what it was sent.
+async fn cached_body(s: &Server, target: &str, host: &str) -> (String, String) {
+    let r = reqwest::Client::new()
+        .get(s.page(target))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    let cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+    (cache, r.text().await.unwrap())
+}
+
+/// With `--site-url`, every page is requested for the site: its host and
+/// scheme, never the sitemap URLs' (Django's own `http` address), and as no
+/// visitor (`X-Forwarded-For: unknown`). URLs on a third host are left out,
+/// and an index is not followed off its own host.
+#[tokio::test]
+async fn warming_is_for_the_site_and_stays_on_the_sitemaps_host() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            "--upstream",
+            &origin.url(),
+            "--host",
+            "www.example.org",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+        ],
+    );
+    let sitemap = format!("{}/sitemap.xml?pages=3", origin.url());
+    let (ok, out, err) = warm(&[
+        &sitemap,
+        "--proxy",
+        &s.proxy,
+        "--site-url",
+        "https://www.example.org",
+    ])
+    .await;
+    assert!(ok && out.contains("3 warmed"), "{out}{err}");
+    let (cache, body) =
+        cached_body(&s, "/p/0?h=X-Bigcache-TTL:1h&delay=20", "www.example.org").await;
+    assert_eq!(cache, "HIT");
+    assert!(
+        body.contains("xfproto=https xfhost=www.example.org host=www.example.org"),
+        "{body}"
+    );
+    assert!(body.contains("xff=unknown"), "{body}");
+
+    // A sitemap listing pages on another host, and an index pointing off
+    // its host and at a local file: left out, said on stderr.
+    let files = dir.path().join("other.xml");
+    std::fs::write(
+        &files,
+        r#"<urlset><url><loc>http://evil.example/p/9</loc></url><url><loc>/p/8?h=X-Bigcache-TTL:1h</loc></url></urlset>"#,
+    )
+    .unwrap();
+    let (ok, out, err) = warm(&[
+        files.to_str().unwrap(),
+        "--proxy",
+        &s.proxy,
+        "--site-url",
+        "https://www.example.org",
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("left out http://evil.example/p/9"), "{err}");
+    assert!(out.contains("1 of 1 pages"), "{out}");
+    assert_eq!(origin.count("/p/9"), 0);
+    let index = dir.path().join("index.xml");
+    std::fs::write(
+        &index,
+        r#"<sitemapindex><sitemap><loc>/etc/passwd</loc></sitemap><sitemap><loc>http://evil.example/s.xml</loc></sitemap></sitemapindex>"#,
+    )
+    .unwrap();
+    let (_, out, err) = warm(&[index.to_str().unwrap(), "--proxy", &s.proxy]).await;
+    assert!(
+        err.contains("left out /etc/passwd: a sitemap not on the index's own host"),
+        "{err}"
+    );
+    assert!(err.contains("left out http://evil.example/s.xml"), "{err}");
+    assert!(out.contains("0 of 0 pages"), "{out}");
+}
+
+/// Pages the proxy will not store for the site named are each said, with
+/// the reason, and a run that stores nothing fails.
+#[tokio::test]
+async fn a_run_that_stores_nothing_says_why_and_fails() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &["--upstream", &origin.url(), "--host", "www.example.org"],
+    );
+    let sitemap = format!("{}/sitemap.xml?pages=2", origin.url());
+    let (ok, out, err) = warm(&[&sitemap, "--proxy", &s.proxy]).await;
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("0 warmed, 0 already fresh, 2 not cacheable"),
+        "{out}"
+    );
+    assert!(
+        err.contains("not stored: /p/0?h=X-Bigcache-TTL:1h&delay=20 (unknown_host)"),
+        "{err}"
+    );
+    assert!(err.contains("no page could be stored"), "{err}");
 }

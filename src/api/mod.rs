@@ -537,9 +537,9 @@ async fn delete_value(
     }
     let mut answer = removed(&key);
     let found = if route == "/cache/" {
-        let mode = purge::Mode::from_headers(&headers)?.usable(&st)?;
+        let mode = purge::Mode::from_headers(&headers)?;
         let r = purge::path(&st, &key, raw, uri.query(), mode).await?;
-        r.annotate(mode, &mut answer);
+        r.annotate(mode, &st, &mut answer);
         r.count > 0
     } else {
         st.store.delete(Namespace::Value, key.as_bytes()).await?

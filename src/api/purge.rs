@@ -58,19 +58,6 @@ impl Mode {
         mode.checked(hard)
     }
 
-    /// Refuses `warm` where this server cannot re-warm (no `--site-url`
-    /// behind a trusted front), before anything is purged.
-    pub fn usable(self, st: &ApiState) -> Result<Mode, ApiError> {
-        if self.warm && st.rewarm.is_none() {
-            return Err(ApiError::BadRequest(
-                "warm needs --site-url when bigcache runs behind a --trusted-proxy \
-                 (the scheme re-warmed pages are rendered for)"
-                    .into(),
-            ));
-        }
-        Ok(self)
-    }
-
     /// `warm` needs `soft`; `hard` excludes both.
     pub fn checked(self, hard: bool) -> Result<Mode, ApiError> {
         if (hard && self.soft) || (self.warm && !self.soft) {
@@ -88,6 +75,11 @@ impl Mode {
     }
 }
 
+/// Why a server cannot re-warm what a soft purge marked.
+const WARM_UNAVAILABLE: &str = "not re-warmed: warm needs --site-url when bigcache runs behind a \
+     --trusted-proxy (the scheme re-warmed pages are rendered for); the pages are marked \
+     stale and refresh at their next request";
+
 /// What one purge reached: live entries purged (or marked), and how many
 /// of the marked pages were queued for re-warming.
 #[derive(Debug, Default, Clone, Copy)]
@@ -103,10 +95,15 @@ impl Reached {
     }
 
     /// Adds `warming` to a purge's JSON answer, when the purge asked to
-    /// re-warm.
-    pub fn annotate(self, mode: Mode, answer: &mut serde_json::Value) {
+    /// re-warm, and `warm_error` when this server cannot re-warm: the
+    /// purge itself is done either way (a page left fresh for its whole
+    /// lifetime because its refresh could not run would be worse).
+    pub fn annotate(self, mode: Mode, st: &ApiState, answer: &mut serde_json::Value) {
         if mode.warm {
             answer["warming"] = self.warming.into();
+            if st.rewarm.is_none() {
+                answer["warm_error"] = WARM_UNAVAILABLE.into();
+            }
         }
     }
 }
@@ -233,7 +230,7 @@ pub async fn delete_prefix(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mode = Mode::from_headers(&headers)?.usable(&st)?;
+    let mode = Mode::from_headers(&headers)?;
     let raw = rest(&uri, "/prefix/");
     let p = key::prefix_key(raw, uri.query(), st.limits.max_key)?;
     let r = prefix(&st, &p, raw, uri.query(), mode).await?;
@@ -242,7 +239,7 @@ pub async fn delete_prefix(
         "message": format!("prefix '{p}': {} keys {done}.", r.count),
         "count": r.count,
     });
-    r.annotate(mode, &mut answer);
+    r.annotate(mode, &st, &mut answer);
     Ok(axum::Json(answer).into_response())
 }
 
@@ -268,7 +265,7 @@ pub async fn delete_tag(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mode = Mode::from_headers(&headers)?.usable(&st)?;
+    let mode = Mode::from_headers(&headers)?;
     // `?` is a tag byte: `/tag/a?b` must not quietly purge tag `a`.
     if uri.query().is_some() {
         return Err(ApiError::BadRequest(
@@ -283,6 +280,6 @@ pub async fn delete_tag(
         "message": format!("tag '{}': {} pages {done}.", String::from_utf8_lossy(&t), r.count),
         "count": r.count,
     });
-    r.annotate(mode, &mut answer);
+    r.annotate(mode, &st, &mut answer);
     Ok(axum::Json(answer).into_response())
 }

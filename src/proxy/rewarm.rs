@@ -4,8 +4,9 @@
 //! Django is not flattened.
 //!
 //! A page is requested as a visitor of `--site-url` would request it: that
-//! `Host`, `X-Forwarded-Proto` its scheme (no `X-Forwarded-For`: no
-//! visitor's address), and the request headers its
+//! `Host`, `X-Forwarded-Proto` its scheme, `X-Forwarded-For: unknown` (no
+//! visitor's address, and not the loopback one Django would otherwise see),
+//! and the request headers its
 //! variant was stored under (read back from the variant in its key). The
 //! refresh goes through the proxy's own coalesced fetch, so a visitor
 //! asking for the page meanwhile shares it, a purge landing meanwhile wins,
@@ -137,13 +138,15 @@ fn split_key(key: &[u8]) -> Option<(&str, &str)> {
 fn request_for(target: &str, variant: &str, site: &Site) -> Option<http::request::Parts> {
     let mut req = Request::builder().method(Method::GET).uri(target);
     let host = HeaderValue::from_str(&site.host).ok()?;
+    // `X-Forwarded-For: unknown`: without one Django would see bigcache's
+    // loopback address, and a site that trusts its own machine
+    // (INTERNAL_IPS, debug toolbars, previews) must not render for the
+    // cache what it renders for itself.
     req = req
         .header(header::HOST, host.clone())
         .header("x-forwarded-host", host)
-        .header("x-forwarded-proto", site.scheme.as_str());
-    // No X-Forwarded-For: a site that trusts loopback (INTERNAL_IPS, debug
-    // toolbars, previews) must not render for the cache what it renders
-    // for its own machine.
+        .header("x-forwarded-proto", site.scheme.as_str())
+        .header("x-forwarded-for", "unknown");
     if !variant.is_empty() {
         for pair in variant.split('\x1f') {
             let (name, value) = pair.split_once('=')?;
@@ -192,6 +195,7 @@ mod tests {
         assert!(!parts.headers.contains_key("accept-encoding"));
         assert_eq!(parts.headers["host"], "www.example.org");
         assert_eq!(parts.headers["x-forwarded-proto"], "https");
+        assert_eq!(parts.headers["x-forwarded-for"], "unknown");
         assert_eq!(parts.uri, "/a/?x=1");
         // A page without Vary.
         let (target, variant) = split_key(b"p/plain\0").unwrap();

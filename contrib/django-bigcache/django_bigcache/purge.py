@@ -45,15 +45,21 @@ class PurgeResult:
 
     #: Entries removed, all nodes together (for a path: the nodes that had it).
     count: int = 0
-    #: Locations of the nodes that could not be reached.
+    #: Locations of the nodes that could not be reached (or failed, 5xx).
     failed: list = field(default_factory=list)
+    #: ``(location, what it said)`` of the nodes that answered and refused
+    #: the purge (a 4xx): reached, but nothing was purged there.
+    refused: list = field(default_factory=list)
+    #: ``(location, what it said)`` of the nodes that purged but could not
+    #: re-warm (``warm=True``): the pages refresh at their next request.
+    not_warmed: list = field(default_factory=list)
     #: Nodes asked.
     nodes: int = 0
 
     @property
     def complete(self):
-        """Every node answered."""
-        return not self.failed
+        """Every node answered and purged."""
+        return not self.failed and not self.refused
 
 
 def purge(paths=(), prefixes=(), tags=(), soft=False, warm=False, client=None):
@@ -80,6 +86,8 @@ def purge(paths=(), prefixes=(), tags=(), soft=False, warm=False, client=None):
             )
             result.count += part.count
             result.failed.extend(f for f in part.failed if f not in result.failed)
+            result.refused.extend(r for r in part.refused if r not in result.refused)
+            result.not_warmed.extend(w for w in part.not_warmed if w not in result.not_warmed)
         return result
 
     request = {"paths": list(paths), "prefixes": list(prefixes), "tags": list(tags)}
@@ -93,15 +101,19 @@ def purge(paths=(), prefixes=(), tags=(), soft=False, warm=False, client=None):
     def on_node(c):
         # One POST /purge per node for every item.
         r = c.request("POST", f"{c.base}/purge", body=body, headers={"Content-Type": "application/json"})
+        if 400 <= r.status < 500:
+            # Answered: the node is there and said no.
+            return _Refused(f"HTTP {r.status}: {_said(r.data)}")
         if r.status != 200:
             raise Unavailable(f"POST /purge: HTTP {r.status} {r.data[:200]!r}")
         try:
-            n = json.loads(r.data)["purged"]
+            answer = json.loads(r.data)
+            n = answer["purged"]
         except (ValueError, KeyError, TypeError):
             n = None
         if not isinstance(n, int):
             raise Unavailable(f"POST /purge: not bigcache's answer: {r.data[:200]!r}")
-        return n
+        return n, answer.get("warm_error")
 
     result = PurgeResult(nodes=len(nodes.clients))
     for c, outcome in nodes.each(on_node):
@@ -109,9 +121,31 @@ def purge(paths=(), prefixes=(), tags=(), soft=False, warm=False, client=None):
             node_failures[c.base] += 1
             result.failed.append(c.base)
             log.warning("bigcache purge of %s on %s failed: %s", items[:10], c.base, outcome)
+        elif isinstance(outcome, _Refused):
+            result.refused.append((c.base, outcome.said))
+            log.warning("bigcache purge of %s refused by %s: %s", items[:10], c.base, outcome.said)
         else:
-            result.count += outcome
+            n, warm_error = outcome
+            result.count += n
+            if warm_error:
+                result.not_warmed.append((c.base, warm_error))
+                log.warning("bigcache purge of %s on %s: %s", items[:10], c.base, warm_error)
     return result
+
+
+@dataclass
+class _Refused:
+    """A node's 4xx answer to a purge."""
+
+    said: str
+
+
+def _said(data):
+    """The ``detail`` of bigcache's JSON error, else the start of the body."""
+    try:
+        return str(json.loads(data)["detail"])
+    except (ValueError, KeyError, TypeError):
+        return repr(data[:200])
 
 
 def purge_path(path, soft=False, client=None):
@@ -123,16 +157,16 @@ def purge_path(path, soft=False, client=None):
 def purge_prefix(prefix, soft=False, client=None):
     """Drops (or, ``soft``, marks stale) every cached page whose path starts
     with ``prefix``. Returns the number reached, or ``None`` if no node
-    could be reached."""
+    purged (none could be reached, or every one refused)."""
     result = purge(prefixes=[prefix], soft=soft, client=client)
-    return None if len(result.failed) == result.nodes else result.count
+    return None if len(result.failed) + len(result.refused) == result.nodes else result.count
 
 
 def purge_tags(*tags, soft=False, warm=False, client=None):
     """Drops (or, ``soft``, marks stale) every cached page tagged with any
     of ``tags``, every variant. Returns the number reached, or ``None`` if
-    no node could be reached."""
+    no node purged (none could be reached, or every one refused)."""
     for t in tags:
         check_tag(t)
     result = purge(tags=list(tags), soft=soft, warm=warm, client=client)
-    return None if len(result.failed) == result.nodes else result.count
+    return None if len(result.failed) + len(result.refused) == result.nodes else result.count

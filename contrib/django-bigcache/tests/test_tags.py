@@ -59,3 +59,24 @@ def test_purge_tags_reaches_every_node_hard_or_soft():
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_purge_says_which_node_refused_it_and_which_could_not_rewarm():
+    """A node behind a trusted front without --site-url purges but cannot
+    re-warm: reported as such, not as unreachable. A node that answers 4xx
+    refused the purge: reported with what it said."""
+    plain, fronted = Bigcache(), Bigcache(extra=["--trusted-proxy", "127.0.0.1/32"])
+    try:
+        nodes = Nodes.from_location([plain.api, fronted.api])
+        result = purge(tags=["dataset-1"], soft=True, warm=True, client=nodes)
+        assert result.failed == [] and result.refused == []
+        assert [node for node, _ in result.not_warmed] == [fronted.api]
+        assert "--site-url" in result.not_warmed[0][1]
+        # An item the server refuses (an empty prefix): answered, not unreachable.
+        result = purge(prefixes=[""], client=nodes)
+        assert result.failed == []
+        assert [node for node, _ in result.refused] == [plain.api, fronted.api]
+        assert not result.complete
+    finally:
+        plain.stop()
+        fronted.stop()

@@ -1,8 +1,9 @@
 """``python manage.py bigcache_purge /dataset/7/ --prefix /datasets/ --tag
 dataset-7 [--soft]``: the
 purge helpers from a shell (a deploy script, a cron job, an operator), on
-every node in ``settings.BIGCACHE["LOCATION"]``. Exits non-zero when a node
-could not be reached, naming it, so a script notices."""
+every node in ``settings.BIGCACHE["LOCATION"]``. Exits non-zero, naming the
+node and what it said, when a node could not be reached, refused the purge,
+or purged but could not re-warm (``--warm``), so a script notices."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -34,7 +35,11 @@ class Command(BaseCommand):
             except ValueError as e:
                 raise CommandError(str(e)) from None
         result = purge(paths=paths, prefixes=prefix, tags=tag, soft=soft, warm=warm)
-        reached = result.nodes - len(result.failed)
-        self.stdout.write(f"purged {result.count} entries on {reached}/{result.nodes} nodes")
+        purged_on = result.nodes - len(result.failed) - len(result.refused)
+        self.stdout.write(f"purged {result.count} entries on {purged_on}/{result.nodes} nodes")
+        problems = [f"refused by {node}: {said}" for node, said in result.refused]
+        problems += [f"purged but not re-warmed on {node}: {said}" for node, said in result.not_warmed]
         if result.failed:
-            raise CommandError(f"not reached: {', '.join(result.failed)}")
+            problems.append(f"not reached: {', '.join(result.failed)}")
+        if problems:
+            raise CommandError("; ".join(problems))
