@@ -295,6 +295,6 @@ mod tests {
         assert!(Page::from_text("dataset/1").is_err());
         let long = format!("ftp://{}\n", "x".repeat(500));
         let e = Page::from_text(&long).unwrap_err().to_string();
-        assert!(e.len() < 120 && !e.contains('\n'), "{e}");
+        assert!(e.len() < 160 && !e.contains('\n'), "{e}");
     }
 }
