@@ -47,7 +47,7 @@ from urllib.parse import urlencode
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 
 from .client import Call, Nodes, Unavailable, log
-from .serializers import Codec
+from .serializers import Codec, legacy_int
 
 #: The longest lifetime the server takes (100 years), less a margin.
 MAX_TTL_SECONDS = 95 * 365 * 24 * 3600
@@ -246,8 +246,10 @@ class BigCacheBackend(BaseCache):
             raw = yield Call("incr", *self._locate(key, version), "GET")
             if raw is None or raw.status != 200 or not raw.data.startswith(b"\x80"):
                 raise TypeError(f"'{key}' does not hold an integer bigcache can add to")
-            ok, value = self._decode(key, raw.data)
-            if not ok or type(value) is not int:
+            # Unsigned (written before values were signed): read without
+            # letting the pickle name anything.
+            value = legacy_int(raw.data)
+            if value is None:
                 raise TypeError(f"'{key}' does not hold an integer")
             left = raw.headers.get("X-Bigcache-TTL")
             if left == "0":

@@ -11,10 +11,20 @@ compressor (``"lz4.frame"`` works as one once ``lz4`` is installed).
 
 Integers (``type(v) is int``) are stored as their decimal text, whatever
 the serializer, so the server can increment them atomically (``incr``), as
-django-redis stores them. Pickles (protocol 2 and up) start with byte 0x80
-and JSON numbers are integers only as text, so reading tells them apart.
+django-redis stores them. JSON numbers are integers only as text, so
+reading tells them apart.
+
+Every other value, unless the serializer is ``"json"``, is signed: it is
+stored as ``bcs1``, an HMAC-SHA256 of the serialized bytes keyed from
+Django's ``SECRET_KEY`` (``salted_hmac``), then the bytes. A value whose
+signature does not check (any process on the machine can write to a
+loopback bigcache without a token) is never unpickled: it reads as a miss,
+with a warning. ``SECRET_KEY_FALLBACKS`` still verify, so a rotated key
+does not empty the cache at once. Values stored unsigned by earlier
+releases read as misses.
 """
 
+import hmac
 import importlib
 import json
 import lzma
@@ -66,11 +76,28 @@ def _load(name, builtins, what):
     return found() if isinstance(found, type) else found
 
 
+#: The signed form's version tag.
+SIGNED = b"bcs1"
+_SALT = "django_bigcache.serializers.value"
+
+
+def _mac(data, secret):
+    from django.utils.crypto import salted_hmac
+
+    return salted_hmac(_SALT, data, secret=secret, algorithm="sha256").digest()
+
+
+class Unsigned(ValueError):
+    """A stored value without a signature this site made."""
+
+
 class Codec:
-    """A serializer and an optional compressor: values to bytes and back."""
+    """A serializer and an optional compressor: values to bytes and back,
+    signed unless the serializer is JSON."""
 
     def __init__(self, serializer="pickle", compressor=None, compress_min_length=1024):
         self.serializer = _load(serializer, SERIALIZERS, "SERIALIZER")
+        self.signed = not isinstance(self.serializer, JSONSerializer)
         self.compressor = _load(compressor, COMPRESSORS, "COMPRESSOR") if compressor else None
         self.min_length = compress_min_length
 
@@ -79,15 +106,52 @@ class Codec:
             return str(value).encode()
         data = self.serializer.dumps(value)
         if self.compressor is not None and len(data) >= self.min_length:
-            return self.compressor.compress(data)
+            data = self.compressor.compress(data)
+        if self.signed:
+            from django.conf import settings
+
+            return SIGNED + _mac(data, settings.SECRET_KEY) + data
         return data
+
+    def _verified(self, data):
+        from django.conf import settings
+
+        if not data.startswith(SIGNED) or len(data) < len(SIGNED) + 32:
+            raise Unsigned("not signed by this site")
+        mac, data = data[len(SIGNED) : len(SIGNED) + 32], data[len(SIGNED) + 32 :]
+        for secret in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]:
+            if hmac.compare_digest(mac, _mac(data, secret)):
+                return data
+        raise Unsigned("its signature does not match this site's SECRET_KEY")
 
     def loads(self, data):
         if _INTEGER.fullmatch(data):
             return int(data)
+        if self.signed:
+            data = self._verified(data)
         if self.compressor is not None:
             try:
                 data = self.compressor.decompress(data)
             except Exception:  # stored uncompressed (short, or before compression was on)
                 pass
         return self.serializer.loads(data)
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Loads a pickle of plain data only: naming any class or function (the
+    way a pickle runs code) is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name} refused")
+
+
+def legacy_int(data):
+    """The integer an older connector stored pickled and unsigned, read
+    without letting the pickle name anything; ``None`` if it is not one."""
+    import io
+
+    try:
+        value = _NoGlobals(io.BytesIO(data)).load()
+    except Exception:
+        return None
+    return value if type(value) is int else None

@@ -26,7 +26,7 @@ BIGCACHE_BIN = os.environ.get("BIGCACHE_BIN", str(REPO / "target" / "debug" / "b
 if not settings.configured:
     # The backend tests build backends directly; the site runs in its own
     # process with its own settings.
-    settings.configure(CACHES={}, INSTALLED_APPS=[], USE_TZ=True)
+    settings.configure(CACHES={}, INSTALLED_APPS=[], USE_TZ=True, SECRET_KEY="connector-tests-only")
     django.setup()
 
 

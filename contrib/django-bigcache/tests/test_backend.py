@@ -209,3 +209,44 @@ def test_default_timeout_constant_is_respected(bigcache):
     c.set("d", 1, timeout=DEFAULT_TIMEOUT)
     time.sleep(1.2)
     assert c.get("d") is None
+
+
+PLANTED = []
+
+
+def _record_planted(tag):
+    PLANTED.append(tag)
+    return tag
+
+
+class _Payload:
+    """Unpickling it runs ``_record_planted``: what a planted pickle does."""
+
+    def __reduce__(self):
+        return (_record_planted, ("ran",))
+
+
+def test_a_value_planted_through_the_api_is_never_unpickled(cache, bigcache, caplog):
+    """Any process on the machine can write to a loopback bigcache without
+    a token: a pickle the site did not sign reads as a miss, unexecuted."""
+    import pickle
+    import urllib.parse
+    import urllib.request
+
+    from django_bigcache.serializers import SIGNED
+
+    cache.set("k", "mine")
+    made = cache.make_key("k")
+    url = bigcache.api + "/pickle/" + urllib.parse.quote(made, safe="")
+    with urllib.request.urlopen(url) as r:
+        signed = r.read()
+    assert signed.startswith(SIGNED)
+    for planted in [pickle.dumps(_Payload()), signed[:-1] + b"X", SIGNED + b"\0" * 32 + pickle.dumps(_Payload())]:
+        req = urllib.request.Request(
+            url, data=planted, method="POST", headers={"Content-Type": "application/octet-stream"}
+        )
+        with urllib.request.urlopen(req) as r:
+            assert r.status in (200, 201)
+        assert cache.get("k", "dflt") == "dflt"
+    assert PLANTED == [], "a planted pickle was loaded"
+    assert "cannot be read" in caplog.text
