@@ -10,6 +10,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 # throwaway certificate).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# systemd-analyze checks the shipped unit file (tests/config.rs).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -12,6 +12,10 @@
 //! counted (`bigcache_access_log_dropped_total`). Request text a client
 //! controls (target, referer, user agent) is escaped, so no client can
 //! forge a line.
+//!
+//! The file is created readable by its owner and group only (client
+//! addresses and the pages they read are personal data), and reopened on
+//! SIGHUP, so logrotate can move it away and signal (`postrotate`).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -51,6 +55,17 @@ impl Target {
 pub struct AccessLog {
     tx: SyncSender<String>,
     dropped: Arc<AtomicU64>,
+    /// Set to have the writer reopen its file before its next write.
+    reopen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Opens the log file for appending, created `0640`.
+fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
+    opts.open(path)
 }
 
 /// The writer thread: [`Writer::close`] has it write what is queued and
@@ -80,16 +95,17 @@ impl AccessLog {
     pub fn open(target: &Target) -> std::io::Result<(AccessLog, Writer)> {
         let mut out: Box<dyn Write + Send> = match target {
             Target::Stdout => Box::new(std::io::stdout()),
-            Target::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            Target::File(path) => Box::new(open_file(path)?),
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let closed = closing.clone();
+        let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reopening = reopen.clone();
+        let path = match target {
+            Target::File(path) => Some(path.clone()),
+            Target::Stdout => None,
+        };
         let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -99,6 +115,16 @@ impl AccessLog {
                     std::thread::park_timeout(FLUSH_EVERY);
                     // Closing: this drain is the last.
                     open &= !closed.load(Relaxed);
+                    if let Some(path) = &path
+                        && reopening.swap(false, Relaxed)
+                    {
+                        // A failed reopen keeps the old file: lines still
+                        // land somewhere.
+                        match open_file(path) {
+                            Ok(f) => out = Box::new(f),
+                            Err(e) => tracing::warn!(error = %e, "reopening the access log"),
+                        }
+                    }
                     loop {
                         match rx.try_recv() {
                             Ok(line) => buf.extend_from_slice(line.as_bytes()),
@@ -124,8 +150,15 @@ impl AccessLog {
         let log = AccessLog {
             tx,
             dropped: Arc::default(),
+            reopen,
         };
         Ok((log, Writer { closing, thread }))
+    }
+
+    /// Has the writer reopen the file (after logrotate moved it away),
+    /// before it writes again.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Relaxed);
     }
 
     /// Lines dropped because the writer fell behind.

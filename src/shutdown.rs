@@ -1,5 +1,5 @@
-//! Shutdown signalling: SIGTERM or SIGINT flips a watch channel that every
-//! long-running task selects on.
+//! Signals: SIGTERM or SIGINT flips a watch channel that every
+//! long-running task selects on; SIGHUP reopens the access log.
 
 use tokio::sync::watch;
 
@@ -40,4 +40,26 @@ pub fn channel() -> (watch::Sender<bool>, watch::Receiver<bool>) {
 /// Waits until `rx` reports shutdown.
 pub async fn wait(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Reopens `log`'s file on every SIGHUP (logrotate's `postrotate`), for
+/// as long as the process runs.
+pub fn on_hangup(log: crate::access_log::AccessLog) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reopening the access log");
+                        log.reopen();
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(log);
 }

@@ -106,3 +106,92 @@ fn bad_config_files_are_refused_by_name() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.toml"), "{err}");
 }
+
+/// The unit file as systemd reads it (`systemd-analyze verify`, with
+/// ExecStart pointing at this build), and the shipped TOML started under
+/// the unit's settings: every path it writes lies in a directory the unit
+/// makes writable (`StateDirectory`, `LogsDirectory`; ProtectSystem=strict
+/// leaves nothing else), so it runs with those directories moved into a
+/// temporary root.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_unit_verifies_and_the_shipped_toml_runs_under_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/contrib/systemd/bigcache.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("bigcache.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/bigcache", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", copy.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) must be installed");
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let about_unit: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("bigcache.service"))
+        .collect();
+    assert!(out.status.success() && about_unit.is_empty(), "{said}");
+
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .to_string()
+    };
+    let writable = [
+        format!("/var/lib/{}", setting("StateDirectory")),
+        format!("/var/log/{}", setting("LogsDirectory")),
+    ];
+    let toml_text = std::fs::read_to_string(format!("{root}/contrib/bigcache.toml")).unwrap();
+    let toml: toml::Table = toml_text.parse().unwrap();
+    for key in ["data-dir", "access-log"] {
+        let path = toml[key].as_str().unwrap();
+        assert!(
+            writable
+                .iter()
+                .any(|w| path.starts_with(&format!("{w}/")) || path == w),
+            "{key} = {path} is not writable under the unit ({writable:?})"
+        );
+    }
+    // The same file, those directories under a temporary root, loopback
+    // ports chosen by the system.
+    let fake = dir.path().join("root");
+    for w in &writable {
+        std::fs::create_dir_all(fake.join(w.trim_start_matches('/'))).unwrap();
+    }
+    let mut moved = toml_text.replace("\"/var/", &format!("\"{}/var/", fake.display()));
+    moved = moved
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:36379", "127.0.0.1:0");
+    moved = moved.replace("max-disk = \"200GiB\"", "max-disk = \"1GiB\"");
+    let config = dir.path().join("bigcache.toml");
+    std::fs::write(&config, moved).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("BIGCACHE_UPSTREAM")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    let read = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        line
+    });
+    let waited = tokio::task::spawn_blocking(move || read.join().unwrap());
+    if let Ok(Ok(line)) = tokio::time::timeout(std::time::Duration::from_secs(60), waited).await {
+        first = line;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        first.starts_with("bigcache listening"),
+        "{first}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = fake.join("var/log/bigcache/access.log");
+    assert!(log.exists(), "the access log was not created");
+}

@@ -1712,6 +1712,52 @@ async fn health_endpoints_and_systemd_notifications() {
     );
 }
 
+/// Lines in the access log at `path`, once it holds `n` (bounded wait).
+async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..250 {
+        lines = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if lines.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lines
+}
+
+/// The access log is created 0640 and, on SIGHUP, reopened: logrotate
+/// moves it away and the next lines go to a new file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_is_private_and_reopened_on_sighup() {
+    use std::os::unix::fs::PermissionsExt;
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_d, s) = start(&o.url(), &["--access-log", log.to_str().unwrap()]);
+    get(&s, "/rot/1").await;
+    assert_eq!(log_lines(&log, 1).await.len(), 1);
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.hangup();
+    // Until the writer has reopened, lines may still reach the old file.
+    let mut fresh = Vec::new();
+    for i in 0..100 {
+        get(&s, &format!("/rot/after/{i}")).await;
+        fresh = log_lines(&log, 1).await;
+        if !fresh.is_empty() {
+            break;
+        }
+    }
+    assert!(fresh.iter().any(|l| l.contains("/rot/after/")), "{fresh:?}");
+    assert!(log_lines(&rotated, 1).await[0].contains("/rot/1"));
+}
+
 /// `--access-log`: one line per proxied request, with the cache's decision,
 /// and client text escaped so no client can forge a line.
 #[tokio::test(flavor = "multi_thread")]

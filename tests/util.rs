@@ -181,6 +181,11 @@ impl Server {
         self.signal("-TERM");
     }
 
+    /// SIGHUP: the server reopens its access log.
+    pub fn hangup(&self) {
+        self.signal("-HUP");
+    }
+
     pub fn kill9_now(&self) {
         self.signal("-KILL");
     }

@@ -174,6 +174,9 @@ pub async fn run(
             }
         },
     };
+    if let Some(log) = &access_log {
+        crate::shutdown::on_hangup(log.clone());
+    }
     let proxy_stats = Arc::new(ProxyStats::default());
     let proxy = Proxy::new(
         store.clone(),
