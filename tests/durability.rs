@@ -356,7 +356,13 @@ fn garble(path: &std::path::Path, at: u64, len: usize) {
 
 /// Requests `path` through the proxy; its status, `X-Cache` and body.
 async fn page(s: &Server, path: &str) -> (u16, String, bytes::Bytes) {
-    let r = client().get(s.page(path)).send().await.unwrap();
+    // One site across restarts (the proxy's port changes between runs).
+    let r = client()
+        .get(s.page(path))
+        .header("host", "localhost")
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let cache = r
         .headers()

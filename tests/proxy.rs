@@ -659,11 +659,13 @@ async fn restart_keeps_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--upstream", &o.url()];
     let path = format!("/keep/?{TTL}");
+    // The same site both times (the proxy's port changes between runs).
+    let host = [("host", "localhost")];
     let s = Server::start_in(dir.path(), &args);
-    let first = get(&s, &path).await;
+    let first = get_with(&s, &path, &host).await;
     assert!(s.stop().success());
     let s = Server::start_in(dir.path(), &args);
-    let r = get(&s, &path).await;
+    let r = get_with(&s, &path, &host).await;
     assert_eq!((r.cache(), r.body.as_str()), ("HIT", first.body.as_str()));
     assert_eq!(o.count(&path), 1);
 }
@@ -1115,7 +1117,15 @@ async fn variants_per_page_are_capped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_host_cannot_poison_the_page_for_others() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &["--host", "www.example.org,example.org"]);
+    let (_d, s) = start(
+        &o.url(),
+        &[
+            "--host",
+            "www.example.org",
+            "--host-alias",
+            "example.org=www.example.org",
+        ],
+    );
     let path = format!("/links/?{TTL}");
     for forged in [
         "evil.example",

@@ -285,9 +285,11 @@ async fn a_soft_purged_page_is_never_fresh_again_even_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = o.url();
     let page = format!("/keep?{TTL}&h=xkey:ds-6");
+    // One site across restarts (the proxy's port changes between runs).
+    let host = [("host", "localhost")];
     {
         let s = Server::start_in(dir.path(), &["--upstream", &upstream]);
-        get(&s, &page).await;
+        get_with(&s, &page, &host).await;
         stored(&s, 1).await;
         let r = client()
             .delete(s.url(&format!("/cache{page}")))
@@ -300,7 +302,7 @@ async fn a_soft_purged_page_is_never_fresh_again_even_after_a_restart() {
     }
     o.counts.fail.store(true, SeqCst);
     let s = Server::start_in(dir.path(), &["--upstream", &upstream]);
-    let r = get(&s, &page).await;
+    let r = get_with(&s, &page, &host).await;
     assert_eq!(r.cache, "UPDATING", "stale, not HIT");
     assert!(r.body.contains("n=1 "));
 }

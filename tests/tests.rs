@@ -14,5 +14,6 @@ mod origin;
 mod props;
 mod proxy;
 mod quick;
+mod sites;
 mod tags;
 mod warm;

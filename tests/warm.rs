@@ -148,6 +148,7 @@ async fn cached_body(s: &Server, target: &str, host: &str) -> (String, String) {
     let r = reqwest::Client::new()
         .get(s.page(target))
         .header("host", host)
+        .header("x-forwarded-proto", "https")
         .send()
         .await
         .unwrap();

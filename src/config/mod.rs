@@ -171,8 +171,8 @@ pub struct Args {
     pub session_cookie: Vec<String>,
 
     /// The site's hosts, as clients send them in `Host` (a port included
-    /// when it is not the default: `localhost:8080`), aliases that render
-    /// the same pages (the cache key holds no host). Requests for any other
+    /// when it is not the default: `localhost:8080`); each keeps its own
+    /// copy of each page (see --host-alias). Requests for any other
     /// `Host` bypass the cache: a forged `Host` must not make Django render
     /// links to another site into a page everyone is then served. Repeat
     /// or separate with commas. Default: localhost, 127.0.0.1 and [::1],
@@ -184,6 +184,18 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub host: Vec<String>,
+
+    /// Hosts whose pages are another host's, as `alias=host` (both as
+    /// clients send them): Django renders the same page for both. Without
+    /// one, every host, and each scheme, keeps its own copy of each page.
+    /// Repeat or separate with commas.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_HOST_ALIAS",
+        value_delimiter = ','
+    )]
+    pub host_alias: Vec<String>,
 
     /// Variants (one per distinct value of the headers a page varies on)
     /// kept per page; a new one beyond it replaces the oldest.
@@ -354,6 +366,8 @@ pub struct Config {
     /// `--host`, in `proxy::key::host_name` form; empty means the defaults
     /// (`server::run` adds the proxy's bound port to them).
     pub hosts: Vec<String>,
+    /// `--host-alias`, as (alias, host) in that form.
+    pub host_aliases: Vec<(String, String)>,
 }
 
 /// The longest `--upstream-timeout`: a request that takes longer is not a
@@ -382,6 +396,8 @@ pub enum ConfigError {
     TrustedProxy(String),
     #[error("--host {0:?}: expected a host name or address, with an optional :port")]
     Host(String),
+    #[error("--host-alias {0:?}: expected alias=host, like example.org=www.example.org")]
+    HostAlias(String),
     #[error(
         "--upstream-timeout must be at most {}",
         humantime::format_duration(MAX_UPSTREAM_TIMEOUT)
@@ -442,6 +458,23 @@ impl Args {
                     .ok_or_else(|| ConfigError::Host(h.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut hosts = hosts;
+        let mut host_aliases = Vec::new();
+        for pair in self.host_alias.iter().filter(|a| !a.trim().is_empty()) {
+            let named = pair.split_once('=').and_then(|(a, h)| {
+                let a = crate::proxy::key::host_name(a.trim())?.into_owned();
+                let h = crate::proxy::key::host_name(h.trim())?.into_owned();
+                Some((a, h))
+            });
+            let Some((alias, host)) = named else {
+                return Err(ConfigError::HostAlias(pair.clone()));
+            };
+            // An alias is one of the site's hosts too.
+            if !hosts.is_empty() && !hosts.contains(&alias) {
+                hosts.push(alias.clone());
+            }
+            host_aliases.push((alias, host));
+        }
         let trusted_proxies = self
             .trusted_proxy
             .iter()
@@ -530,6 +563,7 @@ impl Args {
             max_connections: self.max_connections,
             client_timeout: self.client_timeout,
             hosts,
+            host_aliases,
         })
     }
 }

@@ -571,8 +571,10 @@ impl<S: PageStore> Proxy<S> {
     /// `--max-query-variants`.
     async fn cap_query_variants(&self, key: &PageKey) {
         let Some(cap) = &self.query_cap else { return };
-        let target = key.group.strip_suffix(&[0]).map(std::str::from_utf8);
-        let Some(Ok(target)) = target else { return };
+        // Counted per path over every site (a purge reaches each copy).
+        let Ok(target) = std::str::from_utf8(key.target()) else {
+            return;
+        };
         for old in cap.stored(target) {
             match self.store.delete_page(&super::key::page_key(&old)).await {
                 Ok(_) => tracing::debug!(target = old, "query variant over the cap; purged"),

@@ -13,7 +13,9 @@
 //! In the store, a page lives under `<key> NUL` when its response has no
 //! `Vary`, or as a variant `<key> NUL <variant>` listed by a group record at
 //! `<key> NUL` (docs/format.md, "Key space"): so a purge of the page finds
-//! every variant, and a prefix purge is a prefix of the key.
+//! every variant, and a prefix purge is a prefix of the key. A site other
+//! than the data directory's own adds `@<scheme>://<host> NUL` after the
+//! first NUL (`proxy::site`).
 //!
 //! A variant is the request's values of the headers the response varies on,
 //! as `name=value` pairs (names lower-cased and sorted, values trimmed),
@@ -229,9 +231,29 @@ impl PageKey {
 
     /// [`PageKey::new`] in the canonical target's own buffer.
     pub fn from_canonical(canonical_target: String) -> PageKey {
+        PageKey::for_site(canonical_target, None)
+    }
+
+    /// The key of the page at `canonical_target` for a site: `None` for the
+    /// data directory's own (`site::Sites::segment`).
+    pub fn for_site(canonical_target: String, site: Option<(&str, &str)>) -> PageKey {
         let mut group = canonical_target.into_bytes();
         group.push(0);
+        if let Some((scheme, host)) = site {
+            group.reserve(host.len() + 10);
+            group.push(b'@');
+            group.extend_from_slice(scheme.as_bytes());
+            group.extend_from_slice(b"://");
+            group.extend_from_slice(host.as_bytes());
+            group.push(0);
+        }
         PageKey { group, last: None }
+    }
+
+    /// The canonical target the key is for.
+    pub fn target(&self) -> &[u8] {
+        let end = memchr::memchr(0, &self.group).unwrap_or(self.group.len());
+        &self.group[..end]
     }
 
     /// [`variant`] of `request` for `names`, remembered for the next call.
@@ -276,6 +298,26 @@ mod tests {
                 "{target:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_sites_key_keeps_the_target_first() {
+        let bare = PageKey::for_site("/a?x=1".into(), None);
+        let other = PageKey::for_site("/a?x=1".into(), Some(("https", "example.org")));
+        assert_eq!(bare.group, b"/a?x=1\0");
+        assert_eq!(other.group, b"/a?x=1\0@https://example.org\0");
+        assert!(
+            other.group.starts_with(&bare.group),
+            "a purge of the path reaches it"
+        );
+        assert_eq!(
+            (bare.target(), other.target()),
+            (&b"/a?x=1"[..], &b"/a?x=1"[..])
+        );
+        assert_eq!(
+            other.member("accept-language=de"),
+            b"/a?x=1\0@https://example.org\0accept-language=de"
+        );
     }
 
     #[test]

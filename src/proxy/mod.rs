@@ -45,6 +45,7 @@ mod quick;
 pub mod range;
 pub mod revalidate;
 pub mod rewarm;
+pub mod site;
 pub mod stats;
 pub mod tags;
 pub mod upstream;
@@ -98,6 +99,8 @@ pub struct ProxyConfig {
     pub encodings: Vec<String>,
     /// The site's host names (`key::host_name` form); other hosts bypass.
     pub hosts: Vec<String>,
+    /// Which site each host's pages belong to (`site`).
+    pub sites: site::Sites,
     /// Longest a request waits on another's fetch (and its write) before
     /// going upstream itself: a stuck store or leader must not hold its
     /// waiters for longer than their own fetch could take.
@@ -387,8 +390,14 @@ impl<S: PageStore> Proxy<S> {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
 
-        self.from_cache(parts, PageKey::from_canonical(canon), Some(peer))
-            .await
+        let scheme = site::scheme_of(&parts.headers, trusted.trusts(peer.ip()));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let segment = host.and_then(|h| self.cfg.sites.segment(scheme, h));
+        let key = PageKey::for_site(canon, segment);
+        self.from_cache(parts, key, Some(peer)).await
     }
 
     /// Phases 2 to 7 for a request that may use the cache. `peer` is the

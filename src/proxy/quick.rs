@@ -106,8 +106,11 @@ impl<S: PageStore> Proxy<S> {
                 return None;
             }
         }
-        policy::known_host_value(std::str::from_utf8(host?).ok()?, &self.cfg.hosts)?;
-        let key = PageKey::from_canonical(key::canonical(req.target));
+        let host = policy::known_host_value(std::str::from_utf8(host?).ok()?, &self.cfg.hosts)?;
+        // Forwarding fields from a trusted front went to the general path:
+        // this request came over plain HTTP.
+        let segment = self.cfg.sites.segment("http", &host);
+        let key = PageKey::for_site(key::canonical(req.target), segment);
         // The RAM tier without a wait; else the store (a miss is then
         // looked up again by the general path, on its way upstream).
         let rec = match self.store.hot_page(&key.group) {

@@ -94,8 +94,16 @@ impl Rewarmer {
 
 /// Refreshes one page if it is still soft-purged.
 async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) {
-    let Some((target, variant)) = split_key(store_key) else {
+    let Some((target, own_site, variant)) = split_key(store_key) else {
         return;
+    };
+    // Another site's copy is refreshed for that site.
+    let site = match own_site {
+        Some((scheme, host)) => &Site {
+            scheme: scheme.to_string(),
+            host: host.to_string(),
+        },
+        None => site,
     };
     let Some(mut parts) = request_for(target, variant, site) else {
         tracing::debug!(
@@ -105,7 +113,7 @@ async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) {
         return;
     };
     encoding::normalise(&mut parts.headers, &proxy.cfg.encodings);
-    let mut key = PageKey::new(target);
+    let mut key = PageKey::for_site(target.to_string(), own_site);
     let Looked::Found(found) = lookup::lookup(&proxy.store, &mut key, &parts.headers).await else {
         return;
     };
@@ -123,13 +131,28 @@ async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) {
     }
 }
 
-/// (target, variant) of a page's store key.
-fn split_key(key: &[u8]) -> Option<(&str, &str)> {
+/// A page's site, as (scheme, host), when it is not the data directory's
+/// own.
+type OwnSite<'k> = Option<(&'k str, &'k str)>;
+
+/// (target, site, variant) of a page's store key (`proxy::site`).
+fn split_key(key: &[u8]) -> Option<(&str, OwnSite<'_>, &str)> {
     let rest = key.strip_prefix(&[Namespace::Page.tag()])?;
     let nul = memchr::memchr(0, rest)?;
     let target = std::str::from_utf8(&rest[..nul]).ok()?;
-    let variant = std::str::from_utf8(&rest[nul + 1..]).ok()?;
-    Some((target, variant))
+    let mut rest = &rest[nul + 1..];
+    let mut site = None;
+    if let Some(segment) = rest.strip_prefix(b"@")
+        && let Some(end) = memchr::memchr(0, segment)
+    {
+        let (scheme, host) = std::str::from_utf8(&segment[..end])
+            .ok()?
+            .split_once("://")?;
+        site = Some((scheme, host));
+        rest = &segment[end + 1..];
+    }
+    let variant = std::str::from_utf8(rest).ok()?;
+    Some((target, site, variant))
 }
 
 /// A GET for `target` with the headers variant `variant` was stored for
@@ -185,8 +208,8 @@ mod tests {
         let v = key::variant(&names, &h).unwrap();
         let mut store_key = b"p/a/?x=1\0".to_vec();
         store_key.extend_from_slice(v.as_bytes());
-        let (target, variant) = split_key(&store_key).unwrap();
-        assert_eq!(target, "/a/?x=1");
+        let (target, own, variant) = split_key(&store_key).unwrap();
+        assert_eq!((target, own), ("/a/?x=1", None));
         let parts = request_for(target, variant, &site).unwrap();
         assert_eq!(
             key::variant(&names, &parts.headers).as_deref(),
@@ -198,8 +221,15 @@ mod tests {
         assert_eq!(parts.headers["x-forwarded-for"], "unknown");
         assert_eq!(parts.uri, "/a/?x=1");
         // A page without Vary.
-        let (target, variant) = split_key(b"p/plain\0").unwrap();
-        assert_eq!((target, variant), ("/plain", ""));
+        let (target, own, variant) = split_key(b"p/plain\0").unwrap();
+        assert_eq!((target, own, variant), ("/plain", None, ""));
+        // Another site's copy names its site.
+        let (target, own, variant) =
+            split_key(b"p/plain\0@https://static.example.org\0accept=x").unwrap();
+        assert_eq!(
+            (target, own, variant),
+            ("/plain", Some(("https", "static.example.org")), "accept=x")
+        );
         assert!(split_key(b"vvalue").is_none());
     }
 }

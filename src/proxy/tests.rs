@@ -136,6 +136,7 @@ async fn rig_on(
         keep_tag_headers: false,
         encodings: vec!["gzip".into()],
         hosts: vec!["example.org".into()],
+        sites: super::site::Sites::new("http://example.org", Vec::new()),
         flight_wait: Duration::from_secs(20),
         send_timeout: Duration::from_secs(30),
         access_log: None,

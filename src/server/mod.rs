@@ -177,6 +177,15 @@ pub async fn run(
     if let Some(log) = &access_log {
         crate::shutdown::on_hangup(log.clone());
     }
+    let hosts = site_hosts(&cfg.hosts, proxy_addr.port());
+    let sites = match page_sites(&cfg, &hosts) {
+        Ok(sites) => sites,
+        Err(e) => {
+            stop_serving(api_stop_tx, api_task).await;
+            store.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let proxy_stats = Arc::new(ProxyStats::default());
     let proxy = Proxy::new(
         store.clone(),
@@ -196,7 +205,8 @@ pub async fn run(
             cache_vary_cookie: cfg.cache_vary_cookie,
             keep_tag_headers: cfg.keep_tag_headers,
             encodings: cfg.encodings.clone(),
-            hosts: site_hosts(&cfg.hosts, proxy_addr.port()),
+            hosts,
+            sites,
             // The leader's fetch: the head, then the body, each bounded.
             flight_wait: cfg.upstream_timeout * 2,
             send_timeout: cfg.client_timeout,
@@ -351,6 +361,32 @@ impl Health {
         *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         res
     }
+}
+
+/// The sites pages are keyed for (`proxy::site`): the data directory's
+/// own, recorded the first time it was opened with site keys as the site
+/// configured then (`--site-url`, else the first host, https behind a
+/// trusted front), and the aliases.
+fn page_sites(
+    cfg: &Config,
+    hosts: &[String],
+) -> Result<crate::proxy::site::Sites, crate::store::StoreError> {
+    let configured = match &cfg.site {
+        Some(site) => format!("{}://{}", site.scheme, site.host),
+        // Behind a trusted front without `--site-url`: its usual TLS.
+        None => format!(
+            "https://{}",
+            hosts.first().map_or("localhost", String::as_str)
+        ),
+    };
+    let recorded = crate::store::layout::page_site(&cfg.data_dir, &configured)?;
+    if recorded != configured {
+        tracing::info!(%recorded, %configured, "the data directory's own site keeps its pages' keys");
+    }
+    Ok(crate::proxy::site::Sites::new(
+        &recorded,
+        cfg.host_aliases.clone(),
+    ))
 }
 
 /// `--host`, or when none was given the loopback names, bare (as a

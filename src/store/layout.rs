@@ -110,6 +110,29 @@ pub fn default_max_disk(dir: &Path) -> Result<u64, StoreError> {
 }
 
 const MAX_DISK_DEFAULT: &str = "max_disk_default";
+const PAGE_SITE: &str = "page_site";
+
+/// The site (`<scheme>://<host>`) whose pages keep bare keys in the data
+/// directory `dir` (`proxy::site`): the one recorded in `bigcache.meta`
+/// (`page_site=`), or `configured`, recorded now, the first time.
+pub fn page_site(dir: &Path, configured: &str) -> Result<String, StoreError> {
+    let path = dir.join(META_FILE);
+    let mut text = std::fs::read_to_string(&path).map_err(|e| StoreError::open(&path, e))?;
+    let recorded = text
+        .lines()
+        .find_map(|l| l.strip_prefix(PAGE_SITE)?.strip_prefix('='))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    if let Some(site) = recorded {
+        return Ok(site);
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{PAGE_SITE}={configured}\n"));
+    write_atomically(&path, &text).map_err(|e| StoreError::open(&path, e))?;
+    Ok(configured.to_string())
+}
 
 /// Replaces `path` by `text` so that a crash leaves the old file or the new
 /// one, never an empty one (the file, then its directory, reach the disk).

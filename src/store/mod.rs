@@ -61,7 +61,7 @@ mod handle;
 mod hot;
 mod hotness;
 pub mod keys;
-mod layout;
+pub mod layout;
 pub mod lookup;
 pub mod memory;
 mod mirror;
@@ -139,6 +139,38 @@ impl Purged {
             self.marked.push(key);
         }
     }
+}
+
+/// Most copies of one page, one per site, a purge of its path reaches.
+const SITE_COPIES: usize = 256;
+
+/// The keys of the other sites' copies of the page at `key` (a bare page
+/// key, `p<target> NUL`): `p<target> NUL @<scheme>://<host> NUL`
+/// (`proxy::site`), on the same shard. None for any other key.
+async fn site_copies(shard: &ShardHandle, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    if key.iter().filter(|&&b| b == 0).count() != 1 || key.last() != Some(&0) {
+        return Ok(Vec::new());
+    }
+    let prefix = [key, b"@"].concat();
+    let page = shard
+        .call(|reply| Command::Keys {
+            prefix: prefix.clone(),
+            after: None,
+            limit: SITE_COPIES,
+            scan: SITE_COPIES * 4,
+            reply,
+        })
+        .await?;
+    // A copy's key ends at its site's NUL; what goes on is one of its
+    // variants, deleted with it.
+    Ok(page
+        .keys
+        .into_iter()
+        .filter(|k| {
+            let site = &k[prefix.len()..];
+            memchr::memchr(0, site) == Some(site.len() - 1)
+        })
+        .collect())
 }
 
 /// Entries one shard examines for one page of [`Store::keys`].
@@ -543,9 +575,30 @@ impl Store {
             self.purges.key(&key);
         }
         let shard = self.shard(&key);
-        shard
-            .call(|reply| Command::Delete { key, soft, reply })
-            .await
+        let copies = if ns == Namespace::Page {
+            site_copies(shard, &key).await?
+        } else {
+            Vec::new()
+        };
+        let mut step = shard
+            .call(|reply| Command::Delete {
+                key: key.clone(),
+                soft,
+                reply,
+            })
+            .await?;
+        for copy in copies {
+            let more = shard
+                .call(|reply| Command::Delete {
+                    key: copy,
+                    soft,
+                    reply,
+                })
+                .await?;
+            step.count += more.count;
+            step.marked.extend(more.marked);
+        }
+        Ok(step)
     }
 
     /// Sends one command to every shard, then awaits all replies, so the

@@ -98,11 +98,15 @@ impl PurgeLog {
         Self::forget_all(&mut log);
     }
 
-    /// Whether `key` was purged after `since`.
+    /// Whether `key` was purged after `since`. A purge of a page's path
+    /// (`p<target> NUL`) covers every site's copy of it
+    /// (`p<target> NUL @<site> NUL`).
     pub fn purged_since(&self, key: &[u8], since: u64) -> bool {
         let log = self.lock();
+        let path = memchr::memchr(0, key).map_or(key, |nul| &key[..=nul]);
         since < log.floor
             || log.keys.get(key).is_some_and(|&s| s > since)
+            || (path.len() < key.len() && log.keys.get(path).is_some_and(|&s| s > since))
             || log
                 .prefixes
                 .iter()
@@ -126,6 +130,12 @@ mod tests {
         log.prefix(b"p/a");
         assert!(log.purged_since(b"p/a\0", t));
         assert!(log.purged_since(b"p/ab\0", t));
+        log.key(b"p/s\0");
+        assert!(
+            log.purged_since(b"p/s\0@https://example.org\0", t),
+            "another site's copy"
+        );
+        assert!(!log.purged_since(b"p/s2\0", t));
         let t2 = log.now();
         assert!(!log.purged_since(b"p/a\0", t2));
         log.key(b"p/a\0");
