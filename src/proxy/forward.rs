@@ -322,14 +322,27 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// Whether the forwarding headers a trusted front sent are each at most
 /// one value Django can only read one way: `X-Forwarded-Host` one of the
-/// site's hosts exactly as listed, `X-Forwarded-Proto` `http` or `https`,
-/// `X-Forwarded-Port` a port number. A front that passes a client's own
-/// values on then lets it choose among values the site serves, not any
-/// host or scheme text it likes. (`http` against `https` is not told apart:
-/// the key holds no scheme, so the front must serve the site on one; see
-/// the README. `Forwarded` and `X-Forwarded-Prefix` are the front's to set:
-/// Django reads neither unless told to.)
+/// site's hosts exactly as listed and the request's own `Host` (the page
+/// is keyed on the site, `proxy::site`, and Django may render for either),
+/// `X-Forwarded-Proto` and `X-Forwarded-Scheme` `http` or `https`, the
+/// same when both are sent (the key's scheme is theirs), `X-Forwarded-Port`
+/// a port number. A front that passes a client's own values on then lets
+/// it choose among values the site serves, each keyed apart, not any host
+/// or scheme text it likes. (`Forwarded` and `X-Forwarded-Prefix` are the
+/// front's to set: Django reads neither unless told to.)
 pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(super::key::host_name);
+    let (proto, scheme) = (
+        headers.get("x-forwarded-proto"),
+        headers.get("x-forwarded-scheme"),
+    );
+    let agree = match (proto, scheme) {
+        (Some(p), Some(s)) => p.as_bytes().eq_ignore_ascii_case(s.as_bytes()),
+        _ => true,
+    };
     let one = |name: &str, ok: &dyn Fn(&str) -> bool| {
         let mut given = headers.get_all(name).iter();
         match (given.next(), given.next()) {
@@ -338,7 +351,10 @@ pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
             (Some(_), Some(_)) => false,
         }
     };
-    one("x-forwarded-host", &|v| hosts.iter().any(|h| h == v))
+    agree
+        && one("x-forwarded-host", &|v| {
+            hosts.iter().any(|h| h == v) && host.as_deref() == Some(v)
+        })
         && one("x-forwarded-proto", &|v| v == "http" || v == "https")
         && one("x-forwarded-scheme", &|v| v == "http" || v == "https")
         && one("x-forwarded-port", &|v| {
@@ -459,6 +475,7 @@ mod tests {
             ("x-forwarded-port", "443", "443x"),
         ] {
             let mut h = HeaderMap::new();
+            h.insert("host", "www.example.org".parse().unwrap());
             h.insert(name, ok.parse().unwrap());
             assert!(trusted_values_ok(&h, &site), "{name}: {ok}");
             h.append(name, ok.parse().unwrap());
@@ -466,6 +483,23 @@ mod tests {
             h.insert(name, bad.parse().unwrap());
             assert!(!trusted_values_ok(&h, &site), "{name}: {bad}");
         }
+        // Pages are keyed per site: a forwarded host other than the
+        // request's own, or two schemes that disagree, could have Django
+        // render one site's page into another's key.
+        let two = [
+            "www.example.org".to_string(),
+            "static.example.org".to_string(),
+        ];
+        let mut h = HeaderMap::new();
+        h.insert("host", "www.example.org".parse().unwrap());
+        h.insert("x-forwarded-host", "static.example.org".parse().unwrap());
+        assert!(!trusted_values_ok(&h, &two), "another listed host");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-scheme", "http".parse().unwrap());
+        assert!(!trusted_values_ok(&h, &two), "schemes that disagree");
+        h.insert("x-forwarded-scheme", "https".parse().unwrap());
+        assert!(trusted_values_ok(&h, &two));
     }
 
     #[test]

@@ -65,14 +65,15 @@ impl Sites {
 }
 
 /// The scheme a cacheable request was made over: what a trusted front
-/// says in `X-Forwarded-Proto` (checked to be one plain value before the
-/// request may use the cache, `forward::trusted_values_ok`), else `http`
-/// (bigcache itself speaks plain HTTP).
+/// says in `X-Forwarded-Proto` or `X-Forwarded-Scheme` (checked to be one
+/// plain value, the same in both, before the request may use the cache:
+/// `forward::trusted_values_ok`), else `http` (bigcache itself speaks
+/// plain HTTP).
 pub fn scheme_of(headers: &HeaderMap, trusted_peer: bool) -> Scheme {
-    let https = trusted_peer
-        && headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let said = headers
+        .get("x-forwarded-proto")
+        .or_else(|| headers.get("x-forwarded-scheme"));
+    let https = trusted_peer && said.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     if https { "https" } else { "http" }
 }
 
@@ -106,5 +107,8 @@ mod tests {
         assert_eq!(scheme_of(&h, true), "https");
         assert_eq!(scheme_of(&h, false), "http");
         assert_eq!(scheme_of(&HeaderMap::new(), true), "http");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-scheme", "https".parse().unwrap());
+        assert_eq!(scheme_of(&h, true), "https");
     }
 }
