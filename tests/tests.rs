@@ -10,6 +10,7 @@ mod api;
 mod budget;
 mod config;
 mod durability;
+mod faults;
 mod origin;
 mod props;
 mod proxy;

@@ -93,8 +93,18 @@ impl Server {
         Self::start_with_env(dir, extra, &[])
     }
 
+    /// [`Server::start_in`] with its log (stderr) going to `log`.
+    pub fn start_logging(dir: &Path, extra: &[&str], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(dir, extra, &[], Stdio::from(file))
+    }
+
     /// [`Server::start_in`] with extra environment variables.
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(dir, extra, env, Stdio::inherit())
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir)
@@ -111,7 +121,7 @@ impl Server {
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn bigcache");
         let stdout = child.stdout.take().expect("stdout");
@@ -179,6 +189,20 @@ impl Server {
     /// Sends SIGTERM and returns at once (the server drains meanwhile).
     pub fn terminate(&self) {
         self.signal("-TERM");
+    }
+
+    /// The server process's resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let Run::Child(child) = &self.run else {
+            panic!("an in-process server shares this process's memory");
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
     }
 
     /// SIGHUP: the server reopens its access log.
