@@ -93,7 +93,7 @@ async fn answer(s: &mut TcpStream, path: &str, kind: u64, kind_salt: u64) -> std
             return Ok(false);
         }
         5 => {
-            s.set_linger(Some(Duration::ZERO))?;
+            s.set_zero_linger()?;
             return Ok(false);
         }
         6 => {
@@ -208,7 +208,7 @@ async fn a_misbehaving_origin_never_panics_bigcache_nor_gets_a_partial_page_stor
             let mut rng = Rng(c * 7919 + 1);
             for _ in 0..2000 / 32 {
                 let n = rng.next();
-                let path = if n % 2 == 0 {
+                let path = if n.is_multiple_of(2) {
                     format!("/shared/{}", n % 20)
                 } else {
                     format!("/own/{c}/{}", n % 20)
@@ -217,7 +217,7 @@ async fn a_misbehaving_origin_never_panics_bigcache_nor_gets_a_partial_page_stor
                     .get(format!("{proxy}{path}"))
                     .timeout(Duration::from_secs(10))
                     .header("x-random-1", (n % 3).to_string());
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     req = req.header("if-none-match", "\"x\"");
                 }
                 if let Ok(r) = req.send().await {
