@@ -47,9 +47,10 @@ async fn kill_9_loses_no_acknowledged_write_and_corrupts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Arc::new(Server::start_in(dir.path(), &[]));
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..8u64 {
-        let (s, stop) = (s.clone(), stop.clone());
+        let (s, stop, acks) = (s.clone(), stop.clone(), acks.clone());
         writers.push(tokio::spawn(async move {
             let c = client();
             let mut acked = Vec::new();
@@ -65,14 +66,28 @@ async fn kill_9_loses_no_acknowledged_write_and_corrupts_nothing() {
                     .send()
                     .await
                 {
-                    Ok(r) if r.status() == 200 => acked.push(i),
+                    Ok(r) if r.status() == 200 => {
+                        acked.push(i);
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
                     _ => break,
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once writes are flowing (a few hundred acknowledged), not after
+    // a guess at how long that takes.
+    for _ in 0..3000 {
+        if acks.load(Ordering::Relaxed) >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        acks.load(Ordering::Relaxed) >= 300,
+        "writes never got going"
+    );
     // Kill while requests are in flight: no waiting for the writers first.
     s.kill9_now();
     stop.store(true, Ordering::Relaxed);

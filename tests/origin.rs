@@ -121,6 +121,24 @@ impl Origin {
             .get(target)
             .unwrap_or(&0)
     }
+
+    /// Waits (at most 10 s) until the origin has been asked for `target`
+    /// `n` times: a test that needs a fetch under way waits for it rather
+    /// than sleeping.
+    pub async fn reached(&self, target: &str, n: u64) {
+        for _ in 0..2000 {
+            if self.count(target) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{target} asked {} times, not {n}", self.count(target));
+    }
+
+    /// Requests the origin is answering now.
+    pub fn in_flight(&self) -> u64 {
+        self.counts.in_flight.load(SeqCst)
+    }
 }
 
 impl Drop for Origin {

@@ -670,10 +670,12 @@ async fn restart_keeps_the_cache() {
     assert_eq!(o.count(&path), 1);
 }
 
-/// Requests `path` (an origin page with a 1 s delay), and purges it 300 ms
-/// later, while that fetch is still waiting on the origin. Nothing is stored
-/// yet (the DELETE answers 404), but the purge is recorded all the same.
+/// Requests `path` (an origin page with a 1 s delay), and purges it once
+/// the origin has the request, while that fetch is still waiting on it.
+/// Nothing is stored yet (the DELETE answers 404), but the purge is
+/// recorded all the same.
 async fn purge_while_fetching(
+    o: &Origin,
     s: Server,
     path: &str,
 ) -> (Arc<Server>, tokio::task::JoinHandle<Reply>) {
@@ -682,7 +684,7 @@ async fn purge_while_fetching(
         let (s, path) = (s.clone(), path.to_string());
         tokio::spawn(async move { get(&s, &path).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    o.reached(path, 1).await;
     client()
         .delete(s.url(&format!("/cache/{path}")))
         .send()
@@ -698,7 +700,7 @@ async fn purge_during_a_fetch_is_not_undone() {
     let o = Origin::start().await;
     let (_d, s) = start(&o.url(), &[]);
     let path = format!("/race/?{TTL}&delay=1000");
-    let (s, inflight) = purge_while_fetching(s, &path).await;
+    let (s, inflight) = purge_while_fetching(&o, s, &path).await;
     assert_eq!(inflight.await.unwrap().cache(), "MISS");
     assert_eq!(get(&s, &path).await.cache(), "MISS", "the purge was undone");
     assert_eq!(o.count(&path), 2);
@@ -712,7 +714,7 @@ async fn a_request_after_a_purge_does_not_join_the_purged_fetch() {
     let o = Origin::start().await;
     let (_d, s) = start(&o.url(), &[]);
     let path = format!("/race2/?{TTL}&delay=1000");
-    let (s, leader) = purge_while_fetching(s, &path).await;
+    let (s, leader) = purge_while_fetching(&o, s, &path).await;
     // The leader's fetch is still waiting on the origin.
     let after = get(&s, &path).await;
     assert_eq!(after.cache(), "MISS");
@@ -836,7 +838,7 @@ async fn unrelated_purges_do_not_stop_a_page_from_caching() {
         let (s, path) = (s.clone(), path.clone());
         tokio::spawn(async move { get(&s, &path).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    o.reached(&path, 1).await;
     client()
         .delete(s.url("/cache//somewhere/else/"))
         .send()
@@ -1242,6 +1244,8 @@ async fn a_slow_reader_does_not_pin_the_upstream() {
         if conn.read(&mut byte).await.unwrap_or(0) == 0 {
             break;
         }
+        // The scenario itself: a reader this slow, in real time (the
+        // server's send timeout runs on its own clock).
         tokio::time::sleep(Duration::from_secs(1)).await;
         if o.counts.cut.load(SeqCst) == 1 {
             cut = true;
@@ -1277,6 +1281,8 @@ async fn a_client_that_stops_reading_a_hit_is_disconnected() {
     let mut conn = socket.connect(addr).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     conn.write_all(head.as_bytes()).await.unwrap();
+    // The scenario itself: a client that takes nothing for four client
+    // timeouts, in real time (the server runs on its own clock).
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut got)).await;
@@ -1539,7 +1545,7 @@ async fn accept_encoding_spellings_share_a_variant() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_exactly_what_happened() {
     let o = Origin::start().await;
-    let (_d, s) = start(&o.url(), &[]);
+    let (_d, s) = start_local(&o.url(), &[]).await;
     let page = format!("/m/?{TTL}");
     get(&s, &page).await; // miss, stored
     stored(&s, 1).await;
@@ -1551,7 +1557,7 @@ async fn metrics_count_exactly_what_happened() {
     let sie = "/m/sie?h=Cache-Control:max-age%3D1,stale-if-error%3D600";
     get(&s, sie).await; // miss, stored
     stored(&s, 2).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.advance(Duration::from_millis(1100));
     o.counts.fail.store(true, SeqCst);
     assert_eq!(get(&s, sie).await.cache(), "STALE"); // upstream 500, stale served
     assert_eq!(get(&s, "/m/down").await.status, 500); // upstream 500, passed on
@@ -1700,7 +1706,7 @@ async fn health_endpoints_and_systemd_notifications() {
     }
     // A slow page in flight, then SIGTERM.
     let slow = tokio::spawn(send(s.page("/slow/?delay=2000"), Method::GET, &[]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    o.reached("/slow/?delay=2000", 1).await;
     s.terminate();
     let n = sock.recv(&mut buf).expect("STOPPING=1 from bigcache");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));

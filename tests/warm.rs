@@ -116,7 +116,13 @@ async fn ctrl_c_stops_after_the_requests_in_flight_and_says_what_was_done() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // Stop once pages are in flight (both of the first two asked).
+    origin
+        .reached("/slow/0?h=X-Bigcache-TTL:1h&delay=300", 1)
+        .await;
+    origin
+        .reached("/slow/1?h=X-Bigcache-TTL:1h&delay=300", 1)
+        .await;
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")

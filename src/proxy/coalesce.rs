@@ -50,6 +50,9 @@ pub type Slot = watch::Receiver<Option<Outcome>>;
 pub struct Coalescer {
     /// Each flight's slot and the store's purge point when it started.
     flights: Mutex<HashMap<Vec<u8>, (Slot, u64)>>,
+    /// Requests that joined a flight as waiters, ever: what a test waits
+    /// on to know a request is waiting, instead of sleeping.
+    joined: std::sync::atomic::AtomicU64,
 }
 
 pub enum Role {
@@ -76,6 +79,8 @@ impl Coalescer {
         // A std mutex: held for a map lookup only, never across an await.
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((rx, started)) = flights.get(key) {
+            self.joined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Role::Waiter(rx.clone(), *started);
         }
         let (tx, rx) = watch::channel(None);
@@ -88,6 +93,11 @@ impl Coalescer {
             announced: false,
             generation,
         })
+    }
+
+    /// Requests that have joined another's fetch so far.
+    pub fn joined(&self) -> u64 {
+        self.joined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a fetch for `key` is under way.

@@ -229,6 +229,13 @@ impl<S: PageStore> Proxy<S> {
         })
     }
 
+    /// Requests that have joined another's fetch so far (for tests, which
+    /// wait on it rather than sleep).
+    #[cfg(test)]
+    pub(crate) fn joined(&self) -> u64 {
+        self.coalescer.joined()
+    }
+
     /// Serves one client request; never fails (errors become responses).
     /// Here, and only here, the request's [`Decision`] is shown: `X-Cache`,
     /// the counters, the log line.

@@ -214,6 +214,22 @@ impl Rig {
 
 const TTL: (&str, &str) = ("x-bigcache-ttl", "1h");
 
+/// Waits until `n` requests have joined another's fetch, then lets every
+/// other task on this (single-threaded) runtime run until it waits too: a
+/// request that would answer at once has answered by then.
+async fn joined(r: &Rig, n: u64) {
+    for _ in 0..1000 {
+        if r.proxy.joined() >= n {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{} of {n} requests joined a fetch", r.proxy.joined());
+}
+
 #[tokio::test]
 async fn a_miss_is_stored_and_then_hit_until_its_lifetime_ends() {
     let r = rig(reply(200, &[TTL])).await;
@@ -413,7 +429,7 @@ async fn a_late_waiter_never_gets_a_page_that_expired_during_its_write() {
         tokio::spawn(async move { r.get("/w", &[]).await })
     };
     // It waits for the write instead of taking the announced page...
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    joined(&r, 1).await;
     assert!(
         !late.is_finished(),
         "answered from the announced, expired page"
@@ -444,7 +460,7 @@ async fn a_no_cache_page_being_written_is_still_revalidated() {
         let r = r.clone();
         tokio::spawn(async move { r.get("/nc", &[]).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    joined(&r, 1).await;
     drop(held);
     let late = late.await.unwrap();
     assert_ne!(late.cache, "HIT", "a no-cache page was reused unvalidated");
@@ -536,7 +552,7 @@ async fn another_variant_arriving_during_a_write_gets_stored_too() {
         let r = r.clone();
         tokio::spawn(async move { r.get("/lv", &[("accept-language", "en")]).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    joined(&r, 1).await;
     drop(held);
     let en = en.await.unwrap();
     assert!(en.body.contains("lang=en"), "{}", en.body);

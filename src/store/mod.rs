@@ -1196,10 +1196,13 @@ mod tests {
         tokio::time::sleep(HEDGE_AFTER * 2).await;
     }
 
-    /// Reads a key while the shard thread is held for 2 s; returns what was
-    /// read and how long it took.
+    /// How long `read_while_stalled` holds the shard thread.
+    const STALLED: Duration = Duration::from_secs(2);
+
+    /// Reads a key while the shard thread is held for [`STALLED`]; returns
+    /// what was read and how long it took.
     async fn read_while_stalled(store: &Store, key: &[u8]) -> (Option<Bytes>, Duration) {
-        stall(store, 2_000).await;
+        stall(store, STALLED.as_millis() as u64).await;
         let t = Instant::now();
         let found = match store.get(Namespace::Value, key).await.unwrap() {
             Lookup::Hit(r) => Some(r.body),
@@ -1233,12 +1236,14 @@ mod tests {
             Some(&page[..]),
             "blob body via the mirror"
         );
-        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        // Far below the 2 s stall: the mirror answered, not the shard.
+        assert!(took < STALLED / 2, "waited {took:?}");
         let (found, _) = read_while_stalled(&store, b"small").await;
         assert_eq!(found.as_deref(), Some(&b"s"[..]));
         let (found, took) = read_while_stalled(&store, b"gone").await;
         assert_eq!(found, None, "an acknowledged delete is seen by the mirror");
-        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        // Far below the 2 s stall: the mirror answered, not the shard.
+        assert!(took < STALLED / 2, "waited {took:?}");
         store.shutdown().await;
     }
 
@@ -1266,7 +1271,8 @@ mod tests {
             Some(&[b'y'; 5_000][..]),
             "rebuilt at start"
         );
-        assert!(took < Duration::from_millis(500), "waited {took:?}");
+        // Far below the 2 s stall: the mirror answered, not the shard.
+        assert!(took < STALLED / 2, "waited {took:?}");
         store.shutdown().await;
     }
 }
