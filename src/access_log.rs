@@ -59,13 +59,24 @@ pub struct AccessLog {
     reopen: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Opens the log file for appending, created `0640`.
+/// Opens the log file for appending, `0640` (a file an earlier release
+/// left `0644` is narrowed too).
 fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
-    opts.open(path)
+    let file = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o037 != 0 {
+            // Not ours to change (another owner): the log still works.
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(mode & 0o740));
+        }
+    }
+    Ok(file)
 }
 
 /// The writer thread: [`Writer::close`] has it write what is queued and

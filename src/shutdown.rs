@@ -42,24 +42,28 @@ pub async fn wait(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Reopens `log`'s file on every SIGHUP (logrotate's `postrotate`), for
-/// as long as the process runs.
-pub fn on_hangup(log: crate::access_log::AccessLog) {
+/// Listens for SIGHUP for as long as the process runs, so it never ends
+/// the process: each reopens the access log once one is set in the
+/// returned cell (logrotate's `postrotate`), and does nothing before.
+pub fn on_hangup() -> std::sync::Arc<std::sync::OnceLock<crate::access_log::AccessLog>> {
+    let log: std::sync::Arc<std::sync::OnceLock<crate::access_log::AccessLog>> = Default::default();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::hangup()) {
             Ok(mut hup) => {
+                let log = log.clone();
                 tokio::spawn(async move {
                     while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reopening the access log");
-                        log.reopen();
+                        if let Some(log) = log.get() {
+                            tracing::info!("SIGHUP: reopening the access log");
+                            log.reopen();
+                        }
                     }
                 });
             }
             Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
         }
     }
-    #[cfg(not(unix))]
-    drop(log);
+    log
 }

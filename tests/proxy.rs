@@ -1753,6 +1753,9 @@ async fn the_access_log_is_private_and_reopened_on_sighup() {
     let o = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
+    // Left world-readable by an earlier release: narrowed.
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (_d, s) = start(&o.url(), &["--access-log", log.to_str().unwrap()]);
     get(&s, "/rot/1").await;
     assert_eq!(log_lines(&log, 1).await.len(), 1);
@@ -1772,6 +1775,19 @@ async fn the_access_log_is_private_and_reopened_on_sighup() {
     }
     assert!(fresh.iter().any(|l| l.contains("/rot/after/")), "{fresh:?}");
     assert!(log_lines(&rotated, 1).await[0].contains("/rot/1"));
+}
+
+/// SIGHUP (logrotate, `systemctl reload`) never ends a server, access log
+/// or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_without_an_access_log_changes_nothing() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    s.hangup();
+    s.hangup();
+    let page = format!("/hup/?{TTL}");
+    assert_eq!(get(&s, &page).await.cache(), "MISS");
+    assert!(s.stop().success(), "a clean stop after SIGHUP");
 }
 
 /// `--access-log`: one line per proxied request, with the cache's decision,

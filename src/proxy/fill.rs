@@ -409,7 +409,7 @@ impl<S: PageStore> Proxy<S> {
                 if stale.is_some() && (page_says_so || soft_purged) {
                     // The page stopped being cacheable: drop the old copy.
                     // (A 429 or a 404 says nothing about the page itself.)
-                    let _ = self.store.delete_page(&key.group).await;
+                    let _ = self.store.delete_page(&key.group, false).await;
                 }
                 // The flight ends before its leader is answered: a request
                 // sent after that answer never joins it (and passes).
@@ -576,7 +576,11 @@ impl<S: PageStore> Proxy<S> {
             return;
         };
         for old in cap.stored(target) {
-            match self.store.delete_page(&super::key::page_key(&old)).await {
+            match self
+                .store
+                .delete_page(&super::key::page_key(&old), true)
+                .await
+            {
                 Ok(_) => tracing::debug!(target = old, "query variant over the cap; purged"),
                 Err(e) => tracing::warn!(error = %e, "purging a query variant over the cap failed"),
             }
@@ -599,7 +603,7 @@ impl<S: PageStore> Proxy<S> {
             // A 304 that changes what the page varies on cannot renew the
             // copy stored under the old variant rules.
             Ok(_) if key::vary_names(&headers) != key::vary_names(&old.headers) => {
-                let _ = self.store.delete_page(&key.group).await;
+                let _ = self.store.delete_page(&key.group, false).await;
                 Outcome::Pass(Reason::VariantMismatch)
             }
             Ok(p) => {
@@ -648,7 +652,7 @@ impl<S: PageStore> Proxy<S> {
                     reason = reason.as_str(),
                     "revalidated page no longer cacheable"
                 );
-                let _ = self.store.delete_page(&key.group).await;
+                let _ = self.store.delete_page(&key.group, false).await;
                 Outcome::Pass(reason)
             }
         }

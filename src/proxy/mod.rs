@@ -530,7 +530,7 @@ impl<S: PageStore> Proxy<S> {
             }
         }
         for t in targets {
-            if let Err(e) = self.store.delete_page(&key::page_key(&t)).await {
+            if let Err(e) = self.store.delete_page(&key::page_key(&t), true).await {
                 tracing::warn!(error = %e, target = %t, "invalidation failed");
             }
         }

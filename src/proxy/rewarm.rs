@@ -3,8 +3,9 @@
 //! visitor, at most `--rewarm-concurrency` at a time across all purges, so
 //! Django is not flattened.
 //!
-//! A page is requested as a visitor of `--site-url` would request it: that
-//! `Host`, `X-Forwarded-Proto` its scheme, `X-Forwarded-For: unknown` (no
+//! A page is requested as a visitor of its own site would request it (the
+//! site its key names, `proxy::site`: `--site-url`'s for the data
+//! directory's own pages): that `Host`, `X-Forwarded-Proto` its scheme, `X-Forwarded-For: unknown` (no
 //! visitor's address, and not the loopback one Django would otherwise see),
 //! and the request headers its
 //! variant was stored under (read back from the variant in its key). The
@@ -38,17 +39,15 @@ pub struct Site {
 
 pub struct Rewarmer {
     proxy: Arc<Proxy>,
-    site: Site,
     permits: Arc<Semaphore>,
     /// Pages waiting for a permit, over all purges.
     queued: Arc<AtomicUsize>,
 }
 
 impl Rewarmer {
-    pub fn new(proxy: Arc<Proxy>, site: Site, concurrency: usize) -> Rewarmer {
+    pub fn new(proxy: Arc<Proxy>, concurrency: usize) -> Rewarmer {
         Rewarmer {
             proxy,
-            site,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             queued: Arc::new(AtomicUsize::new(0)),
         }
@@ -71,7 +70,6 @@ impl Rewarmer {
         // permit is free: a purge of 100,000 pages holds their keys, not
         // 100,000 waiting tasks.
         let proxy = self.proxy.clone();
-        let site = self.site.clone();
         let permits = self.permits.clone();
         let queued = self.queued.clone();
         tokio::spawn(async move {
@@ -81,9 +79,8 @@ impl Rewarmer {
                 };
                 queued.fetch_sub(1, Ordering::Relaxed);
                 let proxy = proxy.clone();
-                let site = site.clone();
                 tokio::spawn(async move {
-                    refresh(&proxy, &site, &key).await;
+                    refresh(&proxy, &key).await;
                     drop(permit);
                 });
             }
@@ -93,19 +90,18 @@ impl Rewarmer {
 }
 
 /// Refreshes one page if it is still soft-purged.
-async fn refresh(proxy: &Arc<Proxy>, site: &Site, store_key: &[u8]) {
+async fn refresh(proxy: &Arc<Proxy>, store_key: &[u8]) {
     let Some((target, own_site, variant)) = split_key(store_key) else {
         return;
     };
-    // Another site's copy is refreshed for that site.
-    let site = match own_site {
-        Some((scheme, host)) => &Site {
-            scheme: scheme.to_string(),
-            host: host.to_string(),
-        },
-        None => site,
+    // A copy is refreshed for its own site: another site's for that one, a
+    // bare key's for the data directory's own (`proxy::site`).
+    let (scheme, host) = own_site.unwrap_or_else(|| proxy.cfg.sites.bare());
+    let site = Site {
+        scheme: scheme.to_string(),
+        host: host.to_string(),
     };
-    let Some(mut parts) = request_for(target, variant, site) else {
+    let Some(mut parts) = request_for(target, variant, &site) else {
         tracing::debug!(
             target,
             "page cannot be re-warmed: its variant does not rebuild"

@@ -47,6 +47,11 @@ impl Sites {
         }
     }
 
+    /// The site whose pages keep the bare key, as (scheme, host).
+    pub fn bare(&self) -> (Scheme, &str) {
+        (self.bare.0, &self.bare.1)
+    }
+
     /// The host whose pages `host` shares: its own, or the one it is an
     /// alias of.
     pub fn canonical<'h>(&'h self, host: &'h str) -> &'h str {

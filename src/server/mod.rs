@@ -94,6 +94,10 @@ pub async fn run(
         max_connections: cfg.max_connections,
         client_timeout: cfg.client_timeout,
     };
+    // From the start: SIGHUP's default action would end the process, and
+    // logrotate (or `systemctl reload`) sends it whether or not there is
+    // an access log to reopen.
+    let reopen_on_hangup = shutdown::on_hangup();
     let health = Arc::new(Health::default());
     let app_cell: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
     let (api_stop_tx, api_stop_rx) = shutdown::channel();
@@ -175,7 +179,7 @@ pub async fn run(
         },
     };
     if let Some(log) = &access_log {
-        crate::shutdown::on_hangup(log.clone());
+        let _ = reopen_on_hangup.set(log.clone());
     }
     let hosts = site_hosts(&cfg.hosts, proxy_addr.port());
     let sites = match page_sites(&cfg, &hosts) {
@@ -259,10 +263,11 @@ pub async fn run(
         },
         token: cfg.api_token.as_deref().map(Arc::from),
         hosts: cfg.api_hosts.clone().into(),
-        rewarm: cfg.site.clone().map(|site| {
+        // Behind a trusted front without `--site-url` there is no
+        // re-warming: the scheme pages are rendered for is not known.
+        rewarm: cfg.site.is_some().then(|| {
             Arc::new(crate::proxy::rewarm::Rewarmer::new(
                 proxy.clone(),
-                site,
                 cfg.rewarm_concurrency,
             ))
         }),

@@ -202,13 +202,31 @@ impl PageStore for MemoryStore {
         self.backlog.reserve(bytes)
     }
 
-    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    fn delete_page(
+        &self,
+        key: &[u8],
+        every_site: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         self.purges.key(key);
         let deleted = self.check().map(|()| {
             let mut map = self.lock();
-            Self::drop_members(&mut map, key);
-            map.remove(key)
-                .is_some_and(|r| !r.is_expired(self.clock.now_ms()))
+            let mut keys = vec![key.to_vec()];
+            if every_site {
+                let copies = [key, b"@"].concat();
+                keys.extend(
+                    map.keys()
+                        .filter(|k| k.starts_with(&copies) && k.last() == Some(&0))
+                        .cloned(),
+                );
+            }
+            let mut live = false;
+            for k in keys {
+                Self::drop_members(&mut map, &k);
+                live |= map
+                    .remove(&k)
+                    .is_some_and(|r| !r.is_expired(self.clock.now_ms()));
+            }
+            live
         });
         std::future::ready(deleted)
     }

@@ -141,36 +141,43 @@ impl Purged {
     }
 }
 
-/// Most copies of one page, one per site, a purge of its path reaches.
-const SITE_COPIES: usize = 256;
+/// Keys one step of [`site_copies`] lists (a copy's variants count too).
+const SITE_STEP: usize = 1000;
 
 /// The keys of the other sites' copies of the page at `key` (a bare page
 /// key, `p<target> NUL`): `p<target> NUL @<scheme>://<host> NUL`
-/// (`proxy::site`), on the same shard. None for any other key.
+/// (`proxy::site`), on the same shard. None for any other key. Listed in
+/// steps to the end: a copy's variants sort among the copies, and any
+/// client can add variants.
 async fn site_copies(shard: &ShardHandle, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
     if key.iter().filter(|&&b| b == 0).count() != 1 || key.last() != Some(&0) {
         return Ok(Vec::new());
     }
     let prefix = [key, b"@"].concat();
-    let page = shard
-        .call(|reply| Command::Keys {
-            prefix: prefix.clone(),
-            after: None,
-            limit: SITE_COPIES,
-            scan: SITE_COPIES * 4,
-            reply,
-        })
-        .await?;
-    // A copy's key ends at its site's NUL; what goes on is one of its
-    // variants, deleted with it.
-    Ok(page
-        .keys
-        .into_iter()
-        .filter(|k| {
+    let mut copies = Vec::new();
+    let mut after = None;
+    loop {
+        let page = shard
+            .call(|reply| Command::Keys {
+                prefix: prefix.clone(),
+                after: after.clone(),
+                limit: SITE_STEP,
+                scan: SITE_STEP * 4,
+                reply,
+            })
+            .await?;
+        let more = page.stopped_at.is_some();
+        after = page.stopped_at.or_else(|| page.keys.last().cloned());
+        // A copy's key ends at its site's NUL; what goes on is one of its
+        // variants, deleted with it.
+        copies.extend(page.keys.into_iter().filter(|k| {
             let site = &k[prefix.len()..];
             memchr::memchr(0, site) == Some(site.len() - 1)
-        })
-        .collect())
+        }));
+        if !more {
+            return Ok(copies);
+        }
+    }
 }
 
 /// Entries one shard examines for one page of [`Store::keys`].
@@ -543,7 +550,7 @@ impl Store {
     /// Deletes an entry (a group with its members); returns whether a live
     /// one was there.
     pub async fn delete(&self, ns: Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.delete_entry(ns, key, false).await?.count > 0)
+        Ok(self.delete_entry(ns, key, false, false).await?.count > 0)
     }
 
     /// Purges the page at `key` (every variant); with `soft`, marks it stale
@@ -555,17 +562,20 @@ impl Store {
         soft: bool,
         list: bool,
     ) -> Result<Purged, StoreError> {
-        let step = self.delete_entry(Namespace::Page, key, soft).await?;
+        let step = self.delete_entry(Namespace::Page, key, soft, true).await?;
         let mut purged = Purged::listing(list);
         purged.add(step);
         Ok(purged)
     }
 
+    /// Deletes (or, `soft`, marks) the entry at `key`; with `every_site`,
+    /// and a bare page key, every other site's copy too.
     async fn delete_entry(
         &self,
         ns: Namespace,
         key: &[u8],
         soft: bool,
+        every_site: bool,
     ) -> Result<PrefixStep, StoreError> {
         let key = keys::entry_key(ns, key);
         // A soft purge too: a fetch begun before it may carry the content
@@ -575,7 +585,7 @@ impl Store {
             self.purges.key(&key);
         }
         let shard = self.shard(&key);
-        let copies = if ns == Namespace::Page {
+        let copies = if ns == Namespace::Page && every_site {
             site_copies(shard, &key).await?
         } else {
             Vec::new()
@@ -876,8 +886,11 @@ impl PageStore for Store {
         shard.backlog.reserve(bytes)
     }
 
-    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.delete(Namespace::Page, key)
+    async fn delete_page(&self, key: &[u8], every_site: bool) -> Result<bool, StoreError> {
+        let step = self
+            .delete_entry(Namespace::Page, key, false, every_site)
+            .await?;
+        Ok(step.count > 0)
     }
 
     fn purge_point(&self) -> u64 {
@@ -1037,6 +1050,54 @@ mod tests {
             store.get(Namespace::Page, b"p:000001").await.unwrap(),
             Lookup::Hit(_)
         ));
+        store.shutdown().await;
+    }
+
+    /// A purge of a path reaches every site's copy of the page, however
+    /// many variants sort among them (any client can add variants).
+    #[tokio::test]
+    async fn a_path_purge_reaches_every_sites_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        let page = |k: &[u8]| (Namespace::Page, k.to_vec());
+        let mut keys = vec![page(b"/t\0"), page(b"/t\0@https://a.example\0")];
+        keys.extend(
+            (0..1500).map(|i| page(format!("/t\0@https://a.example\0v={i:04}").as_bytes())),
+        );
+        keys.push(page(b"/t\0@https://b.example\0"));
+        keys.push(page(b"/t\0@https://c.example\0"));
+        keys.push(page(b"/t2\0@https://a.example\0"));
+        for (ns, k) in &keys {
+            store.put(*ns, k, record(b"x")).await.unwrap();
+        }
+        let purged = store.purge_page(b"/t\0", false, false).await.unwrap();
+        assert_eq!(purged.count, 4, "the bare copy and three sites'");
+        for site in ["a", "b", "c"] {
+            let k = format!("/t\0@https://{site}.example\0");
+            let found = store.get(Namespace::Page, k.as_bytes()).await.unwrap();
+            assert!(matches!(found, Lookup::Miss), "{k} outlived the purge");
+        }
+        let other = store
+            .get(Namespace::Page, b"/t2\0@https://a.example\0")
+            .await
+            .unwrap();
+        assert!(matches!(other, Lookup::Hit(_)), "another path's copy went");
+        // A copy's own delete (a page found uncacheable for one site) is
+        // that copy's only.
+        store
+            .put(Namespace::Page, b"/u\0", record(b"x"))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Page, b"/u\0@https://a.example\0", record(b"x"))
+            .await
+            .unwrap();
+        assert!(store.delete(Namespace::Page, b"/u\0").await.unwrap());
+        let kept = store
+            .get(Namespace::Page, b"/u\0@https://a.example\0")
+            .await
+            .unwrap();
+        assert!(matches!(kept, Lookup::Hit(_)));
         store.shutdown().await;
     }
 

@@ -62,7 +62,14 @@ pub trait PageStore: Clone + Send + Sync + 'static {
 
     /// Purges the page (every variant) at `key`; returns whether a live one
     /// was there.
-    fn delete_page(&self, key: &[u8]) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// With `every_site`, a bare page key (`p<target> NUL`) takes every
+    /// other site's copy of the page too (`proxy::site`); without, only
+    /// this copy.
+    fn delete_page(
+        &self,
+        key: &[u8],
+        every_site: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The current point in the purge sequence (see `put_page`).
     fn purge_point(&self) -> u64;

@@ -52,11 +52,14 @@ async fn read_source(
     timeout: Duration,
 ) -> Result<Vec<u8>, WarmError> {
     let name = shown(source);
-    if source.starts_with("http://") || source.starts_with("https://") {
+    if is_url(source) {
         let uri: Uri = source
             .parse()
             .map_err(|_| WarmError::Target(name.clone()))?;
-        if uri.scheme_str() == Some("https") {
+        if uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        {
             return Err(WarmError::Fetch(
                 name,
                 "https is not supported; fetch the sitemap from Django's or bigcache's http address".into(),
@@ -98,6 +101,17 @@ async fn read_source(
         ));
     }
     std::fs::read(path).map_err(|e| WarmError::Read(name, e))
+}
+
+/// Whether a source is a URL: any spelling of `http://` or `https://`, as
+/// `Uri` reads the scheme (`HTTP://host/` is never a file's name).
+fn is_url(source: &str) -> bool {
+    let scheme_is = |s: &str| {
+        source
+            .get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    scheme_is("http://") || scheme_is("https://")
 }
 
 /// The scheme and host of a source that is a URL (`None` for a file).
@@ -221,7 +235,10 @@ pub async fn collect_pages(
             }
             Listed::Pages(locs) => {
                 for loc in locs {
-                    let page = Page::from_text(&loc)?;
+                    let Ok(page) = Page::from_text(&loc) else {
+                        left_out.push((shown(&loc), "not a URL or path bigcache can request"));
+                        continue;
+                    };
                     let own = |h: &String| {
                         *h == site_host
                             || origin
@@ -254,6 +271,21 @@ pub async fn collect_pages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_in_any_case_is_a_url_and_keeps_its_origin() {
+        for url in ["http://h/s.xml", "HTTP://h/s.xml", "Https://h/s.xml"] {
+            assert!(is_url(url), "{url}");
+        }
+        for file in ["sitemap.xml", "/etc/passwd", "http:/x", "ht"] {
+            assert!(!is_url(file), "{file}");
+        }
+        assert_eq!(
+            origin_of("HTTP://H:8000/x").as_deref(),
+            Some("http://h:8000")
+        );
+        assert_eq!(origin_of("/etc/passwd"), None);
+    }
 
     #[test]
     fn sitemaps_and_indexes_as_django_writes_them() {

@@ -101,6 +101,11 @@ class BigCacheBackend(BaseCache):
         client = self._nodes.for_key(key)
         return client, client.url(route, key)
 
+    def _server_key(self, key, version):
+        """``key`` as the server names it (outer slashes stripped, as from
+        a URL): what a value's signature covers, however it is read."""
+        return self.make_key(key, version=version).strip("/")
+
     def _ttl(self, timeout):
         """Seconds to live for a Django timeout: ``None`` forever, ``<= 0``
         already expired."""
@@ -169,9 +174,11 @@ class BigCacheBackend(BaseCache):
             self._failed(call.what, e)
             return None
 
-    def _decode(self, key, data):
+    def _decode(self, made, data):
+        """The value stored as ``data`` under the server key ``made``."""
+        key = made
         try:
-            return True, self._codec.loads(data)
+            return True, self._codec.loads(data, made)
         except Exception as e:  # a value not written by this backend, or with other OPTIONS
             log.warning("bigcache value for %r cannot be read: %s", key, e)
             return False, None
@@ -186,7 +193,7 @@ class BigCacheBackend(BaseCache):
         r = yield Call("get", *self._locate(key, version), "GET")
         if not self._ok(r):
             return default
-        ok, value = self._decode(key, r.data)
+        ok, value = self._decode(self._server_key(key, version), r.data)
         return value if ok else default
 
     def _set(self, key, value, timeout, version):
@@ -195,7 +202,8 @@ class BigCacheBackend(BaseCache):
         if ttl is not None and ttl <= 0:
             yield Call("delete", *target, "DELETE")
             return
-        yield Call("set", *target, "POST", self._codec.dumps(value), self._ttl_headers(ttl))
+        made = self._server_key(key, version)
+        yield Call("set", *target, "POST", self._codec.dumps(value, made), self._ttl_headers(ttl))
 
     def _add(self, key, value, timeout, version):
         target = self._locate(key, version)
@@ -206,7 +214,8 @@ class BigCacheBackend(BaseCache):
             return not (yield from self._has_key(key, version))
         headers = self._ttl_headers(ttl)
         headers["X-Bigcache-Mode"] = "add"
-        return self._ok((yield Call("add", *target, "POST", self._codec.dumps(value), headers)))
+        made = self._server_key(key, version)
+        return self._ok((yield Call("add", *target, "POST", self._codec.dumps(value, made), headers)))
 
     def _touch(self, key, timeout, version):
         target = self._locate(key, version)
@@ -316,7 +325,7 @@ class BigCacheBackend(BaseCache):
         for client, pairs in self._by_node(data, version):
             batch, size = [], 0
             for made, key in pairs:
-                item = {"key": made, "value": base64.b64encode(self._codec.dumps(data[key])).decode(),
+                item = {"key": made, "value": base64.b64encode(self._codec.dumps(data[key], made)).decode(),
                         "ttl": ttl_text}
                 if batch and size + len(item["value"]) > MANY_BYTES:
                     chunks.append((client, batch))

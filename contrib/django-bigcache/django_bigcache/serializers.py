@@ -14,14 +14,17 @@ the serializer, so the server can increment them atomically (``incr``), as
 django-redis stores them. JSON numbers are integers only as text, so
 reading tells them apart.
 
-Every other value, unless the serializer is ``"json"``, is signed: it is
-stored as ``bcs1``, an HMAC-SHA256 of the serialized bytes keyed from
-Django's ``SECRET_KEY`` (``salted_hmac``), then the bytes. A value whose
+Every other value (unless the serializer is ``"json"``, whose loading
+runs no code) is signed: it is stored as ``bcs1``, an HMAC-SHA256 keyed from
+Django's ``SECRET_KEY`` (``salted_hmac``) of the cache key and the
+serialized bytes, then the bytes, so a value moved to another key does not
+verify either. A value whose
 signature does not check (any process on the machine can write to a
 loopback bigcache without a token) is never unpickled: it reads as a miss,
 with a warning. ``SECRET_KEY_FALLBACKS`` still verify, so a rotated key
 does not empty the cache at once. Values stored unsigned by earlier
-releases read as misses.
+releases read as misses. The built-in compressors refuse to expand a
+value past ``MAX_DECOMPRESSED`` (an unsigned JSON value may be anyone's).
 """
 
 import hmac
@@ -56,8 +59,38 @@ class JSONSerializer:
         return json.loads(data)
 
 
+#: The most bytes a stored value decompresses to with the built-in
+#: compressors: an unsigned (JSON) value may be anyone's, and a small
+#: planted one must not expand into all of a worker's memory.
+MAX_DECOMPRESSED = 256 << 20
+
+
+class _Zlib:
+    def compress(self, data):
+        return zlib.compress(data)
+
+    def decompress(self, data):
+        d = zlib.decompressobj()
+        out = d.decompress(data, MAX_DECOMPRESSED)
+        if d.unconsumed_tail:
+            raise ValueError(f"decompresses to more than {MAX_DECOMPRESSED} bytes")
+        return out + d.flush()
+
+
+class _Lzma:
+    def compress(self, data):
+        return lzma.compress(data)
+
+    def decompress(self, data):
+        d = lzma.LZMADecompressor()
+        out = d.decompress(data, MAX_DECOMPRESSED)
+        if not d.eof:
+            raise ValueError(f"decompresses to more than {MAX_DECOMPRESSED} bytes, or is cut short")
+        return out
+
+
 SERIALIZERS = {"pickle": PickleSerializer, "json": JSONSerializer}
-COMPRESSORS = {"zlib": zlib, "lzma": lzma}
+COMPRESSORS = {"zlib": _Zlib, "lzma": _Lzma}
 
 
 def _load(name, builtins, what):
@@ -81,10 +114,11 @@ SIGNED = b"bcs1"
 _SALT = "django_bigcache.serializers.value"
 
 
-def _mac(data, secret):
+def _mac(key, data, secret):
     from django.utils.crypto import salted_hmac
 
-    return salted_hmac(_SALT, data, secret=secret, algorithm="sha256").digest()
+    signed = key.encode() + b"\0" + data
+    return salted_hmac(_SALT, signed, secret=secret, algorithm="sha256").digest()
 
 
 class Unsigned(ValueError):
@@ -97,11 +131,13 @@ class Codec:
 
     def __init__(self, serializer="pickle", compressor=None, compress_min_length=1024):
         self.serializer = _load(serializer, SERIALIZERS, "SERIALIZER")
-        self.signed = not isinstance(self.serializer, JSONSerializer)
         self.compressor = _load(compressor, COMPRESSORS, "COMPRESSOR") if compressor else None
+        # JSON stays readable by any client, and loading it runs no code.
+        self.signed = not isinstance(self.serializer, JSONSerializer)
         self.min_length = compress_min_length
 
-    def dumps(self, value):
+    def dumps(self, value, key=""):
+        """``value`` as stored under the cache key ``key`` (the server's)."""
         if type(value) is int:
             return str(value).encode()
         data = self.serializer.dumps(value)
@@ -110,25 +146,26 @@ class Codec:
         if self.signed:
             from django.conf import settings
 
-            return SIGNED + _mac(data, settings.SECRET_KEY) + data
+            return SIGNED + _mac(key, data, settings.SECRET_KEY) + data
         return data
 
-    def _verified(self, data):
+    def _verified(self, data, key):
         from django.conf import settings
 
         if not data.startswith(SIGNED) or len(data) < len(SIGNED) + 32:
             raise Unsigned("not signed by this site")
         mac, data = data[len(SIGNED) : len(SIGNED) + 32], data[len(SIGNED) + 32 :]
         for secret in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]:
-            if hmac.compare_digest(mac, _mac(data, secret)):
+            if hmac.compare_digest(mac, _mac(key, data, secret)):
                 return data
-        raise Unsigned("its signature does not match this site's SECRET_KEY")
+        raise Unsigned("its signature does not match this key and this site's SECRET_KEY")
 
-    def loads(self, data):
+    def loads(self, data, key=""):
+        """The value stored as ``data`` under the cache key ``key``."""
         if _INTEGER.fullmatch(data):
             return int(data)
         if self.signed:
-            data = self._verified(data)
+            data = self._verified(data, key)
         if self.compressor is not None:
             try:
                 data = self.compressor.decompress(data)

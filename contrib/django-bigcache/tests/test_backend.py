@@ -250,3 +250,12 @@ def test_a_value_planted_through_the_api_is_never_unpickled(cache, bigcache, cap
         assert cache.get("k", "dflt") == "dflt"
     assert PLANTED == [], "a planted pickle was loaded"
     assert "cannot be read" in caplog.text
+    # A value signed for another key does not verify under this one.
+    cache.set("other", "theirs")
+    other = bigcache.api + "/pickle/" + urllib.parse.quote(cache.make_key("other"), safe="")
+    with urllib.request.urlopen(other) as r:
+        moved = r.read()
+    req = urllib.request.Request(url, data=moved, method="POST", headers={"Content-Type": "application/octet-stream"})
+    urllib.request.urlopen(req).close()
+    assert cache.get("k", "dflt") == "dflt", "a value moved from another key was accepted"
+    assert cache.get("other") == "theirs"

@@ -155,6 +155,10 @@ def test_json_serializer_and_zlib_compressor(bigcache):
     plain = backend(bigcache.api, SERIALIZER="json")
     plain.set("before", {"b": "y" * 500})
     assert c.get("before") == {"b": "y" * 500}
+    # A planted bomb (JSON values are not signed) is refused, not expanded.
+    bomb = zlib.compress(b" " * (300 << 20))
+    raw.request("POST", raw.url("pickle", c.make_key("bomb")), body=bomb)
+    assert c.get("bomb", "dflt") == "dflt"
     with pytest.raises(ValueError, match="SERIALIZER"):
         backend(bigcache.api, SERIALIZER="yaml-please")
     assert backend(bigcache.api, SERIALIZER="django_bigcache.serializers.JSONSerializer").get("small") == small
