@@ -8,7 +8,8 @@
 # Scenarios:
 #   hot       hits on 1,000 warm 20 KB pages (bigcache vs nginx proxy_cache)
 #   stampede  100 simultaneous requests for one uncached page, 200 ms origin
-#   rest      REST API GET and POST with 20 KB values
+#   rest      REST API GET and POST with 20 KB values (and GETs of absent
+#             keys, POSTs of new ones: the misses the store confirms)
 #   sync      REST POSTs without and with --sync (fsync per write; not in
 #             the default set)
 #   soak      SOAK_MINUTES (30) of mixed hits, misses, purges and REST
@@ -420,6 +421,12 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
 request = function() return wrk.format(nil, "/cache/bench/" .. math.random(0, $KEYS - 1)) end
 LUA
+    # Writes of keys never seen and reads of absent ones: each is a LevelDB
+    # miss, which the store confirms with an iterator (README, "Exact reads").
+    sed -e 's|"/cache/bench/" .. math.random(0, $KEYS - 1)|"/cache/new/" .. math.random(0, 1000000000)|' \
+        "$work/rest-post.lua" >"$work/rest-post-new.lua"
+    sed -e 's|"/cache/bench/" .. math.random(0, $KEYS - 1)|"/cache/absent/" .. math.random(0, 1000000000)|' \
+        "$work/rest-get.lua" >"$work/rest-get-miss.lua"
 }
 
 scenario_rest() {
@@ -433,7 +440,9 @@ scenario_rest() {
     done
     header
     row "bigcache get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
+    row "bigcache get absent" "$work/rest-get-miss.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
     row "bigcache post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
+    row "bigcache post new" "$work/rest-post-new.lua" "http://127.0.0.1:$api" "$(cat "$work/rest.pid")" -
     if [ -n "${BASELINE_BIN:-}" ]; then
         kill "$(cat "$work/rest.pid")"
         api=$(free_port)
@@ -442,7 +451,9 @@ scenario_rest() {
             curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$work/body.json" "http://127.0.0.1:$api/cache/bench/$i"
         done
         row "baseline get" "$work/rest-get.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
+        row "baseline get absent" "$work/rest-get-miss.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
         row "baseline post" "$work/rest-post.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
+        row "baseline post new" "$work/rest-post-new.lua" "http://127.0.0.1:$api" "$(cat "$work/rest-base.pid")" -
     fi
     echo "  (the original Python server, same load on the same kind of machine: GET ~4.0-4.3k req/s, POST ~2.3-2.5k req/s)"
 }
