@@ -53,8 +53,8 @@ pub enum Reason {
     Method,
     Authorization,
     SessionCookie,
-    /// A `Host` not in `--host`: the key holds no host, so such a request
-    /// never shares the site's pages.
+    /// A `Host` not in `--host`: such a request never uses the cache (a
+    /// forged host's page would carry its links).
     UnknownHost,
     // The response (see `proxy::policy`).
     /// Neither `X-Bigcache-TTL` nor shared-cache freshness.

@@ -45,8 +45,8 @@ pub const TTL_HEADER: &str = "x-bigcache-ttl";
 /// The request's one `Host` in the site's own form (`key::host_name`:
 /// `Example.ORG.` is `example.org`), when it is one of `hosts` (`--host`,
 /// in that form, port included). `None` for another host, for several, or
-/// for none bigcache can read: such a request bypasses the cache, since
-/// the key holds no host.
+/// for none bigcache can read: such a request bypasses the cache (a
+/// forged host must not get pages rendered with its links stored).
 pub fn known_host<'h>(headers: &'h HeaderMap, hosts: &[String]) -> Option<Cow<'h, str>> {
     let mut all = headers.get_all(header::HOST).iter();
     let (Some(host), None) = (all.next(), all.next()) else {
