@@ -292,8 +292,8 @@ impl Db {
     /// [`Db::get`] for several keys (see [`get_exact`]); an iterator made
     /// sets [`Db::iterated`], and the shard reopens once idle.
     pub fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
-        let counters = self.counters.clone();
-        let (found, iterated) = get_exact(self.ldb()?, keys, &counters)?;
+        let db = self.db.as_mut().ok_or(StoreError::Unavailable)?;
+        let (found, iterated) = get_exact(db, keys, &self.counters)?;
         self.iterated |= iterated;
         Ok(found)
     }

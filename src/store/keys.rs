@@ -82,6 +82,16 @@ pub fn entry_key_in<'b>(ns: Namespace, key: &[u8], buf: &'b mut [u8]) -> Option<
     Some(k)
 }
 
+/// Whether `key` is another site's copy of the page at `bare` (a bare page
+/// key, `<target> NUL`, with or without its namespace byte, as `key`):
+/// `bare @<scheme>://<host> NUL` exactly (`proxy::site`); the copy's
+/// variants go on after that NUL, and are not copies themselves.
+pub fn is_site_copy(bare: &[u8], key: &[u8]) -> bool {
+    key.strip_prefix(bare)
+        .and_then(|rest| rest.strip_prefix(b"@"))
+        .is_some_and(|site| memchr::memchr(0, site) == site.len().checked_sub(1))
+}
+
 /// The expiry-index row for an entry key expiring at `expires_at` (ms).
 pub fn expiry_key(expires_at: u64, entry_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + entry_key.len());
@@ -138,6 +148,25 @@ mod tests {
             );
         }
         assert_eq!(entry_key_in(Namespace::Value, b"/page/12", &mut buf), None);
+    }
+
+    #[test]
+    fn a_site_copy_is_the_bare_key_then_one_site() {
+        let bare = b"p/a\0";
+        assert!(is_site_copy(bare, b"p/a\0@https://x.example\0"));
+        assert!(
+            !is_site_copy(bare, b"p/a\0@https://x.example\0accept=de"),
+            "a variant"
+        );
+        assert!(
+            !is_site_copy(bare, b"p/a\0@https://x.example"),
+            "unterminated"
+        );
+        assert!(!is_site_copy(bare, b"p/a\0accept=de"));
+        assert!(
+            !is_site_copy(bare, b"p/ab\0@https://x.example\0"),
+            "another path"
+        );
     }
 
     #[test]

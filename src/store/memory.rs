@@ -212,10 +212,9 @@ impl PageStore for MemoryStore {
             let mut map = self.lock();
             let mut keys = vec![key.to_vec()];
             if every_site {
-                let copies = [key, b"@"].concat();
                 keys.extend(
                     map.keys()
-                        .filter(|k| k.starts_with(&copies) && k.last() == Some(&0))
+                        .filter(|k| super::keys::is_site_copy(key, k))
                         .cloned(),
                 );
             }

@@ -168,12 +168,8 @@ async fn site_copies(shard: &ShardHandle, key: &[u8]) -> Result<Vec<Vec<u8>>, St
             .await?;
         let more = page.stopped_at.is_some();
         after = page.stopped_at.or_else(|| page.keys.last().cloned());
-        // A copy's key ends at its site's NUL; what goes on is one of its
-        // variants, deleted with it.
-        copies.extend(page.keys.into_iter().filter(|k| {
-            let site = &k[prefix.len()..];
-            memchr::memchr(0, site) == Some(site.len() - 1)
-        }));
+        // A copy's variants are listed too, and deleted with it.
+        copies.extend(page.keys.into_iter().filter(|k| keys::is_site_copy(key, k)));
         if !more {
             return Ok(copies);
         }

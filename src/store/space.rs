@@ -62,6 +62,13 @@ pub struct Dead {
     pub more: bool,
 }
 
+/// The owner of an entry met at `at` in blob file `id`, with its blob
+/// reference, when it still points there: only then is the entry live.
+fn pointing_at(owner: Option<Stored>, id: u32, at: u64) -> Option<(Stored, BlobRef)> {
+    let blob = owner.as_ref()?.blob?;
+    (blob.file == id && blob.offset == at).then_some((owner?, blob))
+}
+
 /// Walks of a file that fail on I/O before the file is given up on.
 const WALK_TRIES: u32 = 3;
 
@@ -228,8 +235,8 @@ impl BlobSpace {
             .iter()
             .zip(owners)
             .filter_map(|((key, at), owner)| {
-                let b = owner?.blob?;
-                (b.file == id && b.offset == *at).then(|| b.entry_len(key.len()))
+                let (_, b) = pointing_at(owner, id, *at)?;
+                Some(b.entry_len(key.len()))
             })
             .sum();
         Ok((met.len(), live))
@@ -356,10 +363,7 @@ impl BlobSpace {
         let owners = db.stored_many(&keys)?;
         let mut live = Vec::new();
         for ((key, stored, at), owner) in met.into_iter().zip(owners) {
-            if let Some((owner, blob)) = owner
-                .and_then(|s: Stored| s.blob.map(|b| (s, b)))
-                .filter(|(_, b)| b.file == id && b.offset == at)
-            {
+            if let Some((owner, blob)) = pointing_at(owner, id, at) {
                 live.push(Live {
                     key,
                     stored,
