@@ -124,3 +124,141 @@ pub(super) fn note_variant(
             .push(key[nul + 1..].to_vec());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+    use crate::store::command::Evicted;
+    use crate::store::record::Kind;
+    use std::time::Duration;
+
+    /// Steps eviction until the shard has nothing left to evict or `stop`
+    /// says enough; returns the summed steps.
+    fn evict_until(o: &mut Open, mut stop: impl FnMut(&Evicted) -> bool) -> Evicted {
+        let mut sum = Evicted::default();
+        for _ in 0..100_000 {
+            // One entry per step, so `stop` sees each.
+            let s = o.shard.evict(1, false).unwrap();
+            sum.evicted += s.evicted;
+            sum.reinserted += s.reinserted;
+            sum.expired += s.expired;
+            sum.freed += s.freed;
+            if !s.more || stop(&sum) {
+                return sum;
+            }
+        }
+        panic!("eviction never ended");
+    }
+
+    #[test]
+    fn eviction_walks_the_oldest_file_and_keeps_what_was_read() {
+        let mut o = open();
+        let now = o.clock.now_ms();
+        // Incompressible, so 3 KB on disk each.
+        let page: Vec<u8> = (0..3_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // 60 pages over several 64 KiB files; every third one is read, one
+        // is expired, one is a Vary variant, one a small REST value.
+        for i in 0..60u32 {
+            let key = format!("p/page/{i}\0").into_bytes();
+            let expires = (i == 1).then_some(now + 1_000);
+            o.shard
+                .put(key, record(Kind::Http, &page, expires))
+                .unwrap();
+        }
+        let meta = Bytes::from_static(b"accept-language");
+        o.shard
+            .put_member(
+                b"p/v\0".to_vec(),
+                b"accept-language=ko",
+                meta,
+                record(Kind::Http, &page, None),
+            )
+            .unwrap();
+        o.shard
+            .put(b"vsmall".to_vec(), record(Kind::Bytes, b"s", None))
+            .unwrap();
+        assert!(
+            o.shard
+                .db
+                .stored(b"vsmall")
+                .unwrap()
+                .unwrap()
+                .blob
+                .is_some(),
+            "under a budget even a small body has its place in the FIFO"
+        );
+        for i in (0..60u32).step_by(3) {
+            o.shard.hotness.touch(format!("p/page/{i}\0").as_bytes());
+        }
+        o.clock.advance(Duration::from_secs(2));
+        let before = o.shard.space.file_bytes();
+        // One round over everything: each read page is reinserted once.
+        let first = evict_until(&mut o, |s| s.reinserted + s.evicted + s.expired >= 62);
+        assert_eq!(first.expired, 1);
+        assert_eq!(first.reinserted, 20, "pages 0, 3, ... 57 were read");
+        assert!(first.freed > 0 && o.shard.space.file_bytes() < before);
+        for i in 0..60u32 {
+            let key = format!("p/page/{i}\0");
+            let kept = body(o.shard.get(key.as_bytes()).unwrap()).is_some();
+            assert_eq!(kept, i % 3 == 0 && i != 1, "{key}");
+        }
+        // The variant went with its place in the group's list.
+        assert_eq!(o.shard.db.stored(b"p/v\0").unwrap(), None);
+        assert_eq!(body(o.shard.get(b"vsmall").unwrap()), None);
+        // Not read again: the next round takes the rest.
+        let second = evict_until(&mut o, |_| false);
+        assert_eq!(second.reinserted, 0);
+        assert_eq!(second.evicted, 20);
+        assert_eq!(o.shard.count(&[b"p".to_vec(), b"v".to_vec()]).unwrap(), 0);
+    }
+
+    #[test]
+    fn probation_ends_with_a_read_or_a_ghost_hit() {
+        let mut o = open();
+        let page: Vec<u8> = (0..3_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let queue = |o: &mut Open, key: &[u8]| {
+            let blob = o.shard.db.stored(key).unwrap().unwrap().blob.unwrap();
+            o.shard.space.queue_of(blob.file)
+        };
+        let put = |o: &mut Open, key: &[u8]| {
+            o.shard
+                .put(key.to_vec(), record(Kind::Http, &page, None))
+                .unwrap()
+        };
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Small, "new: on probation");
+        let gone = evict_until(&mut o, |_| false);
+        assert_eq!((gone.evicted, gone.reinserted), (1, 0));
+        // Wanted back soon after: the ghost sends it to the main queue.
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Main);
+        // Rewritten while in the main queue: stays there.
+        put(&mut o, b"p/a\0");
+        assert_eq!(queue(&mut o, b"p/a\0"), Queue::Main);
+        // Read while on probation: promoted when its file is walked.
+        put(&mut o, b"p/b\0");
+        assert_eq!(queue(&mut o, b"p/b\0"), Queue::Small);
+        o.shard.hotness.touch(b"p/b\0");
+        let walked = evict_until(&mut o, |s| s.reinserted > 0);
+        assert_eq!((walked.evicted, walked.reinserted), (0, 1));
+        assert_eq!(queue(&mut o, b"p/b\0"), Queue::Main);
+        assert!(body(o.shard.get(b"p/b\0").unwrap()).is_some());
+        // Forced (what is read does not fit the budget): read or not, out.
+        o.shard.hotness.touch(b"p/b\0");
+        let mut forced = Evicted::default();
+        while let Ok(s) = o.shard.evict(1 << 20, true) {
+            forced.evicted += s.evicted;
+            forced.reinserted += s.reinserted;
+            if !s.more {
+                break;
+            }
+        }
+        assert_eq!((forced.evicted, forced.reinserted), (2, 0));
+        assert_eq!(body(o.shard.get(b"p/b\0").unwrap()), None);
+    }
+}

@@ -3,11 +3,15 @@
 //! key absent (`db::tests::lying_layout`). Each of these failed while the
 //! decision trusted the point read.
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::tests::{Open, body, open, record};
 use super::*;
+use crate::store::backlog::Room;
+use crate::store::command::{DeleteIf, Incr};
 use crate::store::db::tests::lying_layout;
+use crate::store::record::{Kind, Record};
 
 /// Values under `v/held/` written straight to LevelDB as `rec` (the hot
 /// tier does not have them, as after a restart); returns the live ones the

@@ -1,0 +1,529 @@
+//! One shard: the OS thread that owns a LevelDB ([`Db`]), the blob space
+//! beside it ([`BlobSpace`]), its slice of the hot tier and the link to its
+//! read mirror, and executes [`Command`]s from a bounded channel one at a
+//! time.
+//!
+//! Why a thread: rusty-leveldb's `DB` is `!Send` and compacts inside `put`
+//! and `get`; on a thread of its own, async callers never block the tokio
+//! runtime and a compaction stalls only this shard's queue.
+//!
+//! The thread is also the only writer of its hot-tier slice: every mutation
+//! of a key (put, delete, purge, expiry) goes through it, so the LevelDB
+//! entry and its hot copy change in one place and in order.
+//!
+//! Here: the thread loop, command dispatch, and opening, reopening and
+//! clearing the shard. What it does with entries is split by kind of work:
+//! `write` (reads, writes of entries and Vary groups), `purge`, `listing`
+//! (`/keys`, counts), `sweep` (expiry), `collect` (blob garbage), `evict`
+//! (the disk budget); `exact` tests every decision on whether a key holds a
+//! value. Each write is staged in a `Tx` and committed in one batch, which
+//! the mirror gets too before the caller is answered.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::busy::Busy;
+use super::command::{Command, PrefixStep};
+use super::counters::Counters;
+use super::db::{self, Db, Op, Opened};
+use super::error::StoreError;
+use super::hot::{Admission, Hot};
+use super::hotness::Hotness;
+use super::keys;
+use super::layout;
+use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink};
+use super::purges::PurgeLog;
+use super::space::BlobSpace;
+use crate::clock::Clock;
+
+mod collect;
+mod evict;
+#[cfg(test)]
+mod exact;
+mod listing;
+mod purge;
+mod sweep;
+mod write;
+
+use write::{Put, gather, groupable};
+
+/// A command taking longer than this is logged: it held up its shard.
+const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
+/// Batches the mirror may lag behind before the shard waits for it.
+const MIRROR_QUEUE: usize = 4096;
+
+pub struct ShardConfig {
+    pub index: usize,
+    pub dir: PathBuf,
+    /// Where the read mirror keeps its copy of the LevelDB files.
+    pub mirror_dir: PathBuf,
+    /// Stamped while a command runs (see `store::busy`).
+    pub busy: Busy,
+    pub hot: Arc<Hot>,
+    pub purges: Arc<PurgeLog>,
+    pub max_variants: usize,
+    /// fsync every write before it is acknowledged (`--sync`).
+    pub sync: bool,
+    pub clock: Clock,
+    pub counters: Arc<super::counters::Counters>,
+    /// Under a disk budget: every body goes to a blob file, so that every
+    /// entry has a place in the FIFO the evictor walks.
+    pub blob_all: bool,
+    /// Size at which a blob file is rolled.
+    pub blob_file_max: u64,
+    /// Reads per key, for the evictor (see `store::hotness`).
+    pub hotness: Arc<Hotness>,
+}
+
+/// State owned by the shard thread.
+pub struct Shard {
+    index: usize,
+    db: Db,
+    space: BlobSpace,
+    hot: Arc<Hot>,
+    admission: Admission,
+    purges: Arc<PurgeLog>,
+    max_variants: usize,
+    sync: bool,
+    counters: Arc<super::counters::Counters>,
+    blob_all: bool,
+    hotness: Arc<Hotness>,
+    mirror: Option<MirrorLink>,
+    busy: Busy,
+    clock: Clock,
+    /// Key span deleted by the current sweep round, compacted when it ends.
+    swept_span: Option<(Vec<u8>, Vec<u8>)>,
+    /// When the DB was last (re)opened.
+    opened_at: Instant,
+}
+
+impl Shard {
+    /// Opens the shard; runs on the caller's thread so a startup failure is
+    /// reported before the server accepts anything.
+    pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
+        let (db, _) = Db::open(cfg.index, cfg.dir.clone(), cfg.counters.clone())?;
+        let blobs_dir = layout::blobs_dir(&cfg.dir);
+        let space = BlobSpace::open(cfg.index, blobs_dir.clone(), cfg.blob_file_max)
+            .map_err(|e| StoreError::open(&blobs_dir, e))?;
+        // Built while the shard is open and idle, from its files.
+        let healthy = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
+        // Without its mirror a shard still serves everything, only reads
+        // then wait out its compactions: worth a loud log, not a refusal
+        // to start.
+        let mirror = Mirror::open(
+            cfg.index,
+            cfg.dir.clone(),
+            cfg.mirror_dir,
+            blobs_dir,
+            healthy.clone(),
+            cfg.clock.clone(),
+            cfg.counters.clone(),
+        )
+        .and_then(|m| {
+            std::thread::Builder::new()
+                .name(format!("bigcache-mirror-{:02}", cfg.index))
+                .spawn(move || {
+                    crate::sched::batch_this_thread();
+                    m.run(rx)
+                })
+                .map_err(StoreError::from)
+        });
+        let link = match mirror {
+            Ok(thread) => Some(MirrorLink {
+                tx: tx.clone(),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                tracing::error!(shard = cfg.index, error = %e, "no read mirror for this shard");
+                None
+            }
+        };
+        let shard = Shard {
+            index: cfg.index,
+            db,
+            space,
+            admission: Admission::for_slice(&cfg.hot),
+            hot: cfg.hot,
+            purges: cfg.purges,
+            max_variants: cfg.max_variants,
+            sync: cfg.sync,
+            counters: cfg.counters,
+            blob_all: cfg.blob_all,
+            hotness: cfg.hotness,
+            mirror: link,
+            busy: cfg.busy,
+            clock: cfg.clock,
+            swept_span: None,
+            opened_at: Instant::now(),
+        };
+        Ok((shard, MirrorHandle { tx, healthy }))
+    }
+
+    /// The thread body: executes commands until shutdown or until every
+    /// sender is gone. A panic inside one command is contained: that caller
+    /// gets an error, the DB is reopened, and the shard keeps serving.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // A command taken from the channel while gathering a group of puts
+        // that could not join it: the next to execute.
+        let mut next: Option<Command> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(cmd) => cmd,
+                None => match rx.blocking_recv() {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            if let Command::Shutdown { reply } = cmd {
+                self.shut_down();
+                let _ = reply.send(());
+                return;
+            }
+            let name = cmd.name();
+            let started = Instant::now();
+            self.busy.start();
+            let outcome = match cmd {
+                Command::Put {
+                    key,
+                    record,
+                    room,
+                    reply,
+                } if groupable(&record) => {
+                    let first = Put {
+                        key,
+                        record,
+                        _room: room,
+                        reply,
+                    };
+                    let puts = gather(first, &mut rx, &mut next);
+                    catch_unwind(AssertUnwindSafe(|| self.put_group(puts)))
+                }
+                cmd => catch_unwind(AssertUnwindSafe(|| self.execute(cmd))),
+            };
+            self.busy.idle();
+            let took = started.elapsed();
+            if took >= SLOW_COMMAND {
+                self.counters.slow(took);
+                // Usually a LevelDB compaction run inline: everything queued
+                // for this shard waited this long.
+                tracing::warn!(
+                    shard = self.index,
+                    command = name,
+                    took_ms = took.as_millis() as u64,
+                    "slow store command"
+                );
+            }
+            if outcome.is_err() {
+                tracing::error!(
+                    shard = self.index,
+                    "panic inside LevelDB; reopening the shard"
+                );
+                self.db.abandon();
+                self.hot.clear();
+                self.space.forget_counts();
+                self.ensure_open();
+            }
+            let idle = next.is_none() && rx.is_empty();
+            if self.db.iterated && db::reopen_due(self.opened_at, idle) && self.reopen().is_err() {
+                tracing::warn!(shard = self.index, "reopening after an iterator failed");
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Closes the DB and stops the mirror: the end of the shard.
+    fn shut_down(&mut self) {
+        self.db.close();
+        if let Some(mut m) = self.mirror.take() {
+            m.shutdown();
+        }
+    }
+
+    /// Opens the DB if the last (re)open failed, say for lack of file
+    /// descriptors, so the shard recovers once the cause passes. Commands
+    /// on a shard that stays closed fail with `Unavailable`.
+    fn ensure_open(&mut self) {
+        let opened = self.db.ensure_open().and_then(|o| self.after_open(o));
+        if let Err(e) = opened {
+            tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+        }
+    }
+
+    /// Closes and reopens the DB (see `Db::reopen`). If it does not open
+    /// again the shard is unavailable until a later command reopens it.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.opened_at = Instant::now();
+        Counters::bump(&self.counters.reopens);
+        match self.db.reopen() {
+            Ok(opened) => self.after_open(opened),
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// When the old files had to be moved aside, the blob files went with
+    /// them: fresh blob files, an empty hot tier, a rebuilt mirror.
+    fn after_open(&mut self, opened: Opened) -> Result<(), StoreError> {
+        match opened {
+            Opened::Intact => Ok(()),
+            Opened::StartedOver => self.started_over(),
+        }
+    }
+
+    fn started_over(&mut self) -> Result<(), StoreError> {
+        self.hot.clear();
+        self.space.reset()?;
+        if let Some(m) = &self.mirror {
+            m.reset();
+        }
+        Ok(())
+    }
+
+    /// Writes `ops` in one batch, then forwards them to the mirror, before
+    /// the caller acknowledges anything: a read the mirror answers after an
+    /// acknowledged write sees it.
+    ///
+    /// With `--sync` the blob bytes reach the disk before the records that
+    /// point at them, and the records before the write is acknowledged.
+    fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if self.sync {
+            self.space.sync()?;
+        }
+        self.db.write(&ops)?;
+        if self.sync {
+            self.db.sync()?;
+        }
+        if let Some(m) = &self.mirror {
+            m.send(MirrorCommand::Apply(ops));
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        self.ensure_open();
+        match cmd {
+            Command::Get { key, reply } => {
+                let _ = reply.send(self.get(&key));
+            }
+            Command::Put {
+                key,
+                record,
+                room: _room,
+                reply,
+            } => {
+                let _ = reply.send(self.put(key, record));
+            }
+            Command::PutPage {
+                key,
+                member,
+                record,
+                since,
+                room: _room,
+                reply,
+            } => {
+                // Purged since the fetch began, by its key, a prefix of it,
+                // or one of its tags: the purge wins.
+                let purged = self.purges.purged_since(&key, since)
+                    || record
+                        .tags
+                        .iter()
+                        .any(|t| self.purges.purged_since(&keys::tag_prefix(t), since));
+                let result = if purged {
+                    Ok(false)
+                } else {
+                    match member {
+                        None => self.put(key, record),
+                        Some((suffix, meta)) => self.put_member(key, &suffix, meta, record),
+                    }
+                    .map(|()| true)
+                };
+                let _ = reply.send(result);
+            }
+            Command::Delete { key, soft, reply } => {
+                let _ = reply.send(if soft {
+                    self.soft_purge(&key)
+                } else {
+                    self.delete(&key).map(|live| PrefixStep {
+                        count: u64::from(live),
+                        ..PrefixStep::default()
+                    })
+                });
+            }
+            Command::DeleteIfExpired { key } => {
+                if let Err(e) = self.get(&key) {
+                    tracing::warn!(shard = self.index, error = %e, "deleting expired entry");
+                }
+            }
+            Command::DeletePrefix {
+                prefix,
+                from,
+                limit,
+                continued,
+                soft,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued, soft));
+            }
+            Command::PurgeTag {
+                tag,
+                from,
+                limit,
+                soft,
+                reply,
+            } => {
+                let _ = reply.send(self.purge_tag(&tag, &from, limit, soft));
+            }
+            Command::TagRows { reply } => {
+                let _ = reply.send(self.tag_rows());
+            }
+            Command::Count { prefixes, reply } => {
+                let _ = reply.send(self.count(&prefixes));
+            }
+            Command::Clear { reply } => {
+                let _ = reply.send(self.clear());
+            }
+            Command::PutIfAbsent {
+                key,
+                record,
+                room: _room,
+                reply,
+            } => {
+                let result = match self.live_at(&key) {
+                    Ok(Some(_)) => Ok(false),
+                    Ok(None) => self.put(key, record).map(|()| true),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Incr { key, delta, reply } => {
+                let _ = reply.send(self.incr(key, delta));
+            }
+            Command::DeleteIfBody {
+                key,
+                expected,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_if_body(&key, &expected));
+            }
+            Command::Keys {
+                prefix,
+                after,
+                limit,
+                scan,
+                reply,
+            } => {
+                let _ = reply.send(self.keys(&prefix, after.as_deref(), limit, scan));
+            }
+            Command::Touch {
+                key,
+                expires_at,
+                reply,
+            } => {
+                let _ = reply.send(self.touch(&key, expires_at));
+            }
+            Command::Sweep { batch, reply } => {
+                let _ = reply.send(self.sweep(batch));
+            }
+            Command::Collect { budget, reply } => {
+                let _ = reply.send(self.collect(budget));
+            }
+            Command::Evict {
+                budget,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(self.evict(budget, force));
+            }
+            Command::Shutdown { .. } => unreachable!("handled by run"),
+            #[cfg(test)]
+            Command::Stall(d) => std::thread::sleep(d),
+        }
+    }
+
+    /// Empties the shard: its directory is replaced, its blob files, hot
+    /// tier and mirror start over.
+    fn clear(&mut self) -> Result<(), StoreError> {
+        self.hot.clear();
+        let replaced = self.db.replace_dir();
+        self.started_over()?;
+        replaced.map_err(|e| match e {
+            StoreError::Open { .. } => {
+                tracing::error!(shard = self.index, error = %e, "shard is unavailable");
+                StoreError::Unavailable
+            }
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    use crate::store::hot;
+    use crate::store::lookup::Lookup;
+    use crate::store::record::{Kind, Record};
+    use std::time::SystemTime;
+
+    pub(super) struct Open {
+        pub(super) shard: Shard,
+        pub(super) clock: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    pub(super) fn open() -> Open {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(SystemTime::now());
+        let (shard, _mirror) = Shard::open(ShardConfig {
+            index: 0,
+            dir: dir.path().join("shard-00"),
+            mirror_dir: dir.path().join("mirror-00"),
+            busy: Busy::default(),
+            hot: Arc::new(hot::slice(0)),
+            purges: Arc::new(PurgeLog::default()),
+            max_variants: 2,
+            sync: true,
+            clock: clock.clone(),
+            counters: Default::default(),
+            blob_all: true,
+            blob_file_max: 1 << 16,
+            hotness: Arc::new(Hotness::new(16)),
+        })
+        .unwrap();
+        Open {
+            shard,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    pub(super) fn record(kind: Kind, body: &[u8], expires_at: Option<u64>) -> Record {
+        Record {
+            kind,
+            created_at: 1,
+            expires_at,
+            meta: Bytes::new(),
+            body: Bytes::copy_from_slice(body),
+            tags: Default::default(),
+            stale_since: None,
+            memo: Default::default(),
+        }
+    }
+
+    pub(super) fn body(lookup: Lookup) -> Option<Bytes> {
+        match lookup {
+            Lookup::Hit(r) => Some(r.body),
+            _ => None,
+        }
+    }
+}
