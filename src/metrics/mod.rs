@@ -371,6 +371,28 @@ impl Collector for Gauges {
             None,
             saturating(hot_entries),
         )?;
+        let directory = self.store.directory_usage();
+        gauge(
+            &mut enc,
+            "store_directory_entries",
+            "Entries the in-RAM directory holds (one per stored value or page)",
+            None,
+            saturating(directory.entries),
+        )?;
+        gauge(
+            &mut enc,
+            "store_directory",
+            "Bytes of RAM the directory's slots take",
+            Some(&Unit::Bytes),
+            saturating(directory.bytes),
+        )?;
+        gauge(
+            &mut enc,
+            "store_directory_ready_shards",
+            "Shards whose directory is built (lookups exact without LevelDB's point read)",
+            None,
+            saturating(directory.ready_shards),
+        )?;
         gauge(
             &mut enc,
             "disk",

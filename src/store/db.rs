@@ -28,7 +28,9 @@ use bytes::Bytes;
 use rusty_leveldb::{DB, LdbIterator, Options, StatusCode, WriteBatch};
 
 use super::counters::Counters;
+use super::directory::Directory;
 use super::error::{OpenError, StoreError};
+use super::keys;
 use super::layout::dir_size;
 use super::record::{Record, Stored};
 
@@ -155,6 +157,8 @@ pub struct Db {
     pub iterated: bool,
     /// Where [`Db::get_many`] counts its confirmations.
     counters: Arc<Counters>,
+    /// Which entry keys hold a value: a key it calls absent is not read.
+    directory: Arc<Directory>,
 }
 
 /// Whether opening found the old files damaged and started over.
@@ -171,6 +175,7 @@ impl Db {
         index: usize,
         dir: PathBuf,
         counters: Arc<Counters>,
+        directory: Arc<Directory>,
     ) -> Result<(Db, Opened), StoreError> {
         let mut db = Db {
             index,
@@ -180,6 +185,7 @@ impl Db {
             synced: Vec::new(),
             iterated: false,
             counters,
+            directory,
         };
         let opened = db.ensure_open()?;
         Ok((db, opened))
@@ -291,11 +297,29 @@ impl Db {
 
     /// [`Db::get`] for several keys (see [`get_exact`]); an iterator made
     /// sets [`Db::iterated`], and the shard reopens once idle.
+    ///
+    /// An entry key the directory calls absent is absent, exactly, and
+    /// LevelDB is not asked (`store::directory`): most misses, and every
+    /// write of a new key, cost no read at all.
     pub fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let db = self.db.as_mut().ok_or(StoreError::Unavailable)?;
-        let (found, iterated) = get_exact(db, keys, &self.counters)?;
+        let dir = &self.directory;
+        let asked: Vec<usize> = (0..keys.len())
+            .filter(|&i| !keys::is_entry_key(keys[i]) || dir.may_hold(keys[i]))
+            .collect();
+        if asked.len() == keys.len() {
+            let (found, iterated) = get_exact(db, keys, &self.counters)?;
+            self.iterated |= iterated;
+            return Ok(found);
+        }
+        let some: Vec<&[u8]> = asked.iter().map(|&i| keys[i]).collect();
+        let (found, iterated) = get_exact(db, &some, &self.counters)?;
         self.iterated |= iterated;
-        Ok(found)
+        let mut out = vec![None; keys.len()];
+        for (i, v) in asked.into_iter().zip(found) {
+            out[i] = v;
+        }
+        Ok(out)
     }
 
     /// The decoded value at `key`, body not loaded, exactly (see
@@ -511,7 +535,13 @@ pub(crate) mod tests {
     fn a_deleted_neighbour_does_not_hide_a_live_value() {
         let dir = tempfile::tempdir().unwrap();
         let counters = Arc::new(Counters::default());
-        let (mut db, _) = Db::open(0, dir.path().join("s"), counters.clone()).unwrap();
+        let (mut db, _) = Db::open(
+            0,
+            dir.path().join("s"),
+            counters.clone(),
+            Default::default(),
+        )
+        .unwrap();
         let page = |i: u32| format!("p/page/{i:06}").into_bytes();
         let lied = lying_layout(&mut db, 20_000, page, &value(b"x"));
         assert!(!db.iterated);

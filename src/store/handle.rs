@@ -10,6 +10,7 @@ use super::backlog::Backlog;
 use super::busy::Busy;
 use super::command::Command;
 use super::counters::Counters;
+use super::directory::Directory;
 use super::error::StoreError;
 use super::hot::Hot;
 use super::lookup::Lookup;
@@ -24,6 +25,9 @@ const HEDGE_AFTER_US: u64 = HEDGE_AFTER.as_micros() as u64;
 pub struct ShardHandle {
     pub tx: mpsc::Sender<Command>,
     pub hot: Arc<Hot>,
+    /// Where the shard's entries are: a key it calls absent is a miss
+    /// without asking the shard.
+    pub directory: Arc<Directory>,
     pub mirror: MirrorHandle,
     /// How long the shard thread has been on its current command.
     pub busy: Busy,

@@ -30,6 +30,12 @@ pub const TAG_TAG: u8 = b't';
 
 /// The start of tag `tag`'s index rows; a tag never holds NUL, so these
 /// are exactly the rows starting with it.
+/// Whether `k` is an entry's key (a REST value or a page), as opposed to
+/// an index row: the keys the directory holds.
+pub fn is_entry_key(k: &[u8]) -> bool {
+    Namespace::ALL.iter().any(|ns| k.first() == Some(&ns.tag()))
+}
+
 pub fn tag_prefix(tag: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + tag.len());
     k.push(TAG_TAG);

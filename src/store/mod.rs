@@ -56,6 +56,7 @@ mod busy;
 mod command;
 pub mod counters;
 mod db;
+mod directory;
 pub mod error;
 mod handle;
 mod hot;
@@ -207,6 +208,16 @@ pub struct StoreConfig {
     pub min_free: budget::MinFree,
 }
 
+/// The directories' size ([`Store::directory_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectoryUsage {
+    pub entries: u64,
+    /// RAM their slots take.
+    pub bytes: u64,
+    /// Shards whose directory is built.
+    pub ready_shards: u64,
+}
+
 /// A cheap-to-clone handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -247,6 +258,7 @@ impl Store {
         for index in 0..n {
             let hot = Arc::new(hot::slice(hot_each));
             let busy = busy::Busy::default();
+            let directory = Arc::new(directory::Directory::new());
             let opening = std::time::Instant::now();
             let (shard, mirror) = Shard::open(ShardConfig {
                 index,
@@ -262,6 +274,7 @@ impl Store {
                 blob_all: limits.enforced(),
                 blob_file_max: limits.file_max,
                 hotness: hotness.clone(),
+                directory: directory.clone(),
             })?;
             // LevelDB's recovery writes the log it replayed into a table
             // and may compact inline: the part of a start that grows with
@@ -281,6 +294,7 @@ impl Store {
             shards.push(ShardHandle {
                 tx,
                 hot,
+                directory,
                 mirror,
                 busy,
                 counters: counters.clone(),
@@ -348,6 +362,9 @@ impl Store {
                 .tx
                 .try_send(Command::DeleteIfExpired { key: key.to_vec() });
             return Ok(Lookup::Expired);
+        }
+        if !shard.directory.may_hold(key) {
+            return Ok(Lookup::Miss);
         }
         let found = shard.cold_get(key).await;
         if let Ok(Lookup::Hit(_)) = &found {
@@ -827,6 +844,17 @@ impl Store {
         })
     }
 
+    /// What the shards' directories hold and take.
+    pub fn directory_usage(&self) -> DirectoryUsage {
+        let mut u = DirectoryUsage::default();
+        for s in self.shards.iter() {
+            u.entries += s.directory.len();
+            u.bytes += s.directory.slot_bytes();
+            u.ready_shards += u64::from(s.directory.ready());
+        }
+        u
+    }
+
     /// Bytes the store occupies on disk (a table a mirror hard-links
     /// counted once).
     pub fn disk_bytes(&self) -> u64 {
@@ -1266,6 +1294,45 @@ mod tests {
             _ => None,
         };
         (found, t.elapsed())
+    }
+
+    /// Waits until every shard's directory is built.
+    async fn directories_ready(store: &Store) {
+        let t = Instant::now();
+        while store.directory_usage().ready_shards < store.shard_count() as u64 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "directories not built"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A key the directory has no place for is a miss answered on the
+    /// caller's task: neither the stalled shard nor its mirror is asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_absent_key_is_a_miss_without_asking_the_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        store
+            .put(Namespace::Value, b"gone", record(b"g"))
+            .await
+            .unwrap();
+        assert!(store.delete(Namespace::Value, b"gone").await.unwrap());
+        directories_ready(&store).await;
+        let asked = |s: &Store| {
+            let c = s.counters();
+            c.mirror_busy.load(std::sync::atomic::Ordering::Relaxed)
+                + c.mirror_hedged.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = asked(&store);
+        for key in [&b"gone"[..], b"never"] {
+            let (found, took) = read_while_stalled(&store, key).await;
+            assert_eq!(found, None);
+            assert!(took < STALLED / 4, "waited {took:?} for the shard");
+        }
+        assert_eq!(asked(&store), before, "the mirror was asked");
+        store.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

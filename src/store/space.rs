@@ -11,12 +11,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub use super::blobs::Queue;
 use super::blobs::{Blobs, LoadError};
 use super::db::Db;
+use super::directory::Directory;
 use super::error::StoreError;
 use super::keys;
 use super::lookup::Lookup;
@@ -44,6 +46,8 @@ pub struct BlobSpace {
     evicting: Option<(u32, u64)>,
     /// Failed reads per file while walking it.
     walk_failures: HashMap<u32, u32>,
+    /// Where every entry is: once ready, the exact live bytes of each file.
+    directory: Arc<Directory>,
 }
 
 /// Keys one [`BlobSpace::dead_files`] call checks, at most: about a
@@ -113,8 +117,14 @@ pub enum Step {
 impl BlobSpace {
     /// Opens the blob files in `dir`; a file takes appends up to
     /// `file_max` bytes.
-    pub fn open(index: usize, dir: PathBuf, file_max: u64) -> io::Result<BlobSpace> {
+    pub fn open(
+        index: usize,
+        dir: PathBuf,
+        file_max: u64,
+        directory: Arc<Directory>,
+    ) -> io::Result<BlobSpace> {
         Ok(BlobSpace {
+            directory,
             index,
             blobs: Blobs::open(dir.clone(), file_max)?,
             dir,
@@ -156,8 +166,12 @@ impl BlobSpace {
         self.blobs.reader().load(key, raw, now)
     }
 
-    /// Live bytes recorded for blob file `id`.
+    /// Live bytes of blob file `id`: the directory's count once it is
+    /// ready, else the file's `b` row (read exactly).
     pub fn live_of(&mut self, db: &mut Db, id: u32) -> Result<u64, StoreError> {
+        if self.directory.ready() {
+            return Ok(self.directory.file_use(id).bytes);
+        }
         if let Some(&n) = self.live.get(&id) {
             return Ok(n);
         }
@@ -180,14 +194,27 @@ impl BlobSpace {
     /// (a count written from a false "absent" by an earlier release) is
     /// kept, with its count as found. At most [`DEAD_CHECK_KEYS`] keys are
     /// checked per call; later calls (the collector's steps) go on.
+    ///
+    /// Once the directory is ready it decides alone: a file is dead when no
+    /// entry's place is in it.
     pub fn dead_files(&mut self, db: &mut Db) -> Result<Dead, StoreError> {
         let mut dead = Dead::default();
         let mut checked = 0;
+        let exact = self.directory.ready();
         for id in self.blobs.files()? {
             let busy = [self.collecting, self.evicting]
                 .iter()
                 .any(|w| w.is_some_and(|(c, _)| c == id));
-            if busy || self.live_of(db, id)? != 0 {
+            if busy {
+                continue;
+            }
+            if exact {
+                if self.directory.file_use(id).entries == 0 {
+                    dead.files.push(id);
+                }
+                continue;
+            }
+            if self.live_of(db, id)? != 0 {
                 continue;
             }
             if checked >= DEAD_CHECK_KEYS {

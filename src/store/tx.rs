@@ -10,67 +10,97 @@
 use std::collections::HashMap;
 
 use super::db::Op;
+use super::directory::{Change, Place};
 use super::error::StoreError;
 use super::keys;
-use super::record::{BlobRef, Record, Stored};
+use super::record::{BlobRef, Record, Stored, Tags};
 
-/// A committed transaction's batch, and the live counts it writes.
+/// A committed transaction's batch, the live counts it writes, and what it
+/// changes in the directory.
 pub struct Batch {
     pub ops: Vec<Op>,
     pub counts: Vec<(u32, u64)>,
+    pub changes: Vec<Change>,
+    /// An entry was changed without its old value being staged first: the
+    /// directory cannot be told where it was, and must be rebuilt.
+    pub blind: bool,
+}
+
+/// A key the transaction read: what it held, and what it will hold.
+struct Touched {
+    /// Its value before the transaction (`None`: absent): where its body
+    /// is, and its tags.
+    old: Option<(Option<BlobRef>, Tags)>,
+    /// `None` until the transaction changes it; then `Some(None)` for a
+    /// delete, `Some(Some(body place))` for a write.
+    new: Option<Option<Option<BlobRef>>>,
 }
 
 #[derive(Default)]
 pub struct Tx {
     ops: Vec<Op>,
-    live: HashMap<u32, i64>,
-    /// Keys whose previous value is already accounted for in `live`, with
-    /// the blob file that value was in.
-    seen: HashMap<Vec<u8>, Option<u32>>,
+    touched: HashMap<Vec<u8>, Touched>,
+    blind: bool,
 }
 
 impl Tx {
     /// Whether the value `key` held before this transaction is accounted for.
     pub fn has_seen(&self, key: &[u8]) -> bool {
-        self.seen.contains_key(key)
+        self.touched.contains_key(key)
     }
 
     /// The blob file `key`'s value was in before this transaction.
     pub fn old_file(&self, key: &[u8]) -> Option<u32> {
-        self.seen.get(key).copied().flatten()
+        let (blob, _) = self.touched.get(key)?.old.as_ref()?;
+        blob.map(|b| b.file)
     }
 
-    /// Notes that `old`, the value `key` holds now, is being replaced or
-    /// deleted: its blob bytes come off the live count. Once per key per
-    /// transaction; returns whether this was the first time.
+    /// Notes that `old` is the value `key` holds now, before this
+    /// transaction changes it. Once per key per transaction; returns
+    /// whether this was the first time. Nothing changes until
+    /// [`Tx::put_record`] or [`Tx::delete`] says how.
     pub fn replaces(&mut self, key: &[u8], old: Option<&Stored>) -> bool {
-        if self.seen.contains_key(key) {
+        if self.touched.contains_key(key) {
             return false;
         }
-        self.seen
-            .insert(key.to_vec(), old.and_then(|s| s.blob).map(|b| b.file));
-        if let Some(r) = old.and_then(|s| s.blob) {
-            *self.live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
-        }
-        // Its tag rows go with it; a new value re-adds its own after these.
-        if let Some(old) = old {
-            for tag in old.record.tags.iter() {
+        let old = old.map(|s| (s.blob, s.record.tags.clone()));
+        self.touched
+            .insert(key.to_vec(), Touched { old, new: None });
+        true
+    }
+
+    /// Records that `key` ends up as `new`; the first change drops the old
+    /// value's tag rows (a new value re-adds its own after these).
+    fn change(&mut self, key: &[u8], new: Option<Option<BlobRef>>) {
+        let t = match self.touched.get_mut(key) {
+            Some(t) => t,
+            None => {
+                debug_assert!(false, "an entry changed without its old value staged");
+                self.blind = true;
+                self.touched.entry(key.to_vec()).or_insert(Touched {
+                    old: None,
+                    new: None,
+                })
+            }
+        };
+        if t.new.is_none()
+            && let Some((_, tags)) = &t.old
+        {
+            for tag in tags.iter() {
                 self.ops.push((keys::tag_row(tag, key), None));
             }
         }
-        true
+        t.new = Some(new);
     }
 
     /// Stages `record` at `key`, its body inline or at `blob` (whose bytes
     /// count as live), with its expiry-index row and its tag rows. The
     /// value `key` held before must have been passed to [`Tx::replaces`]
-    /// first, so its rows are dropped before these are written.
+    /// first.
     pub fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
+        self.change(key, Some(blob));
         let value = match blob {
-            Some(r) => {
-                *self.live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
-                record.encode_with_blob(&r)
-            }
+            Some(r) => record.encode_with_blob(&r),
             None => record.encode(),
         };
         self.ops.push((key.to_vec(), Some(value)));
@@ -82,21 +112,50 @@ impl Tx {
         }
     }
 
+    /// Stages deleting the entry at `key` (passed to [`Tx::replaces`]
+    /// first).
     pub fn delete(&mut self, key: &[u8]) {
+        self.change(key, None);
         self.ops.push((key.to_vec(), None));
     }
 
+    /// Stages deleting an index row (expiry or tag), not an entry.
+    pub fn delete_row(&mut self, row: &[u8]) {
+        self.ops.push((row.to_vec(), None));
+    }
+
+    /// Blob bytes each file gains (or loses) with this transaction.
+    fn live_deltas(&self) -> HashMap<u32, i64> {
+        let mut live: HashMap<u32, i64> = HashMap::new();
+        for (key, t) in &self.touched {
+            let Some(new) = &t.new else { continue };
+            if let Some((Some(r), _)) = &t.old {
+                *live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
+            }
+            if let Some(Some(r)) = new {
+                *live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
+            }
+        }
+        live
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.live.values().all(|&d| d == 0)
+        self.ops.is_empty() && self.live_deltas().values().all(|&d| d == 0)
     }
 
     /// The batch to write, given each touched file's current live count:
-    /// the staged ops followed by the new count rows; and the new counts.
+    /// the staged ops followed by the new count rows; the new counts; and
+    /// the directory's changes.
     pub fn finish(
         self,
         mut live_of: impl FnMut(u32) -> Result<u64, StoreError>,
     ) -> Result<Batch, StoreError> {
-        let Tx { mut ops, live, .. } = self;
+        let live = self.live_deltas();
+        let Tx {
+            mut ops,
+            touched,
+            blind,
+        } = self;
         let mut counts = Vec::with_capacity(live.len());
         for (id, delta) in live {
             if delta != 0 {
@@ -105,7 +164,21 @@ impl Tx {
                 counts.push((id, n));
             }
         }
-        Ok(Batch { ops, counts })
+        let changes = touched
+            .into_iter()
+            .filter_map(|(key, t)| {
+                let new = t.new?;
+                let old = t.old.map(|(blob, _)| Place::of(blob.as_ref(), key.len()));
+                let new = new.map(|blob| Place::of(blob.as_ref(), key.len()));
+                Some(Change { key, old, new })
+            })
+            .collect();
+        Ok(Batch {
+            ops,
+            counts,
+            changes,
+            blind,
+        })
     }
 }
 
@@ -175,7 +248,9 @@ mod tests {
         assert!(tx.replaces(b"pk", Some(&old)));
         assert!(!tx.replaces(b"pk", Some(&old)), "counted once");
         tx.put_record(b"pk", &record(Some(5)), Some(blob(2)));
-        let Batch { ops, mut counts } = tx.finish(|_| Ok(1_000)).unwrap();
+        let Batch {
+            ops, mut counts, ..
+        } = tx.finish(|_| Ok(1_000)).unwrap();
         counts.sort_unstable();
         let entry = 12 + 2 + 100;
         assert_eq!(counts, [(1, 1_000 - entry), (2, 1_000 + entry)]);

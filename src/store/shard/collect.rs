@@ -20,7 +20,7 @@ impl Shard {
                 .iter()
                 .map(|&(id, n)| (keys::blob_live_key(id).to_vec(), Some(keys::encode_live(n))))
                 .collect();
-            self.write(ops)?;
+            self.write(ops, &[])?;
             self.space.counted(dead.recounted);
         }
         let mut freed = 0;
@@ -35,7 +35,7 @@ impl Shard {
     /// reads a vanished file.
     pub(super) fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
         let len = self.space.forget_file(id);
-        self.write(vec![(keys::blob_live_key(id).to_vec(), None)])?;
+        self.write(vec![(keys::blob_live_key(id).to_vec(), None)], &[])?;
         let handed = self
             .mirror
             .as_ref()
@@ -69,6 +69,7 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
+    use super::super::build::tests::assert_directory_matches;
     use super::super::tests::*;
     use crate::store::record::Kind;
 
@@ -98,5 +99,6 @@ mod tests {
         let (freed, _) = o.shard.collect(1 << 20).unwrap();
         assert!(freed > 0, "the dead file was kept");
         assert_eq!(body(o.shard.get(b"pa\0").unwrap()), None);
+        assert_directory_matches(&mut o);
     }
 }

@@ -49,7 +49,7 @@ impl Shard {
             // sweeper would pile up until their deadlines (28 days for a
             // page cached that long).
             if let Some(at) = owner.record.expires_at {
-                tx.delete(&keys::expiry_key(at, &key));
+                tx.delete_row(&keys::expiry_key(at, &key));
             }
             if key.first() == Some(&keys::Namespace::Page.tag()) {
                 note_variant(&mut variants, &key);
@@ -127,6 +127,7 @@ pub(super) fn note_variant(
 
 #[cfg(test)]
 mod tests {
+    use super::super::build::tests::assert_directory_matches;
     use super::super::tests::*;
     use super::*;
     use crate::store::command::Evicted;
@@ -213,6 +214,7 @@ mod tests {
         assert_eq!(second.reinserted, 0);
         assert_eq!(second.evicted, 20);
         assert_eq!(o.shard.count(&[b"p".to_vec(), b"v".to_vec()]).unwrap(), 0);
+        assert_directory_matches(&mut o);
     }
 
     #[test]
@@ -260,5 +262,6 @@ mod tests {
         }
         assert_eq!((forced.evicted, forced.reinserted), (2, 0));
         assert_eq!(body(o.shard.get(b"p/b\0").unwrap()), None);
+        assert_directory_matches(&mut o);
     }
 }

@@ -2,6 +2,10 @@
 //! on the table layout that makes rusty-leveldb's point read call a live
 //! key absent (`db::tests::lying_layout`). Each of these failed while the
 //! decision trusted the point read.
+//!
+//! Each runs twice: before the shard's directory is built (decisions go to
+//! LevelDB, misses confirmed by an iterator) and after (the directory
+//! says which keys hold a value), in `leveldb` and `directory` below.
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -13,12 +17,41 @@ use crate::store::command::{DeleteIf, Incr};
 use crate::store::db::tests::lying_layout;
 use crate::store::record::{Kind, Record};
 
+std::thread_local! {
+    /// Whether this test walks the directory once its layout is written.
+    static WALKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Builds the directory from LevelDB, as a start does.
+fn walk(o: &mut Open) {
+    o.shard.rebuild_directory();
+    while o.shard.build.is_some() {
+        o.shard.build_step().unwrap();
+    }
+    assert!(o.shard.directory.ready());
+}
+
+/// Leaves the directory unbuilt, as in the first seconds after a start:
+/// every decision goes to LevelDB.
+fn unbuilt(o: &mut Open) {
+    o.shard.directory.set_ready(false);
+    o.shard.directory.clear();
+    o.shard.build = None;
+}
+
 /// Values under `v/held/` written straight to LevelDB as `rec` (the hot
 /// tier does not have them, as after a restart); returns the live ones the
-/// point read calls absent.
+/// point read calls absent. The directory is walked afterwards in the
+/// `directory` runs.
 fn hidden(o: &mut Open, rec: &Record) -> Vec<Vec<u8>> {
     let key = |i: u32| format!("v/held/{i:06}").into_bytes();
-    lying_layout(&mut o.shard.db, 20_000, key, &rec.encode())
+    let held = lying_layout(&mut o.shard.db, 20_000, key, &rec.encode());
+    if WALKED.get() {
+        walk(o);
+    } else {
+        unbuilt(o);
+    }
+    held
 }
 
 /// Executes a command on the shard thread's code and waits for its reply.
@@ -33,7 +66,6 @@ fn raw_body(o: &mut Open, key: &[u8]) -> Option<Bytes> {
 }
 
 /// `X-Bigcache-Mode: add`: a lock held is not granted again.
-#[test]
 fn add_does_not_take_a_held_key() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Bytes, b"holder", None));
@@ -50,7 +82,6 @@ fn add_does_not_take_a_held_key() {
 }
 
 /// A counter is incremented, not reported missing.
-#[test]
 fn incr_finds_a_hidden_counter() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Bytes, b"41", None));
@@ -64,7 +95,6 @@ fn incr_finds_a_hidden_counter() {
 }
 
 /// A lock's release (compare-and-delete) deletes it.
-#[test]
 fn compare_and_delete_releases_a_hidden_lock() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Bytes, b"token", None));
@@ -79,7 +109,6 @@ fn compare_and_delete_releases_a_hidden_lock() {
 }
 
 /// `touch` gives a hidden value its new deadline.
-#[test]
 fn touch_reaches_a_hidden_value() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Bytes, b"v", None));
@@ -96,7 +125,6 @@ fn touch_reaches_a_hidden_value() {
 }
 
 /// A read (REST `GET`, a cold page) finds it: no false 404.
-#[test]
 fn a_read_finds_a_hidden_value() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Bytes, b"v", None));
@@ -111,7 +139,6 @@ fn a_read_finds_a_hidden_value() {
 
 /// A soft prefix purge marks every page under the prefix stale, hidden
 /// ones included (they would otherwise stay fresh and be served).
-#[test]
 fn a_soft_prefix_purge_marks_hidden_pages() {
     let mut o = open();
     let held = hidden(&mut o, &record(Kind::Http, b"page", None));
@@ -141,7 +168,6 @@ fn a_soft_prefix_purge_marks_hidden_pages() {
 
 /// The sweep deletes a hidden entry whose deadline passed, rather than
 /// dropping its expiry row and leaving the entry for good.
-#[test]
 fn the_sweep_removes_a_hidden_expired_entry() {
     let mut o = open();
     let at = o.clock.now_ms() + 1_000;
@@ -163,6 +189,7 @@ fn the_sweep_removes_a_hidden_expired_entry() {
 #[test]
 fn a_hidden_live_count_is_not_zero() {
     let mut o = open();
+    unbuilt(&mut o);
     let count = keys::encode_live(12_345);
     let key = |i: u32| keys::blob_live_key(i).to_vec();
     let held = lying_layout(&mut o.shard.db, 20_000, key, &count);
@@ -176,7 +203,6 @@ fn a_hidden_live_count_is_not_zero() {
 /// A blob file counted empty that still holds a live entry (a count an
 /// earlier release wrote from a false "absent") is kept and recounted,
 /// not deleted with the page in it.
-#[test]
 fn a_file_counted_empty_is_deleted_only_when_nothing_points_into_it() {
     let mut o = open();
     o.shard
@@ -194,11 +220,16 @@ fn a_file_counted_empty_is_deleted_only_when_nothing_points_into_it() {
         .blob
         .unwrap();
     o.shard.remove(b"pgone\0").unwrap();
+    if WALKED.get() {
+        walk(&mut o);
+    } else {
+        unbuilt(&mut o);
+    }
     let wrong = vec![(
         keys::blob_live_key(kept.file).to_vec(),
         Some(keys::encode_live(0)),
     )];
-    o.shard.write(wrong).unwrap();
+    o.shard.write(wrong, &[]).unwrap();
     o.shard.space.forget_counts();
     let (freed, _) = o.shard.drop_dead_files().unwrap();
     assert_eq!(freed, 0, "a file with a live page was deleted");
@@ -212,3 +243,44 @@ fn a_file_counted_empty_is_deleted_only_when_nothing_points_into_it() {
     let (freed, _) = o.shard.drop_dead_files().unwrap();
     assert!(freed > 0, "the empty file stayed");
 }
+
+/// Each decision test, run as named in `$mode` with the directory walked
+/// or not.
+macro_rules! runs {
+    ($mode:ident, $walked:expr, $($name:ident),+ $(,)?) => {
+        mod $mode {
+            $(
+                #[test]
+                fn $name() {
+                    super::WALKED.set($walked);
+                    super::$name();
+                }
+            )+
+        }
+    };
+}
+
+runs!(
+    leveldb,
+    false,
+    add_does_not_take_a_held_key,
+    incr_finds_a_hidden_counter,
+    compare_and_delete_releases_a_hidden_lock,
+    touch_reaches_a_hidden_value,
+    a_read_finds_a_hidden_value,
+    a_soft_prefix_purge_marks_hidden_pages,
+    the_sweep_removes_a_hidden_expired_entry,
+    a_file_counted_empty_is_deleted_only_when_nothing_points_into_it,
+);
+runs!(
+    directory,
+    true,
+    add_does_not_take_a_held_key,
+    incr_finds_a_hidden_counter,
+    compare_and_delete_releases_a_hidden_lock,
+    touch_reaches_a_hidden_value,
+    a_read_finds_a_hidden_value,
+    a_soft_prefix_purge_marks_hidden_pages,
+    the_sweep_removes_a_hidden_expired_entry,
+    a_file_counted_empty_is_deleted_only_when_nothing_points_into_it,
+);

@@ -31,6 +31,7 @@ use super::busy::Busy;
 use super::command::{Command, PrefixStep};
 use super::counters::Counters;
 use super::db::{self, Db, Op, Opened};
+use super::directory::{Change, Directory};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
 use super::hotness::Hotness;
@@ -41,6 +42,7 @@ use super::purges::PurgeLog;
 use super::space::BlobSpace;
 use crate::clock::Clock;
 
+mod build;
 mod collect;
 mod evict;
 #[cfg(test)]
@@ -50,6 +52,7 @@ mod purge;
 mod sweep;
 mod write;
 
+use build::Build;
 use write::{Put, gather, groupable};
 
 /// A command taking longer than this is logged: it held up its shard.
@@ -78,6 +81,8 @@ pub struct ShardConfig {
     pub blob_file_max: u64,
     /// Reads per key, for the evictor (see `store::hotness`).
     pub hotness: Arc<Hotness>,
+    /// Where every entry is (`store::directory`), shared with readers.
+    pub directory: Arc<Directory>,
 }
 
 /// State owned by the shard thread.
@@ -100,6 +105,11 @@ pub struct Shard {
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
     /// When the DB was last (re)opened.
     opened_at: Instant,
+    directory: Arc<Directory>,
+    /// The directory's walk, until it is ready.
+    build: Option<Build>,
+    /// Walks begun since the last one that finished.
+    build_tries: u32,
 }
 
 impl Shard {
@@ -107,10 +117,20 @@ impl Shard {
     /// reported before the server accepts anything.
     pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
-        let (db, _) = Db::open(cfg.index, cfg.dir.clone(), cfg.counters.clone())?;
+        let (db, _) = Db::open(
+            cfg.index,
+            cfg.dir.clone(),
+            cfg.counters.clone(),
+            cfg.directory.clone(),
+        )?;
         let blobs_dir = layout::blobs_dir(&cfg.dir);
-        let space = BlobSpace::open(cfg.index, blobs_dir.clone(), cfg.blob_file_max)
-            .map_err(|e| StoreError::open(&blobs_dir, e))?;
+        let space = BlobSpace::open(
+            cfg.index,
+            blobs_dir.clone(),
+            cfg.blob_file_max,
+            cfg.directory.clone(),
+        )
+        .map_err(|e| StoreError::open(&blobs_dir, e))?;
         // Built while the shard is open and idle, from its files.
         let healthy = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
@@ -145,7 +165,7 @@ impl Shard {
                 None
             }
         };
-        let shard = Shard {
+        let mut shard = Shard {
             index: cfg.index,
             db,
             space,
@@ -162,7 +182,11 @@ impl Shard {
             clock: cfg.clock,
             swept_span: None,
             opened_at: Instant::now(),
+            directory: cfg.directory,
+            build: None,
+            build_tries: 0,
         };
+        shard.rebuild_directory();
         Ok((shard, MirrorHandle { tx, healthy }))
     }
 
@@ -174,6 +198,14 @@ impl Shard {
         // that could not join it: the next to execute.
         let mut next: Option<Command> = None;
         loop {
+            if let Some(b) = &mut self.build {
+                // Walked between commands, and every few commands anyway.
+                b.since_step += 1;
+                if next.is_none() && rx.is_empty() || b.since_step > build::STEP_EVERY {
+                    self.step_build();
+                    continue;
+                }
+            }
             let cmd = match next.take() {
                 Some(cmd) => cmd,
                 None => match rx.blocking_recv() {
@@ -229,6 +261,8 @@ impl Shard {
                 self.hot.clear();
                 self.space.forget_counts();
                 self.ensure_open();
+                // A batch may be written and its changes not applied.
+                self.rebuild_directory();
             }
             let idle = next.is_none() && rx.is_empty();
             if self.db.iterated && db::reopen_due(self.opened_at, idle) && self.reopen().is_err() {
@@ -236,6 +270,24 @@ impl Shard {
             }
         }
         self.shut_down();
+    }
+
+    /// One step of the directory's walk, a panic in it contained as one
+    /// in a command is.
+    fn step_build(&mut self) {
+        self.ensure_open();
+        match catch_unwind(AssertUnwindSafe(|| self.build_step())) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(shard = self.index, error = %e, "directory walk step failed");
+            }
+            Err(_) => {
+                tracing::error!(shard = self.index, "panic walking the directory; reopening");
+                self.db.abandon();
+                self.ensure_open();
+                self.rebuild_directory();
+            }
+        }
     }
 
     /// Closes the DB and stops the mirror: the end of the shard.
@@ -281,6 +333,7 @@ impl Shard {
 
     fn started_over(&mut self) -> Result<(), StoreError> {
         self.hot.clear();
+        self.directory.clear();
         self.space.reset()?;
         if let Some(m) = &self.mirror {
             m.reset();
@@ -294,11 +347,17 @@ impl Shard {
     ///
     /// With `--sync` the blob bytes reach the disk before the records that
     /// point at them, and the records before the write is acknowledged.
-    fn write(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+    ///
+    /// The directory takes `changes` as soon as LevelDB has the batch
+    /// (a failed write is refused whole, see `Db::write`): a failed fsync
+    /// after it leaves the batch in place, and the directory with it.
+    fn write(&mut self, ops: Vec<Op>, changes: &[Change]) -> Result<(), StoreError> {
         if self.sync {
             self.space.sync()?;
         }
         self.db.write(&ops)?;
+        self.note_written(changes);
+        self.directory.apply(changes);
         if self.sync {
             self.db.sync()?;
         }
@@ -498,13 +557,18 @@ pub(super) mod tests {
             blob_all: true,
             blob_file_max: 1 << 16,
             hotness: Arc::new(Hotness::new(16)),
+            directory: Default::default(),
         })
         .unwrap();
-        Open {
+        let mut o = Open {
             shard,
             clock,
             _dir: dir,
+        };
+        while o.shard.build.is_some() {
+            o.shard.build_step().unwrap();
         }
+        o
     }
 
     pub(super) fn record(kind: Kind, body: &[u8], expires_at: Option<u64>) -> Record {

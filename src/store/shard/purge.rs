@@ -76,16 +76,17 @@ impl Shard {
         let mut found = self.db.stored_many(&entries)?.into_iter();
         for row in &rows {
             let entry = &row[prefix.len()..];
+            // An entry that no longer carries the tag is left alone (only
+            // the stray row goes).
             let old = found.next().flatten();
-            let old = if tx.replaces(entry, old.as_ref()) {
-                old
-            } else {
-                None
-            };
             let Some(old) = old.filter(|s| s.record.tags.contains(tag)) else {
-                tx.delete(row);
+                tx.delete_row(row);
                 continue;
             };
+            if !tx.replaces(entry, Some(&old)) {
+                tx.delete_row(row);
+                continue;
+            }
             let live = !old.record.is_expired(now);
             purged += u64::from(live);
             if soft && old.record.kind == Kind::Http {

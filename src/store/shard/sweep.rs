@@ -52,7 +52,7 @@ impl Shard {
                     span.1 = entry.to_vec();
                 }
             }
-            tx.delete(row);
+            tx.delete_row(row);
         }
         if !due.is_empty() {
             self.commit(tx)?;
@@ -70,6 +70,7 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
+    use super::super::build::tests::assert_directory_matches;
     use super::super::tests::*;
     use crate::store::record::Kind;
     use std::time::Duration;
@@ -101,5 +102,6 @@ mod tests {
         assert!(body(o.shard.get(b"vlong").unwrap()).is_some());
         assert!(body(o.shard.get(b"vforever").unwrap()).is_some());
         assert_eq!(o.shard.count(&[b"v".to_vec()]).unwrap(), 2);
+        assert_directory_matches(&mut o);
     }
 }

@@ -185,7 +185,12 @@ impl Shard {
     pub(super) fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
         let (space, db) = (&mut self.space, &mut self.db);
         let batch = tx.finish(|id| space.live_of(db, id))?;
-        if let Err(e) = self.write(batch.ops) {
+        if batch.blind {
+            // Cannot happen (every change stages its old value first);
+            // if it does, the directory is walked again rather than trusted.
+            self.rebuild_directory();
+        }
+        if let Err(e) = self.write(batch.ops, &batch.changes) {
             // The batch may be on disk even so (its fsync failed, with
             // --sync): the live counts kept in RAM are no longer known to
             // match the rows, so they are read again when next needed.
@@ -426,6 +431,7 @@ fn decimal(record: &Record) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::build::tests::assert_directory_matches;
     use super::super::tests::*;
     use super::*;
     use crate::store::record::Kind;
@@ -479,6 +485,7 @@ mod tests {
             .grouped_puts
             .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(grouped, 6);
+        assert_directory_matches(&mut o);
     }
 
     #[test]
@@ -561,5 +568,6 @@ mod tests {
         assert_eq!(body(o.shard.get(ko).unwrap()), None);
         assert!(o.shard.delete(b"pv\0").unwrap());
         assert_eq!(body(o.shard.get(b"pv\0accept=x").unwrap()), None);
+        assert_directory_matches(&mut o);
     }
 }
