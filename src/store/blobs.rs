@@ -27,11 +27,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::entry::{self, ENTRY_HEADER, FILE_MAGIC, Section};
 use super::lookup::Lookup;
-use super::record::{
-    BLOB_ENTRY_HEADER, BLOB_FILE_MAGIC, BlobRef, Codec, DecodeError, Record, Stored,
-    blob_entry_head, check_blob_entry, decode_blob_entry_header,
-};
+use super::record::{BlobRef, Codec, DecodeError, Record, Stored};
 
 /// A file stops taking appends past this size (unless a disk budget asks
 /// for smaller ones): big enough that a 100 GB cache is ~1,500 files per
@@ -70,6 +68,9 @@ pub struct Entry {
     pub offset: u64,
     pub key: Vec<u8>,
     pub stored: Vec<u8>,
+    /// The file's format (`store::entry`): 2 when `stored` starts with the
+    /// record.
+    pub version: u8,
     /// Where the next entry starts.
     pub next: u64,
 }
@@ -95,10 +96,10 @@ pub enum Queue {
 /// thread ever waits on the other's).
 pub struct BlobReader {
     dir: PathBuf,
-    readers: HashMap<u32, (File, u64)>,
+    /// Open files: handle, last use, format version.
+    readers: HashMap<u32, (File, u64, u8)>,
     /// Bumped per read; the stamp decides which reader to close first.
     clock: u64,
-    decoder: snap::raw::Decoder,
 }
 
 /// The blob files of one shard, owned by its thread: appends to the active
@@ -120,9 +121,11 @@ pub struct Blobs {
     /// Files given up (`forget`) whose deletion the mirror thread may not
     /// have done yet: never listed again.
     gone: std::collections::HashSet<u32>,
+    /// Files of format 1, found at open (this release writes format 2).
+    legacy: std::sync::Arc<std::collections::HashSet<u32>>,
 }
 
-fn file_name(id: u32) -> String {
+pub fn file_name(id: u32) -> String {
     format!("{id:08}.blob")
 }
 
@@ -146,8 +149,18 @@ impl Blobs {
     /// torn tail left by a crash is never written after.
     pub fn open(dir: PathBuf, file_max: u64) -> io::Result<Blobs> {
         std::fs::create_dir_all(&dir)?;
-        let next_id = list(&dir)?.into_iter().max().map_or(1, |m| m + 1);
+        let ids = list(&dir)?;
+        let next_id = ids.iter().max().map_or(1, |m| m + 1);
+        let mut legacy = std::collections::HashSet::new();
+        for &id in &ids {
+            // A file that cannot be opened or has no known magic is left
+            // to the reads that meet it (an error each, so a miss).
+            if let Ok((_, 1)) = open_file(&dir.join(file_name(id))) {
+                legacy.insert(id);
+            }
+        }
         Ok(Blobs {
+            legacy: std::sync::Arc::new(legacy),
             reader: BlobReader::new(dir),
             next_id,
             active: [None, None],
@@ -156,6 +169,11 @@ impl Blobs {
             gone: Default::default(),
             created: false,
         })
+    }
+
+    /// The files of format 1: their entries hold no record.
+    pub fn legacy(&self) -> std::sync::Arc<std::collections::HashSet<u32>> {
+        self.legacy.clone()
     }
 
     pub fn file_max(&self) -> u64 {
@@ -216,11 +234,26 @@ impl Blobs {
     /// as `key`'s entry to the main queue.
     #[cfg(test)]
     pub fn append(&mut self, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
-        self.append_to(Queue::Main, key, body)
+        let record = Record::new(
+            super::record::Kind::Bytes,
+            0,
+            None,
+            Bytes::new(),
+            Bytes::new(),
+        );
+        self.append_to(Queue::Main, key, &record, body)
     }
 
-    /// [`Blobs::append`] to queue `q`.
-    pub fn append_to(&mut self, q: Queue, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
+    /// Appends `key`'s entry, holding `record` (its body aside) and `body`,
+    /// to queue `q`. The body is compressed when that saves at least an
+    /// eighth.
+    pub fn append_to(
+        &mut self,
+        q: Queue,
+        key: &[u8],
+        record: &Record,
+        body: &[u8],
+    ) -> io::Result<BlobRef> {
         // LZ4 rather than snappy: as small on HTML (within 1%), and a page
         // read from disk decompresses in two thirds of the time, into
         // memory that is not zeroed first.
@@ -230,19 +263,35 @@ impl Blobs {
         } else {
             (Codec::None, body)
         };
-        let (file, offset) = self.append_stored(q, key, stored)?;
+        self.append_body(q, key, record, codec, body.len() as u32, stored)
+    }
+
+    /// Appends `key`'s entry, holding `record` and a body already stored
+    /// (`codec`, `body_len` before it): a new entry, or one moved by the
+    /// collector with its record as it is now.
+    pub fn append_body(
+        &mut self,
+        q: Queue,
+        key: &[u8],
+        record: &Record,
+        codec: Codec,
+        body_len: u32,
+        stored: &[u8],
+    ) -> io::Result<BlobRef> {
+        let head = entry::section_head(record, codec, body_len);
+        let (file, offset) = self.append_stored(q, key, &[&head, stored])?;
         Ok(BlobRef {
             file,
             offset,
-            stored_len: stored.len() as u32,
-            body_len: body.len() as u32,
+            stored_len: (head.len() + stored.len()) as u32,
+            body_len,
             codec,
         })
     }
 
-    /// Appends an already-encoded body to queue `q`; returns (file id,
-    /// offset).
-    pub fn append_stored(&mut self, q: Queue, key: &[u8], stored: &[u8]) -> io::Result<(u32, u64)> {
+    /// Appends an entry whose stored bytes are `parts` to queue `q`;
+    /// returns (file id, offset).
+    fn append_stored(&mut self, q: Queue, key: &[u8], parts: &[&[u8]]) -> io::Result<(u32, u64)> {
         let max = match q {
             Queue::Small => (self.file_max / 4).max(1 << 16),
             Queue::Main => self.file_max,
@@ -261,7 +310,7 @@ impl Blobs {
                 .append(true)
                 .open(self.path(id))?;
             self.created = true;
-            if let Err(e) = file.write_all(&BLOB_FILE_MAGIC) {
+            if let Err(e) = file.write_all(&FILE_MAGIC) {
                 drop(file);
                 let _ = std::fs::remove_file(self.path(id));
                 return Err(e);
@@ -272,21 +321,21 @@ impl Blobs {
             self.active[q as usize] = Some(Active {
                 id,
                 file,
-                len: BLOB_FILE_MAGIC.len() as u64,
+                len: FILE_MAGIC.len() as u64,
             });
         }
-        let head = blob_entry_head(key, stored);
+        let head = entry::head(key, parts);
         let slot = &mut self.active[q as usize];
         let Some(active) = slot.as_mut() else {
             return Err(io::Error::other("no active blob file"));
         };
-        if let Err(e) = write_all_vectored(&mut active.file, &head, stored) {
+        if let Err(e) = write_all_vectored(&mut active.file, &head, parts) {
             // How much of the entry landed is unknown: never append after it.
             *slot = None;
             return Err(e);
         }
         let offset = active.len;
-        active.len += (head.len() + stored.len()) as u64;
+        active.len += (head.len() + parts.iter().map(|p| p.len()).sum::<usize>()) as u64;
         Ok((active.id, offset))
     }
 
@@ -323,7 +372,6 @@ impl BlobReader {
             dir,
             readers: HashMap::new(),
             clock: 0,
-            decoder: snap::raw::Decoder::new(),
         }
     }
 
@@ -331,57 +379,58 @@ impl BlobReader {
         self.dir.join(file_name(id))
     }
 
-    fn handle(&mut self, id: u32) -> io::Result<&File> {
+    /// File `id`, open, and its format version.
+    fn handle(&mut self, id: u32) -> io::Result<(&File, u8)> {
         self.clock += 1;
         if !self.readers.contains_key(&id) {
             if self.readers.len() >= OPEN_READERS {
-                let oldest = self.readers.iter().min_by_key(|(_, (_, t))| *t);
+                let oldest = self.readers.iter().min_by_key(|(_, (_, t, _))| *t);
                 if let Some((&old, _)) = oldest {
                     self.readers.remove(&old);
                 }
             }
-            let file = File::open(self.path(id))?;
-            self.readers.insert(id, (file, self.clock));
+            let (file, version) = open_file(&self.path(id))?;
+            self.readers.insert(id, (file, self.clock, version));
         }
         let clock = self.clock;
-        let (file, stamp) = self
+        let (file, stamp, version) = self
             .readers
             .get_mut(&id)
             .ok_or_else(|| io::Error::other("blob reader vanished"))?;
         *stamp = clock;
-        Ok(file)
+        Ok((file, *version))
     }
 
     /// Reads `key`'s body through `r`, checking that the entry is `key`'s,
     /// intact, and decompresses to the recorded length.
+    ///
+    /// In a format-2 file the body follows the record in the entry; the
+    /// reference's codec and length must agree with the entry's own.
     pub fn read(&mut self, key: &[u8], r: &BlobRef) -> Result<Bytes, BlobError> {
         let len = r.entry_len(key.len()) as usize;
         let mut buf = vec![0u8; len];
-        self.handle(r.file)?.read_exact_at(&mut buf, r.offset)?;
-        let stored = check_blob_entry(&buf, key)?;
-        if stored.len() != r.stored_len as usize {
+        let (file, version) = self.handle(r.file)?;
+        file.read_exact_at(&mut buf, r.offset)?;
+        let start = entry::check(&buf, key)?;
+        if buf.len() - start != r.stored_len as usize {
             return Err(BlobError::Damaged(DecodeError::BadBlobRef));
         }
-        let body = match r.codec {
-            Codec::None => {
-                let start = BLOB_ENTRY_HEADER + key.len();
-                buf.drain(..start);
-                buf
+        let stored = Bytes::from(buf).slice(start..);
+        let stored = if version >= 2 {
+            let s = Section::decode(stored)?;
+            if s.codec != r.codec || s.body_len != r.body_len {
+                return Err(BlobError::Decompress);
             }
-            Codec::Snappy => match snap::raw::decompress_len(stored) {
-                Ok(n) if n == r.body_len as usize => self
-                    .decoder
-                    .decompress_vec(stored)
-                    .map_err(|_| BlobError::Decompress)?,
-                _ => return Err(BlobError::Decompress),
-            },
-            Codec::Lz4 => lz4_flex::block::decompress(stored, r.body_len as usize)
-                .map_err(|_| BlobError::Decompress)?,
+            s.stored
+        } else {
+            stored
         };
-        if body.len() != r.body_len as usize {
-            return Err(BlobError::Decompress);
+        if r.codec == Codec::None && stored.len() == r.body_len as usize {
+            return Ok(stored);
         }
-        Ok(Bytes::from(body))
+        entry::decode_body(r.codec, &stored, r.body_len)
+            .map(Bytes::from)
+            .ok_or(BlobError::Decompress)
     }
 
     /// Decodes the LevelDB value `raw` stored at `key` and reads its body
@@ -403,20 +452,20 @@ impl BlobReader {
     /// the file or at a header that cannot be an entry's (a torn tail).
     /// Without `stored`, only its key is read (its stored bytes are empty).
     pub fn entry_at(&mut self, id: u32, offset: u64, stored: bool) -> io::Result<Option<Entry>> {
-        let offset = offset.max(BLOB_FILE_MAGIC.len() as u64);
-        let file = self.handle(id)?;
-        let mut header = [0u8; BLOB_ENTRY_HEADER];
+        let offset = offset.max(FILE_MAGIC.len() as u64);
+        let (file, version) = self.handle(id)?;
+        let mut header = [0u8; ENTRY_HEADER];
         match file.read_exact_at(&mut header, offset) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
-        let (k, s, _) = decode_blob_entry_header(&header);
+        let (k, s, _) = entry::decode_header(&header);
         if k > KEY_MAX || s > STORED_MAX {
             return Ok(None);
         }
         let mut rest = vec![0u8; if stored { k + s } else { k }];
-        match file.read_exact_at(&mut rest, offset + BLOB_ENTRY_HEADER as u64) {
+        match file.read_exact_at(&mut rest, offset + ENTRY_HEADER as u64) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
@@ -426,7 +475,8 @@ impl BlobReader {
             offset,
             key: rest,
             stored,
-            next: offset + (BLOB_ENTRY_HEADER + k + s) as u64,
+            version,
+            next: offset + (ENTRY_HEADER + k + s) as u64,
         }))
     }
 
@@ -451,9 +501,29 @@ impl BlobReader {
     }
 }
 
-/// Writes `a` then `b` with as few `writev` calls as the kernel allows.
-fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
-    let mut bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+/// Opens blob file `path` for reading: the handle and the file's format.
+/// A file whose magic is not one this release knows is an error (never
+/// read as entries).
+pub fn open_file(path: &Path) -> io::Result<(File, u8)> {
+    let file = File::open(path)?;
+    let mut magic = [0u8; 8];
+    file.read_exact_at(&mut magic, 0)?;
+    let version = entry::file_version(&magic).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a blob file this release reads",
+        )
+    })?;
+    Ok((file, version))
+}
+
+/// Writes `a` then each of `rest` with as few `writev` calls as the kernel
+/// allows.
+fn write_all_vectored(file: &mut File, a: &[u8], rest: &[&[u8]]) -> io::Result<()> {
+    let mut bufs: Vec<io::IoSlice<'_>> = std::iter::once(a)
+        .chain(rest.iter().copied())
+        .map(io::IoSlice::new)
+        .collect();
     let mut left: &mut [io::IoSlice<'_>] = &mut bufs;
     while !left.is_empty() {
         match file.write_vectored(left) {
@@ -467,7 +537,7 @@ fn write_all_vectored(file: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn html(n: usize) -> Vec<u8> {
@@ -502,17 +572,32 @@ mod tests {
         );
     }
 
-    /// Bodies an earlier release compressed with snappy still read.
+    /// A format-1 file (entries hold the body alone), as an earlier
+    /// release wrote it: its entries start at offset 8, one after another.
+    pub fn v1_file(dir: &Path, id: u32, entries: &[(&[u8], &[u8])]) -> Vec<u64> {
+        let mut bytes = entry::FILE_MAGIC_V1.to_vec();
+        let mut offsets = Vec::new();
+        for (key, stored) in entries {
+            offsets.push(bytes.len() as u64);
+            bytes.extend(entry::encode(key, &[stored]));
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file_name(id)), bytes).unwrap();
+        offsets
+    }
+
+    /// Bodies an earlier release wrote, in a format-1 file and compressed
+    /// with snappy, still read.
     #[test]
     fn snappy_bodies_from_earlier_releases_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         let page = html(20_000);
         let packed = snap::raw::Encoder::new().compress_vec(&page).unwrap();
-        let (file, offset) = b.append_stored(Queue::Main, b"p/old", &packed).unwrap();
+        let offsets = v1_file(dir.path(), 1, &[(b"p/old", &packed)]);
+        let mut b = Blobs::open(dir.path().to_path_buf(), FILE_MAX).unwrap();
         let r = BlobRef {
-            file,
-            offset,
+            file: 1,
+            offset: offsets[0],
             stored_len: packed.len() as u32,
             body_len: page.len() as u32,
             codec: Codec::Snappy,
@@ -550,7 +635,7 @@ mod tests {
         let garbage: Vec<u8> = (0..4_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let (file, offset) = b.append_stored(Queue::Main, b"p/g", &garbage).unwrap();
+        let (file, offset) = b.append_stored(Queue::Main, b"p/g", &[&garbage]).unwrap();
         let r = BlobRef {
             file,
             offset,

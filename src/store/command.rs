@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::backlog::Room;
+use super::directory::Place;
 use super::error::StoreError;
 use super::lookup::Lookup;
 use super::record::Record;
@@ -85,6 +86,14 @@ pub enum Command {
     /// Deletes the entry only if it is still expired: a reader saw it expired
     /// in the hot tier, but a newer write may have replaced it since.
     DeleteIfExpired { key: Vec<u8> },
+    /// A record read straight from its entry (`store::direct`) earned a
+    /// place in the hot tier: inserted if `place` is still where the key
+    /// is (the hot tier changes only on this thread, in order with writes).
+    Admit {
+        key: Vec<u8>,
+        place: Place,
+        record: Record,
+    },
     /// Deletes up to `limit` entries under `prefix` from `from` on;
     /// replies (live ones deleted, where the next step starts if more may
     /// be left). One bounded step: a purge of
@@ -226,6 +235,7 @@ impl Command {
             Command::PutPage { .. } => "put-page",
             Command::Delete { .. } => "delete",
             Command::DeleteIfExpired { .. } => "delete-if-expired",
+            Command::Admit { .. } => "admit",
             Command::DeletePrefix { .. } => "delete-prefix",
             Command::PurgeTag { .. } => "purge-tag",
             Command::TagRows { .. } => "tag-rows",

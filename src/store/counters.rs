@@ -26,6 +26,10 @@ pub struct Counters {
     /// false "absent", met and not believed).
     pub misses_absent: AtomicU64,
     pub misses_live: AtomicU64,
+    /// Reads answered from the directory and the key's entry alone, and
+    /// those handed to the shard after a failed read (`store::direct`).
+    pub direct_reads: AtomicU64,
+    pub direct_fallbacks: AtomicU64,
     /// LevelDB reopens of shards and mirrors (after iterators: the crate
     /// drops no deleted data until then).
     pub reopens: AtomicU64,

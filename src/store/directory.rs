@@ -47,26 +47,60 @@ const MAX_LOAD_PERCENT: usize = 85;
 pub enum Place {
     /// In LevelDB, body inline (or a Vary group's list).
     Db,
-    /// Its body in blob file `file`, in the entry at `offset` of `len`
-    /// bytes (header, key and stored body).
-    Blob { file: u32, offset: u32, len: u32 },
+    /// In blob file `file`, in the entry at `offset` of `len` bytes
+    /// (header, key and stored bytes). `whole`: the entry holds the record
+    /// as LevelDB has it, so reading the entry alone answers a lookup.
+    Blob {
+        file: u32,
+        offset: u32,
+        len: u32,
+        whole: bool,
+    },
 }
+
+/// Longest entry length a slot holds (its top bit is `whole`).
+const LEN_MAX: u32 = u32::MAX >> 1;
+const WHOLE: u32 = 1 << 31;
 
 impl Place {
     /// The place of a record whose body is at `blob` (inline if `None`),
-    /// stored under a key of `key_len` bytes.
-    pub fn of(blob: Option<&BlobRef>, key_len: usize) -> Place {
+    /// stored under a key of `key_len` bytes. Its entry holds the record
+    /// as it is exactly when the blob file is of format 2 (`legacy` says
+    /// it is not) and the record is not soft-purged: every write of a
+    /// record with a body appends a new entry holding it, except a soft
+    /// purge, which only marks the record in LevelDB.
+    pub fn of(blob: Option<&BlobRef>, stale: bool, key_len: usize, legacy: bool) -> Place {
         match blob {
             // Blob files stop taking appends at 64 MiB (`blobs::FILE_MAX`),
-            // so an entry starts below 4 GiB; a length past 4 GiB (a body
+            // so an entry starts below 4 GiB; a length past 2 GiB (a body
             // past `--max-body-size`'s useful range) saturates, which only
-            // skews the collector's estimate of a file's live share.
+            // skews the collector's estimate of a file's live share (such
+            // an entry is never read through the directory: see
+            // `Place::whole_entry`).
             Some(b) => Place::Blob {
                 file: b.file,
                 offset: u32::try_from(b.offset).unwrap_or(u32::MAX),
-                len: u32::try_from(b.entry_len(key_len)).unwrap_or(u32::MAX),
+                len: u32::try_from(b.entry_len(key_len))
+                    .unwrap_or(LEN_MAX)
+                    .min(LEN_MAX),
+                whole: !stale && !legacy,
             },
             None => Place::Db,
+        }
+    }
+
+    /// The entry to read for a lookup that needs nothing else: (file,
+    /// offset, length), when the place is a whole entry of a length the
+    /// slot holds exactly.
+    pub fn whole_entry(&self) -> Option<(u32, u64, usize)> {
+        match *self {
+            Place::Blob {
+                file,
+                offset,
+                len,
+                whole: true,
+            } if len < LEN_MAX => Some((file, u64::from(offset), len as usize)),
+            _ => None,
         }
     }
 }
@@ -90,11 +124,16 @@ impl Slot {
                 offset: 0,
                 len: 0,
             },
-            Place::Blob { file, offset, len } => Slot {
-                fp,
+            Place::Blob {
                 file,
                 offset,
                 len,
+                whole,
+            } => Slot {
+                fp,
+                file,
+                offset,
+                len: len.min(LEN_MAX) | if whole { WHOLE } else { 0 },
             },
         }
     }
@@ -105,7 +144,8 @@ impl Slot {
             file => Place::Blob {
                 file,
                 offset: self.offset,
-                len: self.len,
+                len: self.len & LEN_MAX,
+                whole: self.len & WHOLE != 0,
             },
         }
     }
@@ -206,6 +246,10 @@ impl Places {
     /// No entry has this key: exact.
     pub fn is_empty(&self) -> bool {
         self.found[0].is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Place> + '_ {
+        self.found.iter().flatten().copied()
     }
 }
 
@@ -323,7 +367,6 @@ impl Directory {
     /// Whether a slot of `key`'s fingerprint is at `place`: for a blob
     /// entry whose stored key is `key`, whether it is that key's current
     /// value (exact once ready).
-    #[cfg(test)]
     pub fn holds(&self, key: &[u8], place: Place) -> bool {
         let (seg, fp) = self.locate(key);
         let table = seg.read().unwrap_or_else(|e| e.into_inner());
@@ -435,6 +478,7 @@ mod tests {
             file,
             offset,
             len: 100,
+            whole: offset.is_multiple_of(2),
         }
     }
 

@@ -10,8 +10,10 @@ use super::backlog::Backlog;
 use super::busy::Busy;
 use super::command::Command;
 use super::counters::Counters;
+use super::direct::DirectReader;
 use super::directory::Directory;
 use super::error::StoreError;
+use super::hot::Admission;
 use super::hot::Hot;
 use super::lookup::Lookup;
 use super::mirror::{MirrorCommand, MirrorHandle};
@@ -24,10 +26,17 @@ const HEDGE_AFTER_US: u64 = HEDGE_AFTER.as_micros() as u64;
 
 pub struct ShardHandle {
     pub tx: mpsc::Sender<Command>,
+    /// The store's clock, for what a direct read finds expired.
+    pub clock: crate::clock::Clock,
     pub hot: Arc<Hot>,
     /// Where the shard's entries are: a key it calls absent is a miss
     /// without asking the shard.
     pub directory: Arc<Directory>,
+    /// Reads of whole entries without the shard thread.
+    pub direct: Arc<DirectReader>,
+    /// Which cold reads earn a place in the hot tier (shared with the
+    /// shard thread, which also reads).
+    pub admission: Arc<std::sync::Mutex<Admission>>,
     pub mirror: MirrorHandle,
     /// How long the shard thread has been on its current command.
     pub busy: Busy,
@@ -56,6 +65,66 @@ impl ShardHandle {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
         call(&self.tx, make).await
+    }
+
+    /// A read the hot tier could not answer, answered from the directory
+    /// and the key's entry alone when they can (see `store::direct`):
+    /// `None` when the shard must be asked.
+    ///
+    /// An absent key is a miss at once. A key with one place, a whole
+    /// entry, is read from it. Anything else goes to the shard: a place in
+    /// LevelDB, an entry that does not hold the current record (a format-1
+    /// file, a soft purge), two keys sharing a fingerprint, an entry that
+    /// turns out to be another key's (damage, or that coincidence), or any
+    /// error reading one; the shard reads LevelDB and deletes what is
+    /// damaged.
+    pub async fn directory_get(&self, key: &[u8]) -> Option<Lookup> {
+        if !self.directory.ready() {
+            return None;
+        }
+        let places = self.directory.places(key);
+        if places.is_empty() {
+            return Some(Lookup::Miss);
+        }
+        let mut it = places.iter();
+        let (Some(place), None) = (it.next(), it.next()) else {
+            return None;
+        };
+        place.whole_entry()?;
+        match self.direct.read(key, place).await {
+            Ok(Some(record)) => {
+                if record.is_expired(self.clock.now_ms()) {
+                    // Deleted by the shard, best effort (the sweeper
+                    // gets it otherwise), if still expired then.
+                    let key = key.to_vec();
+                    let _ = self.tx.try_send(Command::DeleteIfExpired { key });
+                    return Some(Lookup::Expired);
+                }
+                let admit = self
+                    .admission
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .admit(key);
+                if admit {
+                    let _ = self.tx.try_send(Command::Admit {
+                        key: key.to_vec(),
+                        place,
+                        record: record.clone(),
+                    });
+                }
+                Counters::bump(&self.counters.direct_reads);
+                Some(Lookup::Hit(record))
+            }
+            Ok(None) => {
+                Counters::bump(&self.counters.direct_fallbacks);
+                None
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.direct_fallbacks);
+                tracing::debug!(error = %e, "direct read handed to the shard");
+                None
+            }
+        }
     }
 
     /// A read the hot tier could not answer. It goes to the shard thread,

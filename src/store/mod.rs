@@ -56,7 +56,9 @@ mod busy;
 mod command;
 pub mod counters;
 mod db;
+mod direct;
 mod directory;
+mod entry;
 pub mod error;
 mod handle;
 mod hot;
@@ -259,10 +261,13 @@ impl Store {
             let hot = Arc::new(hot::slice(hot_each));
             let busy = busy::Busy::default();
             let directory = Arc::new(directory::Directory::new());
+            let shard_dir = layout::shard_dir(&cfg.dir, index);
+            let direct = Arc::new(direct::DirectReader::new(layout::blobs_dir(&shard_dir)));
+            let admission = Arc::new(std::sync::Mutex::new(hot::Admission::for_slice(&hot)));
             let opening = std::time::Instant::now();
             let (shard, mirror) = Shard::open(ShardConfig {
                 index,
-                dir: layout::shard_dir(&cfg.dir, index),
+                dir: shard_dir,
                 mirror_dir: layout::mirror_dir(&cfg.dir, index),
                 busy: busy.clone(),
                 hot: hot.clone(),
@@ -271,10 +276,12 @@ impl Store {
                 sync: cfg.sync,
                 clock: cfg.clock.clone(),
                 counters: counters.clone(),
-                blob_all: limits.enforced(),
+                budgeted: limits.enforced(),
                 blob_file_max: limits.file_max,
                 hotness: hotness.clone(),
                 directory: directory.clone(),
+                direct: direct.clone(),
+                admission: admission.clone(),
             })?;
             // LevelDB's recovery writes the log it replayed into a table
             // and may compact inline: the part of a start that grows with
@@ -293,8 +300,11 @@ impl Store {
                 })?;
             shards.push(ShardHandle {
                 tx,
+                clock: cfg.clock.clone(),
                 hot,
                 directory,
+                direct,
+                admission,
                 mirror,
                 busy,
                 counters: counters.clone(),
@@ -363,10 +373,10 @@ impl Store {
                 .try_send(Command::DeleteIfExpired { key: key.to_vec() });
             return Ok(Lookup::Expired);
         }
-        if !shard.directory.may_hold(key) {
-            return Ok(Lookup::Miss);
-        }
-        let found = shard.cold_get(key).await;
+        let found = match shard.directory_get(key).await {
+            Some(found) => Ok(found),
+            None => shard.cold_get(key).await,
+        };
         if let Ok(Lookup::Hit(_)) = &found {
             self.hotness.touch(key);
         }
@@ -1332,6 +1342,77 @@ mod tests {
             assert!(took < STALLED / 4, "waited {took:?} for the shard");
         }
         assert_eq!(asked(&store), before, "the mirror was asked");
+        store.shutdown().await;
+    }
+
+    fn direct_reads(store: &Store) -> (u64, u64) {
+        let c = store.counters();
+        (
+            c.direct_reads.load(std::sync::atomic::Ordering::Relaxed),
+            c.direct_fallbacks
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// A stored value is read from its entry on the caller's task, the
+    /// shard thread held meanwhile and the mirror never asked; what a later
+    /// write, a touch or a delete changed is what the next read sees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn values_are_read_from_their_entries_without_the_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        directories_ready(&store).await;
+        let page = vec![b'x'; 20_000];
+        store
+            .put(Namespace::Value, b"big", record(&page))
+            .await
+            .unwrap();
+        store
+            .put(Namespace::Value, b"small", record(b"s"))
+            .await
+            .unwrap();
+        // A touch writes the entry again: a read from it sees the new
+        // deadline, not the one the old entry held.
+        let soon = store.clock().now_ms() + 200;
+        let expiring = Record {
+            expires_at: Some(soon),
+            ..record(b"t")
+        };
+        store
+            .put(Namespace::Value, b"touched", expiring)
+            .await
+            .unwrap();
+        let later = store.clock().now_ms() + 3_600_000;
+        assert!(
+            store
+                .touch(Namespace::Value, b"touched", Some(later))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Lookup::Hit(r) = store.get(Namespace::Value, b"touched").await.unwrap() else {
+            panic!("a touched value read as gone");
+        };
+        assert_eq!(r.expires_at, Some(later));
+        let before = direct_reads(&store);
+        let (found, took) = read_while_stalled(&store, b"big").await;
+        assert_eq!(found.as_deref(), Some(&page[..]));
+        assert!(took < STALLED / 4, "waited {took:?} for the shard");
+        let (found, _) = read_while_stalled(&store, b"small").await;
+        assert_eq!(found.as_deref(), Some(&b"s"[..]));
+        let after = direct_reads(&store);
+        assert_eq!((after.0 - before.0, after.1 - before.1), (2, 0));
+        // The writes below wait out the stall; the reads after them do not.
+
+        store
+            .put(Namespace::Value, b"small", record(b"t"))
+            .await
+            .unwrap();
+        let (found, _) = read_while_stalled(&store, b"small").await;
+        assert_eq!(found.as_deref(), Some(&b"t"[..]), "the new value");
+        assert!(store.delete(Namespace::Value, b"small").await.unwrap());
+        let (found, _) = read_while_stalled(&store, b"small").await;
+        assert_eq!(found, None);
         store.shutdown().await;
     }
 

@@ -33,14 +33,6 @@ const FLAG_STALE: u16 = 4;
 pub const MAX_TAGS: usize = 128;
 pub const MAX_TAG_LEN: usize = 256;
 
-/// Bodies up to this size stay inline in LevelDB: a blob costs a second read
-/// and bookkeeping that only pays off for page-sized bodies.
-pub const INLINE_MAX: usize = 1024;
-
-/// The magic and version at the start of every blob file.
-pub const BLOB_FILE_MAGIC: [u8; 8] = *b"bcblob\0\x01";
-/// Fixed part of a blob entry: key length, stored length, CRC-32.
-pub const BLOB_ENTRY_HEADER: usize = 12;
 const BLOB_REF_LEN: usize = 21;
 
 /// How a blob body is stored.
@@ -50,6 +42,17 @@ pub enum Codec {
     /// Written by releases before LZ4; still read.
     Snappy = 1,
     Lz4 = 2,
+}
+
+impl Codec {
+    pub fn from_u8(b: u8) -> Option<Codec> {
+        match b {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Snappy),
+            2 => Some(Codec::Lz4),
+            _ => None,
+        }
+    }
 }
 
 /// Where a record's body lives when it is not inline.
@@ -78,12 +81,7 @@ impl BlobRef {
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let mut off = [0u8; 8];
         off.copy_from_slice(&b[4..12]);
-        let codec = match b[20] {
-            0 => Codec::None,
-            1 => Codec::Snappy,
-            2 => Codec::Lz4,
-            _ => return Err(DecodeError::BadBlobRef),
-        };
+        let codec = Codec::from_u8(b[20]).ok_or(DecodeError::BadBlobRef)?;
         Ok(BlobRef {
             file: u32_at(0),
             offset: u64::from_le_bytes(off),
@@ -95,7 +93,7 @@ impl BlobRef {
 
     /// Bytes the entry occupies in its blob file.
     pub fn entry_len(&self, key_len: usize) -> u64 {
-        (BLOB_ENTRY_HEADER + key_len) as u64 + u64::from(self.stored_len)
+        (super::entry::ENTRY_HEADER + key_len) as u64 + u64::from(self.stored_len)
     }
 }
 
@@ -422,6 +420,12 @@ impl Record {
         self.encode_parts(0, |buf| buf.put_slice(&self.body), self.body.len())
     }
 
+    /// Encodes the record with an empty body: what a blob entry carries
+    /// beside the body (`store::entry`).
+    pub fn encode_head(&self) -> Vec<u8> {
+        self.encode_parts(0, |_| {}, 0)
+    }
+
     /// Encodes the record with `blob` in place of its body.
     pub fn encode_with_blob(&self, blob: &BlobRef) -> Vec<u8> {
         self.encode_parts(FLAG_BLOB, |buf| blob.encode_into(buf), BLOB_REF_LEN)
@@ -566,55 +570,6 @@ impl Record {
             blob,
         })
     }
-}
-
-/// A blob file entry's bytes: header, key, stored body.
-pub fn encode_blob_entry(key: &[u8], stored: &[u8]) -> Vec<u8> {
-    let mut out = blob_entry_head(key, stored);
-    out.extend_from_slice(stored);
-    out
-}
-
-/// A blob entry's header and key, which the stored bytes follow: written
-/// beside them in one vectored write, so a body is not copied first.
-pub fn blob_entry_head(key: &[u8], stored: &[u8]) -> Vec<u8> {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(key);
-    crc.update(stored);
-    let mut out = Vec::with_capacity(BLOB_ENTRY_HEADER + key.len());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(key);
-    out
-}
-
-/// The fixed header of a blob entry: (key length, stored length, CRC-32).
-pub fn decode_blob_entry_header(h: &[u8; BLOB_ENTRY_HEADER]) -> (usize, usize, u32) {
-    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    (u32_at(0) as usize, u32_at(4) as usize, u32_at(8))
-}
-
-/// Checks a whole blob entry (header, key, stored bytes) against the key
-/// expected to own it; returns the stored bytes.
-pub fn check_blob_entry<'a>(entry: &'a [u8], key: &[u8]) -> Result<&'a [u8], DecodeError> {
-    let Some(header) = entry.first_chunk::<BLOB_ENTRY_HEADER>() else {
-        return Err(DecodeError::TooShort(entry.len()));
-    };
-    let (k, s, crc) = decode_blob_entry_header(header);
-    let rest = &entry[BLOB_ENTRY_HEADER..];
-    if k != key.len() || rest.len() != k + s {
-        return Err(DecodeError::BadBlobRef);
-    }
-    if &rest[..k] != key {
-        return Err(DecodeError::BadBlobRef);
-    }
-    let mut h = crc32fast::Hasher::new();
-    h.update(rest);
-    if h.finalize() != crc {
-        return Err(DecodeError::Checksum);
-    }
-    Ok(&rest[k..])
 }
 
 #[cfg(test)]
@@ -878,25 +833,5 @@ mod tests {
 
         let raw = as_version(&sample().encode_with_blob(&blob_ref()), 1);
         assert_eq!(Record::decode(&raw), Err(DecodeError::UnknownFlags(1)));
-    }
-
-    #[test]
-    fn blob_entries_check_their_owner_and_checksum() {
-        let entry = encode_blob_entry(b"p/a", b"stored body");
-        assert_eq!(entry.len(), BLOB_ENTRY_HEADER + 3 + 11);
-        assert_eq!(check_blob_entry(&entry, b"p/a"), Ok(&b"stored body"[..]));
-        assert_eq!(
-            check_blob_entry(&entry, b"p/b"),
-            Err(DecodeError::BadBlobRef),
-            "an entry is never served for another key"
-        );
-        for i in 0..entry.len() {
-            let mut bad = entry.clone();
-            bad[i] ^= 0x01;
-            assert!(check_blob_entry(&bad, b"p/a").is_err(), "byte {i}");
-        }
-        for n in 0..entry.len() {
-            assert!(check_blob_entry(&entry[..n], b"p/a").is_err());
-        }
     }
 }

@@ -19,10 +19,11 @@ pub use super::blobs::Queue;
 use super::blobs::{Blobs, LoadError};
 use super::db::Db;
 use super::directory::Directory;
+use super::entry::{FILE_MAGIC, Section};
 use super::error::StoreError;
 use super::keys;
 use super::lookup::Lookup;
-use super::record::{BLOB_FILE_MAGIC, BlobRef, Stored};
+use super::record::{BlobRef, Record, Stored};
 use super::tx::Tx;
 
 /// The small queue's share of a shard's blob bytes (S3-FIFO's 10%): past
@@ -80,6 +81,8 @@ const WALK_TRIES: u32 = 3;
 struct Live {
     key: Vec<u8>,
     stored: Vec<u8>,
+    /// Its file's format (`store::entry`).
+    version: u8,
     owner: Stored,
     blob: BlobRef,
 }
@@ -156,9 +159,15 @@ impl BlobSpace {
         self.evicting = None;
     }
 
-    /// Appends `key`'s body to the active file of queue `q`.
-    pub fn append(&mut self, q: Queue, key: &[u8], body: &[u8]) -> io::Result<BlobRef> {
-        self.blobs.append_to(q, key, body)
+    /// Appends `key`'s entry, holding `record` and its body, to the active
+    /// file of queue `q`.
+    pub fn append(&mut self, q: Queue, key: &[u8], record: &Record) -> io::Result<BlobRef> {
+        self.blobs.append_to(q, key, record, &record.body)
+    }
+
+    /// The blob files of format 1 (their entries hold no record).
+    pub fn legacy(&self) -> Arc<std::collections::HashSet<u32>> {
+        self.blobs.legacy()
     }
 
     /// Decodes a LevelDB value and loads its body (see `BlobReader::load`).
@@ -381,19 +390,20 @@ impl BlobSpace {
             };
             scanned += entry.next - entry.offset;
             offset = entry.next;
-            met.push((entry.key, entry.stored, entry.offset));
+            met.push((entry.key, entry.stored, entry.offset, entry.version));
         }
         // Only the entry its record still points at is live. Looked up
         // exactly (`Db::get_many`): a live entry taken for garbage would be
         // dropped with its file.
-        let keys: Vec<&[u8]> = met.iter().map(|(k, _, _)| k.as_slice()).collect();
+        let keys: Vec<&[u8]> = met.iter().map(|(k, ..)| k.as_slice()).collect();
         let owners = db.stored_many(&keys)?;
         let mut live = Vec::new();
-        for ((key, stored, at), owner) in met.into_iter().zip(owners) {
+        for ((key, stored, at, version), owner) in met.into_iter().zip(owners) {
             if let Some((owner, blob)) = pointing_at(owner, id, at) {
                 live.push(Live {
                     key,
                     stored,
+                    version,
                     owner,
                     blob,
                 });
@@ -409,14 +419,26 @@ impl BlobSpace {
 
     /// Stages moving a live entry to the active file of queue `q`, its
     /// record re-pointed: the entry stays, the file it was in can go.
+    ///
+    /// The new entry holds the record as LevelDB has it now, whatever the
+    /// old one held (nothing, in a format-1 file), and the stored body as
+    /// it was (not decompressed).
     fn copy_forward(&mut self, tx: &mut Tx, e: &Live, q: Queue) -> Result<(), StoreError> {
-        tx.replaces(&e.key, Some(&e.owner));
-        let (file, offset) = self.blobs.append_stored(q, &e.key, &e.stored)?;
-        let moved = BlobRef {
-            file,
-            offset,
-            ..e.blob
+        let body = if e.version >= 2 {
+            let damaged = || io::Error::new(io::ErrorKind::InvalidData, "blob entry section");
+            let s = Section::decode(Bytes::copy_from_slice(&e.stored)).map_err(|_| damaged())?;
+            if s.codec != e.blob.codec || s.body_len != e.blob.body_len {
+                return Err(damaged().into());
+            }
+            s.stored
+        } else {
+            Bytes::copy_from_slice(&e.stored)
         };
+        tx.replaces(&e.key, Some(&e.owner));
+        let r = &e.blob;
+        let moved =
+            self.blobs
+                .append_body(q, &e.key, &e.owner.record, r.codec, r.body_len, &body)?;
         tx.put_record(&e.key, &e.owner.record, Some(moved));
         Ok(())
     }
@@ -503,7 +525,7 @@ impl BlobSpace {
         for id in files {
             if self.blobs.queue_of(id) != q
                 || Some(id) == collecting
-                || self.blobs.file_len(id).unwrap_or(0) <= BLOB_FILE_MAGIC.len() as u64
+                || self.blobs.file_len(id).unwrap_or(0) <= FILE_MAGIC.len() as u64
             {
                 continue;
             }

@@ -26,14 +26,21 @@ pub struct Batch {
     pub blind: bool,
 }
 
+/// What a key holds, as far as the directory and the live counts care:
+/// where its body is, and whether it is soft-purged.
+#[derive(Clone, Copy)]
+struct Held {
+    blob: Option<BlobRef>,
+    stale: bool,
+}
+
 /// A key the transaction read: what it held, and what it will hold.
 struct Touched {
-    /// Its value before the transaction (`None`: absent): where its body
-    /// is, and its tags.
-    old: Option<(Option<BlobRef>, Tags)>,
+    /// Its value before the transaction (`None`: absent), with its tags.
+    old: Option<(Held, Tags)>,
     /// `None` until the transaction changes it; then `Some(None)` for a
-    /// delete, `Some(Some(body place))` for a write.
-    new: Option<Option<Option<BlobRef>>>,
+    /// delete, `Some(Some(..))` for a write.
+    new: Option<Option<Held>>,
 }
 
 #[derive(Default)]
@@ -51,8 +58,8 @@ impl Tx {
 
     /// The blob file `key`'s value was in before this transaction.
     pub fn old_file(&self, key: &[u8]) -> Option<u32> {
-        let (blob, _) = self.touched.get(key)?.old.as_ref()?;
-        blob.map(|b| b.file)
+        let (held, _) = self.touched.get(key)?.old.as_ref()?;
+        held.blob.map(|b| b.file)
     }
 
     /// Notes that `old` is the value `key` holds now, before this
@@ -63,7 +70,13 @@ impl Tx {
         if self.touched.contains_key(key) {
             return false;
         }
-        let old = old.map(|s| (s.blob, s.record.tags.clone()));
+        let old = old.map(|s| {
+            let held = Held {
+                blob: s.blob,
+                stale: s.record.stale_since.is_some(),
+            };
+            (held, s.record.tags.clone())
+        });
         self.touched
             .insert(key.to_vec(), Touched { old, new: None });
         true
@@ -71,7 +84,7 @@ impl Tx {
 
     /// Records that `key` ends up as `new`; the first change drops the old
     /// value's tag rows (a new value re-adds its own after these).
-    fn change(&mut self, key: &[u8], new: Option<Option<BlobRef>>) {
+    fn change(&mut self, key: &[u8], new: Option<Held>) {
         let t = match self.touched.get_mut(key) {
             Some(t) => t,
             None => {
@@ -98,7 +111,13 @@ impl Tx {
     /// value `key` held before must have been passed to [`Tx::replaces`]
     /// first.
     pub fn put_record(&mut self, key: &[u8], record: &Record, blob: Option<BlobRef>) {
-        self.change(key, Some(blob));
+        self.change(
+            key,
+            Some(Held {
+                blob,
+                stale: record.stale_since.is_some(),
+            }),
+        );
         let value = match blob {
             Some(r) => record.encode_with_blob(&r),
             None => record.encode(),
@@ -129,10 +148,10 @@ impl Tx {
         let mut live: HashMap<u32, i64> = HashMap::new();
         for (key, t) in &self.touched {
             let Some(new) = &t.new else { continue };
-            if let Some((Some(r), _)) = &t.old {
+            if let Some(r) = t.old.as_ref().and_then(|(h, _)| h.blob) {
                 *live.entry(r.file).or_default() -= r.entry_len(key.len()) as i64;
             }
-            if let Some(Some(r)) = new {
+            if let Some(r) = new.and_then(|h| h.blob) {
                 *live.entry(r.file).or_default() += r.entry_len(key.len()) as i64;
             }
         }
@@ -145,10 +164,12 @@ impl Tx {
 
     /// The batch to write, given each touched file's current live count:
     /// the staged ops followed by the new count rows; the new counts; and
-    /// the directory's changes.
+    /// the directory's changes (`legacy` says which blob files are of
+    /// format 1, see `Place::of`).
     pub fn finish(
         self,
         mut live_of: impl FnMut(u32) -> Result<u64, StoreError>,
+        legacy: impl Fn(u32) -> bool,
     ) -> Result<Batch, StoreError> {
         let live = self.live_deltas();
         let Tx {
@@ -168,8 +189,12 @@ impl Tx {
             .into_iter()
             .filter_map(|(key, t)| {
                 let new = t.new?;
-                let old = t.old.map(|(blob, _)| Place::of(blob.as_ref(), key.len()));
-                let new = new.map(|blob| Place::of(blob.as_ref(), key.len()));
+                let place = |h: Held| {
+                    let legacy = h.blob.is_some_and(|b| legacy(b.file));
+                    Place::of(h.blob.as_ref(), h.stale, key.len(), legacy)
+                };
+                let old = t.old.map(|(held, _)| place(held));
+                let new = new.map(place);
                 Some(Change { key, old, new })
             })
             .collect();
@@ -220,7 +245,7 @@ mod tests {
         tx.put_record(b"pk", &new, None);
         // Applied in order, as LevelDB applies a batch: the last op wins.
         let mut rows = std::collections::BTreeMap::new();
-        for (k, v) in tx.finish(|_| Ok(0)).unwrap().ops {
+        for (k, v) in tx.finish(|_| Ok(0), |_| false).unwrap().ops {
             if k.first() == Some(&keys::TAG_TAG) {
                 rows.insert(k, v.is_some());
             }
@@ -250,7 +275,7 @@ mod tests {
         tx.put_record(b"pk", &record(Some(5)), Some(blob(2)));
         let Batch {
             ops, mut counts, ..
-        } = tx.finish(|_| Ok(1_000)).unwrap();
+        } = tx.finish(|_| Ok(1_000), |_| false).unwrap();
         counts.sort_unstable();
         let entry = 12 + 2 + 100;
         assert_eq!(counts, [(1, 1_000 - entry), (2, 1_000 + entry)]);

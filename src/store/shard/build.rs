@@ -16,7 +16,7 @@ use super::Shard;
 use crate::store::directory::{Change, Place};
 use crate::store::error::StoreError;
 use crate::store::keys::{self, Namespace};
-use crate::store::record::Record;
+use crate::store::record::{Record, Stored};
 
 /// Entries one step reads: a few milliseconds of the shard thread.
 pub(super) const BUILD_STEP: usize = 4_096;
@@ -26,6 +26,18 @@ pub(super) const STEP_EVERY: u32 = 16;
 /// Walks that end in a panic before the shard gives up on its directory
 /// (and keeps deciding from LevelDB, as it did before there was one).
 const BUILD_TRIES: u32 = 3;
+
+/// The place of `stored`, the record at `key` (see `Place::of`).
+pub(super) fn place_of(stored: &Stored, key: &[u8], legacy: &HashSet<u32>) -> Place {
+    let blob = stored.blob.as_ref();
+    let stale = stored.record.stale_since.is_some();
+    Place::of(
+        blob,
+        stale,
+        key.len(),
+        blob.is_some_and(|b| legacy.contains(&b.file)),
+    )
+}
 
 /// A walk in progress.
 pub(super) struct Build {
@@ -86,6 +98,7 @@ impl Shard {
         let mut last: Option<Vec<u8>> = None;
         let mut jump: Option<Vec<u8>> = None;
         let directory = self.directory.clone();
+        let legacy = self.space.legacy();
         let scanned = self.db.scan(&b.cursor, |k, v| {
             if !keys::is_entry_key(k) {
                 // Index rows between the two namespaces: on to the next.
@@ -103,8 +116,7 @@ impl Shard {
             if !b.written.remove(k) {
                 // An unreadable record still holds its key: it is deleted
                 // when read, and until then it is there.
-                let place =
-                    Record::decode(v).map_or(Place::Db, |s| Place::of(s.blob.as_ref(), k.len()));
+                let place = Record::decode(v).map_or(Place::Db, |s| place_of(&s, k, &legacy));
                 directory.insert(k, place);
                 b.entries += 1;
             }
@@ -158,12 +170,12 @@ pub(super) mod tests {
         assert!(shard.directory.ready(), "directory not built");
         let mut n = 0;
         let dir = shard.directory.clone();
+        let legacy = shard.space.legacy();
         shard
             .db
             .scan(&[], |k, v| {
                 if keys::is_entry_key(k) {
-                    let place = Record::decode(v)
-                        .map_or(Place::Db, |s| Place::of(s.blob.as_ref(), k.len()));
+                    let place = Record::decode(v).map_or(Place::Db, |s| place_of(&s, k, &legacy));
                     assert!(
                         dir.holds(k, place),
                         "{} missing",

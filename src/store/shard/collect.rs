@@ -35,6 +35,7 @@ impl Shard {
     /// reads a vanished file.
     pub(super) fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
         let len = self.space.forget_file(id);
+        self.direct.forget(id);
         self.write(vec![(keys::blob_live_key(id).to_vec(), None)], &[])?;
         let handed = self
             .mirror

@@ -21,8 +21,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -31,6 +31,7 @@ use super::busy::Busy;
 use super::command::{Command, PrefixStep};
 use super::counters::Counters;
 use super::db::{self, Db, Op, Opened};
+use super::direct::DirectReader;
 use super::directory::{Change, Directory};
 use super::error::StoreError;
 use super::hot::{Admission, Hot};
@@ -74,15 +75,19 @@ pub struct ShardConfig {
     pub sync: bool,
     pub clock: Clock,
     pub counters: Arc<super::counters::Counters>,
-    /// Under a disk budget: every body goes to a blob file, so that every
-    /// entry has a place in the FIFO the evictor walks.
-    pub blob_all: bool,
+    /// Under a disk budget: new entries start in the small queue (see
+    /// `store::budget`).
+    pub budgeted: bool,
     /// Size at which a blob file is rolled.
     pub blob_file_max: u64,
     /// Reads per key, for the evictor (see `store::hotness`).
     pub hotness: Arc<Hotness>,
     /// Where every entry is (`store::directory`), shared with readers.
     pub directory: Arc<Directory>,
+    /// Readers' direct access to the blob files, told which are deleted.
+    pub direct: Arc<DirectReader>,
+    /// Which cold reads earn a place in the hot tier, shared with readers.
+    pub admission: Arc<Mutex<Admission>>,
 }
 
 /// State owned by the shard thread.
@@ -91,12 +96,13 @@ pub struct Shard {
     db: Db,
     space: BlobSpace,
     hot: Arc<Hot>,
-    admission: Admission,
+    admission: Arc<Mutex<Admission>>,
+    direct: Arc<DirectReader>,
     purges: Arc<PurgeLog>,
     max_variants: usize,
     sync: bool,
     counters: Arc<super::counters::Counters>,
-    blob_all: bool,
+    budgeted: bool,
     hotness: Arc<Hotness>,
     mirror: Option<MirrorLink>,
     busy: Busy,
@@ -169,13 +175,14 @@ impl Shard {
             index: cfg.index,
             db,
             space,
-            admission: Admission::for_slice(&cfg.hot),
+            admission: cfg.admission,
+            direct: cfg.direct,
             hot: cfg.hot,
             purges: cfg.purges,
             max_variants: cfg.max_variants,
             sync: cfg.sync,
             counters: cfg.counters,
-            blob_all: cfg.blob_all,
+            budgeted: cfg.budgeted,
             hotness: cfg.hotness,
             mirror: link,
             busy: cfg.busy,
@@ -334,6 +341,7 @@ impl Shard {
     fn started_over(&mut self) -> Result<(), StoreError> {
         self.hot.clear();
         self.directory.clear();
+        self.direct.forget_all();
         self.space.reset()?;
         if let Some(m) = &self.mirror {
             m.reset();
@@ -416,6 +424,11 @@ impl Shard {
                         ..PrefixStep::default()
                     })
                 });
+            }
+            Command::Admit { key, place, record } => {
+                if self.directory.holds(&key, place) {
+                    self.hot.insert(bytes::Bytes::from(key), record);
+                }
             }
             Command::DeleteIfExpired { key } => {
                 if let Err(e) = self.get(&key) {
@@ -554,10 +567,12 @@ pub(super) mod tests {
             sync: true,
             clock: clock.clone(),
             counters: Default::default(),
-            blob_all: true,
+            budgeted: true,
             blob_file_max: 1 << 16,
             hotness: Arc::new(Hotness::new(16)),
             directory: Default::default(),
+            direct: Arc::new(DirectReader::new(dir.path().join("shard-00/blobs"))),
+            admission: Arc::new(Mutex::new(Admission::for_slice(&hot::slice(0)))),
         })
         .unwrap();
         let mut o = Open {

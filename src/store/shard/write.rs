@@ -10,7 +10,7 @@ use crate::store::backlog::Room;
 use crate::store::command::{Command, DeleteIf, Incr};
 use crate::store::error::StoreError;
 use crate::store::lookup::Lookup;
-use crate::store::record::{INLINE_MAX, Kind, Record, Stored};
+use crate::store::record::{Kind, Record, Stored};
 use crate::store::space::Queue;
 use crate::store::tx::Tx;
 
@@ -86,7 +86,12 @@ impl Shard {
         };
         let problem = match self.space.load(key, &raw, self.clock.now_ms()) {
             Ok(Lookup::Hit(record)) => {
-                if self.admission.admit(key) {
+                if self
+                    .admission
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .admit(key)
+                {
                     self.hot.insert(Bytes::copy_from_slice(key), record.clone());
                 }
                 return Ok(Lookup::Hit(record));
@@ -124,8 +129,11 @@ impl Shard {
         Ok(old)
     }
 
-    /// Stages writing `record` at `key`: a large body is appended to a blob
-    /// file now and referenced from the record.
+    /// Stages writing `record` at `key`: its entry, holding the record and
+    /// its body, is appended to a blob file now (so a read needs that entry
+    /// alone, `store::direct`, and every entry has a place in the FIFO the
+    /// evictor walks) and referenced from the record. A Vary group's list
+    /// stays in LevelDB.
     pub(super) fn stage_write(
         &mut self,
         tx: &mut Tx,
@@ -133,30 +141,29 @@ impl Shard {
         record: &Record,
     ) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
-        let blob =
-            if record.kind != Kind::Group && (self.blob_all || record.body.len() > INLINE_MAX) {
-                // Under a budget a new entry starts in the small queue, unless
-                // it replaces one in the main queue or was evicted unread
-                // lately (it is wanted again: S3-FIFO's ghost hit).
-                let queue = if !self.blob_all
-                    || tx
-                        .old_file(key)
-                        .is_some_and(|f| self.space.queue_of(f) == Queue::Main)
-                    || self.hotness.was_evicted(key)
-                {
-                    Queue::Main
-                } else {
-                    Queue::Small
-                };
-                let blob = self.space.append(queue, key, &record.body)?;
-                self.counters.appended_bytes.fetch_add(
-                    blob.entry_len(key.len()),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                Some(blob)
+        let blob = if record.kind != Kind::Group {
+            // Under a budget a new entry starts in the small queue, unless
+            // it replaces one in the main queue or was evicted unread
+            // lately (it is wanted again: S3-FIFO's ghost hit).
+            let queue = if !self.budgeted
+                || tx
+                    .old_file(key)
+                    .is_some_and(|f| self.space.queue_of(f) == Queue::Main)
+                || self.hotness.was_evicted(key)
+            {
+                Queue::Main
             } else {
-                None
+                Queue::Small
             };
+            let blob = self.space.append(queue, key, record)?;
+            self.counters.appended_bytes.fetch_add(
+                blob.entry_len(key.len()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Some(blob)
+        } else {
+            None
+        };
         tx.put_record(key, record, blob);
         Ok(())
     }
@@ -184,7 +191,8 @@ impl Shard {
     /// Writes `tx` with the blob files' new live counts, in one batch.
     pub(super) fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
         let (space, db) = (&mut self.space, &mut self.db);
-        let batch = tx.finish(|id| space.live_of(db, id))?;
+        let legacy = space.legacy();
+        let batch = tx.finish(|id| space.live_of(db, id), |id| legacy.contains(&id))?;
         if batch.blind {
             // Cannot happen (every change stages its old value first);
             // if it does, the directory is walked again rather than trusted.
@@ -398,22 +406,20 @@ impl Shard {
         }
     }
 
-    /// Gives a live entry a new deadline, keeping its body where it is.
+    /// Gives a live entry a new deadline. The entry is written again, body
+    /// and all: a blob entry holds its record, and a reader that finds it
+    /// there (`store::direct`) must find the new deadline.
     pub(super) fn touch(
         &mut self,
         key: &[u8],
         expires_at: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let Some(old) = self.live_at(key)? else {
+        let Lookup::Hit(old) = self.get(key)? else {
             return Ok(false);
         };
-        let record = Record {
-            expires_at,
-            ..old.record.clone()
-        };
+        let record = Record { expires_at, ..old };
         let mut tx = Tx::default();
-        tx.replaces(key, Some(&old));
-        tx.put_record(key, &record, old.blob);
+        self.stage_write(&mut tx, key, &record)?;
         self.commit(tx)?;
         self.hot.remove(key);
         Ok(true)
