@@ -72,6 +72,7 @@ impl Shard {
 mod tests {
     use super::super::build::tests::assert_directory_matches;
     use super::super::tests::*;
+    use crate::store::keys;
     use crate::store::record::Kind;
 
     #[test]
@@ -101,5 +102,69 @@ mod tests {
         assert!(freed > 0, "the dead file was kept");
         assert_eq!(body(o.shard.get(b"pa\0").unwrap()), None);
         assert_directory_matches(&mut o);
+    }
+
+    /// A data directory from a release whose blob entries held only the
+    /// body: its pages still read (through LevelDB, since the entry has no
+    /// record), and once the collector moves them into a format-2 file
+    /// they are read from the entry alone.
+    #[test]
+    fn format_1_entries_read_and_move_into_whole_entries() {
+        use crate::store::blobs::tests::v1_file;
+        use crate::store::directory::Place;
+        use crate::store::record::{BlobRef, Codec};
+        let mut o = open();
+        let body: Vec<u8> = b"<td>42</td>".iter().copied().cycle().take(6_000).collect();
+        let packed = lz4_flex::block::compress(&body);
+        let garbage = vec![b'g'; 20_000];
+        let blobs = o._dir.path().join("shard-00/blobs");
+        let offsets = v1_file(&blobs, 900, &[(b"pold\0", &packed), (b"pdead\0", &garbage)]);
+        let r = BlobRef {
+            file: 900,
+            offset: offsets[0],
+            stored_len: packed.len() as u32,
+            body_len: body.len() as u32,
+            codec: Codec::Lz4,
+        };
+        let rec = record(Kind::Http, b"", None);
+        let rows = vec![
+            (b"pold\0".to_vec(), Some(rec.encode_with_blob(&r))),
+            (
+                keys::blob_live_key(900).to_vec(),
+                Some(keys::encode_live(r.entry_len(5))),
+            ),
+        ];
+        o.shard.db.write(&rows).unwrap();
+        let mut o = reopen(o);
+        let place = o.shard.directory.places(b"pold\0").iter().next().unwrap();
+        assert!(
+            place.whole_entry().is_none(),
+            "a format-1 entry holds no record"
+        );
+        assert_eq!(body_of(o.shard.get(b"pold\0").unwrap()), Some(body.clone()));
+
+        let mut freed = 0;
+        loop {
+            let (n, more) = o.shard.collect(1 << 20).unwrap();
+            freed += n;
+            if !more {
+                break;
+            }
+        }
+        // The mirror deletes the file itself, after the batch that moved
+        // the page out.
+        assert!(freed > 20_000, "the old file stayed");
+        assert_directory_matches(&mut o);
+        let places = o.shard.directory.places(b"pold\0");
+        let place = places.iter().next().unwrap();
+        assert!(
+            matches!(place, Place::Blob { whole: true, .. }),
+            "{place:?}"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let read = rt.block_on(o.shard.direct.read(b"pold\0", place)).unwrap();
+        assert_eq!(read.map(|r| r.body.to_vec()), Some(body));
     }
 }

@@ -550,12 +550,30 @@ pub(super) mod tests {
     pub(super) struct Open {
         pub(super) shard: Shard,
         pub(super) clock: Clock,
-        _dir: tempfile::TempDir,
+        pub(super) _dir: tempfile::TempDir,
     }
 
     pub(super) fn open() -> Open {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Clock::manual(SystemTime::now());
+        open_in(
+            tempfile::tempdir().unwrap(),
+            Clock::manual(SystemTime::now()),
+        )
+    }
+
+    /// Closes the shard and opens it again on the same files, as a
+    /// restart does.
+    pub(super) fn reopen(o: Open) -> Open {
+        let Open {
+            mut shard,
+            clock,
+            _dir,
+        } = o;
+        shard.shut_down();
+        drop(shard);
+        open_in(_dir, clock)
+    }
+
+    fn open_in(dir: tempfile::TempDir, clock: Clock) -> Open {
         let (shard, _mirror) = Shard::open(ShardConfig {
             index: 0,
             dir: dir.path().join("shard-00"),
@@ -597,6 +615,10 @@ pub(super) mod tests {
             stale_since: None,
             memo: Default::default(),
         }
+    }
+
+    pub(super) fn body_of(lookup: Lookup) -> Option<Vec<u8>> {
+        body(lookup).map(|b| b.to_vec())
     }
 
     pub(super) fn body(lookup: Lookup) -> Option<Bytes> {
