@@ -20,6 +20,10 @@
 #             through the same server; ROUNDS (3) rounds interleaved
 #             (bigcache, nginx, bigcache, ...) and the median of their
 #             ratios (not in the default set: populating takes minutes)
+#   diskcold  "cold" with both servers' data files dropped from the page
+#             cache (posix_fadvise DONTNEED on every file) before each row,
+#             so reads come from the disk; disk bytes read per request from
+#             /proc/<pid>/io (not in the default set)
 #   trace     the disk budget: TRACE_PAGES (1,000,000) incompressible pages of
 #             TRACE_SIZE (4096) bytes, TRACE_REQUESTS (2,000,000) requests
 #             by Zipf(0.9) popularity, then half as many mixed 1:1 with a
@@ -112,11 +116,27 @@ start_bigcache() { # name api proxy origin
 # were answered by the shard's mirror meanwhile.
 slow_commands() { grep -c "slow store command" "$work/$1.log" || true; }
 
+# A /metrics value on API port $1: metric $2, or $2 divided by $3.
+metric() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v a="$2" -v b="${3:-}" '
+        $1 == a {x = $2} b != "" && $1 == b {y = $2}
+        END { if (b == "") printf "%d", x; else if (y > 0) printf "%.1f", x / y; else printf "-" }'
+}
+
 start_nginx() { # port origin
     mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
     sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$1|g" -e "s|@ORIGIN@|$2|g" bench/nginx.conf >"$work/nginx.conf"
     taskset -c 0 nginx -c "$work/nginx.conf" -p "$work"
     wait_http "http://127.0.0.1:$1/__count"
+}
+
+# Bytes a process and its children read from the disk so far.
+io_read() {
+    local p s=0
+    for p in "$1" $(pgrep -P "$1" || true); do
+        s=$((s + $(awk '/^read_bytes/ {print $2}' "/proc/$p/io" 2>/dev/null || echo 0)))
+    done
+    echo "$s"
 }
 
 # RSS of a process and its children (nginx's master + worker).
@@ -151,6 +171,8 @@ row() { # label script url pid origin_port|-
 header() {
     printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin
 }
+
+scenario_diskcold() { DISK_COLD=1 scenario_cold; }
 
 # Prints each round's pair of ratios ("a b", one argument per round) and
 # the median of each: round_ratios name1 target1 name2 target2 pair...
@@ -530,9 +552,18 @@ LUA
             esac
             taskset -c 1 python3 bench/writer.py 127.0.0.1 "$port" "$rate" "$secs" "new-$target-r$r" >"$work/writer.txt" &
             local wpid=$!
-            local slow_before
+            local slow_before io_before
             slow_before=$(slow_commands cold)
+            if [ -n "${DISK_COLD:-}" ]; then
+                python3 bench/drop_cache.py "$work/cold" "$work/nginx-cache" "$work/cold-base"
+                io_before=$(io_read "$pid")
+            fi
             line=$(row "$target r$r" "$work/cold.lua" "http://127.0.0.1:$port" "$pid" "$o"); echo "$line"
+            if [ -n "${DISK_COLD:-}" ]; then
+                local served
+                served=$(awk -v r="$(awk '{print $3}' <<<"$line")" -v s="$secs" 'BEGIN {printf "%d", r * s}')
+                echo "  disk read: $(awk -v b="$(($(io_read "$pid") - io_before))" -v n="$served" 'BEGIN {printf "%.1f KiB per request", b / 1024 / n}')"
+            fi
             case $target in
                 bigcache) rps_b=$(awk '{print $3}' <<<"$line"); p999_b=$(awk '{print $6}' <<<"$line") ;;
                 nginx) rps_n=$(awk '{print $3}' <<<"$line"); p999_n=$(awk '{print $6}' <<<"$line") ;;
@@ -658,7 +689,7 @@ scenario_scale() {
     o=$(free_port); api=$(free_port); proxy=$(free_port)
     start_origin "$o" 0
     start_bigcache scale "$api" "$proxy" "$o"
-    printf "%-9s %10s %10s %9s %9s %9s %8s %11s\n" pages RSS-full RSS-reads disk-MiB raw-MiB disk/raw req/s startup-ms
+    printf "%-9s %10s %10s %9s %9s %9s %8s %11s %9s %9s\n" pages RSS-full RSS-reads disk-MiB raw-MiB disk/raw req/s startup-ms dir-B/ent dir-ready
     for n in $sizes; do
         python3 bench/populate.py 127.0.0.1 "$proxy" scale "$n" 16 "$have" >"$work/populate.txt"
         have=$n
@@ -666,6 +697,9 @@ scenario_scale() {
         pid=$(cat "$work/scale.pid")
         local full reads out rps disk raw startup t0
         full=$(($(rss_kib "$pid") / 1024))
+        # The directory's RAM per stored entry (slots over entries).
+        local per
+        per=$(metric "$api" bigcache_store_directory_bytes bigcache_store_directory_entries)
         cat >"$work/scale.lua" <<LUA
 math.randomseed(13)
 request = function() return wrk.format("GET", "/scale/" .. math.random(0, $n - 1)) end
@@ -684,8 +718,15 @@ LUA
         t0=$(date +%s%N)
         launch_bigcache scale "$api" "$proxy" "$o"
         startup=$(python3 bench/first_hit.py "http://127.0.0.1:$proxy/scale/$((n / 2))" "$t0")
-        printf "%-9s %10s %10s %9s %9s %9s %8s %11s\n" "$n" "${full}MB" "${reads}MB" "$disk" "$raw" \
-            "$(awk "BEGIN {printf \"%.2f\", $disk / $raw}")" "$rps" "$startup"
+        # Until the directory is built, lookups go to LevelDB as before it
+        # existed; the time from the restart until every shard's is.
+        local ready=""
+        while [ "$(metric "$api" bigcache_store_directory_ready_shards)" != "$(metric "$api" bigcache_store_shards)" ]; do
+            sleep 0.05
+        done
+        ready=$((($(date +%s%N) - t0) / 1000000))
+        printf "%-9s %10s %10s %9s %9s %9s %8s %11s %9s %9s\n" "$n" "${full}MB" "${reads}MB" "$disk" "$raw" \
+            "$(awk "BEGIN {printf \"%.2f\", $disk / $raw}")" "$rps" "$startup" "$per" "${ready}ms"
     done
     echo "  (nginx's cache loader walks its cache directory after a restart: about a minute for 1M pages, per the issue)"
 }

@@ -142,6 +142,48 @@ async fn pages_read_repeatedly_survive_a_flood_of_one_off_pages() {
     assert_eq!(early_hits, 0, "one-off pages outlived the read ones' space");
 }
 
+/// Django's cache values (locks, counters), never read again, outlive a
+/// flood of one-off pages through a budget too small for all of them:
+/// values are evicted after pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_values_outlive_a_flood_of_one_off_pages() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            "--upstream",
+            &origin.url(),
+            "--max-disk",
+            "16MiB",
+            "--shards",
+            "1",
+        ],
+    );
+    for i in 0..20 {
+        let lock = json!({"value": format!("held by worker {i}")});
+        assert_eq!(set(&s, &format!("lock{i}"), lock).await, 200);
+    }
+    // 32 MB of one-off pages through a 16 MiB budget.
+    for i in 0..1_600 {
+        let url = s.page(&format!(
+            "/flood/{i}?fixed=1&size=20000&h=X-Bigcache-TTL:28d"
+        ));
+        let r = client().get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let disk = disk_stat(&s).await;
+    assert!(disk["evictions"].as_u64() > Some(500), "{disk}");
+    for i in 0..20 {
+        assert_eq!(
+            get(&s, &format!("lock{i}")).await,
+            Some(json!(format!("held by worker {i}"))),
+            "lock{i} was evicted for pages"
+        );
+    }
+}
+
 /// Over budget, expired entries are reclaimed before anything live is
 /// evicted.
 #[tokio::test(flavor = "multi_thread")]

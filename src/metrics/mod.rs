@@ -388,6 +388,13 @@ impl Collector for Gauges {
         )?;
         gauge(
             &mut enc,
+            "store_shards",
+            "Shards of the data directory",
+            None,
+            saturating(self.store.shard_count() as u64),
+        )?;
+        gauge(
+            &mut enc,
             "store_directory_ready_shards",
             "Shards whose directory is built (lookups exact without LevelDB's point read)",
             None,

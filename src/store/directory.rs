@@ -268,6 +268,10 @@ pub struct Directory {
     ready: AtomicBool,
     entries: AtomicU64,
     files: Mutex<HashMap<u32, FileUse>>,
+    /// Live blob bytes in all, and those of REST values (the `v`
+    /// namespace), for the budget's classes (`shard::evict`).
+    blob_bytes: AtomicU64,
+    value_bytes: AtomicU64,
     #[cfg(test)]
     hash: Option<fn(&[u8]) -> u64>,
 }
@@ -305,6 +309,8 @@ impl Directory {
             ready: AtomicBool::new(false),
             entries: AtomicU64::new(0),
             files: Mutex::default(),
+            blob_bytes: AtomicU64::new(0),
+            value_bytes: AtomicU64::new(0),
             #[cfg(test)]
             hash: None,
         }
@@ -380,7 +386,7 @@ impl Directory {
             .unwrap_or_else(|e| e.into_inner())
             .insert(Slot::new(fp, place));
         self.entries.fetch_add(1, Ordering::Relaxed);
-        self.count_file(place, true);
+        self.count_file(key, place, true);
     }
 
     /// Removes `key`'s slot at `place`; whether it was there.
@@ -392,7 +398,7 @@ impl Directory {
             .remove(Slot::new(fp, place));
         if removed {
             self.entries.fetch_sub(1, Ordering::Relaxed);
-            self.count_file(place, false);
+            self.count_file(key, place, false);
         }
         removed
     }
@@ -412,10 +418,21 @@ impl Directory {
         }
     }
 
-    fn count_file(&self, place: Place, added: bool) {
+    fn count_file(&self, key: &[u8], place: Place, added: bool) {
         let Place::Blob { file, len, .. } = place else {
             return;
         };
+        let value = key.first() == Some(&super::keys::Namespace::Value.tag());
+        for (counter, counts) in [(&self.blob_bytes, true), (&self.value_bytes, value)] {
+            if counts && added {
+                counter.fetch_add(u64::from(len), Ordering::Relaxed);
+            } else if counts {
+                counter.fetch_sub(
+                    u64::from(len).min(counter.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let u = files.entry(file).or_default();
         if added {
@@ -443,7 +460,17 @@ impl Directory {
             *seg.write().unwrap_or_else(|e| e.into_inner()) = Table::default();
         }
         self.entries.store(0, Ordering::Relaxed);
+        self.blob_bytes.store(0, Ordering::Relaxed);
+        self.value_bytes.store(0, Ordering::Relaxed);
         self.files.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Live blob bytes: (all, REST values').
+    pub fn blob_bytes(&self) -> (u64, u64) {
+        (
+            self.blob_bytes.load(Ordering::Relaxed),
+            self.value_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Entries held.

@@ -12,6 +12,10 @@ use crate::store::record::{Kind, Record};
 use crate::store::space::{Queue, Step};
 use crate::store::tx::Tx;
 
+/// The share of a shard's live blob bytes pages must hold for REST values
+/// to be kept while eviction walks.
+const PAGES_FIRST: f64 = 0.1;
+
 impl Shard {
     /// One bounded step of disk-budget eviction (see `store::budget` for
     /// the policy, `store::space` for the walk): entries at the head of a
@@ -19,14 +23,27 @@ impl Shard {
     /// (unless `force`), the others are deleted, a variant with its place
     /// in its group's list, and an entry evicted unread from the small
     /// queue leaves a ghost.
+    ///
+    /// Values set through the REST API (Django's cache: locks, counters,
+    /// explicit values) are a class of their own: while pages hold at least
+    /// [`PAGES_FIRST`] of the shard's live blob bytes and the step is not
+    /// `force`d, a live value is kept like a page that was read, so a
+    /// stream of one-off pages never pushes them out. Once pages are
+    /// (nearly) gone, values are evicted like pages are.
     pub(super) fn evict(&mut self, budget: u64, force: bool) -> Result<Evicted, StoreError> {
         let now = self.clock.now_ms();
         let hotness = self.hotness.clone();
         let mut tx = Tx::default();
+        let (all, values) = self.directory.blob_bytes();
+        let pages_left =
+            self.directory.ready() && (all - values.min(all)) as f64 >= all as f64 * PAGES_FIRST;
         let mut step = self
             .space
             .evict_step(&mut self.db, budget, &mut tx, |key, owner, _| {
-                !force && !owner.record.is_expired(now) && hotness.take(key)
+                let value = key.first() == Some(&keys::Namespace::Value.tag());
+                !force
+                    && !owner.record.is_expired(now)
+                    && (value && pages_left || hotness.take(key))
             })?;
         let mut out = Evicted {
             reinserted: step.reinserted,
@@ -196,10 +213,14 @@ mod tests {
         }
         o.clock.advance(Duration::from_secs(2));
         let before = o.shard.space.file_bytes();
-        // One round over everything: each read page is reinserted once.
+        // One round over everything: each read page is reinserted once,
+        // and so is the REST value, read or not.
         let first = evict_until(&mut o, |s| s.reinserted + s.evicted + s.expired >= 62);
         assert_eq!(first.expired, 1);
-        assert_eq!(first.reinserted, 20, "pages 0, 3, ... 57 were read");
+        assert_eq!(
+            first.reinserted, 21,
+            "pages 0, 3, ... 57 were read; the value stays"
+        );
         assert!(first.freed > 0 && o.shard.space.file_bytes() < before);
         for i in 0..60u32 {
             let key = format!("p/page/{i}\0");
@@ -208,11 +229,19 @@ mod tests {
         }
         // The variant went with its place in the group's list.
         assert_eq!(o.shard.db.stored(b"p/v\0").unwrap(), None);
-        assert_eq!(body(o.shard.get(b"vsmall").unwrap()), None);
-        // Not read again: the next round takes the rest.
-        let second = evict_until(&mut o, |_| false);
-        assert_eq!(second.reinserted, 0);
+        assert_eq!(
+            body(o.shard.get(b"vsmall").unwrap()).as_deref(),
+            Some(&b"s"[..])
+        );
+        // Not read again: the next round takes every page, not the value.
+        let second = evict_until(&mut o, |s| s.evicted >= 20);
         assert_eq!(second.evicted, 20);
+        assert_eq!(o.shard.count(&[b"p".to_vec()]).unwrap(), 0);
+        assert_eq!(o.shard.count(&[b"v".to_vec()]).unwrap(), 1);
+        // With no page left, values are evicted like pages (this one was
+        // never read).
+        let third = evict_until(&mut o, |s| s.evicted >= 1);
+        assert_eq!(third.evicted, 1);
         assert_eq!(o.shard.count(&[b"p".to_vec(), b"v".to_vec()]).unwrap(), 0);
         assert_directory_matches(&mut o);
     }
