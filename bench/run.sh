@@ -113,7 +113,7 @@ start_bigcache() { # name api proxy origin
 }
 
 # Store commands that held a shard thread >= 20 ms (compactions); readers
-# were answered by the shard's mirror meanwhile.
+# were answered from the directory and the entries meanwhile.
 slow_commands() { grep -c "slow store command" "$work/$1.log" || true; }
 
 # A /metrics value on API port $1: metric $2, or $2 divided by $3.
@@ -708,7 +708,6 @@ LUA
         out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "http://127.0.0.1:$proxy" | grep '^RESULT')
         read -r _ rps _ <<<"$out"
         reads=$(($(rss_kib "$pid") / 1024))
-        # du counts the mirrors' hard-linked tables once, as the disk does.
         disk=$(du -sm "$work/scale" | cut -f1)
         raw=$((n * SIZE / 1048576))
         # Restart: SIGTERM, wait for the exit, time a fresh start to its

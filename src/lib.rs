@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! - [`store`]: sharded LevelDB, each shard owned by one thread, with page
-//!   bodies in append-only blob files and a read mirror per shard, a hot
-//!   tier in RAM, the expiry sweeper and blob collector; the
+//!   bodies in append-only blob files, a directory of every entry in RAM
+//!   (reads skip the shard thread), a hot tier in RAM, the expiry sweeper and blob collector; the
 //!   [`store::PageStore`] trait the proxy talks to, with an in-memory
 //!   implementation for tests. Every on-disk byte is specified in
 //!   `docs/format.md`.

@@ -208,7 +208,7 @@ async fn expired_entries_go_before_live_ones() {
     // were seen as such (it failed so once in CI).
     tokio::time::sleep(Duration::from_secs(3)).await;
     // 4 MiB live and 6 MiB expired, under the budget with room while they
-    // were written (LevelDB's files, the mirror's log and compactions
+    // were written (LevelDB's files, its log and compactions
     // take 2 to 4 MiB more; with 5 MiB live the first writes sometimes
     // crossed the threshold already, and the budget's one sweep came
     // before anything had expired): these 3 MiB cross it, and the expired

@@ -1660,7 +1660,12 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(value(purges, Some(("kind", "prefix"))), 1.0);
     assert_eq!(value("bigcache_purged_entries_total", None), 1.0);
     assert!(value("bigcache_store_slow_commands_total", None) >= 0.0);
-    assert!(value("bigcache_store_mirror_reads_total", Some(("why", "hedged"))) >= 0.0);
+    assert!(
+        value(
+            "bigcache_store_direct_reads_total",
+            Some(("outcome", "read"))
+        ) >= 0.0
+    );
     assert_eq!(
         value("bigcache_rest_reads_total", Some(("result", "hit"))),
         1.0

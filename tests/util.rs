@@ -404,7 +404,7 @@ impl Drop for SmallDisk {
 }
 
 /// Bytes the data directory `dir` takes: every file once, however many
-/// names it has (the mirrors hard-link the shards' tables).
+/// names it has.
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();

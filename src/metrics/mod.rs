@@ -263,11 +263,11 @@ impl Collector for Counters {
         store.slow_command_time.encode(m)?;
         counter(
             &mut enc,
-            "store_mirror_reads",
-            "Cold reads the read mirror answered for a shard thread that was busy, or late (hedged)",
+            "store_direct_reads",
+            "Reads the hot tier did not answer, answered from the directory and the key's blob entry without the shard thread (read), or handed to the shard after a failed or ambiguous read (handed)",
             &[
-                (&[("why", "busy")], load(&store.mirror_busy)),
-                (&[("why", "hedged")], load(&store.mirror_hedged)),
+                (&[("outcome", "read")], load(&store.direct_reads)),
+                (&[("outcome", "handed")], load(&store.direct_fallbacks)),
             ],
         )?;
         counter(
@@ -282,7 +282,7 @@ impl Collector for Counters {
         counter(
             &mut enc,
             "store_reopens",
-            "LevelDB reopens of shards and read mirrors (after iterators, so compaction drops deleted data again)",
+            "LevelDB reopens of shards (after iterators, so compaction drops deleted data again)",
             &[(&[], load(&store.reopens))],
         )?;
         counter(
@@ -403,7 +403,7 @@ impl Collector for Gauges {
         gauge(
             &mut enc,
             "disk",
-            "Bytes of the data directory (shards and their mirrors; a hard-linked file once)",
+            "Bytes of the data directory",
             Some(&Unit::Bytes),
             saturating(self.store.disk_bytes()),
         )?;

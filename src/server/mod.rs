@@ -28,7 +28,7 @@ pub mod quick;
 use conn::{ConnLimits, serve};
 
 /// Memory beyond the hot tier before free heap pages are handed back (see
-/// `alloc`): four shards, their mirrors and the runtime use ~40 MB.
+/// `alloc`): four shards, their directories and the runtime use ~40 MB.
 const BASE_MEMORY: u64 = 48 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ impl Listeners {
 /// lifetime against `clock`.
 ///
 /// The REST listener answers from the start: `/livez` at once, `/readyz`
-/// with 503 until every shard and its mirror are open (and again from the
+/// with 503 until every shard is open (and again from the
 /// moment a shutdown begins), everything else with 503 until then. The
 /// proxy listener is served once the store is open (connections wait in
 /// the accept queue meanwhile). On shutdown the proxy drains first, while
@@ -473,7 +473,7 @@ mod tests {
     async fn not_ready_until_the_store_is_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
-        // Many shards, each with its LevelDB and mirror: a slow start.
+        // Many shards, each with its LevelDB: a slow start.
         cfg.shards = 128;
         let listeners = Listeners::bind(&cfg).await.unwrap();
         let api = listeners.api.local_addr().unwrap();

@@ -91,9 +91,8 @@ pub enum Queue {
     Main = 1,
 }
 
-/// Read access to one shard's blob files: what the shard thread and its
-/// read mirror each hold (a reader keeps its own open handles, so neither
-/// thread ever waits on the other's).
+/// Read access to one shard's blob files, owned by the shard thread
+/// (readers on other threads have `store::direct`).
 pub struct BlobReader {
     dir: PathBuf,
     /// Open files: handle, last use, format version.
@@ -118,8 +117,8 @@ pub struct Blobs {
     /// A file was created since the last [`Blobs::sync`]: its directory
     /// entry must reach the disk too.
     created: bool,
-    /// Files given up (`forget`) whose deletion the mirror thread may not
-    /// have done yet: never listed again.
+    /// Files given up (`forget`) whose deletion may not be done yet: never
+    /// listed again.
     gone: std::collections::HashSet<u32>,
     /// Files of format 1, found at open (this release writes format 2).
     legacy: std::sync::Arc<std::collections::HashSet<u32>>,
@@ -485,13 +484,7 @@ impl BlobReader {
         self.readers.remove(&id);
     }
 
-    /// Closes every read handle (the files may have been replaced).
-    pub fn forget_all(&mut self) {
-        self.readers.clear();
-    }
-
-    /// Deletes file `id`: the shard's files after collection, or the
-    /// mirror's part of that, after the batches that moved its last entries.
+    /// Deletes file `id` (after collection or eviction).
     pub fn remove(&mut self, id: u32) -> io::Result<()> {
         self.forget(id);
         match std::fs::remove_file(self.path(id)) {

@@ -153,7 +153,8 @@ pub enum Command {
     },
     /// Flushes and closes the DB; the thread exits after replying.
     Shutdown { reply: oneshot::Sender<()> },
-    /// Holds the thread as a long compaction would (tests of the mirror).
+    /// Holds the thread as a long compaction would (tests of reads that
+    /// skip it).
     #[cfg(test)]
     Stall(std::time::Duration),
 }

@@ -1,7 +1,7 @@
 //! What the store counts for `GET /metrics`: shard commands slow enough to
-//! hold their queue (usually a LevelDB compaction run inline), and reads
-//! the read mirror answered instead of a busy or late shard thread, and
-//! the sweeper's and collector's work.
+//! hold their queue (usually a LevelDB compaction run inline), reads
+//! answered without the shard thread, and the sweeper's and collector's
+//! work.
 //! Relaxed atomics, shared by the shard threads and the async side.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,10 +17,6 @@ pub struct Counters {
     pub slow_command_time: Latency,
     /// Puts written in a batch with others (`Shard::put_group`).
     pub grouped_puts: AtomicU64,
-    /// Cold reads sent to the mirror because the shard thread was busy.
-    pub mirror_busy: AtomicU64,
-    /// Cold reads also asked of the mirror because the shard was late.
-    pub mirror_hedged: AtomicU64,
     /// LevelDB point reads that answered "absent", looked up again with an
     /// iterator (`Db::get`): found absent, and found live (rusty-leveldb's
     /// false "absent", met and not believed).
@@ -30,7 +26,7 @@ pub struct Counters {
     /// those handed to the shard after a failed read (`store::direct`).
     pub direct_reads: AtomicU64,
     pub direct_fallbacks: AtomicU64,
-    /// LevelDB reopens of shards and mirrors (after iterators: the crate
+    /// LevelDB reopens of shards (after iterators: the crate
     /// drops no deleted data until then).
     pub reopens: AtomicU64,
     /// Expired entries the sweeper removed.

@@ -49,12 +49,10 @@ pub fn batch_of(ops: &[Op]) -> WriteBatch {
     batch
 }
 
-/// Memtable size: LevelDB keeps up to two per DB (one being flushed), and
-/// every shard has two DBs (see `store::mirror`).
+/// Memtable size: LevelDB keeps up to two per DB (one being flushed).
 pub const WRITE_BUFFER: usize = 2 << 20;
 
-/// LevelDB options for a shard (and, with another write buffer, for its
-/// mirror). LevelDB holds records and page metadata only (bodies are in
+/// LevelDB options for a shard. LevelDB holds records and page metadata only (bodies are in
 /// blob files): a few hundred bytes per page, so its caches stay small.
 pub fn options(write_buffer: usize) -> Options {
     // The info LOG lists every table after each compaction and only rotates

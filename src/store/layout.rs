@@ -19,7 +19,8 @@ pub fn shard_dir(data: &Path, index: usize) -> PathBuf {
     data.join(format!("shard-{index:02}"))
 }
 
-/// Where shard `index`'s read mirror keeps its copy of them.
+/// Where releases before the directory in RAM kept shard `index`'s read
+/// mirror (a second LevelDB): removed at start.
 pub fn mirror_dir(data: &Path, index: usize) -> PathBuf {
     data.join(format!("mirror-{index:02}"))
 }
@@ -186,8 +187,7 @@ pub fn fs_space(_dir: &Path) -> Option<FsSpace> {
 }
 
 /// Bytes the data directory `dir` occupies: every file under it, a file
-/// with several names (the mirrors hard-link the shards' tables) counted
-/// once. Shards moved aside as damaged (`shard-NN.corrupt-<ms>`) are left
+/// with several names counted once. Shards moved aside as damaged (`shard-NN.corrupt-<ms>`) are left
 /// out: eviction cannot shrink them, and counting them would empty the
 /// cache to make up for them. Delete them once inspected.
 pub fn disk_usage(dir: &Path) -> u64 {
@@ -213,7 +213,7 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// Bytes on disk under a shard's (or mirror's) directory: LevelDB's flat
+/// Bytes on disk under a shard's directory: LevelDB's flat
 /// files plus the blob files.
 pub fn dir_size(dir: &Path) -> u64 {
     fn flat(dir: &Path) -> u64 {

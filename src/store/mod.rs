@@ -1,15 +1,21 @@
 //! The persistent store: sharded LevelDB behind async handles, with a
-//! byte-budgeted hot tier in RAM and a background expiry sweeper.
+//! directory of every entry and a byte-budgeted hot tier in RAM, and a
+//! background expiry sweeper.
 //!
 //! ```text
 //!  async callers ──► Store::get ──► hot tier hit? ──yes──► Record (no thread hop)
 //!                       │ no
 //!                       ▼
-//!      shard = crc32(key) % N ──bounded channel──► shard thread (owns one LevelDB
-//!                       │                           and the shard's blob files)
-//!                       │ shard busy, or late            │ every written batch
-//!                       ▼                                ▼
-//!                  mirror thread (a second LevelDB, same entries, read-only role)
+//!                  directory (RAM) ──absent──► miss
+//!                       │ one whole entry
+//!                       ▼
+//!                  one positioned read of the blob entry ──► Record
+//!                       │ anything else (a Vary list in LevelDB, a soft
+//!                       │ purge, an old file, an error, not built yet)
+//!                       ▼
+//!      shard = crc32(key) % N ──bounded channel──► shard thread (owns one
+//!                                                  LevelDB, the blob files,
+//!                                                  and writes the directory)
 //! ```
 //!
 //! Every byte this module puts on disk is specified in `docs/format.md`;
@@ -17,7 +23,9 @@
 //!
 //! The async side:
 //! - [`Store`] (here): routes each key to its shard, broadcasts scans.
-//! - `handle`: one shard's channel, hot slice and mirror; the hedged read.
+//! - `handle`: one shard's channel, hot slice and directory; the read that
+//!   skips the shard thread, with `direct` (one positioned read).
+//! - `directory`: where every entry is, in RAM (written by the shard).
 //! - [`pages`]: the [`PageStore`] trait the proxy talks to, and
 //!   [`memory`], an in-memory implementation for the proxy's tests.
 //! - [`sweeper`]: the background task that expires and collects.
@@ -28,16 +36,15 @@
 //! - `shard`: the thread, command dispatch, entry and Vary-group writes,
 //!   purges, counts and the expiry sweep; `command`: what it is asked.
 //! - `db`: its LevelDB (options, crash recovery, scans, compaction).
-//! - `tx`: a write staged as one batch with its live-byte accounting.
+//! - `tx`: a write staged as one batch with its live-byte accounting and
+//!   directory changes.
 //! - `space`: its blob files, their live counts and the collector;
-//!   `blobs`: the blob-file I/O.
-//! - `mirror`: its read replica, so reads never wait for a compaction.
-//! - `hot`: the hot tier and what gets admitted to it; `busy`: how long
-//!   the thread has been on its current command.
+//!   `blobs`: the blob-file I/O; `entry`: the blob-entry layout.
+//! - `hot`: the hot tier and what gets admitted to it.
 //!
 //! - [`backlog`]: the bound on writes accepted but not yet on disk.
 //!
-//! Formats and shared pieces: [`record`] (the record and blob-entry codec),
+//! Formats and shared pieces: [`record`] (the record codec),
 //! [`keys`] (the key space), `layout` (the data directory),
 //! `purges` (which pages were purged during a fetch), [`error`],
 //! [`lookup`].
@@ -52,7 +59,6 @@
 pub mod backlog;
 mod blobs;
 pub mod budget;
-mod busy;
 mod command;
 pub mod counters;
 mod db;
@@ -67,7 +73,6 @@ pub mod keys;
 pub mod layout;
 pub mod lookup;
 pub mod memory;
-mod mirror;
 pub mod pages;
 mod purges;
 pub mod record;
@@ -259,17 +264,21 @@ impl Store {
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
             let hot = Arc::new(hot::slice(hot_each));
-            let busy = busy::Busy::default();
+            let mirror = layout::mirror_dir(&cfg.dir, index);
+            if mirror.exists() {
+                // An earlier release's read mirror: reads no longer need it.
+                if let Err(e) = std::fs::remove_dir_all(&mirror) {
+                    tracing::warn!(path = %mirror.display(), error = %e, "removing an old read mirror");
+                }
+            }
             let directory = Arc::new(directory::Directory::new());
             let shard_dir = layout::shard_dir(&cfg.dir, index);
             let direct = Arc::new(direct::DirectReader::new(layout::blobs_dir(&shard_dir)));
             let admission = Arc::new(std::sync::Mutex::new(hot::Admission::for_slice(&hot)));
             let opening = std::time::Instant::now();
-            let (shard, mirror) = Shard::open(ShardConfig {
+            let shard = Shard::open(ShardConfig {
                 index,
                 dir: shard_dir,
-                mirror_dir: layout::mirror_dir(&cfg.dir, index),
-                busy: busy.clone(),
                 hot: hot.clone(),
                 purges: purges.clone(),
                 max_variants: cfg.max_variants.max(1),
@@ -305,8 +314,6 @@ impl Store {
                 directory,
                 direct,
                 admission,
-                mirror,
-                busy,
                 counters: counters.clone(),
                 thread: std::sync::Mutex::new(Some(thread)),
                 backlog: backlog::Backlog::new(backlog::BACKLOG_BYTES / n, backlog::ROOM_WAIT),
@@ -820,7 +827,7 @@ impl Store {
         Ok(total)
     }
 
-    /// The store's counters (slow commands, mirror reads).
+    /// The store's counters (slow commands, direct reads).
     pub fn counters(&self) -> &counters::Counters {
         &self.counters
     }
@@ -865,7 +872,7 @@ impl Store {
         u
     }
 
-    /// Bytes the store occupies on disk (a table a mirror hard-links
+    /// Bytes the store occupies on disk (a file with several names
     /// counted once).
     pub fn disk_bytes(&self) -> u64 {
         layout::disk_usage(&self.dir)
@@ -947,7 +954,6 @@ impl PageStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use handle::HEDGE_AFTER;
     use std::path::Path;
     use std::time::{Duration, Instant};
 
@@ -955,7 +961,7 @@ mod tests {
         StoreConfig {
             dir: dir.to_path_buf(),
             shards: 1,
-            // No hot tier: every read goes to a shard thread or its mirror.
+            // No hot tier: every read goes to the directory or the shard.
             hot_bytes: 0,
             queue_depth: 64,
             max_variants: 32,
@@ -977,7 +983,7 @@ mod tests {
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let task = task.unwrap().path();
             let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if !name.starts_with("bigcache-shard") && !name.starts_with("bigcache-mirro") {
+            if !name.starts_with("bigcache-shard") {
                 continue;
             }
             let tid: libc::pid_t = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
@@ -989,7 +995,7 @@ mod tests {
             }
         }
         // Tests run in parallel: other tests' stores may show up too.
-        assert!(seen.len() >= 2, "a shard thread and its mirror: {seen:?}");
+        assert!(!seen.is_empty(), "a shard thread: {seen:?}");
         assert!(
             seen.iter().all(|(_, p)| *p == libc::SCHED_BATCH),
             "{seen:?}"
@@ -1211,8 +1217,8 @@ mod tests {
 
     /// Commands queued behind a busy shard run in the order they were
     /// sent, whether or not their puts share a batch. (Reads are left out:
-    /// while the shard is busy the mirror answers them, with what was
-    /// acknowledged so far.)
+    /// while the shard is busy they are answered from the directory and
+    /// the entries, with what was acknowledged so far.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_commands_keep_their_order_through_group_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -1287,8 +1293,8 @@ mod tests {
             .send(Command::Stall(Duration::from_millis(ms)))
             .await
             .unwrap();
-        // Let the shard thread pick it up and pass the hedge threshold.
-        tokio::time::sleep(HEDGE_AFTER * 2).await;
+        // Let the shard thread pick it up.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     /// How long `read_while_stalled` holds the shard thread.
@@ -1319,7 +1325,7 @@ mod tests {
     }
 
     /// A key the directory has no place for is a miss answered on the
-    /// caller's task: neither the stalled shard nor its mirror is asked.
+    /// caller's task: the stalled shard is not asked.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_absent_key_is_a_miss_without_asking_the_shard() {
         let dir = tempfile::tempdir().unwrap();
@@ -1330,18 +1336,11 @@ mod tests {
             .unwrap();
         assert!(store.delete(Namespace::Value, b"gone").await.unwrap());
         directories_ready(&store).await;
-        let asked = |s: &Store| {
-            let c = s.counters();
-            c.mirror_busy.load(std::sync::atomic::Ordering::Relaxed)
-                + c.mirror_hedged.load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let before = asked(&store);
         for key in [&b"gone"[..], b"never"] {
             let (found, took) = read_while_stalled(&store, key).await;
             assert_eq!(found, None);
             assert!(took < STALLED / 4, "waited {took:?} for the shard");
         }
-        assert_eq!(asked(&store), before, "the mirror was asked");
         store.shutdown().await;
     }
 
@@ -1355,7 +1354,7 @@ mod tests {
     }
 
     /// A stored value is read from its entry on the caller's task, the
-    /// shard thread held meanwhile and the mirror never asked; what a later
+    /// shard thread held meanwhile; what a later
     /// write, a touch or a delete changed is what the next read sees.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn values_are_read_from_their_entries_without_the_shard() {
@@ -1417,45 +1416,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_do_not_wait_for_a_busy_shard() {
+    async fn direct_reads_follow_clears_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&config(dir.path())).unwrap();
-        let page = vec![b'x'; 20_000];
-        store
-            .put(Namespace::Value, b"big", record(&page))
-            .await
-            .unwrap();
-        store
-            .put(Namespace::Value, b"small", record(b"s"))
-            .await
-            .unwrap();
-        store
-            .put(Namespace::Value, b"gone", record(b"g"))
-            .await
-            .unwrap();
-        assert!(store.delete(Namespace::Value, b"gone").await.unwrap());
-
-        let (found, took) = read_while_stalled(&store, b"big").await;
-        assert_eq!(
-            found.as_deref(),
-            Some(&page[..]),
-            "blob body via the mirror"
-        );
-        // Far below the 2 s stall: the mirror answered, not the shard.
-        assert!(took < STALLED / 2, "waited {took:?}");
-        let (found, _) = read_while_stalled(&store, b"small").await;
-        assert_eq!(found.as_deref(), Some(&b"s"[..]));
-        let (found, took) = read_while_stalled(&store, b"gone").await;
-        assert_eq!(found, None, "an acknowledged delete is seen by the mirror");
-        // Far below the 2 s stall: the mirror answered, not the shard.
-        assert!(took < STALLED / 2, "waited {took:?}");
-        store.shutdown().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_mirror_follows_clears_and_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&config(dir.path())).unwrap();
+        directories_ready(&store).await;
         store
             .put(Namespace::Value, b"a", record(b"1"))
             .await
@@ -1470,13 +1434,14 @@ mod tests {
         store.shutdown().await;
 
         let store = Store::open(&config(dir.path())).unwrap();
+        directories_ready(&store).await;
         let (found, took) = read_while_stalled(&store, b"b").await;
         assert_eq!(
             found.as_deref(),
             Some(&[b'y'; 5_000][..]),
-            "rebuilt at start"
+            "the directory rebuilt at start"
         );
-        // Far below the 2 s stall: the mirror answered, not the shard.
+        // Far below the 2 s stall: read from its entry, not by the shard.
         assert!(took < STALLED / 2, "waited {took:?}");
         store.shutdown().await;
     }

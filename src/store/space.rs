@@ -165,6 +165,15 @@ impl BlobSpace {
         self.blobs.append_to(q, key, record, &record.body)
     }
 
+    /// The body `key`'s record keeps at `blob`.
+    pub fn read_body(
+        &mut self,
+        key: &[u8],
+        blob: &BlobRef,
+    ) -> Result<Bytes, super::blobs::BlobError> {
+        self.blobs.reader().read(key, blob)
+    }
+
     /// The blob files of format 1 (their entries hold no record).
     pub fn legacy(&self) -> Arc<std::collections::HashSet<u32>> {
         self.blobs.legacy()

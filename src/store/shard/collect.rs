@@ -4,7 +4,6 @@
 use super::Shard;
 use crate::store::error::StoreError;
 use crate::store::keys;
-use crate::store::mirror::MirrorCommand;
 use crate::store::space::Step;
 use crate::store::tx::Tx;
 
@@ -30,20 +29,15 @@ impl Shard {
         Ok((freed, dead.more))
     }
 
-    /// Deletes blob file `id` and its live-byte row. The mirror deletes the
-    /// file, after the batches that moved entries out of it, so it never
-    /// reads a vanished file.
+    /// Deletes blob file `id` and its live-byte row. A reader that looked
+    /// up a place in it just before (`store::direct`) either has the file
+    /// open, and reads the entry from the unlinked file, or finds it gone
+    /// and asks the shard, which knows where the entry is now.
     pub(super) fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
         let len = self.space.forget_file(id);
         self.direct.forget(id);
         self.write(vec![(keys::blob_live_key(id).to_vec(), None)], &[])?;
-        let handed = self
-            .mirror
-            .as_ref()
-            .is_some_and(|m| m.send(MirrorCommand::DropBlobFile(id)));
-        if !handed {
-            self.space.remove_file(id)?;
-        }
+        self.space.remove_file(id)?;
         Ok(len)
     }
 
@@ -151,9 +145,8 @@ mod tests {
                 break;
             }
         }
-        // The mirror deletes the file itself, after the batch that moved
-        // the page out.
         assert!(freed > 20_000, "the old file stayed");
+        assert!(!blobs.join("00000900.blob").exists(), "the old file stayed");
         assert_directory_matches(&mut o);
         let places = o.shard.directory.places(b"pold\0");
         let place = places.iter().next().unwrap();

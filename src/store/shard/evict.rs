@@ -40,10 +40,13 @@ impl Shard {
         let mut step = self
             .space
             .evict_step(&mut self.db, budget, &mut tx, |key, owner, _| {
+                // A Vary group's list stays while its variants do (it
+                // goes when the last of them is evicted, `stage_unlist`).
                 let value = key.first() == Some(&keys::Namespace::Value.tag());
+                let group = owner.record.kind == Kind::Group;
                 !force
                     && !owner.record.is_expired(now)
-                    && (value && pages_left || hotness.take(key))
+                    && (group || value && pages_left || hotness.take(key))
             })?;
         let mut out = Evicted {
             reinserted: step.reinserted,

@@ -1,7 +1,6 @@
 //! One shard: the OS thread that owns a LevelDB ([`Db`]), the blob space
-//! beside it ([`BlobSpace`]), its slice of the hot tier and the link to its
-//! read mirror, and executes [`Command`]s from a bounded channel one at a
-//! time.
+//! beside it ([`BlobSpace`]), its directory and its slice of the hot tier,
+//! and executes [`Command`]s from a bounded channel one at a time.
 //!
 //! Why a thread: rusty-leveldb's `DB` is `!Send` and compacts inside `put`
 //! and `get`; on a thread of its own, async callers never block the tokio
@@ -16,18 +15,16 @@
 //! `write` (reads, writes of entries and Vary groups), `purge`, `listing`
 //! (`/keys`, counts), `sweep` (expiry), `collect` (blob garbage), `evict`
 //! (the disk budget); `exact` tests every decision on whether a key holds a
-//! value. Each write is staged in a `Tx` and committed in one batch, which
-//! the mirror gets too before the caller is answered.
+//! value. Each write is staged in a `Tx` and committed in one batch, and
+//! the directory changed with it, before the caller is answered.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::busy::Busy;
 use super::command::{Command, PrefixStep};
 use super::counters::Counters;
 use super::db::{self, Db, Op, Opened};
@@ -38,7 +35,6 @@ use super::hot::{Admission, Hot};
 use super::hotness::Hotness;
 use super::keys;
 use super::layout;
-use super::mirror::{Mirror, MirrorCommand, MirrorHandle, MirrorLink};
 use super::purges::PurgeLog;
 use super::space::BlobSpace;
 use crate::clock::Clock;
@@ -58,16 +54,10 @@ use write::{Put, gather, groupable};
 
 /// A command taking longer than this is logged: it held up its shard.
 const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
-/// Batches the mirror may lag behind before the shard waits for it.
-const MIRROR_QUEUE: usize = 4096;
 
 pub struct ShardConfig {
     pub index: usize,
     pub dir: PathBuf,
-    /// Where the read mirror keeps its copy of the LevelDB files.
-    pub mirror_dir: PathBuf,
-    /// Stamped while a command runs (see `store::busy`).
-    pub busy: Busy,
     pub hot: Arc<Hot>,
     pub purges: Arc<PurgeLog>,
     pub max_variants: usize,
@@ -104,8 +94,6 @@ pub struct Shard {
     counters: Arc<super::counters::Counters>,
     budgeted: bool,
     hotness: Arc<Hotness>,
-    mirror: Option<MirrorLink>,
-    busy: Busy,
     clock: Clock,
     /// Key span deleted by the current sweep round, compacted when it ends.
     swept_span: Option<(Vec<u8>, Vec<u8>)>,
@@ -121,7 +109,7 @@ pub struct Shard {
 impl Shard {
     /// Opens the shard; runs on the caller's thread so a startup failure is
     /// reported before the server accepts anything.
-    pub fn open(cfg: ShardConfig) -> Result<(Shard, MirrorHandle), StoreError> {
+    pub fn open(cfg: ShardConfig) -> Result<Shard, StoreError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::open(&cfg.dir, e))?;
         let (db, _) = Db::open(
             cfg.index,
@@ -137,40 +125,6 @@ impl Shard {
             cfg.directory.clone(),
         )
         .map_err(|e| StoreError::open(&blobs_dir, e))?;
-        // Built while the shard is open and idle, from its files.
-        let healthy = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel(MIRROR_QUEUE);
-        // Without its mirror a shard still serves everything, only reads
-        // then wait out its compactions: worth a loud log, not a refusal
-        // to start.
-        let mirror = Mirror::open(
-            cfg.index,
-            cfg.dir.clone(),
-            cfg.mirror_dir,
-            blobs_dir,
-            healthy.clone(),
-            cfg.clock.clone(),
-            cfg.counters.clone(),
-        )
-        .and_then(|m| {
-            std::thread::Builder::new()
-                .name(format!("bigcache-mirror-{:02}", cfg.index))
-                .spawn(move || {
-                    crate::sched::batch_this_thread();
-                    m.run(rx)
-                })
-                .map_err(StoreError::from)
-        });
-        let link = match mirror {
-            Ok(thread) => Some(MirrorLink {
-                tx: tx.clone(),
-                thread: Some(thread),
-            }),
-            Err(e) => {
-                tracing::error!(shard = cfg.index, error = %e, "no read mirror for this shard");
-                None
-            }
-        };
         let mut shard = Shard {
             index: cfg.index,
             db,
@@ -184,8 +138,6 @@ impl Shard {
             counters: cfg.counters,
             budgeted: cfg.budgeted,
             hotness: cfg.hotness,
-            mirror: link,
-            busy: cfg.busy,
             clock: cfg.clock,
             swept_span: None,
             opened_at: Instant::now(),
@@ -194,7 +146,7 @@ impl Shard {
             build_tries: 0,
         };
         shard.rebuild_directory();
-        Ok((shard, MirrorHandle { tx, healthy }))
+        Ok(shard)
     }
 
     /// The thread body: executes commands until shutdown or until every
@@ -227,7 +179,6 @@ impl Shard {
             }
             let name = cmd.name();
             let started = Instant::now();
-            self.busy.start();
             let outcome = match cmd {
                 Command::Put {
                     key,
@@ -246,7 +197,6 @@ impl Shard {
                 }
                 cmd => catch_unwind(AssertUnwindSafe(|| self.execute(cmd))),
             };
-            self.busy.idle();
             let took = started.elapsed();
             if took >= SLOW_COMMAND {
                 self.counters.slow(took);
@@ -297,12 +247,9 @@ impl Shard {
         }
     }
 
-    /// Closes the DB and stops the mirror: the end of the shard.
+    /// Closes the DB: the end of the shard.
     fn shut_down(&mut self) {
         self.db.close();
-        if let Some(mut m) = self.mirror.take() {
-            m.shutdown();
-        }
     }
 
     /// Opens the DB if the last (re)open failed, say for lack of file
@@ -330,7 +277,7 @@ impl Shard {
     }
 
     /// When the old files had to be moved aside, the blob files went with
-    /// them: fresh blob files, an empty hot tier, a rebuilt mirror.
+    /// them: fresh blob files, an empty hot tier and directory.
     fn after_open(&mut self, opened: Opened) -> Result<(), StoreError> {
         match opened {
             Opened::Intact => Ok(()),
@@ -343,14 +290,11 @@ impl Shard {
         self.directory.clear();
         self.direct.forget_all();
         self.space.reset()?;
-        if let Some(m) = &self.mirror {
-            m.reset();
-        }
         Ok(())
     }
 
-    /// Writes `ops` in one batch, then forwards them to the mirror, before
-    /// the caller acknowledges anything: a read the mirror answers after an
+    /// Writes `ops` in one batch, and changes the directory with it,
+    /// before the caller acknowledges anything: a read after an
     /// acknowledged write sees it.
     ///
     /// With `--sync` the blob bytes reach the disk before the records that
@@ -368,9 +312,6 @@ impl Shard {
         self.directory.apply(changes);
         if self.sync {
             self.db.sync()?;
-        }
-        if let Some(m) = &self.mirror {
-            m.send(MirrorCommand::Apply(ops));
         }
         Ok(())
     }
@@ -522,7 +463,7 @@ impl Shard {
     }
 
     /// Empties the shard: its directory is replaced, its blob files, hot
-    /// tier and mirror start over.
+    /// tier and directory start over.
     fn clear(&mut self) -> Result<(), StoreError> {
         self.hot.clear();
         let replaced = self.db.replace_dir();
@@ -574,11 +515,9 @@ pub(super) mod tests {
     }
 
     fn open_in(dir: tempfile::TempDir, clock: Clock) -> Open {
-        let (shard, _mirror) = Shard::open(ShardConfig {
+        let shard = Shard::open(ShardConfig {
             index: 0,
             dir: dir.path().join("shard-00"),
-            mirror_dir: dir.path().join("mirror-00"),
-            busy: Busy::default(),
             hot: Arc::new(hot::slice(0)),
             purges: Arc::new(PurgeLog::default()),
             max_variants: 2,

@@ -124,16 +124,41 @@ impl Shard {
         if tx.has_seen(key) {
             return Ok(None);
         }
-        let old = self.db.stored(key)?;
+        let old = self.stored(key)?;
         tx.replaces(key, old.as_ref());
         Ok(old)
+    }
+
+    /// The decoded value at `key` (exactly, see `Db::get`), body not
+    /// loaded, except a Vary group's: the list of its variants is what
+    /// every decision on a group reads. A list that cannot be read (a
+    /// damaged entry) is logged and reads as empty: its variants are then
+    /// left to eviction and the sweep.
+    pub(super) fn stored(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        let Some(mut old) = self.db.stored(key)? else {
+            return Ok(None);
+        };
+        if old.record.kind == Kind::Group
+            && let Some(blob) = old.blob
+        {
+            match self.space.read_body(key, &blob) {
+                Ok(list) => old.record.body = list,
+                Err(e) => tracing::warn!(
+                    shard = self.index,
+                    key = %String::from_utf8_lossy(key),
+                    error = %e,
+                    "unreadable Vary group list; taking it as empty"
+                ),
+            }
+        }
+        Ok(Some(old))
     }
 
     /// Stages writing `record` at `key`: its entry, holding the record and
     /// its body, is appended to a blob file now (so a read needs that entry
     /// alone, `store::direct`, and every entry has a place in the FIFO the
-    /// evictor walks) and referenced from the record. A Vary group's list
-    /// stays in LevelDB.
+    /// evictor walks) and referenced from the record; a Vary group's list
+    /// of variants too.
     pub(super) fn stage_write(
         &mut self,
         tx: &mut Tx,
@@ -141,30 +166,25 @@ impl Shard {
         record: &Record,
     ) -> Result<(), StoreError> {
         self.stage_old(tx, key)?;
-        let blob = if record.kind != Kind::Group {
-            // Under a budget a new entry starts in the small queue, unless
-            // it replaces one in the main queue or was evicted unread
-            // lately (it is wanted again: S3-FIFO's ghost hit).
-            let queue = if !self.budgeted
-                || tx
-                    .old_file(key)
-                    .is_some_and(|f| self.space.queue_of(f) == Queue::Main)
-                || self.hotness.was_evicted(key)
-            {
-                Queue::Main
-            } else {
-                Queue::Small
-            };
-            let blob = self.space.append(queue, key, record)?;
-            self.counters.appended_bytes.fetch_add(
-                blob.entry_len(key.len()),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            Some(blob)
+        // Under a budget a new entry starts in the small queue, unless it
+        // replaces one in the main queue or was evicted unread lately (it
+        // is wanted again: S3-FIFO's ghost hit).
+        let queue = if !self.budgeted
+            || tx
+                .old_file(key)
+                .is_some_and(|f| self.space.queue_of(f) == Queue::Main)
+            || self.hotness.was_evicted(key)
+        {
+            Queue::Main
         } else {
-            None
+            Queue::Small
         };
-        tx.put_record(key, record, blob);
+        let blob = self.space.append(queue, key, record)?;
+        self.counters.appended_bytes.fetch_add(
+            blob.entry_len(key.len()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tx.put_record(key, record, Some(blob));
         Ok(())
     }
 
@@ -250,7 +270,7 @@ impl Shard {
     }
 
     /// Puts of distinct keys, written as one LevelDB batch (group commit):
-    /// one log write and one batch for the mirror instead of one each.
+    /// one log write instead of one each.
     /// If any of them cannot be staged or the batch cannot be written, each
     /// is retried alone, so every caller gets its own put's outcome (a blob
     /// appended for the group is then left unreferenced, as after any
@@ -539,7 +559,7 @@ mod tests {
         assert_eq!(body(o.shard.get(ko).unwrap()), None, "the oldest stayed");
         let fr = b"pv\0accept-language=fr";
         assert!(body(o.shard.get(fr).unwrap()).is_some());
-        let group = o.shard.db.stored(b"pv\0").unwrap().unwrap().record;
+        let group = o.shard.stored(b"pv\0").unwrap().unwrap().record;
         assert_eq!(group.group_members().len(), 2);
         // An expired variant makes room before the oldest live one.
         let soon = o.clock.now_ms() + 1_000;
