@@ -170,6 +170,16 @@ impl Blobs {
         })
     }
 
+    /// The id the next new file takes.
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
+
+    /// New files take ids from `id` on (if higher than the next one).
+    pub fn skip_to(&mut self, id: u32) {
+        self.next_id = self.next_id.max(id);
+    }
+
     /// The files of format 1: their entries hold no record.
     pub fn legacy(&self) -> std::sync::Arc<std::collections::HashSet<u32>> {
         self.legacy.clone()

@@ -110,7 +110,8 @@ impl DirectReader {
         files.gone.insert(id);
     }
 
-    /// Forgets every handle (the shard's files were replaced).
+    /// Forgets every handle (the shard's files were replaced; new ones take
+    /// new ids, so those given up stay given up).
     pub fn forget_all(&self) {
         self.files
             .write()
@@ -126,13 +127,16 @@ impl DirectReader {
         let file = self.file(id)?;
         let mut buf = vec![0u8; len];
         if read_cached(&file, &mut buf, offset) != Some(len) {
-            let _permit = self
+            let permit = self
                 .blocking
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|_| io::Error::other("reader closed"))?;
+            // The permit goes with the read: a caller that gives up does
+            // not free a place while its read still runs.
             buf = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let mut buf = buf;
                 file.read_exact_at(&mut buf, offset).map(|()| buf)
             })

@@ -266,6 +266,9 @@ pub struct Directory {
     keys: [u64; 2],
     /// Built and kept: lookups are exact.
     ready: AtomicBool,
+    /// Bumped whenever the directory stops being trusted or is emptied,
+    /// so a reader can tell its lookup raced with that ([`Directory::lookup`]).
+    epoch: AtomicU64,
     entries: AtomicU64,
     files: Mutex<HashMap<u32, FileUse>>,
     /// Live blob bytes in all, and those of REST values (the `v`
@@ -307,6 +310,7 @@ impl Directory {
             segments: (0..SEGMENTS).map(|_| RwLock::default()).collect(),
             keys,
             ready: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             files: Mutex::default(),
             blob_bytes: AtomicU64::new(0),
@@ -339,7 +343,22 @@ impl Directory {
     }
 
     pub fn set_ready(&self, ready: bool) {
+        if !ready {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// The places `key`'s fingerprint has, for a reader on any thread:
+    /// `None` unless the directory was ready, and neither emptied nor
+    /// distrusted, for the whole lookup (an empty answer is then exact).
+    pub fn lookup(&self, key: &[u8]) -> Option<Places> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if !self.ready() {
+            return None;
+        }
+        let places = self.places(key);
+        (self.epoch.load(Ordering::Acquire) == epoch && self.ready()).then_some(places)
     }
 
     /// The places `key`'s fingerprint has. Empty means absent only once
@@ -456,6 +475,7 @@ impl Directory {
     /// Empties it; `ready` is left as it was (an emptied shard is known
     /// to be empty).
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         for seg in self.segments.iter() {
             *seg.write().unwrap_or_else(|e| e.into_inner()) = Table::default();
         }

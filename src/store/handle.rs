@@ -68,10 +68,7 @@ impl ShardHandle {
     /// error reading one; the shard reads LevelDB and deletes what is
     /// damaged.
     pub async fn directory_get(&self, key: &[u8]) -> Option<Lookup> {
-        if !self.directory.ready() {
-            return None;
-        }
-        let places = self.directory.places(key);
+        let places = self.directory.lookup(key)?;
         if places.is_empty() {
             return Some(Lookup::Miss);
         }

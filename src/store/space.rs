@@ -141,7 +141,11 @@ impl BlobSpace {
     /// Starts over on fresh files, after the shard's directory was replaced
     /// (the old blob files went with it).
     pub fn reset(&mut self) -> io::Result<()> {
+        let next = self.blobs.next_id();
         self.blobs = Blobs::open(self.dir.clone(), self.blobs.file_max())?;
+        // Never an id used before in this process: a reader holding a
+        // place in an old file must not find a new file under its name.
+        self.blobs.skip_to(next);
         self.forget_counts();
         Ok(())
     }

@@ -33,7 +33,21 @@ impl Shard {
     /// up a place in it just before (`store::direct`) either has the file
     /// open, and reads the entry from the unlinked file, or finds it gone
     /// and asks the shard, which knows where the entry is now.
+    ///
+    /// Once the directory is built, a file it still has an entry in is
+    /// kept, whatever the walk that led here concluded (a damaged header
+    /// ends a walk early, with live entries after it).
     pub(super) fn drop_file(&mut self, id: u32) -> Result<u64, StoreError> {
+        let live = self.directory.file_use(id).entries;
+        if self.directory.ready() && live > 0 {
+            tracing::error!(
+                shard = self.index,
+                file = id,
+                live,
+                "a blob file to drop still holds live entries; keeping it"
+            );
+            return Ok(0);
+        }
         let len = self.space.forget_file(id);
         self.direct.forget(id);
         self.write(vec![(keys::blob_live_key(id).to_vec(), None)], &[])?;

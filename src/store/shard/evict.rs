@@ -102,7 +102,7 @@ impl Shard {
         group: &[u8],
         gone: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        let Some(old) = self.db.stored(group)? else {
+        let Some(old) = self.stored(group)? else {
             return Ok(());
         };
         if old.record.kind != Kind::Group {
@@ -118,14 +118,14 @@ impl Shard {
         self.hot.remove(group);
         if members.is_empty() {
             tx.delete(group);
+            Ok(())
         } else {
             let record = Record {
                 body: Record::encode_group_members(members.iter().map(|m| m.as_ref())),
                 ..old.record
             };
-            tx.put_record(group, &record, None);
+            self.stage_write(tx, group, &record)
         }
-        Ok(())
     }
 }
 
@@ -294,6 +294,36 @@ mod tests {
         }
         assert_eq!((forced.evicted, forced.reinserted), (2, 0));
         assert_eq!(body(o.shard.get(b"p/b\0").unwrap()), None);
+        assert_directory_matches(&mut o);
+    }
+
+    /// Evicting one variant takes it off its group's list and leaves the
+    /// others listed (the list, in a blob entry, is read to do so).
+    #[test]
+    fn evicting_a_variant_keeps_the_others_listed() {
+        let mut o = open();
+        let page: Vec<u8> = (0..3_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let meta = Bytes::from_static(b"accept-language");
+        for lang in ["ko", "en"] {
+            let member = format!("accept-language={lang}");
+            o.shard
+                .put_member(
+                    b"p/v\0".to_vec(),
+                    member.as_bytes(),
+                    meta.clone(),
+                    record(Kind::Http, &page, None),
+                )
+                .unwrap();
+        }
+        o.shard.hotness.touch(b"p/v\0accept-language=en");
+        let round = evict_until(&mut o, |s| s.evicted >= 1);
+        assert_eq!(round.evicted, 1);
+        let group = o.shard.stored(b"p/v\0").unwrap().expect("the group went");
+        let members = group.record.group_members();
+        assert_eq!(members, [Bytes::from_static(b"accept-language=en")]);
+        assert!(body(o.shard.get(b"p/v\0accept-language=en").unwrap()).is_some());
         assert_directory_matches(&mut o);
     }
 }

@@ -52,6 +52,8 @@ mod write;
 use build::Build;
 use write::{Put, gather, groupable};
 
+/// How long the directory's walk waits after a step failed.
+const STEP_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 /// A command taking longer than this is logged: it held up its shard.
 const SLOW_COMMAND: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -236,7 +238,10 @@ impl Shard {
         match catch_unwind(AssertUnwindSafe(|| self.build_step())) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
+                // Say the DB cannot be opened for lack of descriptors: the
+                // walk waits a little rather than spin on it.
                 tracing::warn!(shard = self.index, error = %e, "directory walk step failed");
+                std::thread::sleep(STEP_RETRY);
             }
             Err(_) => {
                 tracing::error!(shard = self.index, "panic walking the directory; reopening");
@@ -464,10 +469,15 @@ impl Shard {
 
     /// Empties the shard: its directory is replaced, its blob files, hot
     /// tier and directory start over.
-    fn clear(&mut self) -> Result<(), StoreError> {
+    pub(super) fn clear(&mut self) -> Result<(), StoreError> {
         self.hot.clear();
         let replaced = self.db.replace_dir();
         self.started_over()?;
+        if replaced.is_err() {
+            // The old files may still be there (the rename failed), or a
+            // new empty DB: the directory is walked from whichever it is.
+            self.rebuild_directory();
+        }
         replaced.map_err(|e| match e {
             StoreError::Open { .. } => {
                 tracing::error!(shard = self.index, error = %e, "shard is unavailable");

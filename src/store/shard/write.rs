@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shard;
 use crate::store::backlog::Room;
+use crate::store::blobs::LoadError;
 use crate::store::command::{Command, DeleteIf, Incr};
 use crate::store::error::StoreError;
 use crate::store::lookup::Lookup;
@@ -109,7 +110,30 @@ impl Shard {
             "unreadable record; treating it as a miss and deleting it"
         );
         self.remove(key)?;
+        if matches!(problem, LoadError::Record(_)) {
+            self.forget_undecodable(key);
+        }
         Ok(Lookup::Miss)
+    }
+
+    /// Takes `key`'s slot out of the directory after its record, which
+    /// did not decode, was deleted: the delete could not say where the
+    /// record was. The directory holds every key, so a single place for
+    /// its fingerprint is this key's; more (another key shares it) and the
+    /// directory is walked again rather than guessed at.
+    fn forget_undecodable(&mut self, key: &[u8]) {
+        if !self.directory.ready() {
+            return;
+        }
+        let places = self.directory.places(key);
+        let mut it = places.iter();
+        match (it.next(), it.next()) {
+            (None, _) => {}
+            (Some(place), None) if !places.more => {
+                self.directory.remove(key, place);
+            }
+            _ => self.rebuild_directory(),
+        }
     }
 
     /// Reads the value `key` holds before `tx` changes it (exactly: see
