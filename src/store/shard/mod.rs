@@ -12,7 +12,7 @@
 //!
 //! Here: the thread loop, command dispatch, and opening, reopening and
 //! clearing the shard. What it does with entries is split by kind of work:
-//! `write` (reads, writes of entries and Vary groups), `purge`, `listing`
+//! `write` (reads, writes of entries), `vary` (Vary groups), `purge`, `listing`
 //! (`/keys`, counts), `sweep` (expiry), `collect` (blob garbage), `evict`
 //! (the disk budget); `exact` tests every decision on whether a key holds a
 //! value. Each write is staged in a `Tx` and committed in one batch, and
@@ -47,6 +47,7 @@ mod exact;
 mod listing;
 mod purge;
 mod sweep;
+mod vary;
 mod write;
 
 use build::Build;
