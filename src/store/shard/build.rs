@@ -317,8 +317,8 @@ pub(super) mod tests {
         assert_directory_matches(&mut o);
     }
 
-    /// A record that no longer decodes is deleted when read, and its slot
-    /// goes with it (the delete alone could not say where it was).
+    /// A record that no longer decodes is deleted when read, or replaced,
+    /// and its slot goes with it (nothing else could say where it was).
     #[test]
     fn an_undecodable_record_leaves_the_directory_when_read() {
         let mut o = open();
@@ -335,6 +335,19 @@ pub(super) mod tests {
             crate::store::Lookup::Miss
         ));
         assert!(o.shard.directory.places(b"vbad").is_empty());
+        assert_directory_matches(&mut o);
+        // Overwritten rather than read first: the same.
+        o.shard
+            .put(b"vbad".to_vec(), record(Kind::Bytes, &[7; 3_000], None))
+            .unwrap();
+        o.shard
+            .db
+            .write(&[(b"vbad".to_vec(), Some(b"not a record".to_vec()))])
+            .unwrap();
+        o.shard
+            .put(b"vbad".to_vec(), record(Kind::Bytes, &[8; 3_000], None))
+            .unwrap();
+        assert_eq!(o.shard.directory.places(b"vbad").iter().count(), 1);
         assert_directory_matches(&mut o);
     }
 

@@ -7,7 +7,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shard;
 use crate::store::backlog::Room;
-use crate::store::blobs::LoadError;
 use crate::store::command::{Command, DeleteIf, Incr};
 use crate::store::error::StoreError;
 use crate::store::lookup::Lookup;
@@ -109,18 +108,16 @@ impl Shard {
             error = %problem,
             "unreadable record; treating it as a miss and deleting it"
         );
+        // An undecodable record's slot goes with it (`Shard::stored`).
         self.remove(key)?;
-        if matches!(problem, LoadError::Record(_)) {
-            self.forget_undecodable(key);
-        }
         Ok(Lookup::Miss)
     }
 
-    /// Takes `key`'s slot out of the directory after its record, which
-    /// did not decode, was deleted: the delete could not say where the
-    /// record was. The directory holds every key, so a single place for
-    /// its fingerprint is this key's; more (another key shares it) and the
-    /// directory is walked again rather than guessed at.
+    /// Takes `key`'s slot out of the directory: its record does not
+    /// decode, so nothing can say where it was. The directory holds every
+    /// key, so a single place for its fingerprint is this key's; more
+    /// (another key shares it) and the directory is walked again rather
+    /// than guessed at.
     fn forget_undecodable(&mut self, key: &[u8]) {
         if !self.directory.ready() {
             return;
@@ -157,9 +154,15 @@ impl Shard {
     /// loaded, except a Vary group's: the list of its variants is what
     /// every decision on a group reads. A list that cannot be read (a
     /// damaged entry) is logged and reads as empty: its variants are then
-    /// left to eviction and the sweep.
+    /// left to eviction and the sweep. A record that does not decode reads
+    /// as absent, and its slot leaves the directory here: whoever asked is
+    /// about to replace or delete it, and could not say where it was.
     pub(super) fn stored(&mut self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
-        let Some(mut old) = self.db.stored(key)? else {
+        let Some(raw) = self.db.get(key)? else {
+            return Ok(None);
+        };
+        let Ok(mut old) = Record::decode(&raw) else {
+            self.forget_undecodable(key);
             return Ok(None);
         };
         if old.record.kind == Kind::Group
