@@ -80,11 +80,9 @@ impl ShardHandle {
         match self.direct.read(key, place).await {
             Ok(Some(record)) => {
                 if record.is_expired(self.clock.now_ms()) {
-                    // Deleted by the shard, best effort (the sweeper
-                    // gets it otherwise), if still expired then.
-                    let key = key.to_vec();
-                    let _ = self.tx.try_send(Command::DeleteIfExpired { key });
-                    return Some(Lookup::Expired);
+                    // The shard reads it again and deletes it before it
+                    // answers, so the next read is a plain miss.
+                    return None;
                 }
                 let admit = self
                     .admission
