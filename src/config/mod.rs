@@ -232,6 +232,13 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_KEEP_TAG_HEADERS")]
     pub keep_tag_headers: bool,
 
+    /// Serve every proxied request through hyper, leaving out bigcache's
+    /// own HTTP/1.1 path (which answers hits from borrowed request heads).
+    /// For troubleshooting and comparison: the answers are the same, only
+    /// slower.
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_NO_FAST_PATH")]
+    pub no_fast_path: bool,
+
     /// The site's public URL (`https://www.example.org`). Pages re-warmed
     /// after a soft purge (`X-Bigcache-Purge: soft, warm`) are requested
     /// as its visitors request them: its host as `Host`, its scheme as
@@ -355,6 +362,8 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
     pub keep_tag_headers: bool,
+    /// bigcache's own HTTP/1.1 path serves the proxy (`server::h1`).
+    pub fast_path: bool,
     /// Where re-warm requests claim to come from (`--site-url`); `None`
     /// behind a trusted front without `--site-url`, whose scheme bigcache
     /// cannot guess: `warm` is then refused.
@@ -552,6 +561,7 @@ impl Args {
                 .map(crate::access_log::Target::parse),
             cache_vary_cookie: self.cache_vary_cookie,
             keep_tag_headers: self.keep_tag_headers,
+            fast_path: !self.no_fast_path,
             site,
             rewarm_concurrency: self.rewarm_concurrency,
             encodings: self

@@ -3,12 +3,12 @@
 //! (`proxy::range`); `Age` from the page's residence.
 
 use http::header::{self, HeaderValue};
-use http::request::Parts;
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use super::body::{self, Body};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
 use super::entry::{Entry, Served};
+use super::fields::Fields;
 use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
@@ -105,11 +105,45 @@ pub fn wire_head(e: &Entry, now: u64, decision: Decision) -> Option<bytes::Bytes
     Some(wire)
 }
 
-/// The response for request `req` from entry `e` at `now` (unix ms), with
-/// `decision` shown in it.
-pub fn from_entry(
+/// What a stored page answers a request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The client's validators match: a 304.
+    NotModified,
+    /// The whole page (to a HEAD, its head alone).
+    Whole,
+    /// Bytes `start..=end` of the page: a 206.
+    Part { start: u64, end: u64 },
+    /// No byte of the range asked for exists: a 416.
+    Unsatisfiable,
+}
+
+/// The shape of the answer from `e` to a GET (or, `head`, a HEAD) with
+/// request fields `req`. The one place that reads a request's validators
+/// and ranges against a stored page, for both paths.
+pub fn shape<F: Fields + ?Sized>(e: &Entry, head: bool, req: &F) -> Shape {
+    if e.status != StatusCode::OK {
+        return Shape::Whole;
+    }
+    if not_modified(&e.headers, req) {
+        return Shape::NotModified;
+    }
+    if head {
+        return Shape::Whole;
+    }
+    match range::select(req, &e.headers, e.body.len() as u64) {
+        Ranged::Full => Shape::Whole,
+        Ranged::Part { start, end } => Shape::Part { start, end },
+        Ranged::Unsatisfiable => Shape::Unsatisfiable,
+    }
+}
+
+/// The response to a GET (or, `head`, a HEAD) with request fields `req`
+/// from entry `e` at `now` (unix ms), with `decision` shown in it.
+pub fn from_entry<F: Fields + ?Sized>(
     e: &Entry,
-    req: &Parts,
+    head: bool,
+    req: &F,
     now: u64,
     decision: Decision,
 ) -> (Response<Body>, Decision) {
@@ -117,59 +151,53 @@ pub fn from_entry(
         shown: true,
         ..decision
     };
-    let mut res = if e.status == StatusCode::OK && not_modified(&e.headers, &req.headers) {
-        let mut res = Response::new(body::empty());
-        *res.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in NOT_MODIFIED_HEADERS {
-            for v in e.headers.get_all(&name) {
-                res.headers_mut().append(name.clone(), v.clone());
-            }
-        }
-        res
-    } else {
-        let len = e.body.len() as u64;
-        let ranged = if req.method == Method::GET && e.status == StatusCode::OK {
-            range::select(&req.headers, &e.headers, len)
-        } else {
-            Ranged::Full
-        };
-        let (status, body, length) = match ranged {
-            Ranged::Full => (e.status, e.body.clone(), len),
-            Ranged::Part { start, end } => {
-                let part = e.body.slice(start as usize..=end as usize);
-                (StatusCode::PARTIAL_CONTENT, part, end - start + 1)
-            }
-            Ranged::Unsatisfiable => {
-                let mut res = Response::new(body::empty());
-                *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                let h = res.headers_mut();
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    h.insert(header::CONTENT_RANGE, v);
+    let len = e.body.len() as u64;
+    let shape = shape(e, head, req);
+    let mut res = match shape {
+        Shape::NotModified => {
+            let mut res = Response::new(body::empty());
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in NOT_MODIFIED_HEADERS {
+                for v in e.headers.get_all(&name) {
+                    res.headers_mut().append(name.clone(), v.clone());
                 }
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                h.insert(header::AGE, HeaderValue::from(e.age(now)));
-                decision.show(h, StatusCode::RANGE_NOT_SATISFIABLE.as_u16());
-                return (res, decision);
             }
-        };
-        let body = if req.method == Method::HEAD {
-            body::empty()
-        } else {
-            body::stored(body)
-        };
-        let mut res = Response::new(body);
-        *res.status_mut() = status;
-        if let Ranged::Part { start, end } = ranged {
+            res
+        }
+        Shape::Unsatisfiable => {
+            let mut res = Response::new(body::empty());
+            *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let h = res.headers_mut();
-            *h = served_headers(e, length);
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);
             }
-        } else {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            h.insert(header::AGE, HeaderValue::from(e.age(now)));
+            decision.show(h, StatusCode::RANGE_NOT_SATISFIABLE.as_u16());
+            return (res, decision);
+        }
+        Shape::Whole => {
+            let body = if head {
+                body::empty()
+            } else {
+                body::stored(e.body.clone())
+            };
+            let mut res = Response::new(body);
+            *res.status_mut() = e.status;
             *res.headers_mut() = whole(e, now, decision);
             return (res, decision);
         }
-        res
+        Shape::Part { start, end } => {
+            let part = e.body.slice(start as usize..=end as usize);
+            let mut res = Response::new(body::stored(part));
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = res.headers_mut();
+            *h = served_headers(e, end - start + 1);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            res
+        }
     };
     let status = res.status().as_u16();
     let h = res.headers_mut();

@@ -11,14 +11,15 @@
 use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
+use super::fields::Fields;
+
 /// Whether the client accepts `coding` (RFC 9110 §12.5.3): listed with a
 /// q-value above zero, or covered by `*` and not listed. `x-gzip` is gzip.
-fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+fn accepts<F: Fields + ?Sized>(headers: &F, coding: &str) -> bool {
     let mut star = None;
     let lists = headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
+        .all("accept-encoding")
+        .filter_map(super::fields::text);
     for list in lists {
         for item in list.split(',') {
             let mut parts = item.split(';');
@@ -46,13 +47,19 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
     star.unwrap_or(false)
 }
 
+/// The first of `codings` the client accepts: what [`normalise`] makes
+/// its `Accept-Encoding`.
+pub fn chosen<'c, F: Fields + ?Sized>(headers: &F, codings: &'c [String]) -> Option<&'c String> {
+    codings.iter().find(|c| accepts(headers, c))
+}
+
 /// Rewrites `Accept-Encoding` to the first of `codings` the client
 /// accepts, or removes it. `codings` empty leaves the header alone.
 pub fn normalise(headers: &mut HeaderMap, codings: &[String]) {
     if codings.is_empty() {
         return;
     }
-    match codings.iter().find(|c| accepts(headers, c)) {
+    match chosen(headers, codings) {
         Some(c) => {
             let mut lines = headers.get_all(header::ACCEPT_ENCODING).iter();
             let already = lines.next().is_some_and(|v| v.as_bytes() == c.as_bytes())

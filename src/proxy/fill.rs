@@ -240,7 +240,13 @@ impl<S: PageStore> Proxy<S> {
                 if !leader {
                     decision = decision.collapsed();
                 }
-                Ok(answer::from_entry(&entry, &parts, now, decision))
+                Ok(answer::from_entry(
+                    &entry,
+                    parts.method == Method::HEAD,
+                    &parts.headers,
+                    now,
+                    decision,
+                ))
             }
             Outcome::Pass(reason) => {
                 let res = self.pass_through(parts, body::empty()).await?;

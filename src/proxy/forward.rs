@@ -22,6 +22,8 @@ use std::net::{IpAddr, SocketAddr};
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::fields::Fields;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -262,6 +264,16 @@ pub fn sanitize(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProx
     join_cookies(headers);
 }
 
+/// Whether [`sanitize`] keeps a field named `name` (lower-case) from a
+/// peer (`trusted` or not), when `Connection` names no field.
+pub fn kept(name: &str, trusted: bool) -> bool {
+    match class_of(name) {
+        Class::Dropped => false,
+        Class::Forwarding => trusted,
+        Class::Other => !name.contains('_'),
+    }
+}
+
 /// The forwarding headers bigcache sets: `Host` from an HTTP/2 authority
 /// (Django checks it against ALLOWED_HOSTS); the peer appended to a
 /// trusted proxy's `X-Forwarded-For`; for anyone else the peer's address,
@@ -330,24 +342,21 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// it choose among values the site serves, each keyed apart, not any host
 /// or scheme text it likes. (`Forwarded` and `X-Forwarded-Prefix` are the
 /// front's to set: Django reads neither unless told to.)
-pub fn trusted_values_ok(headers: &HeaderMap, hosts: &[String]) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(super::key::host_name);
+pub fn trusted_values_ok<F: Fields + ?Sized>(headers: &F, hosts: &[String]) -> bool {
+    let host = headers.text("host").and_then(super::key::host_name);
     let (proto, scheme) = (
-        headers.get("x-forwarded-proto"),
-        headers.get("x-forwarded-scheme"),
+        headers.first("x-forwarded-proto"),
+        headers.first("x-forwarded-scheme"),
     );
     let agree = match (proto, scheme) {
-        (Some(p), Some(s)) => p.as_bytes().eq_ignore_ascii_case(s.as_bytes()),
+        (Some(p), Some(s)) => p.eq_ignore_ascii_case(s),
         _ => true,
     };
     let one = |name: &str, ok: &dyn Fn(&str) -> bool| {
-        let mut given = headers.get_all(name).iter();
+        let mut given = headers.all(name);
         match (given.next(), given.next()) {
             (None, _) => true,
-            (Some(v), None) => v.to_str().is_ok_and(ok),
+            (Some(v), None) => super::fields::text(v).is_some_and(ok),
             (Some(_), Some(_)) => false,
         }
     };

@@ -26,6 +26,8 @@ use std::borrow::Cow;
 
 use http::HeaderMap;
 
+use super::fields::Fields;
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -179,7 +181,7 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
 /// anything outside printable ASCII (and `%`) percent-escaped: injective,
 /// so two different requests can never share a variant, whatever bytes
 /// their headers hold.
-pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
+pub fn variant<F: Fields + ?Sized>(names: &[String], request: &F) -> Option<String> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::new();
     for (i, name) in names.iter().enumerate() {
@@ -188,11 +190,11 @@ pub fn variant(names: &[String], request: &HeaderMap) -> Option<String> {
         }
         out.push_str(name);
         out.push('=');
-        for (j, v) in request.get_all(name.as_str()).iter().enumerate() {
+        for (j, v) in request.all(name.as_str()).enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            for &b in v.as_bytes().trim_ascii() {
+            for &b in v.trim_ascii() {
                 if (b' '..=b'~').contains(&b) && b != b'%' {
                     out.push(b as char);
                 } else {
@@ -257,7 +259,7 @@ impl PageKey {
     }
 
     /// [`variant`] of `request` for `names`, remembered for the next call.
-    pub fn variant(&mut self, names: &[String], request: &HeaderMap) -> Option<String> {
+    pub fn variant<F: Fields + ?Sized>(&mut self, names: &[String], request: &F) -> Option<String> {
         match &self.last {
             Some((n, v)) if n.as_slice() == names => v.clone(),
             _ => {

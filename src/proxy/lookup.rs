@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
-
 use super::entry::{Entry, MetaError};
+use super::fields::Fields;
 use super::key::PageKey;
 use crate::store::{Kind, Lookup, PageStore, Record, StoreError};
 
@@ -27,7 +26,11 @@ pub enum Looked {
 }
 
 /// Finds the stored page for a request.
-pub async fn lookup<S: PageStore>(store: &S, key: &mut PageKey, req: &HeaderMap) -> Looked {
+pub async fn lookup<S: PageStore, F: Fields + ?Sized>(
+    store: &S,
+    key: &mut PageKey,
+    req: &F,
+) -> Looked {
     match find(store, key, req).await {
         Ok(Some(found)) => Looked::Found(found),
         Ok(None) => Looked::Missing,
@@ -38,10 +41,10 @@ pub async fn lookup<S: PageStore>(store: &S, key: &mut PageKey, req: &HeaderMap)
     }
 }
 
-async fn find<S: PageStore>(
+async fn find<S: PageStore, F: Fields + ?Sized>(
     store: &S,
     key: &mut PageKey,
-    req: &HeaderMap,
+    req: &F,
 ) -> Result<Option<Found>, StoreError> {
     let Some(rec) = get(store, &key.group).await? else {
         return Ok(None);

@@ -29,12 +29,14 @@
 
 pub mod answer;
 pub mod body;
+pub mod classify;
 pub mod coalesce;
 pub mod decision;
 pub mod directives;
 pub mod encoding;
 pub mod entry;
 pub mod error;
+pub mod fields;
 mod fill;
 pub mod forward;
 pub mod key;
@@ -64,6 +66,7 @@ use http::{Method, Request, Response};
 
 use crate::store::{PageStore, Store};
 use body::{Body, BoxError};
+use classify::Class;
 use coalesce::Coalescer;
 pub use decision::{CacheStatus, Decision, Reason};
 use entry::{Reuse, Windows};
@@ -315,79 +318,58 @@ impl<S: PageStore> Proxy<S> {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        if target.len() > self.cfg.max_target {
-            return Err(ProxyError::TargetTooLong(self.cfg.max_target));
-        }
-        let mut hosts = parts.headers.get_all(header::HOST).iter();
-        let (has_host, two_hosts) = (hosts.next().is_some(), hosts.next().is_some());
-        // Without a Host, what the upstream renders depends on its default
-        // site, which no cache key names (RFC 9112 §3.2: a 400).
-        if parts.version == http::Version::HTTP_11 && !has_host {
-            return Err(ProxyError::BadRequest(
-                "HTTP/1.1 request without Host".into(),
-            ));
-        }
-        // Two Hosts: a front and the upstream may each believe another
-        // (RFC 9112 §3.2: a 400).
-        if two_hosts {
-            return Err(ProxyError::BadRequest("more than one Host".into()));
-        }
-        let canon = key::canonical(target);
+        let trusted = &self.cfg.trusted;
         // HTTP/2 names the host in `:authority`; from here on it is `Host`.
-        if !has_host
+        // (An HTTP/1.1 request must send `Host` itself: `classify`.)
+        if parts.version != http::Version::HTTP_11
+            && !parts.headers.contains_key(header::HOST)
             && let Some(a) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {
             parts.headers.insert(header::HOST, v);
         }
-        let trusted = &self.cfg.trusted;
-
-        // 1. Eligibility.
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
-            let unsafe_method = !is_safe(&parts.method);
-            let host = parts.headers.get(header::HOST).cloned();
-            let res = self.pass_through(parts, body::boxed(body)).await?;
-            let s = res.status();
-            // RFC 9111 §4.4: the target after any non-error status; the
-            // pages `Location` and `Content-Location` name only after a 2xx
-            // (a redirect's Location, e.g. Django's APPEND_SLASH answering
-            // any POST, would let anyone purge any page).
-            if unsafe_method && (s.is_success() || s.is_redirection()) {
-                let named = if s.is_success() {
-                    Some(res.headers())
-                } else {
-                    None
-                };
-                self.invalidate(&canon, named, host.as_ref()).await;
-            }
-            return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
-        }
         forward::sanitize(&mut parts.headers, peer, trusted);
-        // What a trusted front says is passed on as sent, and Django may
-        // render from it: it must be one plain value the site can serve.
-        let forwarded_ok = !trusted.trusts(peer.ip())
-            || forward::trusted_values_ok(&parts.headers, &self.cfg.hosts);
-        // The site's own form of its host when the request spelled it
-        // otherwise (`Example.ORG.` is `example.org`), so every request
-        // sharing a page renders it alike.
-        let host = policy::known_host(&parts.headers, &self.cfg.hosts).map(|h| match h {
-            std::borrow::Cow::Owned(respelled) => Some(respelled),
-            std::borrow::Cow::Borrowed(_) => None,
-        });
-        let bypass =
-            policy::request_bypass(&parts.headers, host.is_some(), &self.cfg.session_cookies)
-                .or((!forwarded_ok).then_some(Reason::UnknownHost));
-        if let Some(reason) = bypass {
-            forward::forward_headers(&mut parts.headers, &parts.uri, peer, trusted);
-            let res = self.pass_through(parts, body::boxed(body)).await?;
-            return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
-        }
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let head = classify::Head {
+            method: parts.method.as_str(),
+            target,
+            http11: parts.version == http::Version::HTTP_11,
+            fields: &parts.headers,
+        };
+        let cacheable = match classify::classify(&head, peer.ip(), &self.cfg) {
+            Class::Refused(e) => return Err(e),
+            Class::OtherMethod => {
+                let canon = key::canonical(target);
+                forward::set_forwarding(&mut parts.headers, &parts.uri, peer, trusted);
+                let unsafe_method = !is_safe(&parts.method);
+                let host = parts.headers.get(header::HOST).cloned();
+                let res = self.pass_through(parts, body::boxed(body)).await?;
+                let s = res.status();
+                // RFC 9111 §4.4: the target after any non-error status; the
+                // pages `Location` and `Content-Location` name only after a
+                // 2xx (a redirect's Location, e.g. Django's APPEND_SLASH
+                // answering any POST, would let anyone purge any page).
+                if unsafe_method && (s.is_success() || s.is_redirection()) {
+                    let named = if s.is_success() {
+                        Some(res.headers())
+                    } else {
+                        None
+                    };
+                    self.invalidate(&canon, named, host.as_ref()).await;
+                }
+                return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
+            }
+            Class::Bypass(reason) => {
+                forward::set_forwarding(&mut parts.headers, &parts.uri, peer, trusted);
+                let res = self.pass_through(parts, body::boxed(body)).await?;
+                return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
+            }
+            Class::Cacheable(c) => c,
+        };
         // One spelling per coding, before the variant is computed.
         encoding::normalise(&mut parts.headers, &self.cfg.encodings);
-        if let Some(Some(respelled)) = host
-            && let Ok(v) = HeaderValue::from_str(&respelled)
+        if let Some(respelled) = &cacheable.respelled
+            && let Ok(v) = HeaderValue::from_str(respelled)
         {
             parts.headers.insert(header::HOST, v);
         }
@@ -396,15 +378,7 @@ impl<S: PageStore> Proxy<S> {
         drop(body);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
-
-        let scheme = site::scheme_of(&parts.headers, trusted.trusts(peer.ip()));
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let segment = host.and_then(|h| self.cfg.sites.segment(scheme, h));
-        let key = PageKey::for_site(canon, segment);
-        self.from_cache(parts, key, Some(peer)).await
+        self.from_cache(parts, cacheable.key, Some(peer)).await
     }
 
     /// Phases 2 to 7 for a request that may use the cache. `peer` is the
@@ -432,7 +406,13 @@ impl<S: PageStore> Proxy<S> {
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
-            return Ok(answer::from_entry(&f.entry, &parts, now, decision));
+            return Ok(answer::from_entry(
+                &f.entry,
+                parts.method == Method::HEAD,
+                &parts.headers,
+                now,
+                decision,
+            ));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -442,7 +422,13 @@ impl<S: PageStore> Proxy<S> {
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
-            return Ok(answer::from_entry(&f.entry, &parts, now, decision));
+            return Ok(answer::from_entry(
+                &f.entry,
+                parts.method == Method::HEAD,
+                &parts.headers,
+                now,
+                decision,
+            ));
         }
 
         // 5-7. Fetch, store, answer.

@@ -36,6 +36,7 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::decision::Reason;
 use super::directives::Directives;
+use super::fields::Fields;
 use super::tags;
 use crate::store::record::Tags;
 use crate::ttl;
@@ -47,12 +48,15 @@ pub const TTL_HEADER: &str = "x-bigcache-ttl";
 /// in that form, port included). `None` for another host, for several, or
 /// for none bigcache can read: such a request bypasses the cache (a
 /// forged host must not get pages rendered with its links stored).
-pub fn known_host<'h>(headers: &'h HeaderMap, hosts: &[String]) -> Option<Cow<'h, str>> {
-    let mut all = headers.get_all(header::HOST).iter();
+pub fn known_host<'h, F: Fields + ?Sized>(
+    headers: &'h F,
+    hosts: &[String],
+) -> Option<Cow<'h, str>> {
+    let mut all = headers.all("host");
     let (Some(host), None) = (all.next(), all.next()) else {
         return None;
     };
-    known_host_value(host.to_str().ok()?, hosts)
+    known_host_value(super::fields::text(host)?, hosts)
 }
 
 /// [`known_host`] for the one `Host` value `host`.
@@ -63,21 +67,20 @@ pub fn known_host_value<'h>(host: &'h str, hosts: &[String]) -> Option<Cow<'h, s
 
 /// Whether a GET/HEAD request must skip the cache entirely; `known_host`:
 /// whether [`known_host`] found its host.
-pub fn request_bypass(
-    headers: &HeaderMap,
+pub fn request_bypass<F: Fields + ?Sized>(
+    headers: &F,
     known_host: bool,
     session_cookies: &[String],
 ) -> Option<Reason> {
     if !known_host {
         return Some(Reason::UnknownHost);
     }
-    if headers.contains_key(header::AUTHORIZATION) {
+    if headers.has("authorization") {
         return Some(Reason::Authorization);
     }
     let has_session = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .any(|v| names_a_session(v.as_bytes(), session_cookies));
+        .all("cookie")
+        .any(|v| names_a_session(v, session_cookies));
     has_session.then_some(Reason::SessionCookie)
 }
 

@@ -1,32 +1,36 @@
-//! Hits answered without hyper: which parsed HTTP/1.1 requests the proxy
-//! can answer from the store at once, and the bytes it answers with.
-//! `server::quick` reads the requests off the socket and writes the bytes;
-//! everything here is the proxy's own rules, applied to a request that was
-//! never turned into an `http::Request`.
+//! The proxy's side of `server::h1`: requests answered from the store
+//! straight from a head parsed in place, and every other request handed
+//! to the general path ([`Proxy::handle`]) on the same connection.
 //!
-//! A request qualifies only when the general path ([`Proxy::handle`])
-//! would serve the page unchanged as a `HIT` for any request that shares
-//! its key: a GET on a known host, no credentials or session, nothing that
-//! makes the answer a 304 or a range, no forwarding headers from a trusted
-//! front (whose values the general path checks), and a fresh page that
-//! does not vary (from the RAM tier, or read from disk). For everything
-//! else `answer` says
-//! `None` and the request goes through hyper and the general path as if
-//! this module did not exist. The answer is the same response that path
-//! gives (`answer::wire_head`), counted and shown by the same
-//! [`Decision`].
+//! Which requests may be answered from the store is [`classify`]'s
+//! decision, the general path's own; the key, the variant, the reuse
+//! decision and the answer's shape are the general path's functions too
+//! (`lookup`, `entry::reuse`, `answer`), run over the borrowed fields. What
+//! this module adds is only what borrowing needs: a target `http::Uri`
+//! reads exactly as sent ([`plain_target`]), and the fields a variant is
+//! computed from as the general path holds them by then ([`AsLookedUp`]).
+//! A page found fresh is answered here (`HIT`), whole from bytes made
+//! once per page and second, or as a 304, a range, a HEAD; anything else
+//! (a miss, a stale page, a bypass) goes to the general path.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
 
 use super::Proxy;
-use super::answer;
+use super::answer::{self, Shape};
+use super::body::Body;
+use super::classify::{self, Class};
 use super::decision::{CacheStatus, Decision};
 use super::entry::{self, Reuse};
-use super::key::{self, PageKey};
-use super::lookup;
-use super::policy;
-use crate::server::quick::{Head, QuickHits, Ready};
-use crate::store::{Kind, Lookup, PageStore};
+use super::fields::Fields;
+use super::lookup::{self, Looked};
+use super::{encoding, forward};
+use crate::server::h1::{Answer, Handler, Head, Ready};
+use crate::store::PageStore;
 
 /// Bytes a target may hold to be answered here: RFC 3986's path and query
 /// characters, so hyper's parser would take it exactly as written (and
@@ -60,75 +64,96 @@ fn plain_target(target: &str) -> bool {
         })
 }
 
-/// Request fields that change what the general path answers, or that it
-/// checks before answering: a request carrying any goes there.
-fn needs_general_path(name: &str, trusted_peer: bool) -> bool {
-    let is = |n: &str| name.eq_ignore_ascii_case(n);
-    let starts = |p: &str| {
-        name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-    };
-    is("authorization")
-        || is("range")
-        // If-None-Match, If-Modified-Since, If-Range, If-Match, ...
-        || starts("if-")
-        || (trusted_peer && (is("forwarded") || starts("x-forwarded-")))
+/// A request's fields as the general path holds them when it computes
+/// the variant: what `forward::sanitize` keeps, `Accept-Encoding` as
+/// `encoding::normalise` rewrites it, `Host` in the site's spelling.
+/// Built only for heads whose `Connection` names no field and that carry
+/// at most one `Cookie` line (sanitize joins several).
+struct AsLookedUp<'a> {
+    raw: &'a [httparse::Header<'a>],
+    trusted: bool,
+    host: Option<&'a str>,
+    /// `None`: the header is left as sent (no `--accept-encoding`).
+    encoding: Option<Option<&'a str>>,
+}
+
+impl Fields for AsLookedUp<'_> {
+    fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.raw
+            .iter()
+            .map(|h| (h.name, h.value))
+            .filter(|(n, _)| self.keeps(n))
+    }
+
+    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+        let replaced: Option<Option<&[u8]>> = match name {
+            "accept-encoding" => self.encoding.map(|e| e.map(str::as_bytes)),
+            "host" => self.host.map(|h| Some(h.as_bytes())),
+            _ => None,
+        };
+        let raw = match replaced {
+            Some(_) => None,
+            None => Some(
+                self.each()
+                    .filter(move |(n, _)| n.eq_ignore_ascii_case(name)),
+            ),
+        };
+        replaced
+            .flatten()
+            .into_iter()
+            .chain(raw.into_iter().flatten().map(|(_, v)| v))
+    }
+}
+
+impl AsLookedUp<'_> {
+    fn keeps(&self, name: &str) -> bool {
+        let mut lower = [0u8; 32];
+        let Some(lower) = lower.get_mut(..name.len()) else {
+            // No rule names a field this long: only `_` can drop it.
+            return !name.contains('_');
+        };
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        std::str::from_utf8(lower).is_ok_and(|n| forward::kept(n, self.trusted))
+    }
 }
 
 impl<S: PageStore> Proxy<S> {
-    /// The answer to a parsed HTTP/1.1 request when it is a plain hit (see
-    /// the module doc); `None` sends it down the general path.
-    pub async fn quick_answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
+    /// The answer from the store to a parsed HTTP/1.1 request (see the
+    /// module doc); `None` sends it down the general path.
+    pub async fn quick_answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Answer<Body>> {
         // Its line is written by the general path, which has the request
         // in the form the log reads.
-        if self.cfg.access_log.is_some() {
+        if self.cfg.access_log.is_some() || !plain_target(req.target) {
             return None;
         }
         let started = std::time::Instant::now();
-        if req.method != "GET"
-            || req.target.len() > self.cfg.max_target
-            || !plain_target(req.target)
-        {
+        let head = classify::Head {
+            method: req.method,
+            target: req.target,
+            http11: true,
+            fields: req.headers,
+        };
+        let Class::Cacheable(c) = classify::classify(&head, peer.ip(), &self.cfg) else {
+            return None;
+        };
+        if req.headers.all("cookie").nth(1).is_some() {
             return None;
         }
         let trusted = self.cfg.trusted.trusts(peer.ip());
-        let mut host = None;
-        for h in req.headers {
-            if h.name.eq_ignore_ascii_case("host") {
-                // Two Hosts are the general path's 400.
-                if host.replace(h.value).is_some() {
-                    return None;
-                }
-            } else if h.name.eq_ignore_ascii_case("cookie") {
-                if policy::names_a_session(h.value, &self.cfg.session_cookies) {
-                    return None;
-                }
-            } else if needs_general_path(h.name, trusted) {
-                return None;
-            }
-        }
-        let host = policy::known_host_value(std::str::from_utf8(host?).ok()?, &self.cfg.hosts)?;
-        // Forwarding fields from a trusted front went to the general path:
-        // this request came over plain HTTP.
-        let segment = self.cfg.sites.segment("http", &host);
-        let key = PageKey::for_site(key::canonical(req.target), segment);
-        // The RAM tier without a wait; else the store (a miss is then
-        // looked up again by the general path, on its way upstream).
-        let rec = match self.store.hot_page(&key.group) {
-            Some(rec) => rec,
-            None => match self.store.get_page(&key.group).await {
-                Ok(Lookup::Hit(rec)) => rec,
-                Ok(Lookup::Miss | Lookup::Expired) | Err(_) => return None,
-            },
+        let view = AsLookedUp {
+            raw: req.headers,
+            trusted,
+            host: c.respelled.as_deref(),
+            encoding: (!self.cfg.encodings.is_empty())
+                .then(|| encoding::chosen(req.headers, &self.cfg.encodings).map(String::as_str)),
         };
-        // A group's variant is chosen from request fields: the general
-        // path's work.
-        if rec.kind == Kind::Group {
-            return None;
-        }
-        let entry = match &*lookup::decoded(&rec) {
-            Ok(e) => e.clone(),
-            Err(_) => return None,
+        let mut key = c.key;
+        let found = match lookup::lookup(&self.store, &mut key, &view).await {
+            Looked::Found(f) => f,
+            Looked::Missing | Looked::Failed => return None,
         };
+        let entry = found.entry;
         let now = self.store.clock().now_ms();
         if entry::reuse(&entry, now, &self.windows()) != Reuse::Fresh {
             return None;
@@ -137,8 +162,27 @@ impl<S: PageStore> Proxy<S> {
             shown: true,
             ..Decision::new(CacheStatus::Hit).with_ttl(entry.fresh_until, now)
         };
-        let head = answer::wire_head(&entry, now, decision)?;
+        let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
+        let wire = match answer::shape(&entry, is_head, req.headers) {
+            Shape::Whole => answer::wire_head(&entry, now, decision),
+            _ => None,
+        };
+        let (reply, status) = match wire {
+            Some(head) => {
+                let body = if is_head {
+                    Bytes::new()
+                } else {
+                    entry.body.clone()
+                };
+                (Answer::Ready(Ready { head, body }), status)
+            }
+            None => {
+                let (res, _) = answer::from_entry(&entry, is_head, req.headers, now, decision);
+                let status = res.status().as_u16();
+                (Answer::Response(res), status)
+            }
+        };
         self.stats.count(decision);
         self.stats.quick_hit();
         self.stats.answered(decision, status, started.elapsed());
@@ -151,20 +195,27 @@ impl<S: PageStore> Proxy<S> {
                 "answered"
             );
         }
-        Some(Ready {
-            head,
-            body: entry.body.clone(),
-        })
+        Some(reply)
     }
 }
 
-impl<S: PageStore> QuickHits for Proxy<S> {
-    fn answer(
+impl<S: PageStore> Handler for Proxy<S> {
+    type Body = Body;
+
+    fn quick(
         &self,
         req: &Head<'_>,
         peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Option<Ready>> + Send {
+    ) -> impl Future<Output = Option<Answer<Body>>> + Send {
         self.quick_answer(req, peer)
+    }
+
+    fn respond(
+        self: Arc<Self>,
+        req: Request<Full<Bytes>>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
     }
 }
 
@@ -197,22 +248,47 @@ mod tests {
     }
 
     #[test]
-    fn fields_that_change_the_answer_take_the_general_path() {
-        for name in [
-            "Authorization",
-            "range",
-            "If-None-Match",
-            "if-modified-since",
-            "IF-RANGE",
-        ] {
-            assert!(needs_general_path(name, false), "{name}");
-        }
-        for name in ["Forwarded", "X-Forwarded-For", "x-forwarded-host"] {
-            assert!(needs_general_path(name, true), "{name}");
-            assert!(!needs_general_path(name, false), "{name}: stripped anyway");
-        }
-        for name in ["Accept", "User-Agent", "Accept-Encoding", "I", "If"] {
-            assert!(!needs_general_path(name, true), "{name}");
-        }
+    fn a_variant_reads_the_fields_the_general_path_keeps() {
+        let raw = [
+            httparse::Header {
+                name: "Accept-Encoding",
+                value: b"gzip, br",
+            },
+            httparse::Header {
+                name: "X-Forwarded-Host",
+                value: b"evil",
+            },
+            httparse::Header {
+                name: "X_Language",
+                value: b"de",
+            },
+            httparse::Header {
+                name: "Accept-Language",
+                value: b"fr",
+            },
+            httparse::Header {
+                name: "Host",
+                value: b"Example.ORG",
+            },
+        ];
+        let view = AsLookedUp {
+            raw: &raw,
+            trusted: false,
+            host: Some("example.org"),
+            encoding: Some(Some("br")),
+        };
+        let all = |n| view.all(n).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        assert_eq!(all("accept-encoding"), [b"br".to_vec()]);
+        assert_eq!(all("host"), [b"example.org".to_vec()]);
+        assert_eq!(all("accept-language"), [b"fr".to_vec()]);
+        assert!(all("x-forwarded-host").is_empty(), "untrusted");
+        assert!(all("x_language").is_empty(), "underscores go");
+        let trusted = AsLookedUp {
+            trusted: true,
+            encoding: Some(None),
+            ..view
+        };
+        assert_eq!(trusted.all("x-forwarded-host").count(), 1);
+        assert_eq!(trusted.all("accept-encoding").count(), 0, "accepts none");
     }
 }

@@ -13,6 +13,8 @@
 use http::HeaderMap;
 use http::header;
 
+use super::fields::Fields;
+
 /// What to send for a request's `Range`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ranged {
@@ -26,15 +28,15 @@ pub enum Ranged {
 
 /// The range of a `len`-byte stored page (with `stored` headers) that the
 /// request with `req` headers asks for.
-pub fn select(req: &HeaderMap, stored: &HeaderMap, len: u64) -> Ranged {
-    let mut lines = req.get_all(header::RANGE).iter();
+pub fn select<F: Fields + ?Sized>(req: &F, stored: &HeaderMap, len: u64) -> Ranged {
+    let mut lines = req.all("range");
     let (Some(line), None) = (lines.next(), lines.next()) else {
         return Ranged::Full;
     };
     if !if_range_holds(req, stored) {
         return Ranged::Full;
     }
-    let Some(spec) = line.to_str().ok().and_then(|v| {
+    let Some(spec) = super::fields::text(line).and_then(|v| {
         let (unit, set) = v.trim().split_once('=')?;
         unit.trim()
             .eq_ignore_ascii_case("bytes")
@@ -89,11 +91,11 @@ fn last_is_empty(last: Option<u64>, spec: &str) -> bool {
 }
 
 /// Whether `If-Range` (when present) names the stored page.
-fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
-    let Some(cond) = req.get(header::IF_RANGE) else {
+fn if_range_holds<F: Fields + ?Sized>(req: &F, stored: &HeaderMap) -> bool {
+    let Some(cond) = req.first("if-range") else {
         return true;
     };
-    let Ok(cond) = cond.to_str() else {
+    let Some(cond) = super::fields::text(cond) else {
         return false;
     };
     let cond = cond.trim();

@@ -6,6 +6,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 use super::entry::Entry;
+use super::fields::Fields;
 
 /// Conditional and range request headers: dropped when bigcache fetches
 /// for the cache, since it needs the full response, not the client's 304
@@ -65,8 +66,8 @@ pub fn refreshed_headers(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
 }
 
 /// Whether a client's conditional GET matches the stored validators.
-pub fn not_modified(stored: &HeaderMap, req: &HeaderMap) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+pub fn not_modified<F: Fields + ?Sized>(stored: &HeaderMap, req: &F) -> bool {
+    if let Some(inm) = req.text("if-none-match") {
         let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -75,8 +76,7 @@ pub fn not_modified(stored: &HeaderMap, req: &HeaderMap) -> bool {
         return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == mine);
     }
     let since = req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
+        .text("if-modified-since")
         .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
     let modified = stored
         .get(header::LAST_MODIFIED)

@@ -18,7 +18,7 @@
 //! page stored for a site the configuration no longer serves is never
 //! looked up again.
 
-use http::HeaderMap;
+use super::fields::Fields;
 
 /// `http` or `https`.
 pub type Scheme = &'static str;
@@ -74,17 +74,18 @@ impl Sites {
 /// plain value, the same in both, before the request may use the cache:
 /// `forward::trusted_values_ok`), else `http` (bigcache itself speaks
 /// plain HTTP).
-pub fn scheme_of(headers: &HeaderMap, trusted_peer: bool) -> Scheme {
+pub fn scheme_of<F: Fields + ?Sized>(headers: &F, trusted_peer: bool) -> Scheme {
     let said = headers
-        .get("x-forwarded-proto")
-        .or_else(|| headers.get("x-forwarded-scheme"));
-    let https = trusted_peer && said.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        .first("x-forwarded-proto")
+        .or_else(|| headers.first("x-forwarded-scheme"));
+    let https = trusted_peer && said.is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
     if https { "https" } else { "http" }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn the_bare_site_has_no_segment_and_aliases_share_their_hosts() {

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use super::quick::{self, Left, Prefixed, QuickHits};
+use super::h1::{self, Handler, Left, Prefixed};
 use crate::shutdown;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -48,11 +48,11 @@ pub struct ConnLimits {
 /// Accepts connections on `listener` and serves each with the service
 /// `make` builds for its peer, until shutdown; then lets open connections
 /// finish their requests, for at most [`DRAIN_TIMEOUT`].
-pub async fn serve<M, S, B, Q: QuickHits>(
+pub async fn serve<M, S, B, H: Handler>(
     name: &'static str,
     listener: TcpListener,
     make: M,
-    quick: Option<Arc<Q>>,
+    quick: Option<Arc<H>>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
 ) where
@@ -121,9 +121,9 @@ pub async fn serve<M, S, B, Q: QuickHits>(
             if spoke {
                 let read = match &quick {
                     Some(q) => {
-                        let left = quick::serve(
+                        let left = h1::serve(
                             &mut stream,
-                            q.as_ref(),
+                            q,
                             peer,
                             (since, limits.client_timeout),
                             &mut stop,

@@ -23,7 +23,8 @@ use crate::shutdown;
 use crate::store::{self, Store, StoreConfig};
 
 mod conn;
-pub mod quick;
+pub mod h1;
+mod wire;
 
 use conn::{ConnLimits, serve};
 
@@ -120,7 +121,7 @@ pub async fn run(
                     }
                 })
             },
-            None::<Arc<quick::Never>>,
+            None::<Arc<h1::Never>>,
             limits,
             api_stop_rx,
         ))
@@ -284,7 +285,7 @@ pub async fn run(
                 async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
             })
         },
-        Some(quick),
+        cfg.fast_path.then_some(quick),
         limits,
         stop_rx.clone(),
     ));

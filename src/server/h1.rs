@@ -1,40 +1,50 @@
-//! Plain HTTP/1.1 hits answered on the socket, before hyper: the proxy's
-//! fast path for the requests that only read a stored page.
+//! HTTP/1.1 connections served without hyper: the proxy's fast path.
 //!
 //! Why: a hit through hyper cost ~24k instructions, ~10k of them hyper's
 //! (parsing the head into a `HeaderMap`, dispatch, encoding the answer's
-//! head field by field). Here a request is parsed in place with `httparse`
-//! (hyper's own parser), handed to a [`QuickHits`] as borrowed slices, and
-//! answered with head bytes the proxy made once per page and second, in
-//! one `writev` with the body.
+//! head field by field). Here a request head is parsed in place with
+//! `httparse` (hyper's own parser) and handed to a [`Handler`] as borrowed
+//! slices: a page in the store is answered from them at once (a stored
+//! page's head is bytes the proxy made once per page and second, written
+//! in one `writev` with the body), and any other request is turned into an
+//! `http::Request` for the handler's general path, whose response
+//! [`wire`](super::wire) writes as hyper would. So every request on a
+//! keep-alive connection, after misses, 304s or bypassed ones, can be a
+//! fast hit.
 //!
 //! Only requests whose framing is beyond doubt are taken: HTTP/1.1, no
 //! body framing fields (`Content-Length`, `Transfer-Encoding`), no
-//! `Expect`, `Upgrade` or `Connection` other than `keep-alive`, a head of
-//! at most [`MAX_HEAD`] bytes and [`MAX_FIELDS`] fields. The first request
-//! that is not taken, by these rules or by the [`QuickHits`], and
-//! everything after it on the connection, is hyper's: the connection goes
-//! to hyper with the bytes already read in front ([`Prefixed`]), so hyper
-//! sees the stream exactly as the client sent it. A parse error is handed
-//! over too, and hyper answers it as it would have.
+//! `Expect`, `Upgrade` or `Connection` other than `keep-alive`, not
+//! `CONNECT`, a head of at most [`MAX_HEAD`] bytes and [`MAX_FIELDS`]
+//! fields. The first request that is not taken, and everything after it on
+//! the connection, is hyper's: the connection goes to hyper with the bytes
+//! already read in front ([`Prefixed`]), so hyper sees the stream exactly
+//! as the client sent it. A parse error, or a target or field
+//! `http::Request` would not hold, is handed over too, and hyper answers it
+//! as it would have.
 //!
 //! The limits are the listener's: a request's head must arrive within the
 //! client timeout of the wait for it (an idle connection is closed after
-//! it, a trickling one too), a write that
-//! waits that long for the client fails, and a server stop closes the
-//! connection between requests.
+//! it, a trickling one too), a write that waits that long for the client
+//! fails, and a server stop closes the connection between requests (one
+//! in progress finishes first, within the server's drain time).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::wire;
 
 /// Longest request head taken here; a longer one goes to hyper, whose
 /// limits answer it.
@@ -57,21 +67,49 @@ pub struct Ready {
     pub body: Bytes,
 }
 
-/// What answers requests on the socket: `None` leaves the request (and the
-/// rest of the connection) to hyper.
-pub trait QuickHits: Send + Sync + 'static {
-    fn answer(
+/// An answer the handler has at hand.
+pub enum Answer<B> {
+    /// As bytes already.
+    Ready(Ready),
+    /// To be written by [`wire`].
+    Response(Response<B>),
+}
+
+/// What answers the requests of a connection served here.
+pub trait Handler: Send + Sync + 'static {
+    type Body: hyper::body::Body<Data = Bytes, Error: Send> + Send + Unpin + 'static;
+
+    /// The answer to a request from what is at hand (the store), read
+    /// from the borrowed head; `None` sends it to [`Handler::respond`].
+    fn quick(
         &self,
         req: &Head<'_>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Option<Ready>> + Send;
+    ) -> impl Future<Output = Option<Answer<Self::Body>>> + Send;
+
+    /// The answer to any other request (it has no body).
+    fn respond(
+        self: Arc<Self>,
+        req: Request<Full<Bytes>>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
 /// For listeners without a fast path.
 pub enum Never {}
 
-impl QuickHits for Never {
-    async fn answer(&self, _req: &Head<'_>, _peer: SocketAddr) -> Option<Ready> {
+impl Handler for Never {
+    type Body = Full<Bytes>;
+
+    async fn quick(&self, _req: &Head<'_>, _peer: SocketAddr) -> Option<Answer<Full<Bytes>>> {
+        match *self {}
+    }
+
+    async fn respond(
+        self: Arc<Self>,
+        _req: Request<Full<Bytes>>,
+        _: SocketAddr,
+    ) -> Response<Full<Bytes>> {
         match *self {}
     }
 }
@@ -87,11 +125,11 @@ pub enum Left {
     HandOver { read: Bytes, answered: bool },
 }
 
-/// Serves `stream`'s requests while `hits` answers them; the wait for the
+/// Serves `stream`'s requests while they are taken here; the wait for the
 /// first began at `waiting_since` (when the connection was accepted).
-pub async fn serve(
+pub async fn serve<H: Handler>(
     stream: &mut TcpStream,
-    hits: &impl QuickHits,
+    handler: &Arc<H>,
     peer: SocketAddr,
     (waiting_since, timeout): (tokio::time::Instant, Duration),
     stop: &mut watch::Receiver<bool>,
@@ -106,12 +144,26 @@ pub async fn serve(
     let mut answered = false;
     loop {
         if !buf.is_empty() {
-            match answer(&buf, hits, peer).await {
-                Parsed::Answered(used, ready) => {
-                    if write(stream, &ready, timeout).await.is_err() {
+            match answer(&buf, handler, peer).await {
+                Parsed::Answered(used, head, reply) => {
+                    buf.advance(used);
+                    let kept = match reply {
+                        Answer::Ready(r) => wire::write_all(stream, [&r.head, &r.body], timeout)
+                            .await
+                            .is_ok(),
+                        Answer::Response(res) => {
+                            match wire::write_response(stream, res, head, timeout).await {
+                                Ok(keep) => keep,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "response not written whole; closing");
+                                    false
+                                }
+                            }
+                        }
+                    };
+                    if !kept {
                         return Left::Closed;
                     }
-                    buf.advance(used);
                     answered = true;
                     // Socket I/O that does not wait counts against no task
                     // budget: a client pipelining hits would otherwise hold
@@ -155,16 +207,16 @@ pub async fn serve(
     }
 }
 
-enum Parsed {
-    /// Bytes the request took, and its answer.
-    Answered(usize, Ready),
+enum Parsed<B> {
+    /// Bytes the request took, whether it was a HEAD, and its answer.
+    Answered(usize, bool, Answer<B>),
     /// The head is not all there yet.
     Partial,
     /// For hyper.
     Other,
 }
 
-async fn answer(buf: &[u8], hits: &impl QuickHits, peer: SocketAddr) -> Parsed {
+async fn answer<H: Handler>(buf: &[u8], handler: &Arc<H>, peer: SocketAddr) -> Parsed<H::Body> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     let used = match req.parse(buf) {
@@ -175,7 +227,7 @@ async fn answer(buf: &[u8], hits: &impl QuickHits, peer: SocketAddr) -> Parsed {
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
     };
-    if !req.headers.iter().all(|h| framing_is_plain(h)) {
+    if method == "CONNECT" || !req.headers.iter().all(|h| framing_is_plain(h)) {
         return Parsed::Other;
     }
     let head = Head {
@@ -183,10 +235,34 @@ async fn answer(buf: &[u8], hits: &impl QuickHits, peer: SocketAddr) -> Parsed {
         target,
         headers: req.headers,
     };
-    match hits.answer(&head, peer).await {
-        Some(ready) => Parsed::Answered(used, ready),
-        None => Parsed::Other,
+    let is_head = method == "HEAD";
+    if let Some(reply) = handler.quick(&head, peer).await {
+        return Parsed::Answered(used, is_head, reply);
     }
+    let Some(request) = to_request(&head) else {
+        return Parsed::Other;
+    };
+    let res = handler.clone().respond(request, peer).await;
+    Parsed::Answered(used, is_head, Answer::Response(res))
+}
+
+/// The head as hyper would have handed it to a service; `None` for what
+/// it would have refused.
+fn to_request(head: &Head<'_>) -> Option<Request<Full<Bytes>>> {
+    let method = http::Method::from_bytes(head.method.as_bytes()).ok()?;
+    let uri: http::Uri = head.target.parse().ok()?;
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    for h in head.headers {
+        headers.append(
+            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    let mut req = Request::new(Full::new(Bytes::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Some(req)
 }
 
 /// Whether a field leaves the request's framing and the connection's fate
@@ -201,29 +277,6 @@ fn framing_is_plain(h: &httparse::Header<'_>) -> bool {
         || is("expect")
         || is("upgrade")
         || is("http2-settings"))
-}
-
-/// Writes `ready` whole; fails when the client takes nothing for `limit`.
-async fn write(stream: &mut TcpStream, ready: &Ready, limit: Duration) -> io::Result<()> {
-    let (mut head, mut body) = (&ready.head[..], &ready.body[..]);
-    while !head.is_empty() || !body.is_empty() {
-        match stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(mut n) => {
-                let from_head = n.min(head.len());
-                head = &head[from_head..];
-                n -= from_head;
-                body = &body[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(limit, stream.writable())
-                    .await
-                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// A stream that first yields bytes already read from it: how a connection
@@ -288,17 +341,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     struct Always;
 
-    impl QuickHits for Always {
-        async fn answer(&self, req: &Head<'_>, _peer: SocketAddr) -> Option<Ready> {
-            (req.target == "/hit").then(|| Ready {
+    fn hit(req: &Head<'_>) -> Option<Answer<Full<Bytes>>> {
+        (req.target == "/hit").then(|| {
+            Answer::Ready(Ready {
                 head: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"),
                 body: Bytes::from_static(b"ok"),
             })
+        })
+    }
+
+    /// Anything but `/hit` is answered by `respond`, with a 404.
+    async fn not_found() -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = http::StatusCode::NOT_FOUND;
+        res
+    }
+
+    impl Handler for Always {
+        type Body = Full<Bytes>;
+
+        async fn quick(&self, req: &Head<'_>, _: SocketAddr) -> Option<Answer<Full<Bytes>>> {
+            hit(req)
+        }
+
+        async fn respond(
+            self: Arc<Self>,
+            _: Request<Full<Bytes>>,
+            _: SocketAddr,
+        ) -> Response<Full<Bytes>> {
+            not_found().await
         }
     }
 
@@ -307,8 +382,9 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        match runtime.block_on(answer(req, &Always, peer)) {
-            Parsed::Answered(n, _) if n == req.len() => "answered",
+        match runtime.block_on(answer(req, &Arc::new(Always), peer)) {
+            Parsed::Answered(_, _, Answer::Response(_)) => "responded",
+            Parsed::Answered(n, _, _) if n == req.len() => "answered",
             Parsed::Answered(..) => "answered short",
             Parsed::Partial => "partial",
             Parsed::Other => "other",
@@ -323,9 +399,18 @@ mod tests {
             "answered"
         );
         assert_eq!(parsed(b"GET /hit HTTP/1.1\r\nHost: a\r\n"), "partial");
+        for responded in [
+            &b"GET /miss HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"POST /form HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a/hit HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a|b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(responded);
+            assert_eq!(parsed(responded), "responded", "{text}");
+        }
         for other in [
             &b"GET /hit HTTP/1.0\r\nHost: a\r\n\r\n"[..],
-            b"GET /miss HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /hit HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
             b"GET /hit HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /hit HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -353,10 +438,20 @@ mod tests {
         seen: std::sync::Mutex<Vec<usize>>,
     }
 
-    impl QuickHits for Watched {
-        async fn answer(&self, req: &Head<'_>, peer: SocketAddr) -> Option<Ready> {
+    impl Handler for Watched {
+        type Body = Full<Bytes>;
+
+        async fn quick(&self, req: &Head<'_>, _: SocketAddr) -> Option<Answer<Full<Bytes>>> {
             self.seen.lock().unwrap().push(self.ticks.load(Relaxed));
-            Always.answer(req, peer).await
+            hit(req)
+        }
+
+        async fn respond(
+            self: Arc<Self>,
+            _: Request<Full<Bytes>>,
+            _: SocketAddr,
+        ) -> Response<Full<Bytes>> {
+            not_found().await
         }
     }
 
@@ -392,10 +487,10 @@ mod tests {
             });
             // Every request is in the socket before the first is read.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let hits = Watched {
+            let hits = Arc::new(Watched {
                 ticks: ticks.clone(),
                 seen: Default::default(),
-            };
+            });
             let (_tx, mut stop) = watch::channel(false);
             let since = tokio::time::Instant::now();
             let timeout = Duration::from_secs(1);
