@@ -12,6 +12,7 @@ mod config;
 mod durability;
 mod faults;
 mod origin;
+mod paths;
 mod props;
 mod proxy;
 mod quick;
