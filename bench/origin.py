@@ -88,6 +88,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "public, max-age=3600")
         self.send_header("X-Bigcache-TTL", "1h")
+        # A validator clients can spell without having seen the page (the
+        # mixed scenarios' conditional requests): the path, quoted.
+        self.send_header("ETag", f'"{self.path}"')
         if self.path.startswith("/tagged/"):
             # The purge scenario's tag: one tag on every such page, and one
             # of its own.

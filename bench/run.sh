@@ -371,6 +371,32 @@ cg_measure() { # label port valgrind_pid out_prefix
     wait "$3" 2>/dev/null || true
 }
 
+# The same as traffic arrives (bench/keepalive.py): the connection first
+# carries each page's miss, a conditional request, a credentialed one and
+# a browser's, then CG_REQUESTS hits (flags: --browser for a browser's
+# headers on them). The client talks to client_port: the server itself,
+# or a front in front of it; only the server under callgrind is counted.
+cg_traffic() { # label valgrind_pid out_prefix client_port [keepalive.py flags...]
+    local n=${CG_REQUESTS:-5000} last total
+    python3 bench/keepalive.py --port "$4" --pages 100 --hits "$n" \
+        --between "callgrind_control -z $2 >/dev/null 2>&1" \
+        --after "callgrind_control -d $2 >/dev/null 2>&1" "${@:5}"
+    sleep 1
+    last=$(ls -t "$3".* | head -1)
+    total=$(grep -h '^totals:\|^summary:' "$last" | head -1 | awk '{print $2}')
+    printf "%-22s %14s %12s\n" "$1" "$total" "$(( total / n ))"
+}
+
+# bigcache under callgrind on $1 (proxy port); extra flags after it.
+cg_bigcache() { # port label [flags...]
+    # shellcheck disable=SC2086 # flags are words
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg-$2.%p" \
+        target/release/bigcache --data-dir "$work/cg-data-$2" --api-listen "127.0.0.1:$(free_port)" \
+        --proxy-listen "127.0.0.1:$1" --upstream "http://127.0.0.1:$o" --log warn "${@:3}" >/dev/null 2>>"$work/cg.log" &
+    cg_pid=$!
+    wait_http "http://127.0.0.1:$1/__count"
+}
+
 scenario_callgrind() {
     command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed (apt-get install valgrind)"; return 1; }
     echo "== instructions per hot hit: ${CG_REQUESTS:-5000} keep-alive GETs over 100 cached pages of $SIZE bytes, under callgrind (user space, every thread)"
@@ -411,6 +437,37 @@ scenario_callgrind() {
     pid=$!
     wait_http "http://127.0.0.1:$port/page/0"
     cg_measure "bare hyper" "$port" "$pid" "$work/cg-ceiling.$pid"
+
+    echo "  as traffic arrives: the connection carried misses, 304s, bypasses first"
+    local cg_pid
+    port=$(free_port)
+    cg_bigcache "$port" after-misses
+    cg_traffic "bigcache" "$cg_pid" "$work/cg-after-misses.$cg_pid" "$port"
+    kill "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+    port=$(free_port)
+    cg_bigcache "$port" browser
+    cg_traffic "bigcache, browser" "$cg_pid" "$work/cg-browser.$cg_pid" "$port" --browser
+    kill "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+    # Behind nginx/bigcache.conf as shipped (plain HTTP side): bigcache sees
+    # nginx's forwarding fields on an upstream keep-alive connection.
+    port=$(free_port)
+    cg_bigcache "$port" fronted --trusted-proxy 127.0.0.1/32
+    local f_tls f_plain
+    f_tls=$(free_port); f_plain=$(free_port)
+    start_front "$f_tls" "$port" "$f_plain"
+    cg_traffic "nginx->bigcache, browser" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain" --browser
+    kill "$(cat "$work/front/nginx.pid")" "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+    port=$(free_port)
+    sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$port|g" -e "s|@ORIGIN@|$o|g" \
+        -e "s|^daemon on;|daemon off; master_process off;|" -e "s|nginx-cache|nginx-cache-2|" \
+        bench/nginx.conf >"$work/nginx-cg2.conf"
+    mkdir -p "$work/nginx-cache-2"
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg-nginx2.%p" nginx -c "$work/nginx-cg2.conf" -p "$work" 2>>"$work/cg.log" &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/__count"
+    cg_traffic "nginx proxy_cache, browser" "$pid" "$work/cg-nginx2.$pid" "$port" --browser
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo "  target: bigcache <= 12,000 per hit as traffic arrives, behind nginx too"
 }
 
 scenario_stampede() {

@@ -341,3 +341,26 @@ async fn the_first_bytes_and_the_first_head_share_the_client_timeout() {
         "closed after {closed:?}"
     );
 }
+
+/// A client that hangs up while its request waits on the upstream lets it
+/// go, as hyper does: the request is dropped (never answered or counted),
+/// and its connection and the upstream's are free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_hanging_up_mid_request_is_let_go() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let mut conn = connect(&s).await;
+    conn.write_all(
+        b"GET /slow/?delay=1500 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic eDp5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(conn);
+    // Past the upstream's answer: had the request gone on, it would be
+    // counted by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, stat) = get_json(&s, "/stat").await;
+    assert_eq!(stat["proxy"]["bypass"], 0, "{stat}");
+    assert_eq!(o.count("/slow/?delay=1500"), 1, "it did reach the upstream");
+}

@@ -61,8 +61,78 @@ pub struct Cacheable {
     pub respelled: Option<String>,
 }
 
+/// The fields [`classify`] reads, in the order sent, gathered in one pass:
+/// the rules below ask for each several times, and a browser's request
+/// carries a dozen others.
+struct Read<'a> {
+    seen: [(&'static str, &'a [u8]); Read::ROOM],
+    len: usize,
+}
+
+impl<'a> Read<'a> {
+    const ROOM: usize = 16;
+    const NAMES: [&'static str; 7] = [
+        "host",
+        "authorization",
+        "cookie",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-scheme",
+        "x-forwarded-port",
+    ];
+
+    /// `None` when more than [`Read::ROOM`] of them came: then the rules
+    /// read the fields themselves.
+    fn of<F: Fields + ?Sized>(fields: &'a F) -> Option<Read<'a>> {
+        let mut read = Read {
+            seen: [("", &[]); Read::ROOM],
+            len: 0,
+        };
+        for (name, value) in fields.each() {
+            let Some(known) = Read::NAMES
+                .iter()
+                .find(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            *read.seen.get_mut(read.len)? = (known, value);
+            read.len += 1;
+        }
+        Some(read)
+    }
+}
+
+impl Fields for Read<'_> {
+    fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.seen[..self.len].iter().map(|(n, v)| (*n, *v))
+    }
+
+    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+        self.seen[..self.len]
+            .iter()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// Classifies a request from `peer`.
 pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig) -> Class {
+    match Read::of(req.fields) {
+        Some(read) => decide(
+            &Head {
+                method: req.method,
+                target: req.target,
+                http11: req.http11,
+                fields: &read,
+            },
+            peer,
+            cfg,
+        ),
+        None => decide(req, peer, cfg),
+    }
+}
+
+fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig) -> Class {
     if req.target.len() > cfg.max_target {
         return Class::Refused(ProxyError::TargetTooLong(cfg.max_target));
     }
@@ -82,8 +152,10 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
     if req.method != "GET" && req.method != "HEAD" {
         return Class::OtherMethod;
     }
+    // `from_utf8`, not `fields::text`: `known_host_value` takes only the
+    // bytes a host name may hold, all of them visible ASCII.
     let site_host = host
-        .and_then(crate::proxy::fields::text)
+        .and_then(|h| std::str::from_utf8(h).ok())
         .and_then(|h| policy::known_host_value(h, &cfg.hosts));
     let trusted = cfg.trusted.trusts(peer);
     // What a trusted front says is passed on as sent, and Django may
@@ -108,5 +180,8 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
 }
 
 fn page_key(target: &str, sites: &Sites, scheme: site::Scheme, host: &str) -> PageKey {
-    PageKey::for_site(key::canonical(target), sites.segment(scheme, host))
+    let segment = sites.segment(scheme, host);
+    // Room for the segment in the canonical target's own buffer.
+    let room = segment.map_or(0, |(s, h)| key::segment_len(s, h));
+    PageKey::for_site(key::canonical_with_room(target, room), segment)
 }

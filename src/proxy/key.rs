@@ -43,6 +43,12 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Canonical form of a request target (or of a path/query a purge names).
 pub fn canonical(target: &str) -> String {
+    canonical_with_room(target, 0)
+}
+
+/// [`canonical`] in a buffer with `room` bytes to spare beyond the page
+/// key's NUL (for a site segment, `PageKey::for_site`).
+pub fn canonical_with_room(target: &str, room: usize) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     // An empty query is no query: Django renders `/x/?` as `/x/`, and a
     // purge of `/x/` must reach both.
@@ -52,7 +58,7 @@ pub fn canonical(target: &str) -> String {
     };
     let bytes = target.as_bytes();
     // One byte spare: the page key is this and a NUL (`PageKey::from_canonical`).
-    let mut out = String::with_capacity(bytes.len() + 1);
+    let mut out = String::with_capacity(bytes.len() + 1 + room);
     // Most targets need nothing changed: one scan, one copy.
     if bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'%') {
         out.push_str(target);
@@ -211,6 +217,11 @@ pub fn variant<F: Fields + ?Sized>(names: &[String], request: &F) -> Option<Stri
     Some(out)
 }
 
+/// Bytes a site segment takes in a page key: `@<scheme>://<host> NUL`.
+pub fn segment_len(scheme: &str, host: &str) -> usize {
+    scheme.len() + host.len() + 5
+}
+
 /// One request's place in the cache: its page's group key, and the variant
 /// its headers select, computed once per set of `Vary` names and headers
 /// (the lookup, the fill and the answer of one request usually ask for the
@@ -242,7 +253,7 @@ impl PageKey {
         let mut group = canonical_target.into_bytes();
         group.push(0);
         if let Some((scheme, host)) = site {
-            group.reserve(host.len() + 10);
+            group.reserve(segment_len(scheme, host));
             group.push(b'@');
             group.extend_from_slice(scheme.as_bytes());
             group.extend_from_slice(b"://");

@@ -87,6 +87,10 @@ pub fn decoded(rec: &Record) -> Arc<Result<Arc<Entry>, MetaError>> {
 }
 
 async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    // The RAM tier without building the store's read: most hits end here.
+    if let Some(rec) = store.hot_page(key) {
+        return Ok(Some(rec));
+    }
     match store.get_page(key).await? {
         Lookup::Hit(rec) => Ok(Some(rec)),
         Lookup::Miss | Lookup::Expired => Ok(None),

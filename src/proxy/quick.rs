@@ -73,8 +73,8 @@ struct AsLookedUp<'a> {
     raw: &'a [httparse::Header<'a>],
     trusted: bool,
     host: Option<&'a str>,
-    /// `None`: the header is left as sent (no `--accept-encoding`).
-    encoding: Option<Option<&'a str>>,
+    /// `--accept-encoding`: empty leaves the header as sent.
+    codings: &'a [String],
 }
 
 impl Fields for AsLookedUp<'_> {
@@ -87,7 +87,9 @@ impl Fields for AsLookedUp<'_> {
 
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
         let replaced: Option<Option<&[u8]>> = match name {
-            "accept-encoding" => self.encoding.map(|e| e.map(str::as_bytes)),
+            "accept-encoding" if !self.codings.is_empty() => {
+                Some(encoding::chosen(self.raw, self.codings).map(String::as_bytes))
+            }
             "host" => self.host.map(|h| Some(h.as_bytes())),
             _ => None,
         };
@@ -145,8 +147,7 @@ impl<S: PageStore> Proxy<S> {
             raw: req.headers,
             trusted,
             host: c.respelled.as_deref(),
-            encoding: (!self.cfg.encodings.is_empty())
-                .then(|| encoding::chosen(req.headers, &self.cfg.encodings).map(String::as_str)),
+            codings: &self.cfg.encodings,
         };
         let mut key = c.key;
         let found = match lookup::lookup(&self.store, &mut key, &view).await {
@@ -271,11 +272,12 @@ mod tests {
                 value: b"Example.ORG",
             },
         ];
+        let br = ["br".to_string()];
         let view = AsLookedUp {
             raw: &raw,
             trusted: false,
             host: Some("example.org"),
-            encoding: Some(Some("br")),
+            codings: &br,
         };
         let all = |n| view.all(n).map(<[u8]>::to_vec).collect::<Vec<_>>();
         assert_eq!(all("accept-encoding"), [b"br".to_vec()]);
@@ -283,9 +285,10 @@ mod tests {
         assert_eq!(all("accept-language"), [b"fr".to_vec()]);
         assert!(all("x-forwarded-host").is_empty(), "untrusted");
         assert!(all("x_language").is_empty(), "underscores go");
+        let zstd = ["zstd".to_string()];
         let trusted = AsLookedUp {
             trusted: true,
-            encoding: Some(None),
+            codings: &zstd,
             ..view
         };
         assert_eq!(trusted.all("x-forwarded-host").count(), 1);

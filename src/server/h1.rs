@@ -144,46 +144,45 @@ pub async fn serve<H: Handler>(
     let mut answered = false;
     loop {
         if !buf.is_empty() {
-            match answer(&buf, handler, peer).await {
-                Parsed::Answered(used, head, reply) => {
-                    buf.advance(used);
-                    let kept = match reply {
-                        Answer::Ready(r) => wire::write_all(stream, [&r.head, &r.body], timeout)
-                            .await
-                            .is_ok(),
-                        Answer::Response(res) => {
-                            match wire::write_response(stream, res, head, timeout).await {
-                                Ok(keep) => keep,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "response not written whole; closing");
-                                    false
-                                }
-                            }
-                        }
+            let step = match answer(&buf, handler, peer).await {
+                Parsed::Answered(used, head, reply) => Some((used, head, reply)),
+                Parsed::Respond(used, head, req) => {
+                    // The general path may wait on the upstream for long: a
+                    // client that hangs up meanwhile frees its connection and
+                    // the upstream's (as hyper does).
+                    let res = tokio::select! {
+                        res = handler.clone().respond(req, peer) => res,
+                        () = hung_up(stream) => return Left::Closed,
                     };
-                    if !kept {
-                        return Left::Closed;
-                    }
-                    answered = true;
-                    // Socket I/O that does not wait counts against no task
-                    // budget: a client pipelining hits would otherwise hold
-                    // its worker thread for all of them.
-                    tokio::task::consume_budget().await;
-                    if *stop.borrow() {
-                        return Left::Closed;
-                    }
-                    deadline
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + timeout);
-                    continue;
+                    Some((used, head, Answer::Response(res)))
                 }
-                Parsed::Partial if buf.len() < MAX_HEAD => {}
+                Parsed::Partial if buf.len() < MAX_HEAD => None,
                 Parsed::Partial | Parsed::Other => {
                     return Left::HandOver {
                         read: buf.freeze(),
                         answered,
                     };
                 }
+            };
+            if let Some((used, head, reply)) = step {
+                buf.advance(used);
+                // Stopping: this answer is the connection's last, and says so.
+                let last = *stop.borrow();
+                if !send(stream, reply, head, last, timeout).await {
+                    return Left::Closed;
+                }
+                answered = true;
+                // Socket I/O that does not wait counts against no task
+                // budget: a client pipelining hits would otherwise hold
+                // its worker thread for all of them.
+                tokio::task::consume_budget().await;
+                if *stop.borrow() {
+                    return Left::Closed;
+                }
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + timeout);
+                continue;
             }
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -207,9 +206,38 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// Writes one answer; whether the connection may carry the next request.
+async fn send<B>(
+    stream: &mut TcpStream,
+    reply: Answer<B>,
+    head: bool,
+    last: bool,
+    timeout: Duration,
+) -> bool
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    match reply {
+        Answer::Ready(r) => {
+            let sent = wire::write_all(stream, [&r.head, &r.body], timeout).await;
+            sent.is_ok() && !last
+        }
+        Answer::Response(res) => match wire::write_response(stream, res, head, last, timeout).await
+        {
+            Ok(keep) => keep,
+            Err(e) => {
+                tracing::debug!(error = %e, "response not written whole; closing");
+                false
+            }
+        },
+    }
+}
+
 enum Parsed<B> {
     /// Bytes the request took, whether it was a HEAD, and its answer.
     Answered(usize, bool, Answer<B>),
+    /// The same, for [`Handler::respond`] to answer.
+    Respond(usize, bool, Request<Full<Bytes>>),
     /// The head is not all there yet.
     Partial,
     /// For hyper.
@@ -239,11 +267,20 @@ async fn answer<H: Handler>(buf: &[u8], handler: &Arc<H>, peer: SocketAddr) -> P
     if let Some(reply) = handler.quick(&head, peer).await {
         return Parsed::Answered(used, is_head, reply);
     }
-    let Some(request) = to_request(&head) else {
-        return Parsed::Other;
-    };
-    let res = handler.clone().respond(request, peer).await;
-    Parsed::Answered(used, is_head, Answer::Response(res))
+    match to_request(&head) {
+        Some(request) => Parsed::Respond(used, is_head, request),
+        None => Parsed::Other,
+    }
+}
+
+/// Resolves when the client has closed the connection (or it failed);
+/// never, once the client has sent more (a pipelined request: read after
+/// this one is answered).
+async fn hung_up(stream: &TcpStream) {
+    match stream.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 /// The head as hyper would have handed it to a service; `None` for what
@@ -383,7 +420,7 @@ mod tests {
             .build()
             .unwrap();
         match runtime.block_on(answer(req, &Arc::new(Always), peer)) {
-            Parsed::Answered(_, _, Answer::Response(_)) => "responded",
+            Parsed::Respond(..) => "responded",
             Parsed::Answered(n, _, _) if n == req.len() => "answered",
             Parsed::Answered(..) => "answered short",
             Parsed::Partial => "partial",

@@ -58,16 +58,24 @@ pub enum WireError {
     Framing(&'static str),
 }
 
-/// The head of `parts` as bytes, and how its body is framed; `Ok(None)`
-/// framing means no body is sent. `is_last` comes back true when the
-/// response says `Connection: close`.
+/// The head of `parts` as bytes, and how its body is framed
+/// (`Length(0)`: no body is sent). The flag that comes back says the
+/// connection ends after it: `last` (then `Connection: close` is added
+/// unless the response names a `Connection`), a 101, or a response that
+/// says `Connection: close`.
 fn encode_head(
     parts: &http::response::Parts,
     head: bool,
     length: Option<Option<u64>>,
+    last: bool,
     out: &mut Vec<u8>,
 ) -> Result<(Framing, bool), WireError> {
     let status = parts.status;
+    // hyper's rules: a 101 ends the HTTP/1.1 exchange, no other 1xx is
+    // sent as a response.
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(WireError::Framing("an interim status as the response"));
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -78,11 +86,20 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     let chunkable = can_have_body(head, status);
     let mut framing = Framing::Length(0);
-    let (mut wrote_len, mut wrote_date, mut is_last) = (false, false, false);
+    let (mut wrote_len, mut wrote_date) = (false, false);
+    let mut is_last = last || status == StatusCode::SWITCHING_PROTOCOLS;
+    if last && !parts.headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
     let mut length_seen: Option<u64> = None;
     for name in parts.headers.keys() {
         let mut values = parts.headers.get_all(name).iter();
         match *name {
+            header::CONTENT_LENGTH if wrote_len => {
+                return Err(WireError::Framing(
+                    "Content-Length beside Transfer-Encoding",
+                ));
+            }
             header::CONTENT_LENGTH => match length {
                 Some(Some(known)) => {
                     let first = values.next().map_or(&b""[..], HeaderValue::as_bytes);
@@ -119,6 +136,11 @@ fn encode_head(
             header::TRANSFER_ENCODING => {
                 if !chunkable {
                     continue;
+                }
+                if wrote_len {
+                    return Err(WireError::Framing(
+                        "Transfer-Encoding beside Content-Length",
+                    ));
                 }
                 let mut all: Vec<&[u8]> = values.map(HeaderValue::as_bytes).collect();
                 if !all.last().is_some_and(|v| is_chunked(v)) {
@@ -235,13 +257,15 @@ pub fn http_date(out: &mut Vec<u8>) {
     });
 }
 
-/// Writes `res` as the answer to a request (`head`: a HEAD); a write that
-/// waits `limit` for the client fails. `Ok(true)`: the connection may
-/// carry the next request.
+/// Writes `res` as the answer to a request (`head`: a HEAD); `last`: the
+/// connection closes after it (a stop), which the answer says as hyper's
+/// would. A write that waits `limit` for the client fails. `Ok(true)`:
+/// the connection may carry the next request.
 pub async fn write_response<B>(
     stream: &mut TcpStream,
     res: Response<B>,
     head: bool,
+    last: bool,
     limit: Duration,
 ) -> Result<bool, WireError>
 where
@@ -249,7 +273,7 @@ where
 {
     let (parts, mut body) = res.into_parts();
     let mut out = Vec::with_capacity(256 + parts.headers.len() * 48);
-    let (framing, is_last) = encode_head(&parts, head, body_length(&body), &mut out)?;
+    let (framing, is_last) = encode_head(&parts, head, body_length(&body), last, &mut out)?;
     let mut left = match framing {
         Framing::Length(0) => {
             write_all(stream, [&out], limit).await?;
@@ -367,5 +391,102 @@ pub async fn write_all<const N: usize>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head of a response with `fields` and `status`, to a HEAD or a
+    /// GET, its body `length` as hyper reads it.
+    fn head_of(
+        status: u16,
+        fields: &[(&str, &str)],
+        head: bool,
+        length: Option<Option<u64>>,
+        last: bool,
+    ) -> Result<(String, Framing, bool), WireError> {
+        let mut res = Response::new(());
+        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+        *res.headers_mut() = crate::proxy::test_headers(fields);
+        let (parts, ()) = res.into_parts();
+        let mut out = Vec::new();
+        let (framing, is_last) = encode_head(&parts, head, length, last, &mut out)?;
+        let text = String::from_utf8(out).unwrap();
+        // The date changes; its line is there.
+        let at = text.find("date: ").expect("a Date");
+        let end = at + text[at..].find("\r\n").unwrap() + 2;
+        Ok((format!("{}{}", &text[..at], &text[end..]), framing, is_last))
+    }
+
+    #[test]
+    fn lengths_as_hyper_writes_them() {
+        let ok = |s, f: &[(&str, &str)], head, len| head_of(s, f, head, len, false).unwrap();
+        let (text, framing, _) = ok(200, &[("x-a", "1")], false, Some(Some(5)));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(framing, Framing::Length(5));
+        let (text, framing, _) = ok(200, &[], false, Some(None));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(framing, Framing::Chunked);
+        let (text, _, _) = ok(200, &[], false, None);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        // A HEAD keeps the length it was given and adds none.
+        let (text, framing, _) = ok(200, &[("content-length", "7")], true, None);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(framing, Framing::Length(0));
+        let (text, _, _) = ok(200, &[], true, None);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\n\r\n");
+        // A length announced for a body that is not there goes (not a HEAD).
+        let (text, _, _) = ok(200, &[("content-length", "7")], false, None);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        // 204 and 304 have no body and no added length.
+        let (text, framing, _) = ok(304, &[("etag", "\"v\"")], false, None);
+        assert_eq!(text, "HTTP/1.1 304 Not Modified\r\netag: \"v\"\r\n\r\n");
+        assert_eq!(framing, Framing::Length(0));
+        let (text, framing, _) = ok(204, &[], false, Some(Some(3)));
+        assert_eq!(text, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(framing, Framing::Length(0));
+        // A body of unknown length with its length named: that length.
+        let (_, framing, _) = ok(200, &[("content-length", "9")], false, Some(None));
+        assert_eq!(framing, Framing::Length(9));
+    }
+
+    #[test]
+    fn framing_that_cannot_be_kept_is_an_error() {
+        for fields in [
+            &[("content-length", "3"), ("content-length", "4")][..],
+            &[("content-length", "x")],
+            &[("transfer-encoding", "chunked"), ("content-length", "3")],
+            &[("content-length", "3"), ("transfer-encoding", "chunked")],
+        ] {
+            assert!(
+                head_of(200, fields, false, Some(None), false).is_err(),
+                "{fields:?}"
+            );
+        }
+        assert!(
+            head_of(103, &[], false, None, false).is_err(),
+            "an interim status"
+        );
+    }
+
+    #[test]
+    fn the_last_answer_says_so() {
+        let (text, _, last) = head_of(200, &[], false, Some(Some(1)), true).unwrap();
+        assert!(last);
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        let (_, _, last) = head_of(200, &[("connection", "close")], false, None, false).unwrap();
+        assert!(last, "the response's own");
+        let (_, _, last) = head_of(101, &[("upgrade", "x")], false, None, false).unwrap();
+        assert!(last, "a 101");
+        let (_, _, last) = head_of(200, &[], false, None, false).unwrap();
+        assert!(!last);
     }
 }
