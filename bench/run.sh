@@ -37,7 +37,11 @@
 #             alone, nginx proxy_cache alone, and the shipped
 #             nginx/bigcache.conf in front of bigcache, over HTTPS (as
 #             shipped) and over plain HTTP (its TLS server's listen made plain,
-#             to show what TLS costs); nginx and bigcache share core 0
+#             to show what TLS costs), to bigcache over loopback TCP and
+#             over a Unix socket; nginx and bigcache share core 0
+#   mix       browser traffic on keep-alive connections: a browser's
+#             headers, 1/5 conditional (304), 1/20 a miss; bigcache against
+#             nginx proxy_cache, ROUNDS (3) interleaved (not in the default set)
 #   purge     PURGE_PAGES (100,000) cached pages purged by one DELETE
 #             /prefix/, then as many tagged pages (two tags each) purged by
 #             one DELETE /tag/ (PURGE_KINDS, "prefix tag"), while wrk reads
@@ -123,11 +127,25 @@ metric() {
         END { if (b == "") printf "%d", x; else if (y > 0) printf "%.1f", x / y; else printf "-" }'
 }
 
-start_nginx() { # port origin
+start_nginx() { # port origin [tls_port]: with a TLS listener on tls_port too
     mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
-    sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$1|g" -e "s|@ORIGIN@|$2|g" bench/nginx.conf >"$work/nginx.conf"
+    local tls=""
+    if [ -n "${3:-}" ]; then
+        tls_cert
+        tls="listen 127.0.0.1:$3 ssl; ssl_certificate $work/tls/cert.pem; ssl_certificate_key $work/tls/key.pem;"
+    fi
+    sed -e "s|listen 127.0.0.1:@PORT@;|listen 127.0.0.1:@PORT@; $tls|" \
+        -e "s|@WORK@|$work|g" -e "s|@PORT@|$1|g" -e "s|@ORIGIN@|$2|g" bench/nginx.conf >"$work/nginx.conf"
     taskset -c 0 nginx -c "$work/nginx.conf" -p "$work"
     wait_http "http://127.0.0.1:$1/__count"
+}
+
+# A self-signed certificate for 127.0.0.1 in $work/tls, made once.
+tls_cert() {
+    [ -f "$work/tls/cert.pem" ] && return 0
+    mkdir -p "$work/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" \
+        -days 2 -subj /CN=127.0.0.1 2>/dev/null
 }
 
 # Bytes a process and its children read from the disk so far.
@@ -234,24 +252,25 @@ scenario_hot() {
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
 }
 
-# nginx/bigcache.conf as shipped in front of bigcache on port $2, listening
-# on $1 over TLS and on $3 over plain HTTP; 127.0.0.1 is added to its names
-# (the Host wrk sends) and its catch-all servers get ports of their own, since
-# a client sends no TLS server name for an IP address.
-start_front() { # tls_port upstream_port plain_port
-    local d=$work/front
+# nginx/bigcache.conf as shipped in front of bigcache at $3 (an address,
+# or unix:/path), listening on $2 over TLS and on $4 over plain HTTP;
+# 127.0.0.1 is added to its names (the Host wrk sends) and its catch-all
+# servers get ports of their own, since a client sends no TLS server name
+# for an IP address. Its files are under $work/$1.
+start_front() { # name tls_port upstream plain_port
+    local d=$work/$1
     mkdir -p "$d"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" -out "$d/cert.pem" -days 2 \
-        -subj /CN=127.0.0.1 2>/dev/null
+    tls_cert
     sed -e '/listen \[::\]/d' \
-        -e "s|listen 443 ssl http2;|listen 127.0.0.1:$1 ssl http2; listen 127.0.0.1:$3;|" \
+        -e "s|listen 443 ssl http2;|listen 127.0.0.1:$2 ssl http2; listen 127.0.0.1:$4;|" \
         -e "s|listen 443 ssl default_server;|listen 127.0.0.1:$(free_port) ssl default_server;|" \
         -e "s|listen 80;|listen 127.0.0.1:$(free_port);|" \
         -e "s|listen 80 default_server;|listen 127.0.0.1:$(free_port) default_server;|" \
         -e "s|server_name www.example.org example.org;|server_name www.example.org example.org 127.0.0.1;|" \
-        -e "s|server 127.0.0.1:8080;|server 127.0.0.1:$2;|" \
-        -e "s|/etc/letsencrypt/live/www.example.org/fullchain.pem|$d/cert.pem|" \
-        -e "s|/etc/letsencrypt/live/www.example.org/privkey.pem|$d/key.pem|" \
+        -e "s|server unix:/run/bigcache/proxy.sock;|server $3;|" \
+        -e "s|server 127.0.0.1:8080;|server $3;|" \
+        -e "s|/etc/letsencrypt/live/www.example.org/fullchain.pem|$work/tls/cert.pem|" \
+        -e "s|/etc/letsencrypt/live/www.example.org/privkey.pem|$work/tls/key.pem|" \
         nginx/bigcache.conf >"$d/site.conf"
     cat >"$d/nginx.conf" <<CONF
 worker_processes 1;
@@ -267,35 +286,111 @@ http {
 }
 CONF
     taskset -c 0 nginx -e "$d/error.log" -c "$d/nginx.conf" -p "$d"
-    wait_http "http://127.0.0.1:$3/__count"
+    wait_http "http://127.0.0.1:$4/__count"
 }
 
 scenario_front() {
     local rounds=${ROUNDS:-3}
     echo "== nginx in front: hot hits on $KEYS pages of $SIZE bytes, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds, servers on core 0"
-    local o b_api b_proxy n_port f_tls f_plain
-    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
-    f_tls=$(free_port); f_plain=$(free_port)
+    local o b_api b_proxy n_port n_tls f_tls f_plain u_api u_tls u_plain sock=$work/proxy.sock
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port); n_tls=$(free_port)
+    f_tls=$(free_port); f_plain=$(free_port); u_api=$(free_port); u_tls=$(free_port); u_plain=$(free_port)
     start_origin "$o" 0
     start_bigcache front "$b_api" "$b_proxy" "$o" target/release/bigcache --trusted-proxy 127.0.0.1/32
-    start_nginx "$n_port" "$o"
-    start_front "$f_tls" "$b_proxy" "$f_plain"
-    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
-    curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
+    # The same behind a Unix socket (its own data directory).
+    taskset -c 0 target/release/bigcache --data-dir "$work/front-unix" --api-listen "127.0.0.1:$u_api" \
+        --proxy-listen "unix:$sock" --upstream "http://127.0.0.1:$o" --log warn --trusted-proxy 127.0.0.1/32 \
+        >/dev/null 2>>"$work/front-unix.log" &
+    pids+=($!)
+    local upid=$!
+    wait_http "http://127.0.0.1:$u_api/healthz"
+    start_nginx "$n_port" "$o" "$n_tls"
+    start_front front "$f_tls" "127.0.0.1:$b_proxy" "$f_plain"
+    start_front front-unix "$u_tls" "unix:$sock" "$u_plain"
+    # Each way in is its own site to bigcache (scheme and Host): warm each.
+    local url
+    for url in "http://127.0.0.1:$b_proxy" "http://127.0.0.1:$f_plain" "https://127.0.0.1:$f_tls" \
+        "http://127.0.0.1:$u_plain" "https://127.0.0.1:$u_tls" "http://127.0.0.1:$n_port"; do
+        curl -sk -o /dev/null "$url/page/[0-$((KEYS - 1))]"
+    done
     curl -s -o /dev/null -D - "http://127.0.0.1:$f_plain/page/1" | grep -i '^x-cache' | sed 's/^/  nginx -> bigcache /'
     curl -sk -o /dev/null -D - "https://127.0.0.1:$f_tls/page/1" | grep -i '^x-cache' | sed 's/^/  nginx -> bigcache, TLS /'
+    curl -s -o /dev/null -D - "http://127.0.0.1:$u_plain/page/1" | grep -i '^x-cache' | sed 's/^/  nginx -> bigcache, unix socket /'
     header
-    local front_pid bpid npid
-    front_pid=$(cat "$work/front/nginx.pid"); bpid=$(cat "$work/front.pid"); npid=$(cat "$work/nginx.pid")
+    local front_pid ufront_pid bpid npid line n ns fh fs uh us ratios=()
+    front_pid=$(cat "$work/front/nginx.pid"); ufront_pid=$(cat "$work/front-unix/nginx.pid")
+    bpid=$(cat "$work/front.pid"); npid=$(cat "$work/nginx.pid")
+    rate() { awk '{print $2}' <<<"$1"; }
     for r in $(seq "$rounds"); do
         echo "  round $r"
         row "bigcache" "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"
-        row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$npid" "$o"
-        row "nginx->bigcache http" "$work/pages.lua" "http://127.0.0.1:$f_plain" "$front_pid" "$o"
-        row "nginx->bigcache https" "$work/pages.lua" "https://127.0.0.1:$f_tls" "$front_pid" "$o"
+        line=$(row "nginx proxy_cache" "$work/pages.lua" "http://127.0.0.1:$n_port" "$npid" "$o"); echo "$line"; n=$(awk '{print $3}' <<<"$line")
+        line=$(row "nginx->bigcache http" "$work/pages.lua" "http://127.0.0.1:$f_plain" "$front_pid" "$o"); echo "$line"; fh=$(awk '{print $3}' <<<"$line")
+        line=$(row "  via unix socket" "$work/pages.lua" "http://127.0.0.1:$u_plain" "$ufront_pid" "$o"); echo "$line"; uh=$(awk '{print $4}' <<<"$line")
+        line=$(row "nginx proxy_cache https" "$work/pages.lua" "https://127.0.0.1:$n_tls" "$npid" "$o"); echo "$line"; ns=$(awk '{print $4}' <<<"$line")
+        line=$(row "nginx->bigcache https" "$work/pages.lua" "https://127.0.0.1:$f_tls" "$front_pid" "$o"); echo "$line"; fs=$(awk '{print $3}' <<<"$line")
+        line=$(row "  via unix socket" "$work/pages.lua" "https://127.0.0.1:$u_tls" "$ufront_pid" "$o"); echo "$line"; us=$(awk '{print $4}' <<<"$line")
+        ratios+=("$(awk -v n="$n" -v s="$ns" -v a="$fh" -v b="$uh" -v c="$fs" -v d="$us" 'BEGIN {printf "%.2f/%.2f %.2f/%.2f", a / n, b / n, c / s, d / s}')")
     done
+    round_ratios "http (tcp/unix) vs nginx alone over http" "target >= 0.65" "https (tcp/unix) vs nginx alone over https" "target >= 0.65" "${ratios[@]}"
     echo "  (RSS of the nginx->bigcache rows is nginx's alone; bigcache's is in its own row)"
-    kill "$front_pid" "$npid"; rm -f "$work/nginx.pid"
+    kill "$front_pid" "$ufront_pid" "$npid" "$upid"; rm -f "$work/nginx.pid"
+}
+
+# Browser traffic on long keep-alive connections: a browser's headers
+# (Accept-Encoding, an analytics cookie), one request in five conditional
+# (If-None-Match with the page's ETag: a 304), one in twenty a page not
+# cached yet (a miss, stored). Rounds interleaved, bigcache against nginx.
+scenario_mix() {
+    local rounds=${ROUNDS:-3}
+    echo "== browser mix: $KEYS warm pages of $SIZE bytes, 1/5 conditional, 1/20 a miss, browser headers, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds"
+    local o b_api b_proxy n_port
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
+    start_origin "$o" 0
+    start_bigcache mix "$b_api" "$b_proxy" "$o"
+    start_nginx "$n_port" "$o"
+    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
+    cat >"$work/mix.lua" <<LUA
+math.randomseed(42)
+local n = 0
+local run = os.getenv("RUN_ID") or "0"
+local browser = {
+  ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+  ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+  ["Accept-Language"] = "en-US,en;q=0.5",
+  ["Accept-Encoding"] = "gzip, deflate, br, zstd",
+  ["Cookie"] = "_ga=GA1.1.1234567890.1700000000; _gid=GA1.1.987654321.1700000000",
+  ["Upgrade-Insecure-Requests"] = "1",
+}
+local conditional = {}
+for k, v in pairs(browser) do conditional[k] = v end
+request = function()
+  n = n + 1
+  if n % 20 == 0 then
+    return wrk.format("GET", "/fresh/" .. run .. "/" .. n, browser)
+  end
+  local p = "/page/" .. math.random(0, $KEYS - 1)
+  if n % 5 == 0 then
+    conditional["If-None-Match"] = '"' .. p .. '"'
+    return wrk.format("GET", p, conditional)
+  end
+  return wrk.format("GET", p, browser)
+end
+LUA
+    header
+    local line b n ratios=() bpid npid
+    bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")
+    for r in $(seq "$rounds"); do
+        line=$(RUN_ID="b$r" row "bigcache r$r" "$work/mix.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"); echo "$line"
+        b=$(awk '{print $3}' <<<"$line")
+        line=$(RUN_ID="n$r" row "nginx r$r" "$work/mix.lua" "http://127.0.0.1:$n_port" "$npid" "$o"); echo "$line"
+        n=$(awk '{print $3}' <<<"$line")
+        ratios+=("$(awk -v b="$b" -v n="$n" 'BEGIN {printf "%.2f -", b / n}')")
+    done
+    round_ratios bigcache/nginx "target >= 1.5" "-" "-" "${ratios[@]}"
+    echo "  quick (fast-path) hits: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["quick_hits"])')"
+    kill "$npid"; rm -f "$work/nginx.pid"
 }
 
 scenario_purge() {
@@ -454,7 +549,8 @@ scenario_callgrind() {
     cg_bigcache "$port" fronted --trusted-proxy 127.0.0.1/32
     local f_tls f_plain
     f_tls=$(free_port); f_plain=$(free_port)
-    start_front "$f_tls" "$port" "$f_plain"
+    start_front front "$f_tls" "127.0.0.1:$port" "$f_plain"
+    cg_traffic "nginx->bigcache" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain"
     cg_traffic "nginx->bigcache, browser" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain" --browser
     kill "$(cat "$work/front/nginx.pid")" "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
     port=$(free_port)

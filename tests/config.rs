@@ -142,11 +142,24 @@ async fn the_shipped_unit_verifies_and_the_shipped_toml_runs_under_it() {
     let writable = [
         format!("/var/lib/{}", setting("StateDirectory")),
         format!("/var/log/{}", setting("LogsDirectory")),
+        format!("/run/{}", setting("RuntimeDirectory")),
     ];
+    // The proxy's socket: where the unit puts it, the TOML names it and
+    // the shipped nginx config looks for it.
+    let socket = setting("Environment")
+        .strip_prefix("BIGCACHE_PROXY_LISTEN=")
+        .expect("the unit sets the proxy's socket")
+        .to_string();
+    let nginx = std::fs::read_to_string(format!("{root}/nginx/bigcache.conf")).unwrap();
+    assert!(
+        nginx.contains(&format!("server {socket};")),
+        "nginx/bigcache.conf does not reach {socket}"
+    );
     let toml_text = std::fs::read_to_string(format!("{root}/contrib/bigcache.toml")).unwrap();
     let toml: toml::Table = toml_text.parse().unwrap();
-    for key in ["data-dir", "access-log"] {
-        let path = toml[key].as_str().unwrap();
+    assert_eq!(toml["proxy-listen"].as_str(), Some(socket.as_str()));
+    for key in ["data-dir", "access-log", "proxy-listen"] {
+        let path = toml[key].as_str().unwrap().trim_start_matches("unix:");
         assert!(
             writable
                 .iter()
@@ -160,7 +173,9 @@ async fn the_shipped_unit_verifies_and_the_shipped_toml_runs_under_it() {
     for w in &writable {
         std::fs::create_dir_all(fake.join(w.trim_start_matches('/'))).unwrap();
     }
-    let mut moved = toml_text.replace("\"/var/", &format!("\"{}/var/", fake.display()));
+    let mut moved = toml_text
+        .replace("\"/var/", &format!("\"{}/var/", fake.display()))
+        .replace("\"unix:/run/", &format!("\"unix:{}/run/", fake.display()));
     moved = moved
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:36379", "127.0.0.1:0");

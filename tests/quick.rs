@@ -364,3 +364,88 @@ async fn a_client_hanging_up_mid_request_is_let_go() {
     assert_eq!(stat["proxy"]["bypass"], 0, "{stat}");
     assert_eq!(o.count("/slow/?delay=1500"), 1, "it did reach the upstream");
 }
+
+/// `--proxy-listen unix:PATH`: the socket file is made (mode 0666), pages
+/// are served and hits answered on the fast path through it, a peer on it
+/// counts as 127.0.0.1 (trusted here: its forwarding fields are read, its
+/// `https` keys the page apart), and a clean stop removes the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_serves_on_a_unix_socket() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::net::UnixStream;
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("proxy.sock");
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--api-listen", "127.0.0.1:0", "--upstream", &o.url()])
+        .args(["--trusted-proxy", "127.0.0.1", "--log", "warn"])
+        .arg("--proxy-listen")
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.trim_end()
+            .ends_with(&format!("proxy=unix:{}", sock.display())),
+        "{line}"
+    );
+    let api = line
+        .split("api=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let ask = |fields: &'static str| {
+        let sock = sock.clone();
+        async move {
+            let mut c = UnixStream::connect(&sock).await.unwrap();
+            let head = format!("GET {PAGE} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n");
+            c.write_all(head.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let mut chunk = [0u8; 8192];
+            while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                out.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8_lossy(&out).to_lowercase()
+        }
+    };
+    let stat = || async {
+        let url = format!("{api}/stat");
+        let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        v
+    };
+    assert!(ask("").await.contains("x-cache: miss"));
+    for _ in 0..500 {
+        if stat().await["count"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ask("").await.contains("x-cache: hit"));
+    assert_eq!(stat().await["proxy"]["quick_hits"], 1);
+    // A trusted front's https: another site's copy of the page.
+    assert!(
+        ask("X-Forwarded-Proto: https\r\n")
+            .await
+            .contains("x-cache: miss")
+    );
+    assert_eq!(o.count(PAGE), 2);
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    assert!(!sock.exists(), "the socket file is removed at a clean stop");
+}

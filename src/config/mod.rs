@@ -2,13 +2,13 @@
 //! validated into a [`Config`] before anything starts: a bad flag fails at
 //! startup with a message, never later.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::proxy::forward::TrustedProxies;
+pub use crate::server::socket::Listen;
 use crate::store::budget::MinFree;
 
 /// bigcache: a long-lived, disk-backed cache for Django sites.
@@ -27,14 +27,15 @@ pub struct Args {
     )]
     pub data_dir: PathBuf,
 
-    /// Address of the REST API.
+    /// Address of the REST API, or `unix:/path/to.sock` for a Unix socket
+    /// (mode 0660: its owner and group may connect).
     #[arg(
         long,
         help_heading = "REST API",
         env = "BIGCACHE_API_LISTEN",
         default_value = "127.0.0.1:36379"
     )]
-    pub api_listen: SocketAddr,
+    pub api_listen: Listen,
 
     /// Require `Authorization: Bearer <token>` on the REST API (all but
     /// /docs, /openapi.json and /healthz).
@@ -117,14 +118,15 @@ pub struct Args {
     pub sweep_batch: usize,
 
     /// Address of the caching reverse proxy (what users' browsers reach,
-    /// usually through nginx).
+    /// usually through nginx), or `unix:/path/to.sock` for a Unix socket
+    /// (mode 0666; its peer counts as 127.0.0.1 for --trusted-proxy).
     #[arg(
         long,
         help_heading = "Proxy",
         env = "BIGCACHE_PROXY_LISTEN",
         default_value = "127.0.0.1:8080"
     )]
-    pub proxy_listen: SocketAddr,
+    pub proxy_listen: Listen,
 
     /// The site behind the proxy (Django), as an http:// URL.
     #[arg(
@@ -334,7 +336,7 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub api_listen: SocketAddr,
+    pub api_listen: Listen,
     pub api_token: Option<String>,
     pub api_hosts: Vec<String>,
     pub max_body_size: usize,
@@ -346,7 +348,7 @@ pub struct Config {
     pub min_free: MinFree,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
-    pub proxy_listen: SocketAddr,
+    pub proxy_listen: Listen,
     pub upstream: http::Uri,
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
@@ -390,7 +392,7 @@ pub enum ConfigError {
          anyone could read, overwrite and purge the cache. Set --api-token \
          (BIGCACHE_API_TOKEN), or pass --api-allow-public if a firewall guards the port"
     )]
-    PublicWithoutToken(SocketAddr),
+    PublicWithoutToken(Listen),
     #[error("--api-token must not be empty")]
     EmptyToken,
     #[error("--{0} must be greater than zero")]
@@ -421,8 +423,7 @@ impl Args {
         if self.api_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
         }
-        if !self.api_listen.ip().is_loopback() && self.api_token.is_none() && !self.api_allow_public
-        {
+        if !self.api_listen.is_local() && self.api_token.is_none() && !self.api_allow_public {
             return Err(ConfigError::PublicWithoutToken(self.api_listen));
         }
         for (name, v) in [
@@ -521,7 +522,7 @@ impl Args {
         };
         Ok(Config {
             data_dir: self.data_dir,
-            api_listen: self.api_listen,
+            api_listen: self.api_listen.clone(),
             api_token: self.api_token,
             api_hosts: self
                 .api_host
@@ -537,7 +538,7 @@ impl Args {
             min_free: self.min_free,
             sweep_interval: self.sweep_interval,
             sweep_batch: self.sweep_batch,
-            proxy_listen: self.proxy_listen,
+            proxy_listen: self.proxy_listen.clone(),
             upstream: self.upstream,
             upstream_connect_timeout: self.upstream_connect_timeout,
             upstream_timeout: self.upstream_timeout,

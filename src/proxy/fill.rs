@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Body as _;
 
 use tokio::sync::oneshot;
@@ -19,7 +19,8 @@ use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
 use super::stats::UpstreamFailure;
-use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate, tags};
+use super::verdict::{self, Verdict};
+use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::backlog::Room;
 use crate::store::{PageStore, Record, StoreError};
 
@@ -292,40 +293,36 @@ impl<S: PageStore> Proxy<S> {
         let sent = self
             .send_upstream(Request::from_parts(up, body::empty()))
             .await;
-        let now = self.store.clock().now_ms();
-        // `disconnected`: no response at all (refused, reset, timed out).
-        let serve_stale = |s: &Option<Found>, disconnected: bool| {
-            s.as_ref()
-                .filter(|s| {
-                    let window = self.cfg.stale_if_error;
-                    super::entry::serve_stale_on_error(&s.entry, now, window, disconnected)
-                })
-                .map(|s| Outcome::Entry {
-                    entry: s.entry.clone(),
-                    variant: s.variant.clone(),
-                    stale: true,
-                    revalidated: false,
-                })
+        let clock = self.store.clock();
+        let now = (clock.now_ms(), clock.now());
+        let rules = verdict::Rules {
+            stale_if_error: self.cfg.stale_if_error,
+            max_entry_size: self.cfg.max_entry_size,
+            cache_vary_cookie: self.cfg.cache_vary_cookie,
+        };
+        let old = stale.as_ref().map(|s| &*s.entry);
+        let served_stale = |s: Option<Found>| {
+            s.map_or(Outcome::Pass(Reason::Status), |s| Outcome::Entry {
+                entry: s.entry,
+                variant: s.variant,
+                stale: true,
+                revalidated: false,
+            })
         };
         let res = match sent {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!(error = %e, upstream = %self.cfg.upstream.base, "upstream request failed");
-                permit.finish(serve_stale(&stale, true).unwrap_or(Outcome::Error(Arc::new(e))));
+                let outcome = match verdict::judge(None, &parts.headers, &mut key, old, now, &rules)
+                {
+                    Verdict::Stale => served_stale(stale),
+                    _ => Outcome::Error(Arc::new(e)),
+                };
+                permit.finish(outcome);
                 return;
             }
         };
-        if res.status().is_server_error()
-            && let Some(outcome) = serve_stale(&stale, false)
-        {
-            tracing::warn!(status = %res.status(), "upstream error; serving stale");
-            permit.finish(outcome);
-            return;
-        }
         let (mut rp, body) = res.into_parts();
-        // A body without Content-Length or chunked framing ends when the
-        // upstream closes the connection, and an upstream that crashes
-        // mid-page closes it too: such a body can never be known complete.
         let close_delimited = !rp.headers.contains_key(http::header::CONTENT_LENGTH)
             && !rp
                 .headers
@@ -334,96 +331,50 @@ impl<S: PageStore> Proxy<S> {
                 .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
             && !body.is_end_stream();
         forward::strip_hop_by_hop(&mut rp.headers);
-
-        if rp.status == StatusCode::NOT_MODIFIED
-            && let Some(s) = &stale
-        {
-            let outcome = self.refreshed(&key, s, &rp.headers, generation).await;
-            permit.finish(outcome);
-            return;
-        }
-
-        let decided = policy::storable(
-            rp.status,
-            &rp.headers,
-            self.store.clock().now(),
-            body.size_hint().exact(),
-            self.cfg.max_entry_size,
-        )
-        .and_then(|p| {
-            if close_delimited {
-                return Err(Reason::CloseDelimited);
-            }
-            let names = key::vary_names(&rp.headers);
-            let variant = if names.is_empty() {
-                None
-            } else {
-                // `Vary: Cookie`: one copy for visitors without cookies (the
-                // anonymous page Django sends first-time visitors, crawlers
-                // and CDNs); copies per cookie value only when configured,
-                // since any client can mint cookie values at will.
-                let has_cookies = parts
-                    .headers
-                    .get_all(http::header::COOKIE)
-                    .iter()
-                    .any(|v| !v.as_bytes().trim_ascii().is_empty());
-                if !self.cfg.cache_vary_cookie && has_cookies && names.iter().any(|n| n == "cookie")
-                {
-                    return Err(Reason::VaryCookie);
-                }
-                Some(
-                    key.variant(&names, &parts.headers)
-                        .ok_or(Reason::VaryTooLong)?,
-                )
-            };
-            let key_len = key.group.len() + variant.as_ref().map_or(0, String::len);
-            if !tags::index_fits(&p.tags, key_len) {
-                return Err(Reason::Tags);
-            }
-            Ok((p, names, variant))
-        });
-        let (storable, names, variant) = match decided {
-            Ok(d) => d,
-            Err(reason) => {
-                // Hit-for-pass, and dropping a stored copy, only for what the
-                // page itself is: a redirect or an error status (an i18n or
-                // HTTPS redirect, a 400 for a bad header) may come from
-                // request headers outside the key, and would let one client
-                // send everyone's requests for the page to the upstream.
-                let has_cookies = parts.headers.contains_key(http::header::COOKIE);
-                let page_says_so = rp.status.is_success()
-                    && match reason {
-                        // Request headers outside the key may have chosen
-                        // these: a cookie Django answers with `Set-Cookie`
-                        // (a malformed `csrftoken`), a variant too long.
-                        Reason::VaryTooLong | Reason::VaryCookie => false,
-                        Reason::SetCookie => !has_cookies,
-                        _ => true,
-                    };
-                if page_says_so {
-                    self.mark_pass(&mut key, &parts.headers, &rp.headers, reason);
-                }
-                // A soft-purged copy is one the site called outdated: any
-                // answer but an error of the server or of load (a 404 or
-                // 410 for unpublished content, a redirect) replaces it,
-                // rather than it standing in for its whole window.
-                let soft_purged = stale
-                    .as_ref()
-                    .is_some_and(|s| s.entry.soft_purged_at.is_some())
-                    && !rp.status.is_server_error()
-                    && !matches!(rp.status.as_u16(), 408 | 429);
-                if stale.is_some() && (page_says_so || soft_purged) {
-                    // The page stopped being cacheable: drop the old copy.
-                    // (A 429 or a 404 says nothing about the page itself.)
-                    let _ = self.store.delete_page(&key.group, false).await;
-                }
-                // The flight ends before its leader is answered: a request
-                // sent after that answer never joins it (and passes).
-                permit.finish(Outcome::Pass(reason));
-                self.hand_off(leader.map(|l| l.response), rp, body::boxed(body), reason);
-                return;
-            }
+        let answered = verdict::Answered {
+            status: rp.status,
+            headers: &rp.headers,
+            close_delimited,
+            length: body.size_hint().exact(),
         };
+        let (storable, names, variant) =
+            match verdict::judge(Some(&answered), &parts.headers, &mut key, old, now, &rules) {
+                Verdict::Store {
+                    storable,
+                    names,
+                    variant,
+                } => (storable, names, variant),
+                Verdict::Stale | Verdict::Failed => {
+                    tracing::warn!(status = %rp.status, "upstream error; serving stale");
+                    permit.finish(served_stale(stale));
+                    return;
+                }
+                Verdict::Refresh => {
+                    let outcome = match &stale {
+                        Some(s) => self.refreshed(&key, s, &rp.headers, generation).await,
+                        None => Outcome::Pass(Reason::Status),
+                    };
+                    permit.finish(outcome);
+                    return;
+                }
+                Verdict::Pass {
+                    reason,
+                    mark,
+                    drop_stale,
+                } => {
+                    if mark {
+                        self.mark_pass(&mut key, &parts.headers, &rp.headers, reason);
+                    }
+                    if drop_stale {
+                        let _ = self.store.delete_page(&key.group, false).await;
+                    }
+                    // The flight ends before its leader is answered: a
+                    // request sent after that answer never joins it.
+                    permit.finish(Outcome::Pass(reason));
+                    self.hand_off(leader.map(|l| l.response), rp, body::boxed(body), reason);
+                    return;
+                }
+            };
 
         let limit = self.cfg.max_entry_size;
         let collected =
@@ -458,7 +409,7 @@ impl<S: PageStore> Proxy<S> {
             headers,
             bytes,
             &storable,
-            now,
+            now.0,
             self.windows(),
         ));
         // Room for the write before anyone is served: with the disk behind,

@@ -51,6 +51,7 @@ pub mod site;
 pub mod stats;
 pub mod tags;
 pub mod upstream;
+mod verdict;
 
 #[cfg(test)]
 mod tests;

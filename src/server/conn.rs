@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::socket::{Listener, Stream};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -50,7 +50,7 @@ pub struct ConnLimits {
 /// finish their requests, for at most [`DRAIN_TIMEOUT`].
 pub async fn serve<M, S, B, H: Handler>(
     name: &'static str,
-    listener: TcpListener,
+    listener: Listener,
     make: M,
     quick: Option<Arc<H>>,
     limits: ConnLimits,
@@ -102,7 +102,6 @@ pub async fn serve<M, S, B, H: Handler>(
             },
             _ = &mut stopping => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = make(peer);
         let builder = builder.clone();
         let h1_builder = h1_builder.clone();
@@ -165,7 +164,7 @@ pub async fn serve<M, S, B, H: Handler>(
 async fn connection<S, B>(
     name: &'static str,
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    stream: Prefixed<TcpStream>,
+    stream: Prefixed<Stream>,
     service: S,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
@@ -389,7 +388,7 @@ impl<B> Drop for Tracked<B> {
 /// HTTP/2's streams at once) loses its connection, as with nginx's
 /// `send_timeout`.
 struct WriteDeadline {
-    io: Prefixed<TcpStream>,
+    io: Prefixed<Stream>,
     limit: Duration,
     /// Allocated at the first stall, reset at each later one.
     timer: Option<Pin<Box<Sleep>>>,
@@ -397,7 +396,7 @@ struct WriteDeadline {
 }
 
 impl WriteDeadline {
-    fn new(io: Prefixed<TcpStream>, limit: Duration) -> WriteDeadline {
+    fn new(io: Prefixed<Stream>, limit: Duration) -> WriteDeadline {
         WriteDeadline {
             io,
             limit,
@@ -483,7 +482,7 @@ impl AsyncWrite for WriteDeadline {
 /// Whether a client sends enough of its first request, within `limit`, for
 /// hyper to tell HTTP/1 from HTTP/2 (a byte that is not the HTTP/2 preface,
 /// or the whole preface).
-async fn first_bytes_within(stream: &TcpStream, limit: Duration) -> bool {
+async fn first_bytes_within(stream: &Stream, limit: Duration) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let sniff = async {
         let mut buf = [0u8; 24];

@@ -37,11 +37,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::socket::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::Full;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::wire;
@@ -128,7 +128,7 @@ pub enum Left {
 /// Serves `stream`'s requests while they are taken here; the wait for the
 /// first began at `waiting_since` (when the connection was accepted).
 pub async fn serve<H: Handler>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     handler: &Arc<H>,
     peer: SocketAddr,
     (waiting_since, timeout): (tokio::time::Instant, Duration),
@@ -208,7 +208,7 @@ pub async fn serve<H: Handler>(
 
 /// Writes one answer; whether the connection may carry the next request.
 async fn send<B>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     reply: Answer<B>,
     head: bool,
     last: bool,
@@ -276,7 +276,7 @@ async fn answer<H: Handler>(buf: &[u8], handler: &Arc<H>, peer: SocketAddr) -> P
 /// Resolves when the client has closed the connection (or it failed);
 /// never, once the client has sent more (a pipelined request: read after
 /// this one is answered).
-async fn hung_up(stream: &TcpStream) {
+async fn hung_up(stream: &Stream) {
     match stream.peek(&mut [0u8; 1]).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
@@ -513,7 +513,7 @@ mod tests {
                 let mut got = vec![0; want];
                 c.read_exact(&mut got).unwrap();
             });
-            let (mut stream, peer) = listener.accept().await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
             let ticks = Arc::new(AtomicUsize::new(0));
             let t = ticks.clone();
             let ticker = tokio::spawn(async move {
@@ -531,6 +531,7 @@ mod tests {
             let (_tx, mut stop) = watch::channel(false);
             let since = tokio::time::Instant::now();
             let timeout = Duration::from_secs(1);
+            let mut stream = Stream::Tcp(stream);
             let served = serve(&mut stream, &hits, peer, (since, timeout), &mut stop);
             let _ = tokio::time::timeout(Duration::from_secs(20), served).await;
             ticker.abort();

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::api::{self, ApiState, Limits};
@@ -24,9 +23,11 @@ use crate::store::{self, Store, StoreConfig};
 
 mod conn;
 pub mod h1;
+pub mod socket;
 mod wire;
 
 use conn::{ConnLimits, serve};
+use socket::Listener;
 
 /// Memory beyond the hot tier before free heap pages are handed back (see
 /// `alloc`): four shards, their directories and the runtime use ~40 MB.
@@ -38,7 +39,7 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("binding {addr}: {source}")]
     Bind {
-        addr: std::net::SocketAddr,
+        addr: socket::Listen,
         source: std::io::Error,
     },
     #[error("serving: {0}")]
@@ -51,22 +52,32 @@ pub enum ServerError {
 
 /// The two listening sockets, bound before [`run`] is called.
 pub struct Listeners {
-    pub api: TcpListener,
-    pub proxy: TcpListener,
+    pub api: Listener,
+    pub proxy: Listener,
 }
 
 impl Listeners {
-    /// Binds the addresses `cfg` names.
+    /// Binds the addresses `cfg` names. A socket file of the REST API is
+    /// its owner's and group's; the proxy's anyone's on the host, as a
+    /// loopback port is.
     pub async fn bind(cfg: &Config) -> Result<Listeners, ServerError> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
+        let bind = |addr: socket::Listen, mode| async move {
+            Listener::bind(&addr, mode)
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
         Ok(Listeners {
-            api: bind(cfg.api_listen).await?,
-            proxy: bind(cfg.proxy_listen).await?,
+            api: bind(cfg.api_listen.clone(), 0o660).await?,
+            proxy: bind(cfg.proxy_listen.clone(), 0o666).await?,
         })
+    }
+}
+
+/// How the start-up line names a listener: a URL, or the socket's path.
+fn shown(at: &socket::Listen) -> String {
+    match at {
+        socket::Listen::Tcp(a) => format!("http://{a}"),
+        unix => unix.to_string(),
     }
 }
 
@@ -89,8 +100,8 @@ pub async fn run(
         api: listener,
         proxy: proxy_listener,
     } = listeners;
-    let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
-    let proxy_addr = proxy_listener.local_addr().map_err(ServerError::Serve)?;
+    let api_addr = listener.local().map_err(ServerError::Serve)?;
+    let proxy_addr = proxy_listener.local().map_err(ServerError::Serve)?;
     let limits = ConnLimits {
         max_connections: cfg.max_connections,
         client_timeout: cfg.client_timeout,
@@ -182,7 +193,11 @@ pub async fn run(
     if let Some(log) = &access_log {
         let _ = reopen_on_hangup.set(log.clone());
     }
-    let hosts = site_hosts(&cfg.hosts, proxy_addr.port());
+    let proxy_port = match &proxy_addr {
+        socket::Listen::Tcp(a) => Some(a.port()),
+        socket::Listen::Unix(_) => None,
+    };
+    let hosts = site_hosts(&cfg.hosts, proxy_port);
     let sites = match page_sites(&cfg, &hosts) {
         Ok(sites) => sites,
         Err(e) => {
@@ -300,7 +315,11 @@ pub async fn run(
     );
     // A stable line on stdout for scripts and tests that start bigcache on
     // port 0 and need the address; written once it is ready.
-    println!("bigcache listening api=http://{api_addr} proxy=http://{proxy_addr}");
+    println!(
+        "bigcache listening api={} proxy={}",
+        shown(&api_addr),
+        shown(&proxy_addr)
+    );
     crate::notify::ready();
 
     stop.as_mut().await;
@@ -397,13 +416,16 @@ fn page_sites(
 
 /// `--host`, or when none was given the loopback names, bare (as a
 /// front on the default port sends them) and with the proxy's port.
-fn site_hosts(configured: &[String], proxy_port: u16) -> Vec<String> {
+fn site_hosts(configured: &[String], proxy_port: Option<u16>) -> Vec<String> {
     if !configured.is_empty() {
         return configured.to_vec();
     }
     ["localhost", "127.0.0.1", "[::1]"]
         .iter()
-        .flat_map(|h| [h.to_string(), format!("{h}:{proxy_port}")])
+        .flat_map(|h| {
+            let with_port = proxy_port.map(|p| format!("{h}:{p}"));
+            std::iter::once(h.to_string()).chain(with_port)
+        })
         .collect()
 }
 

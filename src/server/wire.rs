@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::socket::Stream;
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::{Body, Frame};
-use tokio::net::TcpStream;
 
 /// How the body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +262,7 @@ pub fn http_date(out: &mut Vec<u8>) {
 /// would. A write that waits `limit` for the client fails. `Ok(true)`:
 /// the connection may carry the next request.
 pub async fn write_response<B>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     res: Response<B>,
     head: bool,
     last: bool,
@@ -359,7 +359,7 @@ where
 /// Writes every slice whole, in order; fails when the client takes
 /// nothing for `limit`.
 pub async fn write_all<const N: usize>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut parts: [&[u8]; N],
     limit: Duration,
 ) -> io::Result<()> {

@@ -40,7 +40,7 @@ class Bigcache:
     """One bigcache node. ``kill`` and ``start`` again keep its data
     directory and its ports, as a node that crashed and came back."""
 
-    def __init__(self, upstream="http://127.0.0.1:9", extra=(), copy_of=None):
+    def __init__(self, upstream="http://127.0.0.1:9", extra=(), copy_of=None, proxy_listen=None):
         """``copy_of``: another (stopped) node whose data directory this one
         starts with, as a new node cloned from an old one."""
         if not Path(BIGCACHE_BIN).exists():
@@ -51,11 +51,16 @@ class Bigcache:
         self.upstream, self.extra = upstream, list(extra)
         self.access_log = os.path.join(self.dir.name, "access.log")
         self.api = self.proxy = None
+        # ``unix:/path`` for a Unix socket; else a loopback port.
+        self.proxy_listen = proxy_listen
         self.start()
 
     def start(self):
         api = self.api.split("//")[1] if self.api else "127.0.0.1:0"
-        proxy = self.proxy.split("//")[1] if self.proxy else "127.0.0.1:0"
+        if self.proxy_listen:
+            proxy = self.proxy_listen
+        else:
+            proxy = self.proxy.split("//")[1] if self.proxy else "127.0.0.1:0"
         self.proc = subprocess.Popen(
             [BIGCACHE_BIN, "--data-dir", self.data, "--api-listen", api,
              "--proxy-listen", proxy, "--upstream", self.upstream, "--log", "warn",
@@ -135,7 +140,7 @@ class Site:
     """The example Django site under gunicorn, with ``nodes`` bigcache nodes
     whose upstream it is (the first one's proxy is ``self.proxy``)."""
 
-    def __init__(self, nodes=1, bigcache_args=(), slow_seconds=1.5, datasets=30):
+    def __init__(self, nodes=1, bigcache_args=(), slow_seconds=1.5, datasets=30, proxy_listen=None):
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory()
         self.env = dict(os.environ)
@@ -145,7 +150,11 @@ class Site:
             "EXAMPLE_SLOW_SECONDS": str(slow_seconds),
             "PYTHONPATH": str(SITE),
         })
-        self.caches = [Bigcache(upstream=f"http://127.0.0.1:{self.port}", extra=bigcache_args) for _ in range(nodes)]
+        self.caches = [
+            Bigcache(upstream=f"http://127.0.0.1:{self.port}", extra=bigcache_args,
+                     proxy_listen=proxy_listen if i == 0 else None)
+            for i in range(nodes)
+        ]
         self.cache = self.caches[0]
         self.env["BIGCACHE_URL"] = ",".join(c.api for c in self.caches)
         self.manage("migrate", "--run-syncdb", "-v", "0")

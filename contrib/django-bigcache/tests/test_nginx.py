@@ -64,10 +64,11 @@ class Nginx:
         conf = substitute(conf, r"/etc/letsencrypt/live/www.example.org/privkey.pem", key)
         conf = substitute(conf, r"/srv/www.example.org/static/", self.static + "/")
         conf = substitute(conf, r"/srv/www.example.org/media/", self.static + "/")
-        shipped_servers = re.findall(r"^    server \S+:8080\b", conf, flags=re.M)
+        shipped_servers = re.findall(r"^    server (?:\S+:8080\b|unix:[^;\s]+)", conf, flags=re.M)
         assert len(shipped_servers) == len(upstreams), shipped_servers
         for old, new in zip(shipped_servers, upstreams):
-            conf = conf.replace(old, f"    server {new.split('//')[1]}", 1)
+            # An address (http://host:port), or a Unix socket (unix:/path).
+            conf = conf.replace(old, f"    server {new.split('//')[-1]}", 1)
         site = os.path.join(self.dir, "site.conf")
         with open(site, "w") as f:
             f.write(conf)
@@ -130,11 +131,18 @@ http {{
 
 @pytest.fixture(scope="module")
 def front():
-    site = Site(bigcache_args=PROXY_ARGS, slow_seconds=0.2)
+    # The shipped config reaches bigcache over a Unix socket: in a directory
+    # nginx's workers (nobody) can enter.
+    sockets = tempfile.mkdtemp(prefix="bigcache-sock-")
+    os.chmod(sockets, 0o755)
+    sock = os.path.join(sockets, "proxy.sock")
+    site = Site(bigcache_args=PROXY_ARGS, slow_seconds=0.2, proxy_listen=f"unix:{sock}")
+    assert site.proxy == f"unix:{sock}", site.proxy
     nginx = Nginx("bigcache.conf", [site.proxy])
     yield site, nginx
     nginx.stop()
     site.stop()
+    shutil.rmtree(sockets, ignore_errors=True)
 
 
 def test_https_serves_and_caches_pages(front):
