@@ -100,21 +100,27 @@ def main():
     ap.add_argument("--pages", type=int, default=100)
     ap.add_argument("--hits", type=int, default=5000)
     ap.add_argument("--browser", action="store_true")
+    ap.add_argument("--forwarded", action="store_true",
+                    help="the fields nginx/bigcache.conf sets, as a trusted front sends them")
     ap.add_argument("--between", default="", help="shell command after the warm-up")
     ap.add_argument("--after", default="", help="shell command after the hits")
     a = ap.parse_args()
+    front = ""
+    if a.forwarded:
+        front = ("X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: 127.0.0.1\r\n"
+                 "X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Real-IP: 203.0.113.9\r\n")
     c = Conn("127.0.0.1", a.port)
     for i in range(a.pages):
         p = f"/page/{i}"
-        if c.get(p) != 200:
+        if c.get(p, front) != 200:
             sys.exit(f"{p}: not a 200")
-        if c.get(p, f'If-None-Match: "{p}"\r\n') not in (200, 304):
+        if c.get(p, f'{front}If-None-Match: "{p}"\r\n') not in (200, 304):
             sys.exit(f"{p}: conditional failed")
-        c.get(p, "Authorization: Basic eDp5\r\n")
-        c.get(p, BROWSER)
+        c.get(p, front + "Authorization: Basic eDp5\r\n")
+        c.get(p, front + BROWSER)
     if a.between:
         subprocess.run(a.between, shell=True, check=False)
-    fields = BROWSER if a.browser else ""
+    fields = front + (BROWSER if a.browser else "")
     for i in range(a.hits):
         if c.get(f"/page/{i % a.pages}", fields) != 200:
             sys.exit("a hit that is not a 200")

@@ -28,12 +28,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::server::socket::Dial;
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 mod sitemap;
@@ -48,7 +48,9 @@ pub struct WarmArgs {
     /// URL per line. A sitemap index is followed to its sitemaps.
     #[arg(required = true)]
     pub sources: Vec<String>,
-    /// bigcache's proxy address.
+    /// bigcache's proxy address, or `unix:/path/to.sock` when it listens
+    /// on a Unix socket (the shipped systemd unit's
+    /// `unix:/run/bigcache/proxy.sock`).
     #[arg(
         long,
         default_value = "http://127.0.0.1:8080",
@@ -219,10 +221,10 @@ impl Tally {
     }
 }
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type HttpClient = Client<Dial, Empty<Bytes>>;
 
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+fn client(dial: Dial) -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(dial)
 }
 
 /// Requests every page through the proxy; returns when all are done or
@@ -237,18 +239,26 @@ pub async fn run(
     if args.concurrency == 0 {
         return Err(WarmError::Flag("concurrency must be at least 1"));
     }
-    let proxy: Uri = args
-        .proxy
-        .parse()
-        .map_err(|_| WarmError::Flag("proxy must be a URL like http://127.0.0.1:8080"))?;
-    let Some(proxy_authority) = proxy.authority().cloned() else {
-        return Err(WarmError::Flag(
-            "proxy must be a URL like http://127.0.0.1:8080",
-        ));
+    // A Unix socket (`unix:/run/bigcache/proxy.sock`): requests name
+    // `localhost`, one of the default hosts, unless `--host` or
+    // `--site-url` says otherwise.
+    let (dial, proxy_authority) = match args.proxy.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => (
+            Dial::unix(path.into()),
+            http::uri::Authority::from_static("localhost"),
+        ),
+        _ => {
+            let bad = "proxy must be a URL like http://127.0.0.1:8080 or unix:/path/to.sock";
+            let proxy: Uri = args.proxy.parse().map_err(|_| WarmError::Flag(bad))?;
+            let Some(authority) = proxy.authority().cloned() else {
+                return Err(WarmError::Flag(bad));
+            };
+            if proxy.scheme_str() != Some("http") {
+                return Err(WarmError::Flag("proxy must be bigcache's http:// address"));
+            }
+            (Dial::tcp(), authority)
+        }
     };
-    if proxy.scheme_str() != Some("http") {
-        return Err(WarmError::Flag("proxy must be bigcache's http:// address"));
-    }
     let pace = match args.rate {
         Some(r) if r.is_finite() && r > 0.0 => Some(Duration::from_secs_f64(1.0 / r)),
         Some(_) => {
@@ -261,7 +271,7 @@ pub async fn run(
     let site = Site::from_args(args, &proxy_authority)?;
     let queue = Arc::new(Mutex::new(VecDeque::from(pages)));
     let next_start = Arc::new(tokio::sync::Mutex::new(Instant::now()));
-    let http = client();
+    let http = client(dial);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let (queue, next_start, http, tally, progress) = (

@@ -8,7 +8,7 @@
 //! The order is the order a request's problems are reported in: the
 //! target's length (414), the `Host` count (400, RFC 9112 §3.2), the
 //! method, then the bypass rules ([`policy::request_bypass`]) and the
-//! values a trusted front forwards ([`forward::trusted_values_ok`]).
+//! values a trusted front forwards ([`forward::forwarded_ok`]).
 //!
 //! The fields given are the ones the upstream would see less what
 //! `forward::sanitize` adds nothing to: the general path sanitizes first;
@@ -160,10 +160,9 @@ fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig
     let trusted = cfg.trusted.trusts(peer);
     // What a trusted front says is passed on as sent, and Django may
     // render from it: it must be one plain value the site can serve.
-    let bypass =
-        policy::request_bypass(req.fields, site_host.is_some(), &cfg.session_cookies).or((trusted
-            && !forward::trusted_values_ok(req.fields, &cfg.hosts))
-        .then_some(Reason::UnknownHost));
+    let forwarded_ok = !trusted || forward::forwarded_ok(req.fields, site_host.as_deref());
+    let bypass = policy::request_bypass(req.fields, site_host.is_some(), &cfg.session_cookies)
+        .or((!forwarded_ok).then_some(Reason::UnknownHost));
     if let Some(reason) = bypass {
         return Class::Bypass(reason);
     }

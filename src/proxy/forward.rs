@@ -343,7 +343,17 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// or scheme text it likes. (`Forwarded` and `X-Forwarded-Prefix` are the
 /// front's to set: Django reads neither unless told to.)
 pub fn trusted_values_ok<F: Fields + ?Sized>(headers: &F, hosts: &[String]) -> bool {
-    let host = headers.text("host").and_then(super::key::host_name);
+    forwarded_ok(
+        headers,
+        super::policy::known_host(headers, hosts).as_deref(),
+    )
+}
+
+/// [`trusted_values_ok`] for a request whose `Host`, in the site's form,
+/// is `site_host` when it is one of the site's hosts (`classify` has it
+/// at hand). Values are compared as bytes: each rule names the ASCII it
+/// takes, so nothing else can match.
+pub fn forwarded_ok<F: Fields + ?Sized>(headers: &F, site_host: Option<&str>) -> bool {
     let (proto, scheme) = (
         headers.first("x-forwarded-proto"),
         headers.first("x-forwarded-scheme"),
@@ -352,22 +362,28 @@ pub fn trusted_values_ok<F: Fields + ?Sized>(headers: &F, hosts: &[String]) -> b
         (Some(p), Some(s)) => p.eq_ignore_ascii_case(s),
         _ => true,
     };
-    let one = |name: &str, ok: &dyn Fn(&str) -> bool| {
+    let one = |name: &str, ok: &dyn Fn(&[u8]) -> bool| {
         let mut given = headers.all(name);
         match (given.next(), given.next()) {
             (None, _) => true,
-            (Some(v), None) => super::fields::text(v).is_some_and(ok),
+            (Some(v), None) => ok(v),
             (Some(_), Some(_)) => false,
         }
     };
+    let scheme_ok = |v: &[u8]| v == b"http" || v == b"https";
     agree
         && one("x-forwarded-host", &|v| {
-            hosts.iter().any(|h| h == v) && host.as_deref() == Some(v)
+            site_host.is_some_and(|h| h.as_bytes() == v)
         })
-        && one("x-forwarded-proto", &|v| v == "http" || v == "https")
-        && one("x-forwarded-scheme", &|v| v == "http" || v == "https")
+        && one("x-forwarded-proto", &scheme_ok)
+        && one("x-forwarded-scheme", &scheme_ok)
         && one("x-forwarded-port", &|v| {
-            v.parse::<u16>().is_ok_and(|p| p > 0) && !v.starts_with(['+', '0'])
+            v.first() != Some(&b'0')
+                && v.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .is_some_and(|p| p > 0)
         })
 }
 

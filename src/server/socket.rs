@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -256,6 +257,57 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Stream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+/// A client's way to a listener: the URI's host and port over TCP, or
+/// always one Unix socket (`bigcache warm --proxy unix:/path`).
+#[derive(Clone)]
+pub struct Dial(Option<std::sync::Arc<PathBuf>>);
+
+impl Dial {
+    pub fn tcp() -> Dial {
+        Dial(None)
+    }
+
+    pub fn unix(path: PathBuf) -> Dial {
+        Dial(Some(std::sync::Arc::new(path)))
+    }
+}
+
+type Dialing = Pin<Box<dyn std::future::Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
+
+impl tower::Service<http::Uri> for Dial {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = Dialing;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Dialing {
+        let unix = self.0.clone();
+        Box::pin(async move {
+            if let Some(path) = unix {
+                return UnixStream::connect(&*path)
+                    .await
+                    .map(|s| TokioIo::new(Stream::Unix(s)));
+            }
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let port = uri.port_u16().unwrap_or(80);
+            let s = TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+            let _ = s.set_nodelay(true);
+            Ok(TokioIo::new(Stream::Tcp(s)))
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Empty};
 
 use super::{HttpClient, WarmError, client, shown};
+use crate::server::socket::Dial;
 
 /// Most sitemaps one run follows, and the most pages it takes: Django's
 /// sitemaps hold at most 50,000 URLs each.
@@ -193,7 +194,7 @@ pub async fn collect_pages(
     site_host: &str,
     timeout: Duration,
 ) -> Result<(Vec<Page>, Vec<(String, &'static str)>), WarmError> {
-    let http = client();
+    let http = client(Dial::tcp());
     let mut pages = Vec::new();
     let mut left_out = Vec::new();
     let mut seen = std::collections::HashSet::new();
