@@ -91,7 +91,9 @@ async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, Stor
     if let Some(rec) = store.hot_page(key) {
         return Ok(Some(rec));
     }
-    match store.get_page(key).await? {
+    // Boxed: the store's read is a large future, and every lookup, the
+    // RAM tier's hits too, would carry (and move) its room.
+    match Box::pin(store.get_page(key)).await? {
         Lookup::Hit(rec) => Ok(Some(rec)),
         Lookup::Miss | Lookup::Expired => Ok(None),
     }
