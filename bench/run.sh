@@ -97,8 +97,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
-start_origin() { # port delay
-    python3 bench/origin.py --port "$1" --size "$SIZE" --delay "$2" &
+start_origin() { # port delay [cores]: pinned to cores when given
+    local pin=()
+    [ -n "${3:-}" ] && pin=(taskset -c "$3")
+    "${pin[@]}" python3 bench/origin.py --port "$1" --size "$SIZE" --delay "$2" &
     pids+=($!)
     wait_http "http://127.0.0.1:$1/__count"
 }
@@ -343,10 +345,12 @@ scenario_front() {
 # cached yet (a miss, stored). Rounds interleaved, bigcache against nginx.
 scenario_mix() {
     local rounds=${ROUNDS:-3}
-    echo "== browser mix: $KEYS warm pages of $SIZE bytes, 1/5 conditional, 1/20 a miss, browser headers, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds"
+    echo "== browser mix: $KEYS warm pages of $SIZE bytes, 1/5 conditional, 1/20 a miss, browser headers, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds; the origin on wrk's core"
     local o b_api b_proxy n_port
     o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
-    start_origin "$o" 0
+    # Django runs elsewhere than the cache: the origin shares wrk's core,
+    # not the servers' (unpinned, it took a varying share of core 0).
+    start_origin "$o" 0 1
     start_bigcache mix "$b_api" "$b_proxy" "$o"
     start_nginx "$n_port" "$o"
     curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
