@@ -184,3 +184,39 @@ fn page_key(target: &str, sites: &Sites, scheme: site::Scheme, host: &str) -> Pa
     let room = segment.map_or(0, |(s, h)| key::segment_len(s, h));
     PageKey::for_site(key::canonical_with_room(target, room), segment)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name the rules read is gathered, in any case, and only those.
+    #[test]
+    fn the_one_pass_gathers_every_name_the_rules_read() {
+        let upper: Vec<String> = Read::NAMES.iter().map(|n| n.to_ascii_uppercase()).collect();
+        let mut raw: Vec<httparse::Header<'_>> = upper
+            .iter()
+            .map(|n| httparse::Header {
+                name: n,
+                value: b"v",
+            })
+            .collect();
+        for other in ["accept", "x-forwarded-for", "hosts", "cookie2", "x-real-ip"] {
+            raw.push(httparse::Header {
+                name: other,
+                value: b"w",
+            });
+        }
+        let read = Read::of(&raw[..]).expect("room for them");
+        assert_eq!(read.len, Read::NAMES.len());
+        for name in Read::NAMES {
+            assert_eq!(read.all(name).collect::<Vec<_>>(), [b"v"], "{name}");
+        }
+        let many: Vec<httparse::Header<'_>> = (0..Read::ROOM + 1)
+            .map(|_| httparse::Header {
+                name: "Cookie",
+                value: b"a=1",
+            })
+            .collect();
+        assert!(Read::of(&many[..]).is_none(), "more than it holds");
+    }
+}
