@@ -141,6 +141,11 @@ pub async fn serve<H: Handler>(
     // client trickling a byte at a time gets no more.
     let deadline = tokio::time::sleep_until(waiting_since + timeout);
     let mut deadline = std::pin::pin!(deadline);
+    // One wait for the stop for the whole connection, not one per idle
+    // moment between requests.
+    let mut stop_rx = stop.clone();
+    let stopping = stop_rx.wait_for(|s| *s);
+    let mut stopping = std::pin::pin!(stopping);
     let mut answered = false;
     loop {
         if !buf.is_empty() {
@@ -201,7 +206,7 @@ pub async fn serve<H: Handler>(
                 return Left::Closed;
             },
             _ = &mut deadline => return Left::Closed,
-            _ = stop.wait_for(|s| *s) => return Left::Closed,
+            _ = &mut stopping => return Left::Closed,
         }
     }
 }
