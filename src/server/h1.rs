@@ -139,7 +139,11 @@ pub async fn serve<H: Handler>(
     // from when the wait for it began (for the first, the wait for its
     // first bytes too): set again only once a request was answered, so a
     // client trickling a byte at a time gets no more.
-    let deadline = tokio::time::sleep_until(waiting_since + timeout);
+    let mut due = waiting_since + timeout;
+    // Armed for `due` or earlier: moved only when it fires early (a timer
+    // reset per request cost every keep-alive hit a trip to the timer
+    // wheel).
+    let deadline = tokio::time::sleep_until(due);
     let mut deadline = std::pin::pin!(deadline);
     // One wait for the stop for the whole connection, not one per idle
     // moment between requests.
@@ -184,9 +188,7 @@ pub async fn serve<H: Handler>(
                 if *stop.borrow() {
                     return Left::Closed;
                 }
-                deadline
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + timeout);
+                due = tokio::time::Instant::now() + timeout;
                 continue;
             }
         }
@@ -205,7 +207,12 @@ pub async fn serve<H: Handler>(
             ready = stream.readable() => if ready.is_err() {
                 return Left::Closed;
             },
-            _ = &mut deadline => return Left::Closed,
+            () = &mut deadline => {
+                if tokio::time::Instant::now() >= due {
+                    return Left::Closed;
+                }
+                deadline.as_mut().reset(due);
+            }
             _ = &mut stopping => return Left::Closed,
         }
     }
