@@ -59,6 +59,9 @@ pub struct Cacheable {
     /// otherwise (`Example.ORG.` is `example.org`): what the upstream is
     /// sent, so every request sharing a page renders it alike.
     pub respelled: Option<String>,
+    /// From a `--trusted-proxy` peer: its forwarding fields were checked
+    /// and are kept.
+    pub trusted: bool,
 }
 
 /// The fields [`classify`] reads, in the order sent, gathered in one pass:
@@ -137,10 +140,10 @@ fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig
         return Class::Refused(ProxyError::TargetTooLong(cfg.max_target));
     }
     let mut hosts = req.fields.all("host");
-    let (host, second) = (hosts.next(), hosts.next());
+    let (first, second) = (hosts.next(), hosts.next());
     // Without a Host, what the upstream renders depends on its default
     // site, which no cache key names.
-    if req.http11 && host.is_none() {
+    if req.http11 && first.is_none() {
         return Class::Refused(ProxyError::BadRequest(
             "HTTP/1.1 request without Host".into(),
         ));
@@ -152,11 +155,7 @@ fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig
     if req.method != "GET" && req.method != "HEAD" {
         return Class::OtherMethod;
     }
-    // `from_utf8`, not `fields::text`: `known_host_value` takes only the
-    // bytes a host name may hold, all of them visible ASCII.
-    let site_host = host
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .and_then(|h| policy::known_host_value(h, &cfg.hosts));
+    let site_host = policy::known_host(req.fields, &cfg.hosts);
     let trusted = cfg.trusted.trusts(peer);
     // What a trusted front says is passed on as sent, and Django may
     // render from it: it must be one plain value the site can serve.
@@ -175,7 +174,11 @@ fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig
         Cow::Owned(h) => Some(h),
         Cow::Borrowed(_) => None,
     };
-    Class::Cacheable(Cacheable { key, respelled })
+    Class::Cacheable(Cacheable {
+        key,
+        respelled,
+        trusted,
+    })
 }
 
 fn page_key(target: &str, sites: &Sites, scheme: site::Scheme, host: &str) -> PageKey {

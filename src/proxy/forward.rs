@@ -342,17 +342,10 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// it choose among values the site serves, each keyed apart, not any host
 /// or scheme text it likes. (`Forwarded` and `X-Forwarded-Prefix` are the
 /// front's to set: Django reads neither unless told to.)
-pub fn trusted_values_ok<F: Fields + ?Sized>(headers: &F, hosts: &[String]) -> bool {
-    forwarded_ok(
-        headers,
-        super::policy::known_host(headers, hosts).as_deref(),
-    )
-}
-
-/// [`trusted_values_ok`] for a request whose `Host`, in the site's form,
-/// is `site_host` when it is one of the site's hosts (`classify` has it
-/// at hand). Values are compared as bytes: each rule names the ASCII it
-/// takes, so nothing else can match.
+///
+/// `site_host` is the request's `Host` in the site's form when it is one of
+/// the site's hosts (`policy::known_host`). Values are compared as bytes:
+/// each rule names the ASCII it takes, so nothing else can match.
 pub fn forwarded_ok<F: Fields + ?Sized>(headers: &F, site_host: Option<&str>) -> bool {
     let (proto, scheme) = (
         headers.first("x-forwarded-proto"),
@@ -414,6 +407,8 @@ mod tests {
             assert_eq!(class_of(n), Class::Other, "{n}");
         }
     }
+
+    use crate::proxy::policy::known_host;
 
     fn trusted(cidrs: &[&str]) -> TrustedProxies {
         TrustedProxies(cidrs.iter().map(|c| c.parse().unwrap()).collect())
@@ -492,7 +487,10 @@ mod tests {
         assert!(!named.contains_key("x-forwarded-prefix"));
         assert_eq!(named["x-forwarded-for"], "10.0.0.1", "protected");
         let site = ["www.example.org".to_string()];
-        assert!(!trusted_values_ok(&h, &site), "a host not listed");
+        assert!(
+            !forwarded_ok(&h, known_host(&h, &site).as_deref()),
+            "a host not listed"
+        );
         for (name, ok, bad) in [
             ("x-forwarded-host", "www.example.org", "WWW.example.org"),
             ("x-forwarded-proto", "https", "javascript"),
@@ -502,11 +500,20 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("host", "www.example.org".parse().unwrap());
             h.insert(name, ok.parse().unwrap());
-            assert!(trusted_values_ok(&h, &site), "{name}: {ok}");
+            assert!(
+                forwarded_ok(&h, known_host(&h, &site).as_deref()),
+                "{name}: {ok}"
+            );
             h.append(name, ok.parse().unwrap());
-            assert!(!trusted_values_ok(&h, &site), "{name} twice");
+            assert!(
+                !forwarded_ok(&h, known_host(&h, &site).as_deref()),
+                "{name} twice"
+            );
             h.insert(name, bad.parse().unwrap());
-            assert!(!trusted_values_ok(&h, &site), "{name}: {bad}");
+            assert!(
+                !forwarded_ok(&h, known_host(&h, &site).as_deref()),
+                "{name}: {bad}"
+            );
         }
         // Pages are keyed per site: a forwarded host other than the
         // request's own, or two schemes that disagree, could have Django
@@ -518,13 +525,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", "www.example.org".parse().unwrap());
         h.insert("x-forwarded-host", "static.example.org".parse().unwrap());
-        assert!(!trusted_values_ok(&h, &two), "another listed host");
+        assert!(
+            !forwarded_ok(&h, known_host(&h, &two).as_deref()),
+            "another listed host"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         h.insert("x-forwarded-scheme", "http".parse().unwrap());
-        assert!(!trusted_values_ok(&h, &two), "schemes that disagree");
+        assert!(
+            !forwarded_ok(&h, known_host(&h, &two).as_deref()),
+            "schemes that disagree"
+        );
         h.insert("x-forwarded-scheme", "https".parse().unwrap());
-        assert!(trusted_values_ok(&h, &two));
+        assert!(forwarded_ok(&h, known_host(&h, &two).as_deref()));
     }
 
     #[test]

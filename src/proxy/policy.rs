@@ -56,12 +56,9 @@ pub fn known_host<'h, F: Fields + ?Sized>(
     let (Some(host), None) = (all.next(), all.next()) else {
         return None;
     };
-    known_host_value(super::fields::text(host)?, hosts)
-}
-
-/// [`known_host`] for the one `Host` value `host`.
-pub fn known_host_value<'h>(host: &'h str, hosts: &[String]) -> Option<Cow<'h, str>> {
-    let name = super::key::host_name(host)?;
+    // `from_utf8`, not `fields::text`: `host_name` takes only the bytes a
+    // host name may hold, all of them visible ASCII.
+    let name = super::key::host_name(std::str::from_utf8(host).ok()?)?;
     hosts.iter().any(|listed| *listed == *name).then_some(name)
 }
 

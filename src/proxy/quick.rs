@@ -142,10 +142,9 @@ impl<S: PageStore> Proxy<S> {
         if req.headers.all("cookie").nth(1).is_some() {
             return None;
         }
-        let trusted = self.cfg.trusted.trusts(peer.ip());
         let view = AsLookedUp {
             raw: req.headers,
-            trusted,
+            trusted: c.trusted,
             host: c.respelled.as_deref(),
             codings: &self.cfg.encodings,
         };

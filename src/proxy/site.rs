@@ -72,7 +72,7 @@ impl Sites {
 /// The scheme a cacheable request was made over: what a trusted front
 /// says in `X-Forwarded-Proto` or `X-Forwarded-Scheme` (checked to be one
 /// plain value, the same in both, before the request may use the cache:
-/// `forward::trusted_values_ok`), else `http` (bigcache itself speaks
+/// `forward::forwarded_ok`), else `http` (bigcache itself speaks
 /// plain HTTP).
 pub fn scheme_of<F: Fields + ?Sized>(headers: &F, trusted_peer: bool) -> Scheme {
     let said = headers
