@@ -3,7 +3,8 @@
 //! (`proxy::range`); `Age` from the page's residence.
 
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
@@ -136,6 +137,16 @@ pub fn shape<F: Fields + ?Sized>(e: &Entry, head: bool, req: &F) -> Shape {
         Ranged::Part { start, end } => Shape::Part { start, end },
         Ranged::Unsatisfiable => Shape::Unsatisfiable,
     }
+}
+
+/// [`from_entry`] for a request the general path holds as `Parts`.
+pub fn for_request(
+    e: &Entry,
+    req: &Parts,
+    now: u64,
+    decision: Decision,
+) -> (Response<Body>, Decision) {
+    from_entry(e, req.method == Method::HEAD, &req.headers, now, decision)
 }
 
 /// The response to a GET (or, `head`, a HEAD) with request fields `req`

@@ -241,13 +241,7 @@ impl<S: PageStore> Proxy<S> {
                 if !leader {
                     decision = decision.collapsed();
                 }
-                Ok(answer::from_entry(
-                    &entry,
-                    parts.method == Method::HEAD,
-                    &parts.headers,
-                    now,
-                    decision,
-                ))
+                Ok(answer::for_request(&entry, &parts, now, decision))
             }
             Outcome::Pass(reason) => {
                 let res = self.pass_through(parts, body::empty()).await?;

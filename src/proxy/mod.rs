@@ -407,13 +407,7 @@ impl<S: PageStore> Proxy<S> {
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
-            return Ok(answer::from_entry(
-                &f.entry,
-                parts.method == Method::HEAD,
-                &parts.headers,
-                now,
-                decision,
-            ));
+            return Ok(answer::for_request(&f.entry, &parts, now, decision));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -423,13 +417,7 @@ impl<S: PageStore> Proxy<S> {
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
-            return Ok(answer::from_entry(
-                &f.entry,
-                parts.method == Method::HEAD,
-                &parts.headers,
-                now,
-                decision,
-            ));
+            return Ok(answer::for_request(&f.entry, &parts, now, decision));
         }
 
         // 5-7. Fetch, store, answer.
