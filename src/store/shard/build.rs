@@ -322,13 +322,17 @@ pub(super) mod tests {
     #[test]
     fn an_undecodable_record_leaves_the_directory_when_read() {
         let mut o = open();
-        o.shard
-            .put(b"vbad".to_vec(), record(Kind::Bytes, &[7; 3_000], None))
-            .unwrap();
-        o.shard
-            .db
-            .write(&[(b"vbad".to_vec(), Some(b"not a record".to_vec()))])
-            .unwrap();
+        // Stored, then its LevelDB record damaged in place.
+        let damaged = |o: &mut Open| {
+            o.shard
+                .put(b"vbad".to_vec(), record(Kind::Bytes, &[7; 3_000], None))
+                .unwrap();
+            o.shard
+                .db
+                .write(&[(b"vbad".to_vec(), Some(b"not a record".to_vec()))])
+                .unwrap();
+        };
+        damaged(&mut o);
         o.shard.hot.clear();
         assert!(matches!(
             o.shard.get(b"vbad").unwrap(),
@@ -337,13 +341,7 @@ pub(super) mod tests {
         assert!(o.shard.directory.places(b"vbad").is_empty());
         assert_directory_matches(&mut o);
         // Overwritten rather than read first: the same.
-        o.shard
-            .put(b"vbad".to_vec(), record(Kind::Bytes, &[7; 3_000], None))
-            .unwrap();
-        o.shard
-            .db
-            .write(&[(b"vbad".to_vec(), Some(b"not a record".to_vec()))])
-            .unwrap();
+        damaged(&mut o);
         o.shard
             .put(b"vbad".to_vec(), record(Kind::Bytes, &[8; 3_000], None))
             .unwrap();
