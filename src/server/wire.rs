@@ -127,8 +127,10 @@ fn encode_head(
                 }
                 // No body: the length is the HEAD answer's, or dropped.
                 None if head => {
-                    let all: Vec<&[u8]> = values.map(HeaderValue::as_bytes).collect();
-                    line(out, name.as_str(), &all);
+                    let (Some(v), None) = (values.next(), values.next()) else {
+                        return Err(WireError::Framing("two Content-Lengths"));
+                    };
+                    line(out, name.as_str(), &[v.as_bytes()]);
                     wrote_len = true;
                 }
                 None => {}
