@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -71,19 +71,30 @@ const UNIX_PEER: SocketAddr =
 /// A bound listener.
 pub enum Listener {
     Tcp(TcpListener),
-    /// Its file is removed when the listener is dropped.
-    Unix(UnixListener, PathBuf),
+    /// Its file is removed when the listener is dropped, if it is still
+    /// this socket's (device and inode): another process may have bound
+    /// the path since.
+    Unix(UnixListener, PathBuf, (u64, u64)),
 }
 
 impl Listener {
     /// Binds `at`; a socket file is made with `mode`, replacing a stale
-    /// socket file (never any other file).
+    /// socket file: one nothing answers on (never a live one, nor any
+    /// other file).
     pub async fn bind(at: &Listen, mode: u32) -> io::Result<Listener> {
         match at {
             Listen::Tcp(a) => TcpListener::bind(a).await.map(Listener::Tcp),
             Listen::Unix(path) => {
                 match std::fs::symlink_metadata(path) {
-                    Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+                    Ok(m) if m.file_type().is_socket() => {
+                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                "another process listens on this socket",
+                            ));
+                        }
+                        std::fs::remove_file(path)?
+                    }
                     Ok(_) => {
                         return Err(io::Error::new(
                             io::ErrorKind::AlreadyExists,
@@ -95,7 +106,12 @@ impl Listener {
                 }
                 let listener = UnixListener::bind(path)?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-                Ok(Listener::Unix(listener, path.clone()))
+                let made = std::fs::symlink_metadata(path)?;
+                Ok(Listener::Unix(
+                    listener,
+                    path.clone(),
+                    (made.dev(), made.ino()),
+                ))
             }
         }
     }
@@ -104,7 +120,7 @@ impl Listener {
     pub fn local(&self) -> io::Result<Listen> {
         match self {
             Listener::Tcp(l) => l.local_addr().map(Listen::Tcp),
-            Listener::Unix(_, p) => Ok(Listen::Unix(p.clone())),
+            Listener::Unix(_, p, _) => Ok(Listen::Unix(p.clone())),
         }
     }
 
@@ -126,7 +142,7 @@ impl Listener {
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), peer))
             }
-            Listener::Unix(l, _) => {
+            Listener::Unix(l, ..) => {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), UNIX_PEER))
             }
@@ -136,8 +152,11 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, path, made) = self {
+            let ours = std::fs::symlink_metadata(&*path).is_ok_and(|m| (m.dev(), m.ino()) == *made);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -340,7 +359,13 @@ mod tests {
         let first = Listener::bind(&at, 0o660).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        std::mem::forget(first); // as a crash would leave it
+        assert!(
+            Listener::bind(&at, 0o660).await.is_err(),
+            "a socket something listens on is not taken over"
+        );
+        drop(first);
+        // A socket file nothing listens on, as a crash leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let second = Listener::bind(&at, 0o666).await.unwrap();
         let client = UnixStream::connect(&path).await.unwrap();
         let (stream, peer) = second.accept().await.unwrap();
@@ -348,6 +373,15 @@ mod tests {
         drop(client);
         assert_eq!(stream.peek(&mut [0u8; 1]).await.unwrap(), 0, "closed");
         drop(second);
+        assert!(!path.exists());
+        // Bound again by another listener meanwhile: the first one's drop
+        // leaves the newcomer's file alone.
+        let third = Listener::bind(&at, 0o660).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let fourth = Listener::bind(&at, 0o660).await.unwrap();
+        drop(third);
+        assert!(path.exists(), "another listener's socket was removed");
+        drop(fourth);
         assert!(!path.exists());
         std::fs::write(&path, b"not a socket").unwrap();
         assert!(
