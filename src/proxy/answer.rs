@@ -8,11 +8,12 @@ use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
-use super::entry::{Entry, Served};
+use super::entry::Entry;
 use super::fields::Fields;
 use super::policy::{OWN_FIELD, TTL_HEADER};
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
+use super::served::Served;
 
 /// The stored headers as a client gets them for a body of `length` bytes:
 /// bigcache's own fields out, the length and (for a 200) range support in.
@@ -58,7 +59,7 @@ fn whole(e: &Entry, now: u64, decision: Decision) -> http::HeaderMap {
 
 fn served(e: &Entry) -> &Served {
     e.served
-        .get_or_init(|| Served::new(template(e, e.body.len() as u64)))
+        .get_or_init(|| Served::new(e.status, template(e, e.body.len() as u64)))
 }
 
 /// The head of a whole-body HTTP/1.1 answer from `e` at `now`, as bytes on
@@ -66,44 +67,10 @@ fn served(e: &Entry) -> &Served {
 /// plain GET (the same fields, and `Date` when the page has none). Made
 /// once per entry for each second's `Age`, TTL and `Date`, and shared by
 /// every hit in that second. `None` for a status that has no reason phrase
-/// or no body.
+/// or no body, and for any decision but a plain hit's.
 pub fn wire_head(e: &Entry, now: u64, decision: Decision) -> Option<bytes::Bytes> {
-    let status = e.status;
-    let reason = status.canonical_reason()?;
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return None;
-    }
-    let date = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let ttl = decision.plain_hit_ttl()?;
-    let wire = served(e).wire((e.age(now), ttl, date), || {
-        let h = whole(e, now, decision);
-        let mut out = Vec::with_capacity(64 + h.len() * 48);
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &h {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if !h.contains_key(header::DATE) {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(date);
-            out.extend_from_slice(b"date: ");
-            out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        bytes::Bytes::from(out)
-    });
-    Some(wire)
+    served(e).wire(e.age(now), ttl)
 }
 
 /// What a stored page answers a request with.

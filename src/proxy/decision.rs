@@ -172,6 +172,10 @@ pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// Puts `value` in bigcache's own `Cache-Status` member, the last one
 /// (written by [`Decision::show`], or a template's slot); appends it if
 /// there is none.
+/// A plain hit's own `Cache-Status` member up to its seconds of
+/// freshness left ([`Decision::cache_status`]).
+pub const HIT_TTL_PREFIX: &[u8] = b"bigcache;hit;ttl=";
+
 pub fn set_own_status(headers: &mut HeaderMap, value: HeaderValue) {
     match headers.entry(CACHE_STATUS) {
         http::header::Entry::Occupied(mut o) => {
@@ -266,7 +270,7 @@ impl Decision {
         // a boolean, an integer need no escaping), since the general
         // serializer cost 5% of a hit's instructions.
         if let Some(ttl) = self.plain_hit_ttl() {
-            const HIT: &[u8] = b"bigcache;hit;ttl=";
+            const HIT: &[u8] = HIT_TTL_PREFIX;
             let mut buf = [0u8; HIT.len() + 20];
             buf[..HIT.len()].copy_from_slice(HIT);
             let mut digits = [0u8; 20];

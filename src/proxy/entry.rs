@@ -53,76 +53,7 @@ pub struct Entry {
     pub soft_purged_at: Option<u64>,
     /// What every whole-body answer from the entry shares, built at the
     /// first (`answer::from_entry`); the entry is shared by every hit.
-    pub served: std::sync::OnceLock<Served>,
-}
-
-/// The headers a whole-body answer sends, with slots for the fields each
-/// answer sets, and the last values those fields had.
-#[derive(Debug)]
-pub struct Served {
-    pub headers: HeaderMap,
-    /// `Age` and the hit's `Cache-Status` change once a second, and a hot
-    /// page is served thousands of times in between: formatting them anew
-    /// cost two allocations per hit. Only tried, never waited for: a hit
-    /// that finds it held formats its own.
-    last: std::sync::Mutex<Last>,
-}
-
-#[derive(Debug, Default)]
-struct Last {
-    age: Option<(u64, HeaderValue)>,
-    ttl: Option<(i64, HeaderValue)>,
-    /// The head of a plain hit as written on the wire, for its `Age`,
-    /// TTL and `Date` second (`answer::wire_head`).
-    wire: Option<((u64, i64, u64), Bytes)>,
-}
-
-impl Served {
-    pub fn new(headers: HeaderMap) -> Served {
-        Served {
-            headers,
-            last: std::sync::Mutex::default(),
-        }
-    }
-
-    /// The `Age` value for `age` seconds.
-    pub fn age(&self, age: u64) -> HeaderValue {
-        self.reuse(|l| &mut l.age, age, || HeaderValue::from(age))
-    }
-
-    /// `make()`, the value for a hit with `ttl` seconds left, reused while
-    /// `ttl` stays the same.
-    pub fn for_ttl(&self, ttl: i64, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
-        self.reuse(|l| &mut l.ttl, ttl, make)
-    }
-
-    /// `make()`, a plain hit's head on the wire for `Age`, TTL and `Date`
-    /// second `key`, reused while they stay the same.
-    pub fn wire(&self, key: (u64, i64, u64), make: impl FnOnce() -> Bytes) -> Bytes {
-        self.reuse(|l| &mut l.wire, key, make)
-    }
-
-    /// The value kept in `slot` if it was made for `key`, else `make()`,
-    /// kept for the next caller.
-    fn reuse<K: PartialEq + Copy, V: Clone>(
-        &self,
-        slot: impl FnOnce(&mut Last) -> &mut Option<(K, V)>,
-        key: K,
-        make: impl FnOnce() -> V,
-    ) -> V {
-        let Ok(mut last) = self.last.try_lock() else {
-            return make();
-        };
-        let slot = slot(&mut last);
-        match slot {
-            Some((k, v)) if *k == key => v.clone(),
-            _ => {
-                let v = make();
-                *slot = Some((key, v.clone()));
-                v
-            }
-        }
-    }
+    pub served: std::sync::OnceLock<super::served::Served>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,25 +401,6 @@ mod tests {
             1_000_000,
             windows,
         )
-    }
-
-    #[test]
-    fn served_values_follow_the_second_they_are_asked_for() {
-        let served = Served::new(HeaderMap::new());
-        assert_eq!(served.age(7), "7");
-        assert_eq!(served.age(7), "7");
-        assert_eq!(served.age(8), "8");
-        assert_eq!(served.age(7), "7");
-        let made = std::cell::Cell::new(0);
-        let make = |t: i64| {
-            made.set(made.get() + 1);
-            HeaderValue::from(t)
-        };
-        assert_eq!(served.for_ttl(5, || make(5)), "5");
-        assert_eq!(served.for_ttl(5, || make(5)), "5");
-        assert_eq!(made.get(), 1, "the same second reuses the value");
-        assert_eq!(served.for_ttl(-1, || make(-1)), "-1");
-        assert_eq!(made.get(), 2);
     }
 
     #[test]

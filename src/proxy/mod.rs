@@ -47,6 +47,7 @@ mod quick;
 pub mod range;
 pub mod revalidate;
 pub mod rewarm;
+pub mod served;
 pub mod site;
 pub mod stats;
 pub mod tags;
