@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use super::decision::Reason;
 use super::error::ProxyError;
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 use super::key::{self, PageKey};
 use super::site::Sites;
 use super::{ProxyConfig, forward, policy, site};
@@ -64,38 +64,26 @@ pub struct Cacheable {
     pub trusted: bool,
 }
 
-/// The fields [`classify`] reads, in the order sent, gathered in one pass:
-/// the rules below ask for each several times, and a browser's request
-/// carries a dozen others.
+/// The fields [`classify`] reads ([`Known`]), in the order sent, gathered
+/// in one pass: the rules below ask for each several times, and a
+/// browser's request carries a dozen others.
 struct Read<'a> {
-    seen: [(&'static str, &'a [u8]); Read::ROOM],
+    seen: [(Known, &'a [u8]); Read::ROOM],
     len: usize,
 }
 
 impl<'a> Read<'a> {
     const ROOM: usize = 16;
-    const NAMES: [&'static str; 7] = [
-        "host",
-        "authorization",
-        "cookie",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-scheme",
-        "x-forwarded-port",
-    ];
 
     /// `None` when more than [`Read::ROOM`] of them came: then the rules
     /// read the fields themselves.
     fn of<F: Fields + ?Sized>(fields: &'a F) -> Option<Read<'a>> {
         let mut read = Read {
-            seen: [("", &[]); Read::ROOM],
+            seen: [(Known::Host, &[]); Read::ROOM],
             len: 0,
         };
         for (name, value) in fields.each() {
-            let Some(known) = Read::NAMES
-                .iter()
-                .find(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-            else {
+            let Some(known) = Known::of(name) else {
                 continue;
             };
             *read.seen.get_mut(read.len)? = (known, value);
@@ -107,10 +95,18 @@ impl<'a> Read<'a> {
 
 impl Fields for Read<'_> {
     fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.seen[..self.len].iter().map(|(n, v)| (*n, *v))
+        self.seen[..self.len].iter().map(|(n, v)| (n.as_str(), *v))
     }
 
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+        let known = Known::of(name);
+        self.seen[..self.len]
+            .iter()
+            .filter(move |(n, _)| Some(*n) == known)
+            .map(|(_, v)| *v)
+    }
+
+    fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
         self.seen[..self.len]
             .iter()
             .filter(move |(n, _)| *n == name)
@@ -139,7 +135,7 @@ fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig
     if req.target.len() > cfg.max_target {
         return Class::Refused(ProxyError::TargetTooLong(cfg.max_target));
     }
-    let mut hosts = req.fields.all("host");
+    let mut hosts = req.fields.known(Known::Host);
     let (first, second) = (hosts.next(), hosts.next());
     // Without a Host, what the upstream renders depends on its default
     // site, which no cache key names.
@@ -195,7 +191,10 @@ mod tests {
     /// Every name the rules read is gathered, in any case, and only those.
     #[test]
     fn the_one_pass_gathers_every_name_the_rules_read() {
-        let upper: Vec<String> = Read::NAMES.iter().map(|n| n.to_ascii_uppercase()).collect();
+        let upper: Vec<String> = Known::ALL
+            .iter()
+            .map(|n| n.as_str().to_ascii_uppercase())
+            .collect();
         let mut raw: Vec<httparse::Header<'_>> = upper
             .iter()
             .map(|n| httparse::Header {
@@ -210,9 +209,14 @@ mod tests {
             });
         }
         let read = Read::of(&raw[..]).expect("room for them");
-        assert_eq!(read.len, Read::NAMES.len());
-        for name in Read::NAMES {
-            assert_eq!(read.all(name).collect::<Vec<_>>(), [b"v"], "{name}");
+        assert_eq!(read.len, Known::ALL.len());
+        for name in Known::ALL {
+            assert_eq!(read.known(name).collect::<Vec<_>>(), [b"v"], "{name:?}");
+            assert_eq!(
+                read.all(name.as_str()).collect::<Vec<_>>(),
+                [b"v"],
+                "{name:?}"
+            );
         }
         let many: Vec<httparse::Header<'_>> = (0..Read::ROOM + 1)
             .map(|_| httparse::Header {

@@ -33,6 +33,67 @@ pub trait Fields {
     fn has(&self, name: &str) -> bool {
         self.all(name).next().is_some()
     }
+
+    /// Every value of `name`, one the classifier reads. A view that
+    /// gathered those fields beforehand answers without comparing names.
+    fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
+        self.all(name.as_str())
+    }
+}
+
+/// The fields the classifier reads (`proxy::classify`): every request
+/// pays for looking each up, several times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Host,
+    Authorization,
+    Cookie,
+    ForwardedHost,
+    ForwardedProto,
+    ForwardedScheme,
+    ForwardedPort,
+}
+
+impl Known {
+    pub const ALL: [Known; 7] = [
+        Known::Host,
+        Known::Authorization,
+        Known::Cookie,
+        Known::ForwardedHost,
+        Known::ForwardedProto,
+        Known::ForwardedScheme,
+        Known::ForwardedPort,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Known::Host => "host",
+            Known::Authorization => "authorization",
+            Known::Cookie => "cookie",
+            Known::ForwardedHost => "x-forwarded-host",
+            Known::ForwardedProto => "x-forwarded-proto",
+            Known::ForwardedScheme => "x-forwarded-scheme",
+            Known::ForwardedPort => "x-forwarded-port",
+        }
+    }
+
+    /// The field `name` (in any case) is, if one of these: told apart by
+    /// length first, so most names cost one comparison or none.
+    pub fn of(name: &str) -> Option<Known> {
+        let known = match name.len() {
+            4 => Known::Host,
+            6 => Known::Cookie,
+            13 => Known::Authorization,
+            16 => match name.as_bytes()[12] | 0x20 {
+                b'h' => Known::ForwardedHost,
+                _ => Known::ForwardedPort,
+            },
+            17 => Known::ForwardedProto,
+            18 => Known::ForwardedScheme,
+            _ => return None,
+        };
+        known.as_str().eq_ignore_ascii_case(name).then_some(known)
+    }
 }
 
 /// `bytes` as `HeaderValue::to_str` reads them: visible ASCII, space and
@@ -91,6 +152,28 @@ mod tests {
         );
         check(&raw[..]);
         check(&map);
+    }
+
+    #[test]
+    fn a_known_name_is_told_in_any_case_and_no_other_is() {
+        for k in Known::ALL {
+            assert_eq!(Known::of(k.as_str()), Some(k));
+            assert_eq!(Known::of(&k.as_str().to_ascii_uppercase()), Some(k));
+            let mut near = k.as_str().to_string();
+            near.pop();
+            near.push('_');
+            assert_eq!(Known::of(&near), None, "{near}");
+        }
+        for other in [
+            "x-forwarded-for",
+            "x-forwarded-xxxx",
+            "hosts",
+            "cookie2",
+            "",
+            "x",
+        ] {
+            assert_eq!(Known::of(other), None, "{other}");
+        }
     }
 
     fn check<F: Fields + ?Sized>(f: &F) {

@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -348,15 +348,15 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// each rule names the ASCII it takes, so nothing else can match.
 pub fn forwarded_ok<F: Fields + ?Sized>(headers: &F, site_host: Option<&str>) -> bool {
     let (proto, scheme) = (
-        headers.first("x-forwarded-proto"),
-        headers.first("x-forwarded-scheme"),
+        headers.known(Known::ForwardedProto).next(),
+        headers.known(Known::ForwardedScheme).next(),
     );
     let agree = match (proto, scheme) {
         (Some(p), Some(s)) => p.eq_ignore_ascii_case(s),
         _ => true,
     };
-    let one = |name: &str, ok: &dyn Fn(&[u8]) -> bool| {
-        let mut given = headers.all(name);
+    let one = |name: Known, ok: &dyn Fn(&[u8]) -> bool| {
+        let mut given = headers.known(name);
         match (given.next(), given.next()) {
             (None, _) => true,
             (Some(v), None) => ok(v),
@@ -365,12 +365,12 @@ pub fn forwarded_ok<F: Fields + ?Sized>(headers: &F, site_host: Option<&str>) ->
     };
     let scheme_ok = |v: &[u8]| v == b"http" || v == b"https";
     agree
-        && one("x-forwarded-host", &|v| {
+        && one(Known::ForwardedHost, &|v| {
             site_host.is_some_and(|h| h.as_bytes() == v)
         })
-        && one("x-forwarded-proto", &scheme_ok)
-        && one("x-forwarded-scheme", &scheme_ok)
-        && one("x-forwarded-port", &|v| {
+        && one(Known::ForwardedProto, &scheme_ok)
+        && one(Known::ForwardedScheme, &scheme_ok)
+        && one(Known::ForwardedPort, &|v| {
             v.first() != Some(&b'0')
                 && v.iter().all(u8::is_ascii_digit)
                 && std::str::from_utf8(v)

@@ -36,7 +36,7 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::decision::Reason;
 use super::directives::Directives;
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 use super::tags;
 use crate::store::record::Tags;
 use crate::ttl;
@@ -50,12 +50,17 @@ pub const TTL_HEADER: &str = "x-bigcache-ttl";
 /// forged host must not get pages rendered with its links stored).
 pub fn known_host<'h, F: Fields + ?Sized>(
     headers: &'h F,
-    hosts: &[String],
+    hosts: &'h [String],
 ) -> Option<Cow<'h, str>> {
-    let mut all = headers.all("host");
+    let mut all = headers.known(Known::Host);
     let (Some(host), None) = (all.next(), all.next()) else {
         return None;
     };
+    // The usual request names a host as listed: `hosts` are in the site's
+    // form already (`host_name` of a listed host is itself).
+    if let Some(listed) = hosts.iter().find(|l| l.as_bytes() == host) {
+        return Some(Cow::Borrowed(listed));
+    }
     // `from_utf8`, not `fields::text`: `host_name` takes only the bytes a
     // host name may hold, all of them visible ASCII.
     let name = super::key::host_name(std::str::from_utf8(host).ok()?)?;
@@ -72,11 +77,11 @@ pub fn request_bypass<F: Fields + ?Sized>(
     if !known_host {
         return Some(Reason::UnknownHost);
     }
-    if headers.has("authorization") {
+    if headers.known(Known::Authorization).next().is_some() {
         return Some(Reason::Authorization);
     }
     let has_session = headers
-        .all("cookie")
+        .known(Known::Cookie)
         .any(|v| names_a_session(v, session_cookies));
     has_session.then_some(Reason::SessionCookie)
 }
@@ -663,6 +668,29 @@ mod tests {
     /// [`request_bypass`] for a request to a known host.
     fn bypass(headers: &HeaderMap, names: &[String]) -> Option<Reason> {
         request_bypass(headers, true, names)
+    }
+
+    /// `known_host` takes a `Host` spelt exactly as a listed host without
+    /// asking `host_name`: right only because every listed host (made by
+    /// `host_name` from `--host`) is its own site form.
+    #[test]
+    fn a_listed_host_is_its_own_site_form() {
+        for given in [
+            "example.org",
+            "Example.ORG.",
+            "[::1]:8080",
+            "LOCALHOST:31337",
+            "a.b.c..",
+            "127.0.0.1",
+        ] {
+            let listed = crate::proxy::key::host_name(given)
+                .expect("a host")
+                .into_owned();
+            assert!(
+                matches!(crate::proxy::key::host_name(&listed), Some(Cow::Borrowed(l)) if l == listed),
+                "{given}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! page stored for a site the configuration no longer serves is never
 //! looked up again.
 
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 
 /// `http` or `https`.
 pub type Scheme = &'static str;
@@ -76,8 +76,9 @@ impl Sites {
 /// plain HTTP).
 pub fn scheme_of<F: Fields + ?Sized>(headers: &F, trusted_peer: bool) -> Scheme {
     let said = headers
-        .first("x-forwarded-proto")
-        .or_else(|| headers.first("x-forwarded-scheme"));
+        .known(Known::ForwardedProto)
+        .next()
+        .or_else(|| headers.known(Known::ForwardedScheme).next());
     let https = trusted_peer && said.is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
     if https { "https" } else { "http" }
 }

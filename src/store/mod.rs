@@ -972,13 +972,9 @@ mod tests {
         }
     }
 
-    /// Store threads run under `SCHED_BATCH` (see `crate::sched`): a
-    /// read queued by the runtime does not preempt it.
+    /// Every live shard thread of this process and its policy.
     #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn store_threads_do_not_preempt_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&config(dir.path())).unwrap();
+    fn shard_policies() -> Vec<(String, libc::c_int)> {
         let mut seen = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let task = task.unwrap().path();
@@ -993,6 +989,26 @@ mod tests {
             if policy != -1 {
                 seen.push((name.trim().to_string(), policy));
             }
+        }
+        seen
+    }
+
+    /// Store threads run under `SCHED_BATCH` (see `crate::sched`): a
+    /// read queued by the runtime does not preempt it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn store_threads_do_not_preempt_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&config(dir.path())).unwrap();
+        // A shard thread sets its policy as it starts, which may be just
+        // after `open` returns: looked at until it has, for a while.
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            seen = shard_policies();
+            if !seen.is_empty() && seen.iter().all(|(_, p)| *p == libc::SCHED_BATCH) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         // Tests run in parallel: other tests' stores may show up too.
         assert!(!seen.is_empty(), "a shard thread: {seen:?}");
