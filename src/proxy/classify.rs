@@ -64,74 +64,10 @@ pub struct Cacheable {
     pub trusted: bool,
 }
 
-/// The fields [`classify`] reads ([`Known`]), in the order sent, gathered
-/// in one pass: the rules below ask for each several times, and a
-/// browser's request carries a dozen others.
-struct Read<'a> {
-    seen: [(Known, &'a [u8]); Read::ROOM],
-    len: usize,
-}
-
-impl<'a> Read<'a> {
-    const ROOM: usize = 16;
-
-    /// `None` when more than [`Read::ROOM`] of them came: then the rules
-    /// read the fields themselves.
-    fn of<F: Fields + ?Sized>(fields: &'a F) -> Option<Read<'a>> {
-        let mut read = Read {
-            seen: [(Known::Host, &[]); Read::ROOM],
-            len: 0,
-        };
-        for (name, value) in fields.each() {
-            let Some(known) = Known::of(name) else {
-                continue;
-            };
-            *read.seen.get_mut(read.len)? = (known, value);
-            read.len += 1;
-        }
-        Some(read)
-    }
-}
-
-impl Fields for Read<'_> {
-    fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.seen[..self.len].iter().map(|(n, v)| (n.as_str(), *v))
-    }
-
-    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
-        let known = Known::of(name);
-        self.seen[..self.len]
-            .iter()
-            .filter(move |(n, _)| Some(*n) == known)
-            .map(|(_, v)| *v)
-    }
-
-    fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
-        self.seen[..self.len]
-            .iter()
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    }
-}
-
-/// Classifies a request from `peer`.
+/// Classifies a request from `peer`. A parsed head is best given as
+/// [`fields::Gathered`](super::fields::Gathered): the rules read each
+/// field several times.
 pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig) -> Class {
-    match Read::of(req.fields) {
-        Some(read) => decide(
-            &Head {
-                method: req.method,
-                target: req.target,
-                http11: req.http11,
-                fields: &read,
-            },
-            peer,
-            cfg,
-        ),
-        None => decide(req, peer, cfg),
-    }
-}
-
-fn decide<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &ProxyConfig) -> Class {
     if req.target.len() > cfg.max_target {
         return Class::Refused(ProxyError::TargetTooLong(cfg.max_target));
     }
@@ -182,48 +118,4 @@ fn page_key(target: &str, sites: &Sites, scheme: site::Scheme, host: &str) -> Pa
     // Room for the segment in the canonical target's own buffer.
     let room = segment.map_or(0, |(s, h)| key::segment_len(s, h));
     PageKey::for_site(key::canonical_with_room(target, room), segment)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every name the rules read is gathered, in any case, and only those.
-    #[test]
-    fn the_one_pass_gathers_every_name_the_rules_read() {
-        let upper: Vec<String> = Known::ALL
-            .iter()
-            .map(|n| n.as_str().to_ascii_uppercase())
-            .collect();
-        let mut raw: Vec<httparse::Header<'_>> = upper
-            .iter()
-            .map(|n| httparse::Header {
-                name: n,
-                value: b"v",
-            })
-            .collect();
-        for other in ["accept", "x-forwarded-for", "hosts", "cookie2", "x-real-ip"] {
-            raw.push(httparse::Header {
-                name: other,
-                value: b"w",
-            });
-        }
-        let read = Read::of(&raw[..]).expect("room for them");
-        assert_eq!(read.len, Known::ALL.len());
-        for name in Known::ALL {
-            assert_eq!(read.known(name).collect::<Vec<_>>(), [b"v"], "{name:?}");
-            assert_eq!(
-                read.all(name.as_str()).collect::<Vec<_>>(),
-                [b"v"],
-                "{name:?}"
-            );
-        }
-        let many: Vec<httparse::Header<'_>> = (0..Read::ROOM + 1)
-            .map(|_| httparse::Header {
-                name: "Cookie",
-                value: b"a=1",
-            })
-            .collect();
-        assert!(Read::of(&many[..]).is_none(), "more than it holds");
-    }
 }

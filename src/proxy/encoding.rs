@@ -11,14 +11,14 @@
 use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 
 /// Whether the client accepts `coding` (RFC 9110 §12.5.3): listed with a
 /// q-value above zero, or covered by `*` and not listed. `x-gzip` is gzip.
 fn accepts<F: Fields + ?Sized>(headers: &F, coding: &str) -> bool {
     let mut star = None;
     let lists = headers
-        .all("accept-encoding")
+        .known(Known::AcceptEncoding)
         .filter_map(super::fields::text);
     for list in lists {
         for item in list.split(',') {

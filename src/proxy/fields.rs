@@ -4,6 +4,7 @@
 //! (the classifier, the variant, conditionals, ranges) is written once,
 //! against [`Fields`], so both paths run the same code.
 
+use either::Either;
 use http::HeaderMap;
 
 /// Read access to a request's fields. Names are compared without regard
@@ -41,8 +42,9 @@ pub trait Fields {
     }
 }
 
-/// The fields the classifier reads (`proxy::classify`): every request
-/// pays for looking each up, several times.
+/// The fields every request's rules read (the classifier's, conditionals,
+/// ranges, the usual `Vary`): a hit pays for looking each up, several
+/// times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
     Host,
@@ -52,10 +54,15 @@ pub enum Known {
     ForwardedProto,
     ForwardedScheme,
     ForwardedPort,
+    IfNoneMatch,
+    IfModifiedSince,
+    Range,
+    IfRange,
+    AcceptEncoding,
 }
 
 impl Known {
-    pub const ALL: [Known; 7] = [
+    pub const ALL: [Known; 12] = [
         Known::Host,
         Known::Authorization,
         Known::Cookie,
@@ -63,6 +70,11 @@ impl Known {
         Known::ForwardedProto,
         Known::ForwardedScheme,
         Known::ForwardedPort,
+        Known::IfNoneMatch,
+        Known::IfModifiedSince,
+        Known::Range,
+        Known::IfRange,
+        Known::AcceptEncoding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,25 +86,112 @@ impl Known {
             Known::ForwardedProto => "x-forwarded-proto",
             Known::ForwardedScheme => "x-forwarded-scheme",
             Known::ForwardedPort => "x-forwarded-port",
+            Known::IfNoneMatch => "if-none-match",
+            Known::IfModifiedSince => "if-modified-since",
+            Known::Range => "range",
+            Known::IfRange => "if-range",
+            Known::AcceptEncoding => "accept-encoding",
         }
     }
 
     /// The field `name` (in any case) is, if one of these: told apart by
-    /// length first, so most names cost one comparison or none.
+    /// length and one byte first, so most names cost one comparison or
+    /// none.
     pub fn of(name: &str) -> Option<Known> {
-        let known = match name.len() {
+        let b = name.as_bytes();
+        let known = match b.len() {
             4 => Known::Host,
+            5 => Known::Range,
             6 => Known::Cookie,
+            8 => Known::IfRange,
+            13 if b[0] | 0x20 == b'i' => Known::IfNoneMatch,
             13 => Known::Authorization,
-            16 => match name.as_bytes()[12] | 0x20 {
-                b'h' => Known::ForwardedHost,
-                _ => Known::ForwardedPort,
-            },
+            15 => Known::AcceptEncoding,
+            16 if b[12] | 0x20 == b'h' => Known::ForwardedHost,
+            16 => Known::ForwardedPort,
+            17 if b[0] | 0x20 == b'i' => Known::IfModifiedSince,
             17 => Known::ForwardedProto,
             18 => Known::ForwardedScheme,
             _ => return None,
         };
-        known.as_str().eq_ignore_ascii_case(name).then_some(known)
+        // The last byte turns most other names of the same length away
+        // (`Accept-Language`, `X-Forwarded-For`, `Accept`) before a
+        // comparison of every byte.
+        let k = known.as_str().as_bytes();
+        (k.last().copied() == b.last().map(|l| l | 0x20) && k.eq_ignore_ascii_case(b))
+            .then_some(known)
+    }
+}
+
+/// A parsed head's fields with the [`Known`] ones gathered in one pass:
+/// the rules ask for each several times, and a browser's request carries
+/// a dozen others. Every other name is looked up in the fields as sent.
+pub struct Gathered<'a, F: Fields + ?Sized> {
+    raw: &'a F,
+    seen: [(Known, &'a [u8]); ROOM],
+    /// `None` when more than [`ROOM`] known fields came: then every
+    /// lookup reads `raw`.
+    len: Option<usize>,
+}
+
+const ROOM: usize = 16;
+
+impl<'a, F: Fields + ?Sized> Gathered<'a, F> {
+    pub fn of(raw: &'a F) -> Gathered<'a, F> {
+        let mut g = Gathered {
+            raw,
+            seen: [(Known::Host, &[]); ROOM],
+            len: Some(0),
+        };
+        let mut len = 0;
+        for (name, value) in raw.each() {
+            let Some(known) = Known::of(name) else {
+                continue;
+            };
+            let Some(slot) = g.seen.get_mut(len) else {
+                g.len = None;
+                return g;
+            };
+            *slot = (known, value);
+            len += 1;
+        }
+        g.len = Some(len);
+        g
+    }
+
+    /// The fields as sent.
+    pub fn raw(&self) -> &'a F {
+        self.raw
+    }
+}
+
+impl<F: Fields + ?Sized> Fields for Gathered<'_, F> {
+    fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.raw.each()
+    }
+
+    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+        match (Known::of(name), self.len) {
+            (Some(known), Some(len)) => Either::Left(
+                self.seen[..len]
+                    .iter()
+                    .filter(move |(n, _)| *n == known)
+                    .map(|(_, v)| *v),
+            ),
+            _ => Either::Right(self.raw.all(name)),
+        }
+    }
+
+    fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
+        match self.len {
+            Some(len) => Either::Left(
+                self.seen[..len]
+                    .iter()
+                    .filter(move |(n, _)| *n == name)
+                    .map(|(_, v)| *v),
+            ),
+            None => Either::Right(self.raw.all(name.as_str())),
+        }
     }
 }
 
@@ -152,6 +251,8 @@ mod tests {
         );
         check(&raw[..]);
         check(&map);
+        check(&Gathered::of(&raw[..]));
+        check(&Gathered::of(&map));
     }
 
     #[test]
@@ -174,6 +275,47 @@ mod tests {
         ] {
             assert_eq!(Known::of(other), None, "{other}");
         }
+    }
+
+    /// Every known name is gathered, in any case; other names are read
+    /// from the fields as sent, and so is everything once the room is out.
+    #[test]
+    fn the_one_pass_gathers_every_known_name() {
+        let upper: Vec<String> = Known::ALL
+            .iter()
+            .map(|n| n.as_str().to_ascii_uppercase())
+            .collect();
+        let mut raw: Vec<httparse::Header<'_>> = upper
+            .iter()
+            .map(|n| httparse::Header {
+                name: n,
+                value: b"v",
+            })
+            .collect();
+        for other in ["accept", "x-forwarded-for", "hosts", "cookie2", "x-real-ip"] {
+            raw.push(httparse::Header {
+                name: other,
+                value: b"w",
+            });
+        }
+        let g = Gathered::of(&raw[..]);
+        assert_eq!(g.len, Some(Known::ALL.len()));
+        for name in Known::ALL {
+            assert_eq!(g.known(name).collect::<Vec<_>>(), [b"v"], "{name:?}");
+            assert_eq!(g.all(name.as_str()).collect::<Vec<_>>(), [b"v"], "{name:?}");
+        }
+        assert_eq!(g.all("x-real-ip").collect::<Vec<_>>(), [b"w"]);
+        assert_eq!(g.each().count(), raw.len());
+        let many: Vec<httparse::Header<'_>> = (0..ROOM + 2)
+            .map(|i| httparse::Header {
+                name: if i == 0 { "Host" } else { "Cookie" },
+                value: b"a=1",
+            })
+            .collect();
+        let g = Gathered::of(&many[..]);
+        assert_eq!(g.len, None, "more than it holds");
+        assert_eq!(g.known(Known::Cookie).count(), ROOM + 1);
+        assert_eq!(g.all("host").count(), 1);
     }
 
     fn check<F: Fields + ?Sized>(f: &F) {

@@ -371,12 +371,11 @@ pub fn forwarded_ok<F: Fields + ?Sized>(headers: &F, site_host: Option<&str>) ->
         && one(Known::ForwardedProto, &scheme_ok)
         && one(Known::ForwardedScheme, &scheme_ok)
         && one(Known::ForwardedPort, &|v| {
-            v.first() != Some(&b'0')
+            // 1 to 65535, in digits, without a leading zero.
+            v.first().is_some_and(|d| *d != b'0')
+                && v.len() <= 5
                 && v.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|v| v.parse::<u16>().ok())
-                    .is_some_and(|p| p > 0)
+                && v.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535
         })
 }
 
@@ -514,6 +513,29 @@ mod tests {
                 !forwarded_ok(&h, known_host(&h, &site).as_deref()),
                 "{name}: {bad}"
             );
+        }
+        for (port, ok) in [
+            ("1", true),
+            ("80", true),
+            ("65535", true),
+            ("0", false),
+            ("00080", false),
+            ("65536", false),
+            ("99999", false),
+            ("100000", false),
+            ("", false),
+            ("+80", false),
+            ("8 0", false),
+            ("\u{ff18}0", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("host", "www.example.org".parse().unwrap());
+            h.insert(
+                "x-forwarded-port",
+                HeaderValue::from_bytes(port.as_bytes()).unwrap(),
+            );
+            let got = forwarded_ok(&h, known_host(&h, &site).as_deref());
+            assert_eq!(got, ok, "port {port:?}");
         }
         // Pages are keyed per site: a forwarded host other than the
         // request's own, or two schemes that disagree, could have Django

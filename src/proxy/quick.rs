@@ -26,7 +26,7 @@ use super::body::Body;
 use super::classify::{self, Class};
 use super::decision::{CacheStatus, Decision};
 use super::entry::{self, Reuse};
-use super::fields::Fields;
+use super::fields::{Fields, Gathered, Known};
 use super::lookup::{self, Looked};
 use super::{encoding, forward};
 use crate::server::h1::{Answer, Handler, Head, Ready};
@@ -70,7 +70,7 @@ fn plain_target(target: &str) -> bool {
 /// Built only for heads whose `Connection` names no field and that carry
 /// at most one `Cookie` line (sanitize joins several).
 struct AsLookedUp<'a> {
-    raw: &'a [httparse::Header<'a>],
+    fields: &'a Gathered<'a, [httparse::Header<'a>]>,
     trusted: bool,
     host: Option<&'a str>,
     /// `--accept-encoding`: empty leaves the header as sent.
@@ -79,31 +79,23 @@ struct AsLookedUp<'a> {
 
 impl Fields for AsLookedUp<'_> {
     fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.raw
-            .iter()
-            .map(|h| (h.name, h.value))
-            .filter(|(n, _)| self.keeps(n))
+        self.fields.each().filter(|(n, _)| self.keeps(n))
     }
 
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
         let replaced: Option<Option<&[u8]>> = match name {
             "accept-encoding" if !self.codings.is_empty() => {
-                Some(encoding::chosen(self.raw, self.codings).map(String::as_bytes))
+                Some(encoding::chosen(self.fields, self.codings).map(String::as_bytes))
             }
             "host" => self.host.map(|h| Some(h.as_bytes())),
             _ => None,
         };
-        let raw = match replaced {
-            Some(_) => None,
-            None => Some(
-                self.each()
-                    .filter(move |(n, _)| n.eq_ignore_ascii_case(name)),
-            ),
-        };
+        // `name` is lower-case: the fields it names are kept or not as it is.
+        let raw = (replaced.is_none() && self.keeps(name)).then(|| self.fields.all(name));
         replaced
             .flatten()
             .into_iter()
-            .chain(raw.into_iter().flatten().map(|(_, v)| v))
+            .chain(raw.into_iter().flatten())
     }
 }
 
@@ -130,20 +122,21 @@ impl<S: PageStore> Proxy<S> {
             return None;
         }
         let started = std::time::Instant::now();
+        let fields = Gathered::of(req.headers);
         let head = classify::Head {
             method: req.method,
             target: req.target,
             http11: true,
-            fields: req.headers,
+            fields: &fields,
         };
         let Class::Cacheable(c) = classify::classify(&head, peer.ip(), &self.cfg) else {
             return None;
         };
-        if req.headers.all("cookie").nth(1).is_some() {
+        if fields.known(Known::Cookie).nth(1).is_some() {
             return None;
         }
         let view = AsLookedUp {
-            raw: req.headers,
+            fields: &fields,
             trusted: c.trusted,
             host: c.respelled.as_deref(),
             codings: &self.cfg.encodings,
@@ -164,7 +157,7 @@ impl<S: PageStore> Proxy<S> {
         };
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
-        let wire = match answer::shape(&entry, is_head, req.headers) {
+        let wire = match answer::shape(&entry, is_head, &fields) {
             Shape::Whole => answer::wire_head(&entry, now, decision),
             _ => None,
         };
@@ -178,7 +171,7 @@ impl<S: PageStore> Proxy<S> {
                 (Answer::Ready(Ready { head, body }), status)
             }
             None => {
-                let (res, _) = answer::from_entry(&entry, is_head, req.headers, now, decision);
+                let (res, _) = answer::from_entry(&entry, is_head, &fields, now, decision);
                 let status = res.status().as_u16();
                 (Answer::Response(res), status)
             }
@@ -272,8 +265,9 @@ mod tests {
             },
         ];
         let br = ["br".to_string()];
+        let fields = Gathered::of(&raw[..]);
         let view = AsLookedUp {
-            raw: &raw,
+            fields: &fields,
             trusted: false,
             host: Some("example.org"),
             codings: &br,
@@ -284,6 +278,8 @@ mod tests {
         assert_eq!(all("accept-language"), [b"fr".to_vec()]);
         assert!(all("x-forwarded-host").is_empty(), "untrusted");
         assert!(all("x_language").is_empty(), "underscores go");
+        let kept: Vec<&str> = view.each().map(|(n, _)| n).collect();
+        assert_eq!(kept, ["Accept-Encoding", "Accept-Language", "Host"]);
         let zstd = ["zstd".to_string()];
         let trusted = AsLookedUp {
             trusted: true,

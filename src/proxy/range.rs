@@ -13,7 +13,7 @@
 use http::HeaderMap;
 use http::header;
 
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 
 /// What to send for a request's `Range`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum Ranged {
 /// The range of a `len`-byte stored page (with `stored` headers) that the
 /// request with `req` headers asks for.
 pub fn select<F: Fields + ?Sized>(req: &F, stored: &HeaderMap, len: u64) -> Ranged {
-    let mut lines = req.all("range");
+    let mut lines = req.known(Known::Range);
     let (Some(line), None) = (lines.next(), lines.next()) else {
         return Ranged::Full;
     };
@@ -92,7 +92,7 @@ fn last_is_empty(last: Option<u64>, spec: &str) -> bool {
 
 /// Whether `If-Range` (when present) names the stored page.
 fn if_range_holds<F: Fields + ?Sized>(req: &F, stored: &HeaderMap) -> bool {
-    let Some(cond) = req.first("if-range") else {
+    let Some(cond) = req.known(Known::IfRange).next() else {
         return true;
     };
     let Some(cond) = super::fields::text(cond) else {

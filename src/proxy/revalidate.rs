@@ -6,7 +6,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 use super::entry::Entry;
-use super::fields::Fields;
+use super::fields::{Fields, Known, text};
 
 /// Conditional and range request headers: dropped when bigcache fetches
 /// for the cache, since it needs the full response, not the client's 304
@@ -67,7 +67,7 @@ pub fn refreshed_headers(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
 
 /// Whether a client's conditional GET matches the stored validators.
 pub fn not_modified<F: Fields + ?Sized>(stored: &HeaderMap, req: &F) -> bool {
-    if let Some(inm) = req.text("if-none-match") {
+    if let Some(inm) = req.known(Known::IfNoneMatch).next().and_then(text) {
         let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -75,14 +75,19 @@ pub fn not_modified<F: Fields + ?Sized>(stored: &HeaderMap, req: &F) -> bool {
         let mine = opaque(etag);
         return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == mine);
     }
-    let since = req
-        .text("if-modified-since")
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    let Some(since) = req
+        .known(Known::IfModifiedSince)
+        .next()
+        .and_then(text)
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    else {
+        return false;
+    };
     let modified = stored
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
-    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+    modified.is_some_and(|m| m <= since)
 }
 
 #[cfg(test)]

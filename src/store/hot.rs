@@ -6,21 +6,27 @@
 //! hot copy change in one place and in order); readers on any thread look
 //! it up without a hop, and drop an entry they find expired (atomically,
 //! only if it still is: a fresher copy stored meanwhile stays).
+//!
+//! A page keeps the place of its hotness counter (`store::hotness`) beside
+//! it, found once when it enters: a hit notes its read without hashing its
+//! key again under the table's keyed hash.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use super::hotness::Hotness;
 use super::record::Record;
 
 /// Weighs hot-tier entries by the bytes they pin.
 #[derive(Clone)]
 pub struct ByBytes;
 
-impl quick_cache::Weighter<Bytes, Record> for ByBytes {
-    fn weight(&self, key: &Bytes, rec: &Record) -> u64 {
+impl quick_cache::Weighter<Bytes, Held> for ByBytes {
+    fn weight(&self, key: &Bytes, held: &Held) -> u64 {
+        let rec = &held.record;
         // 64: rough per-entry bookkeeping, so tiny entries still count.
         let stored = key.len() + rec.meta.len() + rec.body.len() + rec.tags.as_bytes().len() + 64;
         (stored + decoded_estimate(rec)) as u64
@@ -48,20 +54,84 @@ fn decoded_estimate(rec: &Record) -> usize {
     }
 }
 
+/// A page in the tier and where its hotness counter is.
+#[derive(Clone)]
+pub struct Held {
+    record: Record,
+    slot: usize,
+}
+
+impl Held {
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    pub fn into_record(self) -> Record {
+        self.record
+    }
+}
+
 /// One shard's slice of the hot tier.
-pub type Hot = quick_cache::sync::Cache<Bytes, Record, ByBytes>;
+pub struct Hot {
+    pages: quick_cache::sync::Cache<Bytes, Held, ByBytes>,
+    hotness: Arc<Hotness>,
+}
 
 /// Pages assumed when sizing the tier's tables: the byte budget is what
 /// bounds it, the estimate only avoids rehashing.
 const TYPICAL_PAGE: u64 = 16 << 10;
 
-/// A slice holding up to `bytes`.
-pub fn slice(bytes: u64) -> Hot {
-    Hot::with_weighter(
-        (bytes / TYPICAL_PAGE).max(16) as usize,
-        bytes.max(1),
-        ByBytes,
-    )
+/// A slice holding up to `bytes`, its reads counted in `hotness`.
+pub fn slice(bytes: u64, hotness: Arc<Hotness>) -> Hot {
+    Hot {
+        pages: quick_cache::sync::Cache::with_weighter(
+            (bytes / TYPICAL_PAGE).max(16) as usize,
+            bytes.max(1),
+            ByBytes,
+        ),
+        hotness,
+    }
+}
+
+impl Hot {
+    pub fn insert(&self, key: Bytes, record: Record) {
+        let slot = self.hotness.slot_of(&key);
+        self.pages.insert(key, Held { record, slot });
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Held> {
+        self.pages.get(key)
+    }
+
+    /// Notes a read of a page the tier holds.
+    pub fn note_read(&self, held: &Held) {
+        self.hotness.touch_at(held.slot);
+    }
+
+    /// Removes `key` if its record is as `expired` says.
+    pub fn remove_if(&self, key: &[u8], expired: impl FnOnce(&Record) -> bool) {
+        self.pages.remove_if(key, |h: &Held| expired(&h.record));
+    }
+
+    pub fn remove(&self, key: &[u8]) {
+        self.pages.remove(key);
+    }
+
+    pub fn clear(&self) {
+        self.pages.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.pages.weight()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.pages.capacity()
+    }
 }
 
 /// Which pages read from disk go into the hot tier: only those read twice
@@ -118,8 +188,12 @@ mod tests {
             memo: Default::default(),
         };
         let key = Bytes::from_static(b"p/x");
-        let page = ByBytes.weight(&key, &rec(super::super::record::Kind::Http));
-        let value = ByBytes.weight(&key, &rec(super::super::record::Kind::Json));
+        let held = |kind| Held {
+            record: rec(kind),
+            slot: 0,
+        };
+        let page = ByBytes.weight(&key, &held(super::super::record::Kind::Http));
+        let value = ByBytes.weight(&key, &held(super::super::record::Kind::Json));
         assert_eq!(value, 3 + 500 + 20_000 + 64);
         assert!(page >= value + 4_000, "{page}");
     }
@@ -157,7 +231,13 @@ mod tests {
         let key = Bytes::from_static(b"p/datasets/7/?page=2");
         let rec = entry.to_record();
         drop(entry);
-        let weight = ByBytes.weight(&key, &rec) as isize;
+        let weight = ByBytes.weight(
+            &key,
+            &Held {
+                record: rec.clone(),
+                slot: 0,
+            },
+        ) as isize;
         let raw = (key.len() + rec.meta.len() + rec.body.len()) as isize;
         let before = crate::test_alloc::held();
         let decoded = lookup::decoded(&rec);
@@ -225,9 +305,42 @@ mod tests {
         }
     }
 
+    /// A read noted through the place kept with the page is the read the
+    /// evictor asks the table about by key.
+    #[test]
+    fn a_hot_read_counts_for_the_evictor() {
+        let hotness = Arc::new(Hotness::new(16));
+        let hot = slice(1 << 20, hotness.clone());
+        let rec = Record {
+            kind: super::super::record::Kind::Json,
+            created_at: 0,
+            expires_at: None,
+            meta: Bytes::new(),
+            body: Bytes::from_static(b"1"),
+            tags: Default::default(),
+            stale_since: None,
+            memo: Default::default(),
+        };
+        for i in 0..64 {
+            hot.insert(Bytes::from(format!("r/k{i}")), rec.clone());
+        }
+        for i in (0..64).step_by(2) {
+            let held = hot.get(format!("r/k{i}").as_bytes()).expect("held");
+            hot.note_read(&held);
+        }
+        for i in (0..64).step_by(2) {
+            assert!(hotness.take(format!("r/k{i}").as_bytes()), "k{i}'s read");
+        }
+        let unread = (1..64)
+            .step_by(2)
+            .filter(|i| hotness.take(format!("r/k{i}").as_bytes()))
+            .count();
+        assert!(unread < 4, "{unread} unread keys counted as read");
+    }
+
     #[test]
     fn a_page_is_admitted_on_its_second_cold_read() {
-        let mut a = Admission::for_slice(&slice(1 << 20));
+        let mut a = Admission::for_slice(&slice(1 << 20, Arc::new(Hotness::new(4))));
         assert!(!a.admit(b"p/a"));
         assert!(!a.admit(b"p/b"));
         assert!(a.admit(b"p/a"));

@@ -96,13 +96,26 @@ impl Hotness {
     }
 
     fn slot(&self, key: &[u8]) -> &AtomicU8 {
-        let h = self.hash(0, key);
-        &self.slots[(h >> (64 - self.bits)) as usize]
+        &self.slots[self.slot_of(key)]
+    }
+
+    /// Where `key`'s counter is: the same for the table's life (its hash
+    /// key is loaded before any read), so a holder of the key may keep it
+    /// (`store::hot`).
+    pub fn slot_of(&self, key: &[u8]) -> usize {
+        (self.hash(0, key) >> (64 - self.bits)) as usize
     }
 
     /// Notes a read of `key`.
     pub fn touch(&self, key: &[u8]) {
-        let s = self.slot(key);
+        self.touch_at(self.slot_of(key));
+    }
+
+    /// Notes a read of the key whose counter is at `slot` ([`Self::slot_of`]).
+    pub fn touch_at(&self, slot: usize) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
         let n = s.load(Relaxed);
         if n < MAX {
             s.store(n + 1, Relaxed);

@@ -263,7 +263,7 @@ impl Store {
         let hot_each = cfg.hot_bytes / n as u64;
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
-            let hot = Arc::new(hot::slice(hot_each));
+            let hot = Arc::new(hot::slice(hot_each, hotness.clone()));
             let mirror = layout::mirror_dir(&cfg.dir, index);
             if mirror.exists() {
                 // An earlier release's read mirror: reads no longer need it.
@@ -364,11 +364,11 @@ impl Store {
             }
         };
         let shard = self.shard(key);
-        if let Some(rec) = shard.hot.get(key) {
+        if let Some(held) = shard.hot.get(key) {
             let now = self.clock.now_ms();
-            if !rec.is_expired(now) {
-                self.hotness.touch(key);
-                return Ok(Lookup::Hit(rec));
+            if !held.record().is_expired(now) {
+                shard.hot.note_read(&held);
+                return Ok(Lookup::Hit(held.into_record()));
             }
             // Out of the hot tier at once, so the next read is a plain miss
             // (only if still expired: a fresh copy stored meanwhile stays);
@@ -397,12 +397,13 @@ impl Store {
     pub fn get_hot(&self, ns: Namespace, key: &[u8]) -> Option<Record> {
         let mut stack = [0u8; 128];
         let key = keys::entry_key_in(ns, key, &mut stack)?;
-        let rec = self.shard(key).hot.get(key)?;
-        if rec.is_expired(self.clock.now_ms()) {
+        let hot = &self.shard(key).hot;
+        let held = hot.get(key)?;
+        if held.record().is_expired(self.clock.now_ms()) {
             return None;
         }
-        self.hotness.touch(key);
-        Some(rec)
+        hot.note_read(&held);
+        Some(held.into_record())
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {

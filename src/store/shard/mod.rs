@@ -526,10 +526,11 @@ pub(super) mod tests {
     }
 
     fn open_in(dir: tempfile::TempDir, clock: Clock) -> Open {
+        let hotness = Arc::new(Hotness::new(16));
         let shard = Shard::open(ShardConfig {
             index: 0,
             dir: dir.path().join("shard-00"),
-            hot: Arc::new(hot::slice(0)),
+            hot: Arc::new(hot::slice(0, hotness.clone())),
             purges: Arc::new(PurgeLog::default()),
             max_variants: 2,
             sync: true,
@@ -537,10 +538,10 @@ pub(super) mod tests {
             counters: Default::default(),
             budgeted: true,
             blob_file_max: 1 << 16,
-            hotness: Arc::new(Hotness::new(16)),
+            hotness: hotness.clone(),
             directory: Default::default(),
             direct: Arc::new(DirectReader::new(dir.path().join("shard-00/blobs"))),
-            admission: Arc::new(Mutex::new(Admission::for_slice(&hot::slice(0)))),
+            admission: Arc::new(Mutex::new(Admission::for_slice(&hot::slice(0, hotness)))),
         })
         .unwrap();
         let mut o = Open {
