@@ -62,9 +62,13 @@ impl Clock {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    // Seconds and their milliseconds, not `as_millis`: its 128-bit
+    // division was a tenth of a hit's clock reads.
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis()))
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +85,19 @@ mod tests {
         assert_eq!(
             seen_by_a_shard.now_ms(),
             1_800_000_000_000 + 28 * 86_400_000
+        );
+    }
+
+    #[test]
+    fn unix_ms_counts_whole_milliseconds() {
+        for ms in [0u64, 1, 999, 1_000, 1_796_626_800_123, 253_402_300_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_micros(999);
+            assert_eq!(unix_ms(t), ms);
+        }
+        assert_eq!(
+            unix_ms(UNIX_EPOCH - Duration::from_secs(1)),
+            0,
+            "before 1970"
         );
     }
 

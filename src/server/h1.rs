@@ -257,9 +257,11 @@ enum Parsed<B> {
 }
 
 async fn answer<H: Handler>(buf: &[u8], handler: &Arc<H>, peer: SocketAddr) -> Parsed<H::Body> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    let used = match req.parse(buf) {
+    // Left uninitialized: the parser writes the fields it finds, and a
+    // head carries far fewer than the room for them.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let used = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
