@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bigcache benchmark harness. Starts a fake origin, bigcache and nginx with an
 # equivalent proxy_cache, drives them with wrk, prints one table per scenario.
+# A row's cpu column is the server's CPU over the row (nginx's with its
+# workers): below 100% on its one core, the client side was the limit.
 #
 #   bash bench/run.sh                 # every scenario
 #   bash bench/run.sh hot stampede    # some of them
@@ -62,7 +64,7 @@
 #             the first served hit (not in the default set: 1M pages take
 #             ~5 minutes and ~6 GB of disk)
 #
-# Knobs (environment): DURATION (10s), CONNS (32), KEYS (1000), SIZE (20480),
+# Knobs (environment): DURATION (10s; in seconds), CONNS (32), KEYS (1000), SIZE (20480),
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
 # BASELINE_BIN (another bigcache binary, e.g. an earlier commit's build: the
 # hot, cold, rest and sync scenarios then measure it too, in the same run,
@@ -142,6 +144,16 @@ start_nginx() { # port origin [tls_port]: with a TLS listener on tls_port too
     wait_http "http://127.0.0.1:$1/__count"
 }
 
+# Stops the nginx of start_nginx and waits for it to exit: its master
+# removes its pid file as it goes, which would take the next one's.
+stop_nginx() {
+    local pid
+    pid=$(cat "$work/nginx.pid")
+    kill "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -f "$work/nginx.pid"
+}
+
 # A self-signed certificate for 127.0.0.1 in $work/tls, made once.
 tls_cert() {
     [ -f "$work/tls/cert.pem" ] && return 0
@@ -179,17 +191,34 @@ math.randomseed(42)
 request = function() return wrk.format("GET", "/page/" .. math.random(0, $KEYS - 1)) end
 LUA
 
+# CPU ticks (USER_HZ) used so far by process $1 and its children (nginx's
+# workers are its master's).
+cpu_ticks() {
+    local p t=0 stat
+    for p in "$1" $(ps -o pid= --ppid "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # After the command: fields 12 and 13 are utime and stime.
+        t=$((t + $(awk '{print $12 + $13}' <<<"$stat")))
+    done
+    echo "$t"
+}
+
 row() { # label script url pid origin_port|-
-    local out
+    local out t0 t1 secs
     cat "$2" "$work/report.lua" >"$work/run.lua"
+    t0=$(cpu_ticks "$4")
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "$3" | grep '^RESULT')
+    t1=$(cpu_ticks "$4")
     read -r _ rps p50 p99 p999 max errs <<<"$out"
-    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
-        "$(($(rss_kib "$4") / 1024))MB" "$([ "$5" = - ] && echo - || origin_count "$5")"
+    secs=${DURATION%s}
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
+        "$(($(rss_kib "$4") / 1024))MB" "$([ "$5" = - ] && echo - || origin_count "$5")" \
+        "$(((t1 - t0) * 100 / ($(getconf CLK_TCK) * secs)))%"
 }
 
 header() {
-    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin cpu
 }
 
 scenario_diskcold() { DISK_COLD=1 scenario_cold; }
@@ -251,7 +280,7 @@ scenario_hot() {
     done
     round_ratios bigcache/nginx "target >= 1.5" "bigcache/bare hyper" "target >= 0.90" "${ratios[@]}"
     kill "$c_pid"
-    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+    stop_nginx
 }
 
 # nginx/bigcache.conf as shipped in front of bigcache at $3 (an address,
@@ -394,7 +423,7 @@ LUA
     done
     round_ratios bigcache/nginx "target >= 1.5" "-" "-" "${ratios[@]}"
     echo "  quick (fast-path) hits: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["quick_hits"])')"
-    kill "$npid"; rm -f "$work/nginx.pid"
+    stop_nginx
 }
 
 scenario_purge() {
@@ -582,7 +611,7 @@ scenario_stampede() {
     echo "  bigcache: $(python3 bench/stampede.py "http://127.0.0.1:$b_proxy/stampede/1" 100 200), origin requests: $(($(origin_count "$o") - before))"
     before=$(origin_count "$o")
     echo "  nginx:    $(python3 bench/stampede.py "http://127.0.0.1:$n_port/stampede/1" 100 200), origin requests: $(($(origin_count "$o") - before))"
-    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+    stop_nginx
 }
 
 rest_scripts() {
@@ -734,7 +763,7 @@ LUA
     round_ratios "bigcache/nginx req/s" "target >= 1.0" p99.9 "target <= 2.0" "${ratios[@]}"
     echo "  (no request may take over 50 ms: see the max column)"
     [ -n "$base_proxy" ] && kill "$(cat "$work/cold-base.pid")"
-    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"
+    stop_nginx
 }
 
 # Replays a trace file through wrk, in order, once; prints "RESULT-TRACE
