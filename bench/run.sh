@@ -232,9 +232,20 @@ round_ratios() {
         i=$((i + 1))
         echo "  round $i: $n1 ${line% *}, $n2 ${line#* }"
     done
+    echo "  median of $# rounds: $n1 $(median_of 1 "$@") ($t1), $n2 $(median_of 2 "$@") ($t2)"
+}
+
+# The median of column $1 of the pairs, each part of an "a/b" value on its
+# own (the TCP and the Unix socket ratios are two medians, not one row's).
+median_of() { # column pair...
+    local col=$1 parts p out=() mid
+    shift
     mid=$(( ($# + 1) / 2 ))
-    echo "  median of $# rounds: $n1 $(printf '%s\n' "$@" | awk '{print $1}' | sort -n | sed -n "${mid}p") ($t1)," \
-        "$n2 $(printf '%s\n' "$@" | awk '{print $2}' | sort -n | sed -n "${mid}p") ($t2)"
+    parts=$(printf '%s\n' "$@" | awk -v c="$col" '{print $c}' | head -1 | awk -F/ '{print NF}')
+    for p in $(seq "$parts"); do
+        out+=("$(printf '%s\n' "$@" | awk -v c="$col" '{print $c}' | cut -d/ -f"$p" | sort -n | sed -n "${mid}p")")
+    done
+    (IFS=/; echo "${out[*]}")
 }
 
 scenario_hot() {
@@ -365,7 +376,9 @@ scenario_front() {
     done
     round_ratios "http (tcp/unix) vs nginx alone over http" "target >= 0.65" "https (tcp/unix) vs nginx alone over https" "target >= 0.65" "${ratios[@]}"
     echo "  (RSS of the nginx->bigcache rows is nginx's alone; bigcache's is in its own row)"
-    kill "$front_pid" "$ufront_pid" "$npid" "$upid"; rm -f "$work/nginx.pid"
+    kill "$front_pid" "$ufront_pid" "$upid"
+    stop_nginx
+    while kill -0 "$front_pid" 2>/dev/null || kill -0 "$ufront_pid" 2>/dev/null; do sleep 0.05; done
 }
 
 # Browser traffic on long keep-alive connections: a browser's headers
