@@ -231,6 +231,7 @@ fn same_answers(pair: &Pair, heads: &[String]) -> Vec<Raw> {
 
 const PAGE: &str = "/p/page/?fixed=1&h=X-Bigcache-TTL:1h&etag=v1&h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT&h=Content-Language:fr";
 const VARIED: &str = "/p/varied/?fixed=1&h=X-Bigcache-TTL:1h&h=Vary:Accept-Language";
+const TRACKED: &str = "/p/page/?utm_source=x&fixed=1&h=X-Bigcache-TTL:1h&etag=v1&gclid=1&h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT&h=Content-Language:fr";
 const ENCODED: &str = "/p/encoded/?fixed=1&h=X-Bigcache-TTL:1h&h=Vary:Accept-Encoding";
 
 /// What a browser sends besides the request line and `Host`.
@@ -361,7 +362,9 @@ fn request_head() -> impl Strategy<Value = String> {
         Just(PAGE),
         Just(VARIED),
         Just(ENCODED),
-        Just("/p/none/?nostore=1")
+        Just("/p/none/?nostore=1"),
+        // The page above with campaign parameters: one key, one page.
+        Just(TRACKED)
     ];
     let host = prop_oneof![
         6 => Just("localhost"),

@@ -15,6 +15,7 @@ mod origin;
 mod paths;
 mod props;
 mod proxy;
+mod query;
 mod quick;
 mod sites;
 mod tags;

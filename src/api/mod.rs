@@ -72,6 +72,9 @@ pub struct ApiState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Refreshes soft-purged pages at once when a purge asks (`warm`).
     pub rewarm: Option<Arc<crate::proxy::rewarm::Rewarmer>>,
+    /// The proxy's query rules: a purge reaches a page under the key its
+    /// requests are looked up by.
+    pub query: crate::proxy::query::QueryRules,
 }
 
 pub fn router(state: ApiState) -> Router {

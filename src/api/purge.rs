@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::{ApiState, key, rest};
 use crate::metrics::Stats;
 use crate::proxy;
+use crate::proxy::query::QueryRules;
 use crate::store::Namespace;
 use crate::store::record::check_tag;
 
@@ -123,17 +124,29 @@ fn reached(st: &ApiState, purged: crate::store::Purged, mode: Mode) -> Reached {
 /// The proxy's page keys a purge names, whether or not the client
 /// percent-encoded the path: `/cache//dataset/x/?page=2` and
 /// `/cache/%2Fdataset%2Fx%2F%3Fpage%3D2` both name page `/dataset/x/?page=2`.
-fn page_targets(rest: &str, query: Option<&str>) -> Vec<String> {
+/// A target with tracking parameters (or out of order, with
+/// `--sort-query`) names the page its requests are stored under, and the
+/// target as written too (a page stored before the rules changed).
+fn page_targets(rest: &str, query: Option<&str>, rules: &QueryRules) -> Vec<String> {
     let q = query
         .filter(|q| !q.is_empty())
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
-    let mut targets = vec![
-        proxy::key::canonical(&format!("/{}{q}", rest.trim_start_matches('/'))),
-        proxy::key::canonical(&format!("/{}{q}", decoded.trim_start_matches('/'))),
-    ];
-    targets.dedup();
+    let mut targets = Vec::with_capacity(4);
+    for given in [
+        format!("/{}{q}", rest.trim_start_matches('/')),
+        format!("/{}{q}", decoded.trim_start_matches('/')),
+    ] {
+        for target in [
+            proxy::key::canonical(&rules.apply(&given)),
+            proxy::key::canonical(&given),
+        ] {
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
     targets
 }
 
@@ -150,7 +163,7 @@ pub async fn path(
     Stats::bump(&st.stats.purges_path);
     mode.count(st);
     let mut total = Reached::default();
-    for target in page_targets(raw, query) {
+    for target in page_targets(raw, query, &st.query) {
         let purged = st
             .store
             .purge_page(&proxy::key::page_key(&target), mode.soft, mode.warm)
@@ -181,7 +194,8 @@ pub async fn prefix(
             .await?,
         warming: 0,
     };
-    for target in page_targets(raw, query) {
+    // A prefix is matched as written: the rules apply to whole targets.
+    for target in page_targets(raw, query, &QueryRules::default()) {
         let purged = st
             .store
             .purge_prefix(Namespace::Page, target.as_bytes(), mode.soft, mode.warm)

@@ -220,6 +220,27 @@ pub struct Args {
     )]
     pub max_query_variants: usize,
 
+    /// Query parameters that name no other page (campaign and click
+    /// tracking): removed from the cache key and from the request Django
+    /// is sent, so each campaign click is not a new render. `utm_*` names
+    /// every parameter starting `utm_`. Repeat or separate with commas;
+    /// empty (`--strip-query-params=`): none.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_STRIP_QUERY_PARAMS",
+        value_delimiter = ',',
+        default_value = "utm_*,gclid,gclsrc,dclid,gbraid,wbraid,fbclid,msclkid,mc_cid,mc_eid,yclid,_ga,_gl,igshid,twclid,ttclid,li_fat_id,_hsenc,_hsmi,mkt_tok,s_cid"
+    )]
+    pub strip_query_params: Vec<String>,
+
+    /// Put the query's other parameters in order by name, in the key and
+    /// in the request Django is sent: `?b=2&a=1` and `?a=1&b=2` are one
+    /// page. Safe only when no view reads the parameters' order (Django's
+    /// `request.GET` does not, but `request.META["QUERY_STRING"]` does).
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_SORT_QUERY")]
+    pub sort_query: bool,
+
     /// Cache `Vary: Cookie` responses per cookie value. Off by default:
     /// only the copy for requests without cookies is stored, since every
     /// visitor's cookies differ (one copy per visitor) and any client can
@@ -360,6 +381,8 @@ pub struct Config {
     pub max_target_length: usize,
     pub max_variants: usize,
     pub max_query_variants: usize,
+    /// `--strip-query-params` and `--sort-query`.
+    pub query: crate::proxy::query::QueryRules,
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
@@ -555,6 +578,7 @@ impl Args {
             max_target_length: usize::try_from(self.max_target_length).unwrap_or(usize::MAX),
             max_variants: self.max_variants,
             max_query_variants: self.max_query_variants,
+            query: crate::proxy::query::QueryRules::new(&self.strip_query_params, self.sort_query),
             sync: self.sync,
             access_log: self
                 .access_log

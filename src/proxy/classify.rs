@@ -62,6 +62,9 @@ pub struct Cacheable {
     /// From a `--trusted-proxy` peer: its forwarding fields were checked
     /// and are kept.
     pub trusted: bool,
+    /// The target the key names, when `--strip-query-params` or
+    /// `--sort-query` changed it: what the upstream is sent.
+    pub target: Option<String>,
 }
 
 /// Classifies a request from `peer`. A parsed head is best given as
@@ -101,7 +104,8 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
         return Class::Bypass(Reason::UnknownHost);
     };
     let scheme = site::scheme_of(req.fields, trusted);
-    let key = page_key(req.target, &cfg.sites, scheme, &site_host);
+    let target = cfg.query.apply(req.target);
+    let key = page_key(&target, &cfg.sites, scheme, &site_host);
     let respelled = match site_host {
         Cow::Owned(h) => Some(h),
         Cow::Borrowed(_) => None,
@@ -110,6 +114,10 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
         key,
         respelled,
         trusted,
+        target: match target {
+            Cow::Owned(t) => Some(t),
+            Cow::Borrowed(_) => None,
+        },
     })
 }
 

@@ -42,6 +42,7 @@ pub mod forward;
 pub mod key;
 pub mod lookup;
 pub mod policy;
+pub mod query;
 mod query_cap;
 mod quick;
 pub mod range;
@@ -118,6 +119,9 @@ pub struct ProxyConfig {
     pub access_log: Option<crate::access_log::AccessLog>,
     /// Query strings stored per path (`--max-query-variants`); 0: no cap.
     pub max_query_variants: usize,
+    /// Query parameters left out of the key and the upstream's request
+    /// (`--strip-query-params`, `--sort-query`).
+    pub query: query::QueryRules,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -341,7 +345,7 @@ impl<S: PageStore> Proxy<S> {
         let cacheable = match classify::classify(&head, peer.ip(), &self.cfg) {
             Class::Refused(e) => return Err(e),
             Class::OtherMethod => {
-                let canon = key::canonical(target);
+                let canon = key::canonical(&self.cfg.query.apply(target));
                 forward::set_forwarding(&mut parts.headers, &parts.uri, peer, trusted);
                 let unsafe_method = !is_safe(&parts.method);
                 let host = parts.headers.get(header::HOST).cloned();
@@ -374,6 +378,17 @@ impl<S: PageStore> Proxy<S> {
             && let Ok(v) = HeaderValue::from_str(respelled)
         {
             parts.headers.insert(header::HOST, v);
+        }
+        // Django renders the target the key names.
+        if let Some(target) = &cacheable.target {
+            let mut uri = parts.uri.clone().into_parts();
+            uri.path_and_query = Some(
+                target
+                    .parse()
+                    .map_err(|_| ProxyError::BadRequest("unreadable target".into()))?,
+            );
+            parts.uri = http::Uri::from_parts(uri)
+                .map_err(|_| ProxyError::BadRequest("unreadable target".into()))?;
         }
         // GET/HEAD bodies are not forwarded on the cache path: neither are
         // the headers that announce one, or the upstream would wait for it.
@@ -502,7 +517,7 @@ impl<S: PageStore> Proxy<S> {
                 }
             };
             if same_site && let Some(pq) = uri.path_and_query() {
-                targets.push(key::canonical(pq.as_str()));
+                targets.push(key::canonical(&self.cfg.query.apply(pq.as_str())));
             }
         }
         for t in targets {

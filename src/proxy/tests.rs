@@ -141,6 +141,7 @@ async fn rig_on(
         send_timeout: Duration::from_secs(30),
         access_log: None,
         max_query_variants: 0,
+        query: Default::default(),
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());

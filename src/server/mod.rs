@@ -232,6 +232,7 @@ pub async fn run(
             send_timeout: cfg.client_timeout,
             access_log: access_log.clone(),
             max_query_variants: cfg.max_query_variants,
+            query: cfg.query.clone(),
         },
         proxy_stats.clone(),
     );
@@ -279,6 +280,7 @@ pub async fn run(
         },
         token: cfg.api_token.as_deref().map(Arc::from),
         hosts: cfg.api_hosts.clone().into(),
+        query: cfg.query.clone(),
         // Behind a trusted front without `--site-url` there is no
         // re-warming: the scheme pages are rendered for is not known.
         rewarm: cfg.site.is_some().then(|| {

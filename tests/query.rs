@@ -1,0 +1,107 @@
+//! Query normalisation (`--strip-query-params`, `--sort-query`) against a
+//! real upstream: what the key names is what Django is asked for.
+
+use std::time::Duration;
+
+use crate::origin::Origin;
+use crate::util::{Server, start_proxy as start};
+
+const TTL: &str = "h=X-Bigcache-TTL:1h";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The `X-Cache` and body of a GET of `path`.
+async fn get(s: &Server, path: &str) -> (String, String) {
+    let r = client().get(s.page(path)).send().await.unwrap();
+    let cache = r
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    (cache, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tracking_parameters_name_no_other_page_and_never_reach_django() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let clean = format!("/q/?page=2&{TTL}");
+    let (first, body) = get(&s, &format!("/q/?page=2&utm_source=news&{TTL}&gclid=abc")).await;
+    assert_eq!(first, "MISS");
+    assert!(body.contains(&format!("target={clean} ")), "{body}");
+    for tracked in [
+        format!("/q/?utm_campaign=spring&page=2&{TTL}"),
+        format!("/q/?page=2&{TTL}&fbclid=x&utm_medium=mail"),
+        format!("/q/?page=2&%75tm_source=x&{TTL}"),
+        clean.clone(),
+    ] {
+        assert_eq!(
+            get(&s, &tracked).await,
+            ("HIT".to_string(), body.clone()),
+            "{tracked}"
+        );
+    }
+    assert_eq!(o.count(&clean), 1, "one render for every campaign's click");
+    // A parameter Django reads is still its own page.
+    let (other, _) = get(&s, &format!("/q/?page=3&utm_source=news&{TTL}")).await;
+    assert_eq!(other, "MISS");
+    assert_eq!(o.count(&format!("/q/?page=3&{TTL}")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_naming_tracking_parameters_reaches_the_page() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let page = format!("/p/?{TTL}");
+    assert_eq!(get(&s, &page).await.0, "MISS");
+    assert_eq!(get(&s, &page).await.0, "HIT");
+    // As a link shared with its campaign parameters names it.
+    let r = client()
+        .delete(s.url(&format!("/cache//p/?utm_source=x&{TTL}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&s, &page).await.0, "MISS");
+    // An unsafe method on the tracked form invalidates the page too.
+    assert_eq!(get(&s, &page).await.0, "HIT");
+    let r = client()
+        .post(s.page(&format!("/p/?{TTL}&gclid=1")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(get(&s, &page).await.0, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sorting_makes_one_page_of_any_order() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--sort-query"]);
+    let (first, body) = get(&s, &format!("/s/?{TTL}&b=2&a=1&utm_source=x")).await;
+    assert_eq!(first, "MISS");
+    let sorted = format!("/s/?a=1&b=2&{TTL}");
+    assert!(body.contains(&format!("target={sorted} ")), "{body}");
+    assert_eq!(get(&s, &format!("/s/?b=2&{TTL}&a=1")).await.0, "HIT");
+    assert_eq!(get(&s, &sorted).await.0, "HIT");
+    assert_eq!(o.count(&sorted), 1);
+    // Values of one name keep their order: another page.
+    assert_eq!(get(&s, &format!("/s/?t=2&t=1&{TTL}")).await.0, "MISS");
+    assert_eq!(get(&s, &format!("/s/?t=1&t=2&{TTL}")).await.0, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_list_every_parameter_is_part_of_the_page() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--strip-query-params="]);
+    let tracked = format!("/n/?utm_source=x&{TTL}");
+    assert_eq!(get(&s, &tracked).await.0, "MISS");
+    assert_eq!(o.count(&tracked), 1, "sent as given");
+    assert_eq!(get(&s, &format!("/n/?{TTL}")).await.0, "MISS");
+}
