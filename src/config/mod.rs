@@ -230,9 +230,23 @@ pub struct Args {
         help_heading = "Proxy",
         env = "BIGCACHE_STRIP_QUERY_PARAMS",
         value_delimiter = ',',
-        default_value = "utm_*,gclid,gclsrc,dclid,gbraid,wbraid,fbclid,msclkid,mc_cid,mc_eid,yclid,_ga,_gl,igshid,twclid,ttclid,li_fat_id,_hsenc,_hsmi,mkt_tok,s_cid"
+        default_values = crate::proxy::query::DEFAULT_STRIP
     )]
     pub strip_query_params: Vec<String>,
+
+    /// Cookies set and read by scripts in the browser (analytics), left out
+    /// of a cacheable request's `Cookie`: Django is not sent them and
+    /// `Vary: Cookie` does not key on them, so anonymous visitors share a
+    /// copy. `_ga_*` names every cookie starting `_ga_`. Repeat or separate
+    /// with commas; empty (`--ignore-cookies=`): none.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_IGNORE_COOKIES",
+        value_delimiter = ',',
+        default_values = crate::proxy::cookies::DEFAULT_IGNORE
+    )]
+    pub ignore_cookies: Vec<String>,
 
     /// Put the query's other parameters in order by name, in the key and
     /// in the request Django is sent: `?b=2&a=1` and `?a=1&b=2` are one
@@ -383,6 +397,8 @@ pub struct Config {
     pub max_query_variants: usize,
     /// `--strip-query-params` and `--sort-query`.
     pub query: crate::proxy::query::QueryRules,
+    /// `--ignore-cookies`.
+    pub cookies: crate::proxy::cookies::CookieRules,
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
@@ -579,6 +595,7 @@ impl Args {
             max_variants: self.max_variants,
             max_query_variants: self.max_query_variants,
             query: crate::proxy::query::QueryRules::new(&self.strip_query_params, self.sort_query),
+            cookies: crate::proxy::cookies::CookieRules::new(&self.ignore_cookies),
             sync: self.sync,
             access_log: self
                 .access_log

@@ -31,6 +31,7 @@ pub mod answer;
 pub mod body;
 pub mod classify;
 pub mod coalesce;
+pub mod cookies;
 pub mod decision;
 pub mod directives;
 pub mod encoding;
@@ -41,6 +42,7 @@ mod fill;
 pub mod forward;
 pub mod key;
 pub mod lookup;
+mod names;
 pub mod policy;
 pub mod query;
 mod query_cap;
@@ -122,6 +124,8 @@ pub struct ProxyConfig {
     /// Query parameters left out of the key and the upstream's request
     /// (`--strip-query-params`, `--sort-query`).
     pub query: query::QueryRules,
+    /// Cookies left out of a cacheable request (`--ignore-cookies`).
+    pub cookies: cookies::CookieRules,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -372,8 +376,10 @@ impl<S: PageStore> Proxy<S> {
             }
             Class::Cacheable(c) => c,
         };
-        // One spelling per coding, before the variant is computed.
+        // One spelling per coding, and no analytics cookies, before the
+        // variant is computed.
         encoding::normalise(&mut parts.headers, &self.cfg.encodings);
+        self.cfg.cookies.strip(&mut parts.headers);
         if let Some(respelled) = &cacheable.respelled
             && let Ok(v) = HeaderValue::from_str(respelled)
         {

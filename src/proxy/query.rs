@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 
+use super::names::Names;
+
 /// The parameters a site's links add for tracking alone; `*` ends a prefix.
 pub const DEFAULT_STRIP: &[&str] = &[
     "utm_*",
@@ -38,16 +40,10 @@ pub const DEFAULT_STRIP: &[&str] = &[
     "s_cid",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Name {
-    Exact(String),
-    Prefix(String),
-}
-
 /// Which query parameters go, and whether the rest are sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryRules {
-    strip: Vec<Name>,
+    strip: Names,
     sort: bool,
 }
 
@@ -55,23 +51,14 @@ impl QueryRules {
     /// Rules stripping `names` (`utm_*`: every name starting `utm_`) and,
     /// if `sort`, ordering the rest by name.
     pub fn new<S: AsRef<str>>(names: &[S], sort: bool) -> QueryRules {
-        let strip = names
-            .iter()
-            .map(|n| n.as_ref().trim())
-            .filter(|n| !n.is_empty())
-            .map(|n| match n.strip_suffix('*') {
-                Some(prefix) => Name::Prefix(prefix.to_string()),
-                None => Name::Exact(n.to_string()),
-            })
-            .collect();
-        QueryRules { strip, sort }
+        QueryRules {
+            strip: Names::new(names),
+            sort,
+        }
     }
 
     fn strips(&self, name: &str) -> bool {
-        self.strip.iter().any(|rule| match rule {
-            Name::Exact(n) => n == name,
-            Name::Prefix(p) => name.starts_with(p.as_str()),
-        })
+        self.strip.matches(name)
     }
 
     /// `target` (path and query) with the listed parameters removed and,

@@ -66,7 +66,8 @@ fn plain_target(target: &str) -> bool {
 
 /// A request's fields as the general path holds them when it computes
 /// the variant: what `forward::sanitize` keeps, `Accept-Encoding` as
-/// `encoding::normalise` rewrites it, `Host` in the site's spelling.
+/// `encoding::normalise` rewrites it, `Cookie` without the ignored
+/// cookies, `Host` in the site's spelling.
 /// Built only for heads whose `Connection` names no field and that carry
 /// at most one `Cookie` line (sanitize joins several).
 struct AsLookedUp<'a> {
@@ -75,6 +76,8 @@ struct AsLookedUp<'a> {
     host: Option<&'a str>,
     /// `--accept-encoding`: empty leaves the header as sent.
     codings: &'a [String],
+    /// The one `Cookie` line without `--ignore-cookies`' cookies.
+    cookie: Option<std::borrow::Cow<'a, [u8]>>,
 }
 
 impl Fields for AsLookedUp<'_> {
@@ -88,6 +91,7 @@ impl Fields for AsLookedUp<'_> {
                 Some(encoding::chosen(self.fields, self.codings).map(String::as_bytes))
             }
             "host" => self.host.map(|h| Some(h.as_bytes())),
+            "cookie" => Some(self.cookie.as_deref()),
             _ => None,
         };
         // `name` is lower-case: the fields it names are kept or not as it is.
@@ -140,6 +144,10 @@ impl<S: PageStore> Proxy<S> {
             trusted: c.trusted,
             host: c.respelled.as_deref(),
             codings: &self.cfg.encodings,
+            cookie: fields
+                .known(Known::Cookie)
+                .next()
+                .and_then(|v| self.cfg.cookies.kept(v)),
         };
         let mut key = c.key;
         let found = match lookup::lookup(&self.store, &mut key, &view).await {

@@ -142,6 +142,7 @@ async fn rig_on(
         access_log: None,
         max_query_variants: 0,
         query: Default::default(),
+        cookies: Default::default(),
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());

@@ -233,6 +233,7 @@ pub async fn run(
             access_log: access_log.clone(),
             max_query_variants: cfg.max_query_variants,
             query: cfg.query.clone(),
+            cookies: cfg.cookies.clone(),
         },
         proxy_stats.clone(),
     );

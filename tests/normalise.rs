@@ -1,5 +1,6 @@
-//! Query normalisation (`--strip-query-params`, `--sort-query`) against a
-//! real upstream: what the key names is what Django is asked for.
+//! Query and cookie normalisation (`--strip-query-params`, `--sort-query`,
+//! `--ignore-cookies`) against a real upstream: what the key names is what
+//! Django is asked for, and what Django is not sent cannot make a variant.
 
 use std::time::Duration;
 
@@ -17,7 +18,16 @@ fn client() -> reqwest::Client {
 
 /// The `X-Cache` and body of a GET of `path`.
 async fn get(s: &Server, path: &str) -> (String, String) {
-    let r = client().get(s.page(path)).send().await.unwrap();
+    get_with(s, path, None).await
+}
+
+/// The same with a `Cookie` field.
+async fn get_with(s: &Server, path: &str, cookie: Option<&str>) -> (String, String) {
+    let mut req = client().get(s.page(path));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
     let cache = r
         .headers()
         .get("x-cache")
@@ -104,4 +114,79 @@ async fn without_the_list_every_parameter_is_part_of_the_page() {
     assert_eq!(get(&s, &tracked).await.0, "MISS");
     assert_eq!(o.count(&tracked), 1, "sent as given");
     assert_eq!(get(&s, &format!("/n/?{TTL}")).await.0, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_cookies_share_one_copy_of_a_vary_cookie_page() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let page = format!("/c/?{TTL}&h=Vary:Cookie");
+    let (first, body) = get_with(&s, &page, Some("_ga=GA1.1.1; _gid=GA1.1.2")).await;
+    assert_eq!(first, "MISS");
+    assert!(
+        body.contains(" cookie=- "),
+        "Django was sent no cookie: {body}"
+    );
+    let quick = crate::paths::quick_hits(&s);
+    for visitor in [Some("_ga=GA1.1.9; _ga_ABC=GS1.1"), Some("_fbp=fb.1"), None] {
+        assert_eq!(
+            get_with(&s, &page, visitor).await,
+            ("HIT".to_string(), body.clone()),
+            "{visitor:?}"
+        );
+    }
+    assert_eq!(
+        crate::paths::quick_hits(&s),
+        quick + 3,
+        "the fast path keys the variant alike"
+    );
+    assert_eq!(o.count(&page), 1);
+    // Another cookie is the visitor's own: not stored for anyone else.
+    let (own, body) = get_with(&s, &page, Some("_ga=1; theme=dark")).await;
+    assert_eq!(own, "MISS");
+    assert!(body.contains(" cookie=theme=dark "), "{body}");
+    assert_eq!(get_with(&s, &page, Some("theme=dark")).await.0, "MISS");
+    // A session still bypasses, whatever else comes with it.
+    assert_eq!(
+        get_with(&s, &page, Some("_ga=1; sessionid=s")).await.0,
+        "BYPASS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_vary_cookie_copies_each_remaining_cookie_keys_its_own() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--cache-vary-cookie"]);
+    let page = format!("/v/?{TTL}&h=Vary:Cookie");
+    let (dark, dark_body) = get_with(&s, &page, Some("_ga=1; theme=dark")).await;
+    assert_eq!(dark, "MISS");
+    assert_eq!(
+        get_with(&s, &page, Some("theme=dark; _gid=2")).await,
+        ("HIT".to_string(), dark_body)
+    );
+    assert_eq!(
+        get_with(&s, &page, Some("theme=light; _gid=2")).await.0,
+        "MISS"
+    );
+    assert_eq!(
+        get_with(&s, &page, Some("_gid=3")).await.0,
+        "MISS",
+        "no cookie is a variant too"
+    );
+    assert_eq!(get_with(&s, &page, None).await.0, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_cookie_list_analytics_cookies_are_cookies() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--ignore-cookies="]);
+    let page = format!("/w/?{TTL}&h=Vary:Cookie");
+    let (first, body) = get_with(&s, &page, Some("_ga=1")).await;
+    assert_eq!(first, "MISS");
+    assert!(body.contains(" cookie=_ga=1 "), "{body}");
+    assert_eq!(
+        get_with(&s, &page, Some("_ga=1")).await.0,
+        "MISS",
+        "not stored"
+    );
 }
