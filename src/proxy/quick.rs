@@ -279,8 +279,10 @@ mod tests {
             trusted: false,
             host: Some("example.org"),
             codings: &br,
+            cookie: Some(std::borrow::Cow::Borrowed(b"theme=dark")),
         };
         let all = |n| view.all(n).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        assert_eq!(all("cookie"), [b"theme=dark".to_vec()], "as kept");
         assert_eq!(all("accept-encoding"), [b"br".to_vec()]);
         assert_eq!(all("host"), [b"example.org".to_vec()]);
         assert_eq!(all("accept-language"), [b"fr".to_vec()]);
@@ -296,5 +298,10 @@ mod tests {
         };
         assert_eq!(trusted.all("x-forwarded-host").count(), 1);
         assert_eq!(trusted.all("accept-encoding").count(), 0, "accepts none");
+        let cookieless = AsLookedUp {
+            cookie: None,
+            ..trusted
+        };
+        assert_eq!(cookieless.all("cookie").count(), 0, "every cookie ignored");
     }
 }
