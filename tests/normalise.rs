@@ -190,3 +190,46 @@ async fn without_the_cookie_list_analytics_cookies_are_cookies() {
         "not stored"
     );
 }
+
+/// A campaign's clicks as they arrive: every link with its own tracking
+/// values, every visitor with their own analytics cookies, on a page that
+/// varies by cookie. One render serves them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_campaigns_clicks_are_one_render() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let page = format!("/dataset/7/?{TTL}&h=Vary:Cookie");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut hits = 0;
+    for i in 0..200 {
+        let target = match i % 3 {
+            0 => format!(
+                "/dataset/7/?utm_source=s{}&utm_medium=m&{TTL}&h=Vary:Cookie",
+                next()
+            ),
+            1 => format!(
+                "/dataset/7/?gclid={}&{TTL}&h=Vary:Cookie&fbclid={}",
+                next(),
+                next()
+            ),
+            _ => format!("/dataset/7/?{TTL}&h=Vary:Cookie&msclkid={}", next()),
+        };
+        let cookie = format!(
+            "_ga=GA1.1.{}; _gid=GA1.1.{}; _fbp=fb.1.{}",
+            next(),
+            next(),
+            next()
+        );
+        if get_with(&s, &target, Some(&cookie)).await.0 == "HIT" {
+            hits += 1;
+        }
+    }
+    assert_eq!(o.count(&page), 1, "one origin request");
+    assert_eq!(hits, 199);
+}
