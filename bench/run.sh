@@ -51,6 +51,9 @@
 #             pages/s: the purge's time, the readers' and the writer's
 #             latency, slow store commands (BASELINE_BIN: the same for
 #             another build, prefix only; not in the default set)
+#   codings   the codings a stored text page could be kept in: bytes and
+#             single-core speed of LZ4, gzip, brotli and zstd on Debian's
+#             python3-doc HTML and the origin's pages (not in the default set)
 #   callgrind instructions per hot hit, user space, under valgrind's
 #             callgrind: CG_REQUESTS (5,000) GETs on one keep-alive
 #             connection cycling over 100 cached pages, counters zeroed
@@ -927,6 +930,30 @@ LUA
             "$(awk "BEGIN {printf \"%.2f\", $disk / $raw}")" "$rps" "$startup" "$per" "${ready}ms"
     done
     echo "  (nginx's cache loader walks its cache directory after a restart: about a minute for 1M pages, per the issue)"
+}
+
+# The codings a stored text page could be kept in (issue 33), measured on
+# the HTML, CSS and JS of Debian's python3-doc and on the origin's pages:
+# bytes against identity, compression and decompression speed on one core.
+scenario_codings() {
+    echo "== codings: stored bytes and single-core speed per coding"
+    cargo build --release --example codings -q
+    local docs=$work/pydoc
+    mkdir -p "$docs"
+    (cd "$work" && apt-get download -qq python3.11-doc >/dev/null 2>&1) || {
+        apt-get update -qq && (cd "$work" && apt-get download -qq python3.11-doc >/dev/null)
+    }
+    dpkg-deb -x "$work"/python3.11-doc_*.deb "$docs"
+    echo "  python3-doc:"
+    taskset -c 0 target/release/examples/codings "$docs/usr/share/doc/python3.11/html" | sed 's/^/  /'
+    mkdir -p "$work/pages"
+    python3 -c "
+import sys; sys.path.insert(0, 'bench'); import origin
+for i in range(1000):
+    open('$work/pages/%d.html' % i, 'wb').write(origin.page('/page/%d' % i, $SIZE))
+"
+    echo "  the origin's pages:"
+    taskset -c 0 target/release/examples/codings "$work/pages" | sed 's/^/  /'
 }
 
 for s in "${scenarios[@]}"; do
