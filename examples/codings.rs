@@ -64,10 +64,10 @@ fn files(paths: &[PathBuf], out: &mut Vec<Vec<u8>>) {
                 .unwrap_or_default();
             entries.sort();
             files(&entries, out);
-        } else if is_text(p) {
-            if let Ok(b) = std::fs::read(p) {
-                out.push(b);
-            }
+        } else if is_text(p)
+            && let Ok(b) = std::fs::read(p)
+        {
+            out.push(b);
         }
     }
 }
