@@ -169,13 +169,13 @@ impl Reason {
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Puts `value` in bigcache's own `Cache-Status` member, the last one
-/// (written by [`Decision::show`], or a template's slot); appends it if
-/// there is none.
 /// A plain hit's own `Cache-Status` member up to its seconds of
 /// freshness left ([`Decision::cache_status`]).
 pub const HIT_TTL_PREFIX: &[u8] = b"bigcache;hit;ttl=";
 
+/// Puts `value` in bigcache's own `Cache-Status` member, the last one
+/// (written by [`Decision::show`], or a template's slot); appends it if
+/// there is none.
 pub fn set_own_status(headers: &mut HeaderMap, value: HeaderValue) {
     match headers.entry(CACHE_STATUS) {
         http::header::Entry::Occupied(mut o) => {

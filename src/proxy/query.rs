@@ -90,8 +90,9 @@ impl QueryRules {
         if !dropped && !reordered {
             return Cow::Borrowed(target);
         }
-        let mut out = String::with_capacity(target.len());
-        out.push_str(path);
+        let mut out = String::with_capacity(target.len() + 1);
+        // An absolute-form target names its path empty when it is `/`.
+        out.push_str(if path.is_empty() { "/" } else { path });
         for (i, (_, part)) in kept.iter().enumerate() {
             out.push(if i == 0 { '?' } else { '&' });
             out.push_str(part);
@@ -138,6 +139,8 @@ mod tests {
             ("/d/?gclid", "/d/"),
             ("/d/?a=1&&b=2", "/d/?a=1&&b=2"),
             ("/d/?_ga=1&_gax=2", "/d/?_gax=2"),
+            ("?utm_source=1", "/"),
+            ("?utm_source=1&a=2", "/?a=2"),
         ] {
             assert_eq!(r.apply(given), want, "{given}");
         }
