@@ -233,3 +233,45 @@ async fn a_campaigns_clicks_are_one_render() {
     assert_eq!(o.count(&page), 1, "one origin request");
     assert_eq!(hits, 999);
 }
+
+/// Django adds `Vary: Cookie` to any page that touches the session; the
+/// connector's `X-Bigcache-Vary-Cookies` says which cookies the content was
+/// made from. None: one copy for every anonymous visitor, whatever cookies
+/// they carry; some: `Vary: Cookie` as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connector_says_which_cookies_a_page_was_made_from() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let free = format!("/f/?{TTL}&h=Vary:Cookie&h=X-Bigcache-Vary-Cookies:");
+    let r = client()
+        .get(s.page(&free))
+        .header("cookie", "csrftoken=abc; _ga=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert!(
+        r.headers().get("x-bigcache-vary-cookies").is_none(),
+        "bigcache's own"
+    );
+    assert_eq!(
+        r.headers()["vary"],
+        "Cookie",
+        "browsers still see Django's Vary"
+    );
+    for visitor in [Some("csrftoken=xyz"), Some("theme=dark; _gid=2"), None] {
+        let (cache, _) = get_with(&s, &free, visitor).await;
+        assert_eq!(cache, "HIT", "{visitor:?}");
+    }
+    assert_eq!(get_with(&s, &free, Some("sessionid=s")).await.0, "BYPASS");
+    // A page that embeds the visitor's CSRF token is theirs alone.
+    let csrf = format!("/t/?{TTL}&h=Vary:Cookie&h=X-Bigcache-Vary-Cookies:csrftoken");
+    assert_eq!(get_with(&s, &csrf, Some("csrftoken=abc")).await.0, "MISS");
+    assert_eq!(get_with(&s, &csrf, Some("csrftoken=xyz")).await.0, "MISS");
+    assert_eq!(
+        get_with(&s, &csrf, None).await.0,
+        "MISS",
+        "stored for no cookie"
+    );
+    assert_eq!(get_with(&s, &csrf, Some("_ga=1")).await.0, "HIT");
+}

@@ -10,7 +10,7 @@ use super::body::{self, Body};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
 use super::entry::Entry;
 use super::fields::Fields;
-use super::policy::{OWN_FIELD, TTL_HEADER};
+use super::policy;
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 use super::served::Served;
@@ -19,8 +19,7 @@ use super::served::Served;
 /// bigcache's own fields out, the length and (for a 200) range support in.
 fn served_headers(e: &Entry, length: u64) -> http::HeaderMap {
     let mut h = e.headers.clone();
-    h.remove(TTL_HEADER);
-    h.remove(OWN_FIELD);
+    policy::strip_own(&mut h);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if e.status == StatusCode::OK {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -179,6 +179,17 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
         .collect();
     names.sort();
     names.dedup();
+    // The connector saw the view read no cookie: what `Vary: Cookie`
+    // guards against (another visitor's session or CSRF token in the
+    // page) is not in it, and a session cookie bypasses the cache anyway.
+    let cookie_free = headers.get(super::policy::VARY_COOKIES).is_some_and(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .all(|n| n.trim_ascii().is_empty())
+    });
+    if cookie_free {
+        names.retain(|n| n != "cookie");
+    }
     names
 }
 
@@ -386,6 +397,22 @@ mod tests {
             k.variant(&names, &HeaderMap::new()).as_deref(),
             Some("accept-language=")
         );
+    }
+
+    #[test]
+    fn a_page_made_from_no_cookie_is_not_keyed_on_cookies() {
+        let vary = |extra: Option<&'static str>| {
+            let mut resp = HeaderMap::new();
+            resp.insert("vary", "Cookie, Accept-Language".parse().unwrap());
+            if let Some(v) = extra {
+                resp.insert("x-bigcache-vary-cookies", v.parse().unwrap());
+            }
+            vary_names(&resp)
+        };
+        assert_eq!(vary(None), ["accept-language", "cookie"]);
+        assert_eq!(vary(Some("")), ["accept-language"]);
+        assert_eq!(vary(Some(" , ")), ["accept-language"]);
+        assert_eq!(vary(Some("csrftoken")), ["accept-language", "cookie"]);
     }
 
     #[test]

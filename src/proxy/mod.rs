@@ -79,7 +79,6 @@ pub use error::ProxyError;
 use forward::TrustedProxies;
 use key::PageKey;
 use lookup::Looked;
-use policy::TTL_HEADER;
 use stats::ProxyStats;
 use upstream::{Upstream, UpstreamConfig, UpstreamUrlError};
 
@@ -494,11 +493,10 @@ impl<S: PageStore> Proxy<S> {
         }
     }
 
-    /// A client response streaming an upstream body: bigcache's TTL header
+    /// A client response streaming an upstream body: bigcache's own fields
     /// (and the tag headers, unless kept) removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
-        rp.headers.remove(TTL_HEADER);
-        rp.headers.remove(policy::OWN_FIELD);
+        policy::strip_own(&mut rp.headers);
         self.strip_tags(&mut rp.headers);
         let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);
         Response::from_parts(rp, body)

@@ -167,6 +167,20 @@ pub const TARGETED: [&str; 2] = ["bigcache-cache-control", "cdn-cache-control"];
 /// `X-Bigcache-TTL` is.
 pub const OWN_FIELD: &str = "bigcache-cache-control";
 
+/// The cookies a page's content was made from, as Django's connector
+/// knows them (`@bigcache_page`): with none named, `Vary: Cookie` (which
+/// Django adds whenever a view touches the session, even to render an
+/// anonymous page) is not keyed on (`key::vary_names`). Kept with the
+/// stored page, removed before a response leaves.
+pub const VARY_COOKIES: &str = "x-bigcache-vary-cookies";
+
+/// Removes bigcache's own response fields from what a client is sent.
+pub fn strip_own(headers: &mut HeaderMap) {
+    headers.remove(TTL_HEADER);
+    headers.remove(OWN_FIELD);
+    headers.remove(VARY_COOKIES);
+}
+
 fn directives(headers: &HeaderMap, name: &str) -> Result<Option<Directives>, Reason> {
     Directives::parse(headers.get_all(name).iter().map(|v| v.as_bytes()))
         .map_err(|_| Reason::Unparsable)
