@@ -9,24 +9,47 @@ a ``Surrogate-Key`` naming the tags ``purge_tags`` purges it by (a list, or
 a function of the view's arguments). bigcache still
 refuses to cache what is not safe to share: responses that set cookies, are
 ``Cache-Control: private``/``no-store``, or answer a logged-in request.
+
+It also adds ``X-Bigcache-Vary-Cookies``, naming the cookies the page was
+made from: the CSRF cookie when the page used its token, and the cookies
+the view says it reads (``cookies=``). Django adds ``Vary: Cookie`` to any
+page that touches the session (a template reading ``user``), which would
+make each anonymous visitor carrying a cookie a copy of their own; with no
+cookie named, bigcache keeps one copy for them all (browsers still see
+Django's ``Vary``). A logged-in visitor's session cookie bypasses the cache
+either way.
 """
 
 import functools
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
 
 from .client import log
 from .tags import add_tags
 
 TTL_HEADER = "X-Bigcache-TTL"
+VARY_COOKIES_HEADER = "X-Bigcache-Vary-Cookies"
 
 
-def bigcache_page(duration, statuses=(200,), tags=None):
+def made_from(request, response, cookies=()):
+    """Names the cookies ``response`` was made from in
+    ``X-Bigcache-Vary-Cookies``: ``cookies``, and the CSRF cookie when the
+    page used its token (``{% csrf_token %}``, ``get_token``)."""
+    names = list(cookies)
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or request.META.get("CSRF_COOKIE_USED"):
+        names.append(settings.CSRF_COOKIE_NAME)
+    response[VARY_COOKIES_HEADER] = ", ".join(dict.fromkeys(names))
+    return response
+
+
+def bigcache_page(duration, statuses=(200,), tags=None, cookies=()):
     """Caches the view's responses with ``statuses`` for ``duration``
     (``"30s"``, ``"6h"``, ``"28d"``, or seconds as an int), tagged with
     ``tags``: a list of tags, or a function called like the view
-    (``request, *args, **kwargs``) that returns them. Works on ``async
-    def`` views too."""
+    (``request, *args, **kwargs``) that returns them. ``cookies``: the
+    names of cookies the view reads itself (``request.COOKIES``), which
+    then key the page's copies. Works on ``async def`` views too."""
     if isinstance(duration, int):
         duration = f"{duration}s"
 
@@ -36,6 +59,12 @@ def bigcache_page(duration, statuses=(200,), tags=None):
             if tags is not None:
                 names = tags(request, *args, **kwargs) if callable(tags) else tags
                 add_tags(response, *names)
+            # A TemplateResponse renders after the view returns: whether it
+            # used the CSRF token is known only then.
+            if getattr(response, "is_rendered", True):
+                made_from(request, response, cookies)
+            else:
+                response.add_post_render_callback(lambda r: made_from(request, r, cookies))
         else:
             log.debug("not marking %s %s for bigcache", request.method, request.path)
         return response

@@ -68,6 +68,32 @@ def test_logged_in_page_never_cached_or_leaked(site):
     assert "hello alice" in body and h["x-cache"] == "BYPASS", "alice got the anonymous copy"
 
 
+def test_anonymous_visitors_with_cookies_share_a_page_that_reads_user(site):
+    """/me/ reads request.user, so Django adds Vary: Cookie; returning
+    visitors carry a csrftoken from an earlier form, analytics cookies and
+    others. The connector tells bigcache the page was made from no cookie:
+    one render for them all."""
+    path = "/me/?shared=1"
+    for i in range(5):
+        st, h, body = fetch(site.proxy, path, headers={
+            "Cookie": f"csrftoken={i:032d}; _ga=GA1.1.{i}; theme=t{i}"})
+        assert st == 200 and "hello anonymous" in body
+        assert h["x-cache"] == ("MISS" if i == 0 else "HIT"), (i, h)
+        assert "Cookie" in h.get("vary", ""), "browsers still see Django's Vary"
+        assert "x-bigcache-vary-cookies" not in h
+    assert site.renders(path) == 1
+
+
+def test_a_page_using_the_csrf_token_names_its_cookie(site):
+    """Straight from Django: the form page names the CSRF cookie (and sets
+    it, so bigcache stores it for nobody)."""
+    st, h, body = fetch(site.django, "/form-marked/")
+    assert st == 200 and "csrfmiddlewaretoken" in body
+    assert h["x-bigcache-vary-cookies"] == "csrftoken"
+    st, h, _ = fetch(site.django, "/me/")
+    assert h["x-bigcache-vary-cookies"] == ""
+
+
 def test_cookie_setting_page_is_not_cached(site):
     for _ in range(2):
         st, h, _ = fetch(site.proxy, "/cookie/")

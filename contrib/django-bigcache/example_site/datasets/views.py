@@ -63,6 +63,13 @@ def form(request):
 
 
 @bigcache_page("1h")
+def form_marked(request):
+    """The form page marked for bigcache: it names the CSRF cookie it was
+    made from (and sets it, so it is stored for nobody)."""
+    return render(request, "datasets/form.html")
+
+
+@bigcache_page("1h")
 async def async_dataset(request, pk):
     """An async view: the decorator marks it as it marks sync ones, and the
     backend's native async calls count its renders."""

@@ -9,6 +9,7 @@ urlpatterns = [
     path("cookie/", views.cookie_page),
     path("me/", views.me),
     path("form/", views.form, name="form"),
+    path("form-marked/", views.form_marked),
     path("django-cached/", views.django_cached),
     path("test-login/<str:username>/", views.test_login),
     path("_renders/", views.renders),
