@@ -34,11 +34,18 @@ VARY_COOKIES_HEADER = "X-Bigcache-Vary-Cookies"
 
 def made_from(request, response, cookies=()):
     """Names the cookies ``response`` was made from in
-    ``X-Bigcache-Vary-Cookies``: ``cookies``, and the CSRF cookie when the
-    page used its token (``{% csrf_token %}``, ``get_token``)."""
+    ``X-Bigcache-Vary-Cookies``: ``cookies``, the CSRF cookie when the page
+    used its token (``{% csrf_token %}``, ``get_token``), and the session
+    cookie when the page read a session the request named. The proxy
+    bypasses requests with its ``--session-cookie``; should that name not
+    match ``SESSION_COOKIE_NAME``, naming it here still keeps a logged-in
+    page from being stored for everyone."""
     names = list(cookies)
     if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or request.META.get("CSRF_COOKIE_USED"):
         names.append(settings.CSRF_COOKIE_NAME)
+    session = getattr(request, "session", None)
+    if getattr(session, "accessed", False) and settings.SESSION_COOKIE_NAME in request.COOKIES:
+        names.append(settings.SESSION_COOKIE_NAME)
     response[VARY_COOKIES_HEADER] = ", ".join(dict.fromkeys(names))
     return response
 

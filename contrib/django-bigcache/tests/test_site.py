@@ -92,6 +92,10 @@ def test_a_page_using_the_csrf_token_names_its_cookie(site):
     assert h["x-bigcache-vary-cookies"] == "csrftoken"
     st, h, _ = fetch(site.django, "/me/")
     assert h["x-bigcache-vary-cookies"] == ""
+    # A session the page read is named, so a proxy that does not know the
+    # session cookie's name still stores the page for nobody.
+    st, h, body = fetch(site.django, "/me/", headers={"Cookie": login_cookie(site, "bob")})
+    assert "hello bob" in body and h["x-bigcache-vary-cookies"] == "sessionid"
 
 
 def test_cookie_setting_page_is_not_cached(site):
