@@ -179,14 +179,19 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
         .collect();
     names.sort();
     names.dedup();
-    // The connector saw the view read no cookie: what `Vary: Cookie`
-    // guards against (another visitor's session or CSRF token in the
-    // page) is not in it, and a session cookie bypasses the cache anyway.
-    let cookie_free = headers.get(super::policy::VARY_COOKIES).is_some_and(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .all(|n| n.trim_ascii().is_empty())
-    });
+    // The site states the page was made from no cookie (`@bigcache_page(
+    // cookies=[])`, which names any session, language or CSRF cookie
+    // itself): what `Vary: Cookie` guards against is not in the page.
+    let mut given = headers
+        .get_all(super::policy::VARY_COOKIES)
+        .iter()
+        .peekable();
+    let cookie_free = given.peek().is_some()
+        && given.all(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .all(|n| n.trim_ascii().is_empty())
+        });
     if cookie_free {
         names.retain(|n| n != "cookie");
     }
@@ -413,6 +418,15 @@ mod tests {
         assert_eq!(vary(Some("")), ["accept-language"]);
         assert_eq!(vary(Some(" , ")), ["accept-language"]);
         assert_eq!(vary(Some("csrftoken")), ["accept-language", "cookie"]);
+        let mut two = HeaderMap::new();
+        two.insert("vary", "Cookie".parse().unwrap());
+        two.append("x-bigcache-vary-cookies", "".parse().unwrap());
+        two.append("x-bigcache-vary-cookies", "theme".parse().unwrap());
+        assert_eq!(
+            vary_names(&two),
+            ["cookie"],
+            "any field naming a cookie counts"
+        );
     }
 
     #[test]

@@ -167,11 +167,12 @@ pub const TARGETED: [&str; 2] = ["bigcache-cache-control", "cdn-cache-control"];
 /// `X-Bigcache-TTL` is.
 pub const OWN_FIELD: &str = "bigcache-cache-control";
 
-/// The cookies a page's content was made from, as Django's connector
-/// knows them (`@bigcache_page`): with none named, `Vary: Cookie` (which
-/// Django adds whenever a view touches the session, even to render an
-/// anonymous page) is not keyed on (`key::vary_names`). Kept with the
-/// stored page, removed before a response leaves.
+/// The cookies a page's content was made from, as the site's developer
+/// states them through Django's connector (`@bigcache_page(cookies=[])`):
+/// with none named, `Vary: Cookie` (which Django adds whenever a view
+/// touches the session, even to render an anonymous page) is not keyed on
+/// (`key::vary_names`). Kept with the stored page, removed before a
+/// response leaves.
 pub const VARY_COOKIES: &str = "x-bigcache-vary-cookies";
 
 /// Removes bigcache's own response fields from what a client is sent.

@@ -10,20 +10,23 @@ a function of the view's arguments). bigcache still
 refuses to cache what is not safe to share: responses that set cookies, are
 ``Cache-Control: private``/``no-store``, or answer a logged-in request.
 
-It also adds ``X-Bigcache-Vary-Cookies``, naming the cookies the page was
-made from: the CSRF cookie when the page used its token, and the cookies
-the view says it reads (``cookies=``). Django adds ``Vary: Cookie`` to any
-page that touches the session (a template reading ``user``), which would
-make each anonymous visitor carrying a cookie a copy of their own; with no
-cookie named, bigcache keeps one copy for them all (browsers still see
-Django's ``Vary``). A logged-in visitor's session cookie bypasses the cache
-either way.
+With ``cookies=[...]`` it also says which cookies the page was made from
+(``X-Bigcache-Vary-Cookies``). Django adds ``Vary: Cookie`` to any page
+that touches the session (a template reading ``user``), which makes each
+anonymous visitor carrying a cookie a copy of their own, or none; a page
+you know is made from no cookie (``cookies=[]``) or only some is then one
+copy for all anonymous visitors (browsers still see Django's ``Vary``).
+Only you can say this: a middleware or template tag may read a cookie
+the view never sees. The CSRF cookie when the page used its token, and the
+session and language cookies whenever the request carries them, are
+always named. Left out, ``Vary: Cookie`` counts as Django sent it.
 """
 
 import functools
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.utils.cache import patch_vary_headers
 
 from .client import log
 from .tags import add_tags
@@ -32,31 +35,34 @@ TTL_HEADER = "X-Bigcache-TTL"
 VARY_COOKIES_HEADER = "X-Bigcache-Vary-Cookies"
 
 
-def made_from(request, response, cookies=()):
+def made_from(request, response, cookies):
     """Names the cookies ``response`` was made from in
     ``X-Bigcache-Vary-Cookies``: ``cookies``, the CSRF cookie when the page
     used its token (``{% csrf_token %}``, ``get_token``), and the session
-    cookie when the page read a session the request named. The proxy
-    bypasses requests with its ``--session-cookie``; should that name not
-    match ``SESSION_COOKIE_NAME``, naming it here still keeps a logged-in
-    page from being stored for everyone."""
+    and language cookies whenever the request carries them (whoever reads
+    them, and whenever: a middleware may after the view). Naming any, the
+    page varies by cookie whatever Django said."""
     names = list(cookies)
-    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") or request.META.get("CSRF_COOKIE_USED"):
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
         names.append(settings.CSRF_COOKIE_NAME)
-    session = getattr(request, "session", None)
-    if getattr(session, "accessed", False) and settings.SESSION_COOKIE_NAME in request.COOKIES:
-        names.append(settings.SESSION_COOKIE_NAME)
-    response[VARY_COOKIES_HEADER] = ", ".join(dict.fromkeys(names))
+    for carried in (settings.SESSION_COOKIE_NAME, settings.LANGUAGE_COOKIE_NAME):
+        if carried in request.COOKIES:
+            names.append(carried)
+    names = list(dict.fromkeys(names))
+    if names:
+        patch_vary_headers(response, ["Cookie"])
+    response[VARY_COOKIES_HEADER] = ", ".join(names)
     return response
 
 
-def bigcache_page(duration, statuses=(200,), tags=None, cookies=()):
+def bigcache_page(duration, statuses=(200,), tags=None, cookies=None):
     """Caches the view's responses with ``statuses`` for ``duration``
     (``"30s"``, ``"6h"``, ``"28d"``, or seconds as an int), tagged with
     ``tags``: a list of tags, or a function called like the view
     (``request, *args, **kwargs``) that returns them. ``cookies``: the
-    names of cookies the view reads itself (``request.COOKIES``), which
-    then key the page's copies. Works on ``async def`` views too."""
+    cookies the page's content is made from (``[]``: none), for pages whose
+    ``Vary: Cookie`` says more than that (see the module's doc). Works on
+    ``async def`` views too."""
     if isinstance(duration, int):
         duration = f"{duration}s"
 
@@ -68,9 +74,9 @@ def bigcache_page(duration, statuses=(200,), tags=None, cookies=()):
                 add_tags(response, *names)
             # A TemplateResponse renders after the view returns: whether it
             # used the CSRF token is known only then.
-            if getattr(response, "is_rendered", True):
+            if cookies is not None and getattr(response, "is_rendered", True):
                 made_from(request, response, cookies)
-            else:
+            elif cookies is not None:
                 response.add_post_render_callback(lambda r: made_from(request, r, cookies))
         else:
             log.debug("not marking %s %s for bigcache", request.method, request.path)

@@ -92,8 +92,14 @@ def test_a_page_using_the_csrf_token_names_its_cookie(site):
     assert h["x-bigcache-vary-cookies"] == "csrftoken"
     st, h, _ = fetch(site.django, "/me/")
     assert h["x-bigcache-vary-cookies"] == ""
-    # A session the page read is named, so a proxy that does not know the
-    # session cookie's name still stores the page for nobody.
+    # Not asked (no cookies=): Django's Vary counts as sent.
+    st, h, _ = fetch(site.django, "/dataset/1/")
+    assert "x-bigcache-vary-cookies" not in h
+    # The language cookie is named whenever a request carries it.
+    st, h, _ = fetch(site.django, "/me/", headers={"Cookie": "django_language=de; _ga=1"})
+    assert h["x-bigcache-vary-cookies"] == "django_language"
+    # A session cookie is named whenever the request carries one, so a
+    # proxy that does not know its name still stores the page for nobody.
     st, h, body = fetch(site.django, "/me/", headers={"Cookie": login_cookie(site, "bob")})
     assert "hello bob" in body and h["x-bigcache-vary-cookies"] == "sessionid"
 

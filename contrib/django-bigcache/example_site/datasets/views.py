@@ -41,10 +41,12 @@ def cookie_page(request):
     return response
 
 
-@bigcache_page("1h")
+@bigcache_page("1h", cookies=[])
 def me(request):
     """Per-user content: anonymous visitors may share a copy, a logged-in
-    user's never is."""
+    user's never is. Made from no cookie but the session (which the
+    connector names whenever a request carries it): anonymous visitors
+    share it whatever cookies they carry."""
     RenderCount.bump(request.get_full_path())
     who = request.user.username if request.user.is_authenticated else "anonymous"
     return HttpResponse(f"<p>hello {who}</p>")
@@ -62,7 +64,7 @@ def form(request):
     return render(request, "datasets/form.html")
 
 
-@bigcache_page("1h")
+@bigcache_page("1h", cookies=[])
 def form_marked(request):
     """The form page marked for bigcache: it names the CSRF cookie it was
     made from (and sets it, so it is stored for nobody)."""
