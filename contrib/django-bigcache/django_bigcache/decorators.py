@@ -14,8 +14,10 @@ With ``cookies=[...]`` it also says which cookies the page was made from
 (``X-Bigcache-Vary-Cookies``). Django adds ``Vary: Cookie`` to any page
 that touches the session (a template reading ``user``), which makes each
 anonymous visitor carrying a cookie a copy of their own, or none; a page
-you know is made from no cookie (``cookies=[]``) or only some is then one
-copy for all anonymous visitors (browsers still see Django's ``Vary``).
+you know is made from no cookie (``cookies=[]``) is then one copy for all
+anonymous visitors (browsers still see Django's ``Vary``); naming some, it
+varies by the whole ``Cookie`` (less the analytics cookies bigcache
+ignores), as without the argument but with ``Vary: Cookie`` ensured.
 Only you can say this: a middleware or template tag may read a cookie
 the view never sees. The CSRF cookie when the page used its token, and the
 session and language cookies whenever the request carries them, are
