@@ -61,14 +61,13 @@ pub struct Held {
     slot: usize,
 }
 
-impl Held {
-    pub fn record(&self) -> &Record {
-        &self.record
-    }
-
-    pub fn into_record(self) -> Record {
-        self.record
-    }
+/// What the tier holds at a key.
+pub enum Read {
+    /// Unexpired; the read is noted for the evictor.
+    Fresh(Record),
+    /// Held but expired: the caller decides what goes.
+    Expired,
+    Absent,
 }
 
 /// One shard's slice of the hot tier.
@@ -99,13 +98,17 @@ impl Hot {
         self.pages.insert(key, Held { record, slot });
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<Held> {
-        self.pages.get(key)
-    }
-
-    /// Notes a read of a page the tier holds.
-    pub fn note_read(&self, held: &Held) {
-        self.hotness.touch_at(held.slot);
+    /// The record at `key` as of `now` (unix ms), a fresh one's read
+    /// counted in the hotness table through the slot kept with it.
+    pub fn read(&self, key: &[u8], now: u64) -> Read {
+        match self.pages.get(key) {
+            None => Read::Absent,
+            Some(held) if held.record.is_expired(now) => Read::Expired,
+            Some(held) => {
+                self.hotness.touch_at(held.slot);
+                Read::Fresh(held.record)
+            }
+        }
     }
 
     /// Removes `key` if its record is as `expired` says.
@@ -325,8 +328,8 @@ mod tests {
             hot.insert(Bytes::from(format!("r/k{i}")), rec.clone());
         }
         for i in (0..64).step_by(2) {
-            let held = hot.get(format!("r/k{i}").as_bytes()).expect("held");
-            hot.note_read(&held);
+            let read = hot.read(format!("r/k{i}").as_bytes(), 0);
+            assert!(matches!(read, Read::Fresh(_)), "k{i} held");
         }
         for i in (0..64).step_by(2) {
             assert!(hotness.take(format!("r/k{i}").as_bytes()), "k{i}'s read");

@@ -364,21 +364,21 @@ impl Store {
             }
         };
         let shard = self.shard(key);
-        if let Some(held) = shard.hot.get(key) {
-            let now = self.clock.now_ms();
-            if !held.record().is_expired(now) {
-                shard.hot.note_read(&held);
-                return Ok(Lookup::Hit(held.into_record()));
+        let now = self.clock.now_ms();
+        match shard.hot.read(key, now) {
+            hot::Read::Fresh(rec) => return Ok(Lookup::Hit(rec)),
+            hot::Read::Absent => {}
+            hot::Read::Expired => {
+                // Out of the hot tier at once, so the next read is a plain miss
+                // (only if still expired: a fresh copy stored meanwhile stays);
+                // the disk copy goes through the shard, best effort: if its
+                // queue is full the sweeper gets it later.
+                shard.hot.remove_if(key, |r: &Record| r.is_expired(now));
+                let _ = shard
+                    .tx
+                    .try_send(Command::DeleteIfExpired { key: key.to_vec() });
+                return Ok(Lookup::Expired);
             }
-            // Out of the hot tier at once, so the next read is a plain miss
-            // (only if still expired: a fresh copy stored meanwhile stays);
-            // the disk copy goes through the shard, best effort: if its
-            // queue is full the sweeper gets it later.
-            shard.hot.remove_if(key, |r: &Record| r.is_expired(now));
-            let _ = shard
-                .tx
-                .try_send(Command::DeleteIfExpired { key: key.to_vec() });
-            return Ok(Lookup::Expired);
         }
         let found = match shard.directory_get(key).await {
             Some(found) => Ok(found),
@@ -397,13 +397,10 @@ impl Store {
     pub fn get_hot(&self, ns: Namespace, key: &[u8]) -> Option<Record> {
         let mut stack = [0u8; 128];
         let key = keys::entry_key_in(ns, key, &mut stack)?;
-        let hot = &self.shard(key).hot;
-        let held = hot.get(key)?;
-        if held.record().is_expired(self.clock.now_ms()) {
-            return None;
+        match self.shard(key).hot.read(key, self.clock.now_ms()) {
+            hot::Read::Fresh(rec) => Some(rec),
+            hot::Read::Expired | hot::Read::Absent => None,
         }
-        hot.note_read(&held);
-        Some(held.into_record())
     }
 
     pub async fn put(&self, ns: Namespace, key: &[u8], record: Record) -> Result<(), StoreError> {
