@@ -138,30 +138,27 @@ const ROOM: usize = 16;
 
 impl<'a, F: Fields + ?Sized> Gathered<'a, F> {
     pub fn of(raw: &'a F) -> Gathered<'a, F> {
-        let mut g = Gathered {
-            raw,
-            seen: [(Known::Host, &[]); ROOM],
-            len: Some(0),
-        };
+        let mut seen = [(Known::Host, &[][..]); ROOM];
         let mut len = 0;
         for (name, value) in raw.each() {
             let Some(known) = Known::of(name) else {
                 continue;
             };
-            let Some(slot) = g.seen.get_mut(len) else {
-                g.len = None;
-                return g;
+            let Some(slot) = seen.get_mut(len) else {
+                return Gathered {
+                    raw,
+                    seen,
+                    len: None,
+                };
             };
             *slot = (known, value);
             len += 1;
         }
-        g.len = Some(len);
-        g
-    }
-
-    /// The fields as sent.
-    pub fn raw(&self) -> &'a F {
-        self.raw
+        Gathered {
+            raw,
+            seen,
+            len: Some(len),
+        }
     }
 }
 
@@ -171,14 +168,9 @@ impl<F: Fields + ?Sized> Fields for Gathered<'_, F> {
     }
 
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
-        match (Known::of(name), self.len) {
-            (Some(known), Some(len)) => Either::Left(
-                self.seen[..len]
-                    .iter()
-                    .filter(move |(n, _)| *n == known)
-                    .map(|(_, v)| *v),
-            ),
-            _ => Either::Right(self.raw.all(name)),
+        match Known::of(name) {
+            Some(known) => Either::Left(self.known(known)),
+            None => Either::Right(self.raw.all(name)),
         }
     }
 

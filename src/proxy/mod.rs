@@ -386,14 +386,13 @@ impl<S: PageStore> Proxy<S> {
         }
         // Django renders the target the key names.
         if let Some(target) = &cacheable.target {
-            let mut uri = parts.uri.clone().into_parts();
-            uri.path_and_query = Some(
-                target
-                    .parse()
-                    .map_err(|_| ProxyError::BadRequest("unreadable target".into()))?,
-            );
-            parts.uri = http::Uri::from_parts(uri)
-                .map_err(|_| ProxyError::BadRequest("unreadable target".into()))?;
+            let rewritten = target.parse().ok().and_then(|pq| {
+                let mut uri = parts.uri.clone().into_parts();
+                uri.path_and_query = Some(pq);
+                http::Uri::from_parts(uri).ok()
+            });
+            parts.uri =
+                rewritten.ok_or_else(|| ProxyError::BadRequest("unreadable target".into()))?;
         }
         // GET/HEAD bodies are not forwarded on the cache path: neither are
         // the headers that announce one, or the upstream would wait for it.

@@ -57,10 +57,6 @@ impl QueryRules {
         }
     }
 
-    fn strips(&self, name: &str) -> bool {
-        self.strip.matches(name)
-    }
-
     /// `target` (path and query) with the listed parameters removed and,
     /// with sorting, the others ordered by name (parameters of one name
     /// keep their order: Django's `getlist` reads it). Borrowed when
@@ -76,17 +72,17 @@ impl QueryRules {
         let mut dropped = false;
         for part in query.split('&') {
             let name = decoded(part.split_once('=').map_or(part, |(n, _)| n));
-            if !part.is_empty() && self.strips(&name) {
+            if !part.is_empty() && self.strip.matches(&name) {
                 dropped = true;
                 continue;
             }
             kept.push((name, part));
         }
-        let unsorted = kept.clone();
-        if self.sort {
+        // Stable: parameters of one name keep their order.
+        let reordered = self.sort && !kept.is_sorted_by(|a, b| a.0 <= b.0);
+        if reordered {
             kept.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        let reordered = kept.iter().map(|k| k.1).ne(unsorted.iter().map(|k| k.1));
         if !dropped && !reordered {
             return Cow::Borrowed(target);
         }
