@@ -9,7 +9,8 @@
 //! every other cookie still keys its own. A session cookie is checked on
 //! the request as sent, before this: it still bypasses.
 //!
-//! Names are compared as sent (Django does not decode cookie names).
+//! Names are read as Django reads them (`policy::cookie_name`: not
+//! decoded, stripped as Python strips), the way the session check reads them.
 
 use std::borrow::Cow;
 
@@ -71,8 +72,8 @@ impl CookieRules {
                 .filter(|p| !p.is_empty())
         };
         let ignored = |pair: &[u8]| {
-            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-            std::str::from_utf8(name.trim_ascii()).is_ok_and(|n| self.ignore.matches(n))
+            std::str::from_utf8(super::policy::cookie_name(pair))
+                .is_ok_and(|n| self.ignore.matches(n))
         };
         if !pairs().any(ignored) {
             return Some(Cow::Borrowed(cookie));
@@ -139,6 +140,9 @@ mod tests {
             "names are compared as sent"
         );
         assert_eq!(kept("__utma=1; __utmz=2; x"), Some("x".into()));
+        // Named as Django reads names, as the session check reads them.
+        let nbsp = r.kept(b"\xa0_ga=1; a=1").map(|k| k.into_owned());
+        assert_eq!(nbsp, Some(b"a=1".to_vec()));
         assert!(matches!(r.kept(b"theme=dark"), Some(Cow::Borrowed(_))));
         assert!(matches!(
             CookieRules::default().kept(b"_ga=1"),

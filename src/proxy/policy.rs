@@ -103,8 +103,14 @@ pub fn names_a_session(cookie: &[u8], session_cookies: &[String]) -> bool {
     candidates
         && cookie
             .split(|&b| b == b';')
-            .map(|pair| django_strip(pair.split(|&b| b == b'=').next().unwrap_or(pair)))
+            .map(cookie_name)
             .any(|name| session_cookies.iter().any(|s| s.as_bytes() == name))
+}
+
+/// A `Cookie` pair's name as Django's parser reads it: up to the first
+/// `=`, stripped as [`django_strip`] strips.
+pub fn cookie_name(pair: &[u8]) -> &[u8] {
+    django_strip(pair.split(|&b| b == b'=').next().unwrap_or(pair))
 }
 
 /// What Django's cookie parser strips around a name: Python's
