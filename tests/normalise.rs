@@ -2,19 +2,10 @@
 //! `--ignore-cookies`) against a real upstream: what the key names is what
 //! Django is asked for, and what Django is not sent cannot make a variant.
 
-use std::time::Duration;
-
 use crate::origin::Origin;
-use crate::util::{Server, start_proxy as start};
+use crate::util::{Server, client, start_proxy as start};
 
 const TTL: &str = "h=X-Bigcache-TTL:1h";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 /// The `X-Cache` and body of a GET of `path`.
 async fn get(s: &Server, path: &str) -> (String, String) {
