@@ -269,6 +269,25 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_KEEP_TAG_HEADERS")]
     pub keep_tag_headers: bool,
 
+    /// Brotli quality (0 to 11) text pages are stored at, and sent in to
+    /// every client that accepts br (others get them decoded). Encoded
+    /// once per stored version on a thread of its own, after the page's
+    /// first answer; while pages wait for it, quality 5 at most, and a
+    /// page that finds its queue full is stored as sent.
+    #[arg(
+        long,
+        help_heading = "Proxy",
+        env = "BIGCACHE_COMPRESS_LEVEL",
+        default_value_t = 11,
+        value_parser = clap::value_parser!(u32).range(0..=11)
+    )]
+    pub compress_level: u32,
+
+    /// Store and send pages as Django sent them, never in bigcache's own
+    /// coding (`--compress-level`).
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_NO_COMPRESS")]
+    pub no_compress: bool,
+
     /// Serve every proxied request through hyper, leaving out bigcache's
     /// own HTTP/1.1 path (which answers hits from borrowed request heads).
     /// For troubleshooting and comparison: the answers are the same, only
@@ -399,6 +418,8 @@ pub struct Config {
     pub query: crate::proxy::query::QueryRules,
     /// `--ignore-cookies`.
     pub cookies: crate::proxy::cookies::CookieRules,
+    /// `--compress-level`; `None` with `--no-compress`.
+    pub compress: Option<u32>,
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
@@ -596,6 +617,7 @@ impl Args {
             max_query_variants: self.max_query_variants,
             query: crate::proxy::query::QueryRules::new(&self.strip_query_params, self.sort_query),
             cookies: crate::proxy::cookies::CookieRules::new(&self.ignore_cookies),
+            compress: (!self.no_compress).then_some(self.compress_level),
             sync: self.sync,
             access_log: self
                 .access_log

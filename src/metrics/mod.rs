@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::AccessLog;
 use crate::proxy::decision::{CacheStatus, Reason};
-use crate::proxy::stats::{CLASSES, ProxyStats, UpstreamFailure};
+use crate::proxy::stats::{CLASSES, Packing, ProxyStats, UpstreamFailure};
 use crate::store::Store;
 
 mod rest;
@@ -153,6 +153,15 @@ impl Collector for Counters {
             "proxy_quick_hits",
             "Hits answered on the socket without hyper (plain HTTP/1.1 GETs of fresh pages in RAM); each is counted as a hit too",
             &[(&[], p.quick_hits)],
+        )?;
+        by_label(
+            &mut enc,
+            "proxy_compressed",
+            "Text pages stored, by what became of bigcache's own compression: br (stored in brotli), no_gain (brotli would not save an eighth), busy (the encoder's queue was full)",
+            "outcome",
+            Packing::ALL
+                .iter()
+                .map(|k| (k.as_str(), p.packed[*k as usize])),
         )?;
         let m = enc.encode_descriptor(
             "upstream_response_time",

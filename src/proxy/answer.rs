@@ -7,41 +7,112 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
+use super::compress::{self, Coding};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
+use super::encoding;
 use super::entry::Entry;
-use super::fields::Fields;
+use super::fields::{Fields, Known};
 use super::policy;
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 use super::served::Served;
 
-/// The stored headers as a client gets them for a body of `length` bytes:
-/// bigcache's own fields out, the length and (for a 200) range support in.
-fn served_headers(e: &Entry, length: u64) -> http::HeaderMap {
+/// Which representation of a stored page a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rep {
+    /// The body as stored: in bigcache's coding, if it has one.
+    Stored,
+    /// The body decoded from bigcache's coding.
+    Decoded,
+}
+
+impl Rep {
+    fn slot(self) -> usize {
+        match self {
+            Rep::Stored => 0,
+            Rep::Decoded => 1,
+        }
+    }
+}
+
+/// The representation `e` is answered in to a request with fields `req`:
+/// as stored to a client that accepts the coding, decoded for one that
+/// does not and for a `Range` (ranges are of the identity body, as nginx
+/// never ranges a gzipped answer). The one place this is decided.
+pub fn representation<F: Fields + ?Sized>(e: &Entry, req: &F) -> Rep {
+    if e.coding == Coding::Identity {
+        return Rep::Stored;
+    }
+    if req.known(Known::Range).next().is_some() || !encoding::accepts(req, e.coding.token()) {
+        return Rep::Decoded;
+    }
+    Rep::Stored
+}
+
+/// The stored headers as a client gets them in `rep`, for a body of
+/// `length` bytes: bigcache's own fields out, the length, and (for a
+/// 200) range support in. A page in bigcache's coding varies on
+/// `Accept-Encoding` in either representation, and its coded one has the
+/// coding's own `ETag`.
+fn served_headers(e: &Entry, rep: Rep, length: u64) -> http::HeaderMap {
     let mut h = e.headers.clone();
     policy::strip_own(&mut h);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if e.status == StatusCode::OK {
+    let coded = e.coding != Coding::Identity && rep == Rep::Stored;
+    if e.coding != Coding::Identity {
+        vary_on_accept_encoding(&mut h);
+    }
+    if coded {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(e.coding.token()),
+        );
+        if let Some(tag) = h.get(header::ETAG) {
+            match compress::coded_etag(tag, e.coding) {
+                Some(tag) => h.insert(header::ETAG, tag),
+                None => h.remove(header::ETAG),
+            };
+        }
+    } else if e.status == StatusCode::OK {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     h
+}
+
+/// Adds `Accept-Encoding` to `Vary` unless it is there (or `*` is).
+fn vary_on_accept_encoding(h: &mut http::HeaderMap) {
+    let named = h.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|n| n == "*" || n.eq_ignore_ascii_case("accept-encoding"))
+        })
+    });
+    if !named {
+        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
 }
 
 /// [`served_headers`] for the whole body, with the fields every response
 /// sets anew (`Age`, `X-Cache`, bigcache's own `Cache-Status` member)
 /// already in place. Built once per entry; a hit copies it and replaces
 /// values, where adding fields to the copy would grow it.
-fn template(e: &Entry, length: u64) -> http::HeaderMap {
-    let mut h = served_headers(e, length);
+fn template(e: &Entry, rep: Rep) -> http::HeaderMap {
+    let length = match rep {
+        Rep::Stored => e.body.len() as u64,
+        Rep::Decoded => e.identity_len,
+    };
+    let mut h = served_headers(e, rep, length);
     h.insert(header::AGE, HeaderValue::from_static("0"));
     h.insert(X_CACHE, Decision::new(CacheStatus::Hit).header());
     h.append(CACHE_STATUS, HeaderValue::from_static("bigcache"));
     h
 }
 
-/// The headers of a whole-body answer from `e` at `now`, `decision` shown.
-fn whole(e: &Entry, now: u64, decision: Decision) -> http::HeaderMap {
-    let served = served(e);
+/// The headers of a whole-body answer from `e` in `rep` at `now`,
+/// `decision` shown.
+fn whole(e: &Entry, rep: Rep, now: u64, decision: Decision) -> http::HeaderMap {
+    let served = served(e, rep);
     let mut h = served.headers.clone();
     h.insert(header::AGE, served.age(e.age(now)));
     if decision.status != CacheStatus::Hit {
@@ -56,20 +127,27 @@ fn whole(e: &Entry, now: u64, decision: Decision) -> http::HeaderMap {
     h
 }
 
-fn served(e: &Entry) -> &Served {
-    e.served
-        .get_or_init(|| Served::new(e.status, template(e, e.body.len() as u64)))
+fn served(e: &Entry, rep: Rep) -> &Served {
+    e.served[rep.slot()].get_or_init(|| Served::new(e.status, template(e, rep)))
 }
 
-/// The head of a whole-body HTTP/1.1 answer from `e` at `now`, as bytes on
-/// the wire: what hyper would write for [`from_entry`]'s response to a
-/// plain GET (the same fields, and `Date` when the page has none). Made
-/// once per entry for each second's `Age`, TTL and `Date`, and shared by
-/// every hit in that second. `None` for a status that has no reason phrase
-/// or no body, and for any decision but a plain hit's.
-pub fn wire_head(e: &Entry, now: u64, decision: Decision) -> Option<bytes::Bytes> {
+/// The body of `e` in `rep`.
+pub fn body_of(e: &Entry, rep: Rep) -> Result<bytes::Bytes, compress::Undecodable> {
+    match rep {
+        Rep::Stored => Ok(e.body.clone()),
+        Rep::Decoded => e.identity_body(),
+    }
+}
+
+/// The head of a whole-body HTTP/1.1 answer from `e` in `rep` at `now`,
+/// as bytes on the wire: what hyper would write for [`from_entry`]'s
+/// response to a plain GET (the same fields, and `Date` when the page has
+/// none). Made once per entry for each second's `Age`, TTL and `Date`,
+/// and shared by every hit in that second. `None` for a status that has
+/// no reason phrase or no body, and for any decision but a plain hit's.
+pub fn wire_head(e: &Entry, rep: Rep, now: u64, decision: Decision) -> Option<bytes::Bytes> {
     let ttl = decision.plain_hit_ttl()?;
-    served(e).wire(e.age(now), ttl)
+    served(e, rep).wire(e.age(now), ttl)
 }
 
 /// What a stored page answers a request with.
@@ -85,20 +163,22 @@ pub enum Shape {
     Unsatisfiable,
 }
 
-/// The shape of the answer from `e` to a GET (or, `head`, a HEAD) with
-/// request fields `req`. The one place that reads a request's validators
-/// and ranges against a stored page, for both paths.
-pub fn shape<F: Fields + ?Sized>(e: &Entry, head: bool, req: &F) -> Shape {
+/// The shape of the answer from `e` in `rep` to a GET (or, `head`, a
+/// HEAD) with request fields `req`. The one place that reads a request's
+/// validators and ranges against a stored page, for both paths: the
+/// validators are the representation's own, ranges are only of the
+/// identity body ([`representation`]).
+pub fn shape<F: Fields + ?Sized>(e: &Entry, rep: Rep, head: bool, req: &F) -> Shape {
     if e.status != StatusCode::OK {
         return Shape::Whole;
     }
-    if not_modified(&e.headers, req) {
+    if not_modified(&served(e, rep).headers, req) {
         return Shape::NotModified;
     }
-    if head {
+    if head || (e.coding != Coding::Identity && rep == Rep::Stored) {
         return Shape::Whole;
     }
-    match range::select(req, &e.headers, e.body.len() as u64) {
+    match range::select(req, &e.headers, e.identity_len) {
         Ranged::Full => Shape::Whole,
         Ranged::Part { start, end } => Shape::Part { start, end },
         Ranged::Unsatisfiable => Shape::Unsatisfiable,
@@ -128,14 +208,16 @@ pub fn from_entry<F: Fields + ?Sized>(
         shown: true,
         ..decision
     };
-    let len = e.body.len() as u64;
-    let shape = shape(e, head, req);
+    let len = e.identity_len;
+    let rep = representation(e, req);
+    let shape = shape(e, rep, head, req);
     let mut res = match shape {
         Shape::NotModified => {
             let mut res = Response::new(body::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
+            let served = &served(e, rep).headers;
             for name in NOT_MODIFIED_HEADERS {
-                for v in e.headers.get_all(&name) {
+                for v in served.get_all(&name) {
                     res.headers_mut().append(name.clone(), v.clone());
                 }
             }
@@ -154,22 +236,26 @@ pub fn from_entry<F: Fields + ?Sized>(
             return (res, decision);
         }
         Shape::Whole => {
-            let body = if head {
-                body::empty()
-            } else {
-                body::stored(e.body.clone())
+            let body = match (head, body_of(e, rep)) {
+                (true, _) => body::empty(),
+                (false, Ok(b)) => body::stored(b),
+                (false, Err(err)) => return unreadable(err, decision),
             };
             let mut res = Response::new(body);
             *res.status_mut() = e.status;
-            *res.headers_mut() = whole(e, now, decision);
+            *res.headers_mut() = whole(e, rep, now, decision);
             return (res, decision);
         }
         Shape::Part { start, end } => {
-            let part = e.body.slice(start as usize..=end as usize);
+            let whole = match body_of(e, rep) {
+                Ok(b) => b,
+                Err(err) => return unreadable(err, decision),
+            };
+            let part = whole.slice(start as usize..=end as usize);
             let mut res = Response::new(body::stored(part));
             *res.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = res.headers_mut();
-            *h = served_headers(e, end - start + 1);
+            *h = served_headers(e, rep, end - start + 1);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
                 h.insert(header::CONTENT_RANGE, v);
             }
@@ -180,5 +266,17 @@ pub fn from_entry<F: Fields + ?Sized>(
     let h = res.headers_mut();
     h.insert(header::AGE, HeaderValue::from(e.age(now)));
     decision.show(h, status);
+    (res, decision)
+}
+
+/// The answer when a stored body does not decode: checked when it was
+/// encoded and by its CRC on disk, so only damage in RAM gets here; an
+/// error, never another body.
+fn unreadable(err: compress::Undecodable, decision: Decision) -> (Response<Body>, Decision) {
+    tracing::error!(error = %err, "a stored page does not decode");
+    let mut res = Response::new(body::empty());
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     (res, decision)
 }

@@ -27,6 +27,9 @@ pub struct Directives {
     pub no_cache: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    /// RFC 9110 §7.7: no intermediary may change the content (bigcache
+    /// then stores the body as sent, never in its own coding).
+    pub no_transform: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     /// Some directive bigcache knows was read (a targeted field without
@@ -93,6 +96,7 @@ impl Directives {
                     w if w.eq_ignore_ascii_case(b"private") => self.private = true,
                     w if w.eq_ignore_ascii_case(b"no-store") => self.no_store = true,
                     w if w.eq_ignore_ascii_case(b"no-cache") => self.no_cache = true,
+                    w if w.eq_ignore_ascii_case(b"no-transform") => self.no_transform = true,
                     _ => {}
                 }
             }
@@ -114,6 +118,12 @@ impl Directives {
                 _ => Some(v),
             };
         };
+        if name == "no-transform" {
+            // Not a caching directive: a targeted field naming only it
+            // still names none (`known`).
+            self.no_transform = true;
+            return;
+        }
         match name {
             "s-maxage" => lifetime(&mut self.s_maxage, value),
             "max-age" => lifetime(&mut self.max_age, value),

@@ -15,7 +15,7 @@ use super::fields::{Fields, Known};
 
 /// Whether the client accepts `coding` (RFC 9110 §12.5.3): listed with a
 /// q-value above zero, or covered by `*` and not listed. `x-gzip` is gzip.
-fn accepts<F: Fields + ?Sized>(headers: &F, coding: &str) -> bool {
+pub fn accepts<F: Fields + ?Sized>(headers: &F, coding: &str) -> bool {
     let mut star = None;
     let lists = headers
         .known(Known::AcceptEncoding)

@@ -12,11 +12,14 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::compress::Coding;
 use super::policy::Storable;
 use crate::store::record::Tags;
 use crate::store::{Kind, Record};
 
-const META_VERSION: u8 = 1;
+/// Version 2 adds the body's coding and identity length; version 1 (an
+/// identity body) is still read.
+const META_VERSION: u8 = 2;
 const FLAG_MUST_REVALIDATE: u8 = 1;
 const FLAG_SYNTHETIC_ETAG: u8 = 2;
 const FLAG_NO_CACHE: u8 = 4;
@@ -27,7 +30,12 @@ const NONE_SECS: u32 = u32::MAX;
 pub struct Entry {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The body as stored, in `coding`.
     pub body: Bytes,
+    /// bigcache's own coding of the body (`proxy::compress`).
+    pub coding: Coding,
+    /// The body's length decoded: `body.len()` for an identity body.
+    pub identity_len: u64,
     /// Unix ms.
     pub stored_at: u64,
     /// Unix ms.
@@ -52,8 +60,9 @@ pub struct Entry {
     /// later than this.
     pub soft_purged_at: Option<u64>,
     /// What every whole-body answer from the entry shares, built at the
-    /// first (`answer::from_entry`); the entry is shared by every hit.
-    pub served: std::sync::OnceLock<super::served::Served>,
+    /// first (`answer::from_entry`), for each representation
+    /// (`answer::Rep`); the entry is shared by every hit.
+    pub served: [std::sync::OnceLock<super::served::Served>; 2],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +176,9 @@ impl Entry {
         Entry {
             status,
             headers,
+            identity_len: body.len() as u64,
             body,
+            coding: Coding::Identity,
             stored_at: now,
             fresh_until: now.saturating_add(ms(p.fresh_for)),
             keep_until: Some(
@@ -183,7 +194,43 @@ impl Entry {
             stale_if_error: p.stale_if_error,
             tags: p.tags.clone(),
             soft_purged_at: None,
-            served: std::sync::OnceLock::new(),
+            served: Default::default(),
+        }
+    }
+
+    /// The same page with its body in `coding` (`packed`).
+    pub fn packed(&self, coding: Coding, packed: Bytes) -> Entry {
+        Entry {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: packed,
+            coding,
+            identity_len: self.identity_len,
+            stored_at: self.stored_at,
+            fresh_until: self.fresh_until,
+            keep_until: self.keep_until,
+            initial_age: self.initial_age,
+            must_revalidate: self.must_revalidate,
+            no_cache: self.no_cache,
+            synthetic_etag: self.synthetic_etag,
+            ttl_header: self.ttl_header,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+            tags: self.tags.clone(),
+            soft_purged_at: self.soft_purged_at,
+            served: Default::default(),
+        }
+    }
+
+    /// The body decoded from its coding.
+    pub fn identity_body(&self) -> Result<Bytes, super::compress::Undecodable> {
+        match self.coding {
+            Coding::Identity => Ok(self.body.clone()),
+            Coding::Br => {
+                let len =
+                    usize::try_from(self.identity_len).map_err(|_| super::compress::Undecodable)?;
+                super::compress::decode(&self.body, len).map(Bytes::from)
+            }
         }
     }
 
@@ -209,6 +256,8 @@ impl Entry {
         m.put_u8(flags);
         m.put_u32_le(secs_raw(self.stale_while_revalidate));
         m.put_u32_le(secs_raw(self.stale_if_error));
+        m.put_u8(self.coding.byte());
+        m.put_u64_le(self.identity_len);
         let headers: Vec<_> = self
             .headers
             .iter()
@@ -241,7 +290,8 @@ impl Entry {
             return Err(MetaError);
         }
         let mut r = Reader { buf: &rec.meta };
-        if r.u8()? != META_VERSION {
+        let version = r.u8()?;
+        if version != 1 && version != META_VERSION {
             return Err(MetaError);
         }
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| MetaError)?;
@@ -250,6 +300,18 @@ impl Entry {
         let flags = r.u8()?;
         let swr = secs_opt(r.u32()?);
         let sie = secs_opt(r.u32()?);
+        let (coding, identity_len) = if version == 1 {
+            (Coding::Identity, rec.body.len() as u64)
+        } else {
+            let coding = Coding::from_byte(r.u8()?).ok_or(MetaError)?;
+            let len = r.u64()?;
+            // An identity body is its own length; a coded one's is only
+            // checked when decoded (`compress::decode`).
+            if coding == Coding::Identity && len != rec.body.len() as u64 {
+                return Err(MetaError);
+            }
+            (coding, len)
+        };
         let n = r.u16()?;
         let mut headers = HeaderMap::with_capacity(usize::from(n));
         for _ in 0..n {
@@ -266,6 +328,8 @@ impl Entry {
             status,
             headers,
             body: rec.body.clone(),
+            coding,
+            identity_len,
             stored_at: rec.created_at,
             // Soft-purged: stale from that moment, whatever the lifetime.
             fresh_until: rec
@@ -281,7 +345,7 @@ impl Entry {
             stale_if_error: sie,
             tags: rec.tags.clone(),
             soft_purged_at: rec.stale_since,
-            served: std::sync::OnceLock::new(),
+            served: Default::default(),
         })
     }
 
@@ -480,6 +544,8 @@ mod tests {
             status: StatusCode::NOT_FOUND,
             headers,
             body: Bytes::from_static(b"<h1>gone</h1>"),
+            coding: Coding::Identity,
+            identity_len: 13,
             stored_at: 1_000_000,
             fresh_until: 2_000_000,
             keep_until: Some(3_000_000),
@@ -492,7 +558,7 @@ mod tests {
             stale_if_error: None,
             tags: Tags::new([&b"dataset-7"[..]]),
             soft_purged_at: None,
-            served: std::sync::OnceLock::new(),
+            served: Default::default(),
         }
     }
 
@@ -560,6 +626,62 @@ mod tests {
         assert!(back.must_revalidate && !back.synthetic_etag);
         assert_eq!(back.stale_while_revalidate, Some(Duration::from_secs(30)));
         assert_eq!(back.stale_if_error, None);
+    }
+
+    #[test]
+    fn a_coded_body_keeps_its_coding_and_length() {
+        let page = Bytes::from("<li>a row of a table</li>\n".repeat(100));
+        let mut plain = sample();
+        plain.identity_len = page.len() as u64;
+        plain.body = page.clone();
+        let packed = crate::proxy::compress::pack_for_test(&page);
+        let coded = plain.packed(Coding::Br, packed.clone());
+        let back = Entry::from_record(&coded.to_record()).unwrap();
+        assert_eq!(back.coding, Coding::Br);
+        assert_eq!(back.identity_len, page.len() as u64);
+        assert_eq!(back.body, packed);
+        assert_eq!(back.identity_body().unwrap(), page);
+        // A recorded length the body does not decode to is an error, not
+        // another page.
+        let mut wrong = back.packed(Coding::Br, packed);
+        wrong.identity_len -= 1;
+        assert!(wrong.identity_body().is_err());
+    }
+
+    /// Metadata version 1 (every record before bigcache compressed) reads
+    /// as an identity body; a version-2 identity body that is not its
+    /// recorded length, and an unknown coding, are unreadable.
+    #[test]
+    fn earlier_and_damaged_codings() {
+        let rec = sample().to_record();
+        let meta = &rec.meta;
+        // Version 1: the same fields without the coding and the length.
+        let fixed = 1 + 2 + 8 + 8 + 1 + 4 + 4;
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&meta[1..fixed]);
+        v1.extend_from_slice(&meta[fixed + 9..]);
+        let old = Record {
+            meta: Bytes::from(v1),
+            ..rec.clone()
+        };
+        let e = Entry::from_record(&old).unwrap();
+        assert_eq!((e.coding, e.identity_len), (Coding::Identity, 13));
+        assert_eq!(e.headers, sample().headers);
+        let with = |at: usize, b: u8| {
+            let mut m = meta.to_vec();
+            m[at] = b;
+            Record {
+                meta: Bytes::from(m),
+                ..rec.clone()
+            }
+        };
+        assert!(Entry::from_record(&with(fixed, 2)).is_err(), "no coding 2");
+        assert!(Entry::from_record(&with(fixed + 1, 14)).is_err(), "length");
+        assert!(Entry::from_record(&with(0, 3)).is_err(), "version 3");
+        assert!(
+            Entry::from_record(&with(fixed, 1)).is_ok(),
+            "br, checked when decoded"
+        );
     }
 
     #[test]

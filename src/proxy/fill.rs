@@ -13,12 +13,13 @@ use tokio::sync::oneshot;
 
 use super::body::{self, Body, Collected};
 use super::coalesce::{self, Outcome, Permit, Role};
+use super::compress::{self, Coding};
 use super::decision::{CacheStatus, Decision, Reason};
 use super::entry::Entry;
 use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
-use super::stats::UpstreamFailure;
+use super::stats::{Packing, UpstreamFailure};
 use super::verdict::{self, Verdict};
 use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::backlog::Room;
@@ -415,11 +416,25 @@ impl<S: PageStore> Proxy<S> {
         // (only, with the backlog full, for room in it).
         let mut permit = permit;
         permit.announce(Outcome::Entry {
-            entry,
+            entry: entry.clone(),
             variant: variant.clone(),
             stale: false,
             revalidated: false,
         });
+        // Encoded while those served read the page as sent; from then on
+        // the flight hands out the encoded copy.
+        let record = match self.pack(&entry, record).await {
+            (Some(packed), record) => {
+                permit.announce(Outcome::Entry {
+                    entry: packed,
+                    variant: variant.clone(),
+                    stale: false,
+                    revalidated: false,
+                });
+                record
+            }
+            (None, record) => record,
+        };
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
         // those waiting for it, and not stored (decided in the store).
@@ -476,6 +491,33 @@ impl<S: PageStore> Proxy<S> {
             self.pass.insert(key.group.clone(), page);
         }
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
+    }
+
+    /// The page of `entry` (whose record is `record`) in brotli, with its
+    /// record, when it is text in no coding yet and the encoder takes it
+    /// (`proxy::compress`); otherwise `record` as it was.
+    async fn pack(&self, entry: &Entry, record: Record) -> (Option<Arc<Entry>>, Record) {
+        if entry.coding != Coding::Identity
+            || !compress::compressible(&entry.headers, entry.body.len())
+            || self.cfg.compress.is_none()
+        {
+            return (None, record);
+        }
+        match self.encoder.pack(entry.body.clone()).await {
+            compress::Packed::Br(b) => {
+                self.stats.packed(Packing::Br);
+                let (packed, record) = stored_form(entry.packed(Coding::Br, b));
+                (Some(packed), record)
+            }
+            compress::Packed::NoGain => {
+                self.stats.packed(Packing::NoGain);
+                (None, record)
+            }
+            compress::Packed::Busy => {
+                self.stats.packed(Packing::Busy);
+                (None, record)
+            }
+        }
     }
 
     /// Writes a fetched page's record, given room for it in the store's
@@ -572,6 +614,8 @@ impl<S: PageStore> Proxy<S> {
                 if old.synthetic_etag {
                     e.synthetic_etag = true;
                 }
+                e.coding = old.coding;
+                e.identity_len = old.identity_len;
                 // A 304 without tags (or an empty tag header) keeps the
                 // page's: they are stored apart from its headers unless
                 // `--keep-tag-headers`.
@@ -580,6 +624,11 @@ impl<S: PageStore> Proxy<S> {
                 }
                 let names = key::vary_names(&e.headers);
                 let (entry, record) = stored_form(e);
+                // A page stored before bigcache compressed is encoded now.
+                let (entry, record) = match self.pack(&entry, record).await {
+                    (Some(packed), record) => (packed, record),
+                    (None, record) => (entry, record),
+                };
                 let room = self.store.reserve(&key.group, record.encoded_len()).await;
                 // Purged meanwhile: the stored copy stays gone.
                 self.store_entry(

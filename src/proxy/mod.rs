@@ -31,6 +31,7 @@ pub mod answer;
 pub mod body;
 pub mod classify;
 pub mod coalesce;
+pub mod compress;
 pub mod cookies;
 pub mod decision;
 pub mod directives;
@@ -125,6 +126,9 @@ pub struct ProxyConfig {
     pub query: query::QueryRules,
     /// Cookies left out of a cacheable request (`--ignore-cookies`).
     pub cookies: cookies::CookieRules,
+    /// Brotli quality text pages are stored at (`proxy::compress`);
+    /// `None`: stored as sent (`--no-compress`).
+    pub compress: Option<u32>,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -140,6 +144,7 @@ pub struct Proxy<S = Store> {
     /// `--max-target-length` each.
     pass: quick_cache::sync::Cache<Vec<u8>, PassMark, KeyBytes>,
     query_cap: Option<query_cap::QueryCap>,
+    encoder: compress::Encoder,
     stats: Arc<ProxyStats>,
 }
 
@@ -236,6 +241,7 @@ impl<S: PageStore> Proxy<S> {
             pass: quick_cache::sync::Cache::with_weighter(10_000, PASS_BYTES, KeyBytes),
             query_cap: (cfg.max_query_variants > 0)
                 .then(|| query_cap::QueryCap::new(cfg.max_query_variants, QUERY_CAP_BYTES)),
+            encoder: compress::Encoder::start(cfg.compress),
             cfg,
             stats,
         })

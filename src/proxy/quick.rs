@@ -165,19 +165,18 @@ impl<S: PageStore> Proxy<S> {
         };
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
-        let wire = match answer::shape(&entry, is_head, &fields) {
-            Shape::Whole => answer::wire_head(&entry, now, decision),
+        let rep = answer::representation(&entry, &fields);
+        let wire = match answer::shape(&entry, rep, is_head, &fields) {
+            Shape::Whole => answer::wire_head(&entry, rep, now, decision),
             _ => None,
         };
-        let (reply, status) = match wire {
-            Some(head) => {
-                let body = if is_head {
-                    Bytes::new()
-                } else {
-                    entry.body.clone()
-                };
-                (Answer::Ready(Ready { head, body }), status)
-            }
+        // A body that does not decode is the general path's to answer.
+        let ready = wire.and_then(|head| match is_head {
+            true => Some((head, Bytes::new())),
+            false => answer::body_of(&entry, rep).ok().map(|body| (head, body)),
+        });
+        let (reply, status) = match ready {
+            Some((head, body)) => (Answer::Ready(Ready { head, body }), status),
             None => {
                 let (res, _) = answer::from_entry(&entry, is_head, &fields, now, decision);
                 let status = res.status().as_u16();

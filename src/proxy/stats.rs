@@ -47,6 +47,30 @@ impl UpstreamFailure {
     }
 }
 
+/// What became of a text page bigcache could keep in its own coding
+/// (`proxy::compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// Stored in brotli.
+    Br,
+    /// Stored as sent: brotli would not save an eighth.
+    NoGain,
+    /// Stored as sent: the encoder had a full queue.
+    Busy,
+}
+
+impl Packing {
+    pub const ALL: [Packing; 3] = [Packing::Br, Packing::NoGain, Packing::Busy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Packing::Br => "br",
+            Packing::NoGain => "no_gain",
+            Packing::Busy => "busy",
+        }
+    }
+}
+
 /// Status classes for the latency histograms and request counts: 1xx-5xx.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -67,6 +91,7 @@ pub struct ProxyStats {
     unstored: AtomicU64,
     /// Hits answered on the socket, without hyper (`server::quick`).
     quick_hits: AtomicU64,
+    packed: [AtomicU64; Packing::ALL.len()],
     /// Upstream response time, to the response head.
     pub upstream_latency: Latency,
     /// Client response time, to the response head, by cache status and
@@ -83,6 +108,7 @@ pub struct Counts {
     pub collapsed: u64,
     pub unstored: u64,
     pub quick_hits: u64,
+    pub packed: [u64; Packing::ALL.len()],
 }
 
 impl ProxyStats {
@@ -95,6 +121,7 @@ impl ProxyStats {
             collapsed: self.collapsed.load(Relaxed),
             unstored: self.unstored.load(Relaxed),
             quick_hits: self.quick_hits.load(Relaxed),
+            packed: std::array::from_fn(|i| self.packed[i].load(Relaxed)),
         }
     }
 
@@ -127,6 +154,11 @@ impl ProxyStats {
         self.quick_hits.fetch_add(1, Relaxed);
     }
 
+    /// A text page stored, in brotli or (why not) as sent.
+    pub fn packed(&self, p: Packing) {
+        self.packed[p as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn upstream_error(&self, kind: UpstreamFailure) {
         self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
     }
@@ -155,6 +187,16 @@ impl ProxyStats {
         m.insert("upstream_errors".into(), errors.into());
         m.insert("unstored".into(), self.unstored.load(Relaxed).into());
         m.insert("quick_hits".into(), self.quick_hits.load(Relaxed).into());
+        let packed: serde_json::Map<_, _> = Packing::ALL
+            .iter()
+            .map(|p| {
+                (
+                    p.as_str().into(),
+                    self.packed[*p as usize].load(Relaxed).into(),
+                )
+            })
+            .collect();
+        m.insert("compressed".into(), packed.into());
         m.into()
     }
 }

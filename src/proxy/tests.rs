@@ -143,6 +143,7 @@ async fn rig_on(
         max_query_variants: 0,
         query: Default::default(),
         cookies: Default::default(),
+        compress: Some(11),
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());

@@ -234,6 +234,7 @@ pub async fn run(
             max_query_variants: cfg.max_query_variants,
             query: cfg.query.clone(),
             cookies: cfg.cookies.clone(),
+            compress: cfg.compress,
         },
         proxy_stats.clone(),
     );

@@ -1,0 +1,458 @@
+//! bigcache's own compression of the pages it stores: a text page is kept
+//! in brotli, encoded once (on a thread of its own, after the page's first
+//! answer went out), and sent as stored to every client that accepts `br`;
+//! a client that does not gets the page decoded (`answer`).
+//!
+//! Why brotli, at quality 11 by default: measured on the HTML of Debian's
+//! python3-doc (`bench/run.sh codings`), it keeps a page in 0.134 of its
+//! bytes, against 0.280 for the LZ4 the store used and 0.175 for gzip at
+//! level 6, and decodes at hundreds of MB/s. Every browser of the last
+//! years accepts it over HTTPS (the only way a browser reaches the shipped
+//! nginx config). Encoding is slow (about 1 MB/s at 11), which is why it
+//! happens once per stored version and never while a client waits.
+//!
+//! gzip is not stored beside it: a client that accepts gzip but not br is
+//! rare behind HTTPS, and gets the identity body (nginx in front can gzip
+//! it, see the README). Responses Django already encoded are stored as
+//! they come, a variant per coding (`encoding`): decoding and re-encoding
+//! them would spend CPU on a page Django has already spent it on, and
+//! the README's recipe removes `GZipMiddleware` instead.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{self, HeaderValue};
+
+use super::directives::Directives;
+
+/// The coding a stored page's body is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coding {
+    /// As the upstream sent it (which may itself be encoded: then the
+    /// stored `Content-Encoding` says so and bigcache never decodes it).
+    #[default]
+    Identity,
+    /// Brotli, encoded by bigcache from the identity body.
+    Br,
+}
+
+impl Coding {
+    /// The byte in the stored response's metadata (docs/format.md).
+    pub fn byte(self) -> u8 {
+        match self {
+            Coding::Identity => 0,
+            Coding::Br => 1,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Coding> {
+        match b {
+            0 => Some(Coding::Identity),
+            1 => Some(Coding::Br),
+            _ => None,
+        }
+    }
+
+    /// Its `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Identity => "identity",
+            Coding::Br => "br",
+        }
+    }
+}
+
+/// Smallest body worth encoding: below it the saving is less than a
+/// packet's headers.
+pub const MIN_LEN: usize = 256;
+
+/// Whether bigcache may keep a response with `headers` and a body of
+/// `len` bytes in brotli: a text type, not encoded already, and nothing
+/// that forbids or breaks a change of coding (`no-transform`, RFC 9110
+/// §7.7, where a proxy MUST NOT change the content; digests of the bytes
+/// as sent; a partial body). The one place this is decided.
+pub fn compressible(headers: &HeaderMap, len: usize) -> bool {
+    if len < MIN_LEN {
+        return false;
+    }
+    let encoded = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    let digests = ["content-digest", "repr-digest", "digest", "content-md5"];
+    if encoded
+        || headers.contains_key(header::CONTENT_RANGE)
+        || digests.iter().any(|d| headers.contains_key(*d))
+    {
+        return false;
+    }
+    let no_transform = Directives::parse(
+        headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    // A field bigcache cannot read may say anything: leave the body be.
+    .map_or(true, |d| d.is_some_and(|d| d.no_transform));
+    if no_transform {
+        return false;
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(ct), None) = (types.next(), types.next()) else {
+        return false;
+    };
+    text_type(ct.as_bytes())
+}
+
+/// Media types that are text and compress: HTML, CSS, JavaScript, JSON,
+/// XML, SVG, plain text (an event stream is text but never ends).
+fn text_type(ct: &[u8]) -> bool {
+    let Ok(ct) = std::str::from_utf8(ct) else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    match kind {
+        "text" => sub != "event-stream",
+        "application" => {
+            matches!(
+                sub,
+                "json" | "javascript" | "x-javascript" | "ecmascript" | "xml" | "xhtml+xml"
+            ) || sub.ends_with("+json")
+                || sub.ends_with("+xml")
+        }
+        "image" => sub == "svg+xml",
+        _ => false,
+    }
+}
+
+/// The `ETag` of the coded representation: the identity one with `-br`
+/// inside its quotes, weak if it was (RFC 9110 §8.8.3: different codings
+/// of a resource must not share a strong validator). `None` for a value
+/// that is not a quoted entity tag (the coded answer then has none).
+pub fn coded_etag(etag: &HeaderValue, coding: Coding) -> Option<HeaderValue> {
+    let v = etag.as_bytes().trim_ascii();
+    let (weak, opaque) = match v.strip_prefix(b"W/") {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let inner = opaque.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'"') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(v.len() + 4);
+    if weak {
+        out.extend_from_slice(b"W/");
+    }
+    out.push(b'"');
+    out.extend_from_slice(inner);
+    out.push(b'-');
+    out.extend_from_slice(coding.token().as_bytes());
+    out.push(b'"');
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// Brotli of `body` at `quality`, checked by decoding it again; `None`
+/// when it would not save at least an eighth (the blob store's own rule).
+fn encode(body: &[u8], quality: u32) -> Option<Bytes> {
+    // The window the body needs and no more: a decoder (ours, a
+    // browser's) allocates its ring buffer by it.
+    let bits = usize::BITS - body.len().saturating_sub(1).leading_zeros();
+    let lgwin = bits.clamp(10, 24);
+    let mut out = Vec::with_capacity(body.len() / 4);
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, quality, lgwin);
+        w.write_all(body).ok()?;
+    }
+    if out.len() > body.len() - body.len() / 8 {
+        return None;
+    }
+    let back = decode(&out, body.len()).ok()?;
+    if back != body {
+        tracing::error!("brotli did not round-trip a page; kept as sent");
+        return None;
+    }
+    Some(Bytes::from(out))
+}
+
+/// Brotli of `body` at quality 5, for tests elsewhere.
+#[cfg(test)]
+#[allow(dead_code)]
+pub fn pack_for_test(body: &[u8]) -> Bytes {
+    encode(body, 5).expect("compressible test body")
+}
+
+/// A stored body that does not decode to its recorded length.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored brotli body does not decode to its length")]
+pub struct Undecodable;
+
+/// The identity body of a brotli body recorded as `len` bytes; never more
+/// than `len` bytes are produced.
+pub fn decode(coded: &[u8], len: usize) -> Result<Vec<u8>, Undecodable> {
+    let mut out = Vec::with_capacity(len);
+    let mut r = brotli::Decompressor::new(coded, 4096).take(len as u64 + 1);
+    r.read_to_end(&mut out).map_err(|_| Undecodable)?;
+    if out.len() != len {
+        return Err(Undecodable);
+    }
+    Ok(out)
+}
+
+/// What became of a body given to the [`Encoder`].
+#[derive(Debug)]
+pub enum Packed {
+    Br(Bytes),
+    /// Brotli would not save an eighth: kept as sent.
+    NoGain,
+    /// The encoder's queue was full (or it is off): kept as sent.
+    Busy,
+}
+
+struct Job {
+    body: Bytes,
+    done: tokio::sync::oneshot::Sender<Option<Bytes>>,
+}
+
+/// One thread that encodes bodies, in turn, under `SCHED_BATCH` (so it
+/// never preempts the runtime): brotli at quality 11 takes tens of ms for
+/// a page, which no request waits for. While more than [`BEHIND`] pages
+/// wait, it encodes at quality [`CATCH_UP`] at most (40 MB/s, against
+/// 1 MB/s at 11, for 0.157 of the bytes instead of 0.134 on python3-doc),
+/// so a burst of misses is still stored encoded; so is a body over
+/// [`LARGE`]. A bounded queue; a page that finds it full is stored as
+/// sent.
+pub struct Encoder {
+    tx: Option<mpsc::SyncSender<Job>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// The quality a body of `len` bytes is encoded at: `level`, or
+/// [`CATCH_UP`] at most while the encoder is `behind` or for a body over
+/// [`LARGE`] (quality 11 would take the encoder a second per MB of it).
+fn quality_for(level: u32, behind: bool, len: usize) -> u32 {
+    if behind || len > LARGE {
+        level.min(CATCH_UP)
+    } else {
+        level
+    }
+}
+
+/// Bodies past which the encoder uses [`CATCH_UP`] quality.
+const LARGE: usize = 1 << 20;
+
+/// Bodies waiting to be encoded, at most.
+const QUEUE: usize = 64;
+/// Waiting bodies past which the encoder catches up at [`CATCH_UP`].
+const BEHIND: usize = 2;
+const CATCH_UP: u32 = 5;
+
+impl Encoder {
+    /// The encoder at brotli `quality` (0 to 11); `None`: off.
+    pub fn start(quality: Option<u32>) -> Encoder {
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let Some(quality) = quality else {
+            return Encoder { tx: None, waiting };
+        };
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let queued = waiting.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bigcache-encode".into())
+            .spawn(move || {
+                crate::sched::batch_this_thread();
+                // Ends when the proxy, and with it the sender, is gone.
+                while let Ok(job) = rx.recv() {
+                    let behind = queued.fetch_sub(1, Relaxed) > BEHIND;
+                    if job.done.is_closed() {
+                        continue;
+                    }
+                    let q = quality_for(quality, behind, job.body.len());
+                    let _ = job.done.send(encode(&job.body, q));
+                }
+            });
+        match spawned {
+            Ok(_) => Encoder {
+                tx: Some(tx),
+                waiting,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no encoder thread; pages are stored as sent");
+                Encoder { tx: None, waiting }
+            }
+        }
+    }
+
+    /// `body` in brotli, or why not.
+    pub async fn pack(&self, body: Bytes) -> Packed {
+        let Some(tx) = &self.tx else {
+            return Packed::Busy;
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        // Counted before it can be taken, so the count never wraps.
+        self.waiting.fetch_add(1, Relaxed);
+        if tx.try_send(Job { body, done }).is_err() {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Packed::Busy;
+        }
+        match result.await {
+            Ok(Some(b)) => Packed::Br(b),
+            Ok(None) => Packed::NoGain,
+            Err(_) => Packed::Busy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in fields {
+            m.append(*n, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn text_is_compressed_and_what_forbids_it_is_not() {
+        for ct in [
+            "text/html; charset=utf-8",
+            "TEXT/CSS",
+            "application/json",
+            "application/ld+json",
+            "application/javascript",
+            "application/rss+xml",
+            "image/svg+xml",
+            "text/plain",
+        ] {
+            assert!(compressible(&h(&[("content-type", ct)]), 1000), "{ct}");
+        }
+        for ct in [
+            "image/png",
+            "application/zip",
+            "application/octet-stream",
+            "text/event-stream",
+            "video/mp4",
+            "",
+            "html",
+        ] {
+            assert!(!compressible(&h(&[("content-type", ct)]), 1000), "{ct}");
+        }
+        let html = ("content-type", "text/html");
+        assert!(!compressible(&h(&[]), 1000), "no type");
+        assert!(!compressible(&h(&[html]), MIN_LEN - 1), "too small");
+        assert!(compressible(&h(&[html]), MIN_LEN));
+        assert!(compressible(
+            &h(&[html, ("content-encoding", "identity")]),
+            1000
+        ));
+        for (n, v) in [
+            ("content-encoding", "gzip"),
+            ("cache-control", "max-age=60, no-transform"),
+            ("cache-control", "No-Transform"),
+            ("content-range", "bytes 0-9/10"),
+            ("content-digest", "sha-256=:x:"),
+            ("repr-digest", "sha-256=:x:"),
+            ("content-type", "text/css"),
+        ] {
+            let mut m = h(&[html]);
+            m.append(n, HeaderValue::from_str(v).unwrap());
+            assert!(!compressible(&m, 1000), "{n}: {v}");
+        }
+        // A Cache-Control bigcache cannot read may say no-transform.
+        let mut m = h(&[html]);
+        m.append(
+            "cache-control",
+            HeaderValue::from_bytes(b"max-age=\xff").unwrap(),
+        );
+        assert!(!compressible(&m, 1000), "unreadable Cache-Control");
+    }
+
+    #[test]
+    fn each_coding_has_its_own_etag() {
+        let br = |v: &'static str| {
+            coded_etag(&HeaderValue::from_static(v), Coding::Br)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(br("\"abc\"").as_deref(), Some("\"abc-br\""));
+        assert_eq!(br("W/\"abc\"").as_deref(), Some("W/\"abc-br\""));
+        assert_eq!(br(" \"\" ").as_deref(), Some("\"-br\""));
+        for bad in ["abc", "\"abc", "W/abc", "\"a\"b\"", "w/\"abc\""] {
+            assert_eq!(br(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_round_trip_and_bad_ones_are_errors() {
+        let page: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("<tr><td>row {i}</td><td>{}</td></tr>\n", i * 7).into_bytes())
+            .collect();
+        let packed = encode(&page, 5).expect("HTML compresses");
+        assert!(packed.len() < page.len() / 4, "{}", packed.len());
+        assert_eq!(decode(&packed, page.len()).unwrap(), page);
+        // A recorded length that is not the body's, and damaged bytes.
+        assert!(decode(&packed, page.len() - 1).is_err());
+        assert!(decode(&packed, page.len() + 1).is_err());
+        assert!(decode(&packed[..packed.len() / 2], page.len()).is_err());
+        let mut flipped = packed.to_vec();
+        for i in (0..flipped.len()).step_by(7) {
+            flipped[i] ^= 0x5a;
+        }
+        assert!(decode(&flipped, page.len()).is_err());
+        assert!(decode(b"", 10).is_err());
+        // Random bytes do not shrink: kept as sent.
+        let mut x = 0x9e37_79b9_u32;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert!(encode(&noise, 11).is_none());
+    }
+
+    #[test]
+    fn quality_drops_only_when_behind_or_large() {
+        assert_eq!(quality_for(11, false, 20_000), 11);
+        assert_eq!(quality_for(11, true, 20_000), CATCH_UP);
+        assert_eq!(quality_for(11, false, LARGE + 1), CATCH_UP);
+        assert_eq!(quality_for(11, false, LARGE), 11);
+        assert_eq!(quality_for(3, true, LARGE + 1), 3, "never above the level");
+    }
+
+    #[tokio::test]
+    async fn the_encoder_packs_off_the_runtime_and_says_when_it_cannot() {
+        let page = Bytes::from("<p>hello, compressible world</p>\n".repeat(200));
+        let encoder = Encoder::start(Some(5));
+        match encoder.pack(page.clone()).await {
+            Packed::Br(b) => assert_eq!(decode(&b, page.len()).unwrap(), page),
+            other => panic!("{other:?}"),
+        }
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let noise = Bytes::from(noise);
+        assert!(matches!(encoder.pack(noise).await, Packed::NoGain));
+        let off = Encoder::start(None);
+        assert!(matches!(off.pack(page).await, Packed::Busy));
+    }
+}
