@@ -233,6 +233,8 @@ const PAGE: &str = "/p/page/?fixed=1&h=X-Bigcache-TTL:1h&etag=v1&h=Last-Modified
 const VARIED: &str = "/p/varied/?fixed=1&h=X-Bigcache-TTL:1h&h=Vary:Accept-Language";
 const TRACKED: &str = "/p/page/?utm_source=x&fixed=1&h=X-Bigcache-TTL:1h&etag=v1&gclid=1&h=Last-Modified:Tue,%2001%20Jan%202019%2000:00:00%20GMT&h=Content-Language:fr";
 const ENCODED: &str = "/p/encoded/?fixed=1&h=X-Bigcache-TTL:1h&h=Vary:Accept-Encoding";
+/// A page bigcache keeps in brotli.
+const PACKED: &str = "/p/packed/?fixed=1&size=4000&h=X-Bigcache-TTL:1h&etag=v1";
 
 /// What a browser sends besides the request line and `Host`.
 const BROWSER: &str = "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\nCookie: _ga=GA1.1.1234.5678; csrftoken=abc\r\nSec-Fetch-Dest: document\r\nUpgrade-Insecure-Requests: 1\r\n";
@@ -284,6 +286,18 @@ fn script(extra: &str) -> Vec<String> {
         get("/p/missing/?status=404&h=X-Bigcache-TTL:1h&fixed=1", ""),
         format!("OPTIONS {PAGE} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n"),
         get(PAGE, ""),
+        get(PACKED, ""),
+        get(PACKED, BROWSER),
+        get(PACKED, ""),
+        get(PACKED, "Accept-Encoding: br;q=0, gzip\r\n"),
+        get(
+            PACKED,
+            "Accept-Encoding: br\r\nIf-None-Match: \"v1-br\"\r\n",
+        ),
+        get(PACKED, "Accept-Encoding: br\r\nIf-None-Match: \"v1\"\r\n"),
+        get(PACKED, "If-None-Match: \"v1\"\r\n"),
+        get(PACKED, "Accept-Encoding: br\r\nRange: bytes=10-19\r\n"),
+        format!("HEAD {PACKED} HTTP/1.1\r\nHost: localhost\r\n{extra}Accept-Encoding: br\r\n\r\n"),
     ]
 }
 
@@ -363,6 +377,7 @@ fn request_head() -> impl Strategy<Value = String> {
         Just(VARIED),
         Just(ENCODED),
         Just("/p/none/?nostore=1"),
+        Just(PACKED),
         // The page above with campaign parameters: one key, one page.
         Just(TRACKED)
     ];
@@ -379,6 +394,7 @@ fn request_head() -> impl Strategy<Value = String> {
         Just("Cookie: a=1"),
         Just("If-None-Match: \"v1\""),
         Just("If-None-Match: \"v2\""),
+        Just("If-None-Match: \"v1-br\""),
         Just("If-None-Match: *"),
         Just("If-Modified-Since: Tue, 01 Jan 2019 00:00:00 GMT"),
         Just("If-Modified-Since: yesterday"),
@@ -428,6 +444,7 @@ async fn generated_requests_answer_alike_on_both_paths() {
                 (VARIED, ""),
                 (ENCODED, "Accept-Encoding: gzip\r\n"),
                 (ENCODED, ""),
+                (PACKED, ""),
             ]
             .iter()
             .map(|(t, f)| format!("GET {t} HTTP/1.1\r\nHost: localhost\r\n{f}\r\n"))

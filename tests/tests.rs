@@ -8,6 +8,7 @@ mod util;
 
 mod api;
 mod budget;
+mod coding;
 mod config;
 mod durability;
 mod faults;

@@ -7,9 +7,8 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use super::body::{self, Body};
-use super::compress::{self, Coding};
+use super::compress::{self, Accepts, Coding};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
-use super::encoding;
 use super::entry::Entry;
 use super::fields::{Fields, Known};
 use super::policy;
@@ -35,15 +34,17 @@ impl Rep {
     }
 }
 
-/// The representation `e` is answered in to a request with fields `req`:
-/// as stored to a client that accepts the coding, decoded for one that
-/// does not and for a `Range` (ranges are of the identity body, as nginx
-/// never ranges a gzipped answer). The one place this is decided.
-pub fn representation<F: Fields + ?Sized>(e: &Entry, req: &F) -> Rep {
-    if e.coding == Coding::Identity {
-        return Rep::Stored;
-    }
-    if req.known(Known::Range).next().is_some() || !encoding::accepts(req, e.coding.token()) {
+/// The representation `e` is answered in to a request with fields `req`
+/// from a client that `accepts`: as stored to a client that accepts the
+/// coding, decoded for one that does not and for a `Range` (ranges are of
+/// the identity body, as nginx never ranges a gzipped answer). The one
+/// place this is decided.
+pub fn representation<F: Fields + ?Sized>(e: &Entry, accepts: Accepts, req: &F) -> Rep {
+    let accepted = match e.coding {
+        Coding::Identity => return Rep::Stored,
+        Coding::Br => accepts.br,
+    };
+    if !accepted || req.known(Known::Range).next().is_some() {
         return Rep::Decoded;
     }
     Rep::Stored
@@ -192,14 +193,24 @@ pub fn for_request(
     now: u64,
     decision: Decision,
 ) -> (Response<Body>, Decision) {
-    from_entry(e, req.method == Method::HEAD, &req.headers, now, decision)
+    let accepts = Accepts::kept(req);
+    from_entry(
+        e,
+        req.method == Method::HEAD,
+        accepts,
+        &req.headers,
+        now,
+        decision,
+    )
 }
 
-/// The response to a GET (or, `head`, a HEAD) with request fields `req`
-/// from entry `e` at `now` (unix ms), with `decision` shown in it.
+/// The response to a GET (or, `head`, a HEAD) with request fields `req`,
+/// from a client that `accepts`, from entry `e` at `now` (unix ms), with
+/// `decision` shown in it.
 pub fn from_entry<F: Fields + ?Sized>(
     e: &Entry,
     head: bool,
+    accepts: Accepts,
     req: &F,
     now: u64,
     decision: Decision,
@@ -209,7 +220,7 @@ pub fn from_entry<F: Fields + ?Sized>(
         ..decision
     };
     let len = e.identity_len;
-    let rep = representation(e, req);
+    let rep = representation(e, accepts, req);
     let shape = shape(e, rep, head, req);
     let mut res = match shape {
         Shape::NotModified => {

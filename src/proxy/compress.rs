@@ -27,6 +27,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderValue};
 
 use super::directives::Directives;
+use super::fields::Fields;
 
 /// The coding a stored page's body is kept in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +63,33 @@ impl Coding {
             Coding::Identity => "identity",
             Coding::Br => "br",
         }
+    }
+}
+
+/// Whether a client accepts bigcache's coding, read from its own
+/// `Accept-Encoding`: the general path keeps it with the request
+/// (`http::Extensions`) before it rewrites the field for the upstream
+/// (`encoding::normalise`), the fast path reads the field as sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepts {
+    pub br: bool,
+}
+
+impl Accepts {
+    pub fn of<F: Fields + ?Sized>(req: &F) -> Accepts {
+        Accepts {
+            br: super::encoding::accepts(req, Coding::Br.token()),
+        }
+    }
+
+    /// What the general path kept for `parts`; nothing kept reads as
+    /// identity only, which every client takes.
+    pub fn kept(parts: &http::request::Parts) -> Accepts {
+        parts
+            .extensions
+            .get::<Accepts>()
+            .copied()
+            .unwrap_or_default()
     }
 }
 

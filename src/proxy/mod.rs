@@ -382,7 +382,10 @@ impl<S: PageStore> Proxy<S> {
             Class::Cacheable(c) => c,
         };
         // One spelling per coding, and no analytics cookies, before the
-        // variant is computed.
+        // variant is computed; what the client itself accepts is kept for
+        // its answer.
+        let accepts = compress::Accepts::of(&parts.headers);
+        parts.extensions.insert(accepts);
         encoding::normalise(&mut parts.headers, &self.cfg.encodings);
         self.cfg.cookies.strip(&mut parts.headers);
         if let Some(respelled) = &cacheable.respelled
@@ -557,5 +560,9 @@ fn clone_parts(p: &Parts) -> Parts {
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
-    req.into_parts().0
+    let mut parts = req.into_parts().0;
+    if let Some(a) = p.extensions.get::<compress::Accepts>() {
+        parts.extensions.insert(*a);
+    }
+    parts
 }

@@ -24,6 +24,7 @@ use super::Proxy;
 use super::answer::{self, Shape};
 use super::body::Body;
 use super::classify::{self, Class};
+use super::compress::Accepts;
 use super::decision::{CacheStatus, Decision};
 use super::entry::{self, Reuse};
 use super::fields::{Fields, Gathered, Known};
@@ -165,7 +166,8 @@ impl<S: PageStore> Proxy<S> {
         };
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
-        let rep = answer::representation(&entry, &fields);
+        let accepts = Accepts::of(&fields);
+        let rep = answer::representation(&entry, accepts, &fields);
         let wire = match answer::shape(&entry, rep, is_head, &fields) {
             Shape::Whole => answer::wire_head(&entry, rep, now, decision),
             _ => None,
@@ -178,7 +180,7 @@ impl<S: PageStore> Proxy<S> {
         let (reply, status) = match ready {
             Some((head, body)) => (Answer::Ready(Ready { head, body }), status),
             None => {
-                let (res, _) = answer::from_entry(&entry, is_head, &fields, now, decision);
+                let (res, _) = answer::from_entry(&entry, is_head, accepts, &fields, now, decision);
                 let status = res.status().as_u16();
                 (Answer::Response(res), status)
             }

@@ -1,0 +1,305 @@
+//! bigcache's own compression against a real upstream and the real
+//! binary: the page is stored once in brotli, sent as stored to clients
+//! that accept br and decoded for those that do not, each representation
+//! with its own validator, ranges of the identity body, and what must not
+//! be recoded left as Django sent it.
+
+use std::io::Read;
+
+use crate::origin::Origin;
+use crate::util::{Server, client, start_proxy as start, stored};
+
+const TTL: &str = "h=X-Bigcache-TTL:1h";
+
+struct Got {
+    status: u16,
+    cache: String,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body decoded from its `Content-Encoding`.
+    fn decoded(&self) -> Vec<u8> {
+        match self.field("content-encoding") {
+            None => self.body.clone(),
+            Some("br") => {
+                let mut out = Vec::new();
+                brotli::Decompressor::new(&self.body[..], 4096)
+                    .read_to_end(&mut out)
+                    .expect("valid brotli");
+                out
+            }
+            Some(other) => panic!("unexpected coding {other}"),
+        }
+    }
+
+    fn varies_on_accept_encoding(&self) -> bool {
+        self.headers
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|n| n.trim().eq_ignore_ascii_case("accept-encoding"))
+    }
+}
+
+async fn get(s: &Server, path: &str, fields: &[(&str, &str)]) -> Got {
+    request(s, reqwest::Method::GET, path, fields).await
+}
+
+async fn request(s: &Server, method: reqwest::Method, path: &str, fields: &[(&str, &str)]) -> Got {
+    let mut req = client().request(method, s.page(path));
+    for (n, v) in fields {
+        req = req.header(*n, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let cache = headers
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let body = r.bytes().await.unwrap().to_vec();
+    Got {
+        status,
+        cache,
+        headers,
+        body,
+    }
+}
+
+fn compressed(s: &Server) -> u64 {
+    stat(s)["proxy"]["compressed"]["br"].as_u64().unwrap_or(0)
+}
+
+fn stat(s: &Server) -> serde_json::Value {
+    let url = s.url("/stat");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The page stored from one fetch, and what the origin sent for it.
+async fn stored_page(s: &Server, path: &str) -> Vec<u8> {
+    let first = get(s, path, &[]).await;
+    assert_eq!((first.status, first.cache.as_str()), (200, "MISS"));
+    assert_eq!(first.field("content-encoding"), None, "a miss goes as sent");
+    stored(s, 1).await;
+    first.body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_stored_copy_in_brotli_each_client_gets_what_it_accepts() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/doc/?{TTL}&fixed=1&size=20000");
+    let origin = stored_page(&s, &path).await;
+    assert_eq!(compressed(&s), 1, "stored in brotli");
+    let br = get(&s, &path, &[("accept-encoding", "gzip, deflate, br, zstd")]).await;
+    assert_eq!((br.status, br.cache.as_str()), (200, "HIT"));
+    assert_eq!(br.field("content-encoding"), Some("br"));
+    assert!(
+        br.body.len() < origin.len() * 3 / 4,
+        "{} bytes",
+        br.body.len()
+    );
+    assert_eq!(
+        br.field("content-length"),
+        Some(br.body.len().to_string().as_str())
+    );
+    assert_eq!(br.decoded(), origin, "decoded, the origin's bytes");
+    assert!(br.varies_on_accept_encoding());
+    assert_eq!(br.field("accept-ranges"), None, "ranges are of identity");
+    // Every way of (not) accepting br, q-values and wildcards included.
+    for (ae, coded) in [
+        ("br", true),
+        ("BR;q=0.5, gzip", true),
+        ("*", true),
+        ("gzip, *;q=0.1", true),
+        ("gzip, deflate", false),
+        ("gzip, br;q=0", false),
+        ("*;q=0", false),
+        ("br;q=0, identity;q=0", false),
+        ("identity;q=0", false),
+        ("br;q=abc", false),
+        ("", false),
+    ] {
+        let fields: &[(&str, &str)] = if ae.is_empty() {
+            &[]
+        } else {
+            &[("accept-encoding", ae)]
+        };
+        let got = get(&s, &path, fields).await;
+        assert_eq!(got.status, 200, "{ae}");
+        assert_eq!(
+            got.field("content-encoding"),
+            coded.then_some("br"),
+            "Accept-Encoding: {ae}"
+        );
+        assert_eq!(got.decoded(), origin, "{ae}");
+        assert!(got.varies_on_accept_encoding(), "{ae}");
+        if !coded {
+            assert_eq!(got.field("accept-ranges"), Some("bytes"), "{ae}");
+            assert_eq!(
+                got.field("content-length"),
+                Some(origin.len().to_string().as_str())
+            );
+        }
+    }
+    // A HEAD tells the length of the representation it stands for.
+    let head = request(
+        &s,
+        reqwest::Method::HEAD,
+        &path,
+        &[("accept-encoding", "br")],
+    )
+    .await;
+    assert_eq!(
+        head.field("content-length"),
+        Some(br.body.len().to_string().as_str())
+    );
+    assert_eq!(head.field("content-encoding"), Some("br"));
+    assert_eq!(o.count(&path), 1, "one fetch for every client");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_coding_has_its_own_validator_and_ranges_are_of_identity() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/v/?{TTL}&fixed=1&size=20000&etag=v7");
+    let origin = stored_page(&s, &path).await;
+    let br = [("accept-encoding", "gzip, br")];
+    let coded = get(&s, &path, &br).await;
+    let plain = get(&s, &path, &[]).await;
+    assert_eq!(coded.field("etag"), Some("\"v7-br\""));
+    assert_eq!(plain.field("etag"), Some("\"v7\""));
+    // Each validator matches its own representation only.
+    let revalidate = |etag: &'static str, ae: Option<&'static str>| {
+        let s = &s;
+        let path = &path;
+        async move {
+            let mut fields = vec![("if-none-match", etag)];
+            if let Some(ae) = ae {
+                fields.push(("accept-encoding", ae));
+            }
+            get(s, path, &fields).await
+        }
+    };
+    let same = revalidate("\"v7-br\"", Some("br")).await;
+    assert_eq!(same.status, 304);
+    assert_eq!(same.field("etag"), Some("\"v7-br\""));
+    assert!(same.varies_on_accept_encoding());
+    assert_eq!(revalidate("W/\"v7-br\"", Some("br")).await.status, 304);
+    assert_eq!(revalidate("\"v7\"", None).await.status, 304);
+    let other = revalidate("\"v7\"", Some("br")).await;
+    assert_eq!(other.status, 200, "the identity validator is not br's");
+    assert_eq!(other.field("content-encoding"), Some("br"));
+    assert_eq!(revalidate("\"v7-br\"", None).await.status, 200);
+    // A range is of the identity body, whatever the client accepts.
+    let part = get(
+        &s,
+        &path,
+        &[("accept-encoding", "br"), ("range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.field("content-encoding"), None);
+    assert_eq!(part.body, origin[100..200]);
+    assert_eq!(
+        part.field("content-range"),
+        Some(format!("bytes 100-199/{}", origin.len()).as_str())
+    );
+    let resumed = get(
+        &s,
+        &path,
+        &[
+            ("accept-encoding", "br"),
+            ("range", "bytes=-10"),
+            ("if-range", "\"v7\""),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (resumed.status, resumed.body.as_slice()),
+        (206, &origin[origin.len() - 10..])
+    );
+    assert_eq!(o.count(&path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_reads_the_stored_brotli_from_disk() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One site whatever port each run listens on.
+    let args = ["--upstream", &o.url(), "--host", "example.org"];
+    let host = ("host", "example.org");
+    let path = format!("/disk/?{TTL}&fixed=1&size=30000");
+    let (origin, sent) = {
+        let s = Server::start_in(dir.path(), &args);
+        let origin = get(&s, &path, &[host]).await.body;
+        stored(&s, 1).await;
+        let sent = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
+        assert_eq!(sent.field("content-encoding"), Some("br"));
+        assert_eq!(s.stop().code(), Some(0));
+        (origin, sent.body)
+    };
+    let s = Server::start_in(dir.path(), &args);
+    let br = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
+    assert_eq!(br.cache, "HIT");
+    assert_eq!(br.body, sent, "the bytes stored, as stored");
+    assert_eq!(br.decoded(), origin);
+    let plain = get(&s, &path, &[host]).await;
+    assert_eq!(plain.body, origin);
+    assert_eq!(o.count(&path), 1);
+}
+
+/// What bigcache must not recode is stored and sent as Django sent it:
+/// bodies that are not text, `no-transform`, bodies Django encoded, tiny
+/// bodies.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_must_not_be_recoded_goes_as_sent() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let pages = [
+        format!("/img/?{TTL}&fixed=1&size=20000&h=Content-Type:image/png"),
+        format!("/nt/?{TTL}&fixed=1&size=20000&h=Cache-Control:public,%20no-transform"),
+        format!("/gz/?{TTL}&fixed=1&size=20000&h=Content-Encoding:gzip&h=Vary:Accept-Encoding"),
+        format!("/tiny/?{TTL}&fixed=1"),
+    ];
+    for (i, path) in pages.iter().enumerate() {
+        let first = get(&s, path, &[("accept-encoding", "gzip, br")]).await;
+        stored(&s, i as u64 + 1).await;
+        let hit = get(&s, path, &[("accept-encoding", "gzip, br")]).await;
+        assert_eq!(hit.cache, "HIT", "{path}");
+        assert_eq!(hit.body, first.body, "{path}");
+        assert_ne!(hit.field("content-encoding"), Some("br"), "{path}");
+    }
+    assert_eq!(compressed(&s), 0);
+    let gz = get(&s, &pages[2], &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        gz.field("content-encoding"),
+        Some("gzip"),
+        "Django's coding kept"
+    );
+}
