@@ -1,4 +1,4 @@
-//! Scheduling of the store's threads.
+//! Scheduling of the store's threads and of the encoder's.
 //!
 //! A shard thread is woken for every read that misses the hot tier. Under
 //! Linux's default policy the woken thread preempts the runtime thread
@@ -28,3 +28,19 @@ pub fn batch_this_thread() {
 
 #[cfg(not(target_os = "linux"))]
 pub fn batch_this_thread() {}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only on CPU time
+/// nothing else wants. For work no request waits for (`proxy::compress`'s
+/// encoder), which must never take a core from the runtime serving hits.
+#[cfg(target_os = "linux")]
+pub fn idle_this_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "SCHED_IDLE not set");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn idle_this_thread() {}

@@ -303,3 +303,54 @@ async fn what_must_not_be_recoded_goes_as_sent() {
         "Django's coding kept"
     );
 }
+
+/// Pages stored as sent (by a run with `--no-compress`, as by an earlier
+/// release, or when the encoder was busy) are encoded at a later hit, in
+/// place: the same page, the same store time, no fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_stored_as_sent_are_encoded_at_a_later_hit() {
+    let o = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = ("host", "example.org");
+    let path = format!("/old/?{TTL}&fixed=1&size=30000");
+    let origin = {
+        let s = Server::start_in(
+            dir.path(),
+            &[
+                "--upstream",
+                &o.url(),
+                "--host",
+                "example.org",
+                "--no-compress",
+            ],
+        );
+        let origin = get(&s, &path, &[host]).await.body;
+        stored(&s, 1).await;
+        let plain = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
+        assert_eq!(plain.field("content-encoding"), None, "--no-compress");
+        assert!(!plain.varies_on_accept_encoding());
+        assert_eq!(compressed(&s), 0);
+        assert_eq!(s.stop().code(), Some(0));
+        origin
+    };
+    let s = Server::start_in(
+        dir.path(),
+        &["--upstream", &o.url(), "--host", "example.org"],
+    );
+    let br = [host, ("accept-encoding", "br")];
+    let first = get(&s, &path, &br).await;
+    assert_eq!(first.cache, "HIT");
+    assert_eq!(first.body, origin, "as stored, until encoded");
+    let mut waited = 0;
+    while compressed(&s) == 0 {
+        assert!(waited < 500, "never encoded");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let later = get(&s, &path, &br).await;
+    assert_eq!(later.cache, "HIT");
+    assert_eq!(later.field("content-encoding"), Some("br"));
+    assert_eq!(later.decoded(), origin);
+    assert_eq!(get(&s, &path, &[host]).await.body, origin);
+    assert_eq!(o.count(&path), 1, "encoded in place, never fetched again");
+}

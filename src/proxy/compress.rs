@@ -252,17 +252,20 @@ struct Job {
     done: tokio::sync::oneshot::Sender<Option<Bytes>>,
 }
 
-/// One thread that encodes bodies, in turn, under `SCHED_BATCH` (so it
-/// never preempts the runtime): brotli at quality 11 takes tens of ms for
-/// a page, which no request waits for. While more than [`BEHIND`] pages
-/// wait, it encodes at quality [`CATCH_UP`] at most (40 MB/s, against
-/// 1 MB/s at 11, for 0.157 of the bytes instead of 0.134 on python3-doc),
-/// so a burst of misses is still stored encoded; so is a body over
-/// [`LARGE`]. A bounded queue; a page that finds it full is stored as
-/// sent.
+/// One thread that encodes bodies, in turn, under `SCHED_IDLE`: it runs
+/// only on CPU time the runtime does not want, since brotli at quality 11
+/// takes tens of ms for a page and no request waits for it. While more
+/// than [`BEHIND`] pages wait, it encodes at quality [`CATCH_UP`] at most
+/// (40 MB/s, against 1 MB/s at 11, for 0.157 of the bytes instead of
+/// 0.134 on python3-doc), so a burst of misses is still stored encoded;
+/// so is a body over [`LARGE`]. A bounded queue, and a bounded wait: a
+/// page that finds the queue full, or is not encoded within [`PATIENCE`]
+/// (the machine busy), is stored as sent, and encoded at a later hit
+/// when the encoder is idle (`proxy::recode`).
 pub struct Encoder {
     tx: Option<mpsc::SyncSender<Job>>,
-    waiting: Arc<AtomicUsize>,
+    /// Bodies queued or being encoded.
+    pending: Arc<AtomicUsize>,
 }
 
 /// The quality a body of `len` bytes is encoded at: `level`, or
@@ -278,46 +281,54 @@ fn quality_for(level: u32, behind: bool, len: usize) -> u32 {
 
 /// Bodies past which the encoder uses [`CATCH_UP`] quality.
 const LARGE: usize = 1 << 20;
-
 /// Bodies waiting to be encoded, at most.
 const QUEUE: usize = 64;
 /// Waiting bodies past which the encoder catches up at [`CATCH_UP`].
 const BEHIND: usize = 2;
 const CATCH_UP: u32 = 5;
+/// Longest a fetched page waits for its encoding before it is stored as
+/// sent (its flight serves it meanwhile).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Encoder {
     /// The encoder at brotli `quality` (0 to 11); `None`: off.
     pub fn start(quality: Option<u32>) -> Encoder {
-        let waiting = Arc::new(AtomicUsize::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
         let Some(quality) = quality else {
-            return Encoder { tx: None, waiting };
+            return Encoder { tx: None, pending };
         };
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let queued = waiting.clone();
+        let count = pending.clone();
         let spawned = std::thread::Builder::new()
             .name("bigcache-encode".into())
             .spawn(move || {
-                crate::sched::batch_this_thread();
+                crate::sched::idle_this_thread();
                 // Ends when the proxy, and with it the sender, is gone.
                 while let Ok(job) = rx.recv() {
-                    let behind = queued.fetch_sub(1, Relaxed) > BEHIND;
-                    if job.done.is_closed() {
-                        continue;
+                    // This body and those behind it.
+                    let behind = count.load(Relaxed) > BEHIND + 1;
+                    if !job.done.is_closed() {
+                        let q = quality_for(quality, behind, job.body.len());
+                        let _ = job.done.send(encode(&job.body, q));
                     }
-                    let q = quality_for(quality, behind, job.body.len());
-                    let _ = job.done.send(encode(&job.body, q));
+                    count.fetch_sub(1, Relaxed);
                 }
             });
         match spawned {
             Ok(_) => Encoder {
                 tx: Some(tx),
-                waiting,
+                pending,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "no encoder thread; pages are stored as sent");
-                Encoder { tx: None, waiting }
+                Encoder { tx: None, pending }
             }
         }
+    }
+
+    /// Whether nothing is queued or being encoded (and the encoder is on).
+    pub fn idle(&self) -> bool {
+        self.tx.is_some() && self.pending.load(Relaxed) == 0
     }
 
     /// `body` in brotli, or why not.
@@ -327,15 +338,16 @@ impl Encoder {
         };
         let (done, result) = tokio::sync::oneshot::channel();
         // Counted before it can be taken, so the count never wraps.
-        self.waiting.fetch_add(1, Relaxed);
+        self.pending.fetch_add(1, Relaxed);
         if tx.try_send(Job { body, done }).is_err() {
-            self.waiting.fetch_sub(1, Relaxed);
+            self.pending.fetch_sub(1, Relaxed);
             return Packed::Busy;
         }
-        match result.await {
-            Ok(Some(b)) => Packed::Br(b),
-            Ok(None) => Packed::NoGain,
-            Err(_) => Packed::Busy,
+        // Given up: the thread sees the closed channel and skips it.
+        match tokio::time::timeout(PATIENCE, result).await {
+            Ok(Ok(Some(b))) => Packed::Br(b),
+            Ok(Ok(None)) => Packed::NoGain,
+            Ok(Err(_)) | Err(_) => Packed::Busy,
         }
     }
 }

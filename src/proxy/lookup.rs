@@ -86,7 +86,8 @@ pub fn decoded(rec: &Record) -> Arc<Result<Arc<Entry>, MetaError>> {
     rec.memoized(|r| Entry::from_record(r).map(Arc::new))
 }
 
-async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {
+/// The record at `key`, from the RAM tier if it holds it.
+pub(super) async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {
     // The RAM tier without building the store's read: most hits end here.
     if let Some(rec) = store.hot_page(key) {
         return Ok(Some(rec));

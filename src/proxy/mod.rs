@@ -49,6 +49,7 @@ pub mod query;
 mod query_cap;
 mod quick;
 pub mod range;
+mod recode;
 pub mod revalidate;
 pub mod rewarm;
 pub mod served;
@@ -145,6 +146,10 @@ pub struct Proxy<S = Store> {
     pass: quick_cache::sync::Cache<Vec<u8>, PassMark, KeyBytes>,
     query_cap: Option<query_cap::QueryCap>,
     encoder: compress::Encoder,
+    /// Pages offered for encoding at a hit (`recode`), and the worker's end
+    /// until [`Proxy::start_recoder`] takes it.
+    recodes: tokio::sync::mpsc::Sender<recode::Recode>,
+    recode_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<recode::Recode>>>,
     stats: Arc<ProxyStats>,
 }
 
@@ -234,6 +239,7 @@ impl<S: PageStore> Proxy<S> {
         stats: Arc<ProxyStats>,
     ) -> Result<Self, UpstreamUrlError> {
         let upstream = Upstream::new(&cfg.upstream)?;
+        let (recodes, recode_rx) = recode::channel();
         Ok(Proxy {
             store,
             upstream,
@@ -242,6 +248,8 @@ impl<S: PageStore> Proxy<S> {
             query_cap: (cfg.max_query_variants > 0)
                 .then(|| query_cap::QueryCap::new(cfg.max_query_variants, QUERY_CAP_BYTES)),
             encoder: compress::Encoder::start(cfg.compress),
+            recodes,
+            recode_rx: std::sync::Mutex::new(Some(recode_rx)),
             cfg,
             stats,
         })
@@ -436,6 +444,7 @@ impl<S: PageStore> Proxy<S> {
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
+            self.recode_later(&key.group, f);
             return Ok(answer::for_request(&f.entry, &parts, now, decision));
         }
         // From here on the upstream may be asked; hits never pay for this.

@@ -155,11 +155,12 @@ impl<S: PageStore> Proxy<S> {
             Looked::Found(f) => f,
             Looked::Missing | Looked::Failed => return None,
         };
-        let entry = found.entry;
         let now = self.store.clock().now_ms();
-        if entry::reuse(&entry, now, &self.windows()) != Reuse::Fresh {
+        if entry::reuse(&found.entry, now, &self.windows()) != Reuse::Fresh {
             return None;
         }
+        self.recode_later(&key.group, &found);
+        let entry = found.entry;
         let decision = Decision {
             shown: true,
             ..Decision::new(CacheStatus::Hit).with_ttl(entry.fresh_until, now)

@@ -147,6 +147,7 @@ async fn rig_on(
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
+    proxy.start_recoder();
     Rig {
         proxy,
         store,

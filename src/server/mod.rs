@@ -239,7 +239,11 @@ pub async fn run(
         proxy_stats.clone(),
     );
     let proxy = match proxy {
-        Ok(p) => Arc::new(p),
+        Ok(p) => {
+            let p = Arc::new(p);
+            p.start_recoder();
+            p
+        }
         Err(e) => {
             stop_serving(api_stop_tx, api_task).await;
             store.shutdown().await;
