@@ -4,6 +4,7 @@
 (X-Bigcache-TTL) and by nginx (Cache-Control). GET /__count returns how many
 page requests it has answered."""
 import argparse
+import gzip
 import random
 import zlib
 import http.server
@@ -83,7 +84,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.delay:
             time.sleep(self.server.delay / 1000)
         body = noise(self.path, self.server.size) if self.server.noise else page(self.path, self.server.size)
+        coded = self.server.gzip and "gzip" in self.headers.get("Accept-Encoding", "")
+        if coded:
+            # What Django's GZipMiddleware sends: level 6, no timestamp.
+            body = gzip.compress(body, 6, mtime=0)
         self.send_response(200)
+        if self.server.gzip:
+            self.send_header("Vary", "Accept-Encoding")
+        if coded:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "public, max-age=3600")
@@ -105,13 +114,14 @@ def main():
     ap.add_argument("--size", type=int, default=20480)
     ap.add_argument("--delay", type=int, default=0, help="milliseconds")
     ap.add_argument("--noise", action="store_true", help="incompressible pages")
+    ap.add_argument("--gzip", action="store_true", help="gzip for clients that accept it, as Django's GZipMiddleware")
     a = ap.parse_args()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     # A client that drops its connection (wrk stopping mid-request) is no
     # error worth a traceback in the bench's output.
     srv.handle_error = lambda request, client_address: None
     srv.daemon_threads = True
-    srv.size, srv.delay, srv.noise = a.size, a.delay, a.noise
+    srv.size, srv.delay, srv.noise, srv.gzip = a.size, a.delay, a.noise, a.gzip
     srv.serve_forever()
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Requests /<prefix>/<start> .. /<prefix>/<n-1> once each through a cache,
 with several keep-alive connections, so every page is stored. Prints the
-rate. Arguments: host port prefix n [workers [start]]."""
+rate. Arguments: host port prefix n [workers [start]]; POPULATE_AE in the
+environment is sent as Accept-Encoding."""
 import http.client
+import os
 import sys
 import threading
 import time
@@ -11,12 +13,13 @@ host, port, prefix, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv
 workers = int(sys.argv[5]) if len(sys.argv) > 5 else 8
 start = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 errors = []
+headers = {"Accept-Encoding": os.environ["POPULATE_AE"]} if os.environ.get("POPULATE_AE") else {}
 
 
 def work(k):
     conn = http.client.HTTPConnection(host, port, timeout=60)
     for i in range(start + k, n, workers):
-        conn.request("GET", f"/{prefix}/{i}")
+        conn.request("GET", f"/{prefix}/{i}", headers=headers)
         r = conn.getresponse()
         r.read()
         if r.status != 200:

@@ -54,6 +54,15 @@
 #   codings   the codings a stored text page could be kept in: bytes and
 #             single-core speed of LZ4, gzip, brotli and zstd on Debian's
 #             python3-doc HTML and the origin's pages (not in the default set)
+#   browser   hits to browsers (their headers, Accept-Encoding: gzip,
+#             deflate, br, zstd), each server keeping pages its way:
+#             bigcache (brotli stored once, Django without GZipMiddleware),
+#             nginx proxy_cache with gzip on at level 1 (compressing each
+#             hit), nginx caching Django's gzip (GZipMiddleware, level 6).
+#             Cold: BROWSER_PAGES (20,000) pages at random, bigcache with
+#             --hot-cache-size 0 (every hit read from its files, as nginx's);
+#             hot: KEYS pages, bigcache's RAM tier on. Bytes per hit;
+#             ROUNDS (3) interleaved (not in the default set)
 #   callgrind instructions per hot hit, user space, under valgrind's
 #             callgrind: CG_REQUESTS (5,000) GETs on one keep-alive
 #             connection cycling over 100 cached pages, counters zeroed
@@ -930,6 +939,109 @@ LUA
             "$(awk "BEGIN {printf \"%.2f\", $disk / $raw}")" "$rps" "$startup" "$per" "${ready}ms"
     done
     echo "  (nginx's cache loader walks its cache directory after a restart: about a minute for 1M pages, per the issue)"
+}
+
+# An nginx proxy_cache (bench/nginx.conf) of its own, named $1, on port
+# $2 in front of the origin on $3, with $4 added to its location.
+start_nginx_as() { # name port origin directives
+    local d=$work/$1
+    mkdir -p "$d/cache" "$d/tmp"
+    sed -e "s|@WORK@/nginx.pid|$d/nginx.pid|" -e "s|@WORK@/nginx-cache|$d/cache|" \
+        -e "s|@WORK@/nginx-tmp|$d/tmp|g" -e "s|@WORK@/nginx-error.log|$d/error.log|" \
+        -e "s|@PORT@|$2|g" -e "s|@ORIGIN@|$3|g" \
+        -e "s|add_header X-Cache \$upstream_cache_status;|add_header X-Cache \$upstream_cache_status; $4|" \
+        bench/nginx.conf >"$d/nginx.conf"
+    taskset -c 0 nginx -c "$d/nginx.conf" -p "$d"
+    wait_http "http://127.0.0.1:$2/__count"
+}
+
+# Hits to browsers, each server keeping pages as its users configure it
+# (issue 33): see the scenario list at the top.
+scenario_browser() {
+    local pages=${BROWSER_PAGES:-20000} rounds=${ROUNDS:-3}
+    local ae="gzip, deflate, br, zstd"
+    echo "== browser hits: Accept-Encoding: $ae; cold: $pages pages of $SIZE bytes at random, hot: $KEYS; $rounds interleaved rounds"
+    local o og b_cold b_hot api_cold api_hot n1 n2
+    o=$(free_port); og=$(free_port)
+    b_cold=$(free_port); b_hot=$(free_port); api_cold=$(free_port); api_hot=$(free_port)
+    n1=$(free_port); n2=$(free_port)
+    start_origin "$o" 0 1
+    taskset -c 1 python3 bench/origin.py --port "$og" --size "$SIZE" --gzip &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$og/__count"
+    start_bigcache br-cold "$api_cold" "$b_cold" "$o" target/release/bigcache --hot-cache-size 0
+    start_bigcache br-hot "$api_hot" "$b_hot" "$o"
+    start_nginx_as gzip1 "$n1" "$o" "gzip on; gzip_comp_level 1; gzip_vary on;"
+    start_nginx_as django-gzip "$n2" "$og" ""
+    # One connection for bigcache: pages arrive about as fast as the
+    # encoder (on the idle CPU) keeps up with.
+    echo "  populating bigcache (cold):"; POPULATE_AE="$ae" python3 bench/populate.py 127.0.0.1 "$b_cold" cold "$pages" 1
+    echo "  populating bigcache (hot):";  POPULATE_AE="$ae" python3 bench/populate.py 127.0.0.1 "$b_hot" page "$KEYS" 1
+    local port
+    for port in "$n1" "$n2"; do
+        echo "  populating nginx on $port:"
+        POPULATE_AE="$ae" python3 bench/populate.py 127.0.0.1 "$port" cold "$pages"
+        POPULATE_AE="$ae" python3 bench/populate.py 127.0.0.1 "$port" page "$KEYS"
+    done
+    local api
+    packed() { curl -s "http://127.0.0.1:$1/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])'; }
+    for api in "$api_cold" "$api_hot"; do
+        # The encoder finishes what populating queued: its counts settle.
+        local last="" now i
+        for i in $(seq 60); do
+            now=$(packed "$api")
+            [ "$now" = "$last" ] && break
+            last=$now
+            sleep 1
+        done
+        echo "  bigcache on $api, text pages stored: $now"
+    done
+    sync; sleep 2
+    echo "  data: bigcache (cold) $(du -sm "$work/br-cold" | cut -f1) MiB, nginx gzip on $(du -sm "$work/gzip1/cache" | cut -f1) MiB, nginx caching gzip $(du -sm "$work/django-gzip/cache" | cut -f1) MiB, raw $(((pages + KEYS) * SIZE / 1048576)) MiB"
+    local name url
+    for name in "bigcache:$b_cold" "nginx-gzip1:$n1" "nginx-django-gzip:$n2"; do
+        url="http://127.0.0.1:${name#*:}/cold/7"
+        echo "  ${name%%:*}: $(curl -s -o /dev/null -w '%{size_download}' -H "Accept-Encoding: $ae" "$url") bytes per hit ($(curl -s -o /dev/null -D - -H "Accept-Encoding: $ae" "$url" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" {print $2}'))"
+    done
+    local kind
+    for kind in cold page; do
+        local n=$pages
+        [ $kind = page ] && n=$KEYS
+        cat >"$work/browser-$kind.lua" <<LUA
+math.randomseed(7)
+local browser = {
+  ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+  ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+  ["Accept-Language"] = "en-US,en;q=0.5",
+  ["Accept-Encoding"] = "$ae",
+  ["Cookie"] = "_ga=GA1.1.1234567890.1700000000; _gid=GA1.1.987654321.1700000000",
+  ["Upgrade-Insecure-Requests"] = "1",
+}
+request = function() return wrk.format("GET", "/$kind/" .. math.random(0, $n - 1), browser) end
+LUA
+    done
+    header
+    local r line b g d cold=() hot=()
+    for r in $(seq "$rounds"); do
+        for kind in cold page; do
+            local bport=$b_cold bpid
+            bpid=$(cat "$work/br-cold.pid")
+            [ $kind = page ] && { bport=$b_hot; bpid=$(cat "$work/br-hot.pid"); }
+            line=$(row "bigcache $kind r$r" "$work/browser-$kind.lua" "http://127.0.0.1:$bport" "$bpid" "$o"); echo "$line"
+            b=$(awk '{print $3}' <<<"$line")
+            line=$(row "nginx-gzip1 $kind r$r" "$work/browser-$kind.lua" "http://127.0.0.1:$n1" "$(cat "$work/gzip1/nginx.pid")" "$o"); echo "$line"
+            g=$(awk '{print $3}' <<<"$line")
+            line=$(row "nginx-djgzip $kind r$r" "$work/browser-$kind.lua" "http://127.0.0.1:$n2" "$(cat "$work/django-gzip/nginx.pid")" "$og"); echo "$line"
+            d=$(awk '{print $3}' <<<"$line")
+            local ratio
+            ratio=$(awk -v b="$b" -v g="$g" -v d="$d" 'BEGIN {m = g > d ? g : d; printf "%.2f", b / m}')
+            if [ $kind = cold ]; then cold+=("$ratio -"); else hot+=("$ratio -"); fi
+        done
+    done
+    echo "  bigcache / the better nginx row:"
+    round_ratios cold "target >= 1.3" - - "${cold[@]}"
+    round_ratios hot "target >= 1.5" - - "${hot[@]}"
+    kill "$(cat "$work/gzip1/nginx.pid")" "$(cat "$work/django-gzip/nginx.pid")"
 }
 
 # The codings a stored text page could be kept in (issue 33), measured on

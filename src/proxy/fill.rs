@@ -41,10 +41,12 @@ const WRITE_CONFIRM: std::time::Duration = std::time::Duration::from_millis(200)
 
 /// What a fill tells the client that leads it, besides the flight's
 /// outcome: a response it will not store, or whether the page it fetched
-/// was written (the leader's `Cache-Status` says `stored` only then).
+/// was written (the leader's `Cache-Status` says `stored` only then;
+/// `None`: the write waits for the page's encoding, which no client
+/// waits for).
 struct ToLeader {
     response: Handoff,
-    written: oneshot::Sender<bool>,
+    written: oneshot::Sender<Option<bool>>,
 }
 
 /// The leader's wait: the response its fill hands over (one that will
@@ -133,9 +135,11 @@ impl<S: PageStore> Proxy<S> {
                         let mut answer = self.answer(outcome, parts, key, true).await?;
                         if fetched {
                             match tokio::time::timeout(WRITE_CONFIRM, written_rx).await {
-                                Ok(Ok(true)) => {}
-                                Ok(_) => super::not_stored(&mut answer, true),
-                                Err(_) => super::not_stored(&mut answer, false),
+                                Ok(Ok(Some(true))) => {}
+                                Ok(Ok(Some(false)) | Err(_)) => {
+                                    super::not_stored(&mut answer, true)
+                                }
+                                Ok(Ok(None)) | Err(_) => super::not_stored(&mut answer, false),
                             }
                         }
                         Ok(answer)
@@ -421,9 +425,16 @@ impl<S: PageStore> Proxy<S> {
             stale: false,
             revalidated: false,
         });
+        let mut written = leader.map(|l| l.written);
+        if self.packable(&entry)
+            && let Some(w) = written.take()
+        {
+            let _ = w.send(None);
+        }
         // Encoded while those served read the page as sent; from then on
         // the flight hands out the encoded copy.
-        let record = match self.pack(&entry, record).await {
+        let at = super::recode::stored_key(&key.group, variant.as_deref());
+        let record = match self.pack(&at, &entry, record).await {
             (Some(packed), record) => {
                 permit.announce(Outcome::Entry {
                     entry: packed,
@@ -441,8 +452,8 @@ impl<S: PageStore> Proxy<S> {
         let stored = self
             .store_entry(&key, &names, variant.as_deref(), record, generation, room)
             .await;
-        if let Some(l) = leader {
-            let _ = l.written.send(stored);
+        if let Some(w) = written {
+            let _ = w.send(Some(stored));
         }
         permit.end();
     }
@@ -493,14 +504,17 @@ impl<S: PageStore> Proxy<S> {
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
     }
 
-    /// The page of `entry` (whose record is `record`) in brotli, with its
-    /// record, when it is text in no coding yet and the encoder takes it
-    /// (`proxy::compress`); otherwise `record` as it was.
-    async fn pack(&self, entry: &Entry, record: Record) -> (Option<Arc<Entry>>, Record) {
-        if entry.coding != Coding::Identity
-            || !compress::compressible(&entry.headers, entry.body.len())
-            || self.cfg.compress.is_none()
-        {
+    /// The page of `entry` (whose record is `record`, to be stored under
+    /// key `stored_at`) in brotli, with its record, when it is text in no
+    /// coding yet and the encoder takes it (`proxy::compress`); otherwise
+    /// `record` as it was.
+    async fn pack(
+        &self,
+        stored_at: &[u8],
+        entry: &Entry,
+        record: Record,
+    ) -> (Option<Arc<Entry>>, Record) {
+        if !self.packable(entry) {
             return (None, record);
         }
         match self.encoder.pack(entry.body.clone()).await {
@@ -511,6 +525,7 @@ impl<S: PageStore> Proxy<S> {
             }
             compress::Packed::NoGain => {
                 self.stats.packed(Packing::NoGain);
+                self.no_gain.insert(stored_at.to_vec(), entry.stored_at);
                 (None, record)
             }
             compress::Packed::Busy => {
@@ -518,6 +533,13 @@ impl<S: PageStore> Proxy<S> {
                 (None, record)
             }
         }
+    }
+
+    /// Whether `entry` is text bigcache keeps in brotli and is not yet.
+    fn packable(&self, entry: &Entry) -> bool {
+        self.cfg.compress.is_some()
+            && entry.coding == Coding::Identity
+            && compress::compressible(&entry.headers, entry.body.len())
     }
 
     /// Writes a fetched page's record, given room for it in the store's
@@ -625,7 +647,8 @@ impl<S: PageStore> Proxy<S> {
                 let names = key::vary_names(&e.headers);
                 let (entry, record) = stored_form(e);
                 // A page stored before bigcache compressed is encoded now.
-                let (entry, record) = match self.pack(&entry, record).await {
+                let at = super::recode::stored_key(&key.group, stale.variant.as_deref());
+                let (entry, record) = match self.pack(&at, &entry, record).await {
                     (Some(packed), record) => (packed, record),
                     (None, record) => (entry, record),
                 };

@@ -150,9 +150,14 @@ pub struct Proxy<S = Store> {
     /// until [`Proxy::start_recoder`] takes it.
     recodes: tokio::sync::mpsc::Sender<recode::Recode>,
     recode_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<recode::Recode>>>,
+    /// Pages brotli did not shrink enough, by stored key, with the store
+    /// time of the copy tried: not offered for encoding again.
+    no_gain: quick_cache::sync::Cache<Vec<u8>, u64>,
     stats: Arc<ProxyStats>,
 }
 
+/// Pages remembered as not worth encoding (a few MB of keys at most).
+const NO_GAIN_PAGES: usize = 16_384;
 /// RAM the hit-for-pass map may hold.
 const PASS_BYTES: u64 = 4 << 20;
 /// RAM the `--max-query-variants` table may hold.
@@ -250,6 +255,7 @@ impl<S: PageStore> Proxy<S> {
             encoder: compress::Encoder::start(cfg.compress),
             recodes,
             recode_rx: std::sync::Mutex::new(Some(recode_rx)),
+            no_gain: quick_cache::sync::Cache::new(NO_GAIN_PAGES),
             cfg,
             stats,
         })

@@ -42,6 +42,15 @@ fn wants_recoding(e: &Entry) -> bool {
     e.coding == Coding::Identity && compress::compressible(&e.headers, e.body.len())
 }
 
+/// The key a page is stored under: its group's, or a member's, the group's
+/// and the variant (`PageKey::member`).
+pub(super) fn stored_key(group: &[u8], variant: Option<&str>) -> Vec<u8> {
+    match variant {
+        Some(v) => [group, v.as_bytes()].concat(),
+        None => group.to_vec(),
+    }
+}
+
 impl<S: PageStore> Proxy<S> {
     /// After a hit on `found`, stored under `group`: offers the page for
     /// encoding when it is text stored as sent and the encoder is idle.
@@ -51,6 +60,10 @@ impl<S: PageStore> Proxy<S> {
             || !self.encoder.idle()
             || !wants_recoding(&found.entry)
         {
+            return;
+        }
+        let at = stored_key(group, found.variant.as_deref());
+        if self.no_gain.get(&at) == Some(found.entry.stored_at) {
             return;
         }
         let _ = self.recodes.try_send(Recode {
@@ -79,11 +92,7 @@ impl<S: PageStore> Proxy<S> {
     }
 
     async fn recode(&self, job: Recode) {
-        // A member's key is its group's and the variant (`PageKey::member`).
-        let at = match &job.variant {
-            Some(v) => [&job.group[..], v.as_bytes()].concat(),
-            None => job.group.clone(),
-        };
+        let at = stored_key(&job.group, job.variant.as_deref());
         let Some(found) = self.stored_copy(&at, &job).await else {
             return;
         };
@@ -91,6 +100,7 @@ impl<S: PageStore> Proxy<S> {
             Packed::Br(b) => b,
             Packed::NoGain => {
                 self.stats.packed(Packing::NoGain);
+                self.no_gain.insert(at, job.stored_at);
                 return;
             }
             Packed::Busy => return,
