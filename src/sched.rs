@@ -29,18 +29,22 @@ pub fn batch_this_thread() {
 #[cfg(not(target_os = "linux"))]
 pub fn batch_this_thread() {}
 
-/// Puts the calling thread under `SCHED_IDLE`: it runs only on CPU time
-/// nothing else wants. For work no request waits for (`proxy::compress`'s
-/// encoder), which must never take a core from the runtime serving hits.
+/// Puts the calling thread under `SCHED_BATCH` at nice 10: it takes a
+/// tenth of the share of a default thread on a busy core, and any core
+/// left idle. For work no request waits for (`proxy::compress`'s encoder),
+/// which must not take a core from the runtime serving hits, yet must not
+/// starve either (`SCHED_IDLE` would, on a core the server keeps busy).
 #[cfg(target_os = "linux")]
-pub fn idle_this_thread() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+pub fn background_this_thread() {
+    batch_this_thread();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: a thread id of this process; nice 10 only lowers priority.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) };
     if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "SCHED_IDLE not set");
+        tracing::debug!(error = %std::io::Error::last_os_error(), "nice 10 not set");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn idle_this_thread() {}
+pub fn background_this_thread() {}

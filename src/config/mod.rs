@@ -288,6 +288,12 @@ pub struct Args {
     #[arg(long, help_heading = "Proxy", env = "BIGCACHE_NO_COMPRESS")]
     pub no_compress: bool,
 
+    /// RAM for decoded copies of brotli pages, kept for clients that do not
+    /// accept br (scripts, HTTP libraries) so a page they read again is not
+    /// decoded again; besides `--hot-cache-size` (0 disables it).
+    #[arg(long, help_heading = "Proxy", env = "BIGCACHE_DECODED_CACHE_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub decoded_cache_size: u64,
+
     /// Serve every proxied request through hyper, leaving out bigcache's
     /// own HTTP/1.1 path (which answers hits from borrowed request heads).
     /// For troubleshooting and comparison: the answers are the same, only
@@ -420,6 +426,7 @@ pub struct Config {
     pub cookies: crate::proxy::cookies::CookieRules,
     /// `--compress-level`; `None` with `--no-compress`.
     pub compress: Option<u32>,
+    pub decoded_cache_size: u64,
     pub sync: bool,
     pub access_log: Option<crate::access_log::Target>,
     pub cache_vary_cookie: bool,
@@ -618,6 +625,7 @@ impl Args {
             query: crate::proxy::query::QueryRules::new(&self.strip_query_params, self.sort_query),
             cookies: crate::proxy::cookies::CookieRules::new(&self.ignore_cookies),
             compress: (!self.no_compress).then_some(self.compress_level),
+            decoded_cache_size: self.decoded_cache_size,
             sync: self.sync,
             access_log: self
                 .access_log

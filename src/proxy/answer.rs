@@ -192,21 +192,17 @@ pub fn for_request(
     req: &Parts,
     now: u64,
     decision: Decision,
+    body: impl FnOnce(Rep) -> Result<bytes::Bytes, compress::Undecodable>,
 ) -> (Response<Body>, Decision) {
     let accepts = Accepts::kept(req);
-    from_entry(
-        e,
-        req.method == Method::HEAD,
-        accepts,
-        &req.headers,
-        now,
-        decision,
-    )
+    let head = req.method == Method::HEAD;
+    from_entry(e, head, accepts, &req.headers, now, decision, body)
 }
 
 /// The response to a GET (or, `head`, a HEAD) with request fields `req`,
 /// from a client that `accepts`, from entry `e` at `now` (unix ms), with
-/// `decision` shown in it.
+/// `decision` shown in it; `body` gives the body in a representation
+/// ([`body_of`], or a decoded copy kept, `proxy::decoded`).
 pub fn from_entry<F: Fields + ?Sized>(
     e: &Entry,
     head: bool,
@@ -214,6 +210,7 @@ pub fn from_entry<F: Fields + ?Sized>(
     req: &F,
     now: u64,
     decision: Decision,
+    body: impl FnOnce(Rep) -> Result<bytes::Bytes, compress::Undecodable>,
 ) -> (Response<Body>, Decision) {
     let decision = Decision {
         shown: true,
@@ -247,18 +244,21 @@ pub fn from_entry<F: Fields + ?Sized>(
             return (res, decision);
         }
         Shape::Whole => {
-            let body = match (head, body_of(e, rep)) {
-                (true, _) => body::empty(),
-                (false, Ok(b)) => body::stored(b),
-                (false, Err(err)) => return unreadable(err, decision),
+            let sent = if head {
+                body::empty()
+            } else {
+                match body(rep) {
+                    Ok(b) => body::stored(b),
+                    Err(err) => return unreadable(err, decision),
+                }
             };
-            let mut res = Response::new(body);
+            let mut res = Response::new(sent);
             *res.status_mut() = e.status;
             *res.headers_mut() = whole(e, rep, now, decision);
             return (res, decision);
         }
         Shape::Part { start, end } => {
-            let whole = match body_of(e, rep) {
+            let whole = match body(rep) {
                 Ok(b) => b,
                 Err(err) => return unreadable(err, decision),
             };

@@ -249,12 +249,15 @@ pub enum Packed {
 
 struct Job {
     body: Bytes,
+    /// The highest quality this body may take.
+    most: u32,
     done: tokio::sync::oneshot::Sender<Option<Bytes>>,
 }
 
-/// One thread that encodes bodies, in turn, under `SCHED_IDLE`: it runs
-/// only on CPU time the runtime does not want, since brotli at quality 11
-/// takes tens of ms for a page and no request waits for it. While more
+/// One thread that encodes bodies, in turn, in the background
+/// (`sched::background_this_thread`: a tenth of a busy core's share), since
+/// brotli at quality 11 takes tens of ms for a page and no request waits
+/// for it. While more
 /// than [`BEHIND`] pages wait, it encodes at quality [`CATCH_UP`] at most
 /// (40 MB/s, against 1 MB/s at 11, for 0.157 of the bytes instead of
 /// 0.134 on python3-doc), so a burst of misses is still stored encoded;
@@ -302,13 +305,13 @@ impl Encoder {
         let spawned = std::thread::Builder::new()
             .name("bigcache-encode".into())
             .spawn(move || {
-                crate::sched::idle_this_thread();
+                crate::sched::background_this_thread();
                 // Ends when the proxy, and with it the sender, is gone.
                 while let Ok(job) = rx.recv() {
                     // This body and those behind it.
                     let behind = count.load(Relaxed) > BEHIND + 1;
                     if !job.done.is_closed() {
-                        let q = quality_for(quality, behind, job.body.len());
+                        let q = quality_for(quality.min(job.most), behind, job.body.len());
                         let _ = job.done.send(encode(&job.body, q));
                     }
                     count.fetch_sub(1, Relaxed);
@@ -333,13 +336,24 @@ impl Encoder {
 
     /// `body` in brotli, or why not.
     pub async fn pack(&self, body: Bytes) -> Packed {
+        self.pack_at_most(body, u32::MAX).await
+    }
+
+    /// `body` in brotli at quality [`CATCH_UP`] at most: for pages stored
+    /// as sent because the encoder fell behind (`proxy::recode`), which
+    /// come in numbers after a burst.
+    pub async fn pack_quickly(&self, body: Bytes) -> Packed {
+        self.pack_at_most(body, CATCH_UP).await
+    }
+
+    async fn pack_at_most(&self, body: Bytes, most: u32) -> Packed {
         let Some(tx) = &self.tx else {
             return Packed::Busy;
         };
         let (done, result) = tokio::sync::oneshot::channel();
         // Counted before it can be taken, so the count never wraps.
         self.pending.fetch_add(1, Relaxed);
-        if tx.try_send(Job { body, done }).is_err() {
+        if tx.try_send(Job { body, most, done }).is_err() {
             self.pending.fetch_sub(1, Relaxed);
             return Packed::Busy;
         }

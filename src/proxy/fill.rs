@@ -246,7 +246,8 @@ impl<S: PageStore> Proxy<S> {
                 if !leader {
                     decision = decision.collapsed();
                 }
-                Ok(answer::for_request(&entry, &parts, now, decision))
+                let body = |rep| self.body_in(&key.group, variant.as_deref(), &entry, rep);
+                Ok(answer::for_request(&entry, &parts, now, decision, body))
             }
             Outcome::Pass(reason) => {
                 let res = self.pass_through(parts, body::empty()).await?;

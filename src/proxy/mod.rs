@@ -34,6 +34,7 @@ pub mod coalesce;
 pub mod compress;
 pub mod cookies;
 pub mod decision;
+mod decoded;
 pub mod directives;
 pub mod encoding;
 pub mod entry;
@@ -130,6 +131,8 @@ pub struct ProxyConfig {
     /// Brotli quality text pages are stored at (`proxy::compress`);
     /// `None`: stored as sent (`--no-compress`).
     pub compress: Option<u32>,
+    /// RAM for decoded copies of brotli pages (`--decoded-cache-size`).
+    pub decoded_cache: u64,
 }
 
 /// The proxy, over any [`PageStore`]: the LevelDB [`Store`] in the server,
@@ -153,6 +156,8 @@ pub struct Proxy<S = Store> {
     /// Pages brotli did not shrink enough, by stored key, with the store
     /// time of the copy tried: not offered for encoding again.
     no_gain: quick_cache::sync::Cache<Vec<u8>, u64>,
+    /// Decoded copies of brotli pages for clients that do not accept br.
+    decoded: decoded::Decoded,
     stats: Arc<ProxyStats>,
 }
 
@@ -256,6 +261,7 @@ impl<S: PageStore> Proxy<S> {
             recodes,
             recode_rx: std::sync::Mutex::new(Some(recode_rx)),
             no_gain: quick_cache::sync::Cache::new(NO_GAIN_PAGES),
+            decoded: decoded::Decoded::new(cfg.decoded_cache),
             cfg,
             stats,
         })
@@ -451,7 +457,8 @@ impl<S: PageStore> Proxy<S> {
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
             let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
             self.recode_later(&key.group, f);
-            return Ok(answer::for_request(&f.entry, &parts, now, decision));
+            let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
+            return Ok(answer::for_request(&f.entry, &parts, now, decision, body));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -461,7 +468,8 @@ impl<S: PageStore> Proxy<S> {
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
             let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
-            return Ok(answer::for_request(&f.entry, &parts, now, decision));
+            let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
+            return Ok(answer::for_request(&f.entry, &parts, now, decision, body));
         }
 
         // 5-7. Fetch, store, answer.

@@ -160,7 +160,7 @@ impl<S: PageStore> Proxy<S> {
             return None;
         }
         self.recode_later(&key.group, &found);
-        let entry = found.entry;
+        let entry = &*found.entry;
         let decision = Decision {
             shown: true,
             ..Decision::new(CacheStatus::Hit).with_ttl(entry.fresh_until, now)
@@ -168,20 +168,23 @@ impl<S: PageStore> Proxy<S> {
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
         let accepts = Accepts::of(&fields);
-        let rep = answer::representation(&entry, accepts, &fields);
-        let wire = match answer::shape(&entry, rep, is_head, &fields) {
-            Shape::Whole => answer::wire_head(&entry, rep, now, decision),
+        let rep = answer::representation(entry, accepts, &fields);
+        let wire = match answer::shape(entry, rep, is_head, &fields) {
+            Shape::Whole => answer::wire_head(entry, rep, now, decision),
             _ => None,
         };
+        let variant = found.variant.as_deref();
+        let body = |rep| self.body_in(&key.group, variant, entry, rep);
         // A body that does not decode is the general path's to answer.
         let ready = wire.and_then(|head| match is_head {
             true => Some((head, Bytes::new())),
-            false => answer::body_of(&entry, rep).ok().map(|body| (head, body)),
+            false => body(rep).ok().map(|body| (head, body)),
         });
         let (reply, status) = match ready {
             Some((head, body)) => (Answer::Ready(Ready { head, body }), status),
             None => {
-                let (res, _) = answer::from_entry(&entry, is_head, accepts, &fields, now, decision);
+                let (res, _) =
+                    answer::from_entry(entry, is_head, accepts, &fields, now, decision, body);
                 let status = res.status().as_u16();
                 (Answer::Response(res), status)
             }

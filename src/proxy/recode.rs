@@ -1,8 +1,9 @@
 //! Pages stored as Django sent them though bigcache could keep them in
 //! brotli (the encoder was busy when they were fetched, or an earlier
 //! release stored them) are encoded at a later hit, one at a time, when
-//! the encoder is idle: so every text page a site keeps reading ends up
-//! stored, and sent, in brotli.
+//! the encoder is idle, at the encoder's catch-up quality (there may be
+//! many: a burst's worth, or a whole data directory): so every text page
+//! a site keeps reading ends up stored, and sent, in brotli.
 //!
 //! The encoded copy replaces the stored one only if that is still the
 //! copy that was read: the worker takes the page's flight (`coalesce`), so
@@ -96,7 +97,7 @@ impl<S: PageStore> Proxy<S> {
         let Some(found) = self.stored_copy(&at, &job).await else {
             return;
         };
-        let packed = match self.encoder.pack(found.entry.body.clone()).await {
+        let packed = match self.encoder.pack_quickly(found.entry.body.clone()).await {
             Packed::Br(b) => b,
             Packed::NoGain => {
                 self.stats.packed(Packing::NoGain);

@@ -144,6 +144,7 @@ async fn rig_on(
         query: Default::default(),
         cookies: Default::default(),
         compress: Some(11),
+        decoded_cache: 1 << 20,
     };
     tune(&mut cfg);
     let proxy = Arc::new(Proxy::new(store.clone(), cfg, stats.clone()).unwrap());
@@ -681,4 +682,36 @@ async fn a_must_revalidate_page_is_revalidated_with_its_validators() {
     assert_eq!((again.status, again.cache.as_str()), (200, "REVALIDATED"));
     assert_eq!(again.body, first.body, "the stored body, renewed");
     assert_eq!(r.get("/m/1", &de).await.cache, "HIT");
+}
+
+/// A client that does not accept br is sent a decoded copy of a brotli
+/// page, kept for its next request, but only while that stored copy is
+/// the page: after a refetch it gets the new page, never the old bytes.
+#[tokio::test]
+async fn a_decoded_copy_serves_only_the_stored_copy_it_came_from() {
+    let r = rig(reply(
+        200,
+        &[
+            ("content-type", "text/html"),
+            ("cache-control", "max-age=60"),
+        ],
+    ))
+    .await;
+    // The upstream's body names the path: long enough to be encoded.
+    let path = format!("/d/{}", "x".repeat(400));
+    let first = r.get(&path, &[]).await;
+    assert_eq!(first.cache, "MISS");
+    r.stored(1).await;
+    assert_eq!(r.stats.snapshot()["compressed"]["br"], 1);
+    for _ in 0..2 {
+        let plain = r.get(&path, &[]).await;
+        assert_eq!((plain.cache.as_str(), &plain.body), ("HIT", &first.body));
+    }
+    r.clock.advance(Duration::from_secs(61));
+    let again = r.get(&path, &[]).await;
+    assert_eq!(again.cache, "MISS");
+    assert!(again.body.ends_with("n=2"), "{}", again.body);
+    r.stored(2).await;
+    let plain = r.get(&path, &[]).await;
+    assert_eq!((plain.cache.as_str(), &plain.body), ("HIT", &again.body));
 }

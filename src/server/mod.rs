@@ -235,6 +235,7 @@ pub async fn run(
             query: cfg.query.clone(),
             cookies: cfg.cookies.clone(),
             compress: cfg.compress,
+            decoded_cache: cfg.decoded_cache_size,
         },
         proxy_stats.clone(),
     );
