@@ -74,8 +74,27 @@ async fn request(s: &Server, method: reqwest::Method, path: &str, fields: &[(&st
     }
 }
 
+/// Pages stored in brotli at their fetch.
 fn compressed(s: &Server) -> u64 {
     stat(s)["proxy"]["compressed"]["br"].as_u64().unwrap_or(0)
+}
+
+/// Pages encoded again at a later hit.
+fn recoded(s: &Server) -> u64 {
+    stat(s)["proxy"]["compressed"]["recoded"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `n` pages were encoded again at a hit.
+async fn until_recoded(s: &Server, n: u64) {
+    for _ in 0..1000 {
+        if recoded(s) >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} of {n} pages encoded again", recoded(s));
 }
 
 fn stat(s: &Server) -> serde_json::Value {
@@ -100,15 +119,28 @@ fn stat(s: &Server) -> serde_json::Value {
     .unwrap()
 }
 
-/// The page stored from one fetch, and what the origin sent for it.
+/// Waits (bounded) until `n` fetched pages were stored in brotli.
+async fn until_compressed(s: &Server, n: u64) {
+    for _ in 0..1000 {
+        if compressed(s) >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} of {n} pages stored in brotli", compressed(s));
+}
+
+/// The page stored, then encoded, from one fetch, and what the origin
+/// sent for it.
 async fn stored_page(s: &Server, path: &str) -> Vec<u8> {
     let first = get(s, path, &[]).await;
     assert_eq!((first.status, first.cache.as_str()), (200, "MISS"));
     assert_eq!(first.field("content-encoding"), None, "a miss goes as sent");
-    // Written after its encoding, which the miss does not wait for.
+    // Stored as sent at once, encoded after.
     let status = first.field("cache-status").unwrap_or_default();
-    assert!(!status.contains("stored"), "{status}");
+    assert!(status.contains("stored"), "{status}");
     stored(s, 1).await;
+    until_compressed(s, 1).await;
     first.body
 }
 
@@ -262,6 +294,7 @@ async fn a_restart_reads_the_stored_brotli_from_disk() {
         let s = Server::start_in(dir.path(), &args);
         let origin = get(&s, &path, &[host]).await.body;
         stored(&s, 1).await;
+        until_compressed(&s, 1).await;
         let sent = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
         assert_eq!(sent.field("content-encoding"), Some("br"));
         assert_eq!(s.stop().code(), Some(0));
@@ -344,16 +377,99 @@ async fn pages_stored_as_sent_are_encoded_at_a_later_hit() {
     let first = get(&s, &path, &br).await;
     assert_eq!(first.cache, "HIT");
     assert_eq!(first.body, origin, "as stored, until encoded");
-    let mut waited = 0;
-    while compressed(&s) == 0 {
-        assert!(waited < 500, "never encoded");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        waited += 1;
-    }
+    until_recoded(&s, 1).await;
+    assert_eq!(compressed(&s), 0, "not at a fetch");
     let later = get(&s, &path, &br).await;
     assert_eq!(later.cache, "HIT");
     assert_eq!(later.field("content-encoding"), Some("br"));
     assert_eq!(later.decoded(), origin);
     assert_eq!(get(&s, &path, &[host]).await.body, origin);
     assert_eq!(o.count(&path), 1, "encoded in place, never fetched again");
+}
+
+/// A page is stored at the quick first quality, and encoded again at
+/// `--compress-level` once it is read again: smaller, the same page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_read_again_gets_the_best_coding() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &[]);
+    let path = format!("/again/?{TTL}&fixed=1&size=40000");
+    let origin = stored_page(&s, &path).await;
+    let br = [("accept-encoding", "br")];
+    let quick = get(&s, &path, &br).await;
+    assert_eq!(quick.field("content-encoding"), Some("br"));
+    until_recoded(&s, 1).await;
+    let best = get(&s, &path, &br).await;
+    assert_eq!(best.decoded(), origin);
+    assert!(
+        best.body.len() < quick.body.len(),
+        "{} bytes at the first quality, {} at 11",
+        quick.body.len(),
+        best.body.len()
+    );
+    assert_eq!(best.field("etag"), quick.field("etag"), "the same page");
+    // Once at its level, a page is not encoded again.
+    for _ in 0..5 {
+        get(&s, &path, &br).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(recoded(&s), 1);
+    assert_eq!(o.count(&path), 1);
+}
+
+/// A date in `If-Range` validates both codings alike: a client resuming a
+/// brotli download with one gets the whole page, never identity bytes to
+/// splice into brotli ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dated_if_range_on_a_brotli_page_gets_the_whole_page() {
+    let o = Origin::start().await;
+    let (_d, s) = start(&o.url(), &["--compress-level", "5"]);
+    let lm = "Tue, 01 Jan 2019 00:00:00 GMT";
+    let path = format!(
+        "/dated/?{TTL}&fixed=1&size=20000&h=Last-Modified:{}",
+        lm.replace(' ', "%20")
+    );
+    let origin = stored_page(&s, &path).await;
+    let coded = get(&s, &path, &[("accept-encoding", "br")]).await;
+    assert_eq!(coded.field("content-encoding"), Some("br"));
+    assert_eq!(coded.field("accept-ranges"), None);
+    let resumed = get(
+        &s,
+        &path,
+        &[
+            ("accept-encoding", "br"),
+            ("range", "bytes=100-"),
+            ("if-range", lm),
+        ],
+    )
+    .await;
+    assert_eq!(resumed.status, 200);
+    assert_eq!(resumed.decoded(), origin);
+}
+
+/// A 304 that makes the page one bigcache may not recode (here it adds
+/// `no-transform`, RFC 9110 §7.7) turns the stored brotli copy back into
+/// the page as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_304_adding_no_transform_ends_the_brotli_copy() {
+    let o = Origin::start().await;
+    let (_d, s) = crate::util::start_local_proxy(&o.url(), &["--compress-level", "5"]).await;
+    let path = "/nt304/?fixed=1&size=20000&etag=v1&h=Cache-Control:max-age%3D60\
+        &h304=Cache-Control:max-age%3D60,%20no-transform";
+    let origin = stored_page(&s, path).await;
+    let br = [("accept-encoding", "br")];
+    assert_eq!(
+        get(&s, path, &br).await.field("content-encoding"),
+        Some("br")
+    );
+    s.advance(std::time::Duration::from_secs(61));
+    let revalidated = get(&s, path, &br).await;
+    assert_eq!(revalidated.cache, "REVALIDATED");
+    assert_eq!(revalidated.field("content-encoding"), None);
+    assert_eq!(revalidated.body, origin);
+    stored(&s, 1).await;
+    let hit = get(&s, path, &br).await;
+    assert_eq!(hit.cache, "HIT");
+    assert_eq!(hit.field("content-encoding"), None);
+    assert_eq!(hit.body, origin);
 }

@@ -1392,9 +1392,7 @@ async fn targeted_cache_control_fields() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_status_says_what_happened() {
     let o = Origin::start().await;
-    // A page bigcache encodes is written after its encoding, and its miss
-    // says nothing of `stored` (tests/coding.rs): here pages go as sent.
-    let (_d, s) = start(&o.url(), &["--no-compress"]);
+    let (_d, s) = start(&o.url(), &[]);
     let path = "/cs/?h=Cache-Control:max-age%3D600&h=Cache-Status:origin-cache;%20hit";
     let miss = get(&s, path).await;
     let statuses = |r: &Reply| -> Vec<String> {

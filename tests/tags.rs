@@ -536,7 +536,6 @@ async fn the_index_a_page_may_take_is_bounded_and_tag_urls_are_exact() {
     // The same tags on a short key are fine.
     let short = format!("/short?{TTL}&h=Surrogate-Key:{}", tags.join("%20"));
     get(&s, &short).await;
-    // Written after its encoding, off the request's path.
     stored(&s, 1).await;
     assert_eq!(get(&s, &short).await.cache, "HIT");
 

@@ -64,6 +64,8 @@ fn served_headers(e: &Entry, rep: Rep, length: u64) -> http::HeaderMap {
         vary_on_accept_encoding(&mut h);
     }
     if coded {
+        // Ranges are of the identity body only.
+        h.remove(header::ACCEPT_RANGES);
         h.insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(e.coding.token()),
@@ -179,6 +181,13 @@ pub fn shape<F: Fields + ?Sized>(e: &Entry, rep: Rep, head: bool, req: &F) -> Sh
     if head || (e.coding != Coding::Identity && rep == Rep::Stored) {
         return Shape::Whole;
     }
+    // A date in If-Range validates both codings alike: a client resuming
+    // a brotli download with one must get the whole page, not identity
+    // bytes to splice into it. An entity tag names its coding.
+    let dated = |v: &[u8]| !v.trim_ascii().starts_with(b"\"") && !v.trim_ascii().starts_with(b"W/");
+    if e.coding != Coding::Identity && req.known(Known::IfRange).any(dated) {
+        return Shape::Whole;
+    }
     match range::select(req, &e.headers, e.identity_len) {
         Ranged::Full => Shape::Whole,
         Ranged::Part { start, end } => Shape::Part { start, end },
@@ -240,6 +249,9 @@ pub fn from_entry<F: Fields + ?Sized>(
             }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             h.insert(header::AGE, HeaderValue::from(e.age(now)));
+            if e.coding != Coding::Identity {
+                vary_on_accept_encoding(h);
+            }
             decision.show(h, StatusCode::RANGE_NOT_SATISFIABLE.as_u16());
             return (res, decision);
         }

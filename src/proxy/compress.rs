@@ -1,15 +1,16 @@
 //! bigcache's own compression of the pages it stores: a text page is kept
-//! in brotli, encoded once (on a thread of its own, after the page's first
-//! answer went out), and sent as stored to every client that accepts `br`;
-//! a client that does not gets the page decoded (`answer`).
+//! in brotli, encoded on a thread of its own after the page's first answer
+//! went out (at quality [`FIRST`], then, once the page is read again, at
+//! `--compress-level`), and sent as stored to every client that accepts
+//! `br`; a client that does not gets the page decoded (`answer`).
 //!
-//! Why brotli, at quality 11 by default: measured on the HTML of Debian's
-//! python3-doc (`bench/run.sh codings`), it keeps a page in 0.134 of its
-//! bytes, against 0.280 for the LZ4 the store used and 0.175 for gzip at
-//! level 6, and decodes at hundreds of MB/s. Every browser of the last
-//! years accepts it over HTTPS (the only way a browser reaches the shipped
-//! nginx config). Encoding is slow (about 1 MB/s at 11), which is why it
-//! happens once per stored version and never while a client waits.
+//! Why brotli, at quality 11 for the pages a site keeps serving: measured
+//! on the HTML of Debian's python3-doc (`bench/run.sh codings`), it keeps
+//! a page in 0.134 of its bytes, against 0.280 for the LZ4 the store used
+//! and 0.175 for gzip at level 6, and decodes at hundreds of MB/s. Every
+//! browser of the last years accepts it over HTTPS (the only way a browser
+//! reaches the shipped nginx config). Encoding is slow (under 1 MB/s at
+//! 11), which is why no client ever waits for it.
 //!
 //! gzip is not stored beside it: a client that accepts gzip but not br is
 //! rare behind HTTPS, and gets the identity body (nginx in front can gzip
@@ -98,12 +99,13 @@ impl Accepts {
 pub const MIN_LEN: usize = 256;
 
 /// Whether bigcache may keep a response with `headers` and a body of
-/// `len` bytes in brotli: a text type, not encoded already, and nothing
+/// `len` bytes ([`MIN_LEN`] to [`LARGE`]) in brotli: a text type, not
+/// encoded already, and nothing
 /// that forbids or breaks a change of coding (`no-transform`, RFC 9110
 /// §7.7, where a proxy MUST NOT change the content; digests of the bytes
 /// as sent; a partial body). The one place this is decided.
 pub fn compressible(headers: &HeaderMap, len: usize) -> bool {
-    if len < MIN_LEN {
+    if !(MIN_LEN..=LARGE).contains(&len) {
         return false;
     }
     let encoded = headers
@@ -225,9 +227,13 @@ pub fn pack_for_test(body: &[u8]) -> Bytes {
 #[error("a stored brotli body does not decode to its length")]
 pub struct Undecodable;
 
-/// The identity body of a brotli body recorded as `len` bytes; never more
-/// than `len` bytes are produced.
+/// The identity body of a brotli body recorded as `len` bytes (at most
+/// [`LARGE`]: bigcache encodes nothing larger); never more than `len`
+/// bytes are produced.
 pub fn decode(coded: &[u8], len: usize) -> Result<Vec<u8>, Undecodable> {
+    if len > LARGE {
+        return Err(Undecodable);
+    }
     let mut out = Vec::with_capacity(len);
     let mut r = brotli::Decompressor::new(coded, 4096).take(len as u64 + 1);
     r.read_to_end(&mut out).map_err(|_| Undecodable)?;
@@ -240,30 +246,54 @@ pub fn decode(coded: &[u8], len: usize) -> Result<Vec<u8>, Undecodable> {
 /// What became of a body given to the [`Encoder`].
 #[derive(Debug)]
 pub enum Packed {
-    Br(Bytes),
+    /// In brotli, at this quality.
+    Br(Bytes, u8),
     /// Brotli would not save an eighth: kept as sent.
     NoGain,
-    /// The encoder's queue was full (or it is off): kept as sent.
+    /// The encoder's queue was full, it did not answer within [`PATIENCE`],
+    /// or it is off: kept as sent.
     Busy,
 }
 
 struct Job {
     body: Bytes,
-    /// The highest quality this body may take.
-    most: u32,
-    done: tokio::sync::oneshot::Sender<Option<Bytes>>,
+    quality: u32,
+    done: tokio::sync::oneshot::Sender<Option<(Bytes, u8)>>,
 }
 
+/// The quality of a page's first encoding, and of every encoding while
+/// the encoder is behind: 27 to 41 MB/s on one core, where quality 11
+/// takes 0.3 to 1 MB/s (`bench/run.sh codings`), for 0.138 of the bench's
+/// pages instead of 0.118 (0.157 and 0.134 on python3-doc). Misses come
+/// faster than quality 11 could keep up with on a burst; a page read
+/// again is encoded once more at `--compress-level` (`proxy::recode`),
+/// so the pages a site keeps serving are the ones that get the expensive
+/// encoding.
+pub const FIRST: u32 = 5;
+
+/// The quality a body asked at `quality` is encoded at: [`FIRST`] at most
+/// while the encoder is `behind`.
+fn quality_for(quality: u32, behind: bool) -> u32 {
+    if behind { quality.min(FIRST) } else { quality }
+}
+
+/// The largest body bigcache encodes: a larger one is kept as sent, since
+/// decoding it for a client that does not take br (or for a range) would
+/// cost milliseconds per request, and quality 11 a second per MB.
+pub const LARGE: usize = 1 << 20;
+/// Bodies waiting to be encoded, at most.
+const QUEUE: usize = 64;
+/// Waiting bodies past which the encoder uses [`FIRST`] quality at most.
+const BEHIND: usize = 2;
+/// Longest a fetched page waits for its encoding before it is stored as
+/// sent (its flight serves it meanwhile).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One thread that encodes bodies, in turn, in the background
-/// (`sched::background_this_thread`: a tenth of a busy core's share), since
-/// brotli at quality 11 takes tens of ms for a page and no request waits
-/// for it. While more
-/// than [`BEHIND`] pages wait, it encodes at quality [`CATCH_UP`] at most
-/// (40 MB/s, against 1 MB/s at 11, for 0.157 of the bytes instead of
-/// 0.134 on python3-doc), so a burst of misses is still stored encoded;
-/// so is a body over [`LARGE`]. A bounded queue, and a bounded wait: a
-/// page that finds the queue full, or is not encoded within [`PATIENCE`]
-/// (the machine busy), is stored as sent, and encoded at a later hit
+/// (`sched::background_this_thread`: a tenth of a busy core's share, any
+/// idle core), since no request waits for it. A bounded queue and a
+/// bounded wait: a page that finds the queue full, or is not encoded
+/// within [`PATIENCE`], is stored as sent, and encoded at a later hit
 /// when the encoder is idle (`proxy::recode`).
 pub struct Encoder {
     tx: Option<mpsc::SyncSender<Job>>,
@@ -271,35 +301,13 @@ pub struct Encoder {
     pending: Arc<AtomicUsize>,
 }
 
-/// The quality a body of `len` bytes is encoded at: `level`, or
-/// [`CATCH_UP`] at most while the encoder is `behind` or for a body over
-/// [`LARGE`] (quality 11 would take the encoder a second per MB of it).
-fn quality_for(level: u32, behind: bool, len: usize) -> u32 {
-    if behind || len > LARGE {
-        level.min(CATCH_UP)
-    } else {
-        level
-    }
-}
-
-/// Bodies past which the encoder uses [`CATCH_UP`] quality.
-const LARGE: usize = 1 << 20;
-/// Bodies waiting to be encoded, at most.
-const QUEUE: usize = 64;
-/// Waiting bodies past which the encoder catches up at [`CATCH_UP`].
-const BEHIND: usize = 2;
-const CATCH_UP: u32 = 5;
-/// Longest a fetched page waits for its encoding before it is stored as
-/// sent (its flight serves it meanwhile).
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl Encoder {
-    /// The encoder at brotli `quality` (0 to 11); `None`: off.
-    pub fn start(quality: Option<u32>) -> Encoder {
+    /// The encoder; `on` false: every body is kept as sent.
+    pub fn start(on: bool) -> Encoder {
         let pending = Arc::new(AtomicUsize::new(0));
-        let Some(quality) = quality else {
+        if !on {
             return Encoder { tx: None, pending };
-        };
+        }
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let count = pending.clone();
         let spawned = std::thread::Builder::new()
@@ -310,11 +318,16 @@ impl Encoder {
                 while let Ok(job) = rx.recv() {
                     // This body and those behind it.
                     let behind = count.load(Relaxed) > BEHIND + 1;
-                    if !job.done.is_closed() {
-                        let q = quality_for(quality.min(job.most), behind, job.body.len());
-                        let _ = job.done.send(encode(&job.body, q));
-                    }
+                    let packed = (!job.done.is_closed()).then(|| {
+                        let q = quality_for(job.quality, behind);
+                        encode(&job.body, q).map(|b| (b, q as u8))
+                    });
+                    // Idle again before the result is out, so whoever gets
+                    // it sees the encoder idle.
                     count.fetch_sub(1, Relaxed);
+                    if let Some(packed) = packed {
+                        let _ = job.done.send(packed);
+                    }
                 }
             });
         match spawned {
@@ -334,32 +347,30 @@ impl Encoder {
         self.tx.is_some() && self.pending.load(Relaxed) == 0
     }
 
-    /// `body` in brotli, or why not.
-    pub async fn pack(&self, body: Bytes) -> Packed {
-        self.pack_at_most(body, u32::MAX).await
-    }
-
-    /// `body` in brotli at quality [`CATCH_UP`] at most: for pages stored
-    /// as sent because the encoder fell behind (`proxy::recode`), which
-    /// come in numbers after a burst.
-    pub async fn pack_quickly(&self, body: Bytes) -> Packed {
-        self.pack_at_most(body, CATCH_UP).await
-    }
-
-    async fn pack_at_most(&self, body: Bytes, most: u32) -> Packed {
+    /// `body` in brotli at `quality` (0 to 11; [`FIRST`] at most while the
+    /// encoder is behind), or why not.
+    pub async fn pack(&self, body: Bytes, quality: u32) -> Packed {
         let Some(tx) = &self.tx else {
             return Packed::Busy;
         };
         let (done, result) = tokio::sync::oneshot::channel();
         // Counted before it can be taken, so the count never wraps.
         self.pending.fetch_add(1, Relaxed);
-        if tx.try_send(Job { body, most, done }).is_err() {
+        let quality = quality.min(11);
+        if tx
+            .try_send(Job {
+                body,
+                quality,
+                done,
+            })
+            .is_err()
+        {
             self.pending.fetch_sub(1, Relaxed);
             return Packed::Busy;
         }
         // Given up: the thread sees the closed channel and skips it.
         match tokio::time::timeout(PATIENCE, result).await {
-            Ok(Ok(Some(b))) => Packed::Br(b),
+            Ok(Ok(Some((b, q)))) => Packed::Br(b, q),
             Ok(Ok(None)) => Packed::NoGain,
             Ok(Err(_)) | Err(_) => Packed::Busy,
         }
@@ -407,6 +418,8 @@ mod tests {
         assert!(!compressible(&h(&[]), 1000), "no type");
         assert!(!compressible(&h(&[html]), MIN_LEN - 1), "too small");
         assert!(compressible(&h(&[html]), MIN_LEN));
+        assert!(compressible(&h(&[html]), LARGE));
+        assert!(!compressible(&h(&[html]), LARGE + 1), "too large");
         assert!(compressible(
             &h(&[html, ("content-encoding", "identity")]),
             1000
@@ -479,20 +492,21 @@ mod tests {
     }
 
     #[test]
-    fn quality_drops_only_when_behind_or_large() {
-        assert_eq!(quality_for(11, false, 20_000), 11);
-        assert_eq!(quality_for(11, true, 20_000), CATCH_UP);
-        assert_eq!(quality_for(11, false, LARGE + 1), CATCH_UP);
-        assert_eq!(quality_for(11, false, LARGE), 11);
-        assert_eq!(quality_for(3, true, LARGE + 1), 3, "never above the level");
+    fn quality_drops_only_when_behind() {
+        assert_eq!(quality_for(11, false), 11);
+        assert_eq!(quality_for(11, true), FIRST);
+        assert_eq!(quality_for(3, true), 3, "never above the level");
     }
 
     #[tokio::test]
     async fn the_encoder_packs_off_the_runtime_and_says_when_it_cannot() {
         let page = Bytes::from("<p>hello, compressible world</p>\n".repeat(200));
-        let encoder = Encoder::start(Some(5));
-        match encoder.pack(page.clone()).await {
-            Packed::Br(b) => assert_eq!(decode(&b, page.len()).unwrap(), page),
+        let encoder = Encoder::start(true);
+        match encoder.pack(page.clone(), 7).await {
+            Packed::Br(b, q) => {
+                assert_eq!(q, 7);
+                assert_eq!(decode(&b, page.len()).unwrap(), page);
+            }
             other => panic!("{other:?}"),
         }
         let mut x = 0x2545_f491_u32;
@@ -505,8 +519,10 @@ mod tests {
             })
             .collect();
         let noise = Bytes::from(noise);
-        assert!(matches!(encoder.pack(noise).await, Packed::NoGain));
-        let off = Encoder::start(None);
-        assert!(matches!(off.pack(page).await, Packed::Busy));
+        assert!(matches!(encoder.pack(noise, 11).await, Packed::NoGain));
+        assert!(encoder.idle());
+        let off = Encoder::start(false);
+        assert!(matches!(off.pack(page, 5).await, Packed::Busy));
+        assert!(!off.idle());
     }
 }

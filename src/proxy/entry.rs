@@ -34,6 +34,8 @@ pub struct Entry {
     pub body: Bytes,
     /// bigcache's own coding of the body (`proxy::compress`).
     pub coding: Coding,
+    /// The brotli quality the body was encoded at; 0 for an identity body.
+    pub quality: u8,
     /// The body's length decoded: `body.len()` for an identity body.
     pub identity_len: u64,
     /// Unix ms.
@@ -179,6 +181,7 @@ impl Entry {
             identity_len: body.len() as u64,
             body,
             coding: Coding::Identity,
+            quality: 0,
             stored_at: now,
             fresh_until: now.saturating_add(ms(p.fresh_for)),
             keep_until: Some(
@@ -198,13 +201,14 @@ impl Entry {
         }
     }
 
-    /// The same page with its body in `coding` (`packed`).
-    pub fn packed(&self, coding: Coding, packed: Bytes) -> Entry {
+    /// The same page with its body in `coding` at `quality` (`packed`).
+    pub fn packed(&self, coding: Coding, quality: u8, packed: Bytes) -> Entry {
         Entry {
             status: self.status,
             headers: self.headers.clone(),
             body: packed,
             coding,
+            quality,
             identity_len: self.identity_len,
             stored_at: self.stored_at,
             fresh_until: self.fresh_until,
@@ -257,6 +261,7 @@ impl Entry {
         m.put_u32_le(secs_raw(self.stale_while_revalidate));
         m.put_u32_le(secs_raw(self.stale_if_error));
         m.put_u8(self.coding.byte());
+        m.put_u8(self.quality);
         m.put_u64_le(self.identity_len);
         let headers: Vec<_> = self
             .headers
@@ -300,17 +305,23 @@ impl Entry {
         let flags = r.u8()?;
         let swr = secs_opt(r.u32()?);
         let sie = secs_opt(r.u32()?);
-        let (coding, identity_len) = if version == 1 {
-            (Coding::Identity, rec.body.len() as u64)
+        let (coding, quality, identity_len) = if version == 1 {
+            (Coding::Identity, 0, rec.body.len() as u64)
         } else {
             let coding = Coding::from_byte(r.u8()?).ok_or(MetaError)?;
+            let quality = r.u8()?;
             let len = r.u64()?;
             // An identity body is its own length; a coded one's is only
             // checked when decoded (`compress::decode`).
-            if coding == Coding::Identity && len != rec.body.len() as u64 {
+            let identity = coding == Coding::Identity;
+            let too_long = !identity && len > super::compress::LARGE as u64;
+            if identity && (len != rec.body.len() as u64 || quality != 0)
+                || quality > 11
+                || too_long
+            {
                 return Err(MetaError);
             }
-            (coding, len)
+            (coding, quality, len)
         };
         let n = r.u16()?;
         let mut headers = HeaderMap::with_capacity(usize::from(n));
@@ -329,6 +340,7 @@ impl Entry {
             headers,
             body: rec.body.clone(),
             coding,
+            quality,
             identity_len,
             stored_at: rec.created_at,
             // Soft-purged: stale from that moment, whatever the lifetime.
@@ -545,6 +557,7 @@ mod tests {
             headers,
             body: Bytes::from_static(b"<h1>gone</h1>"),
             coding: Coding::Identity,
+            quality: 0,
             identity_len: 13,
             stored_at: 1_000_000,
             fresh_until: 2_000_000,
@@ -635,15 +648,15 @@ mod tests {
         plain.identity_len = page.len() as u64;
         plain.body = page.clone();
         let packed = crate::proxy::compress::pack_for_test(&page);
-        let coded = plain.packed(Coding::Br, packed.clone());
+        let coded = plain.packed(Coding::Br, 5, packed.clone());
         let back = Entry::from_record(&coded.to_record()).unwrap();
-        assert_eq!(back.coding, Coding::Br);
+        assert_eq!((back.coding, back.quality), (Coding::Br, 5));
         assert_eq!(back.identity_len, page.len() as u64);
         assert_eq!(back.body, packed);
         assert_eq!(back.identity_body().unwrap(), page);
         // A recorded length the body does not decode to is an error, not
         // another page.
-        let mut wrong = back.packed(Coding::Br, packed);
+        let mut wrong = back.packed(Coding::Br, 5, packed);
         wrong.identity_len -= 1;
         assert!(wrong.identity_body().is_err());
     }
@@ -655,11 +668,12 @@ mod tests {
     fn earlier_and_damaged_codings() {
         let rec = sample().to_record();
         let meta = &rec.meta;
-        // Version 1: the same fields without the coding and the length.
+        // Version 1: the same fields without the coding, the quality and
+        // the length.
         let fixed = 1 + 2 + 8 + 8 + 1 + 4 + 4;
         let mut v1 = vec![1u8];
         v1.extend_from_slice(&meta[1..fixed]);
-        v1.extend_from_slice(&meta[fixed + 9..]);
+        v1.extend_from_slice(&meta[fixed + 10..]);
         let old = Record {
             meta: Bytes::from(v1),
             ..rec.clone()
@@ -676,7 +690,11 @@ mod tests {
             }
         };
         assert!(Entry::from_record(&with(fixed, 2)).is_err(), "no coding 2");
-        assert!(Entry::from_record(&with(fixed + 1, 14)).is_err(), "length");
+        assert!(
+            Entry::from_record(&with(fixed + 1, 5)).is_err(),
+            "identity at 5"
+        );
+        assert!(Entry::from_record(&with(fixed + 2, 14)).is_err(), "length");
         assert!(Entry::from_record(&with(0, 3)).is_err(), "version 3");
         assert!(
             Entry::from_record(&with(fixed, 1)).is_ok(),

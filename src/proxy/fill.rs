@@ -19,7 +19,7 @@ use super::entry::Entry;
 use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
-use super::stats::{Packing, UpstreamFailure};
+use super::stats::UpstreamFailure;
 use super::verdict::{self, Verdict};
 use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
 use crate::store::backlog::Room;
@@ -41,12 +41,10 @@ const WRITE_CONFIRM: std::time::Duration = std::time::Duration::from_millis(200)
 
 /// What a fill tells the client that leads it, besides the flight's
 /// outcome: a response it will not store, or whether the page it fetched
-/// was written (the leader's `Cache-Status` says `stored` only then;
-/// `None`: the write waits for the page's encoding, which no client
-/// waits for).
+/// was written (the leader's `Cache-Status` says `stored` only then).
 struct ToLeader {
     response: Handoff,
-    written: oneshot::Sender<Option<bool>>,
+    written: oneshot::Sender<bool>,
 }
 
 /// The leader's wait: the response its fill hands over (one that will
@@ -135,11 +133,9 @@ impl<S: PageStore> Proxy<S> {
                         let mut answer = self.answer(outcome, parts, key, true).await?;
                         if fetched {
                             match tokio::time::timeout(WRITE_CONFIRM, written_rx).await {
-                                Ok(Ok(Some(true))) => {}
-                                Ok(Ok(Some(false)) | Err(_)) => {
-                                    super::not_stored(&mut answer, true)
-                                }
-                                Ok(Ok(None)) | Err(_) => super::not_stored(&mut answer, false),
+                                Ok(Ok(true)) => {}
+                                Ok(_) => super::not_stored(&mut answer, true),
+                                Err(_) => super::not_stored(&mut answer, false),
                             }
                         }
                         Ok(answer)
@@ -426,37 +422,20 @@ impl<S: PageStore> Proxy<S> {
             stale: false,
             revalidated: false,
         });
-        let mut written = leader.map(|l| l.written);
-        if self.packable(&entry)
-            && let Some(w) = written.take()
-        {
-            let _ = w.send(None);
-        }
-        // Encoded while those served read the page as sent; from then on
-        // the flight hands out the encoded copy.
-        let at = super::recode::stored_key(&key.group, variant.as_deref());
-        let record = match self.pack(&at, &entry, record).await {
-            (Some(packed), record) => {
-                permit.announce(Outcome::Entry {
-                    entry: packed,
-                    variant: variant.clone(),
-                    stale: false,
-                    revalidated: false,
-                });
-                record
-            }
-            (None, record) => record,
-        };
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
         // those waiting for it, and not stored (decided in the store).
         let stored = self
             .store_entry(&key, &names, variant.as_deref(), record, generation, room)
             .await;
-        if let Some(w) = written {
-            let _ = w.send(Some(stored));
+        if let Some(l) = leader {
+            let _ = l.written.send(stored);
         }
         permit.end();
+        // Stored as sent, encoded next, off every request's path.
+        if stored {
+            self.encode_stored(&key.group, variant, &entry, generation);
+        }
     }
 
     /// Gives an uncacheable response to the client that led the fetch (a
@@ -503,44 +482,6 @@ impl<S: PageStore> Proxy<S> {
             self.pass.insert(key.group.clone(), page);
         }
         tracing::debug!(reason = reason.as_str(), "not storing; hit-for-pass");
-    }
-
-    /// The page of `entry` (whose record is `record`, to be stored under
-    /// key `stored_at`) in brotli, with its record, when it is text in no
-    /// coding yet and the encoder takes it (`proxy::compress`); otherwise
-    /// `record` as it was.
-    async fn pack(
-        &self,
-        stored_at: &[u8],
-        entry: &Entry,
-        record: Record,
-    ) -> (Option<Arc<Entry>>, Record) {
-        if !self.packable(entry) {
-            return (None, record);
-        }
-        match self.encoder.pack(entry.body.clone()).await {
-            compress::Packed::Br(b) => {
-                self.stats.packed(Packing::Br);
-                let (packed, record) = stored_form(entry.packed(Coding::Br, b));
-                (Some(packed), record)
-            }
-            compress::Packed::NoGain => {
-                self.stats.packed(Packing::NoGain);
-                self.no_gain.insert(stored_at.to_vec(), entry.stored_at);
-                (None, record)
-            }
-            compress::Packed::Busy => {
-                self.stats.packed(Packing::Busy);
-                (None, record)
-            }
-        }
-    }
-
-    /// Whether `entry` is text bigcache keeps in brotli and is not yet.
-    fn packable(&self, entry: &Entry) -> bool {
-        self.cfg.compress.is_some()
-            && entry.coding == Coding::Identity
-            && compress::compressible(&entry.headers, entry.body.len())
     }
 
     /// Writes a fetched page's record, given room for it in the store's
@@ -606,7 +547,7 @@ impl<S: PageStore> Proxy<S> {
     /// A 304 from the upstream: the stored response gets the new headers
     /// and a new lifetime, and keeps its body.
     async fn refreshed(
-        &self,
+        self: &Arc<Self>,
         key: &PageKey,
         stale: &Found,
         fresh: &HeaderMap,
@@ -637,8 +578,22 @@ impl<S: PageStore> Proxy<S> {
                 if old.synthetic_etag {
                     e.synthetic_etag = true;
                 }
-                e.coding = old.coding;
-                e.identity_len = old.identity_len;
+                // The body keeps its coding, unless the 304 made the page
+                // one bigcache may not recode (`no-transform`, another
+                // type, a digest: RFC 9110 §7.7).
+                if old.coding != Coding::Identity {
+                    if compress::compressible(&e.headers, old.identity_len as usize) {
+                        (e.coding, e.quality) = (old.coding, old.quality);
+                        e.identity_len = old.identity_len;
+                    } else {
+                        let Ok(body) = old.identity_body() else {
+                            let _ = self.store.delete_page(&key.group, false).await;
+                            return Outcome::Pass(Reason::StoreError);
+                        };
+                        e.identity_len = body.len() as u64;
+                        e.body = body;
+                    }
+                }
                 // A 304 without tags (or an empty tag header) keeps the
                 // page's: they are stored apart from its headers unless
                 // `--keep-tag-headers`.
@@ -647,23 +602,23 @@ impl<S: PageStore> Proxy<S> {
                 }
                 let names = key::vary_names(&e.headers);
                 let (entry, record) = stored_form(e);
-                // A page stored before bigcache compressed is encoded now.
-                let at = super::recode::stored_key(&key.group, stale.variant.as_deref());
-                let (entry, record) = match self.pack(&at, &entry, record).await {
-                    (Some(packed), record) => (packed, record),
-                    (None, record) => (entry, record),
-                };
                 let room = self.store.reserve(&key.group, record.encoded_len()).await;
                 // Purged meanwhile: the stored copy stays gone.
-                self.store_entry(
-                    key,
-                    &names,
-                    stale.variant.as_deref(),
-                    record,
-                    generation,
-                    room,
-                )
-                .await;
+                let stored = self
+                    .store_entry(
+                        key,
+                        &names,
+                        stale.variant.as_deref(),
+                        record,
+                        generation,
+                        room,
+                    )
+                    .await;
+                // A page stored as sent (by an earlier release, say) is
+                // encoded now.
+                if stored {
+                    self.encode_stored(&key.group, stale.variant.clone(), &entry, generation);
+                }
                 Outcome::Entry {
                     entry,
                     variant: stale.variant.clone(),

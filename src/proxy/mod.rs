@@ -155,14 +155,15 @@ pub struct Proxy<S = Store> {
     recode_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<recode::Recode>>>,
     /// Pages brotli did not shrink enough, by stored key, with the store
     /// time of the copy tried: not offered for encoding again.
-    no_gain: quick_cache::sync::Cache<Vec<u8>, u64>,
+    no_gain: quick_cache::sync::Cache<Vec<u8>, u64, NoGainBytes>,
     /// Decoded copies of brotli pages for clients that do not accept br.
     decoded: decoded::Decoded,
     stats: Arc<ProxyStats>,
 }
 
-/// Pages remembered as not worth encoding (a few MB of keys at most).
+/// Pages remembered as not worth encoding, and the RAM their keys take.
 const NO_GAIN_PAGES: usize = 16_384;
+const NO_GAIN_BYTES: u64 = 4 << 20;
 /// RAM the hit-for-pass map may hold.
 const PASS_BYTES: u64 = 4 << 20;
 /// RAM the `--max-query-variants` table may hold.
@@ -232,6 +233,15 @@ impl quick_cache::Weighter<Vec<u8>, PassMark> for KeyBytes {
     }
 }
 
+#[derive(Clone)]
+struct NoGainBytes;
+
+impl quick_cache::Weighter<Vec<u8>, u64> for NoGainBytes {
+    fn weight(&self, key: &Vec<u8>, _: &u64) -> u64 {
+        key.len() as u64 + 64
+    }
+}
+
 /// A response with the decision that produced it.
 type Answer = Result<(Response<Body>, Decision), ProxyError>;
 
@@ -257,10 +267,14 @@ impl<S: PageStore> Proxy<S> {
             pass: quick_cache::sync::Cache::with_weighter(10_000, PASS_BYTES, KeyBytes),
             query_cap: (cfg.max_query_variants > 0)
                 .then(|| query_cap::QueryCap::new(cfg.max_query_variants, QUERY_CAP_BYTES)),
-            encoder: compress::Encoder::start(cfg.compress),
+            encoder: compress::Encoder::start(cfg.compress.is_some()),
             recodes,
             recode_rx: std::sync::Mutex::new(Some(recode_rx)),
-            no_gain: quick_cache::sync::Cache::new(NO_GAIN_PAGES),
+            no_gain: quick_cache::sync::Cache::with_weighter(
+                NO_GAIN_PAGES,
+                NO_GAIN_BYTES,
+                NoGainBytes,
+            ),
             decoded: decoded::Decoded::new(cfg.decoded_cache),
             cfg,
             stats,

@@ -1,9 +1,11 @@
-//! Pages stored as Django sent them though bigcache could keep them in
-//! brotli (the encoder was busy when they were fetched, or an earlier
-//! release stored them) are encoded at a later hit, one at a time, when
-//! the encoder is idle, at the encoder's catch-up quality (there may be
-//! many: a burst's worth, or a whole data directory): so every text page
-//! a site keeps reading ends up stored, and sent, in brotli.
+//! Pages are encoded in place, after they are stored as Django sent them:
+//! a fetched page at once, at the quick first quality (`compress::FIRST`);
+//! a page read again at `--compress-level`, one at a time, only while the
+//! encoder is idle, whether it was stored at the first quality or as sent
+//! though bigcache could keep it in brotli (the encoder was busy when it
+//! was fetched, or an earlier release or `--no-compress` stored it). So no
+//! request ever waits for an encoding, the pages a site keeps serving end
+//! up in the best coding, and a page read once costs only its quick one.
 //!
 //! The encoded copy replaces the stored one only if that is still the
 //! copy that was read: the worker takes the page's flight (`coalesce`), so
@@ -23,13 +25,17 @@ use super::lookup::{self, Found};
 use super::stats::Packing;
 use crate::store::PageStore;
 
-/// A page to encode: where it is stored, and which copy was read.
+/// A page to encode: where it is stored, which copy was read, and the
+/// quality to encode it at.
 pub struct Recode {
     group: Vec<u8>,
     variant: Option<String>,
     stored_at: u64,
-    /// The purge point before the hit that found it.
+    /// The purge point before the copy was read (or its fetch began).
     since: u64,
+    quality: u32,
+    /// Just fetched (its first encoding) rather than read again.
+    first: bool,
 }
 
 /// Pages waiting for the worker: one is enough, since a page is only
@@ -38,9 +44,13 @@ pub fn channel() -> (mpsc::Sender<Recode>, mpsc::Receiver<Recode>) {
     mpsc::channel(1)
 }
 
-/// Whether `e` is a page bigcache would store in brotli but did not.
-fn wants_recoding(e: &Entry) -> bool {
-    e.coding == Coding::Identity && compress::compressible(&e.headers, e.body.len())
+/// Whether `e` is a page bigcache would keep in brotli at `level` but
+/// does not: as sent, or at a lower quality.
+fn wants_recoding(e: &Entry, level: u32) -> bool {
+    match e.coding {
+        Coding::Identity => compress::compressible(&e.headers, e.body.len()),
+        Coding::Br => u32::from(e.quality) < level,
+    }
 }
 
 /// The key a page is stored under: its group's, or a member's, the group's
@@ -57,9 +67,12 @@ impl<S: PageStore> Proxy<S> {
     /// encoding when it is text stored as sent and the encoder is idle.
     /// Costs a hit one check once every page it reads is encoded.
     pub(super) fn recode_later(&self, group: &[u8], found: &Found) {
-        if found.entry.coding != Coding::Identity
+        let Some(level) = self.cfg.compress else {
+            return;
+        };
+        if (found.entry.coding != Coding::Identity && u32::from(found.entry.quality) >= level)
             || !self.encoder.idle()
-            || !wants_recoding(&found.entry)
+            || !wants_recoding(&found.entry, level)
         {
             return;
         }
@@ -72,7 +85,37 @@ impl<S: PageStore> Proxy<S> {
             variant: found.variant.clone(),
             stored_at: found.entry.stored_at,
             since: self.store.purge_point(),
+            quality: level,
+            first: false,
         });
+    }
+
+    /// After a fetched page `e` was stored under `group` (and `variant`)
+    /// as sent, from a fetch begun at purge point `since`: encodes it at
+    /// the first quality, in a task of its own, when it is text.
+    pub(super) fn encode_stored(
+        self: &Arc<Self>,
+        group: &[u8],
+        variant: Option<String>,
+        e: &Entry,
+        since: u64,
+    ) {
+        let Some(level) = self.cfg.compress else {
+            return;
+        };
+        if e.coding != Coding::Identity || !compress::compressible(&e.headers, e.body.len()) {
+            return;
+        }
+        let job = Recode {
+            group: group.to_vec(),
+            variant,
+            stored_at: e.stored_at,
+            since,
+            quality: level.min(compress::FIRST),
+            first: true,
+        };
+        let this = self.clone();
+        tokio::spawn(async move { this.recode(job).await });
     }
 
     /// Starts the worker that encodes the pages [`Proxy::recode_later`]
@@ -94,26 +137,45 @@ impl<S: PageStore> Proxy<S> {
 
     async fn recode(&self, job: Recode) {
         let at = stored_key(&job.group, job.variant.as_deref());
-        let Some(found) = self.stored_copy(&at, &job).await else {
+        let level = job.quality;
+        let Some(found) = self.stored_copy(&at, &job, level).await else {
             return;
         };
-        let packed = match self.encoder.pack_quickly(found.entry.body.clone()).await {
-            Packed::Br(b) => b,
+        let Ok(identity) = found.entry.identity_body() else {
+            return;
+        };
+        let was = found.entry.coding;
+        let (packed, quality) = match self.encoder.pack(identity, level).await {
+            Packed::Br(b, q) if was == Coding::Identity || q > found.entry.quality => (b, q),
+            // No better than the stored copy (a large body, or a busy
+            // encoder, keeps the first quality): not tried again.
+            Packed::Br(..) => {
+                self.no_gain.insert(at, job.stored_at);
+                return;
+            }
             Packed::NoGain => {
                 self.stats.packed(Packing::NoGain);
                 self.no_gain.insert(at, job.stored_at);
                 return;
             }
-            Packed::Busy => return,
+            Packed::Busy => {
+                if job.first {
+                    self.stats.packed(Packing::Busy);
+                }
+                return;
+            }
         };
         // The page's flight: no fetch stores a newer copy until it ends.
         let Role::Leader(mut permit) = self.coalescer.join(&job.group, job.since) else {
             return;
         };
-        let Some(found) = self.stored_copy(&at, &job).await else {
+        let Some(now) = self.stored_copy(&at, &job, level).await else {
             return;
         };
-        let e = Arc::new(found.entry.packed(Coding::Br, packed));
+        if now.entry.quality != found.entry.quality {
+            return;
+        }
+        let e = Arc::new(now.entry.packed(Coding::Br, quality, packed));
         let record = e.to_record();
         permit.announce(Outcome::Entry {
             entry: e,
@@ -133,7 +195,8 @@ impl<S: PageStore> Proxy<S> {
             .put_page(&job.group, member, record, job.since, room)
             .await
         {
-            Ok(true) => self.stats.packed(Packing::Br),
+            Ok(true) if job.first => self.stats.packed(Packing::Br),
+            Ok(true) => self.stats.packed(Packing::Recoded),
             Ok(false) => tracing::debug!("page purged while it was encoded; not replaced"),
             Err(e) => tracing::debug!(error = %e, "an encoded page was not stored"),
         }
@@ -141,13 +204,13 @@ impl<S: PageStore> Proxy<S> {
     }
 
     /// The page stored at `at`, if it is still the copy `job` was made
-    /// for: the same store time, as sent, not soft-purged.
-    async fn stored_copy(&self, at: &[u8], job: &Recode) -> Option<Found> {
+    /// for: the same store time, not soft-purged, not yet at `level`.
+    async fn stored_copy(&self, at: &[u8], job: &Recode, level: u32) -> Option<Found> {
         let rec = lookup::get(&self.store, at).await.ok().flatten()?;
         let entry = lookup::decoded(&rec).as_ref().as_ref().ok()?.clone();
         let same = entry.stored_at == job.stored_at
             && entry.soft_purged_at.is_none()
-            && wants_recoding(&entry);
+            && wants_recoding(&entry, level);
         same.then(|| Found {
             entry,
             variant: job.variant.clone(),

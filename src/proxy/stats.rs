@@ -53,6 +53,8 @@ impl UpstreamFailure {
 pub enum Packing {
     /// Stored in brotli.
     Br,
+    /// Encoded again at `--compress-level` at a later hit (`recode`).
+    Recoded,
     /// Stored as sent: brotli would not save an eighth.
     NoGain,
     /// Stored as sent: the encoder had a full queue.
@@ -60,11 +62,17 @@ pub enum Packing {
 }
 
 impl Packing {
-    pub const ALL: [Packing; 3] = [Packing::Br, Packing::NoGain, Packing::Busy];
+    pub const ALL: [Packing; 4] = [
+        Packing::Br,
+        Packing::Recoded,
+        Packing::NoGain,
+        Packing::Busy,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Packing::Br => "br",
+            Packing::Recoded => "recoded",
             Packing::NoGain => "no_gain",
             Packing::Busy => "busy",
         }

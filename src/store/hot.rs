@@ -230,6 +230,7 @@ mod tests {
             headers: map,
             body,
             coding,
+            quality: if coded { 5 } else { 0 },
             identity_len: 20_000,
             stored_at: now,
             fresh_until: now + 600_000,
