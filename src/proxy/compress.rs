@@ -22,6 +22,7 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -263,6 +264,8 @@ pub enum Packed {
 struct Job {
     body: Bytes,
     quality: u32,
+    /// Only on CPU time nothing else wants (`sched::idle_this_thread`).
+    idle: bool,
     done: tokio::sync::oneshot::Sender<Option<(Bytes, u8)>>,
 }
 
@@ -292,7 +295,7 @@ const QUEUE: usize = 64;
 const BEHIND: usize = 2;
 /// Longest a fetched page waits for its encoding before it is stored as
 /// sent (its flight serves it meanwhile).
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+const PATIENCE: Duration = Duration::from_secs(2);
 
 /// One thread that encodes bodies, in turn, in the background
 /// (`sched::background_this_thread`: a tenth of a busy core's share, any
@@ -319,8 +322,13 @@ impl Encoder {
             .name("bigcache-encode".into())
             .spawn(move || {
                 crate::sched::background_this_thread();
+                let mut idle = false;
                 // Ends when the proxy, and with it the sender, is gone.
                 while let Ok(job) = rx.recv() {
+                    if job.idle != idle {
+                        idle = job.idle;
+                        crate::sched::idle_this_thread(idle);
+                    }
                     // This body and those behind it.
                     let behind = count.load(Relaxed) > BEHIND + 1;
                     let packed = (!job.done.is_closed()).then(|| {
@@ -353,8 +361,10 @@ impl Encoder {
     }
 
     /// `body` in brotli at `quality` (0 to 11; [`FIRST`] at most while the
-    /// encoder is behind), or why not.
-    pub async fn pack(&self, body: Bytes, quality: u32) -> Packed {
+    /// encoder is behind), or why not. With `idle`, encoded only on CPU
+    /// time nothing else wants: a better coding of a page already stored
+    /// in one, which must never cost a hit its latency.
+    pub async fn pack(&self, body: Bytes, quality: u32, idle: bool) -> Packed {
         let Some(tx) = &self.tx else {
             return Packed::Busy;
         };
@@ -366,6 +376,7 @@ impl Encoder {
             .try_send(Job {
                 body,
                 quality,
+                idle,
                 done,
             })
             .is_err()
@@ -373,8 +384,14 @@ impl Encoder {
             self.pending.fetch_sub(1, Relaxed);
             return Packed::Busy;
         }
-        // Given up: the thread sees the closed channel and skips it.
-        match tokio::time::timeout(PATIENCE, result).await {
+        // Given up: the thread sees the closed channel and skips it. An
+        // idle-time encoding waits as long as it takes.
+        let answer = if idle {
+            Ok(result.await)
+        } else {
+            tokio::time::timeout(PATIENCE, result).await
+        };
+        match answer {
             Ok(Ok(Some((b, q)))) => Packed::Br(b, q),
             Ok(Ok(None)) => Packed::NoGain,
             Ok(Err(_)) | Err(_) => Packed::Busy,
@@ -507,7 +524,7 @@ mod tests {
     async fn the_encoder_packs_off_the_runtime_and_says_when_it_cannot() {
         let page = Bytes::from("<p>hello, compressible world</p>\n".repeat(200));
         let encoder = Encoder::start(true);
-        match encoder.pack(page.clone(), 7).await {
+        match encoder.pack(page.clone(), 7, false).await {
             Packed::Br(b, q) => {
                 assert_eq!(q, 7);
                 assert_eq!(decode(&b, page.len()).unwrap(), page);
@@ -524,10 +541,13 @@ mod tests {
             })
             .collect();
         let noise = Bytes::from(noise);
-        assert!(matches!(encoder.pack(noise, 11).await, Packed::NoGain));
+        assert!(matches!(
+            encoder.pack(noise, 11, true).await,
+            Packed::NoGain
+        ));
         assert!(encoder.idle());
         let off = Encoder::start(false);
-        assert!(matches!(off.pack(page, 5).await, Packed::Busy));
+        assert!(matches!(off.pack(page, 5, false).await, Packed::Busy));
         assert!(!off.idle());
     }
 }

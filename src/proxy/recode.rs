@@ -145,7 +145,10 @@ impl<S: PageStore> Proxy<S> {
             return;
         };
         let was = found.entry.coding;
-        let (packed, quality) = match self.encoder.pack(identity, level).await {
+        // A better coding of a page already stored in one waits for idle
+        // CPU; a first encoding (a page as sent) does not.
+        let idle = was != Coding::Identity;
+        let (packed, quality) = match self.encoder.pack(identity, level, idle).await {
             Packed::Br(b, q) if was == Coding::Identity || q > found.entry.quality => (b, q),
             // No better than the stored copy (a large body, or a busy
             // encoder, keeps the first quality): not tried again.
