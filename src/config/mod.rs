@@ -270,15 +270,15 @@ pub struct Args {
     pub keep_tag_headers: bool,
 
     /// Brotli quality (0 to 11) text pages are stored at, and sent in to
-    /// every client that accepts br (others get them decoded). Encoded
-    /// once per stored version on a thread of its own, after the page's
-    /// first answer; while pages wait for it, quality 5 at most, and a
-    /// page that finds its queue full is stored as sent.
+    /// every client that accepts br (others get them decoded). A fetched
+    /// page is stored as sent, then encoded on a thread of its own at this
+    /// quality, 5 at most; above 5, a page read again is encoded once more
+    /// at this quality, a few pages a second, on idle CPU.
     #[arg(
         long,
         help_heading = "Proxy",
         env = "BIGCACHE_COMPRESS_LEVEL",
-        default_value_t = 11,
+        default_value_t = 5,
         value_parser = clap::value_parser!(u32).range(0..=11)
     )]
     pub compress_level: u32,

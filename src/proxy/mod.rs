@@ -152,6 +152,9 @@ pub struct Proxy<S = Store> {
     /// Pages offered for encoding at a hit (`recode`), and the worker's end
     /// until [`Proxy::start_recoder`] takes it.
     recodes: tokio::sync::mpsc::Sender<recode::Recode>,
+    /// When the next page may be offered for encoding again at a hit
+    /// (unix ms): a few a second (`recode::PACE`).
+    next_recode: std::sync::atomic::AtomicU64,
     recode_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<recode::Recode>>>,
     /// Pages brotli did not shrink enough, by stored key, with the store
     /// time of the copy tried: not offered for encoding again.
@@ -269,6 +272,7 @@ impl<S: PageStore> Proxy<S> {
                 .then(|| query_cap::QueryCap::new(cfg.max_query_variants, QUERY_CAP_BYTES)),
             encoder: compress::Encoder::start(cfg.compress.is_some()),
             recodes,
+            next_recode: std::sync::atomic::AtomicU64::new(0),
             recode_rx: std::sync::Mutex::new(Some(recode_rx)),
             no_gain: quick_cache::sync::Cache::with_weighter(
                 NO_GAIN_PAGES,

@@ -13,6 +13,7 @@
 //! writes with the purge point taken before it read, so a purge in between
 //! wins.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
@@ -37,6 +38,13 @@ pub struct Recode {
     /// Just fetched (its first encoding) rather than read again.
     first: bool,
 }
+
+/// At most one page offered for encoding again per this many ms (4 a
+/// second): measured behind the shipped nginx right after a warm-up of
+/// 1,000 pages, re-encoding every page read as soon as the encoder was
+/// idle took the fronted hit rate from 20.8k to 14.5k req/s while it
+/// lasted.
+pub const PACE_MS: u64 = 250;
 
 /// Pages waiting for the worker: one is enough, since a page is only
 /// offered while the encoder is idle.
@@ -73,6 +81,18 @@ impl<S: PageStore> Proxy<S> {
         if (found.entry.coding != Coding::Identity && u32::from(found.entry.quality) >= level)
             || !self.encoder.idle()
             || !wants_recoding(&found.entry, level)
+        {
+            return;
+        }
+        // A few a second: each is a full encoding and a rewrite, and after
+        // a warm-up every page read is a candidate at once.
+        let now = self.store.clock().now_ms();
+        let next = self.next_recode.load(Relaxed);
+        if now < next
+            || self
+                .next_recode
+                .compare_exchange(next, now + PACE_MS, Relaxed, Relaxed)
+                .is_err()
         {
             return;
         }
