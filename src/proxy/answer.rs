@@ -56,7 +56,12 @@ pub fn representation<F: Fields + ?Sized>(e: &Entry, accepts: Accepts, req: &F) 
 /// `Accept-Encoding` in either representation, and its coded one has the
 /// coding's own `ETag`.
 fn served_headers(e: &Entry, rep: Rep, length: u64) -> http::HeaderMap {
-    let mut h = e.headers.clone();
+    // Made with room for the fields added here and by `template`: a
+    // clone of the stored map grew (rehashed) on the first of them.
+    let mut h = http::HeaderMap::with_capacity(e.headers.len() + 8);
+    for (name, value) in &e.headers {
+        h.append(name, value.clone());
+    }
     policy::strip_own(&mut h);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     let coded = e.coding != Coding::Identity && rep == Rep::Stored;

@@ -329,7 +329,11 @@ impl Entry {
             let len = usize::from(r.u16()?);
             let name = HeaderName::from_bytes(r.take(len)?).map_err(|_| MetaError)?;
             let len = r.u32()? as usize;
-            let value = HeaderValue::from_bytes(r.take(len)?).map_err(|_| MetaError)?;
+            // A slice of the record's bytes, not a copy: a page read from
+            // disk is parsed for one answer, and a copy per field was a
+            // third of that parse.
+            let value = HeaderValue::from_maybe_shared(rec.meta.slice_ref(r.take(len)?))
+                .map_err(|_| MetaError)?;
             headers.append(name, value);
         }
         if !r.buf.is_empty() {

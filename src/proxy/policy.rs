@@ -183,9 +183,16 @@ pub const VARY_COOKIES: &str = "x-bigcache-vary-cookies";
 
 /// Removes bigcache's own response fields from what a client is sent.
 pub fn strip_own(headers: &mut HeaderMap) {
-    headers.remove(TTL_HEADER);
-    headers.remove(OWN_FIELD);
-    headers.remove(VARY_COOKIES);
+    // Names made once: removing by a `&str` parses the name on each call,
+    // and every page read from disk is stripped for its first answer.
+    const OWN: [http::HeaderName; 3] = [
+        http::HeaderName::from_static(TTL_HEADER),
+        http::HeaderName::from_static(OWN_FIELD),
+        http::HeaderName::from_static(VARY_COOKIES),
+    ];
+    for name in &OWN {
+        headers.remove(name);
+    }
 }
 
 fn directives(headers: &HeaderMap, name: &str) -> Result<Option<Directives>, Reason> {

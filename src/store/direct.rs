@@ -125,8 +125,9 @@ impl DirectReader {
     pub async fn read(&self, key: &[u8], place: Place) -> Result<Option<Record>, DirectError> {
         let (id, offset, len) = place.whole_entry().ok_or(DirectError::NotWhole)?;
         let file = self.file(id)?;
-        let mut buf = vec![0u8; len];
-        if read_cached(&file, &mut buf, offset) != Some(len) {
+        let mut buf = Vec::with_capacity(len);
+        if !read_cached(&file, &mut buf, len, offset) {
+            buf.resize(len, 0);
             let permit = self
                 .blocking
                 .clone()
@@ -147,19 +148,30 @@ impl DirectReader {
     }
 }
 
-/// Reads `buf.len()` bytes at `offset` only if the page cache has them:
-/// the bytes read, or `None` when the kernel would have to wait for the
-/// disk (or does not support the flag).
-fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
-    let iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+/// Fills `buf` (empty, with room for `len` bytes) with the `len` bytes at
+/// `offset` only if the page cache has them all; `false` when the kernel
+/// would have to wait for the disk (or does not support the flag), or the
+/// read came up short. The room is not zeroed first: a read from the page
+/// cache is the common case, and zeroing cost as much as the copy.
+fn read_cached(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> bool {
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return false;
     };
-    let offset = libc::off_t::try_from(offset).ok()?;
-    // SAFETY: `iov` describes `buf`, which outlives the call and is not
-    // otherwise borrowed; the kernel writes at most `buf.len()` bytes.
+    let room = &mut buf.spare_capacity_mut()[..len];
+    let iov = libc::iovec {
+        iov_base: room.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: `iov` describes `room`, `len` bytes of `buf`'s spare
+    // capacity, which outlive the call and are not otherwise borrowed; the
+    // kernel writes at most `len` bytes there.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
-    usize::try_from(n).ok()
+    if usize::try_from(n).ok() != Some(len) {
+        return false;
+    }
+    // SAFETY: the kernel wrote all `len` bytes.
+    unsafe { buf.set_len(len) };
+    true
 }
 
 /// Takes apart the entry `buf` read for `key`.

@@ -84,11 +84,14 @@ impl ShardHandle {
                     // answers, so the next read is a plain miss.
                     return None;
                 }
-                let admit = self
-                    .admission
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .admit(key);
+                // A tier with no room (`--hot-cache-size 0`) would evict
+                // what it was just given: not worth the shard thread's time.
+                let admit = !self.hot.is_off()
+                    && self
+                        .admission
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .admit(key);
                 if admit {
                     let _ = self.tx.try_send(Command::Admit {
                         key: key.to_vec(),

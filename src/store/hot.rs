@@ -74,6 +74,9 @@ pub enum Read {
 pub struct Hot {
     pages: quick_cache::sync::Cache<Bytes, Held, ByBytes>,
     hotness: Arc<Hotness>,
+    /// `--hot-cache-size 0`: the tier holds nothing, and nothing is
+    /// offered to it (an insert would evict itself at once).
+    off: bool,
 }
 
 /// Pages assumed when sizing the tier's tables: the byte budget is what
@@ -89,11 +92,15 @@ pub fn slice(bytes: u64, hotness: Arc<Hotness>) -> Hot {
             ByBytes,
         ),
         hotness,
+        off: bytes == 0,
     }
 }
 
 impl Hot {
     pub fn insert(&self, key: Bytes, record: Record) {
+        if self.off {
+            return;
+        }
         let slot = self.hotness.slot_of(&key);
         self.pages.insert(key, Held { record, slot });
     }
@@ -130,6 +137,11 @@ impl Hot {
 
     pub fn weight(&self) -> u64 {
         self.pages.weight()
+    }
+
+    /// Whether the tier takes pages at all.
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 
     pub fn capacity(&self) -> u64 {
@@ -331,6 +343,26 @@ mod tests {
                 assert!(2 * extra <= 5 * held, "{extra} counted for {held} held");
             }
         }
+    }
+
+    #[test]
+    fn a_tier_of_no_bytes_takes_nothing() {
+        let hot = slice(0, Arc::new(Hotness::new(16)));
+        let rec = Record {
+            kind: super::super::record::Kind::Json,
+            created_at: 0,
+            expires_at: None,
+            meta: Bytes::new(),
+            body: Bytes::from_static(b"1"),
+            tags: Default::default(),
+            stale_since: None,
+            memo: Default::default(),
+        };
+        assert!(hot.is_off());
+        hot.insert(Bytes::from_static(b"r/k"), rec);
+        assert!(matches!(hot.read(b"r/k", 0), Read::Absent));
+        assert_eq!(hot.len(), 0);
+        assert!(!slice(1, Arc::new(Hotness::new(16))).is_off());
     }
 
     /// A read noted through the place kept with the page is the read the
