@@ -29,3 +29,22 @@ cargo build --locked --quiet
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet "./contrib/django-bigcache[test]"
 (cd contrib/django-bigcache && BIGCACHE_BIN="$PWD/../../target/debug/bigcache" ../../.venv/bin/python -m pytest -q -p no:cacheprovider)
+
+# Django's cache contract, the backend and the system checks on the oldest
+# supported LTS too (the run above has the newest Django).
+[ -x .venv-django42/bin/python ] || python3 -m venv .venv-django42
+.venv-django42/bin/pip install --quiet --upgrade pip
+.venv-django42/bin/pip install --quiet "Django>=4.2,<4.3" "./contrib/django-bigcache[test]"
+(cd contrib/django-bigcache && BIGCACHE_BIN="$PWD/../../target/debug/bigcache" ../../.venv-django42/bin/python -m pytest -q -p no:cacheprovider \
+    tests/test_django_contract.py tests/test_backend.py tests/test_checks.py)
+
+# The crate as it would be published: its manifest and file list
+# (`cargo package`), then its packaged sources built on their own, sharing
+# this tree's compiled dependencies (last: it rebuilds target/debug/bigcache
+# from the packaged copy of the same sources).
+cargo package --locked --no-verify --allow-dirty --quiet
+crate=$(ls -t target/package/bigcache-*.crate | head -1)
+rm -rf target/package-check && mkdir -p target/package-check
+tar -xzf "$crate" -C target/package-check
+(cd target/package-check/bigcache-* && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --locked --offline --quiet)
+echo "packaged: $crate builds on its own"

@@ -229,6 +229,21 @@ row() { # label script url pid origin_port|-
         "$(((t1 - t0) * 100 / ($(getconf CLK_TCK) * secs)))%"
 }
 
+# Waits (at most 30 s) until the given servers are idle: under 2% of a
+# core over half a second. A row must not pay for the work the previous
+# row left behind in another server on the same core (bigcache's LevelDB
+# compactions and brotli encodings after a run of misses).
+settle() { # pid...
+    local i t0 t1 p
+    for i in $(seq 60); do
+        t0=0; for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
+        sleep 0.5
+        t1=0; for p in "$@"; do t1=$((t1 + $(cpu_ticks "$p"))); done
+        [ $((t1 - t0)) -le $(($(getconf CLK_TCK) / 100)) ] && return 0
+    done
+    echo "  (servers still busy after 30 s)" >&2
+}
+
 header() {
     printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin cpu
 }
@@ -413,6 +428,9 @@ scenario_mix() {
 math.randomseed(42)
 local n = 0
 local run = os.getenv("RUN_ID") or "0"
+-- A browser sends back the validator it was given: bigcache's brotli
+-- representation has its own (the page's ETag with -br, RFC 9110 8.8.3).
+local etag_suffix = os.getenv("ETAG_SUFFIX") or ""
 local browser = {
   ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
   ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -430,19 +448,31 @@ request = function()
   end
   local p = "/page/" .. math.random(0, $KEYS - 1)
   if n % 5 == 0 then
-    conditional["If-None-Match"] = '"' .. p .. '"'
+    conditional["If-None-Match"] = '"' .. p .. etag_suffix .. '"'
     return wrk.format("GET", p, conditional)
   end
   return wrk.format("GET", p, browser)
 end
 LUA
+    # The validator each server gives a browser, and the 304 it answers
+    # when the browser sends it back: checked, or the conditional requests
+    # would be full answers on one side.
+    sleep 2  # bigcache encodes the warm-up's pages in brotli meanwhile
+    local ae="Accept-Encoding: gzip, deflate, br, zstd" b_etag n_etag
+    b_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$b_proxy/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+    n_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$n_port/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+    local b_suffix=${b_etag#\"/page/7} n_suffix=${n_etag#\"/page/7}
+    b_suffix=${b_suffix%\"}; n_suffix=${n_suffix%\"}
+    echo "  ETag sent to a browser: bigcache $b_etag, nginx $n_etag; If-None-Match with it: bigcache $(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $b_etag" "http://127.0.0.1:$b_proxy/page/7"), nginx $(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $n_etag" "http://127.0.0.1:$n_port/page/7")"
     header
     local line b n ratios=() bpid npid
     bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")
     for r in $(seq "$rounds"); do
-        line=$(RUN_ID="b$r" row "bigcache r$r" "$work/mix.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"); echo "$line"
+        settle "$bpid" "$npid"
+        line=$(ETAG_SUFFIX="$b_suffix" RUN_ID="b$r" row "bigcache r$r" "$work/mix.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"); echo "$line"
         b=$(awk '{print $3}' <<<"$line")
-        line=$(RUN_ID="n$r" row "nginx r$r" "$work/mix.lua" "http://127.0.0.1:$n_port" "$npid" "$o"); echo "$line"
+        settle "$bpid" "$npid"
+        line=$(ETAG_SUFFIX="$n_suffix" RUN_ID="n$r" row "nginx r$r" "$work/mix.lua" "http://127.0.0.1:$n_port" "$npid" "$o"); echo "$line"
         n=$(awk '{print $3}' <<<"$line")
         ratios+=("$(awk -v b="$b" -v n="$n" 'BEGIN {printf "%.2f -", b / n}')")
     done

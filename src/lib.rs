@@ -30,6 +30,7 @@
 pub mod access_log;
 pub mod alloc;
 pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod latency;

@@ -7,9 +7,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     bigcache::alloc::limit_arenas();
     let argv: Vec<_> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == "warm") {
-        init_logging("warn");
-        return bigcache::warm::main(argv[1..].to_vec());
+    match bigcache::cli::dispatch(&argv) {
+        bigcache::cli::Run::Serve => {}
+        bigcache::cli::Run::Warm => {
+            init_logging("warn");
+            return bigcache::warm::main(argv[1..].to_vec());
+        }
+        bigcache::cli::Run::Exit(code) => return code,
     }
     let args = match bigcache::config::file::parse(argv.clone()) {
         Ok(args) => args,

@@ -8,8 +8,10 @@ mod util;
 
 mod api;
 mod budget;
+mod cli;
 mod coding;
 mod config;
+mod docs;
 mod durability;
 mod faults;
 mod normalise;

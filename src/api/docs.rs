@@ -21,6 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
         super::delete_value,
         super::set_bytes,
         super::get_bytes,
+        super::delete_bytes,
         super::touch_bytes,
         super::counter::incr,
         super::listing::keys,
@@ -32,7 +33,11 @@ use utoipa_swagger_ui::SwaggerUi;
         super::purge::delete_tag,
         super::stat,
         super::stat_count,
-        super::clear
+        super::clear,
+        super::metrics,
+        healthz,
+        livez,
+        readyz
     ),
     components(schemas(
         super::SetRequest,
@@ -47,6 +52,29 @@ use utoipa_swagger_ui::SwaggerUi;
     ))
 )]
 pub struct ApiDoc;
+
+// The health endpoints are answered in `server` (`/livez` and `/readyz`
+// before the store is open, when this router is not serving yet) and in
+// `api::router` (`/healthz`); these functions only carry their documents.
+
+/// The process is up (answered before the store is open, and always
+/// without a token).
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "ok")))]
+#[allow(dead_code)]
+fn livez() {}
+
+/// Ready to serve: 503 while the store opens and from the moment a
+/// shutdown begins (load balancers stop sending), 200 in between.
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, description = "ready"), (status = 503, description = "starting or shutting down")))]
+#[allow(dead_code)]
+fn readyz() {}
+
+/// The REST router answers (kept from the first releases; `/readyz` is the
+/// probe to use).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
+#[allow(dead_code)]
+fn healthz() {}
 
 pub fn router() -> Router {
     SwaggerUi::new("/docs")

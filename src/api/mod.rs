@@ -90,7 +90,7 @@ pub fn router(state: ApiState) -> Router {
             "/pickle/{*key}",
             post(set_bytes)
                 .get(get_bytes)
-                .delete(delete_value)
+                .delete(delete_bytes)
                 .patch(touch_bytes),
         )
         .route("/incr/{*key}", post(counter::incr))
@@ -507,6 +507,25 @@ async fn delete_value(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    delete_at(st, uri, headers).await
+}
+
+/// `DELETE /pickle/{key}`: the backend's delete, the same as under
+/// `/cache/` (a page at that path is purged too).
+#[utoipa::path(delete, path = "/pickle/{key}",
+    params(("key" = String, Path, description = "Cache key"),
+           ("X-Bigcache-If-Equals" = Option<String>, Header, description = "Delete only if the value's bytes are exactly these: a lock's release")),
+    responses((status = 200, description = "{message}"), (status = 404, description = "Absent"),
+              (status = 412, description = "X-Bigcache-If-Equals given and the value differs")))]
+async fn delete_bytes(
+    State(st): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete_at(st, uri, headers).await
+}
+
+async fn delete_at(st: Arc<ApiState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     let route = if uri.path().starts_with("/pickle/") {
         "/pickle/"
     } else {
@@ -803,6 +822,8 @@ async fn count_requests(State(st): State<Arc<ApiState>>, req: Request, next: Nex
 
 /// Prometheus metrics, text format 0.0.4 (behind `--api-token` like the
 /// rest: Prometheus scrapes with a bearer token).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let body = crate::metrics::encode(&st.metrics);
     (
@@ -832,7 +853,7 @@ async fn clear_by_get() -> ApiError {
 
 /// Empty the whole cache (POST or DELETE; GET, the original's form, is
 /// refused with a message).
-#[utoipa::path(post, path = "/clear", responses((status = 200, description = "{message}")))]
+#[utoipa::path(method(post, delete), path = "/clear", responses((status = 200, description = "{message}")))]
 async fn clear(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     st.store.clear().await?;
     tracing::info!("cache cleared");

@@ -16,7 +16,7 @@ use crate::store::budget::MinFree;
 /// Serves the REST cache API (compatible with the original Python bigcache)
 /// and stores everything in LevelDB under --data-dir.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = crate::cli::VERSION, about, long_about = None)]
 pub struct Args {
     /// Directory holding the LevelDB shards; created if missing.
     #[arg(
@@ -84,7 +84,7 @@ pub struct Args {
     /// fsync the blob file and LevelDB's files before acknowledging each
     /// write, so acknowledged writes survive a power loss (without it they
     /// survive a crash of the process, not of the machine). Costs a disk
-    /// flush per write: see the README's durability section.
+    /// flush per write: see "Durability" in docs/storage.md.
     #[arg(long, help_heading = "Storage", env = "BIGCACHE_SYNC")]
     pub sync: bool,
 

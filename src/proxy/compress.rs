@@ -11,14 +11,14 @@
 //! years accepts it over HTTPS (the only way a browser reaches the shipped
 //! nginx config). Quality 5 is the default because 11 costs forty times
 //! the CPU for 15% fewer bytes, and its re-encoding costs the hit rate
-//! while it runs (README, `--compress-level`); no client waits for either.
+//! while it runs (docs/proxy.md, `--compress-level`); no client waits for either.
 //!
 //! gzip is not stored beside it: a client that accepts gzip but not br is
 //! rare behind HTTPS, and gets the identity body (nginx in front can gzip
-//! it, see the README). Responses Django already encoded are stored as
+//! it, see docs/proxy.md). Responses Django already encoded are stored as
 //! they come, a variant per coding (`encoding`): decoding and re-encoding
 //! them would spend CPU on a page Django has already spent it on, and
-//! the README's recipe removes `GZipMiddleware` instead.
+//! the Django recipe (docs/django.md) removes `GZipMiddleware` instead.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

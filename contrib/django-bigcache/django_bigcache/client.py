@@ -21,9 +21,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import aiohttp
 import urllib3
-import yarl
+
+try:  # the async methods' transport: ``pip install django-bigcache[async]``
+    import aiohttp
+    import yarl
+except ImportError:  # pragma: no cover - exercised by a subprocess test
+    aiohttp = yarl = None
+
+ASYNC_MISSING = (
+    "django-bigcache's async cache methods (aget, aset, ...) need aiohttp: "
+    "pip install 'django-bigcache[async]'"
+)
 
 log = logging.getLogger("django_bigcache")
 
@@ -96,8 +105,7 @@ class Client:
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
         )
-        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout,
-                                              connect=connect_timeout + read_timeout)
+        self._timeouts = (connect_timeout, read_timeout)
         self._pool_size = pool_size
         # An aiohttp session belongs to the event loop it was made in:
         # {loop: (session, keeper)}, see ``_session``.
@@ -151,6 +159,8 @@ class Client:
         closes it when the loop shuts its generators down (``asyncio.run``
         and asgiref both do), and sessions of loops closed otherwise are
         dropped here."""
+        if aiohttp is None:
+            raise ImportError(ASYNC_MISSING)
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is not None and not entry[0].closed:
@@ -158,7 +168,9 @@ class Client:
         for other in [lp for lp in self._async if lp.is_closed()]:
             del self._async[other]
         connector = aiohttp.TCPConnector(limit=self._pool_size * 5)
-        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+        connect, read = self._timeouts
+        timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=connect + read)
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                         skip_auto_headers=("User-Agent",))
         keeper = self._keep(loop, session)
         await keeper.__anext__()
@@ -270,21 +282,32 @@ def as_nodes(client):
     return Nodes([client]) if isinstance(client, Client) else client
 
 
-_default = None
+_defaults = {}
+_defaults_lock = threading.Lock()
 
 
 def default_client():
-    """The process-wide ``Nodes`` configured from ``settings.BIGCACHE`` (a
-    dict with ``LOCATION``, one URL or a list, and optional ``TOKEN``) or
-    the environment."""
-    global _default
-    if _default is None:
-        conf = {}
-        try:
-            from django.conf import settings
+    """The ``Nodes`` configured from ``settings.BIGCACHE`` (a dict with
+    ``LOCATION``, one URL or a list, and optional ``TOKEN``) or the
+    environment. Read on each call, so ``override_settings`` reaches the
+    purge helpers; one ``Nodes`` (and its connection pools) is kept per
+    configuration."""
+    conf = {}
+    try:
+        from django.conf import settings
 
-            conf = getattr(settings, "BIGCACHE", {}) or {}
-        except Exception:  # settings not configured: environment only
-            conf = {}
-        _default = Nodes.from_location(conf.get("LOCATION"), conf.get("TOKEN"))
-    return _default
+        conf = getattr(settings, "BIGCACHE", {}) or {}
+    except Exception:  # settings not configured: environment only
+        conf = {}
+    location, token = conf.get("LOCATION"), conf.get("TOKEN")
+    key = (
+        tuple(location) if isinstance(location, (list, tuple)) else location,
+        token,
+        os.environ.get("BIGCACHE_URL"),
+        os.environ.get("BIGCACHE_API_TOKEN"),
+    )
+    with _defaults_lock:
+        nodes = _defaults.get(key)
+        if nodes is None:
+            nodes = _defaults[key] = Nodes.from_location(location, token)
+        return nodes

@@ -157,7 +157,7 @@ class Site:
         ]
         self.cache = self.caches[0]
         self.env["BIGCACHE_URL"] = ",".join(c.api for c in self.caches)
-        self.manage("migrate", "--run-syncdb", "-v", "0")
+        self.manage("migrate", "-v", "0")
         self.manage("seed", str(datasets))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "example_site.wsgi:application",

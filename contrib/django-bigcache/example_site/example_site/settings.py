@@ -7,12 +7,17 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-not-secret")
 DEBUG = False
-ALLOWED_HOSTS = ["*"]
+# The names requests may carry: local trials, and the shipped nginx
+# configs' placeholder site (nginx/bigcache.conf). A real site lists its own.
+ALLOWED_HOSTS = os.environ.get(
+    "EXAMPLE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],www.example.org,example.org"
+).split(",")
 
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.sitemaps",
     "django_bigcache",
     "datasets",
 ]

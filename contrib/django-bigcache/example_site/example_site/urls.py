@@ -1,8 +1,12 @@
+from django.contrib.sitemaps.views import sitemap
 from django.urls import path
 
 from datasets import views
+from datasets.sitemaps import DatasetSitemap
 
 urlpatterns = [
+    # What `bigcache warm http://127.0.0.1:8000/sitemap.xml` reads.
+    path("sitemap.xml", sitemap, {"sitemaps": {"datasets": DatasetSitemap}}, name="sitemap"),
     path("dataset/<int:pk>/", views.dataset, name="dataset"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("async-dataset/<int:pk>/", views.async_dataset),
