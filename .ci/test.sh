@@ -10,6 +10,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 # throwaway certificate).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Prometheus and promtool scrape /metrics and run the Grafana dashboard's
+# queries (contrib/django-bigcache/tests/test_prometheus.py).
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 # systemd-analyze checks the shipped unit file (tests/config.rs).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then

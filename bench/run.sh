@@ -535,7 +535,8 @@ scenario_purge() {
 # Seconds between the warm-up and the zeroing of the counters: the pages
 # the warm-up stored are each encoded once in brotli on bigcache's encoder
 # thread (about 2 s for 100 pages under valgrind), work of the fill, not of
-# the hits counted after it.
+# the hits counted after it; then each page is read once as the hits will
+# read it (a client without br has its decoded copy made there).
 CG_SETTLE=${CG_SETTLE:-8}
 
 cg_measure() { # label port valgrind_pid out_prefix
@@ -547,6 +548,7 @@ cg_measure() { # label port valgrind_pid out_prefix
     curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
     curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
     sleep "$CG_SETTLE"
+    curl -s -o /dev/null "http://127.0.0.1:$2/page/[0-99]"
     callgrind_control -z "$3" >/dev/null 2>&1
     curl -s -K "$cfg"
     callgrind_control -d "$3" >/dev/null 2>&1
@@ -568,7 +570,7 @@ cg_measure() { # label port valgrind_pid out_prefix
 cg_traffic() { # label valgrind_pid out_prefix client_port [keepalive.py flags...]
     local n=${CG_REQUESTS:-5000} last total
     python3 bench/keepalive.py --port "$4" --pages 100 --hits "$n" \
-        --between "sleep $CG_SETTLE; callgrind_control -z $2 >/dev/null 2>&1" \
+        --settle "$CG_SETTLE" --between "callgrind_control -z $2 >/dev/null 2>&1" \
         --after "callgrind_control -d $2 >/dev/null 2>&1" "${@:5}"
     sleep 1
     last=$(ls -t "$3".* | head -1)

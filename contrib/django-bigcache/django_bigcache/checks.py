@@ -4,7 +4,8 @@ or a purge that never arrives. ``manage.py check --deploy`` adds the ones
 that matter in production.
 
 Ids: ``django_bigcache.E001`` a node URL that cannot work, ``E002`` a node
-off this host without a token, ``W001`` ``GZipMiddleware`` behind bigcache,
+off this host without a token, ``E003`` a ``BIGCACHE["PAGES"]`` rule that
+cannot work, ``W001`` ``GZipMiddleware`` behind bigcache,
 ``W002`` the async methods without aiohttp; deploy: ``W101`` a token sent
 in clear to another host, ``W102`` ``BIGCACHE`` unset while a bigcache
 cache is configured.
@@ -89,6 +90,37 @@ def check_nodes(app_configs=None, **kwargs):
                          "or BIGCACHE_API_TOKEN in the environment.",
                     id="django_bigcache.E002",
                 ))
+    return errors
+
+
+@checks.register()
+def check_pages(app_configs=None, **kwargs):
+    import re
+
+    from .middleware import _duration
+
+    conf = getattr(settings, "BIGCACHE", None) or {}
+    errors = []
+    rules = conf.get("PAGES", ())
+    if not isinstance(rules, (list, tuple)):
+        rules = [rules]
+    for rule in rules:
+        try:
+            pattern, ttl = rule
+            re.compile(pattern)
+            _duration(ttl)
+        except (TypeError, ValueError, re.error) as e:
+            errors.append(checks.Error(
+                f"BIGCACHE['PAGES'] rule {rule!r} is unusable: {e}",
+                hint="Each rule is (regex, lifetime): (r'^/dataset/', '28d'), a lifetime in seconds, "
+                     "or None to leave matching pages unmarked.",
+                id="django_bigcache.E003",
+            ))
+    try:
+        _duration(conf.get("DEFAULT_TTL"))
+    except TypeError as e:
+        errors.append(checks.Error(f"BIGCACHE['DEFAULT_TTL'] is unusable: {e}",
+                                   hint="'1h', seconds as an int, or None.", id="django_bigcache.E003"))
     return errors
 
 

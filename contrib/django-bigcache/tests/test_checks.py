@@ -60,6 +60,14 @@ def test_gzip_middleware_behind_bigcache_is_a_warning():
     assert ids() == ["django_bigcache.W001"]
 
 
+def test_site_wide_rules_that_cannot_work_are_errors():
+    for pages in [[(r"^/(", "1h")], [(r"^/x/", 1.5)], [r"^/x/"], [(r"^/x/", "1h", "extra")]]:
+        with override_settings(CACHES={}, BIGCACHE={"LOCATION": "http://127.0.0.1:36379", "PAGES": pages}):
+            assert ids() == ["django_bigcache.E003"], pages
+    with override_settings(CACHES={}, BIGCACHE={"PAGES": [(r"^/x/", "1h"), (r"^/y/", None), (r"^/z/", 60)]}):
+        assert ids() == []
+
+
 @override_settings(CACHES={"default": LOCAL})
 def test_deploy_asks_for_the_purge_nodes():
     assert ids() == []

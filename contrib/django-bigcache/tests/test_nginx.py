@@ -377,3 +377,131 @@ def test_a_cluster_purge_reaches_every_node(cluster):
     r = site.manage("bigcache_purge", "--prefix", "/dataset/", check=False)
     assert r.returncode == 0 and "on 3/3 nodes" in r.stdout, r
     assert sum(node.count() for node in site.caches) == 0
+
+
+# -- the local trial and Debian's own nginx.conf ----------------------------
+
+
+def make_cert(directory, name):
+    cert, key = os.path.join(directory, f"{name}.crt"), os.path.join(directory, f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_the_local_trial_config_serves_and_caches(tmp_path):
+    """nginx/local.conf as its header says to use it: a self-signed
+    certificate for localhost, bigcache on its default TCP proxy port
+    (here a free one), HTTPS on 127.0.0.1:8443 (here a free one)."""
+    directory = tempfile.mkdtemp(prefix="bigcache-nginx-local-")
+    os.chmod(directory, 0o755)
+    site = Site(bigcache_args=["--trusted-proxy", "127.0.0.1/32"], slow_seconds=0.2)
+    proc = None
+    try:
+        cert, key = make_cert(directory, "localhost")
+        port = free_port()
+        conf = (REPO / "nginx" / "local.conf").read_text()
+        conf = substitute(conf, r"listen 127\.0\.0\.1:8443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+        conf = substitute(conf, r"^    server 127\.0\.0\.1:8080;", f"    server {site.proxy.split('//')[-1]};")
+        conf = substitute(conf, r"/etc/nginx/bigcache-local\.crt;", f"{cert};")
+        conf = substitute(conf, r"/etc/nginx/bigcache-local\.key;", f"{key};")
+        listens = re.findall(r"^\s*listen .*;", conf, flags=re.M)
+        assert listens == [f"    listen 127.0.0.1:{port} ssl;"], listens
+        with open(os.path.join(directory, "site.conf"), "w") as f:
+            f.write(conf)
+        temp = "\n".join(f"    {k}_temp_path {directory}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        main = os.path.join(directory, "nginx.conf")
+        with open(main, "w") as f:
+            f.write(f"""worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+{temp}
+    include {directory}/site.conf;
+}}
+""")
+        proc = subprocess.Popen([NGINX, "-e", f"{directory}/error.log", "-p", directory, "-c", main,
+                                 "-g", "daemon off;"])
+        ctx = ssl.create_default_context(cafile=cert)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, open(f"{directory}/error.log").read()
+                time.sleep(0.05)
+
+        def get(path):
+            conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, r.getheader("X-Cache"), r.read()
+            finally:
+                conn.close()
+
+        st, cache, body = get("/dataset/4/")
+        assert st == 200 and cache == "MISS" and b"Dataset 4" in body
+        st, cache, again = get("/dataset/4/")
+        assert st == 200 and cache == "HIT" and again == body
+        assert site.renders("/dataset/4/") == 1
+        assert json.loads(get("/_seen/")[2])["secure"] is True
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=15)
+        site.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def debian_nginx_copy(tmp_path):
+    """Debian's /etc/nginx, copied, its own paths pointed at the copy:
+    what `cp nginx/... /etc/nginx/sites-enabled/` then `nginx -t` sees on
+    a stock Debian nginx."""
+    if not Path("/etc/nginx/nginx.conf").exists() or not Path("/etc/nginx/sites-enabled/default").exists():
+        pytest.skip("not Debian's nginx layout")
+    etc = tmp_path / "nginx"
+    shutil.copytree("/etc/nginx", etc, symlinks=False)
+    main = etc / "nginx.conf"
+    main.write_text(main.read_text().replace("/etc/nginx/", f"{etc}/"))
+    return etc
+
+
+def nginx_t(etc):
+    return subprocess.run([NGINX, "-t", "-q", "-c", str(etc / "nginx.conf")], capture_output=True, text=True)
+
+
+def test_the_one_node_quick_start_passes_nginx_t_on_a_stock_debian_nginx(tmp_path):
+    """nginx/README.md's "One node" steps on Debian's own nginx.conf: with
+    Debian's default site still enabled the two catch-alls collide (why the
+    README removes it); with it removed, `nginx -t` passes."""
+    etc = debian_nginx_copy(tmp_path)
+    cert, key = make_cert(str(tmp_path), SITE_NAME)
+    conf = (REPO / "nginx" / "bigcache.conf").read_text()
+    conf = substitute(conf, r"/etc/letsencrypt/live/www.example.org/fullchain.pem", cert)
+    conf = substitute(conf, r"/etc/letsencrypt/live/www.example.org/privkey.pem", key)
+    (etc / "sites-enabled" / "bigcache.conf").write_text(conf)
+    collided = nginx_t(etc)
+    assert collided.returncode != 0 and "duplicate default server" in collided.stderr, collided.stderr
+    steps = (REPO / "nginx" / "README.md").read_text()
+    assert "rm /etc/nginx/sites-enabled/default" in steps, "the README no longer says to remove it"
+    (etc / "sites-enabled" / "default").unlink()
+    ok = nginx_t(etc)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_local_trial_passes_nginx_t_beside_debians_default_site(tmp_path):
+    etc = debian_nginx_copy(tmp_path)
+    cert, key = make_cert(str(tmp_path), "localhost")
+    conf = (REPO / "nginx" / "local.conf").read_text()
+    conf = substitute(conf, r"/etc/nginx/bigcache-local\.crt;", f"{cert};")
+    conf = substitute(conf, r"/etc/nginx/bigcache-local\.key;", f"{key};")
+    (etc / "sites-enabled" / "bigcache-local.conf").write_text(conf)
+    assert (etc / "sites-enabled" / "default").exists()
+    ok = nginx_t(etc)
+    assert ok.returncode == 0, ok.stderr

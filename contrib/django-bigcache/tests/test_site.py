@@ -38,6 +38,20 @@ def test_slow_page_miss_then_hit(site, capsys):
         print(f"\n  slow page: cold {cold * 1000:.0f} ms (Django render), bigcache hit {hit * 1000:.2f} ms")
 
 
+def test_a_page_cached_by_the_site_wide_rules(site):
+    """``/about/`` has no decorator: ``BIGCACHE["PAGES"]`` and the
+    middleware mark it, and the proxy keeps it."""
+    st, h, body = fetch(site.proxy, "/about/")
+    assert st == 200 and h["x-cache"] == "MISS" and "About" in body
+    st, h, again = fetch(site.proxy, "/about/")
+    assert st == 200 and h["x-cache"] == "HIT" and again == body
+    assert site.renders("/about/") == 1
+    # A path no rule names is left as the view made it.
+    for _ in range(2):
+        st, h, _ = fetch(site.proxy, "/_seen/")
+        assert st == 200 and h["x-cache"] != "HIT"
+
+
 def test_query_variants_are_cached_apart(site):
     a = fetch(site.proxy, "/datasets/?page=1")
     b = fetch(site.proxy, "/datasets/?page=2")

@@ -120,3 +120,11 @@ def seen(request):
 def renders(request):
     obj = RenderCount.objects.filter(path=request.GET.get("path", "")).first()
     return JsonResponse({"n": obj.n if obj else 0})
+
+
+def about(request):
+    """No decorator: cached for an hour by ``BigCacheMiddleware`` and the
+    ``BIGCACHE["PAGES"]`` rule in settings, as a site caches its pages
+    without touching each view."""
+    RenderCount.bump(request.get_full_path())
+    return HttpResponse("<!doctype html><title>About</title><h1>About these datasets</h1>" + "<p>x</p>" * 40)

@@ -22,6 +22,8 @@ INSTALLED_APPS = [
     "datasets",
 ]
 MIDDLEWARE = [
+    # First, so it marks the response every other middleware made.
+    "django_bigcache.middleware.BigCacheMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -54,7 +56,12 @@ STATIC_URL = "/static/"
 # bigcache: the REST API for the cache backend and for purges; one node, or
 # several separated by commas.
 BIGCACHE_URL = os.environ.get("BIGCACHE_URL", "http://127.0.0.1:36379")
-BIGCACHE = {"LOCATION": BIGCACHE_URL, "TOKEN": os.environ.get("BIGCACHE_API_TOKEN")}
+BIGCACHE = {
+    "LOCATION": BIGCACHE_URL,
+    "TOKEN": os.environ.get("BIGCACHE_API_TOKEN"),
+    # Pages cached without a decorator (BigCacheMiddleware): first match wins.
+    "PAGES": [(r"^/about/$", "1h")],
+}
 CACHES = {
     "default": {
         "BACKEND": "django_bigcache.backend.BigCacheBackend",

@@ -9,6 +9,7 @@ urlpatterns = [
     path("sitemap.xml", sitemap, {"sitemaps": {"datasets": DatasetSitemap}}, name="sitemap"),
     path("dataset/<int:pk>/", views.dataset, name="dataset"),
     path("datasets/", views.dataset_list, name="dataset-list"),
+    path("about/", views.about),
     path("async-dataset/<int:pk>/", views.async_dataset),
     path("cookie/", views.cookie_page),
     path("me/", views.me),
