@@ -264,3 +264,72 @@ async fn the_rest_docs_the_openapi_document_and_the_server_agree() {
         );
     }
 }
+
+/// Every metric family `/metrics` serves (with the access log on, so its
+/// own counter is there too) is described in `docs/operating.md`, and
+/// every `bigcache_*` name the docs describe is served; every reason the
+/// proxy counts is in `docs/proxy.md`'s list, and the list names no other.
+#[tokio::test]
+async fn the_metric_and_reason_lists_in_the_docs_are_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_d, s) = crate::util::start(&["--access-log", log.to_str().unwrap()]);
+    let text = crate::util::client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let reasons: BTreeSet<String> = text
+        .lines()
+        .filter(|l| l.starts_with("bigcache_proxy_not_cached_total{"))
+        .filter_map(|l| {
+            l.split("reason=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        served.len() > 30 && reasons.len() > 20,
+        "{served:?} {reasons:?}"
+    );
+
+    let operating = std::fs::read_to_string(root().join("docs/operating.md")).unwrap();
+    let named = |doc: &str, prefix: &str| -> BTreeSet<String> {
+        doc.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.starts_with(prefix))
+            .map(|w| w.split(['{', ' ']).next().unwrap_or(w).to_string())
+            .collect()
+    };
+    let documented = named(&operating, "bigcache_");
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not in docs/operating.md: {undocumented:?}\nin the docs but not served: {unserved:?}"
+    );
+
+    let proxy = std::fs::read_to_string(root().join("docs/proxy.md")).unwrap();
+    let list = proxy
+        .split("the reason (")
+        .nth(1)
+        .and_then(|rest| rest.split(") come from one decision").next())
+        .expect("docs/proxy.md's reason list");
+    let listed: BTreeSet<String> = named(list, "");
+    assert_eq!(
+        listed, reasons,
+        "docs/proxy.md's reasons against the server's"
+    );
+}

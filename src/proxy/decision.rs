@@ -97,8 +97,8 @@ pub enum Reason {
     CloseDelimited,
     /// The fetch this request waited for took longer than `flight_wait`.
     WaitTimedOut,
-    /// `Surrogate-Key`/`xkey` tags over the limits: stored without them,
-    /// a tag purge could not reach the page.
+    /// `Surrogate-Key`/`xkey` tags over the limits: not stored, since a
+    /// tag purge could not reach the page.
     Tags,
 }
 

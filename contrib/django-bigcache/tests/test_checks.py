@@ -119,3 +119,16 @@ def test_the_sync_backend_needs_no_aiohttp(bigcache):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'django-bigcache[async]'" in out.stdout
+
+
+def test_the_purge_helpers_follow_override_settings(monkeypatch):
+    """The purge helpers' nodes come from ``settings.BIGCACHE`` when they
+    are called, not from the first call's settings."""
+    from django_bigcache.client import default_client
+
+    monkeypatch.delenv("BIGCACHE_URL", raising=False)
+    with override_settings(BIGCACHE={"LOCATION": "http://127.0.0.1:1111"}):
+        assert [c.base for c in default_client().clients] == ["http://127.0.0.1:1111"]
+        assert default_client() is default_client(), "one pool per configuration"
+    with override_settings(BIGCACHE={"LOCATION": ["http://127.0.0.1:2222", "http://127.0.0.1:3333"]}):
+        assert [c.base for c in default_client().clients] == ["http://127.0.0.1:2222", "http://127.0.0.1:3333"]
