@@ -457,13 +457,21 @@ LUA
     # The validator each server gives a browser, and the 304 it answers
     # when the browser sends it back: checked, or the conditional requests
     # would be full answers on one side.
-    sleep 2  # bigcache encodes the warm-up's pages in brotli meanwhile
+    # bigcache encodes the warm-up's pages in brotli meanwhile.
+    settle "$(cat "$work/mix.pid")"
     local ae="Accept-Encoding: gzip, deflate, br, zstd" b_etag n_etag
     b_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$b_proxy/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
     n_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$n_port/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
     local b_suffix=${b_etag#\"/page/7} n_suffix=${n_etag#\"/page/7}
     b_suffix=${b_suffix%\"}; n_suffix=${n_suffix%\"}
-    echo "  ETag sent to a browser: bigcache $b_etag, nginx $n_etag; If-None-Match with it: bigcache $(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $b_etag" "http://127.0.0.1:$b_proxy/page/7"), nginx $(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $n_etag" "http://127.0.0.1:$n_port/page/7")"
+    local b_304 n_304
+    b_304=$(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $b_etag" "http://127.0.0.1:$b_proxy/page/7")
+    n_304=$(curl -s -o /dev/null -w '%{http_code}' -H "$ae" -H "If-None-Match: $n_etag" "http://127.0.0.1:$n_port/page/7")
+    echo "  ETag sent to a browser: bigcache $b_etag, nginx $n_etag; If-None-Match with it: bigcache $b_304, nginx $n_304"
+    [ "$b_304" = 304 ] && [ "$n_304" = 304 ] && [ "$b_suffix" = -br ] || {
+        echo "  the conditional requests would not be 304s on both sides: no figures"; stop_nginx; return 1; }
+    # Every page stored in brotli, or some conditionals would be full answers.
+    echo "  bigcache's text pages: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
     header
     local line b n ratios=() bpid npid
     bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")

@@ -23,15 +23,12 @@ pub const VERSION: &str = concat!(
 pub fn command() -> clap::Command {
     crate::config::Args::command()
         .args_conflicts_with_subcommands(true)
-        .subcommand(
-            crate::warm::WarmArgs::command()
-                .name("warm")
-                .about("Request a sitemap's (or a list's) pages through the proxy, so visitors find them cached")
-                .version(VERSION),
-        )
+        .subcommand(warm_command())
         .subcommand(
             clap::Command::new("completions")
-                .about("Print the completion script for a shell (bash, zsh, fish, elvish, powershell)")
+                .about(
+                    "Print the completion script for a shell (bash, zsh, fish, elvish, powershell)",
+                )
                 .arg(
                     Arg::new("shell")
                         .required(true)
@@ -39,6 +36,16 @@ pub fn command() -> clap::Command {
                 ),
         )
         .subcommand(clap::Command::new("man").about("Print the man page (roff, for man -l)"))
+}
+
+/// `bigcache warm`, as `--help`, `bigcache help warm` and the subcommand
+/// itself read it.
+pub fn warm_command() -> clap::Command {
+    crate::warm::WarmArgs::command()
+        .name("warm")
+        .bin_name("bigcache warm")
+        .about("Request a sitemap's (or a list's) pages through the proxy, so visitors find them cached")
+        .version(VERSION)
 }
 
 /// What `main` does with its arguments.
@@ -55,19 +62,45 @@ pub enum Run {
 /// subcommands listed), usage errors, and the generated files are answered
 /// here; serving and warming are `main`'s.
 pub fn dispatch(argv: &[OsString]) -> Run {
+    // A subcommand is read on its own: the server's flags, and the
+    // `BIGCACHE_*` variables that set them, are not its business (a bad
+    // `BIGCACHE_SHARDS` in the shell must not stop `bigcache warm`).
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some("warm") => return Run::Warm,
+        Some(name @ ("completions" | "man")) => {
+            let sub = command()
+                .find_subcommand(name)
+                .cloned()
+                .map(|c| c.bin_name(format!("bigcache {name}")));
+            return match sub.map(|c| c.try_get_matches_from(&argv[1..])) {
+                Some(Ok(m)) => generate(name, &m),
+                Some(Err(e)) => exit_with(&e),
+                None => Run::Exit(ExitCode::from(2)),
+            };
+        }
+        _ => {}
+    }
     let matches = match command().try_get_matches_from(argv) {
         Ok(m) => m,
-        Err(e) => {
-            // Help and version print to stdout and succeed; errors do not.
-            let code = e.exit_code();
-            let _ = e.print();
-            return Run::Exit(ExitCode::from(u8::try_from(code).unwrap_or(2)));
-        }
+        Err(e) => return exit_with(&e),
     };
     match matches.subcommand() {
         None => Run::Serve,
         Some(("warm", _)) => Run::Warm,
-        Some(("completions", m)) => {
+        Some((name, m)) => generate(name, m),
+    }
+}
+
+/// Help and version print to stdout and succeed; errors do not.
+fn exit_with(e: &clap::Error) -> Run {
+    let _ = e.print();
+    Run::Exit(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)))
+}
+
+/// `completions <shell>` or `man`, from the whole command line.
+fn generate(name: &str, m: &clap::ArgMatches) -> Run {
+    match name {
+        "completions" => {
             let Some(shell) = m.get_one::<clap_complete::Shell>("shell").copied() else {
                 return Run::Exit(ExitCode::from(2));
             };
@@ -75,7 +108,7 @@ pub fn dispatch(argv: &[OsString]) -> Run {
             clap_complete::generate(shell, &mut command(), "bigcache", &mut out);
             Run::Exit(write_out(&out))
         }
-        Some(("man", _)) => {
+        "man" => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(command()).render(&mut out) {
                 Ok(()) => Run::Exit(write_out(&out)),
@@ -85,7 +118,7 @@ pub fn dispatch(argv: &[OsString]) -> Run {
                 }
             }
         }
-        Some((other, _)) => {
+        other => {
             eprintln!("bigcache: no subcommand {other}");
             Run::Exit(ExitCode::from(2))
         }

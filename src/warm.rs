@@ -414,7 +414,10 @@ async fn warm_one(
 
 /// The subcommand's entry point: `argv` starts with `warm`.
 pub fn main(argv: Vec<std::ffi::OsString>) -> ExitCode {
-    let args = match WarmArgs::try_parse_from(argv) {
+    let parsed = crate::cli::warm_command()
+        .try_get_matches_from(argv)
+        .and_then(|m| <WarmArgs as clap::FromArgMatches>::from_arg_matches(&m));
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => e.exit(),
     };

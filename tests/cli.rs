@@ -149,3 +149,27 @@ _bigcache bigcache w bigcache; echo "subcommands: ${{COMPREPLY[*]}}""#,
     }
     assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+/// A subcommand does not read the server's flags: a bad `BIGCACHE_*`
+/// variable in the shell stops the server (as it should), not `warm`,
+/// `man` or `completions`.
+#[test]
+fn subcommands_ignore_the_servers_environment() {
+    let with_bad_env = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("BIGCACHE_HOT_CACHE_SIZE", "lots")
+            .output()
+            .expect("the binary runs")
+    };
+    for args in [&["man"][..], &["completions", "fish"], &["warm", "--help"]] {
+        let out = with_bad_env(args);
+        assert!(
+            out.status.success(),
+            "bigcache {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let serve = with_bad_env(&["--data-dir", "/nonexistent/x"]);
+    assert_eq!(serve.status.code(), Some(2), "the server still refuses it");
+}

@@ -95,33 +95,19 @@ def check_nodes(app_configs=None, **kwargs):
 
 @checks.register()
 def check_pages(app_configs=None, **kwargs):
-    import re
-
-    from .middleware import _duration
+    from .middleware import rules
 
     conf = getattr(settings, "BIGCACHE", None) or {}
-    errors = []
-    rules = conf.get("PAGES", ())
-    if not isinstance(rules, (list, tuple)):
-        rules = [rules]
-    for rule in rules:
-        try:
-            pattern, ttl = rule
-            re.compile(pattern)
-            _duration(ttl)
-        except (TypeError, ValueError, re.error) as e:
-            errors.append(checks.Error(
-                f"BIGCACHE['PAGES'] rule {rule!r} is unusable: {e}",
-                hint="Each rule is (regex, lifetime): (r'^/dataset/', '28d'), a lifetime in seconds, "
-                     "or None to leave matching pages unmarked.",
-                id="django_bigcache.E003",
-            ))
     try:
-        _duration(conf.get("DEFAULT_TTL"))
-    except TypeError as e:
-        errors.append(checks.Error(f"BIGCACHE['DEFAULT_TTL'] is unusable: {e}",
-                                   hint="'1h', seconds as an int, or None.", id="django_bigcache.E003"))
-    return errors
+        rules(conf)
+    except ValueError as e:
+        return [checks.Error(
+            f"BIGCACHE page rules are unusable: {e}",
+            hint="PAGES is a list of (regex, lifetime) pairs, e.g. [(r'^/dataset/', '28d')]; a lifetime "
+                 "is '30s', '6h', '28d', '1h 30m', seconds as an int, or None to leave pages unmarked.",
+            id="django_bigcache.E003",
+        )]
+    return []
 
 
 @checks.register()

@@ -61,10 +61,12 @@ def test_gzip_middleware_behind_bigcache_is_a_warning():
 
 
 def test_site_wide_rules_that_cannot_work_are_errors():
-    for pages in [[(r"^/(", "1h")], [(r"^/x/", 1.5)], [r"^/x/"], [(r"^/x/", "1h", "extra")]]:
+    for pages in [[(r"^/(", "1h")], [(r"^/x/", 1.5)], [r"^/x/"], [(r"^/x/", "1h", "extra")],
+                  {r"^/a/": "1h", r"^/b/": "2h"}, [(r"^/x/", "1 hour")], [(r"^/x/", 0)]]:
         with override_settings(CACHES={}, BIGCACHE={"LOCATION": "http://127.0.0.1:36379", "PAGES": pages}):
             assert ids() == ["django_bigcache.E003"], pages
-    with override_settings(CACHES={}, BIGCACHE={"PAGES": [(r"^/x/", "1h"), (r"^/y/", None), (r"^/z/", 60)]}):
+    with override_settings(CACHES={}, BIGCACHE={"PAGES": [(r"^/x/", "1h"), (r"^/y/", None), (r"^/z/", 60),
+                                                           (r"^/w/", "1h 30m"), (r"^/v/", "28ds")]}):
         assert ids() == []
 
 
