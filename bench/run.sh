@@ -486,6 +486,7 @@ LUA
     done
     round_ratios bigcache/nginx "target >= 1.5" "-" "-" "${ratios[@]}"
     echo "  quick (fast-path) hits: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["quick_hits"])')"
+    echo "  bigcache's text pages after the rounds: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
     stop_nginx
 }
 
