@@ -457,8 +457,18 @@ LUA
     # The validator each server gives a browser, and the 304 it answers
     # when the browser sends it back: checked, or the conditional requests
     # would be full answers on one side.
-    # bigcache encodes the warm-up's pages in brotli meanwhile.
-    settle "$(cat "$work/mix.pid")"
+    # bigcache encodes the warm-up's pages in brotli meanwhile; those whose
+    # first encoding found the encoder busy (a thousand fills at once, as
+    # no Django renders them) are encoded at their next hit while it is
+    # idle: one sequential read of each, as a site's own traffic would
+    # read them, leaves the warm set as it stays.
+    local pass encoded
+    for pass in 1 2 3 4 5 6 7 8; do
+        settle "$(cat "$work/mix.pid")"
+        encoded=$(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; c=json.load(sys.stdin)["proxy"]["compressed"]; print(c["br"] + c["recoded"])')
+        [ "$encoded" -ge "$KEYS" ] && break
+        curl -s -o /dev/null -H "Accept-Encoding: gzip, deflate, br, zstd" "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    done
     local ae="Accept-Encoding: gzip, deflate, br, zstd" b_etag n_etag
     b_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$b_proxy/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
     n_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$n_port/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
@@ -471,7 +481,7 @@ LUA
     [ "$b_304" = 304 ] && [ "$n_304" = 304 ] && [ "$b_suffix" = -br ] || {
         echo "  the conditional requests would not be 304s on both sides: no figures"; stop_nginx; return 1; }
     # Every page stored in brotli, or some conditionals would be full answers.
-    echo "  bigcache's text pages: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
+    echo "  bigcache's text pages (first encodings, and pages encoded later): $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
     header
     local line b n ratios=() bpid npid
     bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")
