@@ -244,6 +244,12 @@ settle() { # pid...
     echo "  (servers still busy after 30 s)" >&2
 }
 
+# bigcache's text pages by how they were stored (`/stat`'s
+# proxy.compressed): first encodings, left as sent and why, encoded later.
+packed() { # api_port
+    curl -s "http://127.0.0.1:$1/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])'
+}
+
 header() {
     printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin cpu
 }
@@ -481,7 +487,7 @@ LUA
     [ "$b_304" = 304 ] && [ "$n_304" = 304 ] && [ "$b_suffix" = -br ] || {
         echo "  the conditional requests would not be 304s on both sides: no figures"; stop_nginx; return 1; }
     # Every page stored in brotli, or some conditionals would be full answers.
-    echo "  bigcache's text pages (first encodings, and pages encoded later): $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
+    echo "  bigcache's text pages (first encodings, and pages encoded later): $(packed "$b_api")"
     header
     local line b n ratios=() bpid npid
     bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")
@@ -496,7 +502,7 @@ LUA
     done
     round_ratios bigcache/nginx "target >= 1.5" "-" "-" "${ratios[@]}"
     echo "  quick (fast-path) hits: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["quick_hits"])')"
-    echo "  bigcache's text pages after the rounds: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])')"
+    echo "  bigcache's text pages after the rounds: $(packed "$b_api")"
     stop_nginx
 }
 
@@ -1051,7 +1057,6 @@ scenario_browser() {
         POPULATE_AE="$ae" python3 bench/populate.py 127.0.0.1 "$port" page "$KEYS"
     done
     local api
-    packed() { curl -s "http://127.0.0.1:$1/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["compressed"])'; }
     for api in "$api_cold" "$api_hot"; do
         # The encoder finishes what populating queued: its counts settle.
         local last="" now i

@@ -64,30 +64,34 @@ pub enum Run {
 pub fn dispatch(argv: &[OsString]) -> Run {
     // A subcommand is read on its own: the server's flags, and the
     // `BIGCACHE_*` variables that set them, are not its business (a bad
-    // `BIGCACHE_SHARDS` in the shell must not stop `bigcache warm`).
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("warm") => return Run::Warm,
-        Some(name @ ("completions" | "man")) => {
-            let sub = command()
-                .find_subcommand(name)
-                .cloned()
-                .map(|c| c.bin_name(format!("bigcache {name}")));
-            return match sub.map(|c| c.try_get_matches_from(&argv[1..])) {
-                Some(Ok(m)) => generate(name, &m),
-                Some(Err(e)) => exit_with(&e),
-                None => Run::Exit(ExitCode::from(2)),
-            };
-        }
-        _ => {}
+    // `BIGCACHE_SHARDS` in the shell must not stop `bigcache warm`). It
+    // can only come first (`args_conflicts_with_subcommands`).
+    let first = argv.get(1).and_then(|a| a.to_str());
+    if first == Some("warm") {
+        return Run::Warm;
     }
-    let matches = match command().try_get_matches_from(argv) {
-        Ok(m) => m,
-        Err(e) => return exit_with(&e),
-    };
-    match matches.subcommand() {
-        None => Run::Serve,
-        Some(("warm", _)) => Run::Warm,
-        Some((name, m)) => generate(name, m),
+    if let Some(name @ ("completions" | "man")) = first {
+        let sub = command()
+            .find_subcommand(name)
+            .cloned()
+            .map(|c| c.bin_name(format!("bigcache {name}")));
+        return match sub.map(|c| c.try_get_matches_from(&argv[1..])) {
+            Some(Ok(_)) if name == "man" => man(),
+            Some(Ok(m)) => completions(&m),
+            Some(Err(e)) => exit_with(&e),
+            None => Run::Exit(ExitCode::from(2)),
+        };
+    }
+    // The server's flags; help, version and usage errors end here.
+    match command().try_get_matches_from(argv) {
+        Ok(m) => match m.subcommand_name() {
+            None => Run::Serve,
+            Some(other) => {
+                eprintln!("bigcache: no subcommand {other}");
+                Run::Exit(ExitCode::from(2))
+            }
+        },
+        Err(e) => exit_with(&e),
     }
 }
 
@@ -97,30 +101,24 @@ fn exit_with(e: &clap::Error) -> Run {
     Run::Exit(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)))
 }
 
-/// `completions <shell>` or `man`, from the whole command line.
-fn generate(name: &str, m: &clap::ArgMatches) -> Run {
-    match name {
-        "completions" => {
-            let Some(shell) = m.get_one::<clap_complete::Shell>("shell").copied() else {
-                return Run::Exit(ExitCode::from(2));
-            };
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut command(), "bigcache", &mut out);
-            Run::Exit(write_out(&out))
-        }
-        "man" => {
-            let mut out = Vec::new();
-            match clap_mangen::Man::new(command()).render(&mut out) {
-                Ok(()) => Run::Exit(write_out(&out)),
-                Err(e) => {
-                    eprintln!("bigcache man: {e}");
-                    Run::Exit(ExitCode::FAILURE)
-                }
-            }
-        }
-        other => {
-            eprintln!("bigcache: no subcommand {other}");
-            Run::Exit(ExitCode::from(2))
+/// `bigcache completions <shell>`, for the whole command line.
+fn completions(m: &clap::ArgMatches) -> Run {
+    let Some(shell) = m.get_one::<clap_complete::Shell>("shell").copied() else {
+        return Run::Exit(ExitCode::from(2));
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command(), "bigcache", &mut out);
+    Run::Exit(write_out(&out))
+}
+
+/// `bigcache man`: the whole command line's man page.
+fn man() -> Run {
+    let mut out = Vec::new();
+    match clap_mangen::Man::new(command()).render(&mut out) {
+        Ok(()) => Run::Exit(write_out(&out)),
+        Err(e) => {
+            eprintln!("bigcache man: {e}");
+            Run::Exit(ExitCode::FAILURE)
         }
     }
 }

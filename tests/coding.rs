@@ -74,27 +74,23 @@ async fn request(s: &Server, method: reqwest::Method, path: &str, fields: &[(&st
     }
 }
 
-/// Pages stored in brotli at their fetch.
-fn compressed(s: &Server) -> u64 {
-    stat(s)["proxy"]["compressed"]["br"].as_u64().unwrap_or(0)
-}
-
-/// Pages encoded again at a later hit.
-fn recoded(s: &Server) -> u64 {
-    stat(s)["proxy"]["compressed"]["recoded"]
+/// `proxy.compressed.<outcome>` in `/stat`: `br` for pages stored in
+/// brotli at their fetch, `recoded` for pages encoded again at a later hit.
+fn packed(s: &Server, outcome: &str) -> u64 {
+    stat(s)["proxy"]["compressed"][outcome]
         .as_u64()
         .unwrap_or(0)
 }
 
-/// Waits (bounded) until `n` pages were encoded again at a hit.
-async fn until_recoded(s: &Server, n: u64) {
+/// Waits (bounded) until `outcome` counts `n` pages.
+async fn until_packed(s: &Server, outcome: &str, n: u64) {
     for _ in 0..1000 {
-        if recoded(s) >= n {
+        if packed(s, outcome) >= n {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("{} of {n} pages encoded again", recoded(s));
+    panic!("{} of {n} pages counted as {outcome}", packed(s, outcome));
 }
 
 fn stat(s: &Server) -> serde_json::Value {
@@ -119,17 +115,6 @@ fn stat(s: &Server) -> serde_json::Value {
     .unwrap()
 }
 
-/// Waits (bounded) until `n` fetched pages were stored in brotli.
-async fn until_compressed(s: &Server, n: u64) {
-    for _ in 0..1000 {
-        if compressed(s) >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{} of {n} pages stored in brotli", compressed(s));
-}
-
 /// The page stored, then encoded, from one fetch, and what the origin
 /// sent for it.
 async fn stored_page(s: &Server, path: &str) -> Vec<u8> {
@@ -140,7 +125,7 @@ async fn stored_page(s: &Server, path: &str) -> Vec<u8> {
     let status = first.field("cache-status").unwrap_or_default();
     assert!(status.contains("stored"), "{status}");
     stored(s, 1).await;
-    until_compressed(s, 1).await;
+    until_packed(s, "br", 1).await;
     first.body
 }
 
@@ -150,7 +135,7 @@ async fn one_stored_copy_in_brotli_each_client_gets_what_it_accepts() {
     let (_d, s) = start(&o.url(), &[]);
     let path = format!("/doc/?{TTL}&fixed=1&size=20000");
     let origin = stored_page(&s, &path).await;
-    assert_eq!(compressed(&s), 1, "stored in brotli");
+    assert_eq!(packed(&s, "br"), 1, "stored in brotli");
     let br = get(&s, &path, &[("accept-encoding", "gzip, deflate, br, zstd")]).await;
     assert_eq!((br.status, br.cache.as_str()), (200, "HIT"));
     assert_eq!(br.field("content-encoding"), Some("br"));
@@ -294,7 +279,7 @@ async fn a_restart_reads_the_stored_brotli_from_disk() {
         let s = Server::start_in(dir.path(), &args);
         let origin = get(&s, &path, &[host]).await.body;
         stored(&s, 1).await;
-        until_compressed(&s, 1).await;
+        until_packed(&s, "br", 1).await;
         let sent = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
         assert_eq!(sent.field("content-encoding"), Some("br"));
         assert_eq!(s.stop().code(), Some(0));
@@ -331,7 +316,7 @@ async fn what_must_not_be_recoded_goes_as_sent() {
         assert_eq!(hit.body, first.body, "{path}");
         assert_ne!(hit.field("content-encoding"), Some("br"), "{path}");
     }
-    assert_eq!(compressed(&s), 0);
+    assert_eq!(packed(&s, "br"), 0);
     let gz = get(&s, &pages[2], &[("accept-encoding", "gzip")]).await;
     assert_eq!(
         gz.field("content-encoding"),
@@ -365,7 +350,7 @@ async fn pages_stored_as_sent_are_encoded_at_a_later_hit() {
         let plain = get(&s, &path, &[host, ("accept-encoding", "br")]).await;
         assert_eq!(plain.field("content-encoding"), None, "--no-compress");
         assert!(!plain.varies_on_accept_encoding());
-        assert_eq!(compressed(&s), 0);
+        assert_eq!(packed(&s, "br"), 0);
         assert_eq!(s.stop().code(), Some(0));
         origin
     };
@@ -377,8 +362,8 @@ async fn pages_stored_as_sent_are_encoded_at_a_later_hit() {
     let first = get(&s, &path, &br).await;
     assert_eq!(first.cache, "HIT");
     assert_eq!(first.body, origin, "as stored, until encoded");
-    until_recoded(&s, 1).await;
-    assert_eq!(compressed(&s), 0, "not at a fetch");
+    until_packed(&s, "recoded", 1).await;
+    assert_eq!(packed(&s, "br"), 0, "not at a fetch");
     let later = get(&s, &path, &br).await;
     assert_eq!(later.cache, "HIT");
     assert_eq!(later.field("content-encoding"), Some("br"));
@@ -399,7 +384,7 @@ async fn a_page_read_again_gets_the_best_coding() {
     let br = [("accept-encoding", "br")];
     let quick = get(&s, &path, &br).await;
     assert_eq!(quick.field("content-encoding"), Some("br"));
-    until_recoded(&s, 1).await;
+    until_packed(&s, "recoded", 1).await;
     let best = get(&s, &path, &br).await;
     assert_eq!(best.decoded(), origin);
     assert!(
@@ -414,7 +399,7 @@ async fn a_page_read_again_gets_the_best_coding() {
         get(&s, &path, &br).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(recoded(&s), 1);
+    assert_eq!(packed(&s, "recoded"), 1);
     assert_eq!(o.count(&path), 1);
 }
 

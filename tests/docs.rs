@@ -211,14 +211,8 @@ fn documented_operations() -> BTreeSet<(String, String)> {
 async fn the_rest_docs_the_openapi_document_and_the_server_agree() {
     let (_d, s) = crate::util::start(&[]);
     let client = crate::util::client();
-    let doc: serde_json::Value = client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, doc) = crate::util::get_json(&s, "/openapi.json").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     let mut openapi = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("a path item").keys() {

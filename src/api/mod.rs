@@ -507,7 +507,7 @@ async fn delete_value(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delete_at(st, uri, headers).await
+    delete_at(st, "/cache/", uri, headers).await
 }
 
 /// `DELETE /pickle/{key}`: the backend's delete, the same as under
@@ -522,15 +522,16 @@ async fn delete_bytes(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delete_at(st, uri, headers).await
+    delete_at(st, "/pickle/", uri, headers).await
 }
 
-async fn delete_at(st: Arc<ApiState>, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    let route = if uri.path().starts_with("/pickle/") {
-        "/pickle/"
-    } else {
-        "/cache/"
-    };
+/// The delete of both routes; `route` is the one the request came by.
+async fn delete_at(
+    st: Arc<ApiState>,
+    route: &str,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let raw = rest(&uri, route);
     let key = key::entry_key(raw, uri.query(), st.limits.max_key)?;
     if let Some(expected) = headers.get(IF_EQUALS_HEADER) {

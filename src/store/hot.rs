@@ -345,10 +345,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_tier_of_no_bytes_takes_nothing() {
-        let hot = slice(0, Arc::new(Hotness::new(16)));
-        let rec = Record {
+    /// A REST value of one byte, never expiring.
+    fn one_byte_value() -> Record {
+        Record {
             kind: super::super::record::Kind::Json,
             created_at: 0,
             expires_at: None,
@@ -357,7 +356,13 @@ mod tests {
             tags: Default::default(),
             stale_since: None,
             memo: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_tier_of_no_bytes_takes_nothing() {
+        let hot = slice(0, Arc::new(Hotness::new(16)));
+        let rec = one_byte_value();
         assert!(hot.is_off());
         hot.insert(Bytes::from_static(b"r/k"), rec);
         assert!(matches!(hot.read(b"r/k", 0), Read::Absent));
@@ -371,16 +376,7 @@ mod tests {
     fn a_hot_read_counts_for_the_evictor() {
         let hotness = Arc::new(Hotness::new(16));
         let hot = slice(1 << 20, hotness.clone());
-        let rec = Record {
-            kind: super::super::record::Kind::Json,
-            created_at: 0,
-            expires_at: None,
-            meta: Bytes::new(),
-            body: Bytes::from_static(b"1"),
-            tags: Default::default(),
-            stale_since: None,
-            memo: Default::default(),
-        };
+        let rec = one_byte_value();
         for i in 0..64 {
             hot.insert(Bytes::from(format!("r/k{i}")), rec.clone());
         }
