@@ -104,6 +104,8 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
+    # CG_KEEP=dir keeps callgrind's dumps for callgrind_annotate.
+    [ -n "${CG_KEEP:-}" ] && { mkdir -p "$CG_KEEP"; cp "$work"/cg-*.* "$CG_KEEP"/ 2>/dev/null || true; }
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -613,6 +615,19 @@ cg_bigcache() { # port label [flags...]
     wait_http "http://127.0.0.1:$1/__count"
 }
 
+# Behind nginx/bigcache.conf as shipped (plain HTTP side): bigcache sees
+# nginx's forwarding fields on an upstream keep-alive connection.
+cg_fronted() { # origin_port
+    local port cg_pid f_tls f_plain
+    port=$(free_port)
+    cg_bigcache "$port" fronted --trusted-proxy 127.0.0.1/32
+    f_tls=$(free_port); f_plain=$(free_port)
+    start_front front "$f_tls" "127.0.0.1:$port" "$f_plain"
+    cg_traffic "nginx->bigcache" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain"
+    cg_traffic "nginx->bigcache, browser" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain" --browser
+    kill "$(cat "$work/front/nginx.pid")" "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+}
+
 scenario_callgrind() {
     command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed (apt-get install valgrind)"; return 1; }
     echo "== instructions per hot hit: ${CG_REQUESTS:-5000} keep-alive GETs over 100 cached pages of $SIZE bytes, under callgrind (user space, every thread)"
@@ -629,6 +644,9 @@ scenario_callgrind() {
     local flags=()
     for i in "${!bins[@]}"; do flags+=(""); done
     bins+=(target/release/bigcache); labels+=(bigcache-cold); flags+=("--hot-cache-size 0")
+    # CG_ONLY=fronted: only the rows behind nginx (a quicker loop while
+    # working on that path).
+    [ "${CG_ONLY:-}" = fronted ] && bins=() labels=()
     for i in "${!bins[@]}"; do
         port=$(free_port)
         # shellcheck disable=SC2086 # flags are words
@@ -639,6 +657,8 @@ scenario_callgrind() {
         wait_http "http://127.0.0.1:$port/__count"
         cg_measure "${labels[$i]}" "$port" "$pid" "$work/cg-${labels[$i]}.$pid"
     done
+    local cg_pid
+    [ "${CG_ONLY:-}" = fronted ] && { cg_fronted "$o"; return; }
     port=$(free_port)
     mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
     sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$port|g" -e "s|@ORIGIN@|$o|g" \
@@ -655,7 +675,6 @@ scenario_callgrind() {
     cg_measure "bare hyper" "$port" "$pid" "$work/cg-ceiling.$pid"
 
     echo "  as traffic arrives: the connection carried misses, 304s, bypasses first"
-    local cg_pid
     port=$(free_port)
     cg_bigcache "$port" after-misses
     cg_traffic "bigcache" "$cg_pid" "$work/cg-after-misses.$cg_pid" "$port"
@@ -664,16 +683,7 @@ scenario_callgrind() {
     cg_bigcache "$port" browser
     cg_traffic "bigcache, browser" "$cg_pid" "$work/cg-browser.$cg_pid" "$port" --browser
     kill "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
-    # Behind nginx/bigcache.conf as shipped (plain HTTP side): bigcache sees
-    # nginx's forwarding fields on an upstream keep-alive connection.
-    port=$(free_port)
-    cg_bigcache "$port" fronted --trusted-proxy 127.0.0.1/32
-    local f_tls f_plain
-    f_tls=$(free_port); f_plain=$(free_port)
-    start_front front "$f_tls" "127.0.0.1:$port" "$f_plain"
-    cg_traffic "nginx->bigcache" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain"
-    cg_traffic "nginx->bigcache, browser" "$cg_pid" "$work/cg-fronted.$cg_pid" "$f_plain" --browser
-    kill "$(cat "$work/front/nginx.pid")" "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+    cg_fronted "$o"
     port=$(free_port)
     sed -e "s|@WORK@|$work|g" -e "s|@PORT@|$port|g" -e "s|@ORIGIN@|$o|g" \
         -e "s|^daemon on;|daemon off; master_process off;|" -e "s|nginx-cache|nginx-cache-2|" \

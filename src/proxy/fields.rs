@@ -46,6 +46,7 @@ pub trait Fields {
 /// ranges, the usual `Vary`): a hit pays for looking each up, several
 /// times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Known {
     Host,
     Authorization,
@@ -125,40 +126,31 @@ impl Known {
 
 /// A parsed head's fields with the [`Known`] ones gathered in one pass:
 /// the rules ask for each several times, and a browser's request carries
-/// a dozen others. Every other name is looked up in the fields as sent.
+/// a dozen others. Each known name has a slot: its first value and how
+/// many came, so a lookup is an index, not a scan. A name sent more than
+/// once (rare: a split `Cookie`, or a request the rules refuse) is read
+/// from the fields as sent, in order; so is every name not known.
 pub struct Gathered<'a, F: Fields + ?Sized> {
     raw: &'a F,
-    seen: [(Known, &'a [u8]); ROOM],
-    /// `None` when more than [`ROOM`] known fields came: then every
-    /// lookup reads `raw`.
-    len: Option<usize>,
+    first: [&'a [u8]; Known::ALL.len()],
+    count: [u8; Known::ALL.len()],
 }
-
-const ROOM: usize = 16;
 
 impl<'a, F: Fields + ?Sized> Gathered<'a, F> {
     pub fn of(raw: &'a F) -> Gathered<'a, F> {
-        let mut seen = [(Known::Host, &[][..]); ROOM];
-        let mut len = 0;
+        let mut first = [&[][..]; Known::ALL.len()];
+        let mut count = [0u8; Known::ALL.len()];
         for (name, value) in raw.each() {
             let Some(known) = Known::of(name) else {
                 continue;
             };
-            let Some(slot) = seen.get_mut(len) else {
-                return Gathered {
-                    raw,
-                    seen,
-                    len: None,
-                };
-            };
-            *slot = (known, value);
-            len += 1;
+            let i = known as usize;
+            if count[i] == 0 {
+                first[i] = value;
+            }
+            count[i] = count[i].saturating_add(1);
         }
-        Gathered {
-            raw,
-            seen,
-            len: Some(len),
-        }
+        Gathered { raw, first, count }
     }
 }
 
@@ -175,14 +167,11 @@ impl<F: Fields + ?Sized> Fields for Gathered<'_, F> {
     }
 
     fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
-        match self.len {
-            Some(len) => Either::Left(
-                self.seen[..len]
-                    .iter()
-                    .filter(move |(n, _)| *n == name)
-                    .map(|(_, v)| *v),
-            ),
-            None => Either::Right(self.raw.all(name.as_str())),
+        let i = name as usize;
+        match self.count[i] {
+            0 => Either::Left(None.into_iter()),
+            1 => Either::Left(Some(self.first[i]).into_iter()),
+            _ => Either::Right(self.raw.all(name.as_str())),
         }
     }
 }
@@ -249,7 +238,8 @@ mod tests {
 
     #[test]
     fn a_known_name_is_told_in_any_case_and_no_other_is() {
-        for k in Known::ALL {
+        for (i, k) in Known::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i, "a slot of Gathered per name");
             assert_eq!(Known::of(k.as_str()), Some(k));
             assert_eq!(Known::of(&k.as_str().to_ascii_uppercase()), Some(k));
             let mut near = k.as_str().to_string();
@@ -291,23 +281,38 @@ mod tests {
             });
         }
         let g = Gathered::of(&raw[..]);
-        assert_eq!(g.len, Some(Known::ALL.len()));
         for name in Known::ALL {
             assert_eq!(g.known(name).collect::<Vec<_>>(), [b"v"], "{name:?}");
             assert_eq!(g.all(name.as_str()).collect::<Vec<_>>(), [b"v"], "{name:?}");
         }
         assert_eq!(g.all("x-real-ip").collect::<Vec<_>>(), [b"w"]);
         assert_eq!(g.each().count(), raw.len());
-        let many: Vec<httparse::Header<'_>> = (0..ROOM + 2)
-            .map(|i| httparse::Header {
-                name: if i == 0 { "Host" } else { "Cookie" },
-                value: b"a=1",
+    }
+
+    /// A name sent more than once is every value, in the order sent.
+    #[test]
+    fn a_repeated_name_is_every_value_in_order() {
+        let values: Vec<String> = (0..300).map(|i| format!("a={i}")).collect();
+        let mut many: Vec<httparse::Header<'_>> = values
+            .iter()
+            .map(|v| httparse::Header {
+                name: "Cookie",
+                value: v.as_bytes(),
             })
             .collect();
+        many.insert(
+            1,
+            httparse::Header {
+                name: "Host",
+                value: b"h",
+            },
+        );
         let g = Gathered::of(&many[..]);
-        assert_eq!(g.len, None, "more than it holds");
-        assert_eq!(g.known(Known::Cookie).count(), ROOM + 1);
-        assert_eq!(g.all("host").count(), 1);
+        let got: Vec<&[u8]> = g.known(Known::Cookie).collect();
+        let want: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(got, want);
+        assert_eq!(g.all("host").collect::<Vec<_>>(), [b"h"]);
+        assert_eq!(g.known(Known::Range).count(), 0);
     }
 
     fn check<F: Fields + ?Sized>(f: &F) {

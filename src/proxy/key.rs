@@ -52,8 +52,8 @@ pub fn canonical_with_room(target: &str, room: usize) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     // An empty query is no query: Django renders `/x/?` as `/x/`, and a
     // purge of `/x/` must reach both.
-    let target = match target.find('?') {
-        Some(i) if i + 1 == target.len() => &target[..i],
+    let target = match target.strip_suffix('?') {
+        Some(bare) if !bare.contains('?') => bare,
         _ => target,
     };
     let bytes = target.as_bytes();

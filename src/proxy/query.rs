@@ -62,12 +62,13 @@ impl QueryRules {
     /// keep their order: Django's `getlist` reads it). Borrowed when
     /// nothing changes, which is every target without a query.
     pub fn apply<'t>(&self, target: &'t str) -> Cow<'t, str> {
-        let Some((path, query)) = target.split_once('?') else {
-            return Cow::Borrowed(target);
-        };
         if self.strip.is_empty() && !self.sort {
             return Cow::Borrowed(target);
         }
+        let Some(q) = memchr::memchr(b'?', target.as_bytes()) else {
+            return Cow::Borrowed(target);
+        };
+        let (path, query) = (&target[..q], &target[q + 1..]);
         let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
         let mut dropped = false;
         for part in query.split('&') {

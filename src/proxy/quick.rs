@@ -38,33 +38,25 @@ use crate::store::PageStore;
 /// characters, so hyper's parser would take it exactly as written (and
 /// `key::canonical` sees what the general path would see).
 fn plain_target(target: &str) -> bool {
-    target.starts_with('/')
-        && target.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'@'
-                        | b'/'
-                        | b'?'
-                )
-        })
+    target.starts_with('/') && target.bytes().all(|b| PLAIN[usize::from(b)])
 }
+
+/// [`plain_target`]'s bytes, as a table: one load a byte.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~%!$&'()*+,;=:@/?";
+    let mut i = 0;
+    while i < others.len() {
+        t[others[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// A request's fields as the general path holds them when it computes
 /// the variant: what `forward::sanitize` keeps, `Accept-Encoding` as
