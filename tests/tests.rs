@@ -13,6 +13,7 @@ mod coding;
 mod config;
 mod docs;
 mod durability;
+mod esi;
 mod faults;
 mod normalise;
 mod origin;

@@ -11,10 +11,10 @@ use super::compress::{self, Accepts, Coding};
 use super::decision::{CACHE_STATUS, CacheStatus, Decision, X_CACHE, set_own_status};
 use super::entry::Entry;
 use super::fields::{Fields, Known};
-use super::policy;
 use super::range::{self, Ranged};
 use super::revalidate::{NOT_MODIFIED_HEADERS, not_modified};
 use super::served::Served;
+use super::{esi, policy};
 
 /// Which representation of a stored page a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,13 @@ fn whole(e: &Entry, rep: Rep, now: u64, decision: Decision) -> http::HeaderMap {
 }
 
 fn served(e: &Entry, rep: Rep) -> &Served {
-    e.served[rep.slot()].get_or_init(|| Served::new(e.status, template(e, rep)))
+    e.served[rep.slot()]
+        .get_or_init(|| Served::new(e.status, template(e, rep), esi::opted_in(&e.headers)))
+}
+
+/// Whether `e` is an ESI shell: answered whole, and assembled.
+pub fn is_shell(e: &Entry) -> bool {
+    served(e, Rep::Stored).esi
 }
 
 /// The body of `e` in `rep`.
@@ -177,7 +183,8 @@ pub enum Shape {
 /// validators are the representation's own, ranges are only of the
 /// identity body ([`representation`]).
 pub fn shape<F: Fields + ?Sized>(e: &Entry, rep: Rep, head: bool, req: &F) -> Shape {
-    if e.status != StatusCode::OK {
+    // A shell's validators and bytes are not those of any visitor's page.
+    if e.status != StatusCode::OK || served(e, rep).esi {
         return Shape::Whole;
     }
     if not_modified(&served(e, rep).headers, req) {
@@ -272,6 +279,9 @@ pub fn from_entry<F: Fields + ?Sized>(
             let mut res = Response::new(sent);
             *res.status_mut() = e.status;
             *res.headers_mut() = whole(e, rep, now, decision);
+            if served(e, rep).esi {
+                res.extensions_mut().insert(esi::Shell);
+            }
             return (res, decision);
         }
         Shape::Part { start, end } => {

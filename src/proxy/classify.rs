@@ -49,6 +49,11 @@ pub enum Class {
     Bypass(Reason),
     /// May be answered from the store, and its response stored.
     Cacheable(Cacheable),
+    /// A visitor with a session: answered from the store only by an ESI
+    /// shell (a page Django rendered for everyone, `proxy::esi`), else
+    /// passed through as [`Reason::SessionCookie`]; its response never
+    /// stored.
+    Session(Cacheable),
 }
 
 #[derive(Debug)]
@@ -97,9 +102,11 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
     let forwarded_ok = !trusted || forward::forwarded_ok(req.fields, site_host.as_deref());
     let bypass = policy::request_bypass(req.fields, site_host.is_some(), &cfg.session_cookies)
         .or((!forwarded_ok).then_some(Reason::UnknownHost));
-    if let Some(reason) = bypass {
-        return Class::Bypass(reason);
-    }
+    let session = match bypass {
+        Some(Reason::SessionCookie) if forwarded_ok => true,
+        Some(reason) => return Class::Bypass(reason),
+        None => false,
+    };
     let Some(site_host) = site_host else {
         return Class::Bypass(Reason::UnknownHost);
     };
@@ -110,7 +117,7 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
         Cow::Owned(h) => Some(h),
         Cow::Borrowed(_) => None,
     };
-    Class::Cacheable(Cacheable {
+    let c = Cacheable {
         key,
         respelled,
         trusted,
@@ -118,7 +125,11 @@ pub fn classify<F: Fields + ?Sized>(req: &Head<'_, F>, peer: IpAddr, cfg: &Proxy
             Cow::Owned(t) => Some(t),
             Cow::Borrowed(_) => None,
         },
-    })
+    };
+    match session {
+        true => Class::Session(c),
+        false => Class::Cacheable(c),
+    }
 }
 
 fn page_key(target: &str, sites: &Sites, scheme: site::Scheme, host: &str) -> PageKey {

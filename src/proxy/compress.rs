@@ -115,7 +115,10 @@ pub fn compressible(headers: &HeaderMap, len: usize) -> bool {
         .iter()
         .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
     let digests = ["content-digest", "repr-digest", "digest", "content-md5"];
+    // A shell is assembled at every answer: kept as sent, it is read
+    // without a decoding each time (`proxy::esi`).
     if encoded
+        || super::esi::opted_in(headers)
         || headers.contains_key(header::CONTENT_RANGE)
         || digests.iter().any(|d| headers.contains_key(*d))
     {
@@ -196,6 +199,27 @@ pub fn coded_etag(etag: &HeaderValue, coding: Coding) -> Option<HeaderValue> {
 
 /// Brotli of `body` at `quality`, checked by decoding it again; `None`
 /// when it would not save at least an eighth (the blob store's own rule).
+/// `body`, made for one client, in brotli at `quality`, when its
+/// `headers` say text and it is worth it; not checked by a decoding as a
+/// stored copy is, since it is sent once.
+pub fn for_client(headers: &HeaderMap, body: &[u8], quality: u32) -> Option<Bytes> {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(ct), None) = (types.next(), types.next()) else {
+        return None;
+    };
+    if !(MIN_LEN..=LARGE).contains(&body.len()) || !text_type(ct.as_bytes()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() / 3);
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: i32::try_from(quality).ok()?,
+        size_hint: body.len(),
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
+    (out.len() < body.len()).then(|| Bytes::from(out))
+}
+
 fn encode(body: &[u8], quality: u32) -> Option<Bytes> {
     // The window the body needs (a decoder, ours or a browser's, sizes
     // its ring buffer by it), but 2^18 at least: below that brotli's

@@ -19,14 +19,17 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request target longer than {0} bytes")]
     TargetTooLong(usize),
+    /// An ESI page that could not be assembled (`proxy::esi`).
+    #[error("ESI: {0}")]
+    Esi(String),
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamBroken(_)
+            | ProxyError::Esi(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TargetTooLong(_) => StatusCode::URI_TOO_LONG,

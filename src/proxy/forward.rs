@@ -70,7 +70,7 @@ const FORWARDING: [&str; 9] = [
 /// in the cache key, so none reaches the upstream: a client could make
 /// Django render another page, or links to another site, and have it
 /// cached for everyone.
-pub const OVERRIDES: [&str; 17] = [
+pub const OVERRIDES: [&str; 18] = [
     "x-original-url",
     "x-rewrite-url",
     "x-override-url",
@@ -88,7 +88,14 @@ pub const OVERRIDES: [&str; 17] = [
     "front-end-https",
     "x-forwarded-ssl",
     "x-script-name",
+    // What a surrogate can do (ESI): only bigcache says it (`set_forwarding`).
+    "surrogate-capability",
 ];
+
+const SURROGATE_CAPABILITY: http::HeaderName =
+    http::HeaderName::from_static("surrogate-capability");
+/// bigcache's `Surrogate-Capability` (ESI, `proxy::esi`).
+pub const CAPABILITY: &str = "bigcache=\"ESI/1.0\"";
 
 /// What [`sanitize`] does with a header by its name alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +122,7 @@ fn class_of(n: &str) -> Class {
         | "trailer"
         | "upgrade"
         | "transfer-encoding"
+        | "surrogate-capability"
         | "x-original-url"
         | "x-rewrite-url"
         | "x-override-url"
@@ -290,6 +298,9 @@ pub fn set_forwarding(
     {
         headers.insert(header::HOST, v);
     }
+    // Django's `{% bigcache_fragment %}` writes an include only for a
+    // request that came this way (the ESI of the Edge Architecture spec).
+    headers.insert(SURROGATE_CAPABILITY, HeaderValue::from_static(CAPABILITY));
     let ip = peer.ip();
     if trusted.trusts(ip) {
         let xff = match headers.get("x-forwarded-for").map(|v| v.as_bytes()) {

@@ -39,6 +39,7 @@ pub mod directives;
 pub mod encoding;
 pub mod entry;
 pub mod error;
+pub mod esi;
 pub mod fields;
 mod fill;
 pub mod forward;
@@ -320,6 +321,7 @@ impl<S: PageStore> Proxy<S> {
             };
             crate::access_log::Pending::begin(&req, client)
         });
+        let visitor = esi::Visitor::of(&req);
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
@@ -331,6 +333,9 @@ impl<S: PageStore> Proxy<S> {
                 (e.to_response(), Decision::uncached(reason))
             }
         };
+        if res.extensions().get::<esi::Shell>().is_some() && esi::assembles(res.status()) {
+            res = self.clone().assemble(res, visitor, peer).await;
+        }
         self.stats.count(decision);
         self.stats
             .answered(decision, res.status().as_u16(), started.elapsed());
@@ -412,6 +417,15 @@ impl<S: PageStore> Proxy<S> {
                 }
                 return Ok((res, Decision::because(CacheStatus::Bypass, Reason::Method)));
             }
+            Class::Session(c) => {
+                if let Some(shell) = self.shell_for_session(&parts, c).await {
+                    return Ok(shell);
+                }
+                forward::set_forwarding(&mut parts.headers, &parts.uri, peer, trusted);
+                let res = self.pass_through(parts, body::boxed(body)).await?;
+                let reason = Reason::SessionCookie;
+                return Ok((res, Decision::because(CacheStatus::Bypass, reason)));
+            }
             Class::Bypass(reason) => {
                 forward::set_forwarding(&mut parts.headers, &parts.uri, peer, trusted);
                 let res = self.pass_through(parts, body::boxed(body)).await?;
@@ -419,18 +433,7 @@ impl<S: PageStore> Proxy<S> {
             }
             Class::Cacheable(c) => c,
         };
-        // One spelling per coding, and no analytics cookies, before the
-        // variant is computed; what the client itself accepts is kept for
-        // its answer.
-        let accepts = compress::Accepts::of(&parts.headers);
-        parts.extensions.insert(accepts);
-        encoding::normalise(&mut parts.headers, &self.cfg.encodings);
-        self.cfg.cookies.strip(&mut parts.headers);
-        if let Some(respelled) = &cacheable.respelled
-            && let Ok(v) = HeaderValue::from_str(respelled)
-        {
-            parts.headers.insert(header::HOST, v);
-        }
+        self.as_looked_up(&mut parts, &cacheable);
         // Django renders the target the key names.
         if let Some(target) = &cacheable.target {
             let rewritten = target.parse().ok().and_then(|pq| {
@@ -447,6 +450,48 @@ impl<S: PageStore> Proxy<S> {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
         self.from_cache(parts, cacheable.key, Some(peer)).await
+    }
+
+    /// A cacheable request's fields as its page is looked up: one spelling
+    /// per coding, no analytics cookies, the site's `Host`, before the
+    /// variant is computed; what the client itself accepts is kept for its
+    /// answer.
+    fn as_looked_up(&self, parts: &mut Parts, c: &classify::Cacheable) {
+        let accepts = compress::Accepts::of(&parts.headers);
+        parts.extensions.insert(accepts);
+        encoding::normalise(&mut parts.headers, &self.cfg.encodings);
+        self.cfg.cookies.strip(&mut parts.headers);
+        if let Some(respelled) = &c.respelled
+            && let Ok(v) = HeaderValue::from_str(respelled)
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+
+    /// The stored shell a visitor with a session may be served: an ESI
+    /// page, fresh, found as any visitor's request finds it. Anything else
+    /// (a page Django rendered without ESI may hold another visitor's
+    /// session) is `None`: passed through.
+    async fn shell_for_session(
+        self: &Arc<Self>,
+        parts: &Parts,
+        c: classify::Cacheable,
+    ) -> Option<(Response<Body>, Decision)> {
+        let mut p = clone_parts(parts);
+        self.as_looked_up(&mut p, &c);
+        let mut key = c.key;
+        let Looked::Found(f) = lookup::lookup(&self.store, &mut key, &p.headers).await else {
+            return None;
+        };
+        let now = self.store.clock().now_ms();
+        if !answer::is_shell(&f.entry)
+            || entry::reuse(&f.entry, now, &self.windows()) != Reuse::Fresh
+        {
+            return None;
+        }
+        let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
+        let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
+        Some(answer::for_request(&f.entry, &p, now, decision, body))
     }
 
     /// Phases 2 to 7 for a request that may use the cache. `peer` is the
@@ -545,6 +590,9 @@ impl<S: PageStore> Proxy<S> {
     /// A client response streaming an upstream body: bigcache's own fields
     /// (and the tag headers, unless kept) removed, the body relayed within the upstream and client deadlines.
     fn streamed(&self, mut rp: http::response::Parts, body: Body) -> Response<Body> {
+        if esi::opted_in(&rp.headers) {
+            rp.extensions.insert(esi::Shell);
+        }
         policy::strip_own(&mut rp.headers);
         self.strip_tags(&mut rp.headers);
         let body = body::relayed(body, self.upstream.timeout, self.cfg.send_timeout);

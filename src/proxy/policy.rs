@@ -185,10 +185,12 @@ pub const VARY_COOKIES: &str = "x-bigcache-vary-cookies";
 pub fn strip_own(headers: &mut HeaderMap) {
     // Names made once: removing by a `&str` parses the name on each call,
     // and every page read from disk is stripped for its first answer.
-    const OWN: [http::HeaderName; 3] = [
+    const OWN: [http::HeaderName; 4] = [
         http::HeaderName::from_static(TTL_HEADER),
         http::HeaderName::from_static(OWN_FIELD),
         http::HeaderName::from_static(VARY_COOKIES),
+        // Addressed to surrogates, bigcache the one here (`proxy::esi`).
+        super::esi::SURROGATE_CONTROL,
     ];
     for name in &OWN {
         headers.remove(name);

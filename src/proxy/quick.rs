@@ -170,6 +170,9 @@ impl<S: PageStore> Proxy<S> {
         };
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
+        if answer::is_shell(entry) {
+            return None;
+        }
         let accepts = Accepts::of(&fields);
         let rep = answer::representation(entry, accepts, &fields);
         let wire = match answer::shape(entry, rep, is_head, &fields) {

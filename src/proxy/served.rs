@@ -19,6 +19,8 @@ use super::decision::{CACHE_STATUS, HIT_TTL_PREFIX};
 #[derive(Debug)]
 pub struct Served {
     status: StatusCode,
+    /// The page is an ESI shell (`proxy::esi`): every answer is assembled.
+    pub esi: bool,
     /// The fields of a whole-body answer, `Age` and the own `Cache-Status`
     /// member holding placeholders (`answer::template`).
     pub headers: HeaderMap,
@@ -41,9 +43,10 @@ struct Last {
 }
 
 impl Served {
-    pub fn new(status: StatusCode, headers: HeaderMap) -> Served {
+    pub fn new(status: StatusCode, headers: HeaderMap, esi: bool) -> Served {
         Served {
             status,
+            esi,
             headers,
             wire: OnceLock::new(),
             last: Mutex::default(),
@@ -199,7 +202,7 @@ mod tests {
 
     #[test]
     fn served_values_follow_the_second_they_are_asked_for() {
-        let served = Served::new(StatusCode::OK, HeaderMap::new());
+        let served = Served::new(StatusCode::OK, HeaderMap::new(), false);
         assert_eq!(served.age(7), "7");
         assert_eq!(served.age(7), "7");
         assert_eq!(served.age(8), "8");
@@ -309,7 +312,7 @@ mod tests {
     fn each_age_gets_its_own_head() {
         let mut h = HeaderMap::new();
         h.insert(header::AGE, HeaderValue::from_static("0"));
-        let served = Served::new(StatusCode::OK, h);
+        let served = Served::new(StatusCode::OK, h, false);
         for age in [3, 4, 3] {
             let head = served.wire(age, 10).expect("a head");
             let head = String::from_utf8_lossy(&head);
