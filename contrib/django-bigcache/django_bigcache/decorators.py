@@ -30,6 +30,7 @@ from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.utils.cache import patch_vary_headers
 
+from . import esi as esi_module
 from .client import log
 from .tags import add_tags
 
@@ -57,14 +58,19 @@ def made_from(request, response, cookies):
     return response
 
 
-def bigcache_page(duration, statuses=(200,), tags=None, cookies=None):
+def bigcache_page(duration, statuses=(200,), tags=None, cookies=None, esi=False):
     """Caches the view's responses with ``statuses`` for ``duration``
     (``"30s"``, ``"6h"``, ``"28d"``, or seconds as an int), tagged with
     ``tags``: a list of tags, or a function called like the view
     (``request, *args, **kwargs``) that returns them. ``cookies``: the
     cookies the page's content is made from (``[]``: none), for pages whose
     ``Vary: Cookie`` says more than that (see the module's doc). Works on
-    ``async def`` views too."""
+    ``async def`` views too.
+
+    ``esi=True``: the page is a shell for every visitor, logged in or not,
+    with per-visitor parts as fragments (``django_bigcache.esi``): the view
+    runs with an anonymous copy of the request, and the page is marked for
+    bigcache's ESI."""
     if isinstance(duration, int):
         duration = f"{duration}s"
 
@@ -84,17 +90,37 @@ def bigcache_page(duration, statuses=(200,), tags=None, cookies=None):
             log.debug("not marking %s %s for bigcache", request.method, request.path)
         return response
 
+    def shell(request, anon, response, args, kwargs):
+        # Rendered now, while the anonymous copy is the one in its context.
+        if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+            response.render()
+        if esi_module.used_csrf_token(anon):
+            log.error("%s: an ESI shell used the CSRF token ({%% csrf_token %%}); not cached. "
+                      "Use {%% bigcache_csrf_token %%} in shells.", request.path)
+            response["Cache-Control"] = "private, no-store"
+            return response
+        response = mark(request, response, args, kwargs)
+        if TTL_HEADER in response and esi_module.through_bigcache(request):
+            response["Surrogate-Control"] = esi_module.ESI_CONTROL
+        return response
+
     def decorate(view):
         if iscoroutinefunction(view):
 
             @functools.wraps(view)
             async def wrapped_async(request, *args, **kwargs):
+                if esi:
+                    anon = esi_module.anonymous(request)
+                    return shell(request, anon, await view(anon, *args, **kwargs), args, kwargs)
                 return mark(request, await view(request, *args, **kwargs), args, kwargs)
 
             return wrapped_async
 
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
+            if esi:
+                anon = esi_module.anonymous(request)
+                return shell(request, anon, view(anon, *args, **kwargs), args, kwargs)
             return mark(request, view(request, *args, **kwargs), args, kwargs)
 
         return wrapped

@@ -4,9 +4,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.html import escape
 from django.views.decorators.cache import cache_page
 
 from django_bigcache import add_tags, bigcache_page
+from django_bigcache.esi import fragment
 
 from .models import Dataset, RenderCount
 
@@ -22,6 +24,42 @@ def dataset(request, pk):
     # its number), a few KB of HTML like the pages the proxy stores.
     rows = [(i, (pk * 7919 + i * 104729) % 100000 / 100, f"station-{(pk + i) % 37}") for i in range(1, 101)]
     return render(request, "datasets/dataset.html", {"dataset": ds, "rows": rows})
+
+
+@bigcache_page("28d", tags=lambda request, pk: [f"dataset-{pk}"], esi=True)
+def dataset_esi(request, pk):
+    """The dataset page for everyone, logged in or not: the shell is
+    rendered as anonymous and cached once; the user menu, the "saved" star
+    and the form's CSRF field are fragments, each the visitor's own."""
+    RenderCount.bump(request.get_full_path())
+    time.sleep(settings.SLOW_SECONDS)
+    ds = get_object_or_404(Dataset, pk=pk)
+    rows = [(i, (pk * 7919 + i * 104729) % 100000 / 100, f"station-{(pk + i) % 37}") for i in range(1, 101)]
+    return render(request, "datasets/dataset_esi.html", {"dataset": ds, "rows": rows})
+
+
+@fragment("user-menu")
+def user_menu(request):
+    RenderCount.bump("fragment:user-menu")
+    if request.user.is_authenticated:
+        return f"<span>Signed in as {escape(request.user.username)}</span>"
+    return '<a href="/login/">Sign in</a>'
+
+
+@fragment("saved")
+def saved(request, dataset):
+    """Whether the visitor saved the dataset (here: users whose name has
+    the dataset's number in it, a stand-in for a table of saves)."""
+    RenderCount.bump("fragment:saved")
+    mine = request.user.is_authenticated and str(dataset) in request.user.username
+    return "<span>&#9733; saved</span>" if mine else "<span>&#9734;</span>"
+
+
+@fragment("footer", ttl="1h")
+def footer(request):
+    """The same for everyone: cached by bigcache, a hit for every page."""
+    RenderCount.bump("fragment:footer")
+    return f"<p>{Dataset.objects.count()} datasets</p>"
 
 
 @bigcache_page("1h")

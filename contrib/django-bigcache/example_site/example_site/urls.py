@@ -1,5 +1,5 @@
 from django.contrib.sitemaps.views import sitemap
-from django.urls import path
+from django.urls import include, path
 
 from datasets import views
 from datasets.sitemaps import DatasetSitemap
@@ -9,6 +9,9 @@ urlpatterns = [
     path("sitemap.xml", sitemap, {"sitemaps": {"datasets": DatasetSitemap}}, name="sitemap"),
     path("dataset/<int:pk>/", views.dataset, name="dataset"),
     path("datasets/", views.dataset_list, name="dataset-list"),
+    # The dataset page for logged-in visitors too: a shell and fragments.
+    path("esi/dataset/<int:pk>/", views.dataset_esi),
+    path("_fragments/", include("django_bigcache.urls")),
     path("about/", views.about),
     path("async-dataset/<int:pk>/", views.async_dataset),
     path("cookie/", views.cookie_page),
