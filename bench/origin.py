@@ -84,6 +84,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.delay:
             time.sleep(self.server.delay / 1000)
         body = noise(self.path, self.server.size) if self.server.noise else page(self.path, self.server.size)
+        # The esi scenario: /esi/N is /page/N's size as a shell whose menu
+        # is a fragment (/frag/menu), the same for everyone; both opt in.
+        esi = self.path.startswith("/esi/") or self.path.startswith("/frag/")
+        if self.path.startswith("/esi/"):
+            body = body.replace(b"<body>", b'<body><esi:include src="/frag/menu"/>', 1)[:self.server.size]
+        elif self.path.startswith("/frag/"):
+            body = b'<nav><a href="/">Datasets</a> <a href="/about/">About</a> <a href="/login/">Sign in</a></nav>'
         coded = self.server.gzip and "gzip" in self.headers.get("Accept-Encoding", "")
         if coded:
             # What Django's GZipMiddleware sends: level 6, no timestamp.
@@ -97,6 +104,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "public, max-age=3600")
         self.send_header("X-Bigcache-TTL", "1h")
+        if esi:
+            self.send_header("Surrogate-Control", 'content="ESI/1.0"')
         # A validator clients can spell without having seen the page (the
         # mixed scenarios' conditional requests): the path, quoted.
         self.send_header("ETag", f'"{self.path}"')

@@ -75,6 +75,11 @@
 #             pages: RSS, disk against raw page bytes, and startup time to
 #             the first served hit (not in the default set: 1M pages take
 #             ~5 minutes and ~6 GB of disk)
+#   esi       hits on a page whose menu is an ESI include against the same
+#             page without, on keep-alive connections; then the example
+#             Django site under gunicorn: a logged-in visitor's page with
+#             per-user fragments (the shell cached) against its full
+#             render, time to the page and Django CPU (bench/esi_site.py)
 #
 # Knobs (environment): DURATION (10s; in seconds), CONNS (32), KEYS (1000), SIZE (20480),
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
@@ -695,6 +700,41 @@ scenario_callgrind() {
     cg_traffic "nginx proxy_cache, browser" "$pid" "$work/cg-nginx2.$pid" "$port" --browser
     kill "$pid"; wait "$pid" 2>/dev/null || true
     echo "  target: bigcache <= 12,000 per hit as traffic arrives, behind nginx too"
+}
+
+# ESI: hits on a page whose menu is an include (a shell, and a fragment
+# that is a hit too) against hits on the same page without ESI, anonymous
+# GETs on keep-alive connections; then the example Django site under
+# gunicorn behind bigcache, a logged-in visitor's dataset page with two
+# per-user fragments (the shell cached) against its full render.
+scenario_esi() {
+    echo "== esi: $KEYS pages of $SIZE bytes, with and without one include, wrk -t1 -c$CONNS -d$DURATION, bigcache on core 0"
+    local o b_api b_proxy
+    o=$(free_port); b_api=$(free_port); b_proxy=$(free_port)
+    start_origin "$o" 0
+    start_bigcache esi "$b_api" "$b_proxy" "$o"
+    cat >"$work/esi.lua" <<LUA
+math.randomseed(42)
+request = function() return wrk.format("GET", "/esi/" .. math.random(0, $KEYS - 1)) end
+LUA
+    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    curl -s -o /dev/null "http://127.0.0.1:$b_proxy/esi/[0-$((KEYS - 1))]"
+    curl -s "http://127.0.0.1:$b_proxy/esi/1" | grep -q '<nav>' || { echo "esi: the include was not assembled"; return 1; }
+    local rounds=${ROUNDS:-3} r line p e p99p p99e ratios=()
+    header
+    for r in $(seq "$rounds"); do
+        line=$(row "plain r$r" "$work/pages.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/esi.pid")" "$o"); echo "$line"
+        p=$(awk '{print $3}' <<<"$line"); p99p=$(awk '{print $5}' <<<"$line")
+        line=$(row "esi r$r" "$work/esi.lua" "http://127.0.0.1:$b_proxy" "$(cat "$work/esi.pid")" "$o"); echo "$line"
+        e=$(awk '{print $3}' <<<"$line"); p99e=$(awk '{print $5}' <<<"$line")
+        ratios+=("$(awk -v p="$p" -v e="$e" -v a="$p99p" -v b="$p99e" 'BEGIN {printf "%.2f %.2f", e / p, b / a}')")
+    done
+    round_ratios "esi/plain req/s" "target >= 0.7" "esi/plain p99" "lower is better" "${ratios[@]}"
+    if [ -x .venv/bin/python ] && .venv/bin/python -c 'import django, gunicorn' 2>/dev/null; then
+        BIGCACHE_BIN=target/release/bigcache .venv/bin/python bench/esi_site.py
+    else
+        echo "  (the Django part needs .venv with the connector's test extra: see docs/development.md)"
+    fi
 }
 
 scenario_stampede() {
