@@ -44,7 +44,9 @@ pub fn representation<F: Fields + ?Sized>(e: &Entry, accepts: Accepts, req: &F) 
         Coding::Identity => return Rep::Stored,
         Coding::Br => accepts.br,
     };
-    if !accepted || req.known(Known::Range).next().is_some() {
+    // A shell is assembled from its text (one stored in brotli by an
+    // earlier release included).
+    if !accepted || req.known(Known::Range).next().is_some() || is_shell(e) {
         return Rep::Decoded;
     }
     Rep::Stored
@@ -143,6 +145,14 @@ fn served(e: &Entry, rep: Rep) -> &Served {
 /// Whether `e` is an ESI shell: answered whole, and assembled.
 pub fn is_shell(e: &Entry) -> bool {
     served(e, Rep::Stored).esi
+}
+
+/// A shell's pieces, parsed once per stored copy: for one kept as sent
+/// (every shell this release stores), else `None`.
+pub fn shell_pieces(e: &Entry) -> Option<&Result<Vec<esi::parse::Piece>, esi::parse::ParseError>> {
+    let served = served(e, Rep::Stored);
+    (served.esi && e.coding == Coding::Identity)
+        .then(|| served.pieces.get_or_init(|| esi::parse::parse(&e.body)))
 }
 
 /// The body of `e` in `rep`.

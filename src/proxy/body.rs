@@ -125,6 +125,45 @@ impl hyper::body::Body for Slices {
     }
 }
 
+/// A body sent as these pieces, one frame each (an ESI page: slices of
+/// the stored shell and its fragments, never copied into one buffer).
+pub fn chunks(pieces: Vec<Bytes>) -> Body {
+    let left = pieces.iter().map(|p| p.len() as u64).sum();
+    boxed_body(Chunks {
+        rest: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+        left,
+    })
+}
+
+struct Chunks {
+    rest: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let next = self.rest.pop_front();
+        if let Some(b) = &next {
+            self.left -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
 /// Any request or response body as a [`Body`].
 pub fn boxed<B>(body: B) -> Body
 where

@@ -21,6 +21,8 @@ pub struct Served {
     status: StatusCode,
     /// The page is an ESI shell (`proxy::esi`): every answer is assembled.
     pub esi: bool,
+    /// A shell's pieces (`answer::shell_pieces`).
+    pub pieces: OnceLock<Result<Vec<super::esi::parse::Piece>, super::esi::parse::ParseError>>,
     /// The fields of a whole-body answer, `Age` and the own `Cache-Status`
     /// member holding placeholders (`answer::template`).
     pub headers: HeaderMap,
@@ -47,6 +49,7 @@ impl Served {
         Served {
             status,
             esi,
+            pieces: OnceLock::new(),
             headers,
             wire: OnceLock::new(),
             last: Mutex::default(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -152,33 +152,15 @@ impl<S: PageStore> Proxy<S> {
         visitor: Option<Visitor>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        let (mut parts, body) = res.into_parts();
-        page_fields(&mut parts.headers);
+        let (parts, body) = res.into_parts();
         let Some(visitor) = visitor else {
+            let mut parts = parts;
+            page_fields(&mut parts.headers);
             parts.headers.remove(header::CONTENT_LENGTH);
             return Response::from_parts(parts, body::empty());
         };
-        match self.assembled(body, &visitor, peer).await {
-            Ok((page, cookies)) => {
-                for c in cookies {
-                    parts.headers.append(header::SET_COOKIE, c);
-                }
-                let accepts = Accepts::of(&visitor.headers);
-                let page = match accepts.br {
-                    true => compress::for_client(&parts.headers, &page, CLIENT_QUALITY),
-                    false => None,
-                }
-                .map_or(page, |coded| {
-                    parts
-                        .headers
-                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
-                    coded
-                });
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(page.len()));
-                Response::from_parts(parts, body::full(page))
-            }
+        match self.assembled(&parts.headers, body, &visitor, peer).await {
+            Ok((pieces, cookies)) => page(parts, pieces, cookies, Accepts::of(&visitor.headers)),
             Err(e) => {
                 tracing::warn!(error = %e, target = %visitor.uri, "ESI page not assembled");
                 e.to_response()
@@ -188,10 +170,20 @@ impl<S: PageStore> Proxy<S> {
 
     async fn assembled(
         self: &Arc<Self>,
+        headers: &HeaderMap,
         body: Body,
         visitor: &Visitor,
         peer: SocketAddr,
-    ) -> Result<(Bytes, Vec<HeaderValue>), ProxyError> {
+    ) -> Result<(Vec<Bytes>, Vec<HeaderValue>), ProxyError> {
+        // bigcache asks for none, but an upstream may send one anyway
+        // (Django's GZipMiddleware): ESI is read from text.
+        if let Some(coding) = headers.get(header::CONTENT_ENCODING)
+            && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return Err(esi_error(format!(
+                "the shell came in content coding {coding:?}; ESI needs it as text"
+            )));
+        }
         let shell = match tokio::time::timeout(
             self.upstream.timeout,
             http_body_util::Limited::new(body, self.cfg.max_entry_size).collect(),
@@ -203,7 +195,7 @@ impl<S: PageStore> Proxy<S> {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
         };
         if !parse::has_markup(&shell) {
-            return Ok((shell, Vec::new()));
+            return Ok((vec![shell], Vec::new()));
         }
         let pieces = parse::parse(&shell).map_err(|e| esi_error(e.to_string()))?;
         let includes: Vec<Include> = pieces
@@ -246,21 +238,13 @@ impl<S: PageStore> Proxy<S> {
             let (i, fragment) = joined.map_err(|e| esi_error(format!("fragment task: {e}")))?;
             got[i] = Some(fragment?);
         }
-        let mut page = BytesMut::with_capacity(shell.len());
         let mut cookies = Vec::new();
-        let mut fragments = got.into_iter().flatten();
-        for piece in &pieces {
-            match piece {
-                Piece::Text(t) => page.extend_from_slice(t),
-                Piece::Include(_) => {
-                    if let Some(f) = fragments.next() {
-                        page.extend_from_slice(&f.body);
-                        cookies.extend(f.cookies);
-                    }
-                }
-            }
-        }
-        Ok((page.freeze(), cookies))
+        let bodies = got.into_iter().flatten().map(|f| {
+            cookies.extend(f.cookies);
+            f.body
+        });
+        let spliced = splice(&shell, &pieces, bodies);
+        Ok((spliced, cookies))
     }
 
     /// One include: its `src`, else its `alt`, else nothing when it may
@@ -356,6 +340,60 @@ fn fragment_request(visitor: &Visitor, nesting: &Nesting) -> http::request::Part
     *r.headers_mut() = headers;
     r.extensions_mut().insert(nesting.clone());
     r.into_parts().0
+}
+
+/// The page: the shell's text as slices of it, each include's body in its
+/// place (`bodies` in the order of the includes).
+pub fn splice(
+    shell: &Bytes,
+    pieces: &[Piece],
+    mut bodies: impl Iterator<Item = Bytes>,
+) -> Vec<Bytes> {
+    pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Text(r) => shell.get(r.clone()).map(|_| shell.slice(r.clone())),
+            Piece::Include(_) => bodies.next(),
+        })
+        .collect()
+}
+
+/// The visitor's page, from the shell's response head `parts`, the
+/// spliced `pieces` and the fragments' `cookies`: the one place both paths
+/// finish an assembled page.
+pub fn page(
+    mut parts: http::response::Parts,
+    pieces: Vec<Bytes>,
+    cookies: Vec<HeaderValue>,
+    accepts: Accepts,
+) -> Response<Body> {
+    page_fields(&mut parts.headers);
+    for c in cookies {
+        parts.headers.append(header::SET_COOKIE, c);
+    }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let coded = accepts.br && len >= compress::MIN_LEN;
+    let coded = coded
+        .then(|| compress::for_client(&parts.headers, &pieces.concat(), CLIENT_QUALITY))
+        .flatten();
+    let body = match coded {
+        Some(br) => {
+            parts
+                .headers
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(br.len()));
+            body::full(br)
+        }
+        None => {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            body::chunks(pieces)
+        }
+    };
+    Response::from_parts(parts, body)
 }
 
 /// The shell's fields made the visitor's page's: made for one visitor

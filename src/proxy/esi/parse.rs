@@ -6,10 +6,11 @@
 
 use memchr::memmem;
 
-/// A page cut at its includes.
+/// A page cut at its includes: its text as ranges of the page's bytes, so
+/// a parse is kept with a stored page and its pieces are slices of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece<'a> {
-    Text(&'a [u8]),
+pub enum Piece {
+    Text(std::ops::Range<usize>),
     Include(Include),
 }
 
@@ -37,7 +38,7 @@ pub enum ParseError {
 }
 
 /// `body` cut into text and includes, or why it cannot be.
-pub fn parse(body: &[u8]) -> Result<Vec<Piece<'_>>, ParseError> {
+pub fn parse(body: &[u8]) -> Result<Vec<Piece>, ParseError> {
     let mut out = Vec::new();
     pieces(body, 0, true, &mut out)?;
     Ok(out)
@@ -49,11 +50,11 @@ pub fn has_markup(body: &[u8]) -> bool {
     memmem::find(body, b"<esi:").is_some() || memmem::find(body, b"<!--esi").is_some()
 }
 
-fn pieces<'a>(
-    body: &'a [u8],
+fn pieces(
+    body: &[u8],
     base: usize,
     comments: bool,
-    out: &mut Vec<Piece<'a>>,
+    out: &mut Vec<Piece>,
 ) -> Result<(), ParseError> {
     let mut rest = 0;
     loop {
@@ -67,7 +68,7 @@ fn pieces<'a>(
             (None, Some(c)) => (c, true),
         };
         if at > 0 {
-            out.push(Piece::Text(&tail[..at]));
+            out.push(Piece::Text(base + rest..base + rest + at));
         }
         let start = rest + at;
         if is_comment {
@@ -113,7 +114,7 @@ fn pieces<'a>(
         }
     }
     if rest < body.len() {
-        out.push(Piece::Text(&body[rest..]));
+        out.push(Piece::Text(base + rest..base + body.len()));
     }
     Ok(())
 }
@@ -229,8 +230,20 @@ pub fn target(v: &[u8]) -> Result<String, &'static str> {
 mod tests {
     use super::*;
 
-    fn inc(src: &str) -> Piece<'static> {
-        Piece::Include(Include {
+    /// The pieces with their text read back from `page`.
+    fn read(page: &[u8]) -> Vec<Result<&[u8], Include>> {
+        parse(page)
+            .unwrap()
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(r) => Ok(&page[r]),
+                Piece::Include(i) => Err(i),
+            })
+            .collect()
+    }
+
+    fn inc(src: &str) -> Result<&'static [u8], Include> {
+        Err(Include {
             src: src.into(),
             alt: None,
             continue_on_error: false,
@@ -241,17 +254,17 @@ mod tests {
     fn text_and_includes_in_order() {
         let page = b"<p>a</p><esi:include src=\"/f/menu/\"/>b<esi:include src='/f/x/?a=1&amp;b=2' alt=\"/f/y/\" onerror=\"continue\"></esi:include>c";
         assert_eq!(
-            parse(page).unwrap(),
+            read(page),
             vec![
-                Piece::Text(b"<p>a</p>"),
+                Ok(&b"<p>a</p>"[..]),
                 inc("/f/menu/"),
-                Piece::Text(b"b"),
-                Piece::Include(Include {
+                Ok(b"b"),
+                Err(Include {
                     src: "/f/x/?a=1&b=2".into(),
                     alt: Some("/f/y/".into()),
                     continue_on_error: true,
                 }),
-                Piece::Text(b"c"),
+                Ok(b"c"),
             ]
         );
     }
@@ -260,18 +273,18 @@ mod tests {
     fn remove_comment_and_esi_comments() {
         let page = b"a<esi:remove><a href=\"/x\">x</a></esi:remove>b<esi:comment text=\"hi\"/>c<!--esi <esi:include src=\"/f/\"/> d-->e";
         assert_eq!(
-            parse(page).unwrap(),
+            read(page),
             vec![
-                Piece::Text(b"a"),
-                Piece::Text(b"b"),
-                Piece::Text(b"c"),
-                Piece::Text(b" "),
+                Ok(&b"a"[..]),
+                Ok(b"b"),
+                Ok(b"c"),
+                Ok(b" "),
                 inc("/f/"),
-                Piece::Text(b" d"),
-                Piece::Text(b"e"),
+                Ok(b" d"),
+                Ok(b"e"),
             ]
         );
-        assert_eq!(parse(b"plain").unwrap(), vec![Piece::Text(b"plain")]);
+        assert_eq!(read(b"plain"), vec![Ok(&b"plain"[..])]);
         assert!(!has_markup(b"<p>esi</p>"));
         assert!(has_markup(b"x<!--esi y-->"));
     }
