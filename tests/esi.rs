@@ -137,6 +137,7 @@ fn answer<B>(path: &str, n: u64, req: &Request<B>) -> Response<Full<Bytes>> {
         "/elsewhere" => shell("<esi:include src=\"//evil.example/x\"/>"),
         "/choose" => shell("<esi:choose><esi:when test=\"1\">x</esi:when></esi:choose>"),
         "/capsule" => shell("<esi:include src=\"/cap\"/>"),
+        "/menu" => shell("a<esi:include src=\"/frag/shared\"/>b<esi:remove>x</esi:remove>c"),
         // Not opted in: markup is text, sent as Django wrote it.
         "/plain" => (
             vec![TTL, ("content-type", "text/html")],
@@ -369,4 +370,72 @@ async fn a_session_still_bypasses_every_page_but_a_shell() {
         got.headers
     );
     assert_eq!(site.seen("/plain"), first + 1);
+}
+
+async fn quick_hits(s: &Server) -> u64 {
+    let (_, stat) = crate::util::get_json(s, "/stat").await;
+    stat["proxy"]["quick_hits"].as_u64().unwrap()
+}
+
+/// The fast path assembles a shell whose includes are fresh hits; what it
+/// answers is what the general path answers (a server with
+/// `--access-log` takes the general path for every request).
+#[tokio::test]
+async fn the_fast_path_assembles_what_the_general_path_does() {
+    let site = Site::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (_d1, fast) = start_proxy(&site.url(), &[]);
+    let (_d2, general) = start_proxy(&site.url(), &["--access-log", log.to_str().unwrap()]);
+    let visitors: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("accept-encoding", "gzip, deflate, br, zstd")],
+        &[("cookie", "_ga=GA1.2.3; theme=dark")],
+        &[("cookie", "sessionid=s; csrftoken=t")],
+    ];
+    for path in ["/menu", "/nested", "/capsule", "/fail-alt"] {
+        for s in [&fast, &general] {
+            get(s, path, &[]).await;
+            get(s, path, &[]).await;
+        }
+        for v in visitors {
+            let before = quick_hits(&fast).await;
+            let (a, b) = (get(&fast, path, v).await, get(&general, path, v).await);
+            // Each server's copy of the shared fragment is its own render.
+            let norm = |body: &str| {
+                let mut out = String::new();
+                let mut digits = false;
+                for ch in body.chars() {
+                    if !(digits && ch.is_ascii_digit()) {
+                        out.push(ch);
+                    }
+                    digits = ch == '#' || (digits && ch.is_ascii_digit());
+                }
+                out
+            };
+            assert_eq!(
+                (a.status, norm(&a.body)),
+                (b.status, norm(&b.body)),
+                "{path} {v:?}"
+            );
+            let fields = |g: &Got| {
+                let mut f: Vec<(String, String)> = g
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| !matches!(n.as_str(), "date" | "age" | "connection"))
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                f.sort();
+                f
+            };
+            assert_eq!(fields(&a), fields(&b), "{path} {v:?}");
+            let quick = quick_hits(&fast).await > before;
+            // Assembled on the fast path when every include is a hit: not
+            // /nested (its fragment is a shell with an include), /capsule
+            // (its fragment is not stored) or /fail-alt (its src fails),
+            // and not for a session.
+            let expect = path == "/menu" && !v.iter().any(|(_, c)| c.contains("sessionid"));
+            assert_eq!(quick, expect, "{path} {v:?}");
+        }
+    }
 }

@@ -27,7 +27,8 @@ use super::classify::{self, Class};
 use super::compress::Accepts;
 use super::cookies::CookieRules;
 use super::decision::{CacheStatus, Decision};
-use super::entry::{self, Reuse};
+use super::entry::{self, Entry, Reuse};
+use super::esi::{self, parse::Piece};
 use super::fields::{Fields, Gathered, Known};
 use super::lookup::{self, Looked};
 use super::{encoding, forward};
@@ -64,8 +65,8 @@ static PLAIN: [bool; 256] = {
 /// cookies, `Host` in the site's spelling.
 /// Built only for heads whose `Connection` names no field and that carry
 /// at most one `Cookie` line (sanitize joins several).
-struct AsLookedUp<'a> {
-    fields: &'a Gathered<'a, [httparse::Header<'a>]>,
+struct AsLookedUp<'a, F: Fields + ?Sized> {
+    fields: &'a F,
     trusted: bool,
     host: Option<&'a str>,
     /// `--accept-encoding`: empty leaves the header as sent.
@@ -79,7 +80,7 @@ struct AsLookedUp<'a> {
     kept: std::sync::OnceLock<Option<std::borrow::Cow<'a, [u8]>>>,
 }
 
-impl Fields for AsLookedUp<'_> {
+impl<F: Fields + ?Sized> Fields for AsLookedUp<'_, F> {
     fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.fields.each().filter(|(n, _)| self.keeps(n))
     }
@@ -102,7 +103,21 @@ impl Fields for AsLookedUp<'_> {
     }
 }
 
-impl AsLookedUp<'_> {
+impl<'a, F: Fields + ?Sized> AsLookedUp<'a, F> {
+    /// `fields` of a request classified as `c`, as the general path looks
+    /// its page up.
+    fn new(fields: &'a F, c: &'a classify::Cacheable, cfg: &'a super::ProxyConfig) -> Self {
+        AsLookedUp {
+            fields,
+            trusted: c.trusted,
+            host: c.respelled.as_deref(),
+            codings: &cfg.encodings,
+            cookie: fields.known(Known::Cookie).next(),
+            rules: &cfg.cookies,
+            kept: Default::default(),
+        }
+    }
+
     fn kept_cookie(&self) -> Option<&[u8]> {
         self.kept
             .get_or_init(|| self.cookie.and_then(|v| self.rules.kept(v)))
@@ -144,16 +159,8 @@ impl<S: PageStore> Proxy<S> {
         if fields.known(Known::Cookie).nth(1).is_some() {
             return None;
         }
-        let view = AsLookedUp {
-            fields: &fields,
-            trusted: c.trusted,
-            host: c.respelled.as_deref(),
-            codings: &self.cfg.encodings,
-            cookie: fields.known(Known::Cookie).next(),
-            rules: &self.cfg.cookies,
-            kept: Default::default(),
-        };
-        let mut key = c.key;
+        let view = AsLookedUp::new(&fields, &c, &self.cfg);
+        let mut key = c.key.clone();
         let found = match lookup::lookup(&self.store, &mut key, &view).await {
             Looked::Found(f) => f,
             Looked::Missing | Looked::Failed => return None,
@@ -171,7 +178,15 @@ impl<S: PageStore> Proxy<S> {
         let is_head = req.method == "HEAD";
         let status = entry.status.as_u16();
         if answer::is_shell(entry) {
-            return None;
+            let page = match is_head {
+                true => None,
+                false => self.quick_shell(entry, &fields, peer, now, decision).await,
+            }?;
+            self.stats.count(decision);
+            self.stats.quick_hit();
+            self.stats
+                .answered(decision, page.status().as_u16(), started.elapsed());
+            return Some(Answer::Response(page));
         }
         let accepts = Accepts::of(&fields);
         let rep = answer::representation(entry, accepts, &fields);
@@ -208,6 +223,101 @@ impl<S: PageStore> Proxy<S> {
             );
         }
         Some(reply)
+    }
+}
+
+impl<S: PageStore> Proxy<S> {
+    /// A shell's page assembled here when every include is a fresh hit on
+    /// its `src` (what the general path would serve for it); `None` hands
+    /// the request to the general path, which fetches, follows `alt` and
+    /// `onerror`, and nests.
+    async fn quick_shell<F: Fields + ?Sized>(
+        &self,
+        shell: &Entry,
+        fields: &F,
+        peer: SocketAddr,
+        now: u64,
+        decision: Decision,
+    ) -> Option<Response<Body>> {
+        let Some(Ok(pieces)) = answer::shell_pieces(shell) else {
+            return None;
+        };
+        let as_fragment = esi::AsFragment(fields);
+        let mut bodies = Vec::new();
+        for p in pieces {
+            if let Piece::Include(inc) = p {
+                if bodies.len() == esi::MAX_INCLUDES {
+                    return None;
+                }
+                bodies.push(
+                    self.quick_fragment(&inc.src, &as_fragment, peer, now)
+                        .await?,
+                );
+            }
+        }
+        let page = esi::splice(&shell.body, pieces, bodies.into_iter());
+        let head = |rep| answer::body_of(shell, rep);
+        let (res, _) =
+            answer::from_entry(shell, true, Accepts::default(), fields, now, decision, head);
+        Some(esi::page(
+            res.into_parts().0,
+            page,
+            Vec::new(),
+            Accepts::of(fields),
+        ))
+    }
+
+    /// The body the general path would take for an include of `src`, when
+    /// it is a fresh hit with nothing more to assemble.
+    async fn quick_fragment<F: Fields + ?Sized>(
+        &self,
+        src: &str,
+        fields: &F,
+        peer: SocketAddr,
+        now: u64,
+    ) -> Option<Bytes> {
+        if !plain_target(src) {
+            return None;
+        }
+        let head = classify::Head {
+            method: "GET",
+            target: src,
+            http11: true,
+            fields,
+        };
+        let (c, session) = match classify::classify(&head, peer.ip(), &self.cfg) {
+            Class::Cacheable(c) => (c, false),
+            Class::Session(c) => (c, true),
+            _ => return None,
+        };
+        let view = AsLookedUp::new(fields, &c, &self.cfg);
+        let mut key = c.key.clone();
+        let Looked::Found(found) = lookup::lookup(&self.store, &mut key, &view).await else {
+            return None;
+        };
+        let e = &*found.entry;
+        let shell = answer::is_shell(e);
+        if entry::reuse(e, now, &self.windows()) != Reuse::Fresh
+            || !e.status.is_success()
+            || (session && !shell)
+            || e.headers.contains_key(http::header::SET_COOKIE)
+        {
+            return None;
+        }
+        let rep = answer::representation(e, Accepts::default(), fields);
+        let body = self
+            .body_in(&key.group, found.variant.as_deref(), e, rep)
+            .ok()?;
+        let body = match shell.then(|| answer::shell_pieces(e)) {
+            None => body,
+            Some(Some(Ok(pieces))) if pieces.iter().all(|p| matches!(p, Piece::Text(_))) => {
+                Bytes::from(esi::splice(&e.body, pieces, std::iter::empty()).concat())
+            }
+            Some(_) => return None,
+        };
+        let decision = Decision::new(CacheStatus::Hit).with_ttl(e.fresh_until, now);
+        self.stats.count(decision);
+        Some(body)
     }
 }
 

@@ -34,6 +34,7 @@ use super::Proxy;
 use super::body::{self, Body};
 use super::compress::{self, Accepts};
 use super::error::ProxyError;
+use super::fields::{Fields, Known};
 use crate::store::PageStore;
 use parse::{Include, Piece};
 
@@ -123,6 +124,32 @@ const NOT_PASSED: [HeaderName; 9] = [
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
 ];
+
+fn not_passed(name: &str) -> bool {
+    NOT_PASSED
+        .iter()
+        .any(|n| n.as_str().eq_ignore_ascii_case(name))
+}
+
+/// A visitor's parsed fields as a fragment's request carries them (the
+/// fast path's [`fragment_request`]): [`NOT_PASSED`] hidden.
+pub struct AsFragment<'a, F: ?Sized>(pub &'a F);
+
+impl<F: Fields + ?Sized> Fields for AsFragment<'_, F> {
+    fn each(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.each().filter(|(n, _)| !not_passed(n))
+    }
+
+    fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+        let hidden = not_passed(name);
+        self.0.all(name).filter(move |_| !hidden)
+    }
+
+    fn known(&self, name: Known) -> impl Iterator<Item = &[u8]> {
+        let hidden = not_passed(name.as_str());
+        self.0.known(name).filter(move |_| !hidden)
+    }
+}
 
 /// What a fetched fragment brings: its body and the cookies it sets.
 struct Fragment {
