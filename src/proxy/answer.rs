@@ -147,6 +147,13 @@ pub fn is_shell(e: &Entry) -> bool {
     served(e, Rep::Stored).esi
 }
 
+/// The head of the page assembled from shell `e` as a plain hit sends it,
+/// for a body of `len` bytes in identity, as bytes on the wire.
+pub fn page_wire_head(e: &Entry, now: u64, decision: Decision, len: u64) -> Option<bytes::Bytes> {
+    let ttl = decision.plain_hit_ttl()?;
+    served(e, Rep::Stored).page_wire(e.age(now), ttl, len, esi::page_fields)
+}
+
 /// A shell's pieces, parsed once per stored copy: for one kept as sent
 /// (every shell this release stores), else `None`.
 pub fn shell_pieces(e: &Entry) -> Option<&Result<Vec<esi::parse::Piece>, esi::parse::ParseError>> {

@@ -185,8 +185,8 @@ impl<S: PageStore> Proxy<S> {
             self.stats.count(decision);
             self.stats.quick_hit();
             self.stats
-                .answered(decision, page.status().as_u16(), started.elapsed());
-            return Some(Answer::Response(page));
+                .answered(decision, entry.status.as_u16(), started.elapsed());
+            return Some(page);
         }
         let accepts = Accepts::of(&fields);
         let rep = answer::representation(entry, accepts, &fields);
@@ -202,7 +202,14 @@ impl<S: PageStore> Proxy<S> {
             false => body(rep).ok().map(|body| (head, body)),
         });
         let (reply, status) = match ready {
-            Some((head, body)) => (Answer::Ready(Ready { head, body }), status),
+            Some((head, body)) => (
+                Answer::Ready(Ready {
+                    head,
+                    body,
+                    more: Vec::new(),
+                }),
+                status,
+            ),
             None => {
                 let (res, _) =
                     answer::from_entry(entry, is_head, accepts, &fields, now, decision, body);
@@ -238,7 +245,7 @@ impl<S: PageStore> Proxy<S> {
         peer: SocketAddr,
         now: u64,
         decision: Decision,
-    ) -> Option<Response<Body>> {
+    ) -> Option<Answer<Body>> {
         let Some(Ok(pieces)) = answer::shell_pieces(shell) else {
             return None;
         };
@@ -256,15 +263,23 @@ impl<S: PageStore> Proxy<S> {
             }
         }
         let page = esi::splice(&shell.body, pieces, bodies.into_iter());
+        let accepts = Accepts::of(fields);
+        let len = page.iter().map(Bytes::len).sum::<usize>() as u64;
+        // In identity, the head from text made once per shell.
+        if !accepts.br
+            && let Some(head) = answer::page_wire_head(shell, now, decision, len)
+        {
+            return Some(Answer::Ready(Ready {
+                head,
+                body: Bytes::new(),
+                more: page,
+            }));
+        }
         let head = |rep| answer::body_of(shell, rep);
         let (res, _) =
             answer::from_entry(shell, true, Accepts::default(), fields, now, decision, head);
-        Some(esi::page(
-            res.into_parts().0,
-            page,
-            Vec::new(),
-            Accepts::of(fields),
-        ))
+        let page = esi::page(res.into_parts().0, page, Vec::new(), accepts);
+        Some(Answer::Response(page))
     }
 
     /// The body the general path would take for an include of `src`, when

@@ -79,6 +79,7 @@ impl<S: PageStore> Proxy<S> {
             return;
         };
         if (found.entry.coding != Coding::Identity && u32::from(found.entry.quality) >= level)
+            || super::answer::is_shell(&found.entry)
             || !self.encoder.idle()
             || !wants_recoding(&found.entry, level)
         {

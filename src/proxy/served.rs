@@ -28,6 +28,9 @@ pub struct Served {
     pub headers: HeaderMap,
     /// Made at the first plain hit served on the fast path.
     wire: OnceLock<Option<WireHead>>,
+    /// A shell's: the head of its assembled page, with a hole for its
+    /// length (`proxy::esi`).
+    page_wire: OnceLock<Option<WireHead>>,
     /// `Age` and the hit's `Cache-Status` change once a second, and a hot
     /// page is served thousands of times in between: formatting them anew
     /// cost two allocations per hit. Only tried, never waited for: a hit
@@ -52,6 +55,7 @@ impl Served {
             pieces: OnceLock::new(),
             headers,
             wire: OnceLock::new(),
+            page_wire: OnceLock::new(),
             last: Mutex::default(),
         }
     }
@@ -73,16 +77,35 @@ impl Served {
     pub fn wire(&self, age: u64, ttl: i64) -> Option<Bytes> {
         let head = self
             .wire
-            .get_or_init(|| WireHead::new(self.status, &self.headers))
+            .get_or_init(|| WireHead::new(self.status, &self.headers, false))
             .as_ref()?;
-        let date = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let date = now_secs();
         Some(self.reuse(
             |l| &mut l.wire,
             (age, ttl, date),
-            || head.render(age, ttl, date),
+            || head.render(age, ttl, date, 0),
         ))
+    }
+
+    /// A shell's assembled page's head on the wire (a plain hit's, with
+    /// `page` applied to its fields), for a body of `len` bytes.
+    pub fn page_wire(
+        &self,
+        age: u64,
+        ttl: i64,
+        len: u64,
+        page: impl FnOnce(&mut HeaderMap),
+    ) -> Option<Bytes> {
+        let head = self
+            .page_wire
+            .get_or_init(|| {
+                let mut h = self.headers.clone();
+                page(&mut h);
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                WireHead::new(self.status, &h, true)
+            })
+            .as_ref()?;
+        Some(head.render(age, ttl, now_secs(), len))
     }
 
     /// The value kept in `slot` if it was made for `key`, else `make()`,
@@ -108,9 +131,17 @@ impl Served {
     }
 }
 
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A value [`WireHead::render`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hole {
+    /// `Content-Length`, for a head made with `length` holed.
+    Length,
     Age,
     /// The seconds of the own `Cache-Status` member.
     Ttl,
@@ -129,7 +160,7 @@ struct WireHead {
 }
 
 impl WireHead {
-    fn new(status: StatusCode, headers: &HeaderMap) -> Option<WireHead> {
+    fn new(status: StatusCode, headers: &HeaderMap, length: bool) -> Option<WireHead> {
         let reason = status.canonical_reason()?;
         if status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -156,6 +187,8 @@ impl WireHead {
             text.extend_from_slice(b": ");
             if name == header::AGE {
                 head.holes.push((text.len(), Hole::Age));
+            } else if length && name == header::CONTENT_LENGTH {
+                head.holes.push((text.len(), Hole::Length));
             } else if name == CACHE_STATUS && {
                 statuses += 1;
                 statuses == own
@@ -178,7 +211,7 @@ impl WireHead {
 
     /// The head for a page `age` seconds old with `ttl` left, sent in unix
     /// second `date`.
-    fn render(&self, age: u64, ttl: i64, date: u64) -> Bytes {
+    fn render(&self, age: u64, ttl: i64, date: u64, len: u64) -> Bytes {
         let mut out = Vec::with_capacity(self.text.len() + 48);
         let mut digits = itoa::Buffer::new();
         let mut from = 0;
@@ -187,6 +220,7 @@ impl WireHead {
             from = at;
             match hole {
                 Hole::Age => out.extend_from_slice(digits.format(age).as_bytes()),
+                Hole::Length => out.extend_from_slice(digits.format(len).as_bytes()),
                 Hole::Ttl => out.extend_from_slice(digits.format(ttl).as_bytes()),
                 Hole::Date => out.extend_from_slice(
                     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(date)).as_bytes(),
@@ -285,7 +319,7 @@ mod tests {
             (StatusCode::NOT_FOUND, &plain),
             (StatusCode::MOVED_PERMANENTLY, &layered),
         ] {
-            let head = WireHead::new(status, h).expect("a status with a body");
+            let head = WireHead::new(status, h, false).expect("a status with a body");
             for (age, ttl, date) in [
                 (0, 0, 0),
                 (7, 3599, 1_796_626_800),
@@ -294,7 +328,7 @@ mod tests {
                 (1, i64::MIN + 1, 1),
             ] {
                 assert_eq!(
-                    String::from_utf8_lossy(&head.render(age, ttl, date)),
+                    String::from_utf8_lossy(&head.render(age, ttl, date, 0)),
                     String::from_utf8_lossy(&serialized(status, h, age, ttl, date)),
                     "{status} age={age} ttl={ttl}"
                 );
@@ -305,10 +339,16 @@ mod tests {
             StatusCode::NOT_MODIFIED,
             StatusCode::CONTINUE,
         ] {
-            assert!(WireHead::new(bodiless, &plain).is_none(), "{bodiless}");
+            assert!(
+                WireHead::new(bodiless, &plain, false).is_none(),
+                "{bodiless}"
+            );
         }
         let unnamed = StatusCode::from_u16(599).expect("a valid code");
-        assert!(WireHead::new(unnamed, &plain).is_none(), "no reason phrase");
+        assert!(
+            WireHead::new(unnamed, &plain, false).is_none(),
+            "no reason phrase"
+        );
     }
 
     #[test]

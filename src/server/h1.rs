@@ -65,6 +65,8 @@ pub struct Head<'a> {
 pub struct Ready {
     pub head: Bytes,
     pub body: Bytes,
+    /// More of the body after `body` (an ESI page's pieces).
+    pub more: Vec<Bytes>,
 }
 
 /// An answer the handler has at hand.
@@ -231,7 +233,15 @@ where
 {
     match reply {
         Answer::Ready(r) => {
-            let sent = wire::write_all(stream, [&r.head, &r.body], timeout).await;
+            let sent = match r.more.is_empty() {
+                true => wire::write_all(stream, [&r.head, &r.body], timeout).await,
+                false => {
+                    let mut parts: Vec<&[u8]> =
+                        [&r.head, &r.body].into_iter().map(|b| &b[..]).collect();
+                    parts.extend(r.more.iter().map(|b| &b[..]));
+                    wire::write_slices(stream, &mut parts, timeout).await
+                }
+            };
             sent.is_ok() && !last
         }
         Answer::Response(res) => match wire::write_response(stream, res, head, last, timeout).await
@@ -401,6 +411,7 @@ mod tests {
             Answer::Ready(Ready {
                 head: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"),
                 body: Bytes::from_static(b"ok"),
+                more: Vec::new(),
             })
         })
     }

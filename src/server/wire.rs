@@ -365,16 +365,31 @@ pub async fn write_all<const N: usize>(
     mut parts: [&[u8]; N],
     limit: Duration,
 ) -> io::Result<()> {
+    write_slices(stream, &mut parts, limit).await
+}
+
+/// Slices handed to one `writev` at most.
+const IOV: usize = 64;
+
+/// [`write_all`] for any number of parts (an ESI page's pieces), [`IOV`]
+/// at a time.
+pub async fn write_slices(
+    stream: &mut Stream,
+    parts: &mut [&[u8]],
+    limit: Duration,
+) -> io::Result<()> {
     let mut first = 0;
     loop {
-        while first < N && parts[first].is_empty() {
+        while first < parts.len() && parts[first].is_empty() {
             first += 1;
         }
-        if first == N {
+        if first == parts.len() {
             return Ok(());
         }
-        let slices: [IoSlice<'_>; N] = std::array::from_fn(|i| IoSlice::new(parts[i]));
-        match stream.try_write_vectored(&slices[first..]) {
+        let n = (parts.len() - first).min(IOV);
+        let slices: [IoSlice<'_>; IOV] =
+            std::array::from_fn(|i| IoSlice::new(if i < n { parts[first + i] } else { &[] }));
+        match stream.try_write_vectored(&slices[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(mut n) => {
                 for p in &mut parts[first..] {

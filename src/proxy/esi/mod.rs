@@ -426,7 +426,7 @@ pub fn page(
 /// The shell's fields made the visitor's page's: made for one visitor
 /// (`private`, asked again each time: `no-cache`), so without the shell's
 /// validators, ranges or length.
-fn page_fields(h: &mut HeaderMap) {
+pub fn page_fields(h: &mut HeaderMap) {
     for name in [
         header::ETAG,
         header::LAST_MODIFIED,
