@@ -138,6 +138,30 @@ fn answer<B>(path: &str, n: u64, req: &Request<B>) -> Response<Full<Bytes>> {
         "/choose" => shell("<esi:choose><esi:when test=\"1\">x</esi:when></esi:choose>"),
         "/capsule" => shell("<esi:include src=\"/cap\"/>"),
         "/menu" => shell("a<esi:include src=\"/frag/shared\"/>b<esi:remove>x</esi:remove>c"),
+        "/twice" => shell("<esi:include src=\"/frag/user\"/>|<esi:include src=\"/frag/user\"/>"),
+        "/alts" => shell(
+            &(0..17)
+                .map(|i| format!("<esi:include src=\"/frag/fail?{i}\" alt=\"/frag/shared?{i}\"/>"))
+                .collect::<String>(),
+        ),
+        "/big" => (
+            vec![ESI, TTL, ("content-type", "text/html")],
+            "x".repeat(1_200_000),
+        ),
+        "/with-big" => shell("a<esi:include src=\"/big\" onerror=\"continue\"/>b"),
+        // A shell a CDN would keep: the visitor's page must not say so.
+        "/cdn" => {
+            let (mut f, b) = shell("<esi:include src=\"/frag/user\"/>");
+            f.push(("cdn-cache-control", "max-age=600"));
+            (f, b)
+        }
+        // As Django's GZipMiddleware would label it (the bytes are not
+        // gzip: bigcache must not read or pass them as text either way).
+        "/gz" => {
+            let (mut f, b) = shell("<esi:include src=\"/frag/shared\"/>");
+            f.push(("content-encoding", "gzip"));
+            (f, b)
+        }
         // Not opted in: markup is text, sent as Django wrote it.
         "/plain" => (
             vec![TTL, ("content-type", "text/html")],
@@ -393,7 +417,14 @@ async fn the_fast_path_assembles_what_the_general_path_does() {
         &[("cookie", "_ga=GA1.2.3; theme=dark")],
         &[("cookie", "sessionid=s; csrftoken=t")],
     ];
-    for path in ["/menu", "/nested", "/capsule", "/fail-alt"] {
+    for path in [
+        "/menu",
+        "/nested",
+        "/capsule",
+        "/fail-alt",
+        "/with-big",
+        "/gz",
+    ] {
         for s in [&fast, &general] {
             get(s, path, &[]).await;
             get(s, path, &[]).await;
@@ -438,4 +469,48 @@ async fn the_fast_path_assembles_what_the_general_path_does() {
             assert_eq!(quick, expect, "{path} {v:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_include_written_twice_is_fetched_once_and_alts_count() {
+    let site = Site::start().await;
+    let (_d, s) = start_proxy(&site.url(), &[]);
+    let got = get(&s, "/twice", &[]).await;
+    assert!(
+        got.body.starts_with("<html>user:anon|user:anon"),
+        "{}",
+        got.body
+    );
+    let first = site.seen("/frag/user");
+    get(&s, "/twice", &[]).await;
+    assert_eq!(
+        site.seen("/frag/user"),
+        first + 1,
+        "one fetch per page view"
+    );
+    // 17 includes whose src fails: with their alts, 34 fetches, over 32.
+    // (Each its own: the same include twice is one fetch.)
+    assert_eq!(get(&s, "/alts", &[]).await.status, 502);
+}
+
+#[tokio::test]
+async fn the_page_is_no_cdns_and_only_get_and_head_are_assembled() {
+    let site = Site::start().await;
+    let (_d, s) = start_proxy(&site.url(), &[]);
+    let got = get(&s, "/cdn", &[]).await;
+    assert!(got.body.contains("user:anon"));
+    assert_eq!(got.field("cdn-cache-control"), "");
+    assert_eq!(got.field("cache-control"), "private, no-cache");
+    let big = get(&s, "/with-big", &[]).await;
+    assert!(
+        big.body.starts_with("<html>ab"),
+        "a fragment over 1 MiB is left out"
+    );
+    assert_eq!(get(&s, "/gz", &[]).await.status, 502);
+    // Any other method's answer is passed as Django sent it (but for the
+    // field addressed to bigcache).
+    let options = send(&s, reqwest::Method::OPTIONS, "/menu", &[]).await;
+    assert_eq!(options.status, 200);
+    assert!(options.body.contains("<esi:include"), "{}", options.body);
+    assert_eq!(options.field("surrogate-control"), "");
 }

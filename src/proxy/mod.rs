@@ -322,6 +322,7 @@ impl<S: PageStore> Proxy<S> {
             crate::access_log::Pending::begin(&req, client)
         });
         let visitor = esi::Visitor::of(&req);
+        let method = req.method().clone();
         let (mut res, decision) = match self.route(req, peer).await {
             Ok(answered) => answered,
             Err(e) => {
@@ -333,7 +334,7 @@ impl<S: PageStore> Proxy<S> {
                 (e.to_response(), Decision::uncached(reason))
             }
         };
-        if res.extensions().get::<esi::Shell>().is_some() && esi::assembles(res.status()) {
+        if res.extensions().get::<esi::Shell>().is_some() && esi::assembles(&method, res.status()) {
             res = self.clone().assemble(res, visitor, peer).await;
         }
         self.stats.count(decision);

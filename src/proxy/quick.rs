@@ -249,6 +249,10 @@ impl<S: PageStore> Proxy<S> {
         let Some(Ok(pieces)) = answer::shell_pieces(shell) else {
             return None;
         };
+        // What the general path answers otherwise, or fails with.
+        if !esi::assembles(&http::Method::GET, shell.status) || esi::coded(&shell.headers) {
+            return None;
+        }
         let as_fragment = esi::AsFragment(fields);
         let mut bodies = Vec::new();
         for p in pieces {
@@ -316,6 +320,8 @@ impl<S: PageStore> Proxy<S> {
             || !e.status.is_success()
             || (session && !shell)
             || e.headers.contains_key(http::header::SET_COOKIE)
+            || e.identity_len > esi::MAX_FRAGMENT as u64
+            || esi::coded(&e.headers)
         {
             return None;
         }

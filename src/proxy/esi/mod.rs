@@ -40,7 +40,8 @@ use parse::{Include, Piece};
 
 pub const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
-/// Includes one visitor's page may fetch, every level together.
+/// Includes a page may write, and fetches (each distinct include once,
+/// and each `alt` tried) one visitor's page may make, every level together.
 pub const MAX_INCLUDES: usize = 32;
 /// Levels of fragments within fragments.
 pub const MAX_DEPTH: u8 = 3;
@@ -202,14 +203,10 @@ impl<S: PageStore> Proxy<S> {
         visitor: &Visitor,
         peer: SocketAddr,
     ) -> Result<(Vec<Bytes>, Vec<HeaderValue>), ProxyError> {
-        // bigcache asks for none, but an upstream may send one anyway
-        // (Django's GZipMiddleware): ESI is read from text.
-        if let Some(coding) = headers.get(header::CONTENT_ENCODING)
-            && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
-        {
-            return Err(esi_error(format!(
-                "the shell came in content coding {coding:?}; ESI needs it as text"
-            )));
+        if coded(headers) {
+            return Err(esi_error(
+                "the shell came in a content coding; ESI needs it as text".into(),
+            ));
         }
         let shell = match tokio::time::timeout(
             self.upstream.timeout,
@@ -245,31 +242,42 @@ impl<S: PageStore> Proxy<S> {
                 left: Arc::new(AtomicUsize::new(MAX_INCLUDES)),
             },
         };
-        let n = includes.len();
-        if nesting
-            .left
-            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(n))
-            .is_err()
-        {
+        // An include written twice is fetched once: one request per
+        // fragment and visitor (two CSRF fields of one page would each
+        // set a new token otherwise, and one form would fail).
+        let mut distinct: Vec<&Include> = Vec::new();
+        let slots: Vec<usize> = includes
+            .iter()
+            .map(|inc| match distinct.iter().position(|d| *d == inc) {
+                Some(i) => i,
+                None => {
+                    distinct.push(inc);
+                    distinct.len() - 1
+                }
+            })
+            .collect();
+        if includes.len() > MAX_INCLUDES {
             return Err(esi_error(format!("more than {MAX_INCLUDES} includes")));
         }
+        take(&nesting.left, distinct.len())?;
         // All at once; dropped (the visitor gone) aborts every one.
         let mut set = tokio::task::JoinSet::new();
-        for (i, inc) in includes.into_iter().enumerate() {
+        for (i, inc) in distinct.iter().enumerate() {
             let this = self.clone();
             let req = fragment_request(visitor, &nesting);
-            set.spawn(async move { (i, this.include(inc, req, peer).await) });
+            let (inc, left) = ((*inc).clone(), nesting.left.clone());
+            set.spawn(async move { (i, this.include(inc, req, peer, left).await) });
         }
-        let mut got: Vec<Option<Fragment>> = (0..n).map(|_| None).collect();
+        let mut got: Vec<Option<Fragment>> = (0..distinct.len()).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
             let (i, fragment) = joined.map_err(|e| esi_error(format!("fragment task: {e}")))?;
             got[i] = Some(fragment?);
         }
-        let mut cookies = Vec::new();
-        let bodies = got.into_iter().flatten().map(|f| {
-            cookies.extend(f.cookies);
-            f.body
-        });
+        let got: Vec<Fragment> = got.into_iter().flatten().collect();
+        let cookies = got.iter().flat_map(|f| f.cookies.iter().cloned()).collect();
+        let bodies = slots
+            .iter()
+            .filter_map(|&i| got.get(i).map(|f| f.body.clone()));
         let spliced = splice(&shell, &pieces, bodies);
         Ok((spliced, cookies))
     }
@@ -281,9 +289,20 @@ impl<S: PageStore> Proxy<S> {
         inc: Include,
         req: http::request::Parts,
         peer: SocketAddr,
+        left: Arc<AtomicUsize>,
     ) -> Result<Fragment, ProxyError> {
         let mut why = String::new();
-        for src in std::iter::once(&inc.src).chain(inc.alt.as_ref()) {
+        for (n, src) in std::iter::once(&inc.src)
+            .chain(inc.alt.as_ref())
+            .enumerate()
+        {
+            // An `alt` is one more fetch of the page's.
+            if n > 0
+                && let Err(e) = take(&left, 1)
+            {
+                why = e.to_string();
+                break;
+            }
             match self.clone().fragment(src, &req, peer).await {
                 Ok(f) => return Ok(f),
                 Err(e) => {
@@ -320,11 +339,7 @@ impl<S: PageStore> Proxy<S> {
             if !res.status().is_success() {
                 return Err(format!("status {}", res.status().as_u16()));
             }
-            let coded = res
-                .headers()
-                .get(header::CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-            if coded {
+            if coded(res.headers()) {
                 return Err("a content coding bigcache did not ask for".into());
             }
             let cookies = res
@@ -437,6 +452,15 @@ pub fn page_fields(h: &mut HeaderMap) {
     ] {
         h.remove(name);
     }
+    // A CDN after bigcache obeys a field targeted at it over
+    // `Cache-Control` (RFC 9213): it would keep one visitor's page for all.
+    for name in super::policy::TARGETED.iter().chain(&[
+        "cloudflare-cdn-cache-control",
+        "surrogate-key",
+        "xkey",
+    ]) {
+        h.remove(*name);
+    }
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
@@ -447,16 +471,35 @@ pub fn page_fields(h: &mut HeaderMap) {
     );
 }
 
+/// Whether a shell's or fragment's `headers` name a content coding: bigcache
+/// asks for none, but an upstream may send one anyway (Django's
+/// `GZipMiddleware`), and ESI is read from, and spliced as, text.
+pub fn coded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Takes `n` fetches from a page's allowance.
+fn take(left: &AtomicUsize, n: usize) -> Result<(), ProxyError> {
+    left.fetch_update(Relaxed, Relaxed, |l| l.checked_sub(n))
+        .map(|_| ())
+        .map_err(|_| esi_error(format!("more than {MAX_INCLUDES} includes")))
+}
+
 fn esi_error(why: String) -> ProxyError {
     ProxyError::Esi(why)
 }
 
-/// Whether an answer with `status` is a page to assemble.
-pub fn assembles(status: StatusCode) -> bool {
-    !(status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::PARTIAL_CONTENT
-        || status == StatusCode::NOT_MODIFIED)
+/// Whether the answer to a `method` request with `status` is a page to
+/// assemble (a HEAD's: its head); any other answer goes as it is.
+pub fn assembles(method: &Method, status: StatusCode) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && !(status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::PARTIAL_CONTENT
+            || status == StatusCode::NOT_MODIFIED)
 }
 
 #[cfg(test)]

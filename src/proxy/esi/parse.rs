@@ -57,10 +57,23 @@ fn pieces(
     out: &mut Vec<Piece>,
 ) -> Result<(), ParseError> {
     let mut rest = 0;
+    // The next of each marker from `rest` on, found again only once passed:
+    // a search per element, not one over the rest of the page.
+    let mut next_tag: Option<Option<usize>> = None;
+    let mut next_comment: Option<Option<usize>> = None;
     loop {
         let tail = &body[rest..];
-        let tag = memmem::find(tail, b"<esi:");
-        let comment = comments.then(|| memmem::find(tail, b"<!--esi")).flatten();
+        let find = |slot: &mut Option<Option<usize>>, marker: &[u8]| {
+            if slot.is_some_and(|at| at.is_some_and(|at| at < rest)) {
+                *slot = None;
+            }
+            *slot.get_or_insert_with(|| memmem::find(tail, marker).map(|i| rest + i))
+        };
+        let tag = find(&mut next_tag, b"<esi:").map(|at| at - rest);
+        let comment = match comments {
+            true => find(&mut next_comment, b"<!--esi").map(|at| at - rest),
+            false => None,
+        };
         let (at, is_comment) = match (tag, comment) {
             (None, None) => break,
             (Some(t), Some(c)) if c < t => (c, true),
@@ -287,6 +300,26 @@ mod tests {
         assert_eq!(read(b"plain"), vec![Ok(&b"plain"[..])]);
         assert!(!has_markup(b"<p>esi</p>"));
         assert!(has_markup(b"x<!--esi y-->"));
+    }
+
+    /// Markers inside what is removed, or inside a comment's ESI, are
+    /// that region's, found again past it.
+    #[test]
+    fn markers_in_a_skipped_region_are_not_the_pages() {
+        let page = b"a<esi:remove><!--esi x--><esi:include src=\"/n\"/></esi:remove>b<!--esi <esi:include src=\"/y\"/>-->c<esi:comment/>d";
+        assert_eq!(
+            read(page),
+            vec![
+                Ok(&b"a"[..]),
+                Ok(b"b"),
+                Ok(b" "),
+                inc("/y"),
+                Ok(b"c"),
+                Ok(b"d")
+            ]
+        );
+        let many = b"<esi:comment text=\"x\"/>".repeat(5000);
+        assert_eq!(parse(&many).unwrap(), vec![]);
     }
 
     #[test]
