@@ -109,18 +109,23 @@ def bigcache_page(duration, statuses=(200,), tags=None, cookies=None, esi=False)
 
             @functools.wraps(view)
             async def wrapped_async(request, *args, **kwargs):
-                if esi:
+                if esi and request.method in ("GET", "HEAD"):
                     anon = esi_module.anonymous(request)
-                    return shell(request, anon, await view(anon, *args, **kwargs), args, kwargs)
+                    with esi_module.translation_override(anon):
+                        response = await view(anon, *args, **kwargs)
+                        return shell(request, anon, response, args, kwargs)
                 return mark(request, await view(request, *args, **kwargs), args, kwargs)
 
             return wrapped_async
 
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
-            if esi:
+            # A shell is what a GET shows; a POST to the view is the
+            # visitor's own, run as them.
+            if esi and request.method in ("GET", "HEAD"):
                 anon = esi_module.anonymous(request)
-                return shell(request, anon, view(anon, *args, **kwargs), args, kwargs)
+                with esi_module.translation_override(anon):
+                    return shell(request, anon, view(anon, *args, **kwargs), args, kwargs)
             return mark(request, view(request, *args, **kwargs), args, kwargs)
 
         return wrapped

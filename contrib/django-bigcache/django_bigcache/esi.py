@@ -33,7 +33,9 @@ the page every visitor is served. A shell that used the CSRF token anyway
 ``{% bigcache_csrf_token %}``, a fragment, instead.
 """
 
+import contextlib
 import copy
+import inspect
 import logging
 from importlib import import_module
 from urllib.parse import urlencode
@@ -66,15 +68,25 @@ def visitor(request):
 
 def anonymous(request):
     """A copy of ``request`` as an anonymous visitor's: no user, an empty
-    session, no cookies, no CSRF token."""
+    session, no cookies, no credentials, no CSRF token, no flash messages,
+    and the language from ``Accept-Language`` alone (the language cookie
+    is not in the cache key, ``Accept-Language`` may be)."""
     from django.contrib.auth.models import AnonymousUser
+    from django.utils import translation
 
     anon = copy.copy(request)
     anon.META = {
         k: v for k, v in request.META.items()
-        if k not in ("HTTP_COOKIE", "HTTP_AUTHORIZATION", "CSRF_COOKIE", "CSRF_COOKIE_NEEDS_UPDATE")
+        if k not in ("HTTP_COOKIE", "HTTP_AUTHORIZATION", "REMOTE_USER",
+                     "CSRF_COOKIE", "CSRF_COOKIE_NEEDS_UPDATE")
     }
+    # Cached on the request by whoever read it first (a middleware).
+    anon.__dict__.pop("headers", None)
     anon.COOKIES = {}
+    if hasattr(request, "_messages"):
+        anon._messages = _NoMessages(anon)
+    if hasattr(request, "LANGUAGE_CODE"):
+        anon.LANGUAGE_CODE = translation.get_language_from_request(anon)
     anon.user = AnonymousUser()
 
     async def auser():
@@ -84,6 +96,37 @@ def anonymous(request):
     anon.session = import_module(settings.SESSION_ENGINE).SessionStore()
     anon._bigcache_visitor = request
     return anon
+
+
+class _NoMessages:
+    """Message storage with nothing in it, for a shell."""
+
+    def __init__(self, request):
+        self.request = request
+        self.used = False
+        self.level = 0
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def __contains__(self, item):
+        return False
+
+    def add(self, level, message, extra_tags=""):
+        pass
+
+    def update(self, response):
+        pass
+
+
+def translation_override(anon):
+    """The anonymous copy's language active while it renders."""
+    from django.utils import translation
+
+    return translation.override(getattr(anon, "LANGUAGE_CODE", None) or translation.get_language())
 
 
 def used_csrf_token(anon):
@@ -109,14 +152,31 @@ def fragment(name, ttl=None):
 
 
 def render_fragment(request, name, params):
-    """The fragment ``name`` for ``request``: a response, unmarked."""
+    """The fragment ``name`` for ``request``: a response, unmarked. Of
+    ``params`` only those the view names are passed (a fragment's URL is
+    public: anyone can add to its query)."""
     try:
         view, ttl = _fragments[name]
     except KeyError:
         raise Http404(f"no bigcache fragment {name!r}")
     if ttl is not None:
         request = anonymous(request)
-    out = view(request, **params)
+    named = list(inspect.signature(view).parameters.values())[1:]
+    if any(p.kind == p.VAR_KEYWORD for p in named):
+        kept = dict(params)
+    else:
+        kept = {p.name: params[p.name] for p in named
+                if p.name in params and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [p.name for p in named if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and p.name not in kept]
+    if missing:
+        raise Http404(f"bigcache fragment {name!r} needs {', '.join(missing)}")
+    if ttl is not None:
+        with_language = translation_override(request)
+    else:
+        with_language = contextlib.nullcontext()
+    with with_language:
+        out = view(request, **kept)
     response = out if isinstance(out, HttpResponse) else HttpResponse(out)
     return response, ttl, request
 
@@ -125,7 +185,7 @@ def fragment_view(request, name):
     """The view under the fragments' URL prefix (``django_bigcache.urls``)."""
     params = {k: v for k, v in request.GET.items()}
     response, ttl, rendered_with = render_fragment(request, name, params)
-    if ttl is None or used_csrf_token(rendered_with):
+    if ttl is None or used_csrf_token(rendered_with) or response.status_code != 200:
         response["Cache-Control"] = "private, no-store"
     else:
         response[TTL_HEADER] = ttl

@@ -26,7 +26,9 @@ BIGCACHE_BIN = os.environ.get("BIGCACHE_BIN", str(REPO / "target" / "debug" / "b
 if not settings.configured:
     # The backend tests build backends directly; the site runs in its own
     # process with its own settings.
-    settings.configure(CACHES={}, INSTALLED_APPS=[], USE_TZ=True, SECRET_KEY="connector-tests-only")
+    # (auth for the anonymous user an ESI shell is rendered as.)
+    settings.configure(CACHES={}, INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
+                       USE_TZ=True, SECRET_KEY="connector-tests-only")
     django.setup()
 
 
