@@ -138,13 +138,12 @@ fn whole(e: &Entry, rep: Rep, now: u64, decision: Decision) -> http::HeaderMap {
 }
 
 fn served(e: &Entry, rep: Rep) -> &Served {
-    e.served[rep.slot()]
-        .get_or_init(|| Served::new(e.status, template(e, rep), esi::opted_in(&e.headers)))
+    e.served[rep.slot()].get_or_init(|| Served::new(e.status, template(e, rep)))
 }
 
 /// Whether `e` is an ESI shell: answered whole, and assembled.
 pub fn is_shell(e: &Entry) -> bool {
-    served(e, Rep::Stored).esi
+    *e.shell.get_or_init(|| esi::opted_in(&e.headers))
 }
 
 /// The head of the page assembled from shell `e` as a plain hit sends it,
@@ -157,9 +156,11 @@ pub fn page_wire_head(e: &Entry, now: u64, decision: Decision, len: u64) -> Opti
 /// A shell's pieces, parsed once per stored copy: for one kept as sent
 /// (every shell this release stores), else `None`.
 pub fn shell_pieces(e: &Entry) -> Option<&Result<Vec<esi::parse::Piece>, esi::parse::ParseError>> {
-    let served = served(e, Rep::Stored);
-    (served.esi && e.coding == Coding::Identity)
-        .then(|| served.pieces.get_or_init(|| esi::parse::parse(&e.body)))
+    (is_shell(e) && e.coding == Coding::Identity).then(|| {
+        served(e, Rep::Stored)
+            .pieces
+            .get_or_init(|| esi::parse::parse(&e.body))
+    })
 }
 
 /// The body of `e` in `rep`.
@@ -201,7 +202,7 @@ pub enum Shape {
 /// identity body ([`representation`]).
 pub fn shape<F: Fields + ?Sized>(e: &Entry, rep: Rep, head: bool, req: &F) -> Shape {
     // A shell's validators and bytes are not those of any visitor's page.
-    if e.status != StatusCode::OK || served(e, rep).esi {
+    if e.status != StatusCode::OK || is_shell(e) {
         return Shape::Whole;
     }
     if not_modified(&served(e, rep).headers, req) {
@@ -296,7 +297,7 @@ pub fn from_entry<F: Fields + ?Sized>(
             let mut res = Response::new(sent);
             *res.status_mut() = e.status;
             *res.headers_mut() = whole(e, rep, now, decision);
-            if served(e, rep).esi {
+            if is_shell(e) {
                 res.extensions_mut().insert(esi::Shell);
             }
             return (res, decision);

@@ -65,6 +65,9 @@ pub struct Entry {
     /// first (`answer::from_entry`), for each representation
     /// (`answer::Rep`); the entry is shared by every hit.
     pub served: [std::sync::OnceLock<super::served::Served>; 2],
+    /// Whether the page opted into ESI (`proxy::esi`), read at the first
+    /// question: every hit asks, and a page read from disk is a new entry.
+    pub shell: std::sync::OnceLock<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +201,7 @@ impl Entry {
             tags: p.tags.clone(),
             soft_purged_at: None,
             served: Default::default(),
+            shell: Default::default(),
         }
     }
 
@@ -223,6 +227,7 @@ impl Entry {
             tags: self.tags.clone(),
             soft_purged_at: self.soft_purged_at,
             served: Default::default(),
+            shell: Default::default(),
         }
     }
 
@@ -362,6 +367,7 @@ impl Entry {
             tags: rec.tags.clone(),
             soft_purged_at: rec.stale_since,
             served: Default::default(),
+            shell: Default::default(),
         })
     }
 
@@ -576,6 +582,7 @@ mod tests {
             tags: Tags::new([&b"dataset-7"[..]]),
             soft_purged_at: None,
             served: Default::default(),
+            shell: Default::default(),
         }
     }
 

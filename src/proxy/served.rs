@@ -19,8 +19,6 @@ use super::decision::{CACHE_STATUS, HIT_TTL_PREFIX};
 #[derive(Debug)]
 pub struct Served {
     status: StatusCode,
-    /// The page is an ESI shell (`proxy::esi`): every answer is assembled.
-    pub esi: bool,
     /// A shell's pieces (`answer::shell_pieces`).
     pub pieces: OnceLock<Result<Vec<super::esi::parse::Piece>, super::esi::parse::ParseError>>,
     /// The fields of a whole-body answer, `Age` and the own `Cache-Status`
@@ -48,10 +46,9 @@ struct Last {
 }
 
 impl Served {
-    pub fn new(status: StatusCode, headers: HeaderMap, esi: bool) -> Served {
+    pub fn new(status: StatusCode, headers: HeaderMap) -> Served {
         Served {
             status,
-            esi,
             pieces: OnceLock::new(),
             headers,
             wire: OnceLock::new(),
@@ -239,7 +236,7 @@ mod tests {
 
     #[test]
     fn served_values_follow_the_second_they_are_asked_for() {
-        let served = Served::new(StatusCode::OK, HeaderMap::new(), false);
+        let served = Served::new(StatusCode::OK, HeaderMap::new());
         assert_eq!(served.age(7), "7");
         assert_eq!(served.age(7), "7");
         assert_eq!(served.age(8), "8");
@@ -355,7 +352,7 @@ mod tests {
     fn each_age_gets_its_own_head() {
         let mut h = HeaderMap::new();
         h.insert(header::AGE, HeaderValue::from_static("0"));
-        let served = Served::new(StatusCode::OK, h, false);
+        let served = Served::new(StatusCode::OK, h);
         for age in [3, 4, 3] {
             let head = served.wire(age, 10).expect("a head");
             let head = String::from_utf8_lossy(&head);

@@ -257,6 +257,7 @@ mod tests {
             tags: Default::default(),
             soft_purged_at: None,
             served: Default::default(),
+            shell: Default::default(),
         };
         let key = Bytes::from_static(b"p/datasets/7/?page=2");
         let rec = entry.to_record();
