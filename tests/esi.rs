@@ -138,6 +138,11 @@ fn answer<B>(path: &str, n: u64, req: &Request<B>) -> Response<Full<Bytes>> {
         "/choose" => shell("<esi:choose><esi:when test=\"1\">x</esi:when></esi:choose>"),
         "/capsule" => shell("<esi:include src=\"/cap\"/>"),
         "/menu" => shell("a<esi:include src=\"/frag/shared\"/>b<esi:remove>x</esi:remove>c"),
+        "/thirty-two" => shell(
+            &(0..32)
+                .map(|i| format!("[{i}:<esi:include src=\"/frag/shared?{i}\"/>]"))
+                .collect::<String>(),
+        ),
         "/twice" => shell("<esi:include src=\"/frag/user\"/>|<esi:include src=\"/frag/user\"/>"),
         "/alts" => shell(
             &(0..17)
@@ -513,4 +518,34 @@ async fn the_page_is_no_cdns_and_only_get_and_head_are_assembled() {
     assert_eq!(options.status, 200);
     assert!(options.body.contains("<esi:include"), "{}", options.body);
     assert_eq!(options.field("surrogate-control"), "");
+}
+
+/// 32 includes, all hits: the fast path writes 65 pieces, more than one
+/// `writev` takes, in order.
+#[tokio::test]
+async fn a_page_of_many_pieces_is_written_whole_and_in_order() {
+    let site = Site::start().await;
+    let (_d, s) = start_proxy(&site.url(), &[]);
+    get(&s, "/thirty-two", &[]).await;
+    let before = quick_hits(&s).await;
+    let got = get(&s, "/thirty-two", &[]).await;
+    assert_eq!(
+        quick_hits(&s).await,
+        before + 1,
+        "assembled on the fast path"
+    );
+    // Each fragment in its place (its render number is the origin's).
+    let mut at = "<html>".len();
+    for i in 0..32 {
+        let piece = format!("[{i}:shared#");
+        assert_eq!(
+            got.body.get(at..at + piece.len()),
+            Some(piece.as_str()),
+            "{}",
+            got.body
+        );
+        at = at + got.body[at..].find(']').unwrap() + 1;
+    }
+    assert!(got.body[at..].starts_with("<p>padding"));
+    assert_eq!(got.field("content-length"), got.body.len().to_string());
 }

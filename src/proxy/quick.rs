@@ -104,13 +104,18 @@ impl<F: Fields + ?Sized> Fields for AsLookedUp<'_, F> {
 }
 
 impl<'a, F: Fields + ?Sized> AsLookedUp<'a, F> {
-    /// `fields` of a request classified as `c`, as the general path looks
-    /// its page up.
-    fn new(fields: &'a F, c: &'a classify::Cacheable, cfg: &'a super::ProxyConfig) -> Self {
+    /// `fields` of a request classified cacheable (from a `trusted` peer,
+    /// its host `respelled`), as the general path looks its page up.
+    fn new(
+        fields: &'a F,
+        trusted: bool,
+        respelled: Option<&'a str>,
+        cfg: &'a super::ProxyConfig,
+    ) -> Self {
         AsLookedUp {
             fields,
-            trusted: c.trusted,
-            host: c.respelled.as_deref(),
+            trusted,
+            host: respelled,
             codings: &cfg.encodings,
             cookie: fields.known(Known::Cookie).next(),
             rules: &cfg.cookies,
@@ -159,8 +164,13 @@ impl<S: PageStore> Proxy<S> {
         if fields.known(Known::Cookie).nth(1).is_some() {
             return None;
         }
-        let view = AsLookedUp::new(&fields, &c, &self.cfg);
-        let mut key = c.key.clone();
+        let classify::Cacheable {
+            mut key,
+            respelled,
+            trusted,
+            ..
+        } = c;
+        let view = AsLookedUp::new(&fields, trusted, respelled.as_deref(), &self.cfg);
         let found = match lookup::lookup(&self.store, &mut key, &view).await {
             Looked::Found(f) => f,
             Looked::Missing | Looked::Failed => return None,
@@ -309,8 +319,13 @@ impl<S: PageStore> Proxy<S> {
             Class::Session(c) => (c, true),
             _ => return None,
         };
-        let view = AsLookedUp::new(fields, &c, &self.cfg);
-        let mut key = c.key.clone();
+        let classify::Cacheable {
+            mut key,
+            respelled,
+            trusted,
+            ..
+        } = c;
+        let view = AsLookedUp::new(fields, trusted, respelled.as_deref(), &self.cfg);
         let Looked::Found(found) = lookup::lookup(&self.store, &mut key, &view).await else {
             return None;
         };

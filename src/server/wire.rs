@@ -365,7 +365,7 @@ pub async fn write_all<const N: usize>(
     mut parts: [&[u8]; N],
     limit: Duration,
 ) -> io::Result<()> {
-    write_slices(stream, &mut parts, limit).await
+    write_in::<N>(stream, &mut parts, limit).await
 }
 
 /// Slices handed to one `writev` at most.
@@ -378,6 +378,16 @@ pub async fn write_slices(
     parts: &mut [&[u8]],
     limit: Duration,
 ) -> io::Result<()> {
+    write_in::<IOV>(stream, parts, limit).await
+}
+
+/// `parts` written in order, up to `CAP` in one `writev` (the slices are
+/// made on the stack for each call: as many as a hit's two parts need).
+async fn write_in<const CAP: usize>(
+    stream: &mut Stream,
+    parts: &mut [&[u8]],
+    limit: Duration,
+) -> io::Result<()> {
     let mut first = 0;
     loop {
         while first < parts.len() && parts[first].is_empty() {
@@ -386,8 +396,8 @@ pub async fn write_slices(
         if first == parts.len() {
             return Ok(());
         }
-        let n = (parts.len() - first).min(IOV);
-        let slices: [IoSlice<'_>; IOV] =
+        let n = (parts.len() - first).min(CAP);
+        let slices: [IoSlice<'_>; CAP] =
             std::array::from_fn(|i| IoSlice::new(if i < n { parts[first + i] } else { &[] }));
         match stream.try_write_vectored(&slices[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
