@@ -142,6 +142,7 @@ fn served(e: &Entry, rep: Rep) -> &Served {
 }
 
 /// Whether `e` is an ESI shell: answered whole, and assembled.
+#[inline]
 pub fn is_shell(e: &Entry) -> bool {
     *e.shell.get_or_init(|| esi::opted_in(&e.headers))
 }
@@ -150,7 +151,7 @@ pub fn is_shell(e: &Entry) -> bool {
 /// for a body of `len` bytes in identity, as bytes on the wire.
 pub fn page_wire_head(e: &Entry, now: u64, decision: Decision, len: u64) -> Option<bytes::Bytes> {
     let ttl = decision.plain_hit_ttl()?;
-    served(e, Rep::Stored).page_wire(e.age(now), ttl, len, esi::page_fields)
+    served(e, Rep::Stored).page_wire(e.age(now), ttl, now / 1000, len, esi::page_fields)
 }
 
 /// A shell's pieces, parsed once per stored copy: for one kept as sent
@@ -179,7 +180,7 @@ pub fn body_of(e: &Entry, rep: Rep) -> Result<bytes::Bytes, compress::Undecodabl
 /// no reason phrase or no body, and for any decision but a plain hit's.
 pub fn wire_head(e: &Entry, rep: Rep, now: u64, decision: Decision) -> Option<bytes::Bytes> {
     let ttl = decision.plain_hit_ttl()?;
-    served(e, rep).wire(e.age(now), ttl)
+    served(e, rep).wire(e.age(now), ttl, now / 1000)
 }
 
 /// What a stored page answers a request with.

@@ -233,6 +233,22 @@ pub fn variant<F: Fields + ?Sized>(names: &[String], request: &F) -> Option<Stri
     Some(out)
 }
 
+/// Whether `v`, made by [`variant`], is of `names`, in order. A name that
+/// could be read two ways in it (holding `=` or the separator) never is.
+fn of_names(v: &str, names: &[String]) -> bool {
+    if names.is_empty() {
+        return v.is_empty();
+    }
+    let mut segments = v.split('\x1f');
+    names.iter().all(|n| {
+        !n.contains(['=', '\x1f'])
+            && segments.next().is_some_and(|s| {
+                s.strip_prefix(n.as_str())
+                    .is_some_and(|r| r.starts_with('='))
+            })
+    }) && segments.next().is_none()
+}
+
 /// Bytes a site segment takes in a page key: `@<scheme>://<host> NUL`.
 pub fn segment_len(scheme: &str, host: &str) -> usize {
     scheme.len() + host.len() + 5
@@ -247,7 +263,9 @@ pub fn segment_len(scheme: &str, host: &str) -> usize {
 #[derive(Debug, Clone)]
 pub struct PageKey {
     pub group: Vec<u8>,
-    last: Option<(Vec<String>, Option<String>)>,
+    /// The last variant computed: it names the fields it is of
+    /// ([`variant`]'s `name=value` segments), so it is its own memo key.
+    last: Option<String>,
 }
 
 impl PageKey {
@@ -287,14 +305,14 @@ impl PageKey {
 
     /// [`variant`] of `request` for `names`, remembered for the next call.
     pub fn variant<F: Fields + ?Sized>(&mut self, names: &[String], request: &F) -> Option<String> {
-        match &self.last {
-            Some((n, v)) if n.as_slice() == names => v.clone(),
-            _ => {
-                let v = variant(names, request);
-                self.last = Some((names.to_vec(), v.clone()));
-                v
-            }
+        if let Some(v) = &self.last
+            && of_names(v, names)
+        {
+            return Some(v.clone());
         }
+        let v = variant(names, request);
+        self.last = v.clone();
+        v
     }
 
     /// The request's headers were rewritten (`upstream::forward_headers`
@@ -316,6 +334,32 @@ impl PageKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_variant_is_only_its_own_names() {
+        let req = crate::proxy::test_headers(&[("accept-encoding", "br"), ("cookie", "a=1")]);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut key = PageKey::new("/x");
+        let ae = key.variant(&names(&["accept-encoding"]), &req);
+        assert_eq!(ae.as_deref(), Some("accept-encoding=br"));
+        assert_eq!(key.variant(&names(&["accept-encoding"]), &req), ae);
+        for other in [
+            &["cookie"][..],
+            &["accept-encoding", "cookie"],
+            &[],
+            &["accept"],
+        ] {
+            assert_eq!(
+                key.variant(&names(other), &req),
+                variant(&names(other), &req),
+                "{other:?}"
+            );
+        }
+        assert!(!of_names("a=b=c", &names(&["a=b"])));
+        assert!(of_names("", &[]));
+        assert!(!of_names("x=1", &[]));
+        assert!(!of_names("x=1\x1fy=2", &names(&["x"])));
+    }
 
     #[test]
     fn a_page_key_from_the_canonical_buffer_is_the_page_key() {

@@ -106,6 +106,7 @@ impl<F: Fields + ?Sized> Fields for AsLookedUp<'_, F> {
 impl<'a, F: Fields + ?Sized> AsLookedUp<'a, F> {
     /// `fields` of a request classified cacheable (from a `trusted` peer,
     /// its host `respelled`), as the general path looks its page up.
+    #[inline]
     fn new(
         fields: &'a F,
         trusted: bool,
@@ -190,7 +191,9 @@ impl<S: PageStore> Proxy<S> {
         if answer::is_shell(entry) {
             let page = match is_head {
                 true => None,
-                false => self.quick_shell(entry, &fields, peer, now, decision).await,
+                // Boxed: its fragments' lookups would make every hit's
+                // future their size.
+                false => Box::pin(self.quick_shell(entry, &fields, peer, now, decision)).await,
             }?;
             self.stats.count(decision);
             self.stats.quick_hit();

@@ -9,7 +9,7 @@
 //! header map.
 
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -71,12 +71,14 @@ impl Served {
     /// A plain hit's head on the wire, `age` seconds old with `ttl` left,
     /// answered now; reused while the three stay the same. `None` for a
     /// status that has no reason phrase or no body.
-    pub fn wire(&self, age: u64, ttl: i64) -> Option<Bytes> {
+    ///
+    /// `date`: unix seconds by the proxy's clock, the one `age` was
+    /// computed by (read once per hit).
+    pub fn wire(&self, age: u64, ttl: i64, date: u64) -> Option<Bytes> {
         let head = self
             .wire
             .get_or_init(|| WireHead::new(self.status, &self.headers, false))
             .as_ref()?;
-        let date = now_secs();
         Some(self.reuse(
             |l| &mut l.wire,
             (age, ttl, date),
@@ -90,6 +92,7 @@ impl Served {
         &self,
         age: u64,
         ttl: i64,
+        date: u64,
         len: u64,
         page: impl FnOnce(&mut HeaderMap),
     ) -> Option<Bytes> {
@@ -102,7 +105,7 @@ impl Served {
                 WireHead::new(self.status, &h, true)
             })
             .as_ref()?;
-        Some(head.render(age, ttl, now_secs(), len))
+        Some(head.render(age, ttl, date, len))
     }
 
     /// The value kept in `slot` if it was made for `key`, else `make()`,
@@ -126,12 +129,6 @@ impl Served {
             }
         }
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A value [`WireHead::render`] writes.
@@ -354,7 +351,7 @@ mod tests {
         h.insert(header::AGE, HeaderValue::from_static("0"));
         let served = Served::new(StatusCode::OK, h);
         for age in [3, 4, 3] {
-            let head = served.wire(age, 10).expect("a head");
+            let head = served.wire(age, 10, 1_700_000_000).expect("a head");
             let head = String::from_utf8_lossy(&head);
             assert!(head.contains(&format!("\r\nage: {age}\r\n")), "{head}");
         }
