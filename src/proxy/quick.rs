@@ -10,8 +10,10 @@
 //! reads exactly as sent ([`plain_target`]), and the fields a variant is
 //! computed from as the general path holds them by then ([`AsLookedUp`]).
 //! A page found fresh is answered here (`HIT`), whole from bytes made
-//! once per page and second, or as a 304, a range, a HEAD; anything else
-//! (a miss, a stale page, a bypass) goes to the general path.
+//! once per page and second, or as a 304, a range, a HEAD; an ESI shell
+//! whose includes are all fresh hits is assembled here too
+//! (`quick_shell`); anything else (a miss, a stale page, a
+//! bypass, an include to fetch) goes to the general path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
