@@ -203,15 +203,22 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        let prefix = |a: u128, b: u128, width: u32| {
-            let shift = width - u32::from(self.bits);
-            shift >= width || (a >> shift) == (b >> shift)
-        };
+        // The first `bits` bits alike (`/0`: any address). IPv4 in 32-bit
+        // words: every trusted front's request asks.
+        let bits = u32::from(self.bits);
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
-                prefix(u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+                let (n, i) = (u32::from(n), u32::from(i));
+                (n ^ i)
+                    .checked_shr(32 - bits.min(32))
+                    .is_none_or(|d| d == 0)
             }
-            (IpAddr::V6(n), IpAddr::V6(i)) => prefix(u128::from(n), u128::from(i), 128),
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let (n, i) = (u128::from(n), u128::from(i));
+                (n ^ i)
+                    .checked_shr(128 - bits.min(128))
+                    .is_none_or(|d| d == 0)
+            }
             _ => false,
         }
     }
@@ -629,6 +636,14 @@ mod tests {
         assert!(!one.contains("127.0.0.1".parse().unwrap()));
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("203.0.113.9".parse().unwrap()));
+        let host: Cidr = "10.0.0.1/32".parse().unwrap();
+        assert!(host.contains("10.0.0.1".parse().unwrap()));
+        assert!(!host.contains("10.0.0.2".parse().unwrap()));
+        let any6: Cidr = "::/0".parse().unwrap();
+        assert!(any6.contains("2001:db8::1".parse().unwrap()));
+        let net6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(net6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!net6.contains("2001:db9::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("example.org".parse::<Cidr>().is_err());
     }

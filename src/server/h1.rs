@@ -330,14 +330,15 @@ fn to_request(head: &Head<'_>) -> Option<Request<Full<Bytes>>> {
 /// as a plain GET's: no body, no upgrade, kept alive.
 fn framing_is_plain(h: &httparse::Header<'_>) -> bool {
     let is = |n: &str| h.name.eq_ignore_ascii_case(n);
-    if is("connection") {
-        return h.value.eq_ignore_ascii_case(b"keep-alive");
+    // By length first: most of a browser's fields are none of these.
+    match h.name.len() {
+        10 if is("connection") => h.value.eq_ignore_ascii_case(b"keep-alive"),
+        14 => !(is("content-length") || is("http2-settings")),
+        17 => !is("transfer-encoding"),
+        6 => !is("expect"),
+        7 => !is("upgrade"),
+        _ => true,
     }
-    !(is("content-length")
-        || is("transfer-encoding")
-        || is("expect")
-        || is("upgrade")
-        || is("http2-settings"))
 }
 
 /// A stream that first yields bytes already read from it: how a connection
