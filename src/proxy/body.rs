@@ -93,54 +93,26 @@ pub fn stored(bytes: Bytes) -> Body {
     if bytes.len() <= STORED_FRAME {
         return full(bytes);
     }
-    boxed_body(Slices { rest: bytes })
+    chunks(vec![bytes])
 }
 
-struct Slices {
-    rest: Bytes,
-}
-
-impl hyper::body::Body for Slices {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.rest.is_empty() {
-            return Poll::Ready(None);
-        }
-        let n = self.rest.len().min(STORED_FRAME);
-        let frame = self.rest.split_to(n);
-        Poll::Ready(Some(Ok(Frame::data(frame))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
-    }
-}
-
-/// A body sent as these pieces, one frame each (an ESI page: slices of
-/// the stored shell and its fragments, never copied into one buffer).
+/// A body sent as these pieces in order (an ESI page: slices of the stored
+/// shell and its fragments, never copied into one buffer), each in frames
+/// of at most [`STORED_FRAME`].
 pub fn chunks(pieces: Vec<Bytes>) -> Body {
     let left = pieces.iter().map(|p| p.len() as u64).sum();
-    boxed_body(Chunks {
+    boxed_body(Pieces {
         rest: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
         left,
     })
 }
 
-struct Chunks {
+struct Pieces {
     rest: std::collections::VecDeque<Bytes>,
     left: u64,
 }
 
-impl hyper::body::Body for Chunks {
+impl hyper::body::Body for Pieces {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -148,11 +120,15 @@ impl hyper::body::Body for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let next = self.rest.pop_front();
-        if let Some(b) = &next {
-            self.left -= b.len() as u64;
+        let Some(piece) = self.rest.front_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = piece.split_to(piece.len().min(STORED_FRAME));
+        if piece.is_empty() {
+            self.rest.pop_front();
         }
-        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+        self.left -= frame.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -377,4 +353,40 @@ pub fn chain(prefix: Bytes, rest: Incoming) -> Body {
         prefix: Some(prefix),
         rest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every piece in order, in frames of at most `STORED_FRAME`, the
+    /// length known exactly at each step.
+    #[tokio::test]
+    async fn pieces_go_in_order_in_bounded_frames() {
+        let big = Bytes::from(vec![b'a'; STORED_FRAME + 5]);
+        let pieces = vec![
+            big.clone(),
+            Bytes::new(),
+            Bytes::from_static(b"xyz"),
+            big.clone(),
+        ];
+        let want: Vec<u8> = [&big[..], b"xyz", &big[..]].concat();
+        let mut body = chunks(pieces);
+        let mut got = Vec::new();
+        let mut left = want.len() as u64;
+        while let Some(frame) = body.frame().await {
+            assert_eq!(
+                body.size_hint().exact(),
+                Some(left - frame.as_ref().unwrap().data_ref().unwrap().len() as u64)
+            );
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(!data.is_empty() && data.len() <= STORED_FRAME);
+            left -= data.len() as u64;
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, want);
+        assert!(body.is_end_stream());
+        let whole = stored(big.clone()).collect().await.unwrap().to_bytes();
+        assert_eq!(whole, big);
+    }
 }
