@@ -33,33 +33,16 @@ use super::entry::{self, Entry, Reuse};
 use super::esi::{self, parse::Piece};
 use super::fields::{Fields, Gathered, Known};
 use super::lookup::{self, Looked};
-use super::{encoding, forward};
+use super::{encoding, forward, key};
 use crate::server::h1::{Answer, Handler, Head, Ready};
 use crate::store::PageStore;
 
-/// Bytes a target may hold to be answered here: RFC 3986's path and query
-/// characters, so hyper's parser would take it exactly as written (and
-/// `key::canonical` sees what the general path would see).
+/// A target answered here: [`key::plain_target`], so hyper's parser would
+/// take it exactly as written (and `key::canonical` sees what the general
+/// path would see).
 fn plain_target(target: &str) -> bool {
-    target.starts_with('/') && target.bytes().all(|b| PLAIN[usize::from(b)])
+    key::plain_target(target.as_bytes())
 }
-
-/// [`plain_target`]'s bytes, as a table: one load a byte.
-static PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let others = b"-._~%!$&'()*+,;=:@/?";
-    let mut i = 0;
-    while i < others.len() {
-        t[others[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
 
 /// A request's fields as the general path holds them when it computes
 /// the variant: what `forward::sanitize` keeps, `Accept-Encoding` as
@@ -310,9 +293,7 @@ impl<S: PageStore> Proxy<S> {
         peer: SocketAddr,
         now: u64,
     ) -> Option<Bytes> {
-        if !plain_target(src) {
-            return None;
-        }
+        // `src` passed `esi::parse::target`: a plain target.
         let head = classify::Head {
             method: "GET",
             target: src,

@@ -231,8 +231,7 @@ pub fn target(v: &[u8]) -> Result<String, &'static str> {
     if v.len() > 2048 {
         return Err("src is too long");
     }
-    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?".contains(b);
-    if !v.iter().all(allowed) {
+    if !crate::proxy::key::plain_target(v) {
         return Err("src holds a byte a path may not");
     }
     // Checked: every byte is ASCII.
