@@ -110,10 +110,7 @@ pub fn compressible(headers: &HeaderMap, len: usize) -> bool {
     if !(MIN_LEN..=LARGE).contains(&len) {
         return false;
     }
-    let encoded = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    let encoded = content_coded(headers);
     let digests = ["content-digest", "repr-digest", "digest", "content-md5"];
     // A shell is assembled at every answer: kept as sent, it is read
     // without a decoding each time (`proxy::esi`).
@@ -135,6 +132,19 @@ pub fn compressible(headers: &HeaderMap, len: usize) -> bool {
     if no_transform {
         return false;
     }
+    is_text(headers)
+}
+
+/// Whether `headers` name a content coding other than `identity`.
+pub fn content_coded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
+/// One `Content-Type`, of a [`text_type`].
+fn is_text(headers: &HeaderMap) -> bool {
     let mut types = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(ct), None) = (types.next(), types.next()) else {
         return false;
@@ -203,11 +213,7 @@ pub fn coded_etag(etag: &HeaderValue, coding: Coding) -> Option<HeaderValue> {
 /// `headers` say text and it is worth it; not checked by a decoding as a
 /// stored copy is, since it is sent once.
 pub fn for_client(headers: &HeaderMap, body: &[u8], quality: u32) -> Option<Bytes> {
-    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
-    let (Some(ct), None) = (types.next(), types.next()) else {
-        return None;
-    };
-    if !(MIN_LEN..=LARGE).contains(&body.len()) || !text_type(ct.as_bytes()) {
+    if !(MIN_LEN..=LARGE).contains(&body.len()) || !is_text(headers) {
         return None;
     }
     let mut out = Vec::with_capacity(body.len() / 3);

@@ -26,7 +26,7 @@ use super::Proxy;
 use super::answer::{self, Shape};
 use super::body::Body;
 use super::classify::{self, Class};
-use super::compress::Accepts;
+use super::compress::{self, Accepts};
 use super::cookies::CookieRules;
 use super::decision::{CacheStatus, Decision};
 use super::entry::{self, Entry, Reuse};
@@ -248,7 +248,9 @@ impl<S: PageStore> Proxy<S> {
             return None;
         };
         // What the general path answers otherwise, or fails with.
-        if !esi::assembles(&http::Method::GET, shell.status) || esi::coded(&shell.headers) {
+        if !esi::assembles(&http::Method::GET, shell.status)
+            || compress::content_coded(&shell.headers)
+        {
             return None;
         }
         let as_fragment = esi::AsFragment(fields);
@@ -322,7 +324,7 @@ impl<S: PageStore> Proxy<S> {
             || (session && !shell)
             || e.headers.contains_key(http::header::SET_COOKIE)
             || e.identity_len > esi::MAX_FRAGMENT as u64
-            || esi::coded(&e.headers)
+            || compress::content_coded(&e.headers)
         {
             return None;
         }

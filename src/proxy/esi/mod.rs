@@ -203,7 +203,9 @@ impl<S: PageStore> Proxy<S> {
         visitor: &Visitor,
         peer: SocketAddr,
     ) -> Result<(Vec<Bytes>, Vec<HeaderValue>), ProxyError> {
-        if coded(headers) {
+        // bigcache asks for none, but an upstream may send one anyway
+        // (Django's `GZipMiddleware`): ESI is read and spliced as text.
+        if compress::content_coded(headers) {
             return Err(esi_error(
                 "the shell came in a content coding; ESI needs it as text".into(),
             ));
@@ -339,7 +341,7 @@ impl<S: PageStore> Proxy<S> {
             if !res.status().is_success() {
                 return Err(format!("status {}", res.status().as_u16()));
             }
-            if coded(res.headers()) {
+            if compress::content_coded(res.headers()) {
                 return Err("a content coding bigcache did not ask for".into());
             }
             let cookies = res
@@ -469,16 +471,6 @@ pub fn page_fields(h: &mut HeaderMap) {
         header::VARY,
         HeaderValue::from_static("Accept-Encoding, Cookie"),
     );
-}
-
-/// Whether a shell's or fragment's `headers` name a content coding: bigcache
-/// asks for none, but an upstream may send one anyway (Django's
-/// `GZipMiddleware`), and ESI is read from, and spliced as, text.
-pub fn coded(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Takes `n` fetches from a page's allowance.
