@@ -133,7 +133,7 @@ fn not_passed(name: &str) -> bool {
 }
 
 /// A visitor's parsed fields as a fragment's request carries them (the
-/// fast path's [`fragment_request`]): [`NOT_PASSED`] hidden.
+/// general path's [`FragmentHead`] on the fast path): [`NOT_PASSED`] hidden.
 pub struct AsFragment<'a, F: ?Sized>(pub &'a F);
 
 impl<F: Fields + ?Sized> Fields for AsFragment<'_, F> {
@@ -262,13 +262,13 @@ impl<S: PageStore> Proxy<S> {
             return Err(esi_error(format!("more than {MAX_INCLUDES} includes")));
         }
         take(&nesting.left, distinct.len())?;
-        // All at once; dropped (the visitor gone) aborts every one.
+        // Made once for the page's fragments. All at once; dropped (the
+        // visitor gone) aborts every one.
+        let head = Arc::new(FragmentHead::of(visitor, nesting));
         let mut set = tokio::task::JoinSet::new();
         for (i, inc) in distinct.iter().enumerate() {
-            let this = self.clone();
-            let req = fragment_request(visitor, &nesting);
-            let (inc, left) = ((*inc).clone(), nesting.left.clone());
-            set.spawn(async move { (i, this.include(inc, req, peer, left).await) });
+            let (this, inc, head) = (self.clone(), (*inc).clone(), head.clone());
+            set.spawn(async move { (i, this.include(inc, &head, peer).await) });
         }
         let mut got: Vec<Option<Fragment>> = (0..distinct.len()).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
@@ -289,9 +289,8 @@ impl<S: PageStore> Proxy<S> {
     async fn include(
         self: Arc<Self>,
         inc: Include,
-        req: http::request::Parts,
+        head: &FragmentHead,
         peer: SocketAddr,
-        left: Arc<AtomicUsize>,
     ) -> Result<Fragment, ProxyError> {
         let mut why = String::new();
         for (n, src) in std::iter::once(&inc.src)
@@ -300,12 +299,12 @@ impl<S: PageStore> Proxy<S> {
         {
             // An `alt` is one more fetch of the page's.
             if n > 0
-                && let Err(e) = take(&left, 1)
+                && let Err(e) = take(&head.nesting.left, 1)
             {
                 why = e.to_string();
                 break;
             }
-            match self.clone().fragment(src, &req, peer).await {
+            match self.clone().fragment(src, head, peer).await {
                 Ok(f) => return Ok(f),
                 Err(e) => {
                     tracing::info!(src = %src, error = %e, "ESI include failed");
@@ -325,17 +324,15 @@ impl<S: PageStore> Proxy<S> {
     async fn fragment(
         self: Arc<Self>,
         src: &str,
-        req: &http::request::Parts,
+        head: &FragmentHead,
         peer: SocketAddr,
     ) -> Result<Fragment, String> {
         let uri: Uri = src.parse().map_err(|e| format!("{e}"))?;
         let mut r = Request::new(http_body_util::Empty::<Bytes>::new());
         *r.uri_mut() = uri;
-        *r.version_mut() = req.version;
-        *r.headers_mut() = req.headers.clone();
-        if let Some(n) = req.extensions.get::<Nesting>() {
-            r.extensions_mut().insert(n.clone());
-        }
+        *r.version_mut() = head.version;
+        *r.headers_mut() = head.headers.clone();
+        r.extensions_mut().insert(head.nesting.clone());
         let fetched = tokio::time::timeout(FRAGMENT_TIMEOUT, async {
             let res = self.handle(r, peer).await;
             if !res.status().is_success() {
@@ -362,28 +359,38 @@ impl<S: PageStore> Proxy<S> {
     }
 }
 
-/// The request a fragment is asked with: the visitor's, a GET of its own.
-fn fragment_request(visitor: &Visitor, nesting: &Nesting) -> http::request::Parts {
-    let mut headers = visitor.headers.clone();
-    for name in &NOT_PASSED {
-        headers.remove(name);
-    }
-    let mut r = Request::new(());
-    *r.version_mut() = match visitor.version {
+/// What every fragment request of one visitor's page is made from: the
+/// visitor's request, a GET of its own ([`NOT_PASSED`] left out).
+struct FragmentHead {
+    version: Version,
+    headers: HeaderMap,
+    nesting: Nesting,
+}
+
+impl FragmentHead {
+    fn of(visitor: &Visitor, nesting: Nesting) -> FragmentHead {
+        let mut headers = visitor.headers.clone();
+        for name in &NOT_PASSED {
+            headers.remove(name);
+        }
         // A fragment is one more request on the visitor's site: HTTP/1.1
         // with the `Host` an HTTP/2 visitor named in `:authority`.
-        Version::HTTP_2 | Version::HTTP_3 => Version::HTTP_11,
-        v => v,
-    };
-    if !headers.contains_key(header::HOST)
-        && let Some(a) = visitor.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        headers.insert(header::HOST, v);
+        if !headers.contains_key(header::HOST)
+            && let Some(a) = visitor.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            headers.insert(header::HOST, v);
+        }
+        let version = match visitor.version {
+            Version::HTTP_2 | Version::HTTP_3 => Version::HTTP_11,
+            v => v,
+        };
+        FragmentHead {
+            version,
+            headers,
+            nesting,
+        }
     }
-    *r.headers_mut() = headers;
-    r.extensions_mut().insert(nesting.clone());
-    r.into_parts().0
 }
 
 /// The page: the shell's text as slices of it, each include's body in its
