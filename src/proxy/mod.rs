@@ -490,9 +490,22 @@ impl<S: PageStore> Proxy<S> {
         {
             return None;
         }
-        let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
+        Some(self.answer_found(&f, &key, &p, now, CacheStatus::Hit))
+    }
+
+    /// The answer to `parts` from `f`, found under `key`, served as
+    /// `status` (a hit, or a stale page while it is refreshed).
+    fn answer_found(
+        &self,
+        f: &lookup::Found,
+        key: &PageKey,
+        parts: &Parts,
+        now: u64,
+        status: CacheStatus,
+    ) -> (Response<Body>, Decision) {
+        let decision = Decision::new(status).with_ttl(f.entry.fresh_until, now);
         let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
-        Some(answer::for_request(&f.entry, &p, now, decision, body))
+        answer::for_request(&f.entry, parts, now, decision, body)
     }
 
     /// Phases 2 to 7 for a request that may use the cache. `peer` is the
@@ -519,10 +532,8 @@ impl<S: PageStore> Proxy<S> {
             .as_ref()
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));
         if let (Some(f), Some(Reuse::Fresh)) = (&found, reuse) {
-            let decision = Decision::new(CacheStatus::Hit).with_ttl(f.entry.fresh_until, now);
             self.recode_later(&key.group, f);
-            let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
-            return Ok(answer::for_request(&f.entry, &parts, now, decision, body));
+            return Ok(self.answer_found(f, &key, &parts, now, CacheStatus::Hit));
         }
         // From here on the upstream may be asked; hits never pay for this.
         if let Some(peer) = peer {
@@ -531,9 +542,7 @@ impl<S: PageStore> Proxy<S> {
         }
         if let (Some(f), Some(Reuse::Updating)) = (&found, reuse) {
             self.refresh_in_background(&parts, &key, f);
-            let decision = Decision::new(CacheStatus::Updating).with_ttl(f.entry.fresh_until, now);
-            let body = |rep| self.body_in(&key.group, f.variant.as_deref(), &f.entry, rep);
-            return Ok(answer::for_request(&f.entry, &parts, now, decision, body));
+            return Ok(self.answer_found(f, &key, &parts, now, CacheStatus::Updating));
         }
 
         // 5-7. Fetch, store, answer.
