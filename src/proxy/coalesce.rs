@@ -37,6 +37,10 @@ pub enum Outcome {
         stale: bool,
         /// Refreshed by a 304 from the upstream.
         revalidated: bool,
+        /// The copy already stored, re-encoded: nothing was fetched for
+        /// it, so a waiter may use it only as it would use the store's
+        /// (fresh, its own variant, not `no-cache`).
+        recoded: bool,
     },
     /// Go upstream yourself: the page is not stored, for this reason.
     Pass(Reason),

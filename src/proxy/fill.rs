@@ -15,7 +15,7 @@ use super::body::{self, Body, Collected};
 use super::coalesce::{self, Outcome, Permit, Role};
 use super::compress::{self, Coding};
 use super::decision::{CacheStatus, Decision, Reason};
-use super::entry::Entry;
+use super::entry::{self, Entry, Reuse};
 use super::error::{ProxyError, chain};
 use super::key::{self, PageKey};
 use super::lookup::Found;
@@ -153,16 +153,19 @@ impl<S: PageStore> Proxy<S> {
                 else {
                     return self.gave_up_waiting(parts).await;
                 };
-                if late
-                    && let Outcome::Entry {
-                        entry,
-                        variant,
-                        stale: false,
-                        ..
-                    } = &outcome
+                // A flight that re-encodes the stored copy fetched nothing:
+                // its copy is the store's, whenever this request joined.
+                if let Outcome::Entry {
+                    entry,
+                    variant,
+                    stale: false,
+                    recoded,
+                    ..
+                } = &outcome
+                    && (late || *recoded)
                 {
-                    let usable = !entry.no_cache
-                        && entry.is_fresh(self.store.clock().now_ms())
+                    let now = self.store.clock().now_ms();
+                    let usable = entry::reuse(entry, now, &self.windows()) == Reuse::Fresh
                         && same_variant(&mut key, entry, variant, &parts);
                     if !usable {
                         // A stored page that must be revalidated, is stale,
@@ -216,6 +219,7 @@ impl<S: PageStore> Proxy<S> {
                 variant,
                 stale,
                 revalidated,
+                ..
             } => {
                 let now = self.store.clock().now_ms();
                 // A request that joined the flight while its page was being
@@ -303,6 +307,7 @@ impl<S: PageStore> Proxy<S> {
                 variant: s.variant,
                 stale: true,
                 revalidated: false,
+                recoded: false,
             })
         };
         let res = match sent {
@@ -421,6 +426,7 @@ impl<S: PageStore> Proxy<S> {
             variant: variant.clone(),
             stale: false,
             revalidated: false,
+            recoded: false,
         });
         // If this page was purged while it was being fetched, the copy may
         // be the very content the purge meant to remove: it is served to
@@ -624,6 +630,7 @@ impl<S: PageStore> Proxy<S> {
                     variant: stale.variant.clone(),
                     stale: false,
                     revalidated: true,
+                    recoded: false,
                 }
             }
             Err(reason) => {

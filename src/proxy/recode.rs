@@ -218,6 +218,7 @@ impl<S: PageStore> Proxy<S> {
             variant: job.variant.clone(),
             stale: false,
             revalidated: false,
+            recoded: true,
         });
         let Ok(room) = self.store.reserve(&job.group, record.encoded_len()).await else {
             return;

@@ -720,3 +720,100 @@ async fn a_decoded_copy_serves_only_the_stored_copy_it_came_from() {
     let plain = r.get(&path, &[]).await;
     assert_eq!((plain.cache.as_str(), &plain.body), ("HIT", &again.body));
 }
+
+/// The page `r` has stored for `target`, as a request with `headers`
+/// finds it.
+async fn found(r: &Rig, target: &str, headers: &[(&'static str, &str)]) -> super::lookup::Found {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, v.parse().unwrap());
+    }
+    let mut key = super::key::PageKey::new(target);
+    match super::lookup::lookup(&r.store, &mut key, &h).await {
+        super::lookup::Looked::Found(f) => f,
+        _ => panic!("{target} is not stored"),
+    }
+}
+
+/// Holds `target`'s flight as a re-encoding of its stored copy does, lets
+/// `request` join it before the copy is announced, then announces `f` (the
+/// stored copy) and ends the flight; what `request` got.
+async fn joined_a_recoding(
+    r: &Arc<Rig>,
+    target: &str,
+    f: super::lookup::Found,
+    request: tokio::task::JoinHandle<Got>,
+) -> Got {
+    use super::coalesce::{Outcome, Role};
+    let group = super::key::page_key(target);
+    let Role::Leader(mut permit) = r
+        .proxy
+        .coalescer
+        .join(&group, crate::store::PageStore::purge_point(&r.store))
+    else {
+        panic!("a flight for {target} is under way");
+    };
+    let before = r.proxy.joined();
+    joined(r, before + 1).await;
+    permit.announce(Outcome::Entry {
+        entry: f.entry,
+        variant: f.variant,
+        stale: false,
+        revalidated: false,
+        recoded: true,
+    });
+    permit.end();
+    request.await.unwrap()
+}
+
+/// A flight that re-encodes a stored page fetched nothing: a request that
+/// joined it before its copy was announced gets the copy only as the store
+/// would give it. A `no-cache` page is revalidated, not served as a hit.
+#[tokio::test]
+async fn a_no_cache_page_being_recoded_is_still_revalidated() {
+    let r = rig(reply(
+        200,
+        &[
+            ("cache-control", "no-cache, max-age=600"),
+            ("etag", "\"v1\""),
+        ],
+    ))
+    .await;
+    assert_eq!(r.get("/nc", &[]).await.cache, "MISS");
+    r.stored(1).await;
+    let f = found(&r, "/nc", &[]).await;
+    let r = Arc::new(r);
+    let request = {
+        let r = r.clone();
+        tokio::spawn(async move { r.get("/nc", &[]).await })
+    };
+    let got = joined_a_recoding(&r, "/nc", f, request).await;
+    assert_ne!(got.cache, "HIT", "a no-cache page was reused unvalidated");
+    assert_eq!(r.upstream.seen(), 2);
+    let last = r.upstream.last.lock().unwrap().clone();
+    assert_eq!(last["if-none-match"], "\"v1\"", "a conditional request");
+}
+
+/// ...and another variant than the one being re-encoded is fetched and
+/// stored, not passed through for that flight.
+#[tokio::test]
+async fn another_variant_arriving_during_a_recoding_gets_stored_too() {
+    let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
+    let en = [("accept-language", "en")];
+    assert_eq!(r.get("/rv", &en).await.cache, "MISS");
+    r.stored(1).await;
+    let f = found(&r, "/rv", &en).await;
+    let r = Arc::new(r);
+    let request = {
+        let r = r.clone();
+        tokio::spawn(async move { r.get("/rv", &[("accept-language", "de")]).await })
+    };
+    let de = joined_a_recoding(&r, "/rv", f, request).await;
+    assert!(de.body.contains("lang=de"), "{}", de.body);
+    r.stored(2).await;
+    let again = r.get("/rv", &[("accept-language", "de")]).await;
+    assert_eq!(
+        (again.cache.as_str(), again.body.as_str()),
+        ("HIT", de.body.as_str())
+    );
+}
