@@ -25,13 +25,15 @@ pub enum Looked {
     Failed,
 }
 
-/// Finds the stored page for a request.
+/// Finds the stored page for a request at `now` (unix ms: the time the
+/// caller then decides with, so one reading serves both).
 pub async fn lookup<S: PageStore, F: Fields + ?Sized>(
     store: &S,
     key: &mut PageKey,
     req: &F,
+    now: u64,
 ) -> Looked {
-    match find(store, key, req).await {
+    match find(store, key, req, now).await {
         Ok(Some(found)) => Looked::Found(found),
         Ok(None) => Looked::Missing,
         Err(e) => {
@@ -45,8 +47,9 @@ async fn find<S: PageStore, F: Fields + ?Sized>(
     store: &S,
     key: &mut PageKey,
     req: &F,
+    now: u64,
 ) -> Result<Option<Found>, StoreError> {
-    let Some(rec) = get(store, &key.group).await? else {
+    let Some(rec) = get(store, &key.group, now).await? else {
         return Ok(None);
     };
     let (rec, variant) = if rec.kind == Kind::Group {
@@ -61,7 +64,7 @@ async fn find<S: PageStore, F: Fields + ?Sized>(
         let Some(variant) = key.variant(&names, req) else {
             return Ok(None);
         };
-        let Some(member) = get(store, &key.member(&variant)).await? else {
+        let Some(member) = get(store, &key.member(&variant), now).await? else {
             return Ok(None);
         };
         (member, Some(variant))
@@ -86,10 +89,15 @@ pub fn decoded(rec: &Record) -> Arc<Result<Arc<Entry>, MetaError>> {
     rec.memoized(|r| Entry::from_record(r).map(Arc::new))
 }
 
-/// The record at `key`, from the RAM tier if it holds it.
-pub(super) async fn get<S: PageStore>(store: &S, key: &[u8]) -> Result<Option<Record>, StoreError> {
+/// The record at `key`, from the RAM tier if it holds it unexpired at
+/// `now`.
+pub(super) async fn get<S: PageStore>(
+    store: &S,
+    key: &[u8],
+    now: u64,
+) -> Result<Option<Record>, StoreError> {
     // The RAM tier without building the store's read: most hits end here.
-    if let Some(rec) = store.hot_page(key) {
+    if let Some(rec) = store.hot_page(key, now) {
         return Ok(Some(rec));
     }
     // Boxed: the store's read is a large future, and every lookup, the

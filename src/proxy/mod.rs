@@ -303,7 +303,7 @@ impl<S: PageStore> Proxy<S> {
     {
         // The target for the log line, kept only when that line is written.
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
-        let started = std::time::Instant::now();
+        let started = crate::latency::Stopwatch::start();
         let access = self.cfg.access_log.as_ref().map(|_| {
             // Behind a trusted front, the client is the address the
             // front saw: the last `X-Forwarded-For` entry.
@@ -481,10 +481,10 @@ impl<S: PageStore> Proxy<S> {
         let mut p = clone_parts(parts);
         self.as_looked_up(&mut p, &c);
         let mut key = c.key;
-        let Looked::Found(f) = lookup::lookup(&self.store, &mut key, &p.headers).await else {
+        let now = self.store.clock().now_ms();
+        let Looked::Found(f) = lookup::lookup(&self.store, &mut key, &p.headers, now).await else {
             return None;
         };
-        let now = self.store.clock().now_ms();
         if !answer::is_shell(&f.entry)
             || entry::reuse(&f.entry, now, &self.windows()) != Reuse::Fresh
         {
@@ -518,16 +518,16 @@ impl<S: PageStore> Proxy<S> {
         mut key: PageKey,
         peer: Option<SocketAddr>,
     ) -> Answer {
-        // 2, 3. Key and lookup.
+        // 2, 3. Key and lookup, at the time the decision is made at.
+        let now = self.store.clock().now_ms();
         let (found, store_failed) =
-            match lookup::lookup(&self.store, &mut key, &parts.headers).await {
+            match lookup::lookup(&self.store, &mut key, &parts.headers, now).await {
                 Looked::Found(f) => (Some(f), false),
                 Looked::Missing => (None, false),
                 Looked::Failed => (None, true),
             };
 
         // 4. Decide.
-        let now = self.store.clock().now_ms();
         let reuse = found
             .as_ref()
             .map(|f| entry::reuse(&f.entry, now, &self.windows()));

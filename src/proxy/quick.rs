@@ -136,7 +136,7 @@ impl<S: PageStore> Proxy<S> {
         if self.cfg.access_log.is_some() || !plain_target(req.target) {
             return None;
         }
-        let started = std::time::Instant::now();
+        let started = crate::latency::Stopwatch::start();
         let fields = Gathered::of(req.headers);
         let head = classify::Head {
             method: req.method,
@@ -157,11 +157,12 @@ impl<S: PageStore> Proxy<S> {
             ..
         } = c;
         let view = AsLookedUp::new(&fields, trusted, respelled.as_deref(), &self.cfg);
-        let found = match lookup::lookup(&self.store, &mut key, &view).await {
+        // One reading of the clock finds the page and decides on it.
+        let now = self.store.clock().now_ms();
+        let found = match lookup::lookup(&self.store, &mut key, &view, now).await {
             Looked::Found(f) => f,
             Looked::Missing | Looked::Failed => return None,
         };
-        let now = self.store.clock().now_ms();
         if entry::reuse(&found.entry, now, &self.windows()) != Reuse::Fresh {
             return None;
         }
@@ -314,7 +315,7 @@ impl<S: PageStore> Proxy<S> {
             ..
         } = c;
         let view = AsLookedUp::new(fields, trusted, respelled.as_deref(), &self.cfg);
-        let Looked::Found(found) = lookup::lookup(&self.store, &mut key, &view).await else {
+        let Looked::Found(found) = lookup::lookup(&self.store, &mut key, &view, now).await else {
             return None;
         };
         let e = &*found.entry;

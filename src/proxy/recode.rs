@@ -243,7 +243,8 @@ impl<S: PageStore> Proxy<S> {
     /// The page stored at `at`, if it is still the copy `job` was made
     /// for: the same store time, not soft-purged, not yet at `level`.
     async fn stored_copy(&self, at: &[u8], job: &Recode, level: u32) -> Option<Found> {
-        let rec = lookup::get(&self.store, at).await.ok().flatten()?;
+        let now = self.store.clock().now_ms();
+        let rec = lookup::get(&self.store, at, now).await.ok().flatten()?;
         let entry = lookup::decoded(&rec).as_ref().as_ref().ok()?.clone();
         let same = entry.stored_at == job.stored_at
             && entry.soft_purged_at.is_none()

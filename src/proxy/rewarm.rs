@@ -110,13 +110,15 @@ async fn refresh(proxy: &Arc<Proxy>, store_key: &[u8]) {
     };
     encoding::normalise(&mut parts.headers, &proxy.cfg.encodings);
     let mut key = PageKey::for_site(target.to_string(), own_site);
-    let Looked::Found(found) = lookup::lookup(&proxy.store, &mut key, &parts.headers).await else {
+    let now = proxy.store.clock().now_ms();
+    let Looked::Found(found) = lookup::lookup(&proxy.store, &mut key, &parts.headers, now).await
+    else {
         return;
     };
     // The variant the rebuilt request selects must be the page's own.
     if found.variant.as_deref().unwrap_or("") != variant
         || found.entry.soft_purged_at.is_none()
-        || found.entry.is_fresh(proxy.store.clock().now_ms())
+        || found.entry.is_fresh(now)
     {
         return;
     }

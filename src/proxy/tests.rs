@@ -729,7 +729,7 @@ async fn found(r: &Rig, target: &str, headers: &[(&'static str, &str)]) -> super
         h.insert(*k, v.parse().unwrap());
     }
     let mut key = super::key::PageKey::new(target);
-    match super::lookup::lookup(&r.store, &mut key, &h).await {
+    match super::lookup::lookup(&r.store, &mut key, &h, r.clock.now_ms()).await {
         super::lookup::Looked::Found(f) => f,
         _ => panic!("{target} is not stored"),
     }

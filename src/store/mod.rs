@@ -394,10 +394,10 @@ impl Store {
     /// waiting on anything: for answers that must not await (the proxy's
     /// wire-level hits). `None` says nothing about the disk; [`Store::get`]
     /// is the lookup that knows. Counted as a read, as `get` counts one.
-    pub fn get_hot(&self, ns: Namespace, key: &[u8]) -> Option<Record> {
+    pub fn get_hot(&self, ns: Namespace, key: &[u8], now: u64) -> Option<Record> {
         let mut stack = [0u8; 128];
         let key = keys::entry_key_in(ns, key, &mut stack)?;
-        match self.shard(key).hot.read(key, self.clock.now_ms()) {
+        match self.shard(key).hot.read(key, now) {
             hot::Read::Fresh(rec) => Some(rec),
             hot::Read::Expired | hot::Read::Absent => None,
         }
@@ -912,8 +912,8 @@ impl PageStore for Store {
         Store::put_page(self, group, variant, record, since, room)
     }
 
-    fn hot_page(&self, key: &[u8]) -> Option<Record> {
-        self.get_hot(Namespace::Page, key)
+    fn hot_page(&self, key: &[u8], now: u64) -> Option<Record> {
+        self.get_hot(Namespace::Page, key, now)
     }
 
     fn reserve(

@@ -31,10 +31,11 @@ pub trait PageStore: Clone + Send + Sync + 'static {
     fn get_page(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
     /// The entry at page key `key` if the store's RAM tier holds it
-    /// unexpired, found without waiting; `None` otherwise (the page may
-    /// still be on disk: [`PageStore::get_page`] knows). A store without a
-    /// RAM tier has none.
-    fn hot_page(&self, _key: &[u8]) -> Option<Record> {
+    /// unexpired at `now` (unix ms: the caller's reading, which it decides
+    /// with), found without waiting; `None` otherwise (the page may still
+    /// be on disk: [`PageStore::get_page`] knows). A store without a RAM
+    /// tier has none.
+    fn hot_page(&self, _key: &[u8], _now: u64) -> Option<Record> {
         None
     }
 
