@@ -575,8 +575,11 @@ async fn torn_tails_cost_only_themselves_cycle_after_cycle() {
             f.set_len(cut).unwrap();
         }
     }
+    // Up in well under a second on an idle machine; the bound leaves room
+    // for a machine busy with other tests, not for a start that repairs
+    // by rewriting the store or waits on something.
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(10),
         "a start took {slowest:?} after a tear"
     );
 }
