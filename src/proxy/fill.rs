@@ -1,6 +1,6 @@
 //! Fetching for the cache: one upstream request per missing or stale page
 //! (the coalesced flight's leader), deciding whether its response may be
-//! stored, storing it, and refreshing a stale page from a 304.
+//! stored, and storing it (a 304 for a stale page is `refresh`'s).
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 
 use super::body::{self, Body, Collected};
 use super::coalesce::{self, Outcome, Permit, Role};
-use super::compress::{self, Coding};
 use super::decision::{CacheStatus, Decision, Reason};
 use super::entry::{self, Entry, Reuse};
 use super::error::{ProxyError, chain};
@@ -21,7 +20,7 @@ use super::key::{self, PageKey};
 use super::lookup::Found;
 use super::stats::UpstreamFailure;
 use super::verdict::{self, Verdict};
-use super::{Answer, Proxy, answer, clone_parts, forward, policy, revalidate};
+use super::{Answer, Proxy, answer, clone_parts, forward, revalidate};
 use crate::store::backlog::Room;
 use crate::store::{PageStore, Record, StoreError};
 
@@ -492,7 +491,7 @@ impl<S: PageStore> Proxy<S> {
 
     /// Writes a fetched page's record, given room for it in the store's
     /// write backlog (`PageStore::reserve`); whether it was written.
-    async fn store_entry(
+    pub(super) async fn store_entry(
         &self,
         key: &PageKey,
         names: &[String],
@@ -549,100 +548,6 @@ impl<S: PageStore> Proxy<S> {
             }
         }
     }
-
-    /// A 304 from the upstream: the stored response gets the new headers
-    /// and a new lifetime, and keeps its body.
-    async fn refreshed(
-        self: &Arc<Self>,
-        key: &PageKey,
-        stale: &Found,
-        fresh: &HeaderMap,
-        generation: u64,
-    ) -> Outcome {
-        let old = &stale.entry;
-        let headers = revalidate::refreshed_headers(&old.headers, fresh);
-        let clock = self.store.clock();
-        match policy::response_policy(old.status, &headers, clock.now()) {
-            // A 304 that changes what the page varies on cannot renew the
-            // copy stored under the old variant rules.
-            Ok(_) if key::vary_names(&headers) != key::vary_names(&old.headers) => {
-                let _ = self.store.delete_page(&key.group, false).await;
-                Outcome::Pass(Reason::VariantMismatch)
-            }
-            Ok(p) => {
-                let now = clock.now_ms();
-                let mut headers = headers;
-                self.strip_tags(&mut headers);
-                let mut e = Entry::new(
-                    old.status,
-                    headers,
-                    old.body.clone(),
-                    &p,
-                    now,
-                    self.windows(),
-                );
-                if old.synthetic_etag {
-                    e.synthetic_etag = true;
-                }
-                // The body keeps its coding, unless the 304 made the page
-                // one bigcache may not recode (`no-transform`, another
-                // type, a digest: RFC 9110 §7.7).
-                if old.coding != Coding::Identity {
-                    if compress::compressible(&e.headers, old.identity_len as usize) {
-                        (e.coding, e.quality) = (old.coding, old.quality);
-                        e.identity_len = old.identity_len;
-                    } else {
-                        let Ok(body) = old.identity_body() else {
-                            let _ = self.store.delete_page(&key.group, false).await;
-                            return Outcome::Pass(Reason::StoreError);
-                        };
-                        e.identity_len = body.len() as u64;
-                        e.body = body;
-                    }
-                }
-                // A 304 without tags (or an empty tag header) keeps the
-                // page's: they are stored apart from its headers unless
-                // `--keep-tag-headers`.
-                if e.tags.is_empty() {
-                    e.tags = old.tags.clone();
-                }
-                let names = key::vary_names(&e.headers);
-                let (entry, record) = stored_form(e);
-                let room = self.store.reserve(&key.group, record.encoded_len()).await;
-                // Purged meanwhile: the stored copy stays gone.
-                let stored = self
-                    .store_entry(
-                        key,
-                        &names,
-                        stale.variant.as_deref(),
-                        record,
-                        generation,
-                        room,
-                    )
-                    .await;
-                // A page stored as sent (by an earlier release, say) is
-                // encoded now.
-                if stored {
-                    self.encode_stored(&key.group, stale.variant.clone(), &entry, generation);
-                }
-                Outcome::Entry {
-                    entry,
-                    variant: stale.variant.clone(),
-                    stale: false,
-                    revalidated: true,
-                    recoded: false,
-                }
-            }
-            Err(reason) => {
-                tracing::debug!(
-                    reason = reason.as_str(),
-                    "revalidated page no longer cacheable"
-                );
-                let _ = self.store.delete_page(&key.group, false).await;
-                Outcome::Pass(reason)
-            }
-        }
-    }
 }
 
 /// A fetched entry as it is stored, and the entry decoded back from that
@@ -652,7 +557,7 @@ impl<S: PageStore> Proxy<S> {
 /// for as long as the page is served or waits for the disk), and the
 /// record carries the decoding to the hot tier, so its first hit does not
 /// decode it again.
-fn stored_form(e: Entry) -> (Arc<Entry>, Record) {
+pub(super) fn stored_form(e: Entry) -> (Arc<Entry>, Record) {
     let record = e.to_record();
     let entry = match &*super::lookup::decoded(&record) {
         Ok(decoded) => decoded.clone(),

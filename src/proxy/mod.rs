@@ -15,7 +15,7 @@
 //! 5. **Fetch** (`fill`, [`coalesce`], [`upstream`]): one upstream request
 //!    per page however many clients wait (`MISS` for the one that asked,
 //!    `HIT` for those that waited); a stale page with a validator is
-//!    revalidated ([`revalidate`], `REVALIDATED` on a 304) and served
+//!    revalidated ([`revalidate`], `refresh`: `REVALIDATED` on a 304) and served
 //!    instead of an upstream error within its stale-if-error window
 //!    (`STALE`).
 //! 6. **Store** ([`policy::storable`], [`entry`]): what may be kept, for how
@@ -52,6 +52,7 @@ mod query_cap;
 mod quick;
 pub mod range;
 mod recode;
+mod refresh;
 pub mod revalidate;
 pub mod rewarm;
 pub mod served;
