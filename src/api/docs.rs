@@ -31,10 +31,10 @@ use utoipa_swagger_ui::SwaggerUi;
         super::many::delete_many,
         super::purge::delete_prefix,
         super::purge::delete_tag,
-        super::stat,
-        super::stat_count,
+        super::stat::stat,
+        super::stat::stat_count,
         super::clear,
-        super::metrics,
+        super::stat::metrics,
         healthz,
         livez,
         readyz
@@ -46,8 +46,8 @@ use utoipa_swagger_ui::SwaggerUi;
         super::bulk_purge::PurgeRequest,
         super::many::SetManyRequest,
         super::many::SetItem,
-        super::StatResponse,
-        super::DiskStat,
+        super::stat::StatResponse,
+        super::stat::DiskStat,
         crate::metrics::StatsSnapshot
     ))
 )]

@@ -5,6 +5,8 @@
 //! - [`key`]: how a URL becomes a key (read this before using the API).
 //! - [`error`]: the error type and its HTTP statuses.
 //! - [`docs`]: the OpenAPI document and the offline Swagger UI at `/docs`.
+//! - `guard`: who may use the API (the token, no browser pages).
+//! - `stat`: `/stat`, `/stat/count`, `/metrics`.
 //!
 //! Routing uses axum: it is hyper and tower underneath (the same stack as the
 //! proxy), and its extractors and router make each endpoint a short function
@@ -20,18 +22,23 @@ pub mod bulk_purge;
 pub mod counter;
 pub mod docs;
 pub mod error;
+mod guard;
 pub mod key;
 pub mod listing;
 pub mod many;
 pub mod purge;
+mod stat;
+
+use guard::{guard_browsers, require_token};
+use stat::{count_requests, metrics, stat, stat_count};
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -127,125 +134,6 @@ pub fn router(state: ApiState) -> Router {
         .merge(docs::router())
         .merge(api)
         .fallback(|| async { ApiError::NotFound("Not Found".into()) })
-}
-
-async fn require_token(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// Refuses what a web page open in a browser on this host could send: the
-/// API can overwrite values that Django unpickles, and purge everything.
-/// - a request the browser marks as cross-site (`Sec-Fetch-Site`), or whose
-///   `Origin` is not this API's own (the docs page is);
-/// - without a token, a `Host` that is a name other than `localhost` or an
-///   `--api-host` (DNS rebinding: a page whose name resolves to 127.0.0.1
-///   is same-origin to the browser, but its `Host` is its own name);
-/// - a write (`POST /cache`, `POST /pickle`) without a content type, or with
-///   one a form or a no-cors `fetch` can send: such requests need no CORS
-///   preflight, so a page could send them blind.
-async fn guard_browsers(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    match browser_problem(&st, &req) {
-        Some(e) => e.into_response(),
-        None => next.run(req).await,
-    }
-}
-
-fn browser_problem(st: &ApiState, req: &Request) -> Option<ApiError> {
-    let h = req.headers();
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let Some(site) = h.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return Some(ApiError::Forbidden(
-            "cross-site requests are refused".into(),
-        ));
-    }
-    if let Some(origin) = h.get(header::ORIGIN) {
-        let own = host.is_some_and(|host| {
-            origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.strip_prefix("http://"))
-                .is_some_and(|o| o.eq_ignore_ascii_case(host))
-        });
-        if !own {
-            return Some(ApiError::Forbidden(
-                "requests from other origins (web pages) are refused".into(),
-            ));
-        }
-    }
-    if st.token.is_none()
-        && let Some(host) = host
-        && !host_allowed(host, &st.hosts)
-    {
-        return Some(ApiError::Forbidden(format!(
-            "Host {host:?} is not allowed without --api-token; use an IP address, \
-             localhost, or name it with --api-host"
-        )));
-    }
-    let path = req.uri().path();
-    let writes = req.method() == axum::http::Method::POST
-        && ["/cache/", "/pickle/", "/incr/", "/many/", "/purge"]
-            .iter()
-            .any(|route| path.starts_with(route));
-    if writes {
-        let essence = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        let simple = |t: &str| {
-            matches!(
-                t,
-                "" | "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
-            )
-        };
-        if essence.as_deref().is_none_or(simple) {
-            return Some(ApiError::UnsupportedMediaType(
-                "writes need a Content-Type: application/json for /cache, /incr, /many and /purge, \
-                 application/octet-stream (or another non-form type) for /pickle"
-                    .into(),
-            ));
-        }
-    }
-    None
-}
-
-/// Whether a `Host` header names this API safely: an IP literal, a
-/// `localhost` name, or a name the operator allowed.
-fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let name = if host.starts_with('[') {
-        return true;
-    } else {
-        match host.rsplit_once(':') {
-            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => host,
-        }
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || name.ends_with(".localhost")
-        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The part of the path after `route` (e.g. `/cache/`), still encoded.
@@ -727,122 +615,6 @@ async fn get_bytes(State(st): State<Arc<ApiState>>, uri: Uri) -> Result<Response
         h.insert(TTL_HEADER, HeaderValue::from(left));
     }
     Ok(res)
-}
-
-/// `GET /stat`: the original server's `stats` object, and bigcache's proxy
-/// counters beside it.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct StatResponse {
-    stats: crate::metrics::StatsSnapshot,
-    /// Proxied requests by `X-Cache` status (`hit`, `miss`, …), `not_cached`
-    /// by reason, `upstream_requests`, `upstream_errors`, `unstored`
-    /// (cacheable pages the store did not take: busy or failing),
-    /// `quick_hits` (hits answered on the socket, without hyper).
-    #[schema(value_type = Object)]
-    proxy: serde_json::Value,
-    disk: DiskStat,
-}
-
-/// The disk budget and what eviction did since start.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct DiskStat {
-    /// `--max-disk` in bytes; 0 when unlimited.
-    budget: u64,
-    /// Bytes the data directory took at the last check.
-    used: u64,
-    /// `--min-free` in bytes, and the filesystem's free space at the last
-    /// check.
-    min_free: u64,
-    free: u64,
-    /// Live entries evicted, entries kept because they were read, and the
-    /// blob bytes eviction gave back.
-    evictions: u64,
-    reinsertions: u64,
-    evicted_bytes: u64,
-}
-
-/// Hit, miss, expiry and delete counters since start; `proxy` holds the
-/// proxy's counters by `X-Cache` status and its upstream requests.
-#[utoipa::path(get, path = "/stat", responses((status = 200, body = StatResponse)))]
-async fn stat(State(st): State<Arc<ApiState>>) -> Response {
-    // Measured by the budget's task; without a budget, now (a directory
-    // walk: off the async threads).
-    let mut used = st
-        .store
-        .counters()
-        .disk_used
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if used == 0 {
-        let store = st.store.clone();
-        used = tokio::task::spawn_blocking(move || store.disk_bytes())
-            .await
-            .unwrap_or(0);
-    }
-    axum::Json(StatResponse {
-        stats: st.stats.snapshot(),
-        proxy: st.proxy_stats.snapshot(),
-        disk: {
-            let c = st.store.counters();
-            let load =
-                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-            DiskStat {
-                budget: load(&c.disk_budget),
-                used,
-                min_free: load(&c.disk_min_free),
-                free: load(&c.disk_free),
-                evictions: load(&c.evicted),
-                reinsertions: load(&c.reinserted),
-                evicted_bytes: load(&c.evicted_bytes),
-            }
-        },
-    })
-    .into_response()
-}
-
-/// Counts every REST request by endpoint and status class, refusals by the
-/// token and browser guards included.
-async fn count_requests(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let endpoint = crate::metrics::Endpoint::of(req.uri().path());
-    // The REST side of the access log, at debug level (`--log
-    // bigcache::api=debug`): the method, the endpoint, the status.
-    let method = tracing::enabled!(tracing::Level::DEBUG).then(|| req.method().clone());
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    st.stats.request(endpoint, res.status().as_u16());
-    if let Some(method) = method {
-        tracing::debug!(
-            %method,
-            endpoint = endpoint.as_str(),
-            status = res.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "rest request"
-        );
-    }
-    res
-}
-
-/// Prometheus metrics, text format 0.0.4 (behind `--api-token` like the
-/// rest: Prometheus scrapes with a bearer token).
-#[utoipa::path(get, path = "/metrics",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
-async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
-    let body = crate::metrics::encode(&st.metrics);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// Number of live entries. Walks the whole store: for occasional use.
-#[utoipa::path(get, path = "/stat/count", responses((status = 200, description = "{count, tag_rows}: live entries, and rows in the tag index (one per tag of each stored page)")))]
-async fn stat_count(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let count = st.store.count(&Namespace::ALL).await?;
-    let tag_rows = st.store.tag_rows().await?;
-    Ok(axum::Json(serde_json::json!({ "count": count, "tag_rows": tag_rows })).into_response())
 }
 
 /// `GET /clear` emptied the original server's cache; a GET that changes
