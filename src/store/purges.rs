@@ -5,7 +5,13 @@
 //! carries that number. The shard thread checks the log right before the
 //! write, and a purge records itself here before its delete is queued to
 //! that same thread, so either the purge's delete runs after the write (and
-//! removes it) or the write sees the purge (and is dropped). Only purges of
+//! removes it) or the write sees the purge (and is dropped).
+//!
+//! The shard thread records the purge again as it deletes (each step of a
+//! prefix or tag purge too). A write of a copy read before the delete, with
+//! a number read after the purge began (a re-encoding offered at a hit
+//! while a long tag purge walks), then sees that second record and is
+//! dropped: it cannot bring the purged page back. Only purges of
 //! the page in question (or of a prefix of it) count: busy sites purge all
 //! the time, and unrelated purges must not stop other pages from caching.
 //!
@@ -86,6 +92,13 @@ impl PurgeLog {
     pub fn prefix(&self, prefix: &[u8]) {
         let mut log = self.lock();
         let s = Self::next(&mut log);
+        // Logged again by each step of its purge: one entry, the newest.
+        if let Some(at) = log.prefixes.iter().position(|(p, _)| p == prefix)
+            && let Some((p, _)) = log.prefixes.remove(at)
+        {
+            log.prefixes.push_back((p, s));
+            return;
+        }
         let full = log.prefixes.len() >= MAX_PREFIXES;
         Self::room(&mut log, full, prefix.len());
         log.prefixes.push_back((prefix.to_vec(), s));

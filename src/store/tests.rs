@@ -506,3 +506,70 @@ async fn direct_reads_follow_clears_and_restarts() {
     assert!(took < STALLED / 2, "waited {took:?}");
     store.shutdown().await;
 }
+
+/// A copy read before a purge's delete and written back after it, with a
+/// purge point read after the purge was first recorded (a re-encoding
+/// offered at a hit while a long purge walks), is dropped: the shard
+/// records the purge again as it deletes. By key, prefix and tag; each
+/// shard command is sent as the purge sends it, after its first record.
+#[tokio::test]
+async fn a_copy_read_before_a_purges_delete_is_not_written_back_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path())).unwrap();
+    for how in ["key", "prefix", "tag"] {
+        let group = format!("/{how}/page\0");
+        let tag = format!("t-{how}");
+        let mut old = record(b"old copy");
+        old.tags = record::Tags::new([tag.as_bytes()]);
+        let room = store.reserve(group.as_bytes(), 64).await.unwrap();
+        let since = store.purge_point();
+        let put = store.put_page(group.as_bytes(), None, old.clone(), since, room);
+        assert!(put.await.unwrap(), "{how}");
+        // The copy is offered for writing back, its number read after
+        // the purge recorded itself...
+        let since = store.purge_point();
+        // ...then the purge's delete runs on the page's shard...
+        let key = keys::entry_key(Namespace::Page, group.as_bytes());
+        let prefix = keys::entry_key(Namespace::Page, format!("/{how}/").as_bytes());
+        let step = store
+            .shard(&key)
+            .call(|reply| match how {
+                "key" => Command::Delete {
+                    key: key.clone(),
+                    soft: false,
+                    reply,
+                },
+                "prefix" => Command::DeletePrefix {
+                    prefix: prefix.clone(),
+                    from: prefix.clone(),
+                    limit: PREFIX_STEP,
+                    continued: false,
+                    soft: false,
+                    reply,
+                },
+                _ => Command::PurgeTag {
+                    tag: tag.as_bytes().to_vec(),
+                    from: keys::tag_prefix(tag.as_bytes()),
+                    limit: TAG_STEP,
+                    soft: false,
+                    reply,
+                },
+            })
+            .await
+            .unwrap();
+        assert_eq!(step.count, 1, "{how}");
+        // ...and the write-back comes last: dropped.
+        let room = store.reserve(group.as_bytes(), 64).await.unwrap();
+        let put = store.put_page(group.as_bytes(), None, old, since, room);
+        assert!(
+            !put.await.unwrap(),
+            "{how}: the purged copy was written back"
+        );
+        let found = store.get(Namespace::Page, group.as_bytes()).await.unwrap();
+        assert!(
+            matches!(found, Lookup::Miss),
+            "{how}: the purged page is back"
+        );
+    }
+    store.shutdown().await;
+}

@@ -363,14 +363,18 @@ impl Shard {
                 let _ = reply.send(result);
             }
             Command::Delete { key, soft, reply } => {
-                let _ = reply.send(if soft {
+                let done = if soft {
                     self.soft_purge(&key)
                 } else {
                     self.delete(&key).map(|live| PrefixStep {
                         count: u64::from(live),
                         ..PrefixStep::default()
                     })
-                });
+                };
+                if key.first() == Some(&keys::Namespace::Page.tag()) {
+                    self.purges.key(&key);
+                }
+                let _ = reply.send(done);
             }
             Command::Admit { key, place, record } => {
                 if self.directory.holds(&key, place) {
@@ -390,7 +394,11 @@ impl Shard {
                 soft,
                 reply,
             } => {
-                let _ = reply.send(self.delete_prefix(&prefix, &from, limit, continued, soft));
+                let done = self.delete_prefix(&prefix, &from, limit, continued, soft);
+                if prefix.first() == Some(&keys::Namespace::Page.tag()) {
+                    self.purges.prefix(&prefix);
+                }
+                let _ = reply.send(done);
             }
             Command::PurgeTag {
                 tag,
@@ -399,7 +407,9 @@ impl Shard {
                 soft,
                 reply,
             } => {
-                let _ = reply.send(self.purge_tag(&tag, &from, limit, soft));
+                let done = self.purge_tag(&tag, &from, limit, soft);
+                self.purges.key(&keys::tag_prefix(&tag));
+                let _ = reply.send(done);
             }
             Command::TagRows { reply } => {
                 let _ = reply.send(self.tag_rows());
@@ -408,7 +418,9 @@ impl Shard {
                 let _ = reply.send(self.count(&prefixes));
             }
             Command::Clear { reply } => {
-                let _ = reply.send(self.clear());
+                let done = self.clear();
+                self.purges.all();
+                let _ = reply.send(done);
             }
             Command::PutIfAbsent {
                 key,
