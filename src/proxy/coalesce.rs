@@ -44,6 +44,9 @@ pub enum Outcome {
     },
     /// Go upstream yourself: the page is not stored, for this reason.
     Pass(Reason),
+    /// Nothing was fetched and the store holds what it held (a
+    /// re-encoding that found its copy changed or gone): look there again.
+    LookAgain,
     /// The upstream failed and there was nothing stale to serve.
     Error(Arc<ProxyError>),
 }

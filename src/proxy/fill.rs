@@ -179,6 +179,9 @@ impl<S: PageStore> Proxy<S> {
                         return Box::pin(self.from_cache(parts, key, None)).await;
                     }
                 }
+                if matches!(outcome, Outcome::LookAgain) {
+                    return Box::pin(self.from_cache(parts, key, None)).await;
+                }
                 // Purged since the flight began (it may have been announced
                 // before the purge): its page must not be served any more.
                 if let Outcome::Entry { entry, .. } = &outcome
@@ -248,11 +251,17 @@ impl<S: PageStore> Proxy<S> {
                 let body = |rep| self.body_in(&key.group, variant.as_deref(), &entry, rep);
                 Ok(answer::for_request(&entry, &parts, now, decision, body))
             }
-            Outcome::Pass(reason) => {
+            Outcome::Error(e) => Err((*e).clone()),
+            // `LookAgain` is taken up by a waiter before this (`fetch`),
+            // and a leader's own fill never says it.
+            pass => {
+                let reason = match pass {
+                    Outcome::Pass(reason) => reason,
+                    _ => Reason::LeaderGone,
+                };
                 let res = self.pass_through(parts, body::empty()).await?;
                 Ok((res, Decision::uncached(reason)))
             }
-            Outcome::Error(e) => Err((*e).clone()),
         }
     }
 

@@ -205,10 +205,13 @@ impl<S: PageStore> Proxy<S> {
         let Role::Leader(mut permit) = self.coalescer.join(&job.group, job.since) else {
             return;
         };
+        // Anyone who joined meanwhile finds the page in the store as it is.
         let Some(now) = self.stored_copy(&at, &job, level).await else {
+            permit.finish(Outcome::LookAgain);
             return;
         };
         if now.entry.quality != found.entry.quality {
+            permit.finish(Outcome::LookAgain);
             return;
         }
         let e = Arc::new(now.entry.packed(Coding::Br, quality, packed));

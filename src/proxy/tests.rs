@@ -817,3 +817,40 @@ async fn another_variant_arriving_during_a_recoding_gets_stored_too() {
         ("HIT", de.body.as_str())
     );
 }
+
+/// A re-encoding that finds its copy changed or gone ends its flight with
+/// nothing to share: a request that joined it looks in the store again,
+/// and its own variant is fetched and stored, not passed through.
+#[tokio::test]
+async fn a_request_joining_a_recoding_that_gave_up_looks_again() {
+    use super::coalesce::{Outcome, Role};
+    let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
+    assert_eq!(
+        r.get("/gu", &[("accept-language", "en")]).await.cache,
+        "MISS"
+    );
+    r.stored(1).await;
+    let r = Arc::new(r);
+    let group = super::key::page_key("/gu");
+    let Role::Leader(permit) = r
+        .proxy
+        .coalescer
+        .join(&group, crate::store::PageStore::purge_point(&r.store))
+    else {
+        panic!("a flight for /gu is under way");
+    };
+    let de = {
+        let r = r.clone();
+        tokio::spawn(async move { r.get("/gu", &[("accept-language", "de")]).await })
+    };
+    joined(&r, r.proxy.joined().max(1)).await;
+    permit.finish(Outcome::LookAgain);
+    let de = de.await.unwrap();
+    assert!(de.body.contains("lang=de"), "{}", de.body);
+    r.stored(2).await;
+    let again = r.get("/gu", &[("accept-language", "de")]).await;
+    assert_eq!(
+        (again.cache.as_str(), again.body.as_str()),
+        ("HIT", de.body.as_str())
+    );
+}
