@@ -735,13 +735,25 @@ async fn found(r: &Rig, target: &str, headers: &[(&'static str, &str)]) -> super
     }
 }
 
+/// The outcome a re-encoding announces: `f`, the stored copy.
+fn recoded(f: super::lookup::Found) -> super::coalesce::Outcome {
+    super::coalesce::Outcome::Entry {
+        entry: f.entry,
+        variant: f.variant,
+        stale: false,
+        revalidated: false,
+        recoded: true,
+    }
+}
+
 /// Holds `target`'s flight as a re-encoding of its stored copy does, lets
-/// `request` join it before the copy is announced, then announces `f` (the
-/// stored copy) and ends the flight; what `request` got.
+/// `request` join it, then ends the flight with `ending` as the re-encoder
+/// does (a copy announced, then the flight ended; giving up ends it at
+/// once); what `request` got.
 async fn joined_a_recoding(
     r: &Arc<Rig>,
     target: &str,
-    f: super::lookup::Found,
+    ending: super::coalesce::Outcome,
     request: tokio::task::JoinHandle<Got>,
 ) -> Got {
     use super::coalesce::{Outcome, Role};
@@ -753,16 +765,16 @@ async fn joined_a_recoding(
     else {
         panic!("a flight for {target} is under way");
     };
+    // The request has not run yet (this runtime has one thread).
     let before = r.proxy.joined();
     joined(r, before + 1).await;
-    permit.announce(Outcome::Entry {
-        entry: f.entry,
-        variant: f.variant,
-        stale: false,
-        revalidated: false,
-        recoded: true,
-    });
-    permit.end();
+    match ending {
+        entry @ Outcome::Entry { .. } => {
+            permit.announce(entry);
+            permit.end();
+        }
+        other => permit.finish(other),
+    }
     request.await.unwrap()
 }
 
@@ -787,7 +799,7 @@ async fn a_no_cache_page_being_recoded_is_still_revalidated() {
         let r = r.clone();
         tokio::spawn(async move { r.get("/nc", &[]).await })
     };
-    let got = joined_a_recoding(&r, "/nc", f, request).await;
+    let got = joined_a_recoding(&r, "/nc", recoded(f), request).await;
     assert_ne!(got.cache, "HIT", "a no-cache page was reused unvalidated");
     assert_eq!(r.upstream.seen(), 2);
     let last = r.upstream.last.lock().unwrap().clone();
@@ -808,7 +820,7 @@ async fn another_variant_arriving_during_a_recoding_gets_stored_too() {
         let r = r.clone();
         tokio::spawn(async move { r.get("/rv", &[("accept-language", "de")]).await })
     };
-    let de = joined_a_recoding(&r, "/rv", f, request).await;
+    let de = joined_a_recoding(&r, "/rv", recoded(f), request).await;
     assert!(de.body.contains("lang=de"), "{}", de.body);
     r.stored(2).await;
     let again = r.get("/rv", &[("accept-language", "de")]).await;
@@ -823,7 +835,6 @@ async fn another_variant_arriving_during_a_recoding_gets_stored_too() {
 /// and its own variant is fetched and stored, not passed through.
 #[tokio::test]
 async fn a_request_joining_a_recoding_that_gave_up_looks_again() {
-    use super::coalesce::{Outcome, Role};
     let r = rig(reply(200, &[TTL, ("vary", "Accept-Language")])).await;
     assert_eq!(
         r.get("/gu", &[("accept-language", "en")]).await.cache,
@@ -831,21 +842,12 @@ async fn a_request_joining_a_recoding_that_gave_up_looks_again() {
     );
     r.stored(1).await;
     let r = Arc::new(r);
-    let group = super::key::page_key("/gu");
-    let Role::Leader(permit) = r
-        .proxy
-        .coalescer
-        .join(&group, crate::store::PageStore::purge_point(&r.store))
-    else {
-        panic!("a flight for /gu is under way");
-    };
     let de = {
         let r = r.clone();
         tokio::spawn(async move { r.get("/gu", &[("accept-language", "de")]).await })
     };
-    joined(&r, r.proxy.joined().max(1)).await;
-    permit.finish(Outcome::LookAgain);
-    let de = de.await.unwrap();
+    let ending = super::coalesce::Outcome::LookAgain;
+    let de = joined_a_recoding(&r, "/gu", ending, de).await;
     assert!(de.body.contains("lang=de"), "{}", de.body);
     r.stored(2).await;
     let again = r.get("/gu", &[("accept-language", "de")]).await;
