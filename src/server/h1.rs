@@ -197,7 +197,7 @@ pub async fn serve<H: Handler>(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match stream.try_read_buf(&mut buf) {
+        match stream.read_some(&mut buf) {
             Ok(0) => return Left::Closed,
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -566,6 +566,58 @@ mod tests {
             assert!(seen.len() >= N, "{} answered", seen.len());
             assert!(seen[N - 1] > seen[0], "no other task ran during {N} hits");
         });
+    }
+
+    /// A read that empties the socket marks it not readable without asking
+    /// the kernel again (`Stream::read_some`): a request sent after the
+    /// answer, and a hang-up sent with a request, must still be seen at
+    /// once, on TCP and on a Unix socket.
+    #[tokio::test]
+    async fn an_emptied_socket_still_sees_the_next_request_and_a_hang_up() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const REQ: &[u8] = b"GET /hit HTTP/1.1\r\nHost: a\r\n\r\n";
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        async fn client<C: AsyncReadExt + AsyncWriteExt + Unpin>(mut c: C) -> Vec<u8> {
+            let mut got = vec![0; ANSWER.len()];
+            c.write_all(REQ).await.unwrap();
+            c.read_exact(&mut got).await.unwrap();
+            // The server has emptied the socket and waits.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.write_all(REQ).await.unwrap();
+            c.read_exact(&mut got).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.write_all(REQ).await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).await.unwrap();
+            rest
+        }
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let (unix_client, unix_server) = tokio::net::UnixStream::pair().unwrap();
+        let tcp_client = tokio::spawn(async move {
+            client(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+        });
+        let (tcp_server, peer) = tcp.accept().await.unwrap();
+        let unix_client = tokio::spawn(client(unix_client));
+        for (name, stream, client) in [
+            ("tcp", Stream::Tcp(tcp_server), tcp_client),
+            ("unix", Stream::Unix(unix_server), unix_client),
+        ] {
+            let (_tx, mut stop) = watch::channel(false);
+            let mut stream = stream;
+            let handler = Arc::new(Always);
+            let timeout = Duration::from_secs(30);
+            let since = tokio::time::Instant::now();
+            let served = serve(&mut stream, &handler, peer, (since, timeout), &mut stop);
+            let left = tokio::time::timeout(Duration::from_secs(5), served).await;
+            assert!(
+                matches!(left, Ok(Left::Closed)),
+                "{name}: the connection was not closed after the hang-up"
+            );
+            drop(stream);
+            assert_eq!(client.await.unwrap(), ANSWER, "{name}: the last request");
+        }
     }
 
     #[tokio::test]
