@@ -29,20 +29,29 @@ pub fn batch_this_thread() {
 #[cfg(not(target_os = "linux"))]
 pub fn batch_this_thread() {}
 
-/// Puts the calling thread under `SCHED_BATCH` at nice 10: it takes a
-/// tenth of the share of a default thread on a busy core, and any core
-/// left idle. For work no request waits for (`proxy::compress`'s encoder),
-/// which must not take a core from the runtime serving hits, yet must not
-/// starve either (`SCHED_IDLE` would, on a core the server keeps busy).
+/// The encoder's nice value. At nice 10 (a tenth of a busy core) its
+/// first encodings of the misses in `bench/run.sh mix` took 9% of the
+/// core that served the hits. Its work can wait (a page it has no time
+/// for is stored as sent and encoded at a later hit, `proxy::recode`);
+/// the hits cannot.
+#[cfg(target_os = "linux")]
+const NICE: libc::c_int = 19;
+
+/// Puts the calling thread under `SCHED_BATCH` at nice 19: on a core the
+/// server keeps busy it takes about 1.5% (a nice-19 thread's weight, 15,
+/// against a default thread's 1024), and any core left idle. For work no
+/// request waits for (`proxy::compress`'s encoder), which must not take a
+/// core from the runtime serving hits, yet must not starve either
+/// (`SCHED_IDLE` would, on a core the server keeps busy).
 #[cfg(target_os = "linux")]
 pub fn background_this_thread() {
     batch_this_thread();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    // SAFETY: a thread id of this process; nice 10 only lowers priority.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) };
+    // SAFETY: a thread id of this process; nice 19 only lowers priority.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE) };
     if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "nice 10 not set");
+        tracing::debug!(error = %std::io::Error::last_os_error(), "nice 19 not set");
     }
 }
 

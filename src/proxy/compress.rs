@@ -329,7 +329,7 @@ const BEHIND: usize = 2;
 const PATIENCE: Duration = Duration::from_secs(2);
 
 /// One thread that encodes bodies, in turn, in the background
-/// (`sched::background_this_thread`: a tenth of a busy core's share, any
+/// (`sched::background_this_thread`: about 1.5% of a busy core, any
 /// idle core), since no request waits for it. A bounded queue and a
 /// bounded wait: a page that finds the queue full, or is not encoded
 /// within [`PATIENCE`], is stored as sent, and encoded at a later hit
