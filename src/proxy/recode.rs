@@ -37,6 +37,10 @@ pub struct Recode {
     quality: u32,
     /// Just fetched (its first encoding) rather than read again.
     first: bool,
+    /// The copy as just stored, for a first encoding: read from the
+    /// store only under the page's flight, after the encoding, and only
+    /// when the encoder took it (mostly it is busy when misses come fast).
+    stored: Option<Arc<Entry>>,
 }
 
 /// At most one page offered for encoding again per this many ms (4 a
@@ -120,6 +124,7 @@ impl<S: PageStore> Proxy<S> {
                 level
             },
             first: false,
+            stored: None,
         });
     }
 
@@ -130,7 +135,7 @@ impl<S: PageStore> Proxy<S> {
         self: &Arc<Self>,
         group: &[u8],
         variant: Option<String>,
-        e: &Entry,
+        e: &Arc<Entry>,
         since: u64,
     ) {
         let Some(level) = self.cfg.compress else {
@@ -146,6 +151,7 @@ impl<S: PageStore> Proxy<S> {
             since,
             quality: level.min(compress::FIRST),
             first: true,
+            stored: Some(e.clone()),
         };
         let this = self.clone();
         tokio::spawn(async move { this.recode(job).await });
@@ -168,11 +174,18 @@ impl<S: PageStore> Proxy<S> {
         });
     }
 
-    async fn recode(&self, job: Recode) {
+    async fn recode(&self, mut job: Recode) {
         let at = stored_key(&job.group, job.variant.as_deref());
         let level = job.quality;
-        let Some(found) = self.stored_copy(&at, &job, level).await else {
-            return;
+        let found = match job.stored.take() {
+            Some(entry) => Found {
+                entry,
+                variant: job.variant.clone(),
+            },
+            None => match self.stored_copy(&at, &job, level).await {
+                Some(found) => found,
+                None => return,
+            },
         };
         let Ok(identity) = found.entry.identity_body() else {
             return;
