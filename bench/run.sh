@@ -43,7 +43,8 @@
 #             over a Unix socket; nginx and bigcache share core 0
 #   mix       browser traffic on keep-alive connections: a browser's
 #             headers, 1/5 conditional (304), 1/20 a miss; bigcache against
-#             nginx proxy_cache, ROUNDS (3) interleaved (not in the default set)
+#             nginx proxy_cache, ROUNDS (3) interleaved (BASELINE_BIN: another
+#             build's row in each round too; not in the default set)
 #   purge     PURGE_PAGES (100,000) cached pages purged by one DELETE
 #             /prefix/, then as many tagged pages (two tags each) purged by
 #             one DELETE /tag/ (PURGE_KINDS, "prefix tag"), while wrk reads
@@ -428,14 +429,19 @@ scenario_front() {
 scenario_mix() {
     local rounds=${ROUNDS:-3}
     echo "== browser mix: $KEYS warm pages of $SIZE bytes, 1/5 conditional, 1/20 a miss, browser headers, wrk -t1 -c$CONNS -d$DURATION, $rounds interleaved rounds; the origin on wrk's core"
-    local o b_api b_proxy n_port
+    local o b_api b_proxy n_port a_api a_proxy
     o=$(free_port); b_api=$(free_port); b_proxy=$(free_port); n_port=$(free_port)
     # Django runs elsewhere than the cache: the origin shares wrk's core,
     # not the servers' (unpinned, it took a varying share of core 0).
     start_origin "$o" 0 1
     start_bigcache mix "$b_api" "$b_proxy" "$o"
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        a_api=$(free_port); a_proxy=$(free_port)
+        start_bigcache mix-baseline "$a_api" "$a_proxy" "$o" "$BASELINE_BIN"
+    fi
     start_nginx "$n_port" "$o"
     curl -s -o /dev/null "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    [ -n "${BASELINE_BIN:-}" ] && curl -s -o /dev/null "http://127.0.0.1:$a_proxy/page/[0-$((KEYS - 1))]"
     curl -s -o /dev/null "http://127.0.0.1:$n_port/page/[0-$((KEYS - 1))]"
     cat >"$work/mix.lua" <<LUA
 math.randomseed(42)
@@ -475,12 +481,15 @@ LUA
     # no Django renders them) are encoded at their next hit while it is
     # idle: one sequential read of each, as a site's own traffic would
     # read them, leaves the warm set as it stays.
-    local pass encoded
-    for pass in 1 2 3 4 5 6 7 8; do
-        settle "$(cat "$work/mix.pid")"
-        encoded=$(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; c=json.load(sys.stdin)["proxy"]["compressed"]; print(c["br"] + c["recoded"])')
-        [ "$encoded" -ge "$KEYS" ] && break
-        curl -s -o /dev/null -H "Accept-Encoding: gzip, deflate, br, zstd" "http://127.0.0.1:$b_proxy/page/[0-$((KEYS - 1))]"
+    local pass encoded api_port proxy_port
+    for api_port in "$b_api" ${a_api:+"$a_api"}; do
+        proxy_port=$b_proxy; [ "$api_port" = "$b_api" ] || proxy_port=$a_proxy
+        for pass in 1 2 3 4 5 6 7 8; do
+            settle "$(cat "$work/mix.pid")" ${a_api:+"$(cat "$work/mix-baseline.pid")"}
+            encoded=$(curl -s "http://127.0.0.1:$api_port/stat" | python3 -c 'import json,sys; c=json.load(sys.stdin)["proxy"]["compressed"]; print(c["br"] + c["recoded"])')
+            [ "$encoded" -ge "$KEYS" ] && break
+            curl -s -o /dev/null -H "Accept-Encoding: gzip, deflate, br, zstd" "http://127.0.0.1:$proxy_port/page/[0-$((KEYS - 1))]"
+        done
     done
     local ae="Accept-Encoding: gzip, deflate, br, zstd" b_etag n_etag
     b_etag=$(curl -s -D - -o /dev/null -H "$ae" "http://127.0.0.1:$b_proxy/page/7" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
@@ -496,18 +505,25 @@ LUA
     # Every page stored in brotli, or some conditionals would be full answers.
     echo "  bigcache's text pages (first encodings, and pages encoded later): $(packed "$b_api")"
     header
-    local line b n ratios=() bpid npid
+    local line b n a ratios=() bpid npid apid=""
     bpid=$(cat "$work/mix.pid"); npid=$(cat "$work/nginx.pid")
+    [ -n "${a_api:-}" ] && apid=$(cat "$work/mix-baseline.pid")
     for r in $(seq "$rounds"); do
-        settle "$bpid" "$npid"
+        settle "$bpid" "$npid" $apid
         line=$(ETAG_SUFFIX="$b_suffix" RUN_ID="b$r" row "bigcache r$r" "$work/mix.lua" "http://127.0.0.1:$b_proxy" "$bpid" "$o"); echo "$line"
         b=$(awk '{print $3}' <<<"$line")
-        settle "$bpid" "$npid"
+        a=-
+        if [ -n "$apid" ]; then
+            settle "$bpid" "$npid" $apid
+            line=$(ETAG_SUFFIX="$b_suffix" RUN_ID="a$r" row "baseline r$r" "$work/mix.lua" "http://127.0.0.1:$a_proxy" "$apid" "$o"); echo "$line"
+            a=$(awk '{print $3}' <<<"$line")
+        fi
+        settle "$bpid" "$npid" $apid
         line=$(ETAG_SUFFIX="$n_suffix" RUN_ID="n$r" row "nginx r$r" "$work/mix.lua" "http://127.0.0.1:$n_port" "$npid" "$o"); echo "$line"
         n=$(awk '{print $3}' <<<"$line")
-        ratios+=("$(awk -v b="$b" -v n="$n" 'BEGIN {printf "%.2f -", b / n}')")
+        ratios+=("$(awk -v b="$b" -v n="$n" -v a="$a" 'BEGIN {printf "%.2f %s", b / n, (a == "-" ? "-" : sprintf("%.2f", b / a))}')")
     done
-    round_ratios bigcache/nginx "target >= 1.5" "-" "-" "${ratios[@]}"
+    round_ratios bigcache/nginx "target >= 1.5" "$([ -n "$apid" ] && echo bigcache/baseline || echo -)" "-" "${ratios[@]}"
     echo "  quick (fast-path) hits: $(curl -s "http://127.0.0.1:$b_api/stat" | python3 -c 'import json,sys; print(json.load(sys.stdin)["proxy"]["quick_hits"])')"
     echo "  bigcache's text pages after the rounds: $(packed "$b_api")"
     stop_nginx
