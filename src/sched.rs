@@ -58,15 +58,13 @@ pub fn background_this_thread() {
 #[cfg(not(target_os = "linux"))]
 pub fn background_this_thread() {}
 
-/// Puts the calling thread under `SCHED_IDLE` (it runs only on CPU time
-/// nothing else wants), or, `idle` false, back to
-/// [`background_this_thread`]'s policy. For work that may wait for good:
-/// re-encoding pages already stored in a smaller coding.
+/// Puts the calling thread under `SCHED_IDLE`: it runs only on CPU time
+/// nothing else wants. For work that may wait for good (re-encoding pages
+/// already stored in a smaller coding). For good: an unprivileged thread
+/// may leave `SCHED_IDLE` only as far as `RLIMIT_NICE` allows, 0 by
+/// default.
 #[cfg(target_os = "linux")]
-pub fn idle_this_thread(idle: bool) {
-    if !idle {
-        return background_this_thread();
-    }
+pub fn idle_this_thread() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` outlives the call.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
@@ -76,4 +74,4 @@ pub fn idle_this_thread(idle: bool) {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn idle_this_thread(_idle: bool) {}
+pub fn idle_this_thread() {}

@@ -295,8 +295,6 @@ pub enum Packed {
 struct Job {
     body: Bytes,
     quality: u32,
-    /// Only on CPU time nothing else wants (`sched::idle_this_thread`).
-    idle: bool,
     done: tokio::sync::oneshot::Sender<Option<(Bytes, u8)>>,
 }
 
@@ -320,46 +318,55 @@ fn quality_for(quality: u32, behind: bool) -> u32 {
 /// decoding it for a client that does not take br (or for a range) would
 /// cost milliseconds per request, and quality 11 a second per MB.
 pub const LARGE: usize = 1 << 20;
-/// Bodies waiting to be encoded, at most.
+/// Bodies waiting for a first encoding, at most.
 const QUEUE: usize = 64;
+/// Better codings waiting, at most: the recoder offers one at a time.
+const SPARE_QUEUE: usize = 2;
 /// Waiting bodies past which the encoder uses [`FIRST`] quality at most.
 const BEHIND: usize = 2;
 /// Longest a fetched page waits for its encoding before it is stored as
 /// sent (its flight serves it meanwhile).
 const PATIENCE: Duration = Duration::from_secs(2);
 
-/// One thread that encodes bodies, in turn, in the background
-/// (`sched::background_this_thread`: about 1.5% of a busy core, any
-/// idle core), since no request waits for it. A bounded queue and a
-/// bounded wait: a page that finds the queue full, or is not encoded
-/// within [`PATIENCE`], is stored as sent, and encoded at a later hit
-/// when the encoder is idle (`proxy::recode`).
+/// Two threads that encode bodies in the background, since no request
+/// waits for them, each with a bounded queue:
+/// - first encodings of fetched pages, at `sched::background_this_thread`'s
+///   priority (about 1.5% of a busy core, any idle core), with a bounded
+///   wait: a page that finds the queue full, or is not encoded within
+///   [`PATIENCE`], is stored as sent and encoded at a later hit while the
+///   encoder is idle (`proxy::recode`);
+/// - better codings of pages already in brotli, under `SCHED_IDLE` for
+///   good: only on CPU time nothing else wants, however long it takes.
+///
+/// Why two: one thread moved between the two policies, and Linux lets an
+/// unprivileged thread out of `SCHED_IDLE` only when `RLIMIT_NICE` allows
+/// its nice value (it is 0 by default), so after the first better coding
+/// the thread stayed idle-only, and on a busy core every first encoding
+/// then waited out its patience. A first encoding never waits behind a
+/// slow quality-11 one either.
 pub struct Encoder {
-    tx: Option<mpsc::SyncSender<Job>>,
+    first: Option<Lane>,
+    spare: Option<Lane>,
+}
+
+/// One encoding thread's queue.
+struct Lane {
+    tx: mpsc::SyncSender<Job>,
     /// Bodies queued or being encoded.
     pending: Arc<AtomicUsize>,
 }
 
-impl Encoder {
-    /// The encoder; `on` false: every body is kept as sent.
-    pub fn start(on: bool) -> Encoder {
+impl Lane {
+    fn start(name: &str, queue: usize, policy: fn()) -> Option<Lane> {
         let pending = Arc::new(AtomicUsize::new(0));
-        if !on {
-            return Encoder { tx: None, pending };
-        }
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
         let count = pending.clone();
         let spawned = std::thread::Builder::new()
-            .name("bigcache-encode".into())
+            .name(name.into())
             .spawn(move || {
-                crate::sched::background_this_thread();
-                let mut idle = false;
+                policy();
                 // Ends when the proxy, and with it the sender, is gone.
                 while let Ok(job) = rx.recv() {
-                    if job.idle != idle {
-                        idle = job.idle;
-                        crate::sched::idle_this_thread(idle);
-                    }
                     // This body and those behind it.
                     let behind = count.load(Relaxed) > BEHIND + 1;
                     let packed = (!job.done.is_closed()).then(|| {
@@ -375,20 +382,45 @@ impl Encoder {
                 }
             });
         match spawned {
-            Ok(_) => Encoder {
-                tx: Some(tx),
-                pending,
-            },
+            Ok(_) => Some(Lane { tx, pending }),
             Err(e) => {
-                tracing::warn!(error = %e, "no encoder thread; pages are stored as sent");
-                Encoder { tx: None, pending }
+                tracing::warn!(error = %e, thread = name, "no encoder thread; pages are stored as sent");
+                None
             }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.pending.load(Relaxed) == 0
+    }
+}
+
+impl Encoder {
+    /// The encoder; `on` false: every body is kept as sent.
+    pub fn start(on: bool) -> Encoder {
+        if !on {
+            return Encoder {
+                first: None,
+                spare: None,
+            };
+        }
+        Encoder {
+            first: Lane::start(
+                "bigcache-encode",
+                QUEUE,
+                crate::sched::background_this_thread,
+            ),
+            spare: Lane::start(
+                "bigcache-recode",
+                SPARE_QUEUE,
+                crate::sched::idle_this_thread,
+            ),
         }
     }
 
     /// Whether nothing is queued or being encoded (and the encoder is on).
     pub fn idle(&self) -> bool {
-        self.tx.is_some() && self.pending.load(Relaxed) == 0
+        self.first.as_ref().is_some_and(Lane::idle) && self.spare.as_ref().is_none_or(Lane::idle)
     }
 
     /// `body` in brotli at `quality` (0 to 11; [`FIRST`] at most while the
@@ -396,23 +428,24 @@ impl Encoder {
     /// time nothing else wants: a better coding of a page already stored
     /// in one, which must never cost a hit its latency.
     pub async fn pack(&self, body: Bytes, quality: u32, idle: bool) -> Packed {
-        let Some(tx) = &self.tx else {
+        let lane = if idle { &self.spare } else { &self.first };
+        let Some(lane) = lane else {
             return Packed::Busy;
         };
         let (done, result) = tokio::sync::oneshot::channel();
         // Counted before it can be taken, so the count never wraps.
-        self.pending.fetch_add(1, Relaxed);
+        lane.pending.fetch_add(1, Relaxed);
         let quality = quality.min(11);
-        if tx
+        if lane
+            .tx
             .try_send(Job {
                 body,
                 quality,
-                idle,
                 done,
             })
             .is_err()
         {
-            self.pending.fetch_sub(1, Relaxed);
+            lane.pending.fetch_sub(1, Relaxed);
             return Packed::Busy;
         }
         // Given up: the thread sees the closed channel and skips it. An
@@ -549,6 +582,48 @@ mod tests {
         assert_eq!(quality_for(11, false), 11);
         assert_eq!(quality_for(11, true), FIRST);
         assert_eq!(quality_for(3, true), 3, "never above the level");
+    }
+
+    /// A better coding runs under `SCHED_IDLE`, which an unprivileged
+    /// thread may not leave, and may take seconds (quality 11 on a large
+    /// page): first encodings have their own thread and are answered
+    /// meanwhile, at their own policy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_encoding_never_waits_behind_a_better_one() {
+        let mut x = 0x9e37_79b9_u32;
+        let words = [
+            "dataset ", "table ", "value ", "region ", "annual ", "<td>", "</td>\n",
+        ];
+        let large: String = (0..LARGE / 8)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                words[x as usize % words.len()]
+            })
+            .collect();
+        let large = Bytes::from(large);
+        let page = Bytes::from("<p>hello, compressible world</p>\n".repeat(200));
+        let encoder = Arc::new(Encoder::start(true));
+        let e = encoder.clone();
+        let better = tokio::spawn(async move { e.pack(large, 11, true).await });
+        // Queued, at least: one thread for both would take it first.
+        while encoder.idle() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            match encoder.pack(page.clone(), 5, false).await {
+                Packed::Br(b, 5) => assert_eq!(decode(&b, page.len()).unwrap(), page),
+                other => panic!("a first encoding was {other:?} while a better one ran"),
+            }
+            assert!(started.elapsed() < PATIENCE);
+        }
+        assert!(
+            !better.is_finished(),
+            "the better coding ended too soon to tell"
+        );
+        better.abort();
     }
 
     #[tokio::test]

@@ -193,6 +193,10 @@ impl Stream {
     /// every arrival after the read raises a new event, which marks it
     /// readable again; tokio does not unmark readiness an event raised
     /// during the read, nor a hang-up it has seen (`READ_CLOSED` stays).
+    /// The one exception is a client's own doing: a TCP read stops at
+    /// urgent data and a Unix one at passed descriptors or `MSG_OOB`, with
+    /// more queued behind; such a connection waits for its next bytes or
+    /// the client timeout, and holds no more than any idle one does.
     pub fn read_some(&self, buf: &mut BytesMut) -> io::Result<usize> {
         let room = buf.capacity() - buf.len();
         let mut got = 0;
