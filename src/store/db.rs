@@ -52,6 +52,17 @@ pub fn batch_of(ops: &[Op]) -> WriteBatch {
 /// Memtable size: LevelDB keeps up to two per DB (one being flushed).
 pub const WRITE_BUFFER: usize = 2 << 20;
 
+/// Shard `index`'s memtable size: a quarter more per shard, four apart.
+/// Why: rusty-leveldb flushes a full memtable, and merges level-0 tables,
+/// inline in the write that filled it. Fed alike (keys hash evenly), all
+/// shards filled theirs at the same moment and every shard stalled at
+/// once: 70 to 100 ms for each put in the same tenth of a second, in the
+/// third 10 s round of `bench/run.sh mix`. Apart, one shard stalls at a
+/// time and the other shards' writers go on.
+pub fn write_buffer(index: usize) -> usize {
+    WRITE_BUFFER + WRITE_BUFFER / 4 * (index % 4)
+}
+
 /// LevelDB options for a shard. LevelDB holds records and page metadata only (bodies are in
 /// blob files): a few hundred bytes per page, so its caches stay small.
 pub fn options(write_buffer: usize) -> Options {
@@ -206,7 +217,7 @@ impl Db {
         // into a table and starts a fresh log, and damage costs only the
         // records after it in its own file. A reopen after a scan reuses
         // its clean log (no table per reopen).
-        let mut opts = options(WRITE_BUFFER);
+        let mut opts = options(write_buffer(self.index));
         opts.reuse_logs = std::mem::take(&mut self.log_clean);
         let problem = match open_contained(&self.dir, opts) {
             Ok(db) => {
@@ -247,7 +258,7 @@ impl Db {
             "shard could not be opened; moving it aside and starting empty"
         );
         std::fs::rename(&self.dir, &aside).map_err(|e| StoreError::open(&self.dir, e))?;
-        let db = open_contained(&self.dir, options(WRITE_BUFFER))
+        let db = open_contained(&self.dir, options(write_buffer(self.index)))
             .map_err(|e| StoreError::open(&self.dir, e))?;
         self.db = Some(db);
         Ok(Opened::StartedOver)
@@ -482,6 +493,15 @@ pub(crate) mod tests {
             Bytes::copy_from_slice(body),
         )
         .encode()
+    }
+
+    #[test]
+    fn shards_fed_alike_fill_their_memtables_at_different_moments() {
+        let sizes: Vec<usize> = (0..4).map(write_buffer).collect();
+        for (i, a) in sizes.iter().enumerate() {
+            assert!(sizes[i + 1..].iter().all(|b| b != a), "{sizes:?}");
+            assert!(*a >= WRITE_BUFFER && *a < 2 * WRITE_BUFFER, "{sizes:?}");
+        }
     }
 
     /// Writes the layout that makes rusty-leveldb's point read lie: `n`
