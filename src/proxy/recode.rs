@@ -35,11 +35,10 @@ pub struct Recode {
     /// The purge point before the copy was read (or its fetch began).
     since: u64,
     quality: u32,
-    /// Just fetched (its first encoding) rather than read again.
-    first: bool,
-    /// The copy as just stored, for a first encoding: read from the
-    /// store only under the page's flight, after the encoding, and only
-    /// when the encoder took it (mostly it is busy when misses come fast).
+    /// For a page just fetched (its first encoding) rather than read
+    /// again: the copy as just stored. Read from the store only under the
+    /// page's flight, after the encoding, and only when the encoder took
+    /// it (mostly it is busy when misses come fast).
     stored: Option<Arc<Entry>>,
 }
 
@@ -123,7 +122,6 @@ impl<S: PageStore> Proxy<S> {
             } else {
                 level
             },
-            first: false,
             stored: None,
         });
     }
@@ -150,7 +148,6 @@ impl<S: PageStore> Proxy<S> {
             stored_at: e.stored_at,
             since,
             quality: level.min(compress::FIRST),
-            first: true,
             stored: Some(e.clone()),
         };
         let this = self.clone();
@@ -177,6 +174,7 @@ impl<S: PageStore> Proxy<S> {
     async fn recode(&self, mut job: Recode) {
         let at = stored_key(&job.group, job.variant.as_deref());
         let level = job.quality;
+        let first = job.stored.is_some();
         let found = match job.stored.take() {
             Some(entry) => Found {
                 entry,
@@ -208,7 +206,7 @@ impl<S: PageStore> Proxy<S> {
                 return;
             }
             Packed::Busy => {
-                if job.first {
+                if first {
                     self.stats.packed(Packing::Busy);
                 }
                 return;
@@ -248,7 +246,7 @@ impl<S: PageStore> Proxy<S> {
             .put_page(&job.group, member, record, job.since, room)
             .await
         {
-            Ok(true) if job.first => self.stats.packed(Packing::Br),
+            Ok(true) if first => self.stats.packed(Packing::Br),
             Ok(true) => self.stats.packed(Packing::Recoded),
             Ok(false) => tracing::debug!("page purged while it was encoded; not replaced"),
             Err(e) => tracing::debug!(error = %e, "an encoded page was not stored"),
