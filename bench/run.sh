@@ -86,7 +86,8 @@
 # COLD_PAGES (200000), WRITE_RATE (200), SCALE_PAGES ("10000 100000 1000000"),
 # BASELINE_BIN (another bigcache binary, e.g. an earlier commit's build: the
 # hot, cold, rest and sync scenarios then measure it too, in the same run,
-# as "bigcache baseline" / "baseline").
+# as "bigcache baseline" / "baseline"), FRESH_FS (1: the run's files on a
+# fresh ext4 of their own, as root; 0: in /tmp).
 # Servers run on core 0, wrk on core 1: check the machine is otherwise idle,
 # and compare figures within one run only.
 set -euo pipefail
@@ -105,6 +106,27 @@ need curl curl
 cargo build --release --quiet
 
 work=$(mktemp -d)
+loop=""
+# Each run's files (both servers' stores, nginx's cache) go on a fresh
+# ext4 of their own: on the machine's long-lived filesystem a server's
+# figure depended on what earlier runs had created and deleted there
+# (ext4 passes over recently freed inodes when it allocates one; nginx
+# creates a file for each page it caches). As root, where loop devices
+# can be mounted; FRESH_FS=0 keeps the files in /tmp instead.
+if [ "${FRESH_FS:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
+    # 512k inodes, initialized now rather than by a kernel thread that
+    # would be writing them during the first rounds.
+    if truncate -s 32G "$work.img" &&
+        mkfs.ext4 -q -F -i 65536 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$work.img" &&
+        loop=$(losetup -f --show --direct-io=on "$work.img") && mount "$loop" "$work"; then
+        echo "(files on a fresh ext4: $loop, $(du -h --apparent-size "$work.img" | cut -f1) sparse)"
+    else
+        [ -n "$loop" ] && losetup -d "$loop"
+        loop=""
+        rm -f "$work.img"
+        echo "(no fresh filesystem could be made; files in $work)"
+    fi
+fi
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -112,6 +134,13 @@ cleanup() {
     wait 2>/dev/null || true
     # CG_KEEP=dir keeps callgrind's dumps for callgrind_annotate.
     [ -n "${CG_KEEP:-}" ] && { mkdir -p "$CG_KEEP"; cp "$work"/cg-*.* "$CG_KEEP"/ 2>/dev/null || true; }
+    if [ -n "$loop" ]; then
+        # nginx's master exits after its worker: busy until then.
+        local i
+        for i in $(seq 100); do umount "$work" 2>/dev/null && break; sleep 0.1; done
+        losetup -d "$loop" || true
+        rm -f "$work.img"
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -224,17 +253,26 @@ cpu_ticks() {
     echo "$t"
 }
 
+# Core 1's time so far, busy and in all ("busy total"), in ticks.
+core1_ticks() {
+    awk '$1 == "cpu1" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+
 row() { # label script url pid origin_port|-
-    local out t0 t1 secs
+    local out t0 t1 secs b0 a0 b1 a1
     cat "$2" "$work/report.lua" >"$work/run.lua"
     t0=$(cpu_ticks "$4")
+    read -r b0 a0 <<<"$(core1_ticks)"
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "$3" | grep '^RESULT')
+    read -r b1 a1 <<<"$(core1_ticks)"
     t1=$(cpu_ticks "$4")
     read -r _ rps p50 p99 p999 max errs <<<"$out"
     secs=${DURATION%s}
-    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
+    # "client": how busy wrk's core was (wrk, and the origin where it
+    # shares it). Near 100%, the row measured the client, not the server.
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s %6s\n" "$1" "$rps" "$p50" "$p99" "$p999" "$max" "$errs" \
         "$(($(rss_kib "$4") / 1024))MB" "$([ "$5" = - ] && echo - || origin_count "$5")" \
-        "$(((t1 - t0) * 100 / ($(getconf CLK_TCK) * secs)))%"
+        "$(((t1 - t0) * 100 / ($(getconf CLK_TCK) * secs)))%" "$(((b1 - b0) * 100 / (a1 - a0 > 0 ? a1 - a0 : 1)))%"
 }
 
 # Waits (at most 30 s) until the given servers are idle: under 2% of a
@@ -259,7 +297,7 @@ packed() { # api_port
 }
 
 header() {
-    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin cpu
+    printf "%-22s %9s %8s %8s %8s %8s %7s %9s %7s %5s %6s\n" server req/s p50ms p99ms p99.9ms maxms errors RSS origin cpu client
 }
 
 scenario_diskcold() { DISK_COLD=1 scenario_cold; }
@@ -450,27 +488,37 @@ local run = os.getenv("RUN_ID") or "0"
 -- A browser sends back the validator it was given: bigcache's brotli
 -- representation has its own (the page's ETag with -br, RFC 9110 8.8.3).
 local etag_suffix = os.getenv("ETAG_SUFFIX") or ""
-local browser = {
-  ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-  ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-  ["Accept-Language"] = "en-US,en;q=0.5",
-  ["Accept-Encoding"] = "gzip, deflate, br, zstd",
-  ["Cookie"] = "_ga=GA1.1.1234567890.1700000000; _gid=GA1.1.987654321.1700000000",
-  ["Upgrade-Insecure-Requests"] = "1",
-}
-local conditional = {}
-for k, v in pairs(browser) do conditional[k] = v end
+-- A browser's fields, in a browser's order. Every request is built once,
+-- in init: wrk.format on each request took a tenth of wrk's core, which
+-- is shared with the origin and was close to full in bigcache's rows.
+local browser = "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\r\n" ..
+  "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n" ..
+  "Accept-Language: en-US,en;q=0.5\r\n" ..
+  "Accept-Encoding: gzip, deflate, br, zstd\r\n" ..
+  "Cookie: _ga=GA1.1.1234567890.1700000000; _gid=GA1.1.987654321.1700000000\r\n" ..
+  "Upgrade-Insecure-Requests: 1\r\n"
+local plain, conditional, miss_head, miss_tail = {}, {}, nil, nil
+init = function(args)
+  local host = "Host: " .. wrk.headers["Host"] .. "\r\n"
+  for i = 0, $KEYS - 1 do
+    local p = "/page/" .. i
+    plain[i] = "GET " .. p .. " HTTP/1.1\r\n" .. host .. browser .. "\r\n"
+    conditional[i] = "GET " .. p .. " HTTP/1.1\r\n" .. host .. browser ..
+      'If-None-Match: "' .. p .. etag_suffix .. '"\r\n\r\n'
+  end
+  miss_head = "GET /fresh/" .. run .. "/"
+  miss_tail = " HTTP/1.1\r\n" .. host .. browser .. "\r\n"
+end
 request = function()
   n = n + 1
   if n % 20 == 0 then
-    return wrk.format("GET", "/fresh/" .. run .. "/" .. n, browser)
+    return miss_head .. n .. miss_tail
   end
-  local p = "/page/" .. math.random(0, $KEYS - 1)
+  local i = math.random(0, $KEYS - 1)
   if n % 5 == 0 then
-    conditional["If-None-Match"] = '"' .. p .. etag_suffix .. '"'
-    return wrk.format("GET", p, conditional)
+    return conditional[i]
   end
-  return wrk.format("GET", p, browser)
+  return plain[i]
 end
 LUA
     # The validator each server gives a browser, and the 304 it answers

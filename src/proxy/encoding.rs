@@ -15,31 +15,37 @@ use super::fields::{Fields, Known};
 
 /// Whether the client accepts `coding` (RFC 9110 §12.5.3): listed with a
 /// q-value above zero, or covered by `*` and not listed. `x-gzip` is gzip.
+/// Read as bytes: every hit asks, for each coding it could serve.
 pub fn accepts<F: Fields + ?Sized>(headers: &F, coding: &str) -> bool {
+    let coding = coding.as_bytes();
     let mut star = None;
     let lists = headers
         .known(Known::AcceptEncoding)
-        .filter_map(super::fields::text);
+        .filter(|v| super::fields::is_text(v));
     for list in lists {
-        for item in list.split(',') {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim();
+        for item in list.split(|&b| b == b',') {
+            let mut parts = item.split(|&b| b == b';');
+            let name = parts.next().unwrap_or_default().trim_ascii();
             let q = parts
-                .map(str::trim)
-                .find(|p| p.len() > 1 && p[..2].eq_ignore_ascii_case("q="))
-                .map_or(Some(1.0), |q| q[2..].trim().parse::<f32>().ok());
+                .map(<[u8]>::trim_ascii)
+                .find(|p| p.len() > 1 && p[..2].eq_ignore_ascii_case(b"q="))
+                .map_or(Some(1.0), |q| {
+                    std::str::from_utf8(q[2..].trim_ascii())
+                        .ok()
+                        .and_then(|q| q.parse::<f32>().ok())
+                });
             // An unreadable q-value: not accepted (the conservative side
             // is the identity coding, which every client takes).
             let accepted = q.is_some_and(|q| q > 0.0);
-            let name = if name.eq_ignore_ascii_case("x-gzip") {
-                "gzip"
+            let name = if name.eq_ignore_ascii_case(b"x-gzip") {
+                b"gzip"
             } else {
                 name
             };
             if name.eq_ignore_ascii_case(coding) {
                 return accepted;
             }
-            if name == "*" {
+            if name == b"*" {
                 star = Some(accepted);
             }
         }
@@ -142,5 +148,66 @@ mod tests {
         assert_eq!(normalised("gzip;q=abc", &["gzip"]), None);
         assert_eq!(normalised("GZIP", &["gzip"]).as_deref(), Some("gzip"));
         assert_eq!(normalised("identity", &[]).as_deref(), Some("identity"));
+    }
+
+    /// The reading of `Accept-Encoding` as text, before it was read as
+    /// bytes: the two must agree on every value.
+    fn read_as_text(values: &[&[u8]], coding: &str) -> bool {
+        let mut star = None;
+        for list in values.iter().filter_map(|v| crate::proxy::fields::text(v)) {
+            for item in list.split(',') {
+                let mut parts = item.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let q = parts
+                    .map(str::trim)
+                    .find(|p| p.len() > 1 && p[..2].eq_ignore_ascii_case("q="))
+                    .map_or(Some(1.0), |q| q[2..].trim().parse::<f32>().ok());
+                let accepted = q.is_some_and(|q| q > 0.0);
+                let name = if name.eq_ignore_ascii_case("x-gzip") {
+                    "gzip"
+                } else {
+                    name
+                };
+                if name.eq_ignore_ascii_case(coding) {
+                    return accepted;
+                }
+                if name == "*" {
+                    star = Some(accepted);
+                }
+            }
+        }
+        star.unwrap_or(false)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn read_as_bytes_as_it_was_read_as_text(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "br", "BR", "gzip", "x-gzip", "zstd", "deflate", "*", "identity", "",
+                    ",", ", ", " ,", ";", "; ", ";q=0", ";q=0.0", "; Q=1", ";q=0.5", ";q=abc",
+                    ";q=", ";q= 1 ", ";level=1", "\t", " ", "q=1", "\u{e9}", "\u{7f}", "\r",
+                ]),
+                0..10,
+            ),
+            second in proptest::option::of(proptest::sample::select(vec!["br", "*;q=0", "gzip;q=1", "\u{1}"])),
+        ) {
+            let first = pieces.concat();
+            let mut values: Vec<&[u8]> = vec![first.as_bytes()];
+            if let Some(v) = &second {
+                values.push(v.as_bytes());
+            }
+            let mut h = HeaderMap::new();
+            for v in &values {
+                // Values a client could not send are not headers at all.
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(header::ACCEPT_ENCODING, v);
+                }
+            }
+            let sent: Vec<&[u8]> = h.get_all(header::ACCEPT_ENCODING).iter().map(HeaderValue::as_bytes).collect();
+            for coding in ["br", "gzip", "zstd", "identity"] {
+                proptest::prop_assert_eq!(accepts(&h, coding), read_as_text(&sent, coding), "{:?} {}", sent, coding);
+            }
+        }
     }
 }

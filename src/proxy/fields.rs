@@ -221,14 +221,18 @@ impl<F: Fields + ?Sized> Fields for Gathered<'_, F> {
 /// `bytes` as `HeaderValue::to_str` reads them: visible ASCII, space and
 /// tab, or nothing.
 pub fn text(bytes: &[u8]) -> Option<&str> {
-    if bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
+    if is_text(bytes) {
         std::str::from_utf8(bytes).ok()
     } else {
         None
     }
+}
+
+/// Whether [`text`] reads `bytes`.
+pub fn is_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 impl Fields for HeaderMap {
