@@ -144,10 +144,14 @@ async def serve(origin: Origin, reader: asyncio.StreamReader, writer: asyncio.St
                 name, sep, value = line.partition(":")
                 if sep:
                     fields[name.strip().lower()] = value.strip()
-            length = int(fields.get("content-length", "0") or 0)
+            try:
+                length = int(fields.get("content-length", "0") or 0)
+            except ValueError:
+                return
             if length:
                 await reader.readexactly(length)
-            if method != "GET":
+            # A chunked body is not read: the connection ends after the 501.
+            if method != "GET" or "transfer-encoding" in fields:
                 writer.write(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 await writer.drain()
                 return
@@ -157,8 +161,8 @@ async def serve(origin: Origin, reader: asyncio.StreamReader, writer: asyncio.St
                     await asyncio.sleep(origin.delay / 1000)
             writer.write(origin.answer(path, fields.get("accept-encoding", "")))
             await writer.drain()
-            connection = fields.get("connection", "").lower()
-            if connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive"):
+            connection = {t.strip() for t in fields.get("connection", "").lower().split(",")}
+            if "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection):
                 return
     except (ConnectionError, asyncio.IncompleteReadError):
         # A client that drops its connection (wrk stopping mid-request) is

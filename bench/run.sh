@@ -118,8 +118,10 @@ if [ "${FRESH_FS:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v losetup >/dev/nu
     # would be writing them during the first rounds.
     if truncate -s 32G "$work.img" &&
         mkfs.ext4 -q -F -i 65536 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$work.img" &&
-        loop=$(losetup -f --show --direct-io=on "$work.img") && mount "$loop" "$work"; then
-        echo "(files on a fresh ext4: $loop, $(du -h --apparent-size "$work.img" | cut -f1) sparse)"
+        loop=$(losetup -f --show --direct-io=on --sector-size 4096 "$work.img") && mount "$loop" "$work"; then
+        # Without direct I/O (a backing filesystem that cannot), the image
+        # is cached a second time below: diskcold's reads would be RAM's.
+        echo "(files on a fresh ext4: $loop, $(du -h --apparent-size "$work.img" | cut -f1) sparse, direct I/O $(cat "/sys/block/${loop#/dev/}/loop/dio" 2>/dev/null || echo ?))"
     else
         [ -n "$loop" ] && losetup -d "$loop"
         loop=""
@@ -130,7 +132,9 @@ fi
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    # Every nginx a scenario started (the browser scenario runs three).
+    local f
+    for f in $(find "$work" -name nginx.pid 2>/dev/null); do kill "$(cat "$f")" 2>/dev/null || true; done
     wait 2>/dev/null || true
     # CG_KEEP=dir keeps callgrind's dumps for callgrind_annotate.
     [ -n "${CG_KEEP:-}" ] && { mkdir -p "$CG_KEEP"; cp "$work"/cg-*.* "$CG_KEEP"/ 2>/dev/null || true; }
@@ -138,6 +142,8 @@ cleanup() {
         # nginx's master exits after its worker: busy until then.
         local i
         for i in $(seq 100); do umount "$work" 2>/dev/null && break; sleep 0.1; done
+        # Still busy after 10 s: detached now, freed when the last user goes.
+        mountpoint -q "$work" && { umount -l "$work" || true; }
         losetup -d "$loop" || true
         rm -f "$work.img"
     fi
@@ -265,14 +271,18 @@ cpu_ticks() {
     echo "$t"
 }
 
-# Core 1's time so far, busy and in all ("busy total"), in ticks.
+# Core 1's time so far, busy and in all ("busy total"), in ticks: user,
+# nice, system, irq and softirq are busy; idle, iowait and steal are not
+# (guest time is counted inside user already).
 core1_ticks() {
-    awk '$1 == "cpu1" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+    awk '$1 == "cpu1" {b = $2 + $3 + $4 + $7 + $8; print b, b + $5 + $6 + $9}' /proc/stat
 }
 
 row() { # label script url pid origin_port|-
     local out t0 t1 secs b0 a0 b1 a1
     cat "$2" "$work/report.lua" >"$work/run.lua"
+    # What earlier rows wrote reaches the disk before this one, not during.
+    sync
     t0=$(cpu_ticks "$4")
     read -r b0 a0 <<<"$(core1_ticks)"
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -s "$work/run.lua" "$3" | grep '^RESULT')
