@@ -281,7 +281,9 @@ core1_ticks() {
 row() { # label script url pid origin_port|-
     local out t0 t1 secs b0 a0 b1 a1
     cat "$2" "$work/report.lua" >"$work/run.lua"
-    # What earlier rows wrote reaches the disk before this one, not during.
+    # What earlier rows wrote reaches the disk before this one, not
+    # during it: the kernel's writeback (and the loop device's) ran on the
+    # servers' core and slowed whichever row came after the writer.
     sync
     t0=$(cpu_ticks "$4")
     read -r b0 a0 <<<"$(core1_ticks)"
@@ -303,10 +305,6 @@ row() { # label script url pid origin_port|-
 # compactions and brotli encodings after a run of misses).
 settle() { # pid...
     local i t0 t1 p
-    # The pages the last row wrote go to the disk now, not during the next
-    # row: the kernel's writeback (and the loop device's) ran on the
-    # servers' core and slowed whichever row came after the writer.
-    sync
     for i in $(seq 60); do
         t0=0; for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
         sleep 0.5

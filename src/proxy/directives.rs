@@ -55,10 +55,7 @@ impl Directives {
         let mut any = false;
         for line in lines {
             any = true;
-            if line
-                .iter()
-                .any(|&b| b != b'\t' && !(b' '..=b'~').contains(&b))
-            {
+            if !super::fields::is_text(line) {
                 return Err(Unreadable);
             }
             for (name, value) in elements(line)? {
